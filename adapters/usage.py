@@ -1,0 +1,31 @@
+"""Token usage as Bedrock bills it.
+
+`input_tokens` never includes cached tokens: Bedrock reports uncached input,
+cache reads and cache writes separately and prices them separately
+(see BEDROCK_WIRE.md §3.4: `totalTokens = input + output + cacheRead + cacheWrite`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+__all__ = ["Usage"]
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    #: True when Bedrock reported no number and the proxy had to estimate.
+    estimated: bool = False
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens + self.cache_read_tokens + self.cache_write_tokens
+
+    def merged(self, **fields: int | bool | None) -> Usage:
+        """A copy with the given fields replaced; `None` values are ignored."""
+        given = {k: v for k, v in fields.items() if v is not None}
+        return replace(self, **given) if given else self

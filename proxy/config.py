@@ -1,0 +1,281 @@
+"""The one typed configuration object, built once at start-up and passed down.
+
+Precedence: command-line flag > `COSTKEEPER_*` environment variable > `config.yaml`
+> default. This is the only module that reads the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Literal
+
+import yaml
+
+from metering.pricing import Price
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "ServerConfig",
+    "UpstreamConfig",
+    "AuthConfig",
+    "StoreConfig",
+    "LimitsConfig",
+    "MeteringConfig",
+    "SimulatorConfig",
+    "load_config",
+    "FLAG_KEYS",
+]
+
+AuthMode = Literal["sigv4", "bearer", "trust"]
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message names the offending key."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    admin_host: str = "127.0.0.1"
+    admin_port: int = 8081
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    log_level: str = "info"
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamConfig:
+    #: None → https://bedrock-runtime.<region>.amazonaws.com
+    endpoint_url: str | None = None
+    connect_timeout: float = 10.0
+    #: Between two bytes of a response. Long non-streamed generations can take
+    #: many minutes before the first byte, hence the generous default.
+    read_timeout: float = 900.0
+    write_timeout: float = 60.0
+    pool_timeout: float = 30.0
+    max_connections: int = 1000
+    max_keepalive_connections: int = 200
+
+
+@dataclass(frozen=True, slots=True)
+class AuthConfig:
+    #: sigv4: SigV4 or bearer with a key Cost Keeper issued; bearer: bearer only;
+    #: trust: no check, every request belongs to `trust_org`/`trust_app` (sidecar).
+    mode: AuthMode = "sigv4"
+    trust_org: str = "default"
+    trust_app: str = "default"
+    max_skew_seconds: int = 300
+    #: How long a looked-up key (or its absence) is cached; also how long a
+    #: revocation takes to reach a running proxy.
+    key_cache_ttl: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class StoreConfig:
+    backend: Literal["sqlite"] = "sqlite"
+    path: str = "costkeeper.db"
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    #: InvokeModel's documented maximum body is 25,000,000 bytes.
+    max_body_bytes: int = 25_000_000
+    #: Non-streamed response bodies are copied up to this size to read their usage.
+    max_usage_body_bytes: int = 32 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class MeteringConfig:
+    flush_interval: float = 1.0
+    batch_size: int = 500
+
+
+@dataclass(frozen=True, slots=True)
+class SimulatorConfig:
+    """Settings of `costkeeper simulate` (a Bedrock Runtime stand-in)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8090
+    #: Credentials the simulator accepts (it checks every signature like Bedrock).
+    access_key: str = "AKIDSIMULATOR"
+    secret_key: str = "simulator-secret"
+    latency: float = 0.0
+    chunk_delay: float = 0.0
+    throttle_rate: float = 0.0
+    error_rate: float = 0.0
+    seed: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    region: str = "us-east-1"
+    server: ServerConfig = field(default_factory=ServerConfig)
+    upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    metering: MeteringConfig = field(default_factory=MeteringConfig)
+    simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
+    pricing: Mapping[str, Price] = field(default_factory=lambda: MappingProxyType({}))
+    #: Labels → model ids, the default chain and per-org settings (used by quotas).
+    models: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    fallback: tuple[str, ...] = ()
+    orgs: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+    @property
+    def upstream_url(self) -> str:
+        return (self.upstream.endpoint_url or f"https://bedrock-runtime.{self.region}.amazonaws.com").rstrip("/")
+
+
+#: Command-line flag (argparse dest) → dotted config key. Each flag's environment
+#: twin is COSTKEEPER_<FLAG>, e.g. --admin-port ↔ COSTKEEPER_ADMIN_PORT.
+FLAG_KEYS: Mapping[str, str] = MappingProxyType({
+    "host": "server.host",
+    "port": "server.port",
+    "admin_host": "server.admin_host",
+    "admin_port": "server.admin_port",
+    "tls_cert": "server.tls_cert",
+    "tls_key": "server.tls_key",
+    "log_level": "server.log_level",
+    "region": "region",
+    "upstream_endpoint_url": "upstream.endpoint_url",
+    "auth_mode": "auth.mode",
+    "store_path": "store.path",
+    "sim_host": "simulator.host",
+    "sim_port": "simulator.port",
+    "sim_access_key": "simulator.access_key",
+    "sim_secret_key": "simulator.secret_key",
+    "latency": "simulator.latency",
+    "chunk_delay": "simulator.chunk_delay",
+    "throttle_rate": "simulator.throttle_rate",
+    "error_rate": "simulator.error_rate",
+    "seed": "simulator.seed",
+})
+
+_SECTIONS: Mapping[str, type] = MappingProxyType({
+    "server": ServerConfig,
+    "upstream": UpstreamConfig,
+    "auth": AuthConfig,
+    "store": StoreConfig,
+    "limits": LimitsConfig,
+    "metering": MeteringConfig,
+    "simulator": SimulatorConfig,
+})
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    flags: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Build the Config from a YAML file, the environment and command-line flags."""
+    environ = os.environ if environ is None else environ
+    path = path or environ.get("COSTKEEPER_CONFIG")
+    raw: dict[str, Any] = {}
+    if path:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text()) or {}
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path}: expected a mapping at the top level")
+        raw = loaded
+    for flag, key in FLAG_KEYS.items():
+        env_value = environ.get(f"COSTKEEPER_{flag.upper()}")
+        if env_value is not None and env_value != "":
+            _set_dotted(raw, key, env_value)
+    for flag, value in (flags or {}).items():
+        if value is not None and flag in FLAG_KEYS:
+            _set_dotted(raw, FLAG_KEYS[flag], value)
+    return _build(raw)
+
+
+def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
+    *parents, last = key.split(".")
+    node = raw
+    for part in parents:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = node[part] = {}
+        node = child
+    node[last] = value
+
+
+def _build(raw: Mapping[str, Any]) -> Config:
+    known = {"region", "pricing", "models", "fallback", "orgs", *_SECTIONS}
+    unknown = set(raw) - known
+    if unknown:
+        raise ConfigError(f"unknown top-level key(s) {sorted(unknown)}; expected {sorted(known)}")
+    sections = {name: _section(name, cls, raw.get(name)) for name, cls in _SECTIONS.items()}
+    auth = sections["auth"]
+    if auth.mode not in ("sigv4", "bearer", "trust"):
+        raise ConfigError(f"auth.mode: expected sigv4, bearer or trust, got {auth.mode!r}")
+    server = sections["server"]
+    if bool(server.tls_cert) != bool(server.tls_key):
+        raise ConfigError("server.tls_cert and server.tls_key must be given together")
+    pricing_raw = raw.get("pricing") or {}
+    if not isinstance(pricing_raw, dict):
+        raise ConfigError("pricing: expected a mapping of model id → prices")
+    try:
+        pricing = {str(model): Price.from_mapping(str(model), prices or {})
+                   for model, prices in pricing_raw.items()}
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(str(exc)) from None
+    models = raw.get("models") or {}
+    if not isinstance(models, dict):
+        raise ConfigError("models: expected a mapping of label → model id")
+    fallback = raw.get("fallback") or []
+    if not isinstance(fallback, list):
+        raise ConfigError("fallback: expected a list of labels or model ids")
+    orgs = raw.get("orgs") or {}
+    if not isinstance(orgs, dict):
+        raise ConfigError("orgs: expected a mapping of org name → settings")
+    return Config(
+        region=str(raw.get("region") or "us-east-1"),
+        pricing=MappingProxyType(pricing),
+        models=MappingProxyType({str(k): str(v) for k, v in models.items()}),
+        fallback=tuple(str(x) for x in fallback),
+        orgs=MappingProxyType(dict(orgs)),
+        **sections,
+    )
+
+
+def _section(name: str, cls: type, raw: Any) -> Any:
+    if raw is None:
+        return cls()
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{name}: expected a mapping")
+    fields = cls.__dataclass_fields__
+    unknown = set(raw) - set(fields)
+    if unknown:
+        raise ConfigError(f"{name}: unknown key(s) {sorted(unknown)}; expected {sorted(fields)}")
+    values = {}
+    for key, value in raw.items():
+        values[key] = _coerce(f"{name}.{key}", cls().__getattribute__(key), value)
+    return cls(**values)
+
+
+def _coerce(key: str, default: Any, value: Any) -> Any:
+    """Turn env/flag strings into the field's type (the default tells the type)."""
+    if value is None:
+        return None
+    try:
+        if isinstance(default, bool):
+            if isinstance(value, str):
+                return value.strip().lower() in ("1", "true", "yes", "on")
+            return bool(value)
+        if isinstance(default, int):
+            return int(value)
+        if isinstance(default, float):
+            return float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key}: expected a {type(default).__name__}, got {value!r}") from None
+    return str(value) if not isinstance(value, str) else value

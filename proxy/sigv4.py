@@ -1,0 +1,174 @@
+"""Verify a client's AWS SigV4 signature against a secret Cost Keeper issued.
+
+The canonical request is rebuilt by botocore's own `SigV4Auth` (never a second
+implementation of SigV4), fed with the request exactly as it arrived: the raw,
+still percent-encoded path (botocore then double-encodes it, as every non-S3
+AWS service does) and only the headers the client listed in `SignedHeaders`.
+Recipe and pitfalls: BEDROCK_WIRE.md §5.2.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest, HTTPHeaders
+from botocore.credentials import Credentials
+
+from proxy.errors import (
+    InvalidSignatureException,
+    MissingAuthenticationTokenException,
+)
+
+__all__ = ["SignedRequest", "parse_authorization", "verify_signature", "SIGNING_SERVICE"]
+
+#: Bedrock Runtime's signing name is `bedrock`, not `bedrock-runtime` (service-2.json).
+SIGNING_SERVICE = "bedrock"
+_ALGORITHM = "AWS4-HMAC-SHA256"
+_AMZ_DATE = "%Y%m%dT%H%M%SZ"
+_AUTH_RE = re.compile(
+    r"^AWS4-HMAC-SHA256\s+"
+    r"Credential=(?P<key>[^/,\s]{1,128})/(?P<date>\d{8})/(?P<region>[a-z0-9-]{1,32})/"
+    r"(?P<service>[a-z0-9-]{1,64})/aws4_request\s*,\s*"
+    r"SignedHeaders=(?P<headers>[a-z0-9;._-]{1,2048})\s*,\s*"
+    r"Signature=(?P<signature>[0-9a-f]{64})$"
+)
+_MISMATCH = (
+    "The request signature we calculated does not match the signature you provided. "
+    "Check your AWS Secret Access Key and signing method. "
+    "Consult the service documentation for details."
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SignedRequest:
+    """The parsed `Authorization` header of a SigV4 request."""
+
+    access_key: str
+    date: str
+    region: str
+    service: str
+    signed_headers: tuple[str, ...]
+    signature: str
+
+
+def parse_authorization(value: str) -> SignedRequest:
+    match = _AUTH_RE.match(value.strip())
+    if match is None:
+        if not value.startswith(_ALGORITHM):
+            raise MissingAuthenticationTokenException("Missing Authentication Token")
+        raise InvalidSignatureException("Authorization header requires 'Credential', "
+                                        "'SignedHeaders' and 'Signature' parameters.")
+    signed = tuple(match["headers"].split(";"))
+    if "host" not in signed:
+        raise InvalidSignatureException("'Host' must be a signed header.")
+    return SignedRequest(
+        access_key=match["key"],
+        date=match["date"],
+        region=match["region"],
+        service=match["service"],
+        signed_headers=signed,
+        signature=match["signature"],
+    )
+
+
+class _ClientSigner(SigV4Auth):
+    """botocore's signer, told exactly which headers the client signed
+    (botocore would otherwise pick its own set and drop e.g. `expect`)."""
+
+    def __init__(self, credentials: Credentials, service: str, region: str, signed: Iterable[str]):
+        super().__init__(credentials, service, region)
+        self._signed = tuple(signed)
+
+    def headers_to_sign(self, request: AWSRequest) -> HTTPHeaders:
+        selected = HTTPHeaders()
+        for name in self._signed:
+            for value in request.headers.get_all(name) or ():
+                selected[name] = value
+        return selected
+
+
+def verify_signature(
+    parsed: SignedRequest,
+    secret: str,
+    *,
+    method: str,
+    host: str,
+    raw_path: str,
+    raw_query: str,
+    headers: Iterable[tuple[str, str]],
+    body: bytes,
+    now: datetime | None = None,
+    max_skew_seconds: int = 300,
+) -> None:
+    """Raise `InvalidSignatureException` unless the request is signed with `secret`.
+
+    `headers` are the request's (name, value) pairs as received; `host` must be the
+    Host header as the client sent it (port included).
+    """
+    if parsed.service != SIGNING_SERVICE:
+        raise InvalidSignatureException(
+            f"Credential should be scoped to correct service: '{SIGNING_SERVICE}'."
+        )
+    by_name: dict[str, list[str]] = {}
+    for name, value in headers:
+        by_name.setdefault(name.lower(), []).append(value)
+    amz_date = (by_name.get("x-amz-date") or [""])[0]
+    _check_date(amz_date, parsed.date, now or datetime.now(UTC), max_skew_seconds)
+
+    # The signature must cover the body: a client-declared hash has to be the real one.
+    declared = (by_name.get("x-amz-content-sha256") or [None])[0]
+    if declared is not None and declared != hashlib.sha256(body).hexdigest():
+        raise InvalidSignatureException(
+            "The provided 'x-amz-content-sha256' header does not match what was computed."
+        )
+
+    request = AWSRequest(
+        method=method,
+        url=f"http://{host}{raw_path}" + (f"?{raw_query}" if raw_query else ""),
+        data=body,
+    )
+    for name in parsed.signed_headers:
+        if name == "host":
+            request.headers["host"] = host
+            continue
+        for value in by_name.get(name, ()):
+            request.headers[name] = value
+    request.context["timestamp"] = amz_date
+    signer = _ClientSigner(Credentials(parsed.access_key, secret), parsed.service,
+                           parsed.region, parsed.signed_headers)
+    expected = signer.signature(signer.string_to_sign(request, signer.canonical_request(request)),
+                                request)
+    if not hmac.compare_digest(expected, parsed.signature):
+        raise InvalidSignatureException(_MISMATCH)
+
+
+def _check_date(amz_date: str, scope_date: str, now: datetime, max_skew: int) -> None:
+    try:
+        signed_at = datetime.strptime(amz_date, _AMZ_DATE).replace(tzinfo=UTC)
+    except ValueError:
+        raise InvalidSignatureException(
+            "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header."
+        ) from None
+    if amz_date[:8] != scope_date:
+        raise InvalidSignatureException(
+            f"Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP: "
+            f"'{scope_date}' != '{amz_date[:8]}', from '{amz_date}'."
+        )
+    skew = (now - signed_at).total_seconds()
+    stamp = now.strftime(_AMZ_DATE)
+    if skew > max_skew:
+        earliest = datetime.fromtimestamp(now.timestamp() - max_skew, UTC).strftime(_AMZ_DATE)
+        raise InvalidSignatureException(
+            f"Signature expired: {amz_date} is now earlier than {earliest} ({stamp} - 5 min.)"
+        )
+    if skew < -max_skew:
+        latest = datetime.fromtimestamp(now.timestamp() + max_skew, UTC).strftime(_AMZ_DATE)
+        raise InvalidSignatureException(
+            f"Signature not yet current: {amz_date} is still later than {latest} ({stamp} + 5 min.)"
+        )
