@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
@@ -253,14 +253,12 @@ def _section(name: str, cls: type, raw: Any) -> Any:
         return cls()
     if not isinstance(raw, dict):
         raise ConfigError(f"{name}: expected a mapping")
-    fields = cls.__dataclass_fields__
-    unknown = set(raw) - set(fields)
+    defaults = cls()
+    names = {f.name for f in fields(defaults)}
+    unknown = set(raw) - names
     if unknown:
-        raise ConfigError(f"{name}: unknown key(s) {sorted(unknown)}; expected {sorted(fields)}")
-    values = {}
-    for key, value in raw.items():
-        values[key] = _coerce(f"{name}.{key}", cls().__getattribute__(key), value)
-    return cls(**values)
+        raise ConfigError(f"{name}: unknown key(s) {sorted(unknown)}; expected {sorted(names)}")
+    return cls(**{key: _coerce(f"{name}.{key}", getattr(defaults, key), value) for key, value in raw.items()})
 
 
 def _coerce(key: str, default: Any, value: Any) -> Any:

@@ -122,8 +122,8 @@ def verify_signature(
     _check_date(amz_date, parsed.date, now or datetime.now(UTC), max_skew_seconds)
 
     # The signature must cover the body: a client-declared hash has to be the real one.
-    declared = (by_name.get("x-amz-content-sha256") or [None])[0]
-    if declared is not None and declared != hashlib.sha256(body).hexdigest():
+    declared = by_name.get("x-amz-content-sha256")
+    if declared is not None and declared[0] != hashlib.sha256(body).hexdigest():
         raise InvalidSignatureException(
             "The provided 'x-amz-content-sha256' header does not match what was computed."
         )

@@ -1,0 +1,104 @@
+"""One metered request, as the proxy hands it to the metering pipeline.
+
+A `UsageEvent` is immutable and self-contained: it carries its cost, computed
+once when the request ends, so a later price change never rewrites history and
+a store never needs the price table. Money is integer micro-USD (DESIGN.md §4).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from adapters.usage import Usage
+from metering.pricing import PriceTable
+
+__all__ = ["UsageEvent", "utc_day"]
+
+
+def utc_day(timestamp: float) -> str:
+    """`YYYY-MM-DD` of an epoch timestamp in UTC — the day quotas and reports use."""
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d")
+
+
+# kw_only: seventeen fields, several of the same type; a positional mix-up
+# (input vs output tokens) would be silent, a keyword mix-up cannot happen.
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UsageEvent:
+    #: Unique per request; stores count an event once per request id.
+    request_id: str
+    #: When the request started, epoch seconds (UTC day boundaries follow it).
+    timestamp: float
+    org: str
+    app: str
+    #: Bedrock operation, e.g. `InvokeModel`, `ConverseStream`.
+    operation: str
+    #: What the client put in the path (label, model id, profile id or ARN).
+    requested_model: str
+    #: The model actually used (differs from `requested_model` after a fallback).
+    model: str
+    input_tokens: int
+    output_tokens: int
+    cache_read_tokens: int
+    cache_write_tokens: int
+    cost_micro_usd: int
+    #: False when `model` had no price: the cost is 0 and reports flag the row.
+    priced: bool
+    latency_ms: float
+    #: None for non-streamed responses or when no byte ever arrived.
+    first_byte_ms: float | None
+    #: HTTP status returned to the client.
+    status: int
+    #: True when Bedrock reported no usage and the proxy estimated it.
+    estimated: bool
+
+    @property
+    def day(self) -> str:
+        return utc_day(self.timestamp)
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens + self.cache_read_tokens + self.cache_write_tokens
+
+    @classmethod
+    def from_usage(
+        cls,
+        usage: Usage,
+        prices: PriceTable,
+        *,
+        request_id: str,
+        timestamp: float,
+        org: str,
+        app: str,
+        operation: str,
+        requested_model: str,
+        model: str,
+        latency_ms: float,
+        status: int,
+        first_byte_ms: float | None = None,
+    ) -> UsageEvent:
+        """Price `usage` for `model` (the model used, not the one requested).
+
+        An unpriced model is still metered — cost 0, `priced=False` — so its
+        tokens show up in reports instead of vanishing.
+        """
+        cost = prices.cost_micro_usd(model, usage)
+        return cls(
+            request_id=request_id,
+            timestamp=timestamp,
+            org=org,
+            app=app,
+            operation=operation,
+            requested_model=requested_model,
+            model=model,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cache_read_tokens=usage.cache_read_tokens,
+            cache_write_tokens=usage.cache_write_tokens,
+            cost_micro_usd=0 if cost is None else cost,
+            priced=cost is not None,
+            latency_ms=latency_ms,
+            first_byte_ms=first_byte_ms,
+            status=status,
+            estimated=usage.estimated,
+        )

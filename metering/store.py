@@ -1,0 +1,182 @@
+"""What any metering backend offers: usage events in, summaries out, issued keys.
+
+Two protocols, so a backend may implement either or both: the embedded
+`SQLiteStore` does both and doubles as the test double; a DynamoDB backend
+follows with the same interface. Stores are synchronous and thread-safe; the
+proxy calls them through `asyncio.to_thread`.
+
+Caller credentials look like AWS's so that every SDK accepts them unchanged:
+an access key id of 20 uppercase characters (prefix `CKIA`, as AWS uses `AKIA`)
+and a 40-character secret. For `Authorization: Bearer` clients the same pair
+is packed into one token, `ck-<access_key_id>-<secret>`.
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+import secrets
+import string
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, cast, get_args, runtime_checkable
+
+from metering.events import UsageEvent
+
+__all__ = [
+    "ACCESS_KEY_PREFIX",
+    "GroupBy",
+    "GROUP_BY_FIELDS",
+    "IssuedKey",
+    "KeyRecord",
+    "KeyStore",
+    "UsageRow",
+    "UsageStore",
+    "generate_access_key_id",
+    "generate_secret",
+    "normalize_group_by",
+    "parse_bearer_token",
+]
+
+GroupBy = Literal["org", "app", "model", "day", "operation"]
+GROUP_BY_FIELDS: tuple[str, ...] = get_args(GroupBy)
+
+ACCESS_KEY_PREFIX = "CKIA"
+_ACCESS_KEY_ALPHABET = string.ascii_uppercase + string.digits
+# Alphanumeric only (AWS secrets may contain `/` and `+`): the secret then
+# survives shells, env files, URLs and the `-`-separated bearer token as is.
+_SECRET_ALPHABET = string.ascii_letters + string.digits
+_SECRET_LENGTH = 40
+_BEARER = re.compile(rf"ck-({ACCESS_KEY_PREFIX}[A-Z0-9]{{16}})-([A-Za-z0-9]{{{_SECRET_LENGTH}}})")
+
+
+def generate_access_key_id() -> str:
+    """`CKIA` + 16 random uppercase letters/digits: 20 characters, as AWS's."""
+    return ACCESS_KEY_PREFIX + "".join(secrets.choice(_ACCESS_KEY_ALPHABET) for _ in range(16))
+
+
+def generate_secret() -> str:
+    """40 random alphanumerics (~238 bits)."""
+    return "".join(secrets.choice(_SECRET_ALPHABET) for _ in range(_SECRET_LENGTH))
+
+
+def parse_bearer_token(token: str) -> tuple[str, str] | None:
+    """`ck-<access_key_id>-<secret>` → `(access_key_id, secret)`, else None.
+
+    Takes the token without the `Bearer ` scheme. Only checks the shape; the
+    caller still looks the key up and compares the secret (`KeyRecord.secret_matches`).
+    """
+    match = _BEARER.fullmatch(token.strip())
+    return (match.group(1), match.group(2)) if match else None
+
+
+def normalize_group_by(by: Sequence[str]) -> tuple[GroupBy, ...]:
+    """Validate and de-duplicate `by`, keeping its order. Raises ValueError."""
+    if isinstance(by, str):
+        raise ValueError(f"group-by must be a sequence of names, not the string {by!r}")
+    unknown = [name for name in by if name not in GROUP_BY_FIELDS]
+    if unknown:
+        raise ValueError(f"cannot group by {unknown}; expected a subset of {list(GROUP_BY_FIELDS)}")
+    return cast(tuple[GroupBy, ...], tuple(dict.fromkeys(by)))
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedKey:
+    """A freshly created credential; the only time the secret is handed out."""
+
+    access_key_id: str
+    secret: str = field(repr=False)
+    org: str
+    app: str
+    created_at: float
+
+    @property
+    def bearer_token(self) -> str:
+        """`ck-<access_key_id>-<secret>`, for `Authorization: Bearer <token>` clients."""
+        return f"ck-{self.access_key_id}-{self.secret}"
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRecord:
+    access_key_id: str
+    org: str
+    app: str
+    #: Stored in clear: SigV4 verification needs the secret itself (an HMAC key).
+    secret: str = field(repr=False)
+    created_at: float
+    revoked_at: float | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+    def secret_matches(self, secret: str) -> bool:
+        """Constant-time comparison, so response timing leaks nothing of the secret."""
+        return hmac.compare_digest(self.secret.encode(), secret.encode())
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UsageRow:
+    """One group of a usage summary. Group fields not in `by` are None."""
+
+    org: str | None = None
+    app: str | None = None
+    #: The model actually used.
+    model: str | None = None
+    #: UTC `YYYY-MM-DD`.
+    day: str | None = None
+    operation: str | None = None
+    requests: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    cost_micro_usd: int = 0
+    #: Requests whose usage the proxy estimated (Bedrock reported none).
+    estimated_requests: int = 0
+    #: Requests to a model with no price: their cost is counted as 0.
+    unpriced_requests: int = 0
+
+    def group(self, by: Sequence[str]) -> tuple[str | None, ...]:
+        return tuple(getattr(self, name) for name in by)
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens + self.cache_read_tokens + self.cache_write_tokens
+
+
+@runtime_checkable
+class UsageStore(Protocol):
+    def write_events(self, events: Sequence[UsageEvent]) -> None:
+        """Persist `events`, idempotently: a request id already stored is
+        ignored (first write wins), so a retried or replayed batch counts nothing twice."""
+        ...
+
+    def get_event(self, request_id: str) -> UsageEvent | None: ...
+
+    def usage_summary(
+        self, since: float, until: float | None, by: Sequence[str]
+    ) -> list[UsageRow]:
+        """Totals of events with `since <= timestamp < until` (no upper bound if
+        None), one row per distinct value of the `by` fields (a subset of
+        `GROUP_BY_FIELDS`), sorted by those values; `by=()` gives one total row.
+        No matching events → `[]`. Unknown `by` names raise ValueError."""
+        ...
+
+
+@runtime_checkable
+class KeyStore(Protocol):
+    def create_key(self, org: str, app: str) -> IssuedKey: ...
+
+    def get_key(self, access_key_id: str) -> KeyRecord | None:
+        """The key, revoked or not (check `KeyRecord.active`); None if unknown."""
+        ...
+
+    def list_keys(self) -> list[KeyRecord]:
+        """All keys, revoked ones included, oldest first."""
+        ...
+
+    def revoke_key(self, access_key_id: str) -> bool:
+        """True if an active key was revoked now; False if unknown or already
+        revoked (the first revocation time is kept)."""
+        ...

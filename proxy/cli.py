@@ -1,0 +1,254 @@
+"""`costkeeper` — the command line.
+
+    costkeeper serve      run the proxy (data port + admin port)
+    costkeeper simulate   run a Bedrock Runtime simulator
+    costkeeper keys       create | list | revoke caller credentials
+    costkeeper usage      usage and cost report from the store
+    costkeeper store init create the store's tables
+
+Every flag has an environment twin COSTKEEPER_<FLAG> (see `proxy.config.FLAG_KEYS`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import uvicorn
+
+from proxy.config import Config, ConfigError, load_config
+
+__all__ = ["main"]
+
+logger = logging.getLogger("costkeeper")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "run", None):
+        parser.print_help()
+        return 2
+    try:
+        config = load_config(args.config, flags=vars(args))
+    except ConfigError as exc:
+        print(f"costkeeper: configuration error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=config.server.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    result: int = args.run(config, args)
+    return result
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="costkeeper", description="A transparent, cost-capping Amazon Bedrock proxy.")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", help="path to config.yaml (env COSTKEEPER_CONFIG)")
+    common.add_argument("--store-path", help="SQLite store file (env COSTKEEPER_STORE_PATH)")
+    common.add_argument("--log-level", help="debug, info, warning, error (env COSTKEEPER_LOG_LEVEL)")
+    commands = parser.add_subparsers(metavar="command")
+
+    serve = commands.add_parser("serve", parents=[common], help="run the proxy")
+    serve.add_argument("--host", help="data-port address (env COSTKEEPER_HOST, default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="data port (env COSTKEEPER_PORT, default 8080)")
+    serve.add_argument("--admin-host", help="admin-port address (env COSTKEEPER_ADMIN_HOST)")
+    serve.add_argument("--admin-port", type=int, help="admin port: /healthz, /readyz (env COSTKEEPER_ADMIN_PORT, default 8081)")
+    serve.add_argument("--tls-cert", help="PEM certificate: serve HTTPS (env COSTKEEPER_TLS_CERT)")
+    serve.add_argument("--tls-key", help="PEM private key (env COSTKEEPER_TLS_KEY)")
+    serve.add_argument("--region", help="upstream Bedrock region (env COSTKEEPER_REGION)")
+    serve.add_argument("--upstream-endpoint-url", help="upstream endpoint (env COSTKEEPER_UPSTREAM_ENDPOINT_URL)")
+    serve.add_argument("--auth-mode", choices=["sigv4", "bearer", "trust"], help="env COSTKEEPER_AUTH_MODE")
+    serve.set_defaults(run=_serve)
+
+    simulate = commands.add_parser("simulate", parents=[common], help="run a Bedrock Runtime simulator")
+    simulate.add_argument("--host", dest="sim_host", help="env COSTKEEPER_SIM_HOST (default 127.0.0.1)")
+    simulate.add_argument("--port", dest="sim_port", type=int, help="env COSTKEEPER_SIM_PORT (default 8090)")
+    simulate.add_argument("--access-key", dest="sim_access_key", help="access key id it accepts (env COSTKEEPER_SIM_ACCESS_KEY)")
+    simulate.add_argument("--secret-key", dest="sim_secret_key", help="its secret (env COSTKEEPER_SIM_SECRET_KEY)")
+    simulate.add_argument("--latency", type=float, help="seconds before each response head (env COSTKEEPER_LATENCY)")
+    simulate.add_argument("--chunk-delay", type=float, help="seconds between stream events (env COSTKEEPER_CHUNK_DELAY)")
+    simulate.add_argument("--throttle-rate", type=float, help="share of requests answered 429 (env COSTKEEPER_THROTTLE_RATE)")
+    simulate.add_argument("--error-rate", type=float, help="share of requests answered 500 (env COSTKEEPER_ERROR_RATE)")
+    simulate.add_argument("--seed", type=int, help="random seed for injected faults (env COSTKEEPER_SEED)")
+    simulate.set_defaults(run=_simulate)
+
+    keys = commands.add_parser("keys", help="caller credentials").add_subparsers(metavar="action")
+    create = keys.add_parser("create", parents=[common], help="issue an access key for an org/app")
+    create.add_argument("--org", required=True)
+    create.add_argument("--app", required=True)
+    create.set_defaults(run=_keys_create)
+    listing = keys.add_parser("list", parents=[common], help="list issued keys (never their secrets)")
+    listing.set_defaults(run=_keys_list)
+    revoke = keys.add_parser("revoke", parents=[common], help="revoke an access key")
+    revoke.add_argument("access_key_id")
+    revoke.set_defaults(run=_keys_revoke)
+
+    usage = commands.add_parser("usage", parents=[common], help="usage and cost report")
+    usage.add_argument("--days", type=int, default=1, help="the last N UTC days, today included (default 1)")
+    usage.add_argument("--by", default="org,app,model", help="comma-separated: org, app, model, operation, day")
+    usage.add_argument("--format", default="table", choices=["table", "json", "csv"])
+    usage.set_defaults(run=_usage)
+
+    store = commands.add_parser("store", help="the usage store").add_subparsers(metavar="action")
+    init = store.add_parser("init", parents=[common], help="create the store's tables (idempotent)")
+    init.set_defaults(run=_store_init)
+    return parser
+
+
+class _Server(uvicorn.Server):
+    """A uvicorn server that leaves signals to `_serve`, which runs two of them."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _serve(config: Config, _args: argparse.Namespace) -> int:
+    return asyncio.run(_serve_async(config))
+
+
+async def _serve_async(config: Config) -> int:
+    from proxy.app import CostKeeper, create_admin_app, create_app
+
+    keeper = CostKeeper(config)
+    server = config.server
+    data = _Server(uvicorn.Config(
+        create_app(config, keeper),
+        host=server.host,
+        port=server.port,
+        ssl_certfile=server.tls_cert,
+        ssl_keyfile=server.tls_key,
+        lifespan="on",
+        access_log=False,
+        log_config=None,
+        server_header=False,
+    ))
+    admin = _Server(uvicorn.Config(
+        create_admin_app(keeper),
+        host=server.admin_host,
+        port=server.admin_port,
+        lifespan="off",
+        access_log=False,
+        log_config=None,
+        server_header=False,
+    ))
+    loop = asyncio.get_running_loop()
+
+    def stop() -> None:
+        data.should_exit = True
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop)
+    admin_task = asyncio.create_task(admin.serve())
+    try:
+        await data.serve()
+    finally:
+        admin.should_exit = True
+        await admin_task
+    if not data.started:
+        logger.error("the proxy did not start (see the messages above)")
+        return 1
+    return 0
+
+
+def _simulate(config: Config, _args: argparse.Namespace) -> int:
+    from simulator.app import create_simulator
+
+    sim = config.simulator
+    uvicorn.run(
+        create_simulator(sim),
+        host=sim.host,
+        port=sim.port,
+        access_log=False,
+        log_config=None,
+        server_header=False,
+    )
+    return 0
+
+
+def _store(config: Config) -> Any:
+    from metering.sqlite_store import SQLiteStore
+
+    return SQLiteStore(config.store.path)
+
+
+def _keys_create(config: Config, args: argparse.Namespace) -> int:
+    store = _store(config)
+    try:
+        issued = store.create_key(args.org, args.app)
+    finally:
+        store.close()
+    print(f"AWS_ACCESS_KEY_ID={issued.access_key_id}")
+    print(f"AWS_SECRET_ACCESS_KEY={issued.secret}")
+    # A comment, so pasting all lines keeps SigV4: boto3 prefers a bearer token
+    # when one is set, and sends it only over HTTPS.
+    print(f"# Bedrock API-key style (Claude Code, AnthropicBedrock; boto3 needs TLS): "
+          f"AWS_BEARER_TOKEN_BEDROCK={issued.bearer_token}")
+    return 0
+
+
+def _keys_list(config: Config, _args: argparse.Namespace) -> int:
+    store = _store(config)
+    try:
+        records = store.list_keys()
+    finally:
+        store.close()
+    print(f"{'ACCESS KEY ID':<22} {'ORG':<16} {'APP':<16} {'CREATED (UTC)':<20} REVOKED (UTC)")
+    for record in records:
+        print(f"{record.access_key_id:<22} {record.org:<16} {record.app:<16} "
+              f"{_stamp(record.created_at):<20} {_stamp(record.revoked_at)}")
+    return 0
+
+
+def _keys_revoke(config: Config, args: argparse.Namespace) -> int:
+    store = _store(config)
+    try:
+        revoked = store.revoke_key(args.access_key_id)
+    finally:
+        store.close()
+    if not revoked:
+        print(f"costkeeper: no active key {args.access_key_id}", file=sys.stderr)
+        return 1
+    print(f"revoked {args.access_key_id} (running proxies refuse it within auth.key_cache_ttl, "
+          f"{config.auth.key_cache_ttl:g} s)")
+    return 0
+
+
+def _usage(config: Config, args: argparse.Namespace) -> int:
+    from metering.report import usage_report
+
+    by = [part.strip() for part in args.by.split(",") if part.strip()]
+    store = _store(config)
+    try:
+        print(usage_report(store, days=args.days, by=by, fmt=args.format))
+    except ValueError as exc:
+        print(f"costkeeper: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        store.close()
+    return 0
+
+
+def _store_init(config: Config, _args: argparse.Namespace) -> int:
+    _store(config).close()
+    print(f"SQLite store ready at {config.store.path}")
+    return 0
+
+
+def _stamp(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""Who sent a request: the org and app behind a credential Cost Keeper issued.
+
+`sigv4` mode verifies the client's SigV4 signature (and, since the same issued
+credential backs both, accepts it as a bearer token too); `bearer` mode accepts
+only `Authorization: Bearer <token>`; `trust` mode (a sidecar next to one app)
+checks nothing and attributes every request to the configured org/app.
+
+Key records are cached (cachetools TTL, misses included) so the store is not on
+the hot path; a revocation reaches a running proxy within `auth.key_cache_ttl`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from cachetools import TTLCache
+
+from metering.store import KeyRecord, KeyStore, parse_bearer_token
+from proxy.config import AuthConfig
+from proxy.errors import (
+    AccessDeniedException,
+    MissingAuthenticationTokenException,
+    UnrecognizedClientException,
+)
+from proxy.sigv4 import parse_authorization, verify_signature
+
+__all__ = ["Caller", "Authenticator"]
+
+_UNKNOWN_KEY = "The security token included in the request is invalid."
+_MISSING = object()
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    org: str
+    app: str
+    access_key_id: str | None = None
+
+
+class Authenticator:
+    def __init__(self, config: AuthConfig, keys: KeyStore) -> None:
+        self._config = config
+        self._keys = keys
+        self._trusted = Caller(config.trust_org, config.trust_app)
+        self._cache: TTLCache[str, Any] = TTLCache(maxsize=100_000, ttl=max(config.key_cache_ttl, 1e-9))
+
+    async def identify(
+        self,
+        *,
+        method: str,
+        raw_path: str,
+        raw_query: str,
+        headers: Sequence[tuple[str, str]],
+        authorization: str | None,
+        host: str,
+        body: bytes,
+    ) -> Caller:
+        mode = self._config.mode
+        if mode == "trust":
+            return self._trusted
+        if not authorization:
+            raise MissingAuthenticationTokenException("Missing Authentication Token")
+        if authorization[:7].lower() == "bearer ":
+            return await self._bearer(authorization[7:].strip())
+        if mode == "bearer":
+            raise AccessDeniedException("This endpoint accepts only Bedrock API keys (Authorization: Bearer).")
+        parsed = parse_authorization(authorization)
+        record = await self._record(parsed.access_key)
+        verify_signature(
+            parsed,
+            record.secret,
+            method=method,
+            host=host,
+            raw_path=raw_path,
+            raw_query=raw_query,
+            headers=headers,
+            body=body,
+            max_skew_seconds=self._config.max_skew_seconds,
+        )
+        return Caller(record.org, record.app, record.access_key_id)
+
+    async def _bearer(self, token: str) -> Caller:
+        parsed = parse_bearer_token(token)
+        if parsed is None:
+            raise UnrecognizedClientException(_UNKNOWN_KEY)
+        access_key_id, secret = parsed
+        record = await self._record(access_key_id)
+        if not hmac.compare_digest(record.secret.encode(), secret.encode()):
+            raise UnrecognizedClientException(_UNKNOWN_KEY)
+        return Caller(record.org, record.app, record.access_key_id)
+
+    async def _record(self, access_key_id: str) -> KeyRecord:
+        record = self._cache.get(access_key_id, _MISSING)
+        if record is _MISSING:
+            record = await asyncio.to_thread(self._keys.get_key, access_key_id)
+            self._cache[access_key_id] = record
+        if record is None or record.revoked_at is not None:
+            raise UnrecognizedClientException(_UNKNOWN_KEY)
+        return record

@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from adapters.usage import Usage
+from metering.events import UsageEvent, utc_day
+from metering.pricing import Price, PriceTable
+
+PRICES = PriceTable({
+    "amazon.nova-micro-v1:0": Price(input=0.035, output=0.14),
+    "anthropic.claude-sonnet-4-5-20250929-v1:0": Price(input=3.0, output=15.0, cache_read=0.3, cache_write=3.75),
+})
+NOVA = "amazon.nova-micro-v1:0"
+SONNET = "anthropic.claude-sonnet-4-5-20250929-v1:0"
+
+
+def event_for(usage: Usage, model: str = NOVA, **overrides: object) -> UsageEvent:
+    fields: dict[str, object] = dict(
+        request_id="r1", timestamp=1_741_608_000.0, org="acme", app="chatbot", operation="Converse",
+        requested_model="premium", model=model, latency_ms=12.0, status=200,
+    )
+    fields.update(overrides)
+    return UsageEvent.from_usage(usage, PRICES, **fields)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("model", "usage", "micro_usd"),
+    [
+        # USD per 1M tokens is micro-USD per token; one rounding per request.
+        (NOVA, Usage(input_tokens=1_000_000), 35_000),
+        (NOVA, Usage(input_tokens=1000, output_tokens=1000), 175),
+        (NOVA, Usage(input_tokens=7), 0),  # 0.245 → 0
+        (NOVA, Usage(input_tokens=20), 1),  # 0.7 → 1
+        (NOVA, Usage(output_tokens=3), 0),  # 0.42 → 0
+        (NOVA, Usage(output_tokens=4), 1),  # 0.56 → 1
+        (NOVA, Usage(input_tokens=7, output_tokens=3), 1),  # 0.665: the sum is rounded, not each part
+        (NOVA, Usage(), 0),
+        (SONNET, Usage(input_tokens=1000, output_tokens=500, cache_read_tokens=10_000, cache_write_tokens=2000),
+         3000 + 7500 + 3000 + 7500),
+        (SONNET, Usage(cache_read_tokens=1), 0),  # 0.3 → 0
+        (SONNET, Usage(cache_write_tokens=1), 4),  # 3.75 → 4
+        (f"us.{SONNET}", Usage(input_tokens=1), 3),  # inference profile → base model's price
+        (f"arn:aws:bedrock:us-east-1::foundation-model/{NOVA}", Usage(input_tokens=1_000_000), 35_000),
+    ],
+)
+def test_cost_in_micro_usd(model: str, usage: Usage, micro_usd: int) -> None:
+    assert PRICES.cost_micro_usd(model, usage) == micro_usd
+    event = event_for(usage, model)
+    assert (event.cost_micro_usd, event.priced) == (micro_usd, True)
+
+
+def test_unpriced_model_is_metered_at_zero() -> None:
+    event = event_for(Usage(input_tokens=500, output_tokens=20), "mistral.unknown-v1:0")
+    assert (event.cost_micro_usd, event.priced) == (0, False)
+    assert (event.input_tokens, event.output_tokens) == (500, 20)
+
+
+def test_from_usage_copies_everything() -> None:
+    usage = Usage(input_tokens=1, output_tokens=2, cache_read_tokens=3, cache_write_tokens=4, estimated=True)
+    event = event_for(usage, first_byte_ms=3.5, status=499, requested_model="premium")
+    assert event == UsageEvent(
+        request_id="r1", timestamp=1_741_608_000.0, org="acme", app="chatbot", operation="Converse",
+        requested_model="premium", model=NOVA, input_tokens=1, output_tokens=2, cache_read_tokens=3,
+        cache_write_tokens=4, cost_micro_usd=0, priced=True, latency_ms=12.0, first_byte_ms=3.5,
+        status=499, estimated=True,
+    )
+    assert event.total_tokens == 10
+    assert event.day == "2025-03-10"
+
+
+def test_events_are_immutable() -> None:
+    event = event_for(Usage())
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        event.cost_micro_usd = 1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("timestamp", "day"),
+    [(0.0, "1970-01-01"), (1_741_651_199.999, "2025-03-10"), (1_741_651_200.0, "2025-03-11")],
+)
+def test_utc_day(timestamp: float, day: str) -> None:
+    assert utc_day(timestamp) == day

@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from proxy.config import ConfigError, load_config
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_shipped_config_loads() -> None:
+    config = load_config(REPO / "config.yaml", environ={})
+    assert config.auth.mode == "sigv4" and "amazon.nova-micro-v1:0" in config.pricing
+    assert config.upstream_url == "https://bedrock-runtime.us-east-1.amazonaws.com"
+
+
+def test_precedence_flag_over_env_over_file(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("server: {port: 1000, admin_port: 1001}\nregion: eu-west-1\n")
+    config = load_config(path, flags={"port": 3000}, environ={"COSTKEEPER_PORT": "2000", "COSTKEEPER_ADMIN_PORT": "2001"})
+    assert (config.server.port, config.server.admin_port, config.region) == (3000, 2001, "eu-west-1")
+    assert config.upstream_url == "https://bedrock-runtime.eu-west-1.amazonaws.com"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("serve: {}", "unknown top-level key"),
+        ("server: {prot: 1}", r"server: unknown key\(s\) \['prot'\]"),
+        ("server: {port: eighty}", "server.port: expected a int"),
+        ("auth: {mode: magic}", "auth.mode"),
+        ("pricing: {m: {input: 1}}", "'input' and 'output'"),
+        ("pricing: {m: {input: 1, output: -2}}", "pricing.m.output"),
+        ("server: {tls_cert: a.pem}", "together"),
+        ("[1, 2]", "mapping at the top level"),
+    ],
+)
+def test_bad_config_is_refused_with_the_key_named(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path, environ={})

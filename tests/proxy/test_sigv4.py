@@ -1,0 +1,110 @@
+"""SigV4 verification against signatures made by botocore itself."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import botocore.auth
+import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+from proxy.errors import InvalidSignatureException, MissingAuthenticationTokenException
+from proxy.sigv4 import parse_authorization, verify_signature
+
+HOST = "127.0.0.1:8080"
+NOW = dt.datetime(2026, 11, 23, 12, 0, 0)
+
+
+def _sign(path: str, body: bytes, headers: dict[str, str], *, secret: str = "s3cret", service: str = "bedrock",
+          query: str = "", monkeypatch: pytest.MonkeyPatch, when: dt.datetime = NOW) -> AWSRequest:
+    monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda: when)
+    url = f"http://{HOST}{path}" + (f"?{query}" if query else "")
+    request = AWSRequest("POST", url, data=body, headers=headers)
+    SigV4Auth(Credentials("CKIATEST", secret), service, "eu-west-1").add_auth(request)
+    return request
+
+
+def _verify(request: AWSRequest, path: str, body: bytes, *, secret: str = "s3cret", query: str = "",
+            now: dt.datetime = NOW, extra: list[tuple[str, str]] | None = None) -> None:
+    headers = [*request.headers.items(), *(extra or [])]
+    verify_signature(
+        parse_authorization(request.headers["Authorization"]), secret, method="POST", host=HOST,
+        raw_path=path, raw_query=query, headers=headers, body=body, now=now.replace(tzinfo=dt.UTC),
+    )
+
+
+PATHS = [
+    "/model/amazon.nova-lite-v1%3A0/converse",
+    "/model/eu.anthropic.claude-haiku-4-5-20251001-v1:0/invoke",
+    "/model/arn%3Aaws%3Abedrock%3Aus-east-1%3A1%3Ainference-profile%2Fus.x-v1%3A0/invoke",
+]
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_botocore_signatures_verify(path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    body = b'{"messages":[]}'
+    headers = {"Content-Type": "application/json", "X-Amzn-Bedrock-Trace": "  ENABLED   FULL "}
+    request = _sign(path, body, headers, monkeypatch=monkeypatch)
+    _verify(request, path, body, extra=[("user-agent", "not signed, may change"), ("amz-sdk-request", "attempt=2")])
+
+
+def test_query_string_is_covered(monkeypatch: pytest.MonkeyPatch) -> None:
+    request = _sign("/async-invoke", b"", {}, query="maxResults=5&statusEquals=Completed", monkeypatch=monkeypatch)
+    _verify(request, "/async-invoke", b"", query="maxResults=5&statusEquals=Completed")
+    with pytest.raises(InvalidSignatureException):
+        _verify(request, "/async-invoke", b"", query="maxResults=6&statusEquals=Completed")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"secret": "other"}, "does not match"),
+        ({"body": b'{"messages":[1]}'}, "does not match"),
+        ({"path": "/model/amazon.nova-pro-v1%3A0/converse"}, "does not match"),
+        ({"now": NOW + dt.timedelta(minutes=5, seconds=1)}, "Signature expired"),
+        ({"now": NOW - dt.timedelta(minutes=5, seconds=1)}, "not yet current"),
+    ],
+)
+def test_refusals(change: dict[str, object], message: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    body, path = b'{"messages":[]}', PATHS[0]
+    request = _sign(path, body, {"Content-Type": "application/json"}, monkeypatch=monkeypatch)
+    kwargs = {"secret": "s3cret", "now": NOW, **change}
+    with pytest.raises(InvalidSignatureException, match=message):
+        _verify(request, str(kwargs.pop("path", path)), bytes(kwargs.pop("body", body)), **kwargs)  # type: ignore[arg-type]
+
+
+def test_skew_boundary_is_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    request = _sign(PATHS[0], b"{}", {}, monkeypatch=monkeypatch)
+    _verify(request, PATHS[0], b"{}", now=NOW + dt.timedelta(minutes=5))
+
+
+def test_signed_header_changed_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    request = _sign(PATHS[0], b"{}", {"X-Amzn-Bedrock-Trace": "ENABLED"}, monkeypatch=monkeypatch)
+    request.headers.replace_header("X-Amzn-Bedrock-Trace", "DISABLED")
+    with pytest.raises(InvalidSignatureException):
+        _verify(request, PATHS[0], b"{}")
+
+
+def test_wrong_service_and_declared_hash(monkeypatch: pytest.MonkeyPatch) -> None:
+    request = _sign(PATHS[0], b"{}", {}, service="bedrock-runtime", monkeypatch=monkeypatch)
+    with pytest.raises(InvalidSignatureException, match="correct service"):
+        _verify(request, PATHS[0], b"{}")
+    signed = _sign(PATHS[0], b"{}", {"X-Amz-Content-SHA256": "UNSIGNED-PAYLOAD"}, monkeypatch=monkeypatch)
+    with pytest.raises(InvalidSignatureException, match="x-amz-content-sha256"):
+        _verify(signed, PATHS[0], b"{}")
+
+
+@pytest.mark.parametrize(
+    ("header", "error"),
+    [
+        ("Basic dXNlcjpwYXNz", MissingAuthenticationTokenException),
+        ("AWS4-HMAC-SHA256 Credential=A/20261123/us-east-1/bedrock/aws4_request", InvalidSignatureException),
+        ("AWS4-HMAC-SHA256 Credential=A/20261123/us-east-1/bedrock/aws4_request, SignedHeaders=x-amz-date, "
+         "Signature=" + "0" * 64, InvalidSignatureException),
+    ],
+)
+def test_malformed_authorization(header: str, error: type[Exception]) -> None:
+    with pytest.raises(error):
+        parse_authorization(header)
