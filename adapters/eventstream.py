@@ -105,6 +105,13 @@ class FrameSplitter:
         """Bytes of an incomplete frame held back."""
         return len(self._pending)
 
+    def drain(self) -> bytes:
+        """Give up splitting: return every byte held back (after a `ValueError`
+        from `feed`, that includes the data of the failing call) and empty the buffer."""
+        held = bytes(self._pending)
+        self._pending.clear()
+        return held
+
     @staticmethod
     def _complete_prefix(data: bytes | bytearray) -> int:
         pos, size = 0, len(data)

@@ -8,6 +8,7 @@ cache reads and cache writes separately and prices them separately
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 __all__ = ["Usage"]
 
@@ -25,7 +26,7 @@ class Usage:
     def total_tokens(self) -> int:
         return self.input_tokens + self.output_tokens + self.cache_read_tokens + self.cache_write_tokens
 
-    def merged(self, **fields: int | bool | None) -> Usage:
+    def merged(self, **fields: Any) -> Usage:
         """A copy with the given fields replaced; `None` values are ignored."""
         given = {k: v for k, v in fields.items() if v is not None}
         return replace(self, **given) if given else self

@@ -1,0 +1,263 @@
+"""Sans-IO usage watchers on the response path: bytes in, `Usage` out.
+
+The proxy creates one watcher per response, feeds it every chunk it relays,
+and calls `finish()` once the response is over (or the client or upstream is
+gone). A watcher never raises on what Bedrock sends.
+
+Which figure wins, highest first:
+
+1. a stream's own final count — `amazon-bedrock-invocationMetrics` in the last
+   InvokeModelWithResponseStream chunk, the ConverseStream `metadata` event;
+2. the `X-Amzn-Bedrock-*-Token-Count` headers (non-streamed InvokeModel);
+3. the body or the model-native stream events (the family adapter).
+
+A lower source only fills counts the higher one left at zero (e.g. cache
+tokens). Nothing at all → an estimate, flagged `estimated=True`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+from collections.abc import Mapping
+from types import ModuleType
+from typing import Any
+
+from botocore.eventstream import EventStreamBuffer
+
+from adapters import FAMILIES, converse, family_of
+from adapters.estimate import estimate_output_tokens, estimate_usage, response_text_chars
+from adapters.eventstream import MAX_FRAME_BYTES, FrameSplitter
+from adapters.headers import usage_from_headers, usage_from_invocation_metrics
+from adapters.usage import Usage
+
+__all__ = ["BodyUsageWatcher", "StreamUsageWatcher", "STREAM_OPERATIONS"]
+
+logger = logging.getLogger(__name__)
+
+#: Operations whose non-streamed 2xx body is billed in tokens. CountTokens and
+#: ApplyGuardrail (billed per text unit) and every other operation meter zero.
+_TOKEN_BILLED_BODIES = frozenset({"InvokeModel", "Converse"})
+STREAM_OPERATIONS = frozenset({"InvokeModelWithResponseStream", "ConverseStream"})
+
+
+def _prefer(primary: Usage | None, secondary: Usage | None) -> Usage | None:
+    """`primary`, with the counts it left at zero taken from `secondary`."""
+    if primary is None or secondary is None:
+        return primary or secondary
+    return Usage(
+        input_tokens=primary.input_tokens or secondary.input_tokens,
+        output_tokens=primary.output_tokens or secondary.output_tokens,
+        cache_read_tokens=primary.cache_read_tokens or secondary.cache_read_tokens,
+        cache_write_tokens=primary.cache_write_tokens or secondary.cache_write_tokens,
+        estimated=primary.estimated or secondary.estimated,
+    )
+
+
+def _whole_frames(data: bytes) -> int:
+    """Length of the prefix of `data` made of whole frames of a plausible size."""
+    pos, size = 0, len(data)
+    while size - pos >= 4:
+        total = int.from_bytes(data[pos : pos + 4], "big")
+        if total < 16 or total > MAX_FRAME_BYTES or size - pos < total:
+            break
+        pos += total
+    return pos
+
+
+def _json_object(data: bytes) -> dict[str, Any] | None:
+    try:
+        parsed = json.loads(data)
+    except (ValueError, RecursionError):
+        return None
+    return parsed if isinstance(parsed, dict) else None
+
+
+class BodyUsageWatcher:
+    """Non-streamed responses: InvokeModel, Converse, CountTokens, ApplyGuardrail,
+    and any error response (a stream operation that failed before streaming)."""
+
+    __slots__ = ("operation", "model_id", "_request_body", "_max_bytes", "_body", "_size")
+
+    def __init__(self, operation: str, model_id: str, request_body: bytes, max_bytes: int = 32 * 1024 * 1024):
+        self.operation = operation
+        self.model_id = model_id
+        self._request_body = request_body
+        self._max_bytes = max_bytes
+        self._body = bytearray()
+        self._size = 0
+
+    def feed(self, data: bytes) -> None:
+        """Keep a copy of the body up to `max_bytes`; past that, only its size."""
+        self._size += len(data)
+        room = self._max_bytes - len(self._body)
+        if room > 0:
+            self._body += data[:room]
+
+    @property
+    def truncated(self) -> bool:
+        return self._size > self._max_bytes
+
+    def finish(self, status: int, headers: Mapping[str, str]) -> Usage:
+        if not 200 <= status < 300 or self.operation not in _TOKEN_BILLED_BODIES:
+            return Usage()
+        usage = _prefer(usage_from_headers(headers), self._usage_from_body())
+        if usage is not None:
+            return usage
+        output_chars = self._size if self.truncated else response_text_chars(self._body)
+        return estimate_usage(self._request_body, output_chars)
+
+    def _usage_from_body(self) -> Usage | None:
+        if self.truncated:
+            return None
+        body = _json_object(bytes(self._body))
+        if body is None:
+            return None
+        try:
+            if self.operation == "Converse":
+                return converse.usage_from_response(body)
+            return FAMILIES[family_of(self.model_id)].usage_from_body(body)
+        except Exception as exc:  # a meter must not fail the response over an odd body
+            logger.warning("could not read usage from a %s body: %r", self.operation, exc)
+            return None
+
+
+class StreamUsageWatcher:
+    """InvokeModelWithResponseStream and ConverseStream (2xx event streams).
+
+    `feed` returns the complete frames to forward now and keeps a partial frame
+    for the next call, so the proxy only ever sends whole frames. After an
+    exception frame the watch ends (frames are still split and returned). If
+    the bytes are not a valid event stream, `error` is set and every byte is
+    passed through unchanged from then on.
+
+    Only for 2xx `application/vnd.amazon.eventstream` responses: a stream
+    operation that fails before streaming answers with a JSON error body, which
+    goes to `BodyUsageWatcher` (and meters zero).
+    """
+
+    __slots__ = (
+        "operation", "model_id", "_request_body", "_family", "_splitter", "_decoder",
+        "_final", "_native", "_output_chars", "_watching", "complete", "error", "exception_type",
+    )
+
+    def __init__(self, operation: str, model_id: str, request_body: bytes):
+        if operation not in STREAM_OPERATIONS:
+            raise ValueError(f"{operation!r} is not a streaming operation; use BodyUsageWatcher")
+        self.operation = operation
+        self.model_id = model_id
+        self._request_body = request_body
+        self._family = None if operation == "ConverseStream" else FAMILIES[family_of(model_id)]
+        self._splitter = FrameSplitter()
+        self._decoder = EventStreamBuffer()
+        #: The stream's own final count (invocation metrics / `metadata`).
+        self._final: Usage | None = None
+        #: What the model-native chunks said so far (InvokeModel streams).
+        self._native: Usage | None = None
+        self._output_chars = 0
+        self._watching = True
+        #: True once the final usage-bearing event was seen.
+        self.complete = False
+        #: Why the bytes are not a valid event stream, if they are not.
+        self.error: str | None = None
+        #: `:exception-type` (or `:error-code`) of an in-stream error frame.
+        self.exception_type: str | None = None
+
+    @property
+    def pending(self) -> int:
+        """Bytes of a partial frame held back (never forwarded if the stream ends here)."""
+        return self._splitter.pending
+
+    def feed(self, data: bytes) -> bytes:
+        if self.error is not None:
+            return data
+        try:
+            frames = self._splitter.feed(data)
+        except ValueError as exc:
+            # Everything held back, including `data`, goes out unchanged; the
+            # whole frames before the bad one may still hold the final usage.
+            held = self._splitter.drain() or data
+            if self._watching:
+                self._decode(held[: _whole_frames(held)])
+            if self.error is None:
+                self.error = str(exc)
+                logger.warning("stopped reading usage from a %s stream: %s", self.operation, self.error)
+            self._watching = False
+            return held
+        if frames and self._watching:
+            self._decode(frames)
+            if self.error is not None:
+                return frames + self._splitter.drain()
+        return frames
+
+    def finish(self) -> Usage:
+        """Real usage if the stream reported it, else the best estimate (flagged)."""
+        if self.complete and self._final is not None:
+            return _prefer(self._final, self._native) or self._final
+        seen = self._native
+        if seen is not None and (seen.input_tokens or seen.cache_read_tokens or seen.cache_write_tokens):
+            # Cut after Claude's message_start: real input and cache counts,
+            # output is at least what was generated before the cut.
+            output = max(seen.output_tokens, estimate_output_tokens(self._output_chars))
+            return seen.merged(output_tokens=output, estimated=True)
+        return estimate_usage(self._request_body, self._output_chars)
+
+    def _decode(self, frames: bytes) -> None:
+        self._decoder.add_data(frames)
+        try:
+            for message in self._decoder:
+                if self._watching:
+                    self._on_message(message.headers, message.payload)
+        except Exception as exc:  # botocore: ChecksumMismatch, InvalidHeadersLength, …
+            self.error = f"{type(exc).__name__}: {exc}"
+            self._watching = False
+            logger.warning("stopped reading usage from a %s stream: %s", self.operation, self.error)
+
+    def _on_message(self, headers: Mapping[str, Any], payload: bytes) -> None:
+        message_type = headers.get(":message-type")
+        if message_type != "event":
+            # BEDROCK_WIRE.md §2.2: an exception/error frame is the stream's last.
+            self.exception_type = str(
+                headers.get(":exception-type") or headers.get(":error-code") or message_type
+            )
+            self._watching = False
+            return
+        if self.complete:
+            return
+        if self._family is None:
+            self._on_converse_event(str(headers.get(":event-type")), payload)
+        else:
+            self._on_chunk(self._family, payload)
+
+    def _on_converse_event(self, event_type: str, payload: bytes) -> None:
+        # Only two of the six event types matter; the others are not parsed.
+        if event_type == "contentBlockDelta":
+            event = _json_object(payload)
+            if event is not None:
+                self._output_chars += len(converse.output_text(event_type, event))
+        elif event_type == "metadata":
+            event = _json_object(payload)
+            usage = converse.usage_from_event(event_type, event) if event is not None else None
+            if usage is not None:
+                self._final = usage
+                self.complete = True
+
+    def _on_chunk(self, family: ModuleType, payload: bytes) -> None:
+        outer = _json_object(payload)
+        raw = outer.get("bytes") if outer is not None else None
+        if not isinstance(raw, str):
+            return
+        try:
+            chunk = _json_object(base64.b64decode(raw, validate=True))
+        except (binascii.Error, ValueError):
+            return
+        if chunk is None:
+            return
+        self._output_chars += len(family.output_text(chunk))
+        self._native = family.usage_from_chunk(chunk, self._native)
+        metrics = usage_from_invocation_metrics(chunk)
+        if metrics is not None:
+            self._final = metrics
+            self.complete = True

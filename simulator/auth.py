@@ -1,0 +1,78 @@
+"""Who signed a request: SigV4 with the simulator's one credential, or a bearer key.
+
+The simulator checks signatures like Bedrock does, so a proxy that forgets to
+re-sign, signs for the wrong service, or rewrites a signed header after signing
+fails here exactly as it would against AWS. Verification is `proxy.sigv4`
+(botocore's signer), fed with the raw path and query as received.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from proxy.config import SimulatorConfig
+from proxy.errors import MissingAuthenticationTokenException, UnrecognizedClientException
+from proxy.sigv4 import parse_authorization, verify_signature
+
+__all__ = ["Caller", "authenticate"]
+
+_INVALID_TOKEN = "The security token included in the request is invalid."
+_DEFAULT_REGION = "us-east-1"
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    scheme: str  # "sigv4" or "bearer"
+    access_key: str | None
+    region: str
+
+
+def authenticate(
+    config: SimulatorConfig,
+    *,
+    method: str,
+    raw_path: str,
+    raw_query: str,
+    headers: Sequence[tuple[bytes, bytes]],
+    body: bytes,
+    record: dict[str, Any],
+) -> Caller:
+    """Raise the 403 Bedrock would send, or say who the caller is.
+
+    `record` (the request-log entry) gets the claimed identity even when the
+    signature is wrong: a test then sees which key a failing proxy used.
+    """
+    authorization = host = None
+    for name, value in headers:
+        lowered = name.lower()
+        if lowered == b"authorization":
+            authorization = value.decode("latin-1")
+        elif lowered == b"host":
+            host = value.decode("latin-1")
+    if not authorization:
+        raise MissingAuthenticationTokenException("Missing Authentication Token")
+    if authorization[:7].lower() == "bearer ":
+        record["auth"] = "bearer"
+        if not hmac.compare_digest(authorization[7:].strip().encode(), config.secret_key.encode()):
+            raise UnrecognizedClientException(_INVALID_TOKEN)
+        return Caller("bearer", None, _DEFAULT_REGION)
+    parsed = parse_authorization(authorization)
+    record["auth"] = "sigv4"
+    record["access_key"] = parsed.access_key
+    record["region"] = parsed.region
+    if not hmac.compare_digest(parsed.access_key.encode(), config.access_key.encode()):
+        raise UnrecognizedClientException(_INVALID_TOKEN)
+    verify_signature(
+        parsed,
+        config.secret_key,
+        method=method,
+        host=host or "",
+        raw_path=raw_path,
+        raw_query=raw_query,
+        headers=[(n.decode("latin-1"), v.decode("latin-1")) for n, v in headers],
+        body=body,
+    )
+    return Caller("sigv4", parsed.access_key, parsed.region)
