@@ -83,7 +83,7 @@ class ProxyHandler:
                 method=method,
                 raw_path=raw_path,
                 raw_query=raw_query,
-                headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]],
+                headers=scope["headers"],
                 authorization=_header(scope, b"authorization"),
                 host=_header(scope, b"host") or "",
                 body=body,
@@ -118,11 +118,12 @@ class ProxyHandler:
         stream_watcher = StreamUsageWatcher(route.operation, model_id, body) if is_stream else None
         body_watcher = None if is_stream else BodyUsageWatcher(route.operation, model_id, body, self._max_usage_body)
         headers = response_headers_for_client(response.headers.raw)
-        headers += [
-            (b"x-costkeeper-model-id", model_id.encode()),
-            (b"x-costkeeper-fallback", b"false"),
-            (b"x-costkeeper-mode", b"NORMAL"),
-        ]
+        if model_id:
+            headers += [
+                (b"x-costkeeper-model-id", model_id.encode()),
+                (b"x-costkeeper-fallback", b"false"),
+                (b"x-costkeeper-mode", b"NORMAL"),
+            ]
         first_byte: float | None = None
         try:
             await send({"type": "http.response.start", "status": response.status_code, "headers": headers})

@@ -54,7 +54,7 @@ class Authenticator:
         method: str,
         raw_path: str,
         raw_query: str,
-        headers: Sequence[tuple[str, str]],
+        headers: Sequence[tuple[bytes, bytes]],
         authorization: str | None,
         host: str,
         body: bytes,
@@ -77,7 +77,7 @@ class Authenticator:
             host=host,
             raw_path=raw_path,
             raw_query=raw_query,
-            headers=headers,
+            headers=[(name.decode("latin-1"), value.decode("latin-1")) for name, value in headers],
             body=body,
             max_skew_seconds=self._config.max_skew_seconds,
         )
