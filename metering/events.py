@@ -51,6 +51,13 @@ class UsageEvent:
     status: int
     #: True when Bedrock reported no usage and the proxy estimated it.
     estimated: bool
+    #: The quota scope charged ("acme" for ORG scope, "acme/chatbot" for APP
+    #: scope); "" when the model has no quota for the caller.
+    quota_scope: str = ""
+    #: micro-USD reserved before forwarding (TIGHT mode); the flush settles it.
+    reserved_micro_usd: int = 0
+    #: Served from the proxy's response cache: no upstream call, no cost.
+    cached: bool = False
 
     @property
     def day(self) -> str:
@@ -76,6 +83,9 @@ class UsageEvent:
         latency_ms: float,
         status: int,
         first_byte_ms: float | None = None,
+        quota_scope: str = "",
+        reserved_micro_usd: int = 0,
+        cached: bool = False,
     ) -> UsageEvent:
         """Price `usage` for `model` (the model used, not the one requested).
 
@@ -101,4 +111,7 @@ class UsageEvent:
             first_byte_ms=first_byte_ms,
             status=status,
             estimated=usage.estimated,
+            quota_scope=quota_scope,
+            reserved_micro_usd=reserved_micro_usd,
+            cached=cached,
         )

@@ -17,11 +17,14 @@ from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Mount, Route
 
 from metering.pricing import PriceTable
+from metering.quotas import QuotaSelector
 from metering.recorder import UsageRecorder
 from metering.sqlite_store import SQLiteStore
+from proxy.admission import Admission
 from proxy.config import Config
 from proxy.forward import ProxyHandler
 from proxy.identity import Authenticator
+from proxy.ratelimit import RateLimiter
 from proxy.upstream import Upstream
 
 __all__ = ["CostKeeper", "create_app", "create_admin_app"]
@@ -41,8 +44,18 @@ class CostKeeper:
         )
         self.authenticator = Authenticator(config.auth, self.store)
         self.upstream = Upstream(config)
+        quotas = config.policies.quotas
+        self.selector = QuotaSelector(
+            self.store,  # type: ignore[arg-type]
+            getattr(self.recorder, "pending_spend", lambda scope, day: {}),
+            tight_threshold=quotas.tight_threshold,
+            normal_ttl=quotas.normal_ttl,
+            tight_ttl=quotas.tight_ttl,
+        )
+        self.admission = Admission(config.policies, self.selector, self.prices, RateLimiter())
         self.handler = ProxyHandler(
             authenticator=self.authenticator,
+            admission=self.admission,
             upstream=self.upstream,
             recorder=self.recorder,
             prices=self.prices,

@@ -15,7 +15,9 @@ from typing import Any, Literal
 
 import yaml
 
-from metering.pricing import Price
+from adapters import family_of
+from metering.pricing import Price, PriceTable
+from proxy.policies import Policies, PolicyError, build_policies
 
 __all__ = [
     "Config",
@@ -127,6 +129,8 @@ class Config:
     models: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     fallback: tuple[str, ...] = ()
     orgs: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    #: The above, resolved and validated: chains, quotas and per-app policies.
+    policies: Policies = field(default_factory=Policies)
 
     @property
     def upstream_url(self) -> str:
@@ -198,6 +202,12 @@ def load_config(
     return _build(raw)
 
 
+def _can_translate(source_family: str, target_family: str) -> bool:
+    from adapters.translate import can_translate
+
+    return can_translate(source_family, target_family)
+
+
 def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
     *parents, last = key.split(".")
     node = raw
@@ -210,7 +220,7 @@ def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
 
 
 def _build(raw: Mapping[str, Any]) -> Config:
-    known = {"region", "pricing", "models", "fallback", "orgs", *_SECTIONS}
+    known = {"region", "pricing", "models", "fallback", "orgs", "quotas", *_SECTIONS}
     unknown = set(raw) - known
     if unknown:
         raise ConfigError(f"unknown top-level key(s) {sorted(unknown)}; expected {sorted(known)}")
@@ -238,7 +248,20 @@ def _build(raw: Mapping[str, Any]) -> Config:
     orgs = raw.get("orgs") or {}
     if not isinstance(orgs, dict):
         raise ConfigError("orgs: expected a mapping of org name → settings")
+    quotas = raw.get("quotas") or {}
+    if not isinstance(quotas, dict):
+        raise ConfigError("quotas: expected a mapping")
+    prices = PriceTable(pricing)
+    try:
+        policies = build_policies(
+            models=models, fallback=fallback, orgs=orgs, quotas=quotas,
+            priced=lambda model: prices.price_of(model) is not None,
+            family_of=family_of, can_translate=_can_translate,
+        )
+    except (PolicyError, TypeError, ValueError) as exc:
+        raise ConfigError(str(exc)) from None
     return Config(
+        policies=policies,
         region=str(raw.get("region") or "us-east-1"),
         pricing=MappingProxyType(pricing),
         models=MappingProxyType({str(k): str(v) for k, v in models.items()}),

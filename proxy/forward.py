@@ -1,4 +1,4 @@
-"""The data-port ASGI handler: identify, forward, relay, meter.
+"""The data-port ASGI handler: identify, admit, forward, relay, meter.
 
 One path for every operation (STYLE.md): build the upstream request, send it
 with `stream=True`, relay `aiter_raw()` as it arrives, and record usage in a
@@ -9,6 +9,8 @@ with `stream=True`, relay `aiter_raw()` as it arrives, and record usage in a
   exception frame instead of a silent truncation.
 * A client that hangs up cancels the relay, which closes the upstream request.
 * Upstream errors (status, `x-amzn-ErrorType`, body) pass through unchanged.
+* A fallback to another model family is translated back: stream frames one by
+  one, a JSON body whole (it is small and must be complete to translate).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from typing import Any
 
 import anyio
 import httpx
@@ -25,7 +28,7 @@ from adapters.usage import Usage
 from adapters.watch import BodyUsageWatcher, StreamUsageWatcher
 from metering.events import UsageEvent
 from metering.pricing import PriceTable
-from metering.recorder import UsageRecorder
+from proxy.admission import Admission, Plan
 from proxy.errors import (
     BedrockError,
     ServiceUnavailableException,
@@ -56,13 +59,15 @@ class ProxyHandler:
         self,
         *,
         authenticator: Authenticator,
+        admission: Admission,
         upstream: Upstream,
-        recorder: UsageRecorder,
+        recorder: Any,
         prices: PriceTable,
         max_body_bytes: int,
         max_usage_body_bytes: int,
     ) -> None:
         self._auth = authenticator
+        self._admission = admission
         self._upstream = upstream
         self._recorder = recorder
         self._prices = prices
@@ -88,20 +93,20 @@ class ProxyHandler:
                 host=_header(scope, b"host") or "",
                 body=body,
             )
-            _check_body(route, scope, body)
+            plan = await self._admission.plan(route, caller, raw_path, body, _json_body(route, scope, body))
             headers = request_headers_for_upstream(scope["headers"])
             try:
-                response = await self._upstream.send(method, raw_path, raw_query, headers, body)
-            except httpx.TimeoutException:
-                raise ServiceUnavailableException("Timed out connecting to the upstream Bedrock endpoint.") from None
-            except httpx.TransportError:
-                raise ServiceUnavailableException("Could not reach the upstream Bedrock endpoint.") from None
+                response = await self._upstream.send(method, plan.raw_path, raw_query, headers, plan.body)
+            except httpx.TransportError as exc:
+                self._meter(route, caller, plan, 503, None, Usage(), started, None)
+                reason = "Timed out connecting to" if isinstance(exc, httpx.TimeoutException) else "Could not reach"
+                raise ServiceUnavailableException(f"{reason} the upstream Bedrock endpoint.") from None
         except BedrockError as error:
             await _send_error(send, error)
             return
         except _ClientGone:
             return
-        await self._relay(receive, send, route, caller, body, response, started)
+        await self._relay(receive, send, route, caller, plan, response, started)
 
     async def _relay(
         self,
@@ -109,23 +114,32 @@ class ProxyHandler:
         send: Send,
         route: Route,
         caller: Caller,
-        body: bytes,
+        plan: Plan,
         response: httpx.Response,
         started: float,
     ) -> None:
-        model_id = route.model_id or ""
         is_stream = response.status_code == 200 and response.headers.get("content-type", "").startswith(_EVENTSTREAM)
-        stream_watcher = StreamUsageWatcher(route.operation, model_id, body) if is_stream else None
-        body_watcher = None if is_stream else BodyUsageWatcher(route.operation, model_id, body, self._max_usage_body)
+        stream_watcher = StreamUsageWatcher(route.operation, plan.model, plan.body) if is_stream else None
+        body_watcher = None if is_stream else BodyUsageWatcher(route.operation, plan.model, plan.body,
+                                                               self._max_usage_body)
+        translate = plan.translate if response.status_code == 200 else None
+        stream_translator = None
+        if translate and is_stream:
+            from adapters.translate import StreamTranslator
+
+            stream_translator = StreamTranslator(*translate, route.model_id or "")
         headers = response_headers_for_client(response.headers.raw)
-        if model_id:
+        if plan.model:
             headers += [
-                (b"x-costkeeper-model-id", model_id.encode()),
-                (b"x-costkeeper-fallback", b"false"),
-                (b"x-costkeeper-mode", b"NORMAL"),
+                (b"x-costkeeper-model-id", plan.model.encode()),
+                (b"x-costkeeper-fallback", b"true" if plan.fallback else b"false"),
+                (b"x-costkeeper-mode", plan.mode.encode()),
             ]
         first_byte: float | None = None
         try:
+            if translate and not is_stream:
+                first_byte = await self._send_translated(send, route, plan, response, headers, body_watcher)
+                return
             await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
             async with anyio.create_task_group() as group:
                 group.start_soon(_cancel_on_disconnect, receive, group.cancel_scope)
@@ -133,12 +147,18 @@ class ProxyHandler:
                     async for chunk in response.aiter_raw():
                         if stream_watcher is not None:
                             chunk = stream_watcher.feed(chunk)
+                            if stream_translator is not None and chunk:
+                                chunk = stream_translator.feed(chunk)
                         else:
                             body_watcher.feed(chunk)  # type: ignore[union-attr]
                         if chunk:
                             if first_byte is None:
                                 first_byte = time.perf_counter()
                             await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    if stream_translator is not None:
+                        tail = stream_translator.finish()
+                        if tail:
+                            await send({"type": "http.response.body", "body": tail, "more_body": True})
                 except (httpx.TransportError, httpx.StreamError) as exc:
                     if stream_watcher is None:
                         raise  # A non-stream body cannot be ended cleanly: abort the connection.
@@ -157,31 +177,62 @@ class ProxyHandler:
                     usage = stream_watcher.finish()
                 else:
                     usage = body_watcher.finish(response.status_code, response.headers)  # type: ignore[union-attr]
-                self._meter(route, caller, response, usage, started, first_byte)
+                self._meter(route, caller, plan, response.status_code,
+                            response.headers.get("x-amzn-requestid"), usage, started, first_byte)
+
+    async def _send_translated(
+        self,
+        send: Send,
+        route: Route,
+        plan: Plan,
+        response: httpx.Response,
+        headers: list[tuple[bytes, bytes]],
+        watcher: BodyUsageWatcher | None,
+    ) -> float:
+        """A JSON body from another family, translated whole into the client's shape."""
+        assert plan.translate is not None and watcher is not None
+        raw = await response.aread()
+        watcher.feed(raw)
+        from adapters.translate import translate_response
+
+        client_family, served_family = plan.translate
+        translated = translate_response(client_family, served_family, json.loads(raw), route.model_id or "")
+        payload = json.dumps(translated, separators=(",", ":")).encode()
+        headers = [(k, v) for k, v in headers if k.lower() != b"content-length"]
+        headers.append((b"content-length", str(len(payload)).encode()))
+        await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+        await send({"type": "http.response.body", "body": payload, "more_body": False})
+        return time.perf_counter()
 
     def _meter(
         self,
         route: Route,
         caller: Caller,
-        response: httpx.Response,
+        plan: Plan,
+        status: int,
+        request_id: str | None,
         usage: Usage,
         started: float,
         first_byte: float | None,
     ) -> None:
-        model = route.model_id or ""
+        if not plan.model:
+            return
+        self._admission.settle_rate(plan, usage)
         self._recorder.record(UsageEvent.from_usage(
             usage,
             self._prices,
-            request_id=response.headers.get("x-amzn-requestid") or new_request_id(),
+            request_id=request_id or new_request_id(),
             timestamp=time.time(),
             org=caller.org,
             app=caller.app,
             operation=str(route.operation),
-            requested_model=model,
-            model=model,
+            requested_model=route.model_id or "",
+            model=plan.model,
             latency_ms=(time.perf_counter() - started) * 1000,
             first_byte_ms=None if first_byte is None else (first_byte - started) * 1000,
-            status=response.status_code,
+            status=status,
+            quota_scope=plan.quota_scope,
+            reserved_micro_usd=plan.reserved,
         ))
 
 
@@ -224,26 +275,29 @@ async def _read_body(receive: Receive, headers: list[tuple[bytes, bytes]], limit
             return b"".join(chunks)
 
 
-def _check_body(route: Route, scope: Scope, body: bytes) -> None:
-    """Refuse a body Bedrock would refuse as malformed, before it costs an upstream call."""
-    if route.operation in JSON_BODY:
-        pass
-    elif route.operation in _INVOKE_OPS:
+def _json_body(route: Route, scope: Scope, body: bytes) -> dict[str, Any] | None:
+    """The body as a JSON object where Bedrock expects one; refuse a malformed one
+    before it costs an upstream call. None for bodies that are not JSON."""
+    if route.operation in _INVOKE_OPS:
         content_type = _header(scope, b"content-type")
         if content_type is not None and "json" not in content_type:
-            return
-    else:
-        return
+            return None
+    elif route.operation not in JSON_BODY:
+        return None
     try:
         document = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ValidationException(f"Malformed input request: {exc.__class__.__name__}, please reformat your input and try again.") from None
+        raise ValidationException(
+            f"Malformed input request: {exc.__class__.__name__}, please reformat your input and try again."
+        ) from None
     if not isinstance(document, dict):
-        raise ValidationException("Malformed input request: expected a JSON object, please reformat your input and try again.")
+        raise ValidationException(
+            "Malformed input request: expected a JSON object, please reformat your input and try again."
+        )
+    return document
 
 
 async def _send_error(send: Send, error: BedrockError) -> None:
     status, headers, payload = error_parts(error, new_request_id())
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": payload, "more_body": False})
-

@@ -1,0 +1,200 @@
+"""Choosing the model for a request: the first of its chain still under its daily quota.
+
+Spend per (quota scope, model, UTC day) is the store's committed spend (spent +
+outstanding reservations, all replicas) plus this replica's own spend that is
+not flushed yet. Two modes per model:
+
+* NORMAL, below `tight_threshold` of the quota: the committed spend comes from a
+  local TTL cache refreshed in the background (no store round-trip on the hot
+  path once warm). Staleness is bounded by the cache TTL plus the other
+  replicas' flush interval.
+* TIGHT, from the threshold on: the worst-case cost of the request (input
+  estimate + max output tokens) is reserved atomically in the store before
+  forwarding; the reservation is settled when the request's usage is flushed.
+  A reservation that does not fit means the model is exhausted for the scope.
+
+Sticky: once a model is exhausted for a scope it stays skipped until the UTC day
+ends (no flapping between models, prompt caches stay warm on the fallback).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+from cachetools import TTLCache
+
+from metering.events import utc_day
+
+__all__ = ["Mode", "Selection", "QuotaExhausted", "QuotaStore", "QuotaSelector"]
+
+logger = logging.getLogger(__name__)
+
+
+class QuotaStore(Protocol):
+    async def committed_spend(self, scope: str, day: str) -> dict[str, int]: ...
+    async def reserve(self, scope: str, day: str, model: str, amount: int, quota: int) -> bool: ...
+    async def release(self, scope: str, day: str, model: str, amount: int) -> None: ...
+    async def exhausted_models(self, scope: str, day: str) -> frozenset[str]: ...
+    async def mark_exhausted(self, scope: str, day: str, model: str) -> None: ...
+
+
+class Mode(StrEnum):
+    NORMAL = "NORMAL"
+    TIGHT = "TIGHT"
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    model: str
+    #: True when the model is not the first the request's chain offered.
+    fallback: bool
+    mode: Mode
+    #: micro-USD reserved in TIGHT mode (settled when the usage is flushed).
+    reserved: int = 0
+    day: str = ""
+
+
+class QuotaExhausted(Exception):
+    """Every model of the chain is at its daily quota for the scope."""
+
+    def __init__(self, scope: str, chain: Sequence[str], quotas: Mapping[str, int]) -> None:
+        self.scope = scope
+        self.chain = tuple(chain)
+        self.quotas = dict(quotas)
+        spent = ", ".join(f"{m} (${quotas[m] / 1e6:g}/day)" for m in chain if m in quotas)
+        super().__init__(
+            f"Daily quota exhausted for scope '{scope}' on every model of its chain: {spent}. "
+            f"Quotas reset at 00:00 UTC."
+        )
+
+
+PendingSpend = Callable[[str, str], Mapping[str, int]]
+
+
+class QuotaSelector:
+    def __init__(
+        self,
+        store: QuotaStore,
+        pending: PendingSpend,
+        *,
+        tight_threshold: float = 0.8,
+        normal_ttl: float = 2.0,
+        tight_ttl: float = 0.25,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._pending = pending
+        self._threshold = tight_threshold
+        self._tight_ttl = tight_ttl
+        self._clock = clock
+        # (scope, day) → (read at, committed spend per model)
+        self._spend: TTLCache[tuple[str, str], tuple[float, dict[str, int]]] = TTLCache(
+            maxsize=100_000, ttl=max(normal_ttl, tight_ttl) * 4
+        )
+        self._normal_ttl = normal_ttl
+        self._exhausted: TTLCache[tuple[str, str], frozenset[str]] = TTLCache(maxsize=100_000, ttl=normal_ttl)
+        self._local_exhausted: dict[tuple[str, str], set[str]] = {}
+        self._refreshing: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._releasing: set[asyncio.Task[None]] = set()
+
+    async def select(
+        self,
+        scope: str,
+        chain: Sequence[str],
+        quota_of: Callable[[str], int | None],
+        worst_case: Callable[[str], int],
+    ) -> Selection:
+        """The first model of `chain` under its quota; raise QuotaExhausted if none is.
+
+        `worst_case(model)` is the most the request can cost on that model (micro-USD).
+        """
+        day = utc_day(self._clock())
+        exhausted = await self._exhausted_for(scope, day)
+        quotas: dict[str, int] = {}
+        for index, model in enumerate(chain):
+            quota = quota_of(model)
+            if quota is None:
+                return Selection(model, index > 0, Mode.NORMAL, 0, day)
+            quotas[model] = quota
+            if model in exhausted:
+                continue
+            spent = await self._spent(scope, day, model, fresh=False)
+            if spent < self._threshold * quota:
+                return Selection(model, index > 0, Mode.NORMAL, 0, day)
+            spent = await self._spent(scope, day, model, fresh=True)
+            amount = worst_case(model)
+            if spent + amount <= quota and await self._store.reserve(scope, day, model, amount, quota):
+                return Selection(model, index > 0, Mode.TIGHT, amount, day)
+            await self._mark_exhausted(scope, day, model)
+        raise QuotaExhausted(scope, chain, quotas)
+
+    async def release(self, scope: str, selection: Selection) -> None:
+        """Give back a reservation whose request will produce no usage event."""
+        if selection.reserved:
+            await self._store.release(scope, selection.day, selection.model, selection.reserved)
+
+    def release_later(self, scope: str, selection: Selection) -> None:
+        """`release` from code that cannot await (the task is kept until done)."""
+        if selection.reserved:
+            task = asyncio.create_task(self.release(scope, selection))
+            self._releasing.add(task)
+            task.add_done_callback(self._releasing.discard)
+
+    async def _spent(self, scope: str, day: str, model: str, *, fresh: bool) -> int:
+        key = (scope, day)
+        cached = self._spend.get(key)
+        now = self._clock()
+        if cached is None:
+            committed = await self._read(key)
+        else:
+            read_at, committed = cached
+            age = now - read_at
+            if fresh and age > self._tight_ttl:
+                committed = await self._read(key)
+            elif age > self._normal_ttl:
+                self._refresh_in_background(key)
+        return committed.get(model, 0) + self._pending(scope, day).get(model, 0)
+
+    async def _read(self, key: tuple[str, str]) -> dict[str, int]:
+        committed = await self._store.committed_spend(*key)
+        self._spend[key] = (self._clock(), committed)
+        return committed
+
+    def _refresh_in_background(self, key: tuple[str, str]) -> None:
+        if key in self._refreshing:
+            return
+
+        async def refresh() -> None:
+            try:
+                await self._read(key)
+            except Exception as exc:  # a failed refresh keeps the last value; the next one retries
+                logger.warning("could not refresh spend for %s: %s", key[0], exc)
+            finally:
+                self._refreshing.pop(key, None)
+
+        self._refreshing[key] = asyncio.create_task(refresh())
+
+    async def _exhausted_for(self, scope: str, day: str) -> frozenset[str]:
+        key = (scope, day)
+        shared = self._exhausted.get(key)
+        if shared is None:
+            shared = await self._store.exhausted_models(scope, day)
+            self._exhausted[key] = shared
+            # A new day: forget the previous days' local marks.
+            for old in [k for k in self._local_exhausted if k[1] != day]:
+                del self._local_exhausted[old]
+        return shared | self._local_exhausted.get(key, set())
+
+    async def _mark_exhausted(self, scope: str, day: str, model: str) -> None:
+        marks = self._local_exhausted.setdefault((scope, day), set())
+        if model not in marks:
+            marks.add(model)
+            logger.info("scope %s exhausted its daily quota on %s; falling back for the rest of %s",
+                        scope, model, day)
+            await self._store.mark_exhausted(scope, day, model)

@@ -1,0 +1,186 @@
+"""From "who asked for what" to "what is sent upstream": the request's plan.
+
+For a model call: resolve a label, find the caller's chain from the requested
+model, keep the models the app may use, clamp max-output-tokens, choose the
+first model under its daily quota (reserving the worst case in TIGHT mode),
+check the app's TPM/RPM limits, and rewrite path and body for the chosen model
+(translating the body when a fallback crosses model families).
+
+When nothing changes, the client's exact path and body bytes go upstream.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from adapters import family_of
+from adapters.estimate import estimate_usage
+from adapters.maxtokens import clamp_max_output_tokens, max_output_tokens
+from adapters.modelid import encode_model_id
+from adapters.usage import Usage
+from metering.pricing import PriceTable
+from metering.quotas import Mode, QuotaExhausted, QuotaSelector, Selection
+from proxy.errors import (
+    AccessDeniedException,
+    ServiceQuotaExceededException,
+    ServiceUnavailableException,
+    ThrottlingException,
+    ValidationException,
+)
+from proxy.identity import Caller
+from proxy.policies import CallerPolicy, Policies, RateLimit
+from proxy.ratelimit import RateLimiter
+from proxy.routing import METERED, Operation, Route
+
+__all__ = ["Admission", "Plan"]
+
+logger = logging.getLogger(__name__)
+
+_INVOKE = frozenset({Operation.INVOKE_MODEL, Operation.INVOKE_MODEL_STREAM})
+_NO_ACCESS = "You don't have access to the model with the specified model ID."
+
+
+@dataclass(slots=True)
+class Plan:
+    raw_path: str
+    body: bytes
+    #: The model served ("" for operations that name none).
+    model: str = ""
+    fallback: bool = False
+    mode: str = "NORMAL"
+    quota_scope: str = ""
+    reserved: int = 0
+    day: str = ""
+    #: Client family and served family when the body was translated (InvokeModel).
+    translate: tuple[str, str] | None = None
+    #: (limiter key, model, tokens counted at admission) for the TPM correction.
+    rate: tuple[str, str, int] | None = None
+    cache_ttl: float | None = None
+
+
+class Admission:
+    def __init__(
+        self,
+        policies: Policies,
+        selector: QuotaSelector,
+        prices: PriceTable,
+        limiter: RateLimiter,
+    ) -> None:
+        self._policies = policies
+        self._selector = selector
+        self._prices = prices
+        self._limiter = limiter
+        self._callers: dict[tuple[str, str], CallerPolicy] = {}
+
+    def caller_policy(self, caller: Caller) -> CallerPolicy:
+        key = (caller.org, caller.app)
+        policy = self._callers.get(key)
+        if policy is None:
+            policy = self._callers[key] = self._policies.for_caller(caller.org, caller.app)
+        return policy
+
+    async def plan(
+        self, route: Route, caller: Caller, raw_path: str, body: bytes, document: dict[str, Any] | None
+    ) -> Plan:
+        if route.model_id is None:
+            return Plan(raw_path, body)
+        requested = self._policies.resolve_model(route.model_id)
+        if route.operation not in METERED or document is None:
+            return Plan(_rewritten(raw_path, route.model_id, requested), body, model=requested)
+        policy = self.caller_policy(caller)
+        chain, _ = policy.chain_from(requested)
+        chain = tuple(model for model in chain if policy.allows(model))
+        if not chain:
+            raise AccessDeniedException(_NO_ACCESS)
+        converse = route.operation not in _INVOKE
+        client_family = "converse" if converse else family_of(requested)
+        changed = False
+        if policy.max_output_tokens is not None:
+            changed = clamp_max_output_tokens(client_family, document, policy.max_output_tokens)
+        input_estimate = estimate_usage(body, 0).input_tokens
+        max_output = max_output_tokens(client_family, document) or self._policies.quotas.default_max_output_tokens
+
+        def worst_case(model: str) -> int:
+            return self._prices.cost_micro_usd(model, Usage(input_estimate, max_output)) or 0
+
+        selection = await self._select(policy, chain, worst_case)
+        model = selection.model
+        rate = self._admit_rate(caller, policy, model, input_estimate + max_output, selection)
+        plan = Plan(
+            raw_path,
+            body,
+            model=model,
+            fallback=selection.fallback,
+            mode=str(selection.mode),
+            quota_scope=policy.scope_key if policy.quota_of(model) is not None else "",
+            reserved=selection.reserved,
+            day=selection.day,
+            rate=rate,
+            cache_ttl=policy.response_cache_ttl,
+        )
+        if model != requested:
+            from adapters import translate as translation
+
+            try:
+                if converse:
+                    document = translation.translate_converse_request(document, model)
+                else:
+                    served_family = family_of(model)
+                    if served_family != client_family:
+                        document = translation.translate_request(client_family, served_family, document)
+                        plan.translate = (client_family, served_family)
+            except translation.TranslationError as exc:
+                await self._selector.release(policy.scope_key, selection)
+                raise ValidationException(f"Cannot serve this request with fallback model {model}: {exc}") from None
+            changed = True
+        if model != route.model_id:
+            plan.raw_path = _rewritten(raw_path, route.model_id, model)
+        if changed:
+            plan.body = json.dumps(document, separators=(",", ":")).encode()
+        return plan
+
+    async def _select(self, policy: CallerPolicy, chain: tuple[str, ...], worst_case: Any) -> Selection:
+        if not any(policy.quota_of(model) is not None for model in chain):
+            return Selection(chain[0], False, Mode.NORMAL)
+        try:
+            return await self._selector.select(policy.scope_key, chain, policy.quota_of, worst_case)
+        except QuotaExhausted as exc:
+            raise ServiceQuotaExceededException(str(exc)) from None
+        except Exception as exc:  # the store is unreachable
+            if policy.fail_closed:
+                raise ServiceUnavailableException(
+                    "Quota state is unavailable and this organization fails closed; try again shortly."
+                ) from None
+            logger.warning("quota check failed for %s, serving %s unchecked (fail-open): %s",
+                           policy.scope_key, chain[0], exc)
+            return Selection(chain[0], False, Mode.NORMAL)
+
+    def _admit_rate(self, caller: Caller, policy: CallerPolicy, model: str, tokens: int,
+                    selection: Selection) -> tuple[str, str, int] | None:
+        limit: RateLimit | None = policy.rate_limits.get(model)
+        if limit is None:
+            return None
+        key = f"{caller.org}/{caller.app}"
+        refusal = self._limiter.admit(key, model, limit, tokens)
+        if refusal is not None:
+            if selection.reserved:
+                # Not forwarded: the reservation would otherwise only settle with a usage event.
+                self._selector.release_later(policy.scope_key, selection)
+            raise ThrottlingException(refusal)
+        return key, model, tokens
+
+    def settle_rate(self, plan: Plan, usage: Usage) -> None:
+        if plan.rate is not None:
+            key, model, counted = plan.rate
+            self._limiter.correct(key, model, counted, usage.input_tokens + usage.output_tokens)
+
+
+def _rewritten(raw_path: str, requested: str, model: str) -> str:
+    """The path for `model`, or the client's exact path when the model is unchanged."""
+    if model == requested:
+        return raw_path
+    action = raw_path.rsplit("/", 1)[1]
+    return f"/model/{encode_model_id(model)}/{action}"

@@ -1,0 +1,300 @@
+"""Who may use which model, up to what daily spend: labels, chains, quotas, per-app policies.
+
+Built once at start-up from `config.yaml` (`models`, `fallback`, `orgs`, `quotas`)
+and validated there, so a chain that cannot work is refused before the first
+request: an unknown label, a model twice in one chain, a chain model without a
+price (its spend could not be counted against a quota), or a step from one model
+family to another that the adapters cannot translate.
+
+A chain is a list of labels or model ids, resolved to model ids. A request that
+names a chain member (by label, id, inference profile or ARN of it) starts the
+chain there; a request for a model in no chain is forwarded as asked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Literal
+
+from adapters.modelid import base_model_id
+
+__all__ = [
+    "AppPolicy",
+    "OrgPolicy",
+    "Policies",
+    "CallerPolicy",
+    "QuotaSettings",
+    "RateLimit",
+    "PolicyError",
+    "build_policies",
+]
+
+Scope = Literal["ORG", "APP"]
+
+
+class PolicyError(ValueError):
+    """The policy configuration cannot work; the message names the key."""
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    tpm: int | None = None
+    rpm: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaSettings:
+    #: Share of a quota from which a scope is in TIGHT mode (fresh reads, reservations).
+    tight_threshold: float = 0.8
+    #: How stale a NORMAL-mode spend read may be (seconds); refreshed in the background.
+    normal_ttl: float = 2.0
+    #: TIGHT mode re-reads spend this often.
+    tight_ttl: float = 0.25
+    #: Worst-case output when a request sets no max-tokens of its own.
+    default_max_output_tokens: int = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class AppPolicy:
+    chain: tuple[str, ...] | None = None
+    #: model id → micro-USD per UTC day (used when the org's scope is APP).
+    daily_quota: Mapping[str, int] | None = None
+    max_output_tokens: int | None = None
+    allowed_models: frozenset[str] | None = None
+    rate_limits: Mapping[str, RateLimit] = field(default_factory=lambda: MappingProxyType({}))
+    response_cache_ttl: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OrgPolicy:
+    scope: Scope = "ORG"
+    chain: tuple[str, ...] | None = None
+    daily_quota: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    fail_closed: bool = False
+    apps: Mapping[str, AppPolicy] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True, slots=True)
+class CallerPolicy:
+    """Everything selection needs about one org/app, resolved once and cached."""
+
+    scope_key: str
+    chain: tuple[str, ...]
+    daily_quota: Mapping[str, int]
+    max_output_tokens: int | None
+    allowed_models: frozenset[str] | None
+    rate_limits: Mapping[str, RateLimit]
+    response_cache_ttl: float | None
+    fail_closed: bool
+
+    def chain_from(self, model_id: str) -> tuple[tuple[str, ...], bool]:
+        """The chain to try for a requested model, and whether it is a chain at all.
+
+        The requested model matches a chain member by id or by base model
+        (`us.amazon.nova-pro-v1:0` matches `amazon.nova-pro-v1:0`).
+        """
+        base = base_model_id(model_id)
+        for index, member in enumerate(self.chain):
+            if member == model_id or base_model_id(member) == base:
+                return self.chain[index:], True
+        return (model_id,), False
+
+    def quota_of(self, model_id: str) -> int | None:
+        quota = self.daily_quota.get(model_id)
+        if quota is None:
+            quota = self.daily_quota.get(base_model_id(model_id))
+        return quota
+
+    def allows(self, model_id: str) -> bool:
+        if self.allowed_models is None:
+            return True
+        return model_id in self.allowed_models or base_model_id(model_id) in self.allowed_models
+
+
+@dataclass(frozen=True, slots=True)
+class Policies:
+    labels: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    default_chain: tuple[str, ...] = ()
+    orgs: Mapping[str, OrgPolicy] = field(default_factory=lambda: MappingProxyType({}))
+    quotas: QuotaSettings = field(default_factory=QuotaSettings)
+
+    def resolve_model(self, requested: str) -> str:
+        """A label names its model; anything else is already a model id, profile or ARN."""
+        return self.labels.get(requested, requested)
+
+    def for_caller(self, org: str, app: str) -> CallerPolicy:
+        org_policy = self.orgs.get(org, OrgPolicy())
+        app_policy = org_policy.apps.get(app, AppPolicy())
+        if org_policy.scope == "APP":
+            scope_key = f"{org}/{app}"
+            quota = app_policy.daily_quota if app_policy.daily_quota is not None else org_policy.daily_quota
+        else:
+            scope_key = org
+            quota = org_policy.daily_quota
+        chain = app_policy.chain or org_policy.chain or self.default_chain
+        return CallerPolicy(
+            scope_key=scope_key,
+            chain=chain,
+            daily_quota=quota,
+            max_output_tokens=app_policy.max_output_tokens,
+            allowed_models=app_policy.allowed_models,
+            rate_limits=app_policy.rate_limits,
+            response_cache_ttl=app_policy.response_cache_ttl,
+            fail_closed=org_policy.fail_closed,
+        )
+
+
+def build_policies(
+    *,
+    models: Mapping[str, Any],
+    fallback: Sequence[Any],
+    orgs: Mapping[str, Any],
+    quotas: Mapping[str, Any] | None,
+    priced: Callable[[str], bool],
+    family_of: Callable[[str], str],
+    can_translate: Callable[[str, str], bool],
+) -> Policies:
+    labels = {str(label): str(model) for label, model in models.items()}
+    for label, model in labels.items():
+        if model in labels:
+            raise PolicyError(f"models.{label}: a label must name a model id, not another label ({model!r})")
+    checker = _ChainChecker(labels, priced, family_of, can_translate)
+    default_chain = checker.chain("fallback", fallback)
+    parsed_orgs = {str(name): _org(str(name), raw or {}, labels, checker) for name, raw in orgs.items()}
+    return Policies(
+        labels=MappingProxyType(labels),
+        default_chain=default_chain,
+        orgs=MappingProxyType(parsed_orgs),
+        quotas=_quota_settings(quotas or {}),
+    )
+
+
+class _ChainChecker:
+    def __init__(self, labels: Mapping[str, str], priced: Callable[[str], bool],
+                 family_of: Callable[[str], str], can_translate: Callable[[str, str], bool]) -> None:
+        self._labels = labels
+        self._priced = priced
+        self._family_of = family_of
+        self._can_translate = can_translate
+
+    def model(self, key: str, name: Any) -> str:
+        name = str(name)
+        if name in self._labels:
+            return self._labels[name]
+        if "." not in name and ":" not in name:
+            raise PolicyError(f"{key}: unknown label {name!r}; labels are {sorted(self._labels)}")
+        return name
+
+    def chain(self, key: str, raw: Any) -> tuple[str, ...]:
+        if not isinstance(raw, list | tuple):
+            raise PolicyError(f"{key}: expected a list of labels or model ids")
+        chain = tuple(self.model(key, item) for item in raw)
+        seen: set[str] = set()
+        for model in chain:
+            base = base_model_id(model)
+            if base in seen:
+                raise PolicyError(f"{key}: cycle in the chain: {model} appears twice ({' → '.join(chain)})")
+            seen.add(base)
+            if not self._priced(model):
+                raise PolicyError(f"{key}: chain model {model} has no price in `pricing`; "
+                                  f"its spend could not be counted against a quota")
+        for source, target in zip(chain, chain[1:], strict=False):
+            source_family, target_family = self._family_of(source), self._family_of(target)
+            if source_family != target_family and not self._can_translate(source_family, target_family):
+                raise PolicyError(f"{key}: cannot fall back from {source} ({source_family}) to "
+                                  f"{target} ({target_family}): no translation between these families")
+        return chain
+
+
+def _usd_quotas(key: str, raw: Any, checker: _ChainChecker) -> Mapping[str, int]:
+    if not isinstance(raw, Mapping):
+        raise PolicyError(f"{key}: expected a mapping of label or model id → USD per day")
+    quotas: dict[str, int] = {}
+    for name, usd in raw.items():
+        if not isinstance(usd, int | float) or isinstance(usd, bool) or usd < 0:
+            raise PolicyError(f"{key}.{name}: expected a non-negative number of USD, got {usd!r}")
+        quotas[checker.model(key, name)] = round(usd * 1_000_000)
+    return MappingProxyType(quotas)
+
+
+_ORG_KEYS = {"quota_scope", "daily_quota_usd", "fallback", "fail_closed", "apps"}
+_APP_KEYS = {"fallback", "daily_quota_usd", "max_output_tokens", "allowed_models", "rate_limits", "response_cache"}
+
+
+def _org(name: str, raw: Mapping[str, Any], labels: Mapping[str, str], checker: _ChainChecker) -> OrgPolicy:
+    key = f"orgs.{name}"
+    if not isinstance(raw, Mapping):
+        raise PolicyError(f"{key}: expected a mapping")
+    unknown = set(raw) - _ORG_KEYS
+    if unknown:
+        raise PolicyError(f"{key}: unknown key(s) {sorted(unknown)}; expected {sorted(_ORG_KEYS)}")
+    scope = str(raw.get("quota_scope", "ORG")).upper()
+    if scope not in ("ORG", "APP"):
+        raise PolicyError(f"{key}.quota_scope: expected ORG or APP, got {raw.get('quota_scope')!r}")
+    apps_raw = raw.get("apps") or {}
+    if not isinstance(apps_raw, Mapping):
+        raise PolicyError(f"{key}.apps: expected a mapping of app name → settings")
+    return OrgPolicy(
+        scope=scope,  # type: ignore[arg-type]
+        chain=checker.chain(f"{key}.fallback", raw["fallback"]) if "fallback" in raw else None,
+        daily_quota=_usd_quotas(f"{key}.daily_quota_usd", raw.get("daily_quota_usd") or {}, checker),
+        fail_closed=bool(raw.get("fail_closed", False)),
+        apps=MappingProxyType({str(app): _app(f"{key}.apps.{app}", app_raw or {}, checker)
+                               for app, app_raw in apps_raw.items()}),
+    )
+
+
+def _app(key: str, raw: Mapping[str, Any], checker: _ChainChecker) -> AppPolicy:
+    if not isinstance(raw, Mapping):
+        raise PolicyError(f"{key}: expected a mapping")
+    unknown = set(raw) - _APP_KEYS
+    if unknown:
+        raise PolicyError(f"{key}: unknown key(s) {sorted(unknown)}; expected {sorted(_APP_KEYS)}")
+    max_output = raw.get("max_output_tokens")
+    if max_output is not None and (not isinstance(max_output, int) or max_output < 1):
+        raise PolicyError(f"{key}.max_output_tokens: expected a positive integer, got {max_output!r}")
+    allowed = raw.get("allowed_models")
+    cache = raw.get("response_cache")
+    cache_ttl = None
+    if cache is not None:
+        if not isinstance(cache, Mapping) or not isinstance(cache.get("ttl"), int | float) or cache["ttl"] <= 0:
+            raise PolicyError(f"{key}.response_cache: expected {{ttl: <seconds > 0>}}")
+        cache_ttl = float(cache["ttl"])
+    return AppPolicy(
+        chain=checker.chain(f"{key}.fallback", raw["fallback"]) if "fallback" in raw else None,
+        daily_quota=_usd_quotas(f"{key}.daily_quota_usd", raw["daily_quota_usd"], checker)
+        if "daily_quota_usd" in raw else None,
+        max_output_tokens=max_output,
+        allowed_models=frozenset(checker.model(f"{key}.allowed_models", m) for m in allowed)
+        if allowed is not None else None,
+        rate_limits=MappingProxyType(_rate_limits(f"{key}.rate_limits", raw.get("rate_limits") or {}, checker)),
+        response_cache_ttl=cache_ttl,
+    )
+
+
+def _rate_limits(key: str, raw: Any, checker: _ChainChecker) -> dict[str, RateLimit]:
+    if not isinstance(raw, Mapping):
+        raise PolicyError(f"{key}: expected a mapping of label or model id → {{tpm, rpm}}")
+    limits = {}
+    for name, spec in raw.items():
+        if not isinstance(spec, Mapping) or set(spec) - {"tpm", "rpm"}:
+            raise PolicyError(f"{key}.{name}: expected {{tpm: N, rpm: N}}")
+        for which in ("tpm", "rpm"):
+            value = spec.get(which)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise PolicyError(f"{key}.{name}.{which}: expected a positive integer, got {value!r}")
+        limits[checker.model(key, name)] = RateLimit(tpm=spec.get("tpm"), rpm=spec.get("rpm"))
+    return limits
+
+
+def _quota_settings(raw: Mapping[str, Any]) -> QuotaSettings:
+    known = set(QuotaSettings.__dataclass_fields__)
+    unknown = set(raw) - known
+    if unknown:
+        raise PolicyError(f"quotas: unknown key(s) {sorted(unknown)}; expected {sorted(known)}")
+    settings = QuotaSettings(**{k: type(getattr(QuotaSettings(), k))(v) for k, v in raw.items()})
+    if not 0 < settings.tight_threshold <= 1:
+        raise PolicyError(f"quotas.tight_threshold: expected a share in (0, 1], got {settings.tight_threshold}")
+    return settings
