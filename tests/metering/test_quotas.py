@@ -1,0 +1,158 @@
+"""Selection: the first model of the chain under its quota, NORMAL and TIGHT modes, stickiness."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import pytest
+
+from metering.events import utc_day
+from metering.quotas import Mode, QuotaExhausted, QuotaSelector
+
+NOW = 1_795_000_000.0  # 2026-11-18
+DAY = utc_day(NOW)
+A, B, C = "amazon.nova-pro-v1:0", "amazon.nova-2-lite-v1:0", "amazon.nova-micro-v1:0"
+
+
+class MemoryQuotaStore:
+    """The QuotaStore contract in memory (atomic by construction: no awaits inside)."""
+
+    def __init__(self) -> None:
+        self.committed: dict[tuple[str, str, str], int] = {}
+        self.exhausted: dict[tuple[str, str], set[str]] = {}
+        self.reads = 0
+
+    async def committed_spend(self, scope: str, day: str) -> dict[str, int]:
+        self.reads += 1
+        return {m: v for (s, d, m), v in self.committed.items() if (s, d) == (scope, day)}
+
+    async def reserve(self, scope: str, day: str, model: str, amount: int, quota: int) -> bool:
+        current = self.committed.get((scope, day, model), 0)
+        if current + amount > quota:
+            return False
+        self.committed[(scope, day, model)] = current + amount
+        return True
+
+    async def release(self, scope: str, day: str, model: str, amount: int) -> None:
+        self.committed[(scope, day, model)] = self.committed.get((scope, day, model), 0) - amount
+
+    async def exhausted_models(self, scope: str, day: str) -> frozenset[str]:
+        return frozenset(self.exhausted.get((scope, day), set()))
+
+    async def mark_exhausted(self, scope: str, day: str, model: str) -> None:
+        self.exhausted.setdefault((scope, day), set()).add(model)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _selector(store: MemoryQuotaStore, clock: Clock, pending: Mapping[str, int] | None = None,
+              **kwargs: Any) -> QuotaSelector:
+    return QuotaSelector(store, lambda scope, day: pending or {}, clock=clock, **kwargs)
+
+
+def _quota(table: Mapping[str, int]) -> Callable[[str], int | None]:
+    return table.get
+
+
+def _select(selector: QuotaSelector, chain: tuple[str, ...], quotas: Mapping[str, int], worst: int = 10) -> Any:
+    return asyncio.run(selector.select("acme", chain, _quota(quotas), lambda model: worst))
+
+
+def test_first_model_under_quota_in_normal_mode() -> None:
+    store, clock = MemoryQuotaStore(), Clock()
+    selection = _select(_selector(store, clock), (A, B, C), {A: 1000, B: 1000})
+    assert (selection.model, selection.fallback, selection.mode, selection.reserved) == (A, False, Mode.NORMAL, 0)
+
+
+def test_exhausted_model_falls_back_and_stays_fallen_back() -> None:
+    store, clock = MemoryQuotaStore(), Clock()
+    store.committed[("acme", DAY, A)] = 1000
+    selector = _selector(store, clock)
+    selection = _select(selector, (A, B), {A: 1000, B: 1000})
+    assert (selection.model, selection.fallback) == (B, True)
+    assert A in store.exhausted[("acme", DAY)]  # shared with other replicas
+    # Sticky: even if A's spend drops (e.g. a reservation is released), A stays skipped today.
+    store.committed[("acme", DAY, A)] = 0
+    assert _select(_selector(store, clock), (A, B), {A: 1000, B: 1000}).model == B
+    # A new UTC day starts clean.
+    clock.now += 86_400
+    assert _select(selector, (A, B), {A: 1000, B: 1000}).model == A
+
+
+def test_tight_mode_reserves_the_worst_case_and_refuses_what_cannot_fit() -> None:
+    store, clock = MemoryQuotaStore(), Clock()
+    store.committed[("acme", DAY, A)] = 850  # 85 % of the quota: TIGHT
+    selector = _selector(store, clock, tight_threshold=0.8)
+    first = _select(selector, (A, B), {A: 1000, B: 1000}, worst=100)
+    assert (first.model, first.mode, first.reserved) == (A, Mode.TIGHT, 100)
+    assert store.committed[("acme", DAY, A)] == 950
+    # 950 + 100 > 1000: the worst case no longer fits, so A is exhausted and B serves.
+    second = _select(selector, (A, B), {A: 1000, B: 1000}, worst=100)
+    assert (second.model, second.fallback, second.mode) == (B, True, Mode.NORMAL)
+    asyncio.run(selector.release("acme", first))
+    assert store.committed[("acme", DAY, A)] == 850
+
+
+def test_all_exhausted_raises_with_scope_and_quotas() -> None:
+    store, clock = MemoryQuotaStore(), Clock()
+    store.committed[("acme", DAY, A)] = 1_000_000
+    store.committed[("acme", DAY, B)] = 2_000_000
+    with pytest.raises(QuotaExhausted, match=r"scope 'acme'.*amazon.nova-pro-v1:0 \(\$1/day\)") as raised:
+        _select(_selector(store, clock), (A, B), {A: 1_000_000, B: 2_000_000})
+    assert raised.value.scope == "acme"
+
+
+def test_model_without_quota_is_unlimited() -> None:
+    store, clock = MemoryQuotaStore(), Clock()
+    store.committed[("acme", DAY, A)] = 5000
+    selection = _select(_selector(store, clock), (A, C), {A: 1000})
+    assert (selection.model, selection.mode) == (C, Mode.NORMAL)
+
+
+def test_pending_local_spend_counts() -> None:
+    store, clock = MemoryQuotaStore(), Clock()
+    selection = _select(_selector(store, clock, pending={A: 1000}), (A, B), {A: 1000, B: 1000})
+    assert selection.model == B
+
+
+def test_normal_reads_come_from_the_cache_and_refresh_in_the_background() -> None:
+    store, clock = MemoryQuotaStore(), Clock()
+    selector = _selector(store, clock, normal_ttl=2.0)
+
+    async def scenario() -> None:
+        for _ in range(50):
+            await selector.select("acme", (A,), _quota({A: 1000}), lambda m: 1)
+        assert store.reads == 1  # one cold read, then the cache
+        store.committed[("acme", DAY, A)] = 1000
+        clock.now += 3  # stale: this request still uses the old value, a refresh starts
+        assert (await selector.select("acme", (A, B), _quota({A: 1000}), lambda m: 1)).model == A
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert store.reads == 2
+        assert (await selector.select("acme", (A, B), _quota({A: 1000}), lambda m: 1)).model == B
+
+    asyncio.run(scenario())
+
+
+def test_concurrent_tight_reservations_never_exceed_the_quota() -> None:
+    store, clock = MemoryQuotaStore(), Clock()
+    store.committed[("acme", DAY, A)] = 800
+    selectors = [_selector(store, clock) for _ in range(4)]  # four replicas, one store
+
+    async def scenario() -> list[Any]:
+        async def one(i: int) -> Any:
+            return await selectors[i % 4].select("acme", (A, B), _quota({A: 1000, B: 10**9}), lambda m: 7)
+        return await asyncio.gather(*(one(i) for i in range(100)))
+
+    results = asyncio.run(scenario())
+    on_a = [r for r in results if r.model == A]
+    assert store.committed[("acme", DAY, A)] == 800 + 7 * len(on_a) <= 1000
+    assert len(on_a) == 200 // 7

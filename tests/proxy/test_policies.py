@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from proxy.policies import PolicyError, build_policies
+
+LABELS = {"premium": "amazon.nova-pro-v1:0", "standard": "amazon.nova-2-lite-v1:0",
+          "economy": "amazon.nova-micro-v1:0", "claude": "anthropic.claude-haiku-4-5-20251001-v1:0",
+          "llama": "meta.llama3-70b-instruct-v1:0"}
+PRICED = {*LABELS.values()}
+
+
+def _build(fallback: list[str] | None = None, orgs: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+    families = {"amazon": "nova", "anthropic": "anthropic", "meta": "llama"}
+    return build_policies(
+        models=kwargs.get("models", LABELS),
+        fallback=fallback if fallback is not None else ["premium", "standard", "economy"],
+        orgs=orgs or {},
+        quotas=kwargs.get("quotas"),
+        priced=lambda m: m in PRICED or m.split(".", 1)[-1] in PRICED,
+        family_of=lambda m: families[m.split(".")[0] if not m.startswith("us.") else m.split(".")[1]],
+        can_translate=lambda a, b: {a, b} != {"llama", "anthropic"},
+    )
+
+
+def test_chains_scopes_and_quotas_resolve() -> None:
+    policies = _build(orgs={
+        "acme": {"quota_scope": "ORG", "daily_quota_usd": {"premium": 50, "economy": 0.5},
+                 "apps": {"bot": {"max_output_tokens": 512, "allowed_models": ["premium", "economy"],
+                                  "rate_limits": {"premium": {"rpm": 10}}}}},
+        "solo": {"quota_scope": "APP", "fallback": ["standard", "economy"], "daily_quota_usd": {"standard": 1},
+                 "apps": {"a": {"daily_quota_usd": {"standard": 2}}}},
+    })
+    bot = policies.for_caller("acme", "bot")
+    assert bot.scope_key == "acme" and bot.quota_of("amazon.nova-pro-v1:0") == 50_000_000
+    assert bot.quota_of("us.amazon.nova-micro-v1:0") == 500_000  # a profile of a quota'd model
+    assert bot.chain_from("premium".replace("premium", "us.amazon.nova-pro-v1:0"))[0] == (
+        "amazon.nova-pro-v1:0", "amazon.nova-2-lite-v1:0", "amazon.nova-micro-v1:0")
+    assert bot.chain_from("amazon.nova-2-lite-v1:0") == (("amazon.nova-2-lite-v1:0", "amazon.nova-micro-v1:0"), True)
+    assert bot.chain_from("anthropic.claude-x") == (("anthropic.claude-x",), False)
+    assert bot.allows("amazon.nova-micro-v1:0") and not bot.allows("amazon.nova-2-lite-v1:0")
+    assert bot.max_output_tokens == 512 and bot.rate_limits["amazon.nova-pro-v1:0"].rpm == 10
+    a = policies.for_caller("solo", "a")
+    assert (a.scope_key, a.chain[0], a.quota_of("amazon.nova-2-lite-v1:0")) == ("solo/a", "amazon.nova-2-lite-v1:0", 2_000_000)
+    other = policies.for_caller("solo", "b")  # APP scope: each app its own, the org's quota as default
+    assert (other.scope_key, other.quota_of("amazon.nova-2-lite-v1:0")) == ("solo/b", 1_000_000)
+    assert policies.resolve_model("economy") == "amazon.nova-micro-v1:0"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"fallback": ["premium", "platinum"]}, "unknown label 'platinum'"),
+        ({"fallback": ["premium", "standard", "premium"]}, "cycle in the chain"),
+        ({"fallback": ["premium", "us.amazon.nova-pro-v1:0"]}, "cycle in the chain"),
+        ({"fallback": ["premium", "amazon.titan-text-express-v1"]}, "has no price"),
+        ({"fallback": ["claude", "llama"]}, "cannot fall back from anthropic.claude-haiku-4-5-20251001-v1:0"),
+        ({"orgs": {"acme": {"quota_scope": "TEAM"}}}, "quota_scope"),
+        ({"orgs": {"acme": {"daily_quota_usd": {"gold": 1}}}}, "unknown label 'gold'"),
+        ({"orgs": {"acme": {"apps": {"x": {"max_output_tokens": 0}}}}}, "max_output_tokens"),
+        ({"orgs": {"acme": {"apps": {"x": {"rate_limits": {"premium": {"tpd": 1}}}}}}}, "tpm: N, rpm: N"),
+        ({"orgs": {"acme": {"apps": {"x": {"budget": 1}}}}}, r"unknown key\(s\) \['budget'\]"),
+        ({"quotas": {"tight_threshold": 1.5}}, "tight_threshold"),
+        ({"models": {"a": "b"}, "fallback": []}, None),
+    ],
+)
+def test_invalid_policies_are_refused_naming_the_key(kwargs: dict[str, Any], message: str | None) -> None:
+    if message is None:
+        _build(**kwargs)  # a label naming something with no dot is fine as long as no chain uses it
+        return
+    with pytest.raises(PolicyError, match=message):
+        _build(**kwargs)
