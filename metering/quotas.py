@@ -1,8 +1,9 @@
 """Choosing the model for a request: the first of its chain still under its daily quota.
 
 Spend per (quota scope, model, UTC day) is the store's committed spend (spent +
-outstanding reservations, all replicas) plus this replica's own spend that is
-not flushed yet. Two modes per model:
+outstanding reservations, all replicas) as last read, plus what this replica
+itself committed since that read (`note_spend`), so a replica never forgets its
+own spend while a cached read ages, whenever its flushes land. Two modes per model:
 
 * NORMAL, below `tight_threshold` of the quota: the committed spend comes from a
   local TTL cache refreshed in the background (no store round-trip on the hot
@@ -74,14 +75,10 @@ class QuotaExhausted(Exception):
         )
 
 
-PendingSpend = Callable[[str, str], Mapping[str, int]]
-
-
 class QuotaSelector:
     def __init__(
         self,
         store: QuotaStore,
-        pending: PendingSpend,
         *,
         tight_threshold: float = 0.8,
         normal_ttl: float = 2.0,
@@ -89,12 +86,13 @@ class QuotaSelector:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
-        self._pending = pending
+        #: (scope, day) → model → micro-USD this replica committed (cost − reserved), cumulative.
+        self._local: dict[tuple[str, str], dict[str, int]] = {}
         self._threshold = tight_threshold
         self._tight_ttl = tight_ttl
         self._clock = clock
-        # (scope, day) → (read at, committed spend per model)
-        self._spend: TTLCache[tuple[str, str], tuple[float, dict[str, int]]] = TTLCache(
+        # (scope, day) → (read at, committed spend per model, local totals when read)
+        self._spend: TTLCache[tuple[str, str], tuple[float, dict[str, int], dict[str, int]]] = TTLCache(
             maxsize=100_000, ttl=max(normal_ttl, tight_ttl) * 4
         )
         self._normal_ttl = normal_ttl
@@ -139,6 +137,11 @@ class QuotaSelector:
         if selection.reserved:
             await self._store.release(scope, selection.day, selection.model, selection.reserved)
 
+    def note_spend(self, scope: str, day: str, model: str, delta: int) -> None:
+        """This replica committed `delta` micro-USD (a request's cost minus its reservation)."""
+        local = self._local.setdefault((scope, day), {})
+        local[model] = local.get(model, 0) + delta
+
     def release_later(self, scope: str, selection: Selection) -> None:
         """`release` from code that cannot await (the task is kept until done)."""
         if selection.reserved:
@@ -149,22 +152,26 @@ class QuotaSelector:
     async def _spent(self, scope: str, day: str, model: str, *, fresh: bool) -> int:
         key = (scope, day)
         cached = self._spend.get(key)
-        now = self._clock()
         if cached is None:
-            committed = await self._read(key)
+            cached = await self._read(key)
         else:
-            read_at, committed = cached
-            age = now - read_at
+            age = self._clock() - cached[0]
             if fresh and age > self._tight_ttl:
-                committed = await self._read(key)
+                cached = await self._read(key)
             elif age > self._normal_ttl:
                 self._refresh_in_background(key)
-        return committed.get(model, 0) + self._pending(scope, day).get(model, 0)
+        _, committed, local_then = cached
+        local_now = self._local.get(key, {}).get(model, 0)
+        return committed.get(model, 0) + local_now - local_then.get(model, 0)
 
-    async def _read(self, key: tuple[str, str]) -> dict[str, int]:
+    async def _read(self, key: tuple[str, str]) -> tuple[float, dict[str, int], dict[str, int]]:
+        # Snapshot the local totals first: spend noted while the read is in flight is
+        # then counted twice at worst (conservative), never missed.
+        local_then = dict(self._local.get(key, {}))
         committed = await self._store.committed_spend(*key)
-        self._spend[key] = (self._clock(), committed)
-        return committed
+        entry = (self._clock(), committed, local_then)
+        self._spend[key] = entry
+        return entry
 
     def _refresh_in_background(self, key: tuple[str, str]) -> None:
         if key in self._refreshing:
@@ -189,6 +196,8 @@ class QuotaSelector:
             # A new day: forget the previous days' local marks.
             for old in [k for k in self._local_exhausted if k[1] != day]:
                 del self._local_exhausted[old]
+            for old in [k for k in self._local if k[1] != day]:
+                del self._local[old]
         return shared | self._local_exhausted.get(key, set())
 
     async def _mark_exhausted(self, scope: str, day: str, model: str) -> None:

@@ -172,6 +172,9 @@ class Admission:
             raise ThrottlingException(refusal)
         return key, model, tokens
 
+    def note_spend(self, plan: Plan, delta: int) -> None:
+        self._selector.note_spend(plan.quota_scope, plan.day, plan.model, delta)
+
     def settle_rate(self, plan: Plan, usage: Usage) -> None:
         if plan.rate is not None:
             key, model, counted = plan.rate

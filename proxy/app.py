@@ -47,7 +47,6 @@ class CostKeeper:
         quotas = config.policies.quotas
         self.selector = QuotaSelector(
             self.store,  # type: ignore[arg-type]
-            getattr(self.recorder, "pending_spend", lambda scope, day: {}),
             tight_threshold=quotas.tight_threshold,
             normal_ttl=quotas.normal_ttl,
             tight_ttl=quotas.tight_ttl,

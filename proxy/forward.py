@@ -39,6 +39,7 @@ from proxy.errors import (
 )
 from proxy.headers import request_headers_for_upstream, response_headers_for_client
 from proxy.identity import Authenticator, Caller
+from proxy.response_cache import CachedResponse, ResponseCache
 from proxy.routing import JSON_BODY, METERED, Operation, Route, parse_route
 from proxy.upstream import Upstream
 
@@ -48,6 +49,7 @@ logger = logging.getLogger(__name__)
 
 _EVENTSTREAM = "application/vnd.amazon.eventstream"
 _INVOKE_OPS = frozenset({Operation.INVOKE_MODEL, Operation.INVOKE_MODEL_STREAM})
+_CACHEABLE = frozenset({Operation.INVOKE_MODEL, Operation.CONVERSE})
 
 
 class _ClientGone(Exception):
@@ -65,7 +67,9 @@ class ProxyHandler:
         prices: PriceTable,
         max_body_bytes: int,
         max_usage_body_bytes: int,
+        cache: ResponseCache | None = None,
     ) -> None:
+        self._cache = cache or ResponseCache()
         self._auth = authenticator
         self._admission = admission
         self._upstream = upstream
@@ -93,7 +97,17 @@ class ProxyHandler:
                 host=_header(scope, b"host") or "",
                 body=body,
             )
-            plan = await self._admission.plan(route, caller, raw_path, body, _json_body(route, scope, body))
+            document = _json_body(route, scope, body)
+            cache_key = None
+            if document is not None and route.operation in _CACHEABLE:
+                if self._admission.caller_policy(caller).response_cache_ttl:
+                    cache_key = ResponseCache.key(caller.org, caller.app, route.operation,
+                                                  route.model_id or "", document)
+                    hit = self._cache.get(cache_key)
+                    if hit is not None:
+                        await self._send_cached(send, route, caller, hit, started)
+                        return
+            plan = await self._admission.plan(route, caller, raw_path, body, document)
             headers = request_headers_for_upstream(scope["headers"])
             try:
                 response = await self._upstream.send(method, plan.raw_path, raw_query, headers, plan.body)
@@ -106,7 +120,7 @@ class ProxyHandler:
             return
         except _ClientGone:
             return
-        await self._relay(receive, send, route, caller, plan, response, started)
+        await self._relay(receive, send, route, caller, plan, response, started, cache_key)
 
     async def _relay(
         self,
@@ -117,6 +131,7 @@ class ProxyHandler:
         plan: Plan,
         response: httpx.Response,
         started: float,
+        cache_key: str | None = None,
     ) -> None:
         is_stream = response.status_code == 200 and response.headers.get("content-type", "").startswith(_EVENTSTREAM)
         stream_watcher = StreamUsageWatcher(route.operation, plan.model, plan.body) if is_stream else None
@@ -136,6 +151,7 @@ class ProxyHandler:
                 (b"x-costkeeper-mode", plan.mode.encode()),
             ]
         first_byte: float | None = None
+        kept: list[bytes] | None = [] if cache_key and response.status_code == 200 and not is_stream else None
         try:
             if translate and not is_stream:
                 first_byte = await self._send_translated(send, route, plan, response, headers, body_watcher)
@@ -151,6 +167,8 @@ class ProxyHandler:
                                 chunk = stream_translator.feed(chunk)
                         else:
                             body_watcher.feed(chunk)  # type: ignore[union-attr]
+                            if kept is not None:
+                                kept.append(chunk)
                         if chunk:
                             if first_byte is None:
                                 first_byte = time.perf_counter()
@@ -169,6 +187,8 @@ class ProxyHandler:
                     await send({"type": "http.response.body", "body": frame, "more_body": True})
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
                 group.cancel_scope.cancel()
+            if kept is not None and cache_key and plan.cache_ttl:
+                self._cache.put(cache_key, CachedResponse(200, tuple(headers), b"".join(kept), plan.cache_ttl))
         finally:
             with anyio.CancelScope(shield=True):
                 await response.aclose()
@@ -204,6 +224,22 @@ class ProxyHandler:
         await send({"type": "http.response.body", "body": payload, "more_body": False})
         return time.perf_counter()
 
+    async def _send_cached(
+        self, send: Send, route: Route, caller: Caller, hit: CachedResponse, started: float
+    ) -> None:
+        """Answer from the cache: a fresh request id, no upstream call, metered at zero cost."""
+        request_id = new_request_id()
+        headers = [(k, v) for k, v in hit.headers if k.lower() != b"x-amzn-requestid"]
+        headers += [(b"x-amzn-requestid", request_id.encode()), (b"x-costkeeper-cache", b"hit")]
+        await send({"type": "http.response.start", "status": hit.status, "headers": headers})
+        await send({"type": "http.response.body", "body": hit.body, "more_body": False})
+        model = next((v.decode() for k, v in hit.headers if k == b"x-costkeeper-model-id"), route.model_id or "")
+        self._recorder.record(UsageEvent.from_usage(
+            Usage(), self._prices, request_id=request_id, timestamp=time.time(), org=caller.org,
+            app=caller.app, operation=str(route.operation), requested_model=route.model_id or "",
+            model=model, latency_ms=(time.perf_counter() - started) * 1000, status=hit.status, cached=True,
+        ))
+
     def _meter(
         self,
         route: Route,
@@ -218,7 +254,7 @@ class ProxyHandler:
         if not plan.model:
             return
         self._admission.settle_rate(plan, usage)
-        self._recorder.record(UsageEvent.from_usage(
+        event = UsageEvent.from_usage(
             usage,
             self._prices,
             request_id=request_id or new_request_id(),
@@ -233,7 +269,10 @@ class ProxyHandler:
             status=status,
             quota_scope=plan.quota_scope,
             reserved_micro_usd=plan.reserved,
-        ))
+        )
+        self._recorder.record(event)
+        if plan.quota_scope:
+            self._admission.note_spend(plan, event.cost_micro_usd - plan.reserved)
 
 
 async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:

@@ -53,9 +53,8 @@ class Clock:
         return self.now
 
 
-def _selector(store: MemoryQuotaStore, clock: Clock, pending: Mapping[str, int] | None = None,
-              **kwargs: Any) -> QuotaSelector:
-    return QuotaSelector(store, lambda scope, day: pending or {}, clock=clock, **kwargs)
+def _selector(store: MemoryQuotaStore, clock: Clock, **kwargs: Any) -> QuotaSelector:
+    return QuotaSelector(store, clock=clock, **kwargs)
 
 
 def _quota(table: Mapping[str, int]) -> Callable[[str], int | None]:
@@ -117,10 +116,14 @@ def test_model_without_quota_is_unlimited() -> None:
     assert (selection.model, selection.mode) == (C, Mode.NORMAL)
 
 
-def test_pending_local_spend_counts() -> None:
+def test_own_spend_counts_while_the_cached_read_ages() -> None:
     store, clock = MemoryQuotaStore(), Clock()
-    selection = _select(_selector(store, clock, pending={A: 1000}), (A, B), {A: 1000, B: 1000})
-    assert selection.model == B
+    selector = _selector(store, clock, normal_ttl=60)
+    assert _select(selector, (A, B), {A: 1000, B: 1000}).model == A  # caches committed = 0
+    selector.note_spend("acme", DAY, A, 600)
+    store.committed[("acme", DAY, A)] = 600  # the flush landed, but the cache still says 0
+    selector.note_spend("acme", DAY, A, 400)  # not flushed yet
+    assert _select(selector, (A, B), {A: 1000, B: 1000}).model == B
 
 
 def test_normal_reads_come_from_the_cache_and_refresh_in_the_background() -> None:
