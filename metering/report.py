@@ -134,7 +134,7 @@ def report_since(days: int, now: float) -> float:
     return (today - timedelta(days=days - 1)).timestamp()
 
 
-def usage_report(
+async def usage_report(
     store: UsageStore, days: int, by: Sequence[str], fmt: str, now: float | None = None
 ) -> str:
     """The last `days` UTC days, today included, up to now (and any event
@@ -144,4 +144,4 @@ def usage_report(
         raise ValueError(f"unknown format {fmt!r}; expected one of {sorted(FORMATS)}")
     groups = normalize_group_by(by)
     since = report_since(days, time.time() if now is None else now)
-    return formatter(store.usage_summary(since, None, groups), groups)
+    return formatter(await store.usage_summary(since, None, groups), groups)

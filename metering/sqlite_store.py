@@ -1,11 +1,19 @@
-"""The embedded store: usage events and issued keys in one SQLite file.
+"""The embedded store: usage, quotas and issued keys in one SQLite file.
 
-One connection behind a `threading.Lock`, shared by the threads that
-`asyncio.to_thread` lends the proxy: SQLite serializes writers anyway, and one
-connection keeps the cost of a write to a lock and a WAL append. WAL lets the
-`costkeeper usage` CLI read while the proxy writes; `synchronous=NORMAL` in WAL
-mode can lose the last transactions on power loss but never corrupts the file
-(https://www.sqlite.org/pragma.html#pragma_synchronous).
+One connection behind a `threading.Lock`; every public method is async and
+runs its SQL in `asyncio.to_thread`, so the proxy's loop never waits on the
+file. SQLite serializes writers anyway, and one connection keeps the cost of a
+write to a lock and a WAL append. WAL lets the `costkeeper usage` CLI read while
+the proxy writes; `synchronous=NORMAL` in WAL mode can lose the last
+transactions on power loss but never corrupts the file
+(https://www.sqlite.org/pragma.html#pragma_synchronous) — and the metering
+journal still holds whatever such a transaction carried.
+
+Unlike DynamoDB, SQLite keeps one row per request (`usage_events`), which
+makes reports exact to the second and lets `get_event` answer; per-minute model
+rates and committed quota spend live in their own tables, written in the same
+transaction as the events and the batch marker. A batch applies once per id
+and an event once per request id (first write wins).
 
 The file holds issued secrets, so it is created with mode 0600; SQLite gives its
 `-wal` and `-shm` files the database file's permissions.
@@ -13,6 +21,7 @@ The file holds issued secrets, so it is created with mode 0600; SQLite gives its
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import sqlite3
@@ -20,49 +29,95 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import MISSING, fields
+from datetime import UTC, datetime
 from types import TracebackType
+from typing import Any
 
+from metering.aggregate import Aggregate
 from metering.events import UsageEvent
 from metering.store import (
     IssuedKey,
     KeyRecord,
+    ModelRate,
     UsageRow,
+    events_batch_id,
     generate_access_key_id,
     generate_secret,
     normalize_group_by,
+    parse_scope,
 )
 
 __all__ = ["SQLiteStore"]
 
 logger = logging.getLogger(__name__)
 
-# `day` is stored (derived from `ts` at write time) so that grouping and the
-# per-day quota lookups use an index instead of computing dates per row.
-_SCHEMA = """
+#: UsageEvent field type → column declaration. Columns follow the dataclass, so
+#: a new event field becomes a new column (added to existing files on open).
+_SQL_TYPES = {
+    "str": "TEXT NOT NULL",
+    "int": "INTEGER NOT NULL",
+    "float": "REAL NOT NULL",
+    "bool": "INTEGER NOT NULL",
+    "float | None": "REAL",
+    "int | None": "INTEGER",
+    "str | None": "TEXT",
+}
+_EVENT_FIELDS = tuple(f for f in fields(UsageEvent))
+#: `timestamp` is stored as `ts`; `day` (derived at write time) is indexed.
+_EVENT_COLUMNS = ("day", *("ts" if f.name == "timestamp" else f.name for f in _EVENT_FIELDS))
+_BOOL_FIELDS = frozenset(f.name for f in _EVENT_FIELDS if f.type == "bool")
+
+
+def _column(f: Any) -> str:
+    name = "ts" if f.name == "timestamp" else f.name
+    declaration = f"{name} {_SQL_TYPES[str(f.type)]}"
+    if f.name == "request_id":
+        return f"{declaration} PRIMARY KEY"
+    if f.default is not MISSING and f.default is not None:  # older files get it on ALTER TABLE
+        default = f.default
+        literal = f"'{default}'" if isinstance(default, str) else repr(int(default) if isinstance(default, bool) else default)
+        declaration += f" DEFAULT {literal}"
+    return declaration
+
+
+_SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS usage_events (
-    request_id         TEXT PRIMARY KEY,
-    ts                 REAL    NOT NULL,
-    day                TEXT    NOT NULL,
-    org                TEXT    NOT NULL,
-    app                TEXT    NOT NULL,
-    operation          TEXT    NOT NULL,
-    requested_model    TEXT    NOT NULL,
-    model              TEXT    NOT NULL,
-    input_tokens       INTEGER NOT NULL,
-    output_tokens      INTEGER NOT NULL,
-    cache_read_tokens  INTEGER NOT NULL,
-    cache_write_tokens INTEGER NOT NULL,
-    cost_micro_usd     INTEGER NOT NULL,
-    priced             INTEGER NOT NULL,
-    latency_ms         REAL    NOT NULL,
-    first_byte_ms      REAL,
-    status             INTEGER NOT NULL,
-    estimated          INTEGER NOT NULL
+    day TEXT NOT NULL,
+    {", ".join(_column(f) for f in _EVENT_FIELDS)}
 );
 -- Reports: a time range, then grouping.
 CREATE INDEX IF NOT EXISTS usage_events_ts ON usage_events (ts);
--- Quotas: one day's spend per org (or org and app) and model.
+-- Scope totals: one day's usage per org (or org and app) and model.
 CREATE INDEX IF NOT EXISTS usage_events_day_scope ON usage_events (day, org, app, model);
+-- One row per applied batch: a replayed batch is recognized and skipped.
+CREATE TABLE IF NOT EXISTS applied_batches (
+    batch_id   TEXT PRIMARY KEY,
+    applied_at REAL NOT NULL
+);
+-- Tokens and requests per model and UTC minute (`slot` = 'YYYY-MM-DD#HH:MM').
+CREATE TABLE IF NOT EXISTS model_rates (
+    model TEXT NOT NULL,
+    slot  TEXT NOT NULL,
+    tpm   INTEGER NOT NULL,
+    rpm   INTEGER NOT NULL,
+    PRIMARY KEY (model, slot)
+);
+-- Spent + outstanding reservations per quota scope, UTC day and model.
+CREATE TABLE IF NOT EXISTS quota_committed (
+    scope     TEXT NOT NULL,
+    day       TEXT NOT NULL,
+    model     TEXT NOT NULL,
+    committed INTEGER NOT NULL,
+    PRIMARY KEY (scope, day, model)
+);
+-- Sticky fallback state: models exhausted for a scope until the day ends.
+CREATE TABLE IF NOT EXISTS quota_exhausted (
+    scope TEXT NOT NULL,
+    day   TEXT NOT NULL,
+    model TEXT NOT NULL,
+    PRIMARY KEY (scope, day, model)
+);
 CREATE TABLE IF NOT EXISTS api_keys (
     access_key_id TEXT PRIMARY KEY,
     org           TEXT NOT NULL,
@@ -73,15 +128,18 @@ CREATE TABLE IF NOT EXISTS api_keys (
 );
 """
 
-_EVENT_COLUMNS = (
-    "request_id", "ts", "day", "org", "app", "operation", "requested_model", "model",
-    "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
-    "cost_micro_usd", "priced", "latency_ms", "first_byte_ms", "status", "estimated",
-)
 _INSERT_EVENT = (
     f"INSERT OR IGNORE INTO usage_events ({', '.join(_EVENT_COLUMNS)}) "
     f"VALUES ({', '.join('?' * len(_EVENT_COLUMNS))})"
 )
+_ADD_RATE = """
+INSERT INTO model_rates (model, slot, tpm, rpm) VALUES (?, ?, ?, ?)
+ON CONFLICT (model, slot) DO UPDATE SET tpm = tpm + excluded.tpm, rpm = rpm + excluded.rpm
+"""
+_ADD_COMMITTED = """
+INSERT INTO quota_committed (scope, day, model, committed) VALUES (?, ?, ?, ?)
+ON CONFLICT (scope, day, model) DO UPDATE SET committed = committed + excluded.committed
+"""
 _KEY_COLUMNS = "access_key_id, org, app, secret, created_at, revoked_at"
 _SUMS = """
     COUNT(*), SUM(input_tokens), SUM(output_tokens), SUM(cache_read_tokens),
@@ -103,17 +161,39 @@ def _create_private(path: str) -> None:
 
 
 def _event_params(event: UsageEvent) -> tuple[object, ...]:
-    return (
-        event.request_id, event.timestamp, event.day, event.org, event.app, event.operation,
-        event.requested_model, event.model, event.input_tokens, event.output_tokens,
-        event.cache_read_tokens, event.cache_write_tokens, event.cost_micro_usd,
-        int(event.priced), event.latency_ms, event.first_byte_ms, event.status,
-        int(event.estimated),
+    values = [getattr(event, f.name) for f in _EVENT_FIELDS]
+    return (event.day, *(int(v) if isinstance(v, bool) else v for v in values))
+
+
+def _row_to_event(row: Sequence[Any]) -> UsageEvent:
+    values = dict(zip(_EVENT_COLUMNS, row, strict=True))
+    del values["day"]
+    values["timestamp"] = values.pop("ts")
+    for name in _BOOL_FIELDS:
+        values[name] = bool(values[name])
+    return UsageEvent(**values)
+
+
+def _usage_row(groups: dict[str, Any], sums: Sequence[int]) -> UsageRow:
+    return UsageRow(
+        **groups,
+        requests=sums[0],
+        input_tokens=sums[1],
+        output_tokens=sums[2],
+        cache_read_tokens=sums[3],
+        cache_write_tokens=sums[4],
+        cost_micro_usd=sums[5],
+        estimated_requests=sums[6],
+        unpriced_requests=sums[7],
     )
 
 
+def _slot(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d#%H:%M")
+
+
 class SQLiteStore:
-    """`UsageStore` and `KeyStore` in one SQLite file (or `":memory:"`)."""
+    """`UsageStore`, `QuotaStore` and `KeyStore` in one SQLite file (or `":memory:"`)."""
 
     def __init__(self, path: str | os.PathLike[str], *, clock: Callable[[], float] = time.time) -> None:
         self.path = os.fspath(path)
@@ -130,13 +210,32 @@ class SQLiteStore:
             # The CLI and the proxy may share the file; wait rather than fail.
             self._conn.execute("PRAGMA busy_timeout=5000")
             self._conn.executescript(_SCHEMA)
+            self._add_missing_columns()
         except BaseException:
             self._conn.close()
             raise
 
+    def _add_missing_columns(self) -> None:
+        """Files written by an older version lack the newer event fields' columns."""
+        present = {row[1] for row in self._conn.execute("PRAGMA table_info(usage_events)")}
+        for f in _EVENT_FIELDS:
+            name = "ts" if f.name == "timestamp" else f.name
+            if name not in present:
+                self._conn.execute(f"ALTER TABLE usage_events ADD COLUMN {_column(f)}")
+
+    async def open(self) -> None:
+        """Nothing to do: the file is opened by the constructor."""
+
+    async def init(self) -> str:
+        """`costkeeper store init`: the constructor already created the tables."""
+        return f"SQLite store ready at {self.path}"
+
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+    async def aclose(self) -> None:
+        self.close()
 
     def __enter__(self) -> SQLiteStore:
         return self
@@ -146,37 +245,67 @@ class SQLiteStore:
     ) -> None:
         self.close()
 
+    async def __aenter__(self) -> SQLiteStore:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    async def _run(self, function: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.to_thread(self._locked, function, *args)
+
+    def _locked(self, function: Callable[..., Any], *args: Any) -> Any:
+        with self._lock:
+            return function(*args)
+
+    def _transaction(self, function: Callable[..., Any], *args: Any) -> Any:
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = function(*args)
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+        return result
+
     # -- UsageStore --------------------------------------------------------
 
-    def write_events(self, events: Sequence[UsageEvent]) -> None:
-        if not events:
-            return
-        params = [_event_params(event) for event in events]
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                self._conn.executemany(_INSERT_EVENT, params)
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+    async def write_batch(self, batch_id: str, events: Sequence[UsageEvent]) -> bool:
+        return bool(await self._run(self._transaction, self._apply_batch, batch_id, list(events)))
 
-    def get_event(self, request_id: str) -> UsageEvent | None:
-        with self._lock:
-            row = self._conn.execute(
-                f"SELECT {', '.join(_EVENT_COLUMNS)} FROM usage_events WHERE request_id = ?",
-                (request_id,),
-            ).fetchone()
-        if row is None:
-            return None
-        values = dict(zip(_EVENT_COLUMNS, row, strict=True))
-        del values["day"]
-        values["timestamp"] = values.pop("ts")
-        values["priced"] = bool(values["priced"])
-        values["estimated"] = bool(values["estimated"])
-        return UsageEvent(**values)
+    async def write_events(self, events: Sequence[UsageEvent]) -> None:
+        if events:
+            await self.write_batch(events_batch_id(events), events)
 
-    def usage_summary(self, since: float, until: float | None, by: Sequence[str]) -> list[UsageRow]:
+    def _apply_batch(self, batch_id: str, events: list[UsageEvent]) -> bool:
+        cursor = self._conn.execute(
+            "INSERT OR IGNORE INTO applied_batches (batch_id, applied_at) VALUES (?, ?)", (batch_id, self._clock())
+        )
+        if cursor.rowcount == 0:
+            return False
+        # Only events stored now count: a request id seen before was counted then.
+        counted = Aggregate()
+        for event in events:
+            if self._conn.execute(_INSERT_EVENT, _event_params(event)).rowcount == 1:
+                counted.add(event)
+        self._conn.executemany(_ADD_RATE, [
+            (model, f"{day}#{minute}", rate.tokens, rate.requests)
+            for (day, minute, model), rate in sorted(counted.rates.items())
+        ])
+        self._conn.executemany(_ADD_COMMITTED, [
+            (scope, day, model, delta) for (scope, day, model), delta in sorted(counted.committed.items())
+        ])
+        return True
+
+    async def get_event(self, request_id: str) -> UsageEvent | None:
+        row = await self._run(lambda: self._conn.execute(
+            f"SELECT {', '.join(_EVENT_COLUMNS)} FROM usage_events WHERE request_id = ?", (request_id,)
+        ).fetchone())
+        return None if row is None else _row_to_event(row)
+
+    async def usage_summary(self, since: float, until: float | None, by: Sequence[str]) -> list[UsageRow]:
         groups = normalize_group_by(by)
         # Column names come from the validated `groups`, never from the caller.
         columns = ", ".join(groups)
@@ -187,36 +316,81 @@ class SQLiteStore:
         sql = f"SELECT {columns + ',' if groups else ''} {_SUMS} FROM usage_events WHERE {where}"
         if groups:
             sql += f" GROUP BY {columns} ORDER BY {columns}"
-        with self._lock:
-            rows = self._conn.execute(sql, params).fetchall()
+        rows = await self._run(lambda: self._conn.execute(sql, params).fetchall())
         summary = []
         for row in rows:
             keys, sums = row[: len(groups)], row[len(groups):]
             if sums[0] == 0:  # an aggregate without GROUP BY yields one row even when empty
                 continue
-            summary.append(
-                UsageRow(
-                    **dict(zip(groups, keys, strict=True)),
-                    requests=sums[0],
-                    input_tokens=sums[1],
-                    output_tokens=sums[2],
-                    cache_read_tokens=sums[3],
-                    cache_write_tokens=sums[4],
-                    cost_micro_usd=sums[5],
-                    estimated_requests=sums[6],
-                    unpriced_requests=sums[7],
-                )
-            )
+            summary.append(_usage_row(dict(zip(groups, keys, strict=True)), sums))
         return summary
+
+    async def model_rates(self, model: str, since: float, until: float) -> list[ModelRate]:
+        first, end = _slot(since), _slot(until)
+        rows = await self._run(lambda: self._conn.execute(
+            "SELECT slot, tpm, rpm FROM model_rates WHERE model = ? AND slot >= ? AND slot < ? ORDER BY slot",
+            (model, first, end),
+        ).fetchall())
+        rates = []
+        for slot, tpm, rpm in rows:
+            day, _, minute = slot.partition("#")
+            rates.append(ModelRate(model=model, day=day, minute=minute, tpm=tpm, rpm=rpm))
+        return rates
+
+    async def scope_totals(self, scope: str, day: str) -> dict[str, UsageRow]:
+        org, app = parse_scope(scope)
+        where, params = "day = ? AND org = ?", [day, org]
+        if app is not None:
+            where += " AND app = ?"
+            params.append(app)
+        sql = f"SELECT model, {_SUMS} FROM usage_events WHERE {where} GROUP BY model ORDER BY model"
+        rows = await self._run(lambda: self._conn.execute(sql, params).fetchall())
+        return {row[0]: _usage_row({"model": row[0], "day": day}, row[1:]) for row in rows}
+
+    # -- QuotaStore --------------------------------------------------------
+
+    async def committed_spend(self, scope: str, day: str) -> dict[str, int]:
+        rows = await self._run(lambda: self._conn.execute(
+            "SELECT model, committed FROM quota_committed WHERE scope = ? AND day = ?", (scope, day)
+        ).fetchall())
+        return {model: committed for model, committed in rows}
+
+    async def reserve(self, scope: str, day: str, model: str, amount: int, quota: int) -> bool:
+        def reserve() -> bool:
+            row = self._conn.execute(
+                "SELECT committed FROM quota_committed WHERE scope = ? AND day = ? AND model = ?",
+                (scope, day, model),
+            ).fetchone()
+            if (row[0] if row else 0) + amount > quota:
+                return False
+            self._conn.execute(_ADD_COMMITTED, (scope, day, model, amount))
+            return True
+
+        return bool(await self._run(self._transaction, reserve))
+
+    async def release(self, scope: str, day: str, model: str, amount: int) -> None:
+        await self._run(lambda: self._conn.execute(_ADD_COMMITTED, (scope, day, model, -amount)))
+
+    async def exhausted_models(self, scope: str, day: str) -> frozenset[str]:
+        rows = await self._run(lambda: self._conn.execute(
+            "SELECT model FROM quota_exhausted WHERE scope = ? AND day = ?", (scope, day)
+        ).fetchall())
+        return frozenset(model for (model,) in rows)
+
+    async def mark_exhausted(self, scope: str, day: str, model: str) -> None:
+        await self._run(lambda: self._conn.execute(
+            "INSERT OR IGNORE INTO quota_exhausted (scope, day, model) VALUES (?, ?, ?)", (scope, day, model)
+        ))
 
     # -- KeyStore ----------------------------------------------------------
 
-    def create_key(self, org: str, app: str) -> IssuedKey:
+    async def create_key(self, org: str, app: str) -> IssuedKey:
         if not org or not app:
             raise ValueError("a key needs a non-empty org and app")
         created_at = self._clock()
         secret = generate_secret()
-        with self._lock:
+
+        def create() -> IssuedKey:
             # A collision in 36**16 ids is next to impossible; retry rather than fail.
             for _ in range(5):
                 access_key_id = generate_access_key_id()
@@ -226,26 +400,28 @@ class SQLiteStore:
                 )
                 if cursor.rowcount == 1:
                     return IssuedKey(access_key_id, secret, org, app, created_at)
-        raise RuntimeError("could not generate a unique access key id")
+            raise RuntimeError("could not generate a unique access key id")
 
-    def get_key(self, access_key_id: str) -> KeyRecord | None:
-        with self._lock:
-            row = self._conn.execute(
-                f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE access_key_id = ?", (access_key_id,)
-            ).fetchone()
+        result: IssuedKey = await self._run(create)
+        return result
+
+    async def get_key(self, access_key_id: str) -> KeyRecord | None:
+        row = await self._run(lambda: self._conn.execute(
+            f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE access_key_id = ?", (access_key_id,)
+        ).fetchone())
         return None if row is None else KeyRecord(*row)
 
-    def list_keys(self) -> list[KeyRecord]:
-        with self._lock:
-            rows = self._conn.execute(
-                f"SELECT {_KEY_COLUMNS} FROM api_keys ORDER BY created_at, access_key_id"
-            ).fetchall()
+    async def list_keys(self) -> list[KeyRecord]:
+        rows = await self._run(lambda: self._conn.execute(
+            f"SELECT {_KEY_COLUMNS} FROM api_keys ORDER BY created_at, access_key_id"
+        ).fetchall())
         return [KeyRecord(*row) for row in rows]
 
-    def revoke_key(self, access_key_id: str) -> bool:
-        with self._lock:
-            cursor = self._conn.execute(
-                "UPDATE api_keys SET revoked_at = ? WHERE access_key_id = ? AND revoked_at IS NULL",
-                (self._clock(), access_key_id),
-            )
-        return cursor.rowcount == 1
+    async def revoke_key(self, access_key_id: str) -> bool:
+        now = self._clock()
+        cursor = await self._run(lambda: self._conn.execute(
+            "UPDATE api_keys SET revoked_at = ? WHERE access_key_id = ? AND revoked_at IS NULL",
+            (now, access_key_id),
+        ))
+        return bool(cursor.rowcount == 1)
+

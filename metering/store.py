@@ -1,9 +1,15 @@
-"""What any metering backend offers: usage events in, summaries out, issued keys.
+"""What any metering backend offers: usage in, summaries out, quotas, issued keys.
 
-Two protocols, so a backend may implement either or both: the embedded
-`SQLiteStore` does both and doubles as the test double; a DynamoDB backend
-follows with the same interface. Stores are synchronous and thread-safe; the
-proxy calls them through `asyncio.to_thread`.
+Three async protocols — `UsageStore`, `QuotaStore`, `KeyStore` — that both
+backends implement: `SQLiteStore` (embedded, WAL; its sync calls run in
+`asyncio.to_thread`) doubles as the test double, and `DynamoDBStore`
+(aiobotocore) serves many replicas. One parametrized test suite runs against
+both. Usage arrives in batches from the metering pipeline (`recorder.py`); a
+batch applies once per id, so replaying the journal counts nothing twice.
+
+Errors: backends raise their own (sqlite3, botocore) for failures a retry may
+fix; `StoreError` for those it will not, with `UnsupportedQuery` (also a
+ValueError) when a backend does not keep what a query needs.
 
 Caller credentials look like AWS's so that every SDK accepts them unchanged:
 an access key id of 20 uppercase characters (prefix `CKIA`, as AWS uses `AKIA`)
@@ -13,6 +19,7 @@ is packed into one token, `ck-<access_key_id>-<secret>`.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import re
 import secrets
@@ -30,12 +37,19 @@ __all__ = [
     "IssuedKey",
     "KeyRecord",
     "KeyStore",
+    "ModelRate",
+    "QuotaStore",
+    "Store",
+    "StoreError",
+    "UnsupportedQuery",
     "UsageRow",
     "UsageStore",
+    "events_batch_id",
     "generate_access_key_id",
     "generate_secret",
     "normalize_group_by",
     "parse_bearer_token",
+    "parse_scope",
 ]
 
 GroupBy = Literal["org", "app", "model", "day", "operation"]
@@ -145,38 +159,139 @@ class UsageRow:
         return self.input_tokens + self.output_tokens + self.cache_read_tokens + self.cache_write_tokens
 
 
+@dataclass(frozen=True, slots=True)
+class ModelRate:
+    """Tokens and requests of one model in one UTC minute, summed over every replica."""
+
+    model: str
+    #: UTC `YYYY-MM-DD`.
+    day: str
+    #: UTC `HH:MM`.
+    minute: str
+    #: Tokens per minute: input + output + cache read + cache write.
+    tpm: int
+    #: Requests per minute.
+    rpm: int
+
+
+class StoreError(Exception):
+    """A store operation failed for a reason a retry will not fix."""
+
+
+class UnsupportedQuery(StoreError, ValueError):
+    """The backend does not keep what the query needs (e.g. per-request records
+    or the `operation` dimension on DynamoDB)."""
+
+
 @runtime_checkable
 class UsageStore(Protocol):
-    def write_events(self, events: Sequence[UsageEvent]) -> None:
-        """Persist `events`, idempotently: a request id already stored is
-        ignored (first write wins), so a retried or replayed batch counts nothing twice."""
+    async def write_batch(self, batch_id: str, events: Sequence[UsageEvent]) -> bool:
+        """Apply `events` once per `batch_id`, atomically: usage counters,
+        per-minute model rates and, for events with a `quota_scope`, committed
+        spend (`cost - reserved`) — with the batch marker in one transaction.
+        True if applied now; False if `batch_id` had been applied before (so a
+        replay after a crash or a lost acknowledgement counts nothing twice).
+        Raises on failure, having applied nothing."""
         ...
 
-    def get_event(self, request_id: str) -> UsageEvent | None: ...
+    async def write_events(self, events: Sequence[UsageEvent]) -> None:
+        """`write_batch` under an id derived from the events' request ids."""
+        ...
 
-    def usage_summary(
+    async def get_event(self, request_id: str) -> UsageEvent | None:
+        """The stored event of a request, where the backend keeps per-request
+        records (SQLite); DynamoDB keeps only counters and raises UnsupportedQuery."""
+        ...
+
+    async def usage_summary(
         self, since: float, until: float | None, by: Sequence[str]
     ) -> list[UsageRow]:
         """Totals of events with `since <= timestamp < until` (no upper bound if
         None), one row per distinct value of the `by` fields (a subset of
         `GROUP_BY_FIELDS`), sorted by those values; `by=()` gives one total row.
-        No matching events → `[]`. Unknown `by` names raise ValueError."""
+        No matching events → `[]`. Unknown `by` names raise ValueError.
+        Counter-only backends (DynamoDB) resolve the window to whole UTC days."""
+        ...
+
+    async def model_rates(self, model: str, since: float, until: float) -> list[ModelRate]:
+        """Per-minute rates of `model` for the minutes in `[since, until)`, oldest first."""
+        ...
+
+    async def scope_totals(self, scope: str, day: str) -> dict[str, UsageRow]:
+        """Usage of a quota scope (`org` or `org/app`) on a UTC day, by model.
+        On DynamoDB one item read of the consolidated total (up to a
+        consolidation interval old); exact on SQLite."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class QuotaStore(Protocol):
+    """Committed spend per (scope, UTC day, model): spent + outstanding reservations."""
+
+    async def committed_spend(self, scope: str, day: str) -> dict[str, int]:
+        """model → committed micro-USD; one strongly consistent item read on DynamoDB."""
+        ...
+
+    async def reserve(self, scope: str, day: str, model: str, amount: int, quota: int) -> bool:
+        """Atomically: if committed + amount <= quota, add amount and return True; else False."""
+        ...
+
+    async def release(self, scope: str, day: str, model: str, amount: int) -> None:
+        """committed -= amount (a reservation that was not used)."""
+        ...
+
+    async def exhausted_models(self, scope: str, day: str) -> frozenset[str]:
+        """Models marked exhausted for the scope and day (sticky fallback state)."""
+        ...
+
+    async def mark_exhausted(self, scope: str, day: str, model: str) -> None:
+        """Idempotent."""
         ...
 
 
 @runtime_checkable
 class KeyStore(Protocol):
-    def create_key(self, org: str, app: str) -> IssuedKey: ...
+    async def create_key(self, org: str, app: str) -> IssuedKey: ...
 
-    def get_key(self, access_key_id: str) -> KeyRecord | None:
+    async def get_key(self, access_key_id: str) -> KeyRecord | None:
         """The key, revoked or not (check `KeyRecord.active`); None if unknown."""
         ...
 
-    def list_keys(self) -> list[KeyRecord]:
+    async def list_keys(self) -> list[KeyRecord]:
         """All keys, revoked ones included, oldest first."""
         ...
 
-    def revoke_key(self, access_key_id: str) -> bool:
+    async def revoke_key(self, access_key_id: str) -> bool:
         """True if an active key was revoked now; False if unknown or already
         revoked (the first revocation time is kept)."""
         ...
+
+
+class Store(UsageStore, QuotaStore, KeyStore, Protocol):
+    """Everything the proxy needs from one backend."""
+
+    async def open(self) -> None:
+        """Connect (DynamoDB: create the client); call before any other method."""
+        ...
+
+    async def init(self) -> str:
+        """`costkeeper store init`: create tables (and GSI, TTL), idempotently; a summary."""
+        ...
+
+
+def events_batch_id(events: Sequence[UsageEvent]) -> str:
+    """A batch id that depends only on the set of request ids: the same events
+    written twice through `write_events` are one batch."""
+    digest = hashlib.sha256()
+    for request_id in sorted({event.request_id for event in events}):
+        digest.update(request_id.encode())
+        digest.update(b"\0")
+    return "events-" + digest.hexdigest()[:32]
+
+
+def parse_scope(scope: str) -> tuple[str, str | None]:
+    """`acme` → (acme, None); `acme/chatbot` → (acme, chatbot)."""
+    org, _, app = scope.partition("/")
+    return org, (app or None)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from adapters import family_of
+from adapters import translate as translation
 from adapters.estimate import estimate_usage
 from adapters.maxtokens import clamp_max_output_tokens, max_output_tokens
 from adapters.modelid import encode_model_id
@@ -122,8 +123,6 @@ class Admission:
             cache_ttl=policy.response_cache_ttl,
         )
         if model != requested:
-            from adapters import translate as translation
-
             try:
                 if converse:
                     document = translation.translate_converse_request(document, model)

@@ -16,6 +16,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Mount, Route
 
+from metering.consolidate import Consolidator
+from metering.dynamodb_store import DynamoDBStore
 from metering.pricing import PriceTable
 from metering.quotas import QuotaSelector
 from metering.recorder import UsageRecorder
@@ -27,9 +29,27 @@ from proxy.identity import Authenticator
 from proxy.ratelimit import RateLimiter
 from proxy.upstream import Upstream
 
-__all__ = ["CostKeeper", "create_app", "create_admin_app"]
+__all__ = ["CostKeeper", "create_app", "create_admin_app", "create_store"]
 
 logger = logging.getLogger(__name__)
+
+
+def create_store(config: Config) -> SQLiteStore | DynamoDBStore:
+    """The store `config.store` names, not yet opened (`await store.open()`)."""
+    store = config.store
+    if store.backend == "dynamodb":
+        return DynamoDBStore(
+            table=store.table,
+            region=store.region or config.region,
+            endpoint_url=store.endpoint_url,
+            shards=store.shards,
+            max_attempts=store.max_attempts,
+            connect_timeout=store.connect_timeout,
+            read_timeout=store.read_timeout,
+            metrics_ttl_days=store.metrics_ttl_days,
+            marker_ttl_days=store.marker_ttl_days,
+        )
+    return SQLiteStore(store.path)
 
 
 class CostKeeper:
@@ -37,16 +57,23 @@ class CostKeeper:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.store = SQLiteStore(config.store.path)
+        self.store = create_store(config)
         self.prices = PriceTable(config.pricing)
+        metering = config.metering
         self.recorder = UsageRecorder(
-            self.store, flush_interval=config.metering.flush_interval, batch_size=config.metering.batch_size
+            self.store,
+            config.store.journal_path(),
+            flush_interval=metering.flush_interval,
+            batch_size=metering.batch_size,
+            fsync_interval=metering.fsync_interval,
+            retry_base=config.store.retry_base,
+            max_backoff=config.store.retry_max,
         )
         self.authenticator = Authenticator(config.auth, self.store)
         self.upstream = Upstream(config)
         quotas = config.policies.quotas
         self.selector = QuotaSelector(
-            self.store,  # type: ignore[arg-type]
+            self.store,
             tight_threshold=quotas.tight_threshold,
             normal_ttl=quotas.normal_ttl,
             tight_ttl=quotas.tight_ttl,
@@ -61,21 +88,31 @@ class CostKeeper:
             max_body_bytes=config.limits.max_body_bytes,
             max_usage_body_bytes=config.limits.max_usage_body_bytes,
         )
+        #: DynamoDB only: one replica at a time sums the counter shards into daily totals.
+        self.consolidator = (
+            Consolidator(self.store, config.store.consolidation_interval)
+            if isinstance(self.store, DynamoDBStore) else None
+        )
         self.started = False
 
     async def startup(self) -> None:
+        await self.store.open()
         await self.upstream.start()
         await self.recorder.start()
+        if self.consolidator is not None:
+            await self.consolidator.start()
         self.started = True
 
     async def shutdown(self) -> None:
         """Flush what was metered, then let go of the upstream and the store."""
         self.started = False
         try:
-            await self.recorder.stop()
+            if self.consolidator is not None:
+                await self.consolidator.stop()
+            await self.recorder.stop(self.config.metering.drain_timeout)
         finally:
             await self.upstream.aclose()
-            self.store.close()
+            await self.store.aclose()
 
     @contextlib.asynccontextmanager
     async def lifespan(self, _app: Starlette) -> AsyncIterator[None]:
@@ -86,12 +123,19 @@ class CostKeeper:
             await self.shutdown()
 
     def readiness(self) -> tuple[bool, dict[str, object]]:
+        """Ready while started, the upstream is usable and the metering backlog
+        is below `metering.max_backlog`. A store outage alone does not make the
+        proxy unready (fail-open: the journal keeps the usage), a long one does."""
+        backlog = self.recorder.backlog
+        backlog_ok = backlog <= self.config.metering.max_backlog
         checks: dict[str, object] = {
             "started": self.started,
             "upstream": self.upstream.ready,
-            "metering_backlog": self.recorder.backlog,
+            "metering_backlog": backlog,
+            "metering_backlog_ok": backlog_ok,
+            "store_healthy": self.recorder.healthy,
         }
-        return self.started and self.upstream.ready, checks
+        return self.started and self.upstream.ready and backlog_ok, checks
 
 
 def create_app(config: Config, keeper: CostKeeper | None = None) -> Starlette:

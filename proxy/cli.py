@@ -17,7 +17,7 @@ import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -176,17 +176,34 @@ def _simulate(config: Config, _args: argparse.Namespace) -> int:
 
 
 def _store(config: Config) -> Any:
-    from metering.sqlite_store import SQLiteStore
+    """The configured store, not yet opened (see `_with_store`)."""
+    from proxy.app import create_store
 
-    return SQLiteStore(config.store.path)
+    return create_store(config)
+
+
+def _with_store(config: Config, action: Callable[[Any], Awaitable[Any]]) -> Any:
+    """Open the store, run `action(store)`, close the store; all in one event loop.
+    A store that cannot be reached ends the command with its error, not a traceback."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    async def run() -> Any:
+        store = _store(config)
+        await store.open()
+        try:
+            return await action(store)
+        finally:
+            await store.aclose()
+
+    try:
+        return asyncio.run(run())
+    except (BotoCoreError, ClientError) as exc:
+        print(f"costkeeper: {config.store.backend} store {config.store.table}: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 def _keys_create(config: Config, args: argparse.Namespace) -> int:
-    store = _store(config)
-    try:
-        issued = store.create_key(args.org, args.app)
-    finally:
-        store.close()
+    issued = _with_store(config, lambda store: store.create_key(args.org, args.app))
     print(f"AWS_ACCESS_KEY_ID={issued.access_key_id}")
     print(f"AWS_SECRET_ACCESS_KEY={issued.secret}")
     # A comment, so pasting all lines keeps SigV4: boto3 prefers a bearer token
@@ -197,11 +214,7 @@ def _keys_create(config: Config, args: argparse.Namespace) -> int:
 
 
 def _keys_list(config: Config, _args: argparse.Namespace) -> int:
-    store = _store(config)
-    try:
-        records = store.list_keys()
-    finally:
-        store.close()
+    records = _with_store(config, lambda store: store.list_keys())
     print(f"{'ACCESS KEY ID':<22} {'ORG':<16} {'APP':<16} {'CREATED (UTC)':<20} REVOKED (UTC)")
     for record in records:
         print(f"{record.access_key_id:<22} {record.org:<16} {record.app:<16} "
@@ -210,11 +223,7 @@ def _keys_list(config: Config, _args: argparse.Namespace) -> int:
 
 
 def _keys_revoke(config: Config, args: argparse.Namespace) -> int:
-    store = _store(config)
-    try:
-        revoked = store.revoke_key(args.access_key_id)
-    finally:
-        store.close()
+    revoked = _with_store(config, lambda store: store.revoke_key(args.access_key_id))
     if not revoked:
         print(f"costkeeper: no active key {args.access_key_id}", file=sys.stderr)
         return 1
@@ -227,20 +236,16 @@ def _usage(config: Config, args: argparse.Namespace) -> int:
     from metering.report import usage_report
 
     by = [part.strip() for part in args.by.split(",") if part.strip()]
-    store = _store(config)
     try:
-        print(usage_report(store, days=args.days, by=by, fmt=args.format))
+        print(_with_store(config, lambda store: usage_report(store, days=args.days, by=by, fmt=args.format)))
     except ValueError as exc:
         print(f"costkeeper: {exc}", file=sys.stderr)
         return 2
-    finally:
-        store.close()
     return 0
 
 
 def _store_init(config: Config, _args: argparse.Namespace) -> int:
-    _store(config).close()
-    print(f"SQLite store ready at {config.store.path}")
+    print(_with_store(config, lambda store: store.init()))
     return 0
 
 

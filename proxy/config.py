@@ -16,6 +16,7 @@ from typing import Any, Literal
 import yaml
 
 from adapters import family_of
+from adapters.translate import can_translate
 from metering.pricing import Price, PriceTable
 from proxy.policies import Policies, PolicyError, build_policies
 
@@ -80,8 +81,39 @@ class AuthConfig:
 
 @dataclass(frozen=True, slots=True)
 class StoreConfig:
-    backend: Literal["sqlite"] = "sqlite"
+    #: sqlite: one file, one machine; dynamodb: shared by every replica.
+    backend: Literal["sqlite", "dynamodb"] = "sqlite"
+    #: SQLite file.
     path: str = "costkeeper.db"
+    #: DynamoDB table (`costkeeper store init` creates it, its GSI and TTL).
+    table: str = "costkeeper"
+    #: None → DynamoDB's regional endpoint; set for DynamoDB Local or a VPC endpoint.
+    endpoint_url: str | None = None
+    #: DynamoDB region; None → the top-level `region`.
+    region: str | None = None
+    #: Usage counters per (org, app, model, day) are spread over this many items.
+    shards: int = 8
+    #: The local metering journal; "" → `<path>.journal` (sqlite) or
+    #: `costkeeper-journal` (dynamodb). Must survive restarts (a volume, not tmpfs).
+    journal_dir: str = ""
+    #: Seconds between two consolidations of the daily totals (one lease holder).
+    consolidation_interval: float = 60.0
+    #: Attempts per DynamoDB call (botocore standard retries, backoff + jitter).
+    max_attempts: int = 3
+    #: Backoff of the metering pipeline between failed flushes: base, cap (seconds).
+    retry_base: float = 0.5
+    retry_max: float = 30.0
+    connect_timeout: float = 2.0
+    read_timeout: float = 5.0
+    #: Days the per-minute model-rate items live (DynamoDB TTL).
+    metrics_ttl_days: int = 8
+    #: Days a batch marker lives; a journal older than this must not be replayed.
+    marker_ttl_days: int = 30
+
+    def journal_path(self) -> str:
+        if self.journal_dir:
+            return self.journal_dir
+        return f"{self.path}.journal" if self.backend == "sqlite" else "costkeeper-journal"
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,8 +126,17 @@ class LimitsConfig:
 
 @dataclass(frozen=True, slots=True)
 class MeteringConfig:
+    #: Seconds between two flushes of the aggregated usage to the store.
     flush_interval: float = 1.0
-    batch_size: int = 500
+    #: Most events in one flushed batch (a backlog drains in several).
+    batch_size: int = 10_000
+    #: Seconds between two fsyncs of the journal (events survive a killed
+    #: process at once; a power loss loses at most this much).
+    fsync_interval: float = 0.2
+    #: /readyz turns unready when more events than this wait for the store.
+    max_backlog: int = 100_000
+    #: Seconds a shutdown keeps trying to store the backlog (the rest stays in the journal).
+    drain_timeout: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +192,10 @@ FLAG_KEYS: Mapping[str, str] = MappingProxyType({
     "upstream_endpoint_url": "upstream.endpoint_url",
     "auth_mode": "auth.mode",
     "store_path": "store.path",
+    "store_backend": "store.backend",
+    "store_table": "store.table",
+    "store_endpoint_url": "store.endpoint_url",
+    "journal_dir": "store.journal_dir",
     "sim_host": "simulator.host",
     "sim_port": "simulator.port",
     "sim_access_key": "simulator.access_key",
@@ -202,12 +247,6 @@ def load_config(
     return _build(raw)
 
 
-def _can_translate(source_family: str, target_family: str) -> bool:
-    from adapters.translate import can_translate
-
-    return can_translate(source_family, target_family)
-
-
 def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
     *parents, last = key.split(".")
     node = raw
@@ -228,6 +267,7 @@ def _build(raw: Mapping[str, Any]) -> Config:
     auth = sections["auth"]
     if auth.mode not in ("sigv4", "bearer", "trust"):
         raise ConfigError(f"auth.mode: expected sigv4, bearer or trust, got {auth.mode!r}")
+    _check_store(sections["store"], sections["metering"])
     server = sections["server"]
     if bool(server.tls_cert) != bool(server.tls_key):
         raise ConfigError("server.tls_cert and server.tls_key must be given together")
@@ -256,7 +296,7 @@ def _build(raw: Mapping[str, Any]) -> Config:
         policies = build_policies(
             models=models, fallback=fallback, orgs=orgs, quotas=quotas,
             priced=lambda model: prices.price_of(model) is not None,
-            family_of=family_of, can_translate=_can_translate,
+            family_of=family_of, can_translate=can_translate,
         )
     except (PolicyError, TypeError, ValueError) as exc:
         raise ConfigError(str(exc)) from None
@@ -269,6 +309,23 @@ def _build(raw: Mapping[str, Any]) -> Config:
         orgs=MappingProxyType(dict(orgs)),
         **sections,
     )
+
+
+def _check_store(store: StoreConfig, metering: MeteringConfig) -> None:
+    if store.backend not in ("sqlite", "dynamodb"):
+        raise ConfigError(f"store.backend: expected sqlite or dynamodb, got {store.backend!r}")
+    if store.backend == "dynamodb" and not store.table:
+        raise ConfigError("store.table: a DynamoDB table name is required")
+    for key, value in (("store.shards", store.shards), ("store.max_attempts", store.max_attempts),
+                       ("metering.batch_size", metering.batch_size)):
+        if value < 1:
+            raise ConfigError(f"{key}: expected at least 1, got {value}")
+    for key, number in (("store.consolidation_interval", store.consolidation_interval),
+                        ("store.retry_base", store.retry_base), ("store.retry_max", store.retry_max),
+                        ("metering.flush_interval", metering.flush_interval),
+                        ("metering.fsync_interval", metering.fsync_interval)):
+        if number <= 0:
+            raise ConfigError(f"{key}: expected a positive number of seconds, got {number}")
 
 
 def _section(name: str, cls: type, raw: Any) -> Any:

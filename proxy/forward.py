@@ -18,12 +18,14 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import anyio
 import httpx
 from starlette.types import Receive, Scope, Send
 
+from adapters.translate import StreamTranslator, translate_response
 from adapters.usage import Usage
 from adapters.watch import BodyUsageWatcher, StreamUsageWatcher
 from metering.events import UsageEvent
@@ -68,8 +70,11 @@ class ProxyHandler:
         max_body_bytes: int,
         max_usage_body_bytes: int,
         cache: ResponseCache | None = None,
+        observe: Callable[[UsageEvent, bool], None] | None = None,
     ) -> None:
         self._cache = cache or ResponseCache()
+        #: Metrics and event logs see every metered event (after the recorder).
+        self._observe = observe or (lambda event, fallback: None)
         self._auth = authenticator
         self._admission = admission
         self._upstream = upstream
@@ -138,11 +143,7 @@ class ProxyHandler:
         body_watcher = None if is_stream else BodyUsageWatcher(route.operation, plan.model, plan.body,
                                                                self._max_usage_body)
         translate = plan.translate if response.status_code == 200 else None
-        stream_translator = None
-        if translate and is_stream:
-            from adapters.translate import StreamTranslator
-
-            stream_translator = StreamTranslator(*translate, route.model_id or "")
+        stream_translator = StreamTranslator(*translate, route.model_id or "") if translate and is_stream else None
         headers = response_headers_for_client(response.headers.raw)
         if plan.model:
             headers += [
@@ -152,9 +153,33 @@ class ProxyHandler:
             ]
         first_byte: float | None = None
         kept: list[bytes] | None = [] if cache_key and response.status_code == 200 and not is_stream else None
+        expected = None if is_stream else _content_length(response)
+        received = 0
+        metered = False
+
+        def meter_once() -> None:
+            """Record the usage once, before the byte that completes the response goes out:
+            a crash after the client has its answer must not lose the answer's usage."""
+            nonlocal metered
+            if metered:
+                return
+            metered = True
+            if route.operation in METERED or route.operation == Operation.COUNT_TOKENS:
+                if stream_watcher is not None:
+                    usage = stream_watcher.finish()
+                else:
+                    usage = body_watcher.finish(response.status_code, response.headers)  # type: ignore[union-attr]
+                self._meter(route, caller, plan, response.status_code,
+                            response.headers.get("x-amzn-requestid"), usage, started, first_byte)
+
+        def cache_body() -> None:
+            if kept is not None and cache_key and plan.cache_ttl:
+                # Stored before the last byte goes out: the client's next request may be the repeat.
+                self._cache.put(cache_key, CachedResponse(200, tuple(headers), b"".join(kept), plan.cache_ttl))
+
         try:
             if translate and not is_stream:
-                first_byte = await self._send_translated(send, route, plan, response, headers, body_watcher)
+                await self._send_translated(send, route, plan, response, headers, body_watcher, meter_once)
                 return
             await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
             async with anyio.create_task_group() as group:
@@ -165,14 +190,22 @@ class ProxyHandler:
                             chunk = stream_watcher.feed(chunk)
                             if stream_translator is not None and chunk:
                                 chunk = stream_translator.feed(chunk)
+                            done = stream_watcher.complete
                         else:
                             body_watcher.feed(chunk)  # type: ignore[union-attr]
+                            received += len(chunk)
                             if kept is not None:
                                 kept.append(chunk)
-                        if chunk:
-                            if first_byte is None:
-                                first_byte = time.perf_counter()
-                            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                            done = expected is not None and received >= expected
+                        if not chunk:
+                            continue
+                        if first_byte is None:
+                            first_byte = time.perf_counter()
+                        if done:
+                            cache_body()
+                            meter_once()
+                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    cache_body()
                     if stream_translator is not None:
                         tail = stream_translator.finish()
                         if tail:
@@ -181,24 +214,18 @@ class ProxyHandler:
                     if stream_watcher is None:
                         raise  # A non-stream body cannot be ended cleanly: abort the connection.
                     logger.warning("upstream stream for %s ended early: %s", route.operation, type(exc).__name__)
+                    meter_once()
                     frame = stream_error_frame(
                         ServiceUnavailableException("The upstream stream ended before it was complete.")
                     )
                     await send({"type": "http.response.body", "body": frame, "more_body": True})
+                meter_once()
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
                 group.cancel_scope.cancel()
-            if kept is not None and cache_key and plan.cache_ttl:
-                self._cache.put(cache_key, CachedResponse(200, tuple(headers), b"".join(kept), plan.cache_ttl))
         finally:
             with anyio.CancelScope(shield=True):
                 await response.aclose()
-            if route.operation in METERED or route.operation == Operation.COUNT_TOKENS:
-                if stream_watcher is not None:
-                    usage = stream_watcher.finish()
-                else:
-                    usage = body_watcher.finish(response.status_code, response.headers)  # type: ignore[union-attr]
-                self._meter(route, caller, plan, response.status_code,
-                            response.headers.get("x-amzn-requestid"), usage, started, first_byte)
+            meter_once()
 
     async def _send_translated(
         self,
@@ -208,21 +235,20 @@ class ProxyHandler:
         response: httpx.Response,
         headers: list[tuple[bytes, bytes]],
         watcher: BodyUsageWatcher | None,
-    ) -> float:
+        meter_once: Callable[[], None],
+    ) -> None:
         """A JSON body from another family, translated whole into the client's shape."""
         assert plan.translate is not None and watcher is not None
         raw = await response.aread()
         watcher.feed(raw)
-        from adapters.translate import translate_response
-
         client_family, served_family = plan.translate
         translated = translate_response(client_family, served_family, json.loads(raw), route.model_id or "")
         payload = json.dumps(translated, separators=(",", ":")).encode()
         headers = [(k, v) for k, v in headers if k.lower() != b"content-length"]
         headers.append((b"content-length", str(len(payload)).encode()))
+        meter_once()
         await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
         await send({"type": "http.response.body", "body": payload, "more_body": False})
-        return time.perf_counter()
 
     async def _send_cached(
         self, send: Send, route: Route, caller: Caller, hit: CachedResponse, started: float
@@ -231,14 +257,16 @@ class ProxyHandler:
         request_id = new_request_id()
         headers = [(k, v) for k, v in hit.headers if k.lower() != b"x-amzn-requestid"]
         headers += [(b"x-amzn-requestid", request_id.encode()), (b"x-costkeeper-cache", b"hit")]
-        await send({"type": "http.response.start", "status": hit.status, "headers": headers})
-        await send({"type": "http.response.body", "body": hit.body, "more_body": False})
         model = next((v.decode() for k, v in hit.headers if k == b"x-costkeeper-model-id"), route.model_id or "")
-        self._recorder.record(UsageEvent.from_usage(
+        event = UsageEvent.from_usage(
             Usage(), self._prices, request_id=request_id, timestamp=time.time(), org=caller.org,
             app=caller.app, operation=str(route.operation), requested_model=route.model_id or "",
             model=model, latency_ms=(time.perf_counter() - started) * 1000, status=hit.status, cached=True,
-        ))
+        )
+        self._recorder.record(event)
+        self._observe(event, False)
+        await send({"type": "http.response.start", "status": hit.status, "headers": headers})
+        await send({"type": "http.response.body", "body": hit.body, "more_body": False})
 
     def _meter(
         self,
@@ -271,6 +299,7 @@ class ProxyHandler:
             reserved_micro_usd=plan.reserved,
         )
         self._recorder.record(event)
+        self._observe(event, plan.fallback)
         if plan.quota_scope:
             self._admission.note_spend(plan, event.cost_micro_usd - plan.reserved)
 
@@ -281,6 +310,13 @@ async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> N
         if message["type"] == "http.disconnect":
             scope.cancel()
             return
+
+
+def _content_length(response: httpx.Response) -> int | None:
+    try:
+        return int(response.headers["content-length"])
+    except (KeyError, ValueError):
+        return None
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

@@ -11,8 +11,8 @@ the hot path; a revocation reaches a running proxy within `auth.key_cache_ttl`.
 
 from __future__ import annotations
 
-import asyncio
 import hmac
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,12 +24,14 @@ from proxy.config import AuthConfig
 from proxy.errors import (
     AccessDeniedException,
     MissingAuthenticationTokenException,
+    ServiceUnavailableException,
     UnrecognizedClientException,
 )
 from proxy.sigv4 import parse_authorization, verify_signature
 
 __all__ = ["Caller", "Authenticator"]
 
+logger = logging.getLogger(__name__)
 _UNKNOWN_KEY = "The security token included in the request is invalid."
 _MISSING = object()
 
@@ -96,7 +98,13 @@ class Authenticator:
     async def _record(self, access_key_id: str) -> KeyRecord:
         record = self._cache.get(access_key_id, _MISSING)
         if record is _MISSING:
-            record = await asyncio.to_thread(self._keys.get_key, access_key_id)
+            try:
+                record = await self._keys.get_key(access_key_id)
+            except Exception as exc:  # the store is unreachable: retryable, and not cached
+                logger.warning("credential lookup failed: %s", type(exc).__name__)
+                raise ServiceUnavailableException(
+                    "The credential store is unavailable; please try again shortly."
+                ) from None
             self._cache[access_key_id] = record
         if record is None or record.revoked_at is not None:
             raise UnrecognizedClientException(_UNKNOWN_KEY)

@@ -112,9 +112,9 @@ def _usage(completion: Completion, output_tokens: int) -> dict[str, Any]:
     }
 
 
-def response_body(completion: Completion, model: str, msg_id: str) -> dict[str, Any]:
+def response_body(completion: Completion, request: Mapping[str, Any], model: str, request_id: str) -> dict[str, Any]:
     return {
-        "id": msg_id,
+        "id": message_id(request_id),
         "type": "message",
         "role": "assistant",
         "model": model_name(model),
@@ -125,10 +125,10 @@ def response_body(completion: Completion, model: str, msg_id: str) -> dict[str, 
     }
 
 
-def stream_events(completion: Completion, model: str, msg_id: str) -> list[dict[str, Any]]:
+def stream_events(completion: Completion, request: Mapping[str, Any], model: str, request_id: str) -> list[dict[str, Any]]:
     """message_start … message_stop; the caller merges invocationMetrics into the last."""
     start: dict[str, Any] = {
-        "id": msg_id,
+        "id": message_id(request_id),
         "type": "message",
         "role": "assistant",
         "model": model_name(model),

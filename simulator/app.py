@@ -14,6 +14,7 @@ hold gates (control.py). Run it with `costkeeper simulate`.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 import uuid
@@ -23,7 +24,7 @@ from urllib.parse import quote
 
 from starlette.applications import Starlette
 from starlette.routing import Mount
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from adapters.modelid import base_model_id, is_valid_model_id
 from proxy.config import SimulatorConfig
@@ -94,6 +95,7 @@ class BedrockEndpoint:
             "body_bytes": len(body),
         }
         self.state.log.add(record)
+        send = _digesting(send, record)
         call: Call | None = None
         try:
             caller = authenticate(self.state.config, method=method, raw_path=raw_path, raw_query=raw_query,
@@ -140,3 +142,22 @@ async def _read_body(receive: Receive) -> bytes:
         if not message.get("more_body", False):
             break
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _digesting(send: Send, record: dict[str, Any]) -> Send:
+    """Record a SHA-256 of the response body as sent, so tests can prove that a proxy
+    relayed exactly these bytes (`response_sha256`, `response_bytes` in `/_sim/requests`)."""
+    digest = hashlib.sha256()
+    size = 0
+
+    async def send_and_digest(message: Message) -> None:
+        nonlocal size
+        if message["type"] == "http.response.body":
+            chunk = message.get("body", b"")
+            digest.update(chunk)
+            size += len(chunk)
+            if not message.get("more_body", False):
+                record["response_sha256"], record["response_bytes"] = digest.hexdigest(), size
+        await send(message)
+
+    return send_and_digest

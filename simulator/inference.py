@@ -3,7 +3,13 @@
 Each handler parses the body into a `Prompt` (family module), lets
 `generate.complete` decide the answer and its usage (prompt cache included),
 and renders it in the operation's wire shape. InvokeModel needs a family the
-simulator speaks (Claude Messages, Nova); Converse works for any model id.
+simulator speaks (`families`: Claude, Nova, Titan, Llama, Mistral, Cohere,
+AI21 Jamba, DeepSeek, gpt-oss, and the Titan/Cohere embedding models);
+Converse works for any model id.
+
+Token-count headers follow what Bedrock sends (BEDROCK_WIRE.md §1.1): input,
+output and latency for every text model, the two cache counts only for the
+families that cache (Claude, Nova), the input count alone for embeddings.
 """
 
 from __future__ import annotations
@@ -17,27 +23,15 @@ from typing import Any
 
 from adapters.usage import Usage
 from proxy.errors import ValidationException
-from simulator import anthropic, converse, nova
+from simulator import converse, embeddings
 from simulator.context import Call, elapsed_ms
+from simulator.families import caches_prompts, family_of
 from simulator.generate import Completion, Prompt, complete, malformed
 from simulator.wire import chunk_frame, converse_frame, run_stream, send_json, stream_headers
 
 __all__ = ["HANDLERS", "family_of", "INVALID_MODEL"]
 
 INVALID_MODEL = "The provided model identifier is invalid."
-#: Nova models that are not text-in/text-out (image, video, speech, embeddings).
-_NOVA_OTHER = ("amazon.nova-canvas", "amazon.nova-reel", "amazon.nova-sonic", "amazon.nova-2-sonic",
-               "amazon.nova-2-multimodal-embeddings")
-
-
-def family_of(base_model: str | None) -> ModuleType | None:
-    if not base_model:
-        return None
-    if base_model.startswith("anthropic.claude"):
-        return anthropic
-    if base_model.startswith("amazon.nova-") and not base_model.startswith(_NOVA_OTHER):
-        return nova
-    return None
 
 
 def _family(call: Call) -> ModuleType:
@@ -74,15 +68,28 @@ def _usage_record(usage: Usage) -> dict[str, int]:
     }
 
 
-def _invocation_metrics(usage: Usage, latency: int, first_byte: int) -> dict[str, int]:
-    return {
+def _invocation_metrics(usage: Usage, latency: int, first_byte: int, caching: bool) -> dict[str, int]:
+    metrics = {
         "inputTokenCount": usage.input_tokens,
         "outputTokenCount": usage.output_tokens,
         "invocationLatency": latency,
         "firstByteLatency": first_byte,
-        "cacheReadInputTokenCount": usage.cache_read_tokens,
-        "cacheWriteInputTokenCount": usage.cache_write_tokens,
     }
+    if caching:
+        metrics["cacheReadInputTokenCount"] = usage.cache_read_tokens
+        metrics["cacheWriteInputTokenCount"] = usage.cache_write_tokens
+    return metrics
+
+
+def _token_headers(call: Call, usage: Usage, *, output: bool, caching: bool) -> list[tuple[bytes, bytes]]:
+    headers = [(b"x-amzn-bedrock-input-token-count", str(usage.input_tokens).encode())]
+    if output:
+        headers.append((b"x-amzn-bedrock-output-token-count", str(usage.output_tokens).encode()))
+    headers.append((b"x-amzn-bedrock-invocation-latency", str(elapsed_ms(call.started)).encode()))
+    if caching:
+        headers.append((b"x-amzn-bedrock-cache-read-input-token-count", str(usage.cache_read_tokens).encode()))
+        headers.append((b"x-amzn-bedrock-cache-write-input-token-count", str(usage.cache_write_tokens).encode()))
+    return headers
 
 
 async def _hold_before_head(call: Call) -> None:
@@ -103,31 +110,41 @@ def _echoed_headers(call: Call) -> list[tuple[bytes, bytes]]:
     return echoed
 
 
+async def _embed(call: Call, request: dict[str, Any]) -> None:
+    tokens, body = embeddings.embed(request, call.base_model or "", call.request_id)
+    usage = Usage(input_tokens=tokens)
+    call.record["usage"] = _usage_record(usage)
+    await _hold_before_head(call)
+    await send_json(call, body, [*_token_headers(call, usage, output=False, caching=False), *_echoed_headers(call)])
+    call.record.setdefault("outcome", "ok")
+
+
 async def invoke(call: Call) -> None:
     family = _family(call)
-    completion = _complete(call, family.parse_request(_json_object(call.body)))
+    request = _json_object(call.body)
+    if family is embeddings:
+        await _embed(call, request)
+        return
+    completion = _complete(call, family.parse_request(request))
+    body = family.response_body(completion, request, call.base_model, call.request_id)
     await _hold_before_head(call)
-    body = family.response_body(completion, call.base_model, anthropic.message_id(call.request_id))
-    usage = completion.usage
-    await send_json(call, body, [
-        (b"x-amzn-bedrock-input-token-count", str(usage.input_tokens).encode()),
-        (b"x-amzn-bedrock-output-token-count", str(usage.output_tokens).encode()),
-        (b"x-amzn-bedrock-invocation-latency", str(elapsed_ms(call.started)).encode()),
-        (b"x-amzn-bedrock-cache-read-input-token-count", str(usage.cache_read_tokens).encode()),
-        (b"x-amzn-bedrock-cache-write-input-token-count", str(usage.cache_write_tokens).encode()),
-        *_echoed_headers(call),
-    ])
+    headers = _token_headers(call, completion.usage, output=True, caching=caches_prompts(family))
+    await send_json(call, body, [*headers, *_echoed_headers(call)])
     call.record.setdefault("outcome", "ok")
 
 
 async def invoke_stream(call: Call) -> None:
     family = _family(call)
-    completion = _complete(call, family.parse_request(_json_object(call.body)))
-    events = family.stream_events(completion, call.base_model, anthropic.message_id(call.request_id))
+    if family is embeddings:
+        raise ValidationException(embeddings.NOT_STREAMABLE)
+    request = _json_object(call.body)
+    completion = _complete(call, family.parse_request(request))
+    events = family.stream_events(completion, request, call.base_model, call.request_id)
     pad = completion.padding
+    caching = caches_prompts(family)
 
     def finalize(event: dict[str, Any], latency: int, first_byte: int) -> None:
-        event["amazon-bedrock-invocationMetrics"] = _invocation_metrics(completion.usage, latency, first_byte)
+        event["amazon-bedrock-invocationMetrics"] = _invocation_metrics(completion.usage, latency, first_byte, caching)
 
     headers = stream_headers(call.request_id, invoke=True) + _echoed_headers(call)
     await run_stream(call, headers, events, lambda event: chunk_frame(event, pad()), finalize)

@@ -29,7 +29,7 @@ def parse_request(body: Mapping[str, Any]) -> Prompt:
     return converse.prompt_from(body)
 
 
-def response_body(completion: Completion, model: str, message_id: str) -> dict[str, Any]:
+def response_body(completion: Completion, request: Mapping[str, Any], model: str, request_id: str) -> dict[str, Any]:
     usage = completion.usage
     return {
         "output": {"message": {"content": [{"text": completion.text}], "role": "assistant"}},
@@ -44,7 +44,7 @@ def response_body(completion: Completion, model: str, message_id: str) -> dict[s
     }
 
 
-def stream_events(completion: Completion, model: str, message_id: str) -> list[dict[str, Any]]:
+def stream_events(completion: Completion, request: Mapping[str, Any], model: str, request_id: str) -> list[dict[str, Any]]:
     """Model-native events; the caller merges `amazon-bedrock-invocationMetrics` into the last."""
     usage = completion.usage
     events: list[dict[str, Any]] = [{"messageStart": {"role": "assistant"}}]

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -112,9 +112,11 @@ class Proxy(Process):
     admin_url: str
     config_path: Path
     store_path: Path
+    #: The proxy's AWS credentials: the CLI needs them too when the store is DynamoDB.
+    aws_env: dict[str, str] = field(default_factory=dict)
 
     def keys(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return costkeeper("keys", *args, "--config", str(self.config_path), check=check)
+        return costkeeper("keys", *args, "--config", str(self.config_path), env=self.aws_env, check=check)
 
     def issue_key(self, org: str, app: str) -> dict[str, str]:
         out = self.keys("create", "--org", org, "--app", app).stdout
@@ -144,8 +146,10 @@ def start_proxy(
     }
     config_path = tmp / f"config-{port}.yaml"
     config_path.write_text(yaml.safe_dump(document))
-    costkeeper("store", "init", "--config", str(config_path))
     access, secret = upstream_credentials
+    aws_env = {"AWS_ACCESS_KEY_ID": access, "AWS_SECRET_ACCESS_KEY": secret}
+    # The proxy's AWS credentials also sign its DynamoDB calls (DynamoDB Local accepts any).
+    costkeeper("store", "init", "--config", str(config_path), env=aws_env)
     scheme = "https" if "--tls-cert" in extra_args else "http"
     process = _spawn(
         ["serve", "--config", str(config_path), *extra_args],
@@ -154,4 +158,5 @@ def start_proxy(
         f"{scheme}://127.0.0.1:{port}",
         f"http://127.0.0.1:{admin_port}/healthz",
     )
-    return Proxy(process.popen, process.url, process.log, f"http://127.0.0.1:{admin_port}", config_path, store_path)
+    return Proxy(process.popen, process.url, process.log, f"http://127.0.0.1:{admin_port}", config_path, store_path,
+                 aws_env)

@@ -33,6 +33,9 @@ STREAMS = {
     "openllmetry/test_anthropic_3_completion_streaming.yaml": U(16, 21),
     "openllmetry/test_nova_invoke_stream.yaml": U(30, 55),
     "openllmetry/test_titan_invoke_stream.yaml": U(28, 188),
+    # Guardrail-blocked input: no invocationMetrics, only Titan-native floats
+    # 6.0 / 3.0 in the one chunk, which `titan.is_final_chunk` marks final.
+    "openllmetry/test_guardrail_invoke_stream.yaml": U(6, 3),
     "openllmetry/test_guardrail_converse_stream.yaml": U(17, 16),
     "openllmetry/test_meta_converse_stream.yaml": U(52, 36),
     "openllmetry/test_nova_converse_stream.yaml": U(54, 18),
@@ -81,11 +84,6 @@ ZERO = [
     "pydantic-ai/test_bedrock_count_tokens_tool_config.yaml",
 ]
 
-# Guardrail-blocked Titan stream: no invocationMetrics, only Titan-native float
-# counts (6.0 / 3.0). No Titan adapter yet, so the watcher must estimate.
-BLOCKED_TITAN_STREAM = "openllmetry/test_guardrail_invoke_stream.yaml"
-
-
 @pytest.mark.parametrize(("name", "expected"), [*STREAMS.items(), *BODIES.items()])
 def test_recorded_usage(name: str, expected: Usage) -> None:
     usage = replay(interaction(name))
@@ -104,18 +102,8 @@ def test_every_cassette_is_in_a_table() -> None:
         for path in FIXTURES.glob("*/*.yaml")
         for item in load(str(path.relative_to(FIXTURES)))
     }
-    covered = {n if "#" in n else f"{n}#1" for n in [*STREAMS, *BODIES, *ZERO, BLOCKED_TITAN_STREAM]}
+    covered = {n if "#" in n else f"{n}#1" for n in [*STREAMS, *BODIES, *ZERO]}
     assert names == covered
-
-
-def test_blocked_titan_stream_is_estimated_until_a_titan_adapter_exists() -> None:
-    item = interaction(BLOCKED_TITAN_STREAM)
-    watcher = StreamUsageWatcher(item.operation, item.model_id, item.request_body)
-    assert watcher.feed(item.body) == item.body
-    usage = watcher.finish()
-    assert not watcher.complete and watcher.error is None
-    assert usage.estimated and usage.input_tokens > 0
-    assert usage.output_tokens == 4  # "Input blocked": 13 characters
 
 
 @pytest.mark.parametrize(

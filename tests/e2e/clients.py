@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import Any
@@ -48,15 +49,19 @@ def invoke_body(family: str, prompt: str, max_tokens: int = 40) -> bytes:
 
 
 def wait_for_event(proxy: Proxy, request_id: str, timeout: float = 10.0) -> UsageEvent:
-    """The metered event for a request, once the recorder has flushed it."""
-    store = SQLiteStore(str(proxy.store_path))
-    try:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            event = store.get_event(request_id)
-            if event is not None:
-                return event
-            time.sleep(0.05)
-    finally:
-        store.close()
-    raise AssertionError(f"no usage event for request {request_id}")
+    """The metered event for a request, once the recorder has flushed it (SQLite store)."""
+
+    async def poll() -> UsageEvent | None:
+        async with SQLiteStore(str(proxy.store_path)) as store:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                event = await store.get_event(request_id)
+                if event is not None:
+                    return event
+                await asyncio.sleep(0.05)
+        return None
+
+    event = asyncio.run(poll())
+    if event is None:
+        raise AssertionError(f"no usage event for request {request_id}")
+    return event

@@ -1,21 +1,30 @@
-"""Shared fixtures: stores are real files in tmp_path, events built from one template.
+"""Shared fixtures: real stores (a SQLite file, a table in DynamoDB Local), one event template.
 
 Helpers are handed out as fixtures, not imported: `conftest` is not a unique
-module name once other test directories have their own.
+module name once other test directories have their own. Async tests run on
+asyncio through anyio's pytest plugin (`pytestmark = pytest.mark.anyio`).
 """
 
 from __future__ import annotations
 
 import calendar
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from metering.dynamodb_store import DynamoDBStore
 from metering.events import UsageEvent
 from metering.sqlite_store import SQLiteStore
+from tests.dynamodb_local import (
+    CREDENTIALS,
+    DynamoDBLocal,
+    DynamoDBLocalUnavailable,
+    new_table_name,
+    start_dynamodb_local,
+)
 
 #: 2025-03-10 12:00:00 UTC (the template's timestamp).
 T0 = float(calendar.timegm((2025, 3, 10, 12, 0, 0)))
@@ -51,8 +60,70 @@ def make_event() -> Callable[..., UsageEvent]:
     return _make_event
 
 
-# Parametrized by backend so a DynamoDB-backed store can join the same suite.
-@pytest.fixture(params=["sqlite"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SQLiteStore]:
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def dynamodb_local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DynamoDBLocal]:
+    """One DynamoDB Local for the session; each test uses its own table."""
+    try:
+        server = start_dynamodb_local(tmp_path_factory.mktemp("dynamodb"))
+    except DynamoDBLocalUnavailable as exc:
+        pytest.fail(f"DynamoDB Local is required for these tests: {exc}", pytrace=False)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Credentials DynamoDB Local accepts, and none of the developer's AWS settings."""
+    for name, value in CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+@pytest.fixture
+def dynamodb_factory(dynamodb_local: DynamoDBLocal, aws_env: None) -> Callable[..., DynamoDBStore]:
+    """`dynamodb_factory(table=…, shards=…)`: an unopened store on DynamoDB Local
+    (a fresh table name unless one is given)."""
+
+    def make(**overrides: Any) -> DynamoDBStore:
+        settings: dict[str, Any] = {
+            "table": new_table_name(), "region": "us-east-1", "endpoint_url": dynamodb_local.endpoint_url,
+            "shards": 4, **overrides,
+        }
+        return DynamoDBStore(**settings)
+
+    return make
+
+
+@pytest.fixture
+async def dynamodb_store(dynamodb_factory: Callable[..., DynamoDBStore]) -> AsyncIterator[DynamoDBStore]:
+    async with dynamodb_factory() as store:
+        await store.init()
+        yield store
+
+
+@pytest.fixture
+def sqlite_store(tmp_path: Path) -> Iterator[SQLiteStore]:
     with SQLiteStore(tmp_path / "costkeeper.db") as opened:
         yield opened
+
+
+@pytest.fixture(params=["sqlite", "dynamodb"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SQLiteStore | DynamoDBStore]:
+    """Each backend in turn, opened and initialized: the shared contract."""
+    if request.param == "sqlite":
+        async with SQLiteStore(tmp_path / "costkeeper.db") as sqlite:
+            yield sqlite
+    else:
+        factory: Callable[..., DynamoDBStore] = request.getfixturevalue("dynamodb_factory")
+        async with factory() as dynamodb:
+            await dynamodb.init()
+            yield dynamodb

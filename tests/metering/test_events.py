@@ -82,3 +82,65 @@ def test_events_are_immutable() -> None:
 )
 def test_utc_day(timestamp: float, day: str) -> None:
     assert utc_day(timestamp) == day
+
+
+LONG = "anthropic.claude-sonnet-4-5-20250929-v1:0"
+TIERED = PriceTable({
+    LONG: Price.from_mapping(LONG, {
+        "input": 3.0, "output": 15.0, "cache_read": 0.3, "cache_write": 3.75,
+        "tiers": [{"above_input_tokens": 200_000, "input": 6.0, "output": 22.5, "cache_read": 0.6, "cache_write": 7.5}],
+    }),
+})
+
+
+@pytest.mark.parametrize(
+    ("usage", "micro_usd"),
+    [
+        (Usage(input_tokens=200_000, output_tokens=1000), 600_000 + 15_000),  # at the threshold: base rates
+        (Usage(input_tokens=200_001, output_tokens=1000), round(200_001 * 6.0) + 22_500),  # the whole request
+        # Cached prompt tokens count toward the threshold, and are billed at the tier's rates.
+        (Usage(input_tokens=1000, cache_read_tokens=150_000, cache_write_tokens=49_000),
+         round(1000 * 3 + 150_000 * 0.3 + 49_000 * 3.75)),
+        (Usage(input_tokens=1001, cache_read_tokens=150_000, cache_write_tokens=49_000),
+         round(1001 * 6 + 150_000 * 0.6 + 49_000 * 7.5)),
+    ],
+)
+def test_long_context_tier_applies_to_the_whole_request(usage: Usage, micro_usd: int) -> None:
+    assert TIERED.cost_micro_usd(LONG, usage) == micro_usd
+    assert TIERED.cost_micro_usd(f"global.{LONG}", usage) == micro_usd  # profiles share the tiers
+
+
+def test_tiers_are_ordered_and_omitted_cache_rates_are_the_base_rates() -> None:
+    price = Price.from_mapping("m", {"input": 1, "output": 2, "cache_read": 0.1, "tiers": [
+        {"above_input_tokens": 500, "input": 3, "output": 4},
+        {"above_input_tokens": 100, "input": 2, "output": 3},
+    ]})
+    assert [tier.above_input_tokens for tier in price.tiers] == [100, 500]
+    assert price.rates_for(100) is price
+    assert price.rates_for(101).input == 2 and price.rates_for(501).input == 3
+    assert price.rates_for(501).cache_read == 0.1
+
+
+@pytest.mark.parametrize(
+    ("tiers", "message"),
+    [
+        ({"above_input_tokens": 1}, "tiers: expected a list"),
+        ([{"input": 1, "output": 1}], r"\['above_input_tokens'\] required"),
+        ([{"above_input_tokens": -1, "input": 1, "output": 1}], "non-negative integer"),
+        ([{"above_input_tokens": 5, "input": 1, "output": 1, "batch": 2}], "unknown field"),
+        ([{"above_input_tokens": 5, "input": "x", "output": 1}], r"tiers\[0\].input"),
+        ([{"above_input_tokens": 5, "input": 1, "output": 1}, {"above_input_tokens": 5, "input": 2, "output": 2}],
+         "share a threshold"),
+    ],
+)
+def test_bad_tiers_are_refused(tiers: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Price.from_mapping("m", {"input": 1, "output": 1, "tiers": tiers})
+
+
+def test_events_round_trip_through_the_journal_format() -> None:
+    event = event_for(Usage(input_tokens=3), quota_scope="acme/chatbot", reserved_micro_usd=12)
+    assert UsageEvent.from_record(event.to_record()) == event
+    assert UsageEvent.from_record({**event.to_record(), "from_a_newer_version": 1}) == event
+    old = {k: v for k, v in event.to_record().items() if k not in ("quota_scope", "reserved_micro_usd")}
+    assert UsageEvent.from_record(old).quota_scope == ""

@@ -1,277 +1,310 @@
-"""UsageRecorder against a real SQLite store (wrapped to fail on demand).
+"""The metering pipeline (journal → aggregate → flush) against real stores.
 
-Plain `asyncio.run` inside sync tests: no pytest-asyncio configuration needed.
+Crashes are simulated in-process by abandoning a recorder without `stop()`:
+its tasks are cancelled and its journal files closed, as the kernel does for a
+killed process; the real SIGKILL test is in test_crash_recovery.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import sqlite3
-import threading
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from metering.events import UsageEvent
+from metering.journal import JournalBusy, JournalError
 from metering.recorder import UsageRecorder
-from metering.sqlite_store import SQLiteStore
-from metering.store import UsageRow
+from metering.store import Store
+
+pytestmark = pytest.mark.anyio
 
 MakeEvent = Callable[..., UsageEvent]
+DAY = "2025-03-10"
+MODEL = "amazon.nova-pro-v1:0"
 
 
 class FlakyStore:
-    """The real store, whose writes fail while `failing` is set.
+    """A real store whose batch writes fail on demand.
 
-    `fail_after_write` makes a write land and *then* raise, as a timeout after
+    `fail_after_write` lets a write land and *then* raises, as a timeout after
     a commit would: the retry must not count it twice.
     """
 
-    def __init__(self, inner: SQLiteStore) -> None:
+    def __init__(self, inner: Store) -> None:
         self.inner = inner
         self.failing = False
-        self.fail_after_write = False
+        self.fail_after_write = 0
         self.attempts = 0
-        self._lock = threading.Lock()
 
-    def write_events(self, events: Sequence[UsageEvent]) -> None:
-        with self._lock:
-            self.attempts += 1
+    async def write_batch(self, batch_id: str, events: Sequence[UsageEvent]) -> bool:
+        self.attempts += 1
         if self.failing:
-            raise sqlite3.OperationalError("database is locked")
-        self.inner.write_events(events)
+            raise ConnectionError("store unreachable")
+        applied = await self.inner.write_batch(batch_id, events)
         if self.fail_after_write:
-            self.fail_after_write = False
+            self.fail_after_write -= 1
             raise TimeoutError("write landed, acknowledgement lost")
+        return applied
 
-    def get_event(self, request_id: str) -> UsageEvent | None:
-        return self.inner.get_event(request_id)
-
-    def usage_summary(self, since: float, until: float | None, by: Sequence[str]) -> list[UsageRow]:
-        return self.inner.usage_summary(since, until, by)
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
 
 
-def stored(store: SQLiteStore) -> int:
-    return sum(row.requests for row in store.usage_summary(0, None, []))
+async def stored(store: Store) -> tuple[int, int]:
+    rows = await store.usage_summary(0, None, [])
+    return sum(row.requests for row in rows), sum(row.cost_micro_usd for row in rows)
 
 
-async def wait_until(predicate: Callable[[], bool], within: float = 3.0) -> float:
-    """Seconds it took for `predicate` to hold; fails after `within`."""
+async def wait_until(predicate: Callable[[], bool], within: float = 10.0) -> float:
     loop = asyncio.get_running_loop()
     start = loop.time()
     while not predicate():
         if loop.time() - start > within:
             raise AssertionError(f"condition not met within {within} s")
-        await asyncio.sleep(0.005)
+        await asyncio.sleep(0.01)
     return loop.time() - start
 
 
-def test_writes_within_the_flush_interval(store: SQLiteStore, make_event: MakeEvent) -> None:
-    async def main() -> None:
-        recorder = UsageRecorder(store, flush_interval=0.05)
-        await recorder.start()
-        recorder.record(make_event("r1"))
-        assert recorder.backlog == 1
-        elapsed = await wait_until(lambda: store.get_event("r1") is not None)
-        assert elapsed < 1.0
-        assert recorder.backlog == 0
-        await recorder.stop()
-
-    asyncio.run(main())
+async def crash(recorder: UsageRecorder) -> None:
+    """What SIGKILL leaves: no drain, no clean-up; the kernel closes the files."""
+    for task in recorder._tasks:
+        task.cancel()
+    await asyncio.gather(*recorder._tasks, return_exceptions=True)
+    recorder._tasks = []
+    recorder._journal.close()
 
 
-def test_a_full_batch_is_written_without_waiting_for_the_interval(
-    store: SQLiteStore, make_event: MakeEvent
-) -> None:
-    async def main() -> None:
-        recorder = UsageRecorder(store, flush_interval=60, batch_size=10)
-        await recorder.start()
-        for i in range(9):
-            recorder.record(make_event(f"r{i}"))
-        await asyncio.sleep(0.05)
-        assert stored(store) == 0  # below batch size: waits for the interval
-        recorder.record(make_event("r9"))
-        await wait_until(lambda: stored(store) == 10)
-        await recorder.stop()
-
-    asyncio.run(main())
+def journal_files(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir() if p.name.startswith(("segment-", "batch-")))
 
 
-def test_failed_writes_are_kept_and_retried_until_the_store_recovers(
-    store: SQLiteStore, make_event: MakeEvent
-) -> None:
-    flaky = FlakyStore(store)
-    flaky.failing = True
-
-    async def main() -> None:
-        recorder = UsageRecorder(flaky, flush_interval=0.01, batch_size=3, max_backoff=0.04)
-        await recorder.start()
-        for i in range(7):
-            recorder.record(make_event(f"r{i}"))
-        await wait_until(lambda: flaky.attempts >= 4)
-        assert recorder.backlog == 7
-        assert stored(store) == 0
-        flaky.failing = False
-        await wait_until(lambda: recorder.backlog == 0)
-        assert stored(store) == 7
-        await recorder.stop()
-
-    asyncio.run(main())
+async def test_events_reach_the_store_within_the_flush_interval(store: Store, make_event: MakeEvent,
+                                                                tmp_path: Path) -> None:
+    recorder = UsageRecorder(store, tmp_path / "journal", flush_interval=0.05)
+    await recorder.start()
+    recorder.record(make_event("r1", cost_micro_usd=3))
+    assert recorder.backlog == 1
+    await wait_until(lambda: recorder.backlog == 0)
+    assert await stored(store) == (1, 3)
+    assert recorder.healthy
+    await recorder.stop()
+    assert journal_files(tmp_path / "journal") == []  # flushed segments are deleted
 
 
-def test_a_write_that_landed_but_raised_is_counted_once(store: SQLiteStore, make_event: MakeEvent) -> None:
-    flaky = FlakyStore(store)
-    flaky.fail_after_write = True
+async def test_many_tasks_exact_totals(store: Store, make_event: MakeEvent, tmp_path: Path) -> None:
+    """2,000 events from 50 concurrent tasks, flushed while they arrive."""
+    recorder = UsageRecorder(store, tmp_path / "journal", flush_interval=0.05)
+    await recorder.start()
 
-    async def main() -> None:
-        recorder = UsageRecorder(flaky, flush_interval=0.01, max_backoff=0.02)
-        await recorder.start()
-        recorder.record(make_event("r1"))
-        recorder.record(make_event("r2"))
-        await wait_until(lambda: recorder.backlog == 0)
-        await recorder.stop()
-
-    asyncio.run(main())
-    assert flaky.attempts >= 2
-    assert stored(store) == 2
-
-
-def test_stop_drains_everything(store: SQLiteStore, make_event: MakeEvent) -> None:
-    async def main() -> None:
-        recorder = UsageRecorder(store, flush_interval=60, batch_size=500)
-        await recorder.start()
-        await asyncio.sleep(0)
-        for i in range(1234):
-            recorder.record(make_event(f"r{i}"))
-        await recorder.stop()
-        assert recorder.backlog == 0
-
-    asyncio.run(main())
-    assert stored(store) == 1234
-
-
-def test_stop_raises_when_the_store_stays_down_and_keeps_the_events(
-    store: SQLiteStore, make_event: MakeEvent
-) -> None:
-    flaky = FlakyStore(store)
-    flaky.failing = True
-
-    async def main() -> None:
-        recorder = UsageRecorder(flaky, flush_interval=0.01, max_backoff=0.02)
-        await recorder.start()
-        recorder.record(make_event("r1"))
-        with pytest.raises(sqlite3.OperationalError):
-            await recorder.stop(retry_for=0.1)
-        assert recorder.backlog == 1
-        flaky.failing = False
-        await recorder.flush()
-        assert recorder.backlog == 0
-
-    asyncio.run(main())
-    assert store.get_event("r1") is not None
-
-
-def test_flush_without_a_background_task(store: SQLiteStore, make_event: MakeEvent) -> None:
-    flaky = FlakyStore(store)
-
-    async def main() -> None:
-        recorder = UsageRecorder(flaky, batch_size=2)
-        for i in range(5):
-            recorder.record(make_event(f"r{i}"))
-        flaky.failing = True
-        with pytest.raises(sqlite3.OperationalError):
-            await recorder.flush()
-        assert recorder.backlog == 5
-        flaky.failing = False
-        await recorder.flush()
-        assert recorder.backlog == 0
-        await recorder.flush()  # nothing pending: no write at all
-        assert flaky.attempts == 1 + 3
-
-    asyncio.run(main())
-    assert stored(store) == 5
-
-
-def test_concurrent_record_from_many_tasks(store: SQLiteStore, make_event: MakeEvent) -> None:
-    async def client(recorder: UsageRecorder, n: int) -> None:
+    async def client(n: int) -> None:
         for i in range(40):
-            recorder.record(make_event(f"t{n}-{i}"))
+            recorder.record(make_event(f"t{n}-{i}", org=("acme", "zeta")[n % 2], cost_micro_usd=i,
+                                       quota_scope=("acme", "zeta")[n % 2]))
             await asyncio.sleep(0)
 
-    async def main() -> None:
-        recorder = UsageRecorder(store, flush_interval=0.01, batch_size=64)
-        await recorder.start()
-        await asyncio.gather(*(client(recorder, n) for n in range(50)))
-        await recorder.stop()
-
-    asyncio.run(main())
-    assert stored(store) == 50 * 40
+    await asyncio.gather(*(client(n) for n in range(50)))
+    await recorder.stop()
+    assert recorder.backlog == 0
+    assert await stored(store) == (2000, 50 * sum(range(40)))
+    assert await store.committed_spend("acme", DAY) == {MODEL: 25 * sum(range(40))}
 
 
-def test_record_from_a_finally_block_of_a_cancelled_task(store: SQLiteStore, make_event: MakeEvent) -> None:
-    async def request(recorder: UsageRecorder, started: asyncio.Event) -> None:
-        try:
-            started.set()
-            await asyncio.sleep(3600)
-        finally:
-            recorder.record(make_event("cancelled", estimated=True))
+async def test_a_flush_writes_one_counter_per_key_not_one_per_request(
+    dynamodb_store: Any, make_event: MakeEvent, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    transactions: list[list[dict[str, Any]]] = []
+    client = dynamodb_store._client
+    real = client.transact_write_items
 
-    async def main() -> None:
-        recorder = UsageRecorder(store, flush_interval=60)
-        await recorder.start()
-        started = asyncio.Event()
-        task = asyncio.create_task(request(recorder, started))
-        await started.wait()
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        await recorder.stop()
+    async def counting(**kwargs: Any) -> Any:
+        transactions.append(kwargs["TransactItems"])
+        return await real(**kwargs)
 
-    asyncio.run(main())
-    event = store.get_event("cancelled")
-    assert event is not None and event.estimated
-
-
-def test_record_from_another_thread_wakes_the_writer(store: SQLiteStore, make_event: MakeEvent) -> None:
-    async def main() -> None:
-        recorder = UsageRecorder(store, flush_interval=60, batch_size=5)
-        await recorder.start()
-
-        def produce() -> None:
-            for i in range(5):
-                recorder.record(make_event(f"r{i}"))
-
-        await asyncio.to_thread(produce)
-        await wait_until(lambda: stored(store) == 5)
-        await recorder.stop()
-
-    asyncio.run(main())
+    monkeypatch.setattr(client, "transact_write_items", counting)
+    recorder = UsageRecorder(dynamodb_store, tmp_path / "journal", flush_interval=60)
+    await recorder.start()
+    for i in range(500):  # two (org, app, model, day) keys, one minute, one quota scope
+        recorder.record(make_event(f"r{i}", app=("a", "b")[i % 2], quota_scope="acme"))
+    await recorder.flush()
+    [items] = transactions
+    kinds = sorted(item.get("Update", item.get("Put"))["Key" if "Update" in item else "Item"]["pk"]["S"].split("#")[0]
+                   for item in items)
+    assert kinds == ["BATCH", "METRICS", "QUOTA", "USAGE", "USAGE"]
+    assert (await stored(dynamodb_store))[0] == 500
+    await recorder.stop()
 
 
-def test_events_recorded_before_start_are_written(store: SQLiteStore, make_event: MakeEvent) -> None:
-    recorder = UsageRecorder(store, flush_interval=0.01)
+async def test_pending_spend_until_flushed(store: Store, make_event: MakeEvent, tmp_path: Path) -> None:
+    recorder = UsageRecorder(store, tmp_path / "journal", flush_interval=60)
+    await recorder.start()
+    recorder.record(make_event("a", quota_scope="acme", cost_micro_usd=100, reserved_micro_usd=30))
+    recorder.record(make_event("b", quota_scope="acme", cost_micro_usd=5))
+    recorder.record(make_event("c", quota_scope="", cost_micro_usd=1000))
+    assert recorder.pending_spend("acme", DAY) == {MODEL: 75}
+    assert recorder.pending_spend("zeta", DAY) == {}
+    await recorder.flush()
+    assert recorder.pending_spend("acme", DAY) == {}
+    assert await store.committed_spend("acme", DAY) == {MODEL: 75}
+    await recorder.stop()
+
+
+async def test_store_outage_backlog_grows_then_drains(store: Store, make_event: MakeEvent, tmp_path: Path) -> None:
+    flaky = FlakyStore(store)
+    flaky.failing = True
+    recorder = UsageRecorder(flaky, tmp_path / "journal", flush_interval=0.02, retry_base=0.01, max_backoff=0.05)
+    await recorder.start()
+    for i in range(30):
+        recorder.record(make_event(f"r{i}", quota_scope="acme", cost_micro_usd=2))
+        await asyncio.sleep(0.005)
+    await wait_until(lambda: flaky.attempts >= 3)
+    assert recorder.backlog == 30 and not recorder.healthy
+    assert recorder.pending_spend("acme", DAY) == {MODEL: 60}
+    assert await stored(store) == (0, 0)
+    flaky.failing = False
+    await wait_until(lambda: recorder.backlog == 0 and recorder.healthy)
+    assert await stored(store) == (30, 60)
+    await recorder.stop()
+
+
+async def test_a_write_that_landed_but_raised_is_counted_once(store: Store, make_event: MakeEvent,
+                                                              tmp_path: Path) -> None:
+    flaky = FlakyStore(store)
+    flaky.fail_after_write = 2
+    recorder = UsageRecorder(flaky, tmp_path / "journal", flush_interval=0.02, retry_base=0.01)
+    await recorder.start()
+    recorder.record(make_event("r1", quota_scope="acme", cost_micro_usd=7))
+    recorder.record(make_event("r2", quota_scope="acme", cost_micro_usd=7))
+    await wait_until(lambda: recorder.backlog == 0)
+    await recorder.stop()
+    assert flaky.attempts >= 3
+    assert await stored(store) == (2, 14)
+    assert await store.committed_spend("acme", DAY) == {MODEL: 14}
+
+
+async def test_crash_before_any_flush_loses_nothing(store: Store, make_event: MakeEvent, tmp_path: Path) -> None:
+    journal = tmp_path / "journal"
+    first = UsageRecorder(store, journal, flush_interval=60)
+    await first.start()
+    for i in range(10):
+        first.record(make_event(f"a{i}"))
+    await first.flush()  # ten stored
+    for i in range(7):
+        first.record(make_event(f"b{i}"))  # seven only in the journal
+    await crash(first)
+
+    second = UsageRecorder(store, journal, flush_interval=60)
+    await second.start()
+    assert second.backlog == 7
+    await second.flush()
+    assert await stored(store) == (17, 17_000)
+    await second.stop()
+
+
+async def test_crash_after_the_store_write_counts_it_once(store: Store, make_event: MakeEvent,
+                                                          tmp_path: Path) -> None:
+    """The batch landed, the process died before deleting its segments: the
+    replay sends the same batch id and the store refuses it."""
+    journal = tmp_path / "journal"
+    flaky = FlakyStore(store)
+    flaky.fail_after_write = 1
+    first = UsageRecorder(flaky, journal, flush_interval=60)
+    await first.start()
+    for i in range(5):
+        first.record(make_event(f"r{i}", quota_scope="acme", cost_micro_usd=10))
+    with pytest.raises(TimeoutError):
+        await first.flush()
+    assert await stored(store) == (5, 50)
+    assert any(name.endswith(".intent") for name in journal_files(journal))
+    await crash(first)
+
+    second = UsageRecorder(store, journal, flush_interval=60)
+    await second.start()
+    assert second.backlog == 5
+    await second.flush()
+    assert second.backlog == 0
+    assert await stored(store) == (5, 50)
+    assert await store.committed_spend("acme", DAY) == {MODEL: 50}
+    await second.stop()
+    assert journal_files(journal) == []
+
+
+async def test_stop_with_the_store_down_keeps_the_backlog_for_the_next_start(
+    store: Store, make_event: MakeEvent, tmp_path: Path
+) -> None:
+    journal = tmp_path / "journal"
+    flaky = FlakyStore(store)
+    flaky.failing = True
+    first = UsageRecorder(flaky, journal, flush_interval=0.02, retry_base=0.01)
+    await first.start()
+    for i in range(4):
+        first.record(make_event(f"r{i}"))
+    await first.stop(drain_for=0.2)  # never raises
+    assert first.backlog == 4
+
+    second = UsageRecorder(store, journal, flush_interval=60)
+    await second.start()
+    await second.stop()
+    assert await stored(store) == (4, 4000)
+
+
+async def test_events_recorded_before_start_are_journaled_at_start(sqlite_store: Store, make_event: MakeEvent,
+                                                                   tmp_path: Path) -> None:
+    recorder = UsageRecorder(sqlite_store, tmp_path / "journal", flush_interval=60)
     recorder.record(make_event("early"))
-
-    async def main() -> None:
-        await recorder.start()
-        await wait_until(lambda: store.get_event("early") is not None)
-        with pytest.raises(RuntimeError):
-            await recorder.start()
-        await recorder.stop()
-
-    asyncio.run(main())
+    assert recorder.backlog == 1
+    await recorder.start()
+    await recorder.stop()
+    assert await stored(sqlite_store) == (1, 1000)
 
 
-@pytest.mark.parametrize(("attempt", "low", "high"), [(0, 0.5, 1.0), (1, 1.0, 2.0), (3, 4.0, 8.0), (10, 15.0, 30.0)])
-def test_backoff_is_exponential_capped_and_jittered(store: SQLiteStore, attempt: int, low: float,
-                                                    high: float) -> None:
-    recorder = UsageRecorder(store, flush_interval=1.0, max_backoff=30.0)
-    delays = {recorder._backoff(attempt) for _ in range(50)}
-    assert all(low <= delay <= high for delay in delays)
-    assert len(delays) > 1
+async def test_a_failing_journal_keeps_events_in_memory_and_recovers(
+    sqlite_store: Store, make_event: MakeEvent, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recorder = UsageRecorder(sqlite_store, tmp_path / "journal", flush_interval=60, fsync_interval=0.01)
+    await recorder.start()
+    journal = recorder._journal
+    real_append = journal.append
+
+    def full_disk(line: bytes) -> None:
+        raise JournalError("No space left on device")
+
+    monkeypatch.setattr(journal, "append", full_disk)
+    recorder.record(make_event("a"))  # does not raise
+    recorder.record(make_event("b"))
+    assert recorder.backlog == 2 and not recorder.healthy
+    monkeypatch.setattr(journal, "append", real_append)
+    await wait_until(lambda: recorder.healthy)
+    await recorder.flush()
+    assert await stored(sqlite_store) == (2, 2000)
+    await recorder.stop()
 
 
-@pytest.mark.parametrize(("flush_interval", "batch_size"), [(0, 10), (-1, 10), (1.0, 0)])
-def test_rejects_nonsense_settings(store: SQLiteStore, flush_interval: float, batch_size: int) -> None:
-    with pytest.raises(ValueError):
-        UsageRecorder(store, flush_interval=flush_interval, batch_size=batch_size)
+async def test_one_recorder_per_journal(sqlite_store: Store, tmp_path: Path) -> None:
+    first = UsageRecorder(sqlite_store, tmp_path / "journal")
+    await first.start()
+    with pytest.raises(JournalBusy):
+        await UsageRecorder(sqlite_store, tmp_path / "journal").start()
+    await first.stop()
+
+
+async def test_a_backlog_drains_in_batches(sqlite_store: Store, make_event: MakeEvent, tmp_path: Path) -> None:
+    batches: list[int] = []
+    real = sqlite_store.write_batch
+
+    class Counting(FlakyStore):
+        async def write_batch(self, batch_id: str, events: Sequence[UsageEvent]) -> bool:
+            batches.append(len(events))
+            return await real(batch_id, events)
+
+    recorder = UsageRecorder(Counting(sqlite_store), tmp_path / "journal", flush_interval=60, batch_size=10)
+    await recorder.start()
+    for round_ in range(5):
+        for i in range(4):
+            recorder.record(make_event(f"r{round_}-{i}"))
+        await recorder._rotate()  # five sealed segments of four events
+    await recorder.flush()
+    assert batches == [8, 8, 4]  # whole segments, at most batch_size events
+    await recorder.stop()

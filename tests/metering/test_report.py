@@ -21,7 +21,7 @@ from metering.report import (
     usage_report,
 )
 from metering.sqlite_store import SQLiteStore
-from metering.store import UsageRow
+from metering.store import Store, UsageRow
 
 MakeEvent = Callable[..., UsageEvent]
 NOW = float(calendar.timegm((2025, 3, 10, 12, 0, 0)))
@@ -148,23 +148,26 @@ def test_report_window_is_whole_utc_days(days: int, now: float, since: float) ->
 
 @pytest.mark.parametrize(("days", "expected"), [(1, {"today", "late"}), (2, {"today", "late", "yesterday"}),
                                                 (30, {"today", "late", "yesterday", "last-week"})])
-def test_usage_report_end_to_end(store: SQLiteStore, make_event: MakeEvent, days: int,
-                                 expected: set[str]) -> None:
+@pytest.mark.anyio
+async def test_usage_report_end_to_end(store: Store, make_event: MakeEvent, days: int,
+                                       expected: set[str]) -> None:
     events = {
         "today": make_event("today", timestamp=TODAY, cost_micro_usd=1),
         "late": make_event("late", timestamp=NOW + 3600, cost_micro_usd=10),  # after `now`: a replica's clock
         "yesterday": make_event("yesterday", timestamp=TODAY - 0.001, cost_micro_usd=100),
         "last-week": make_event("last-week", timestamp=TODAY - 7 * DAY, cost_micro_usd=1000),
     }
-    store.write_events(list(events.values()))
-    document = json.loads(usage_report(store, days=days, by=["org"], fmt="json", now=NOW))
+    await store.write_events(list(events.values()))
+    document = json.loads(await usage_report(store, days=days, by=["org"], fmt="json", now=NOW))
     assert document["total"]["requests"] == len(expected)
     assert document["total"]["cost_micro_usd"] == sum(events[name].cost_micro_usd for name in expected)
     for fmt in ("table", "csv"):
-        assert "acme" in usage_report(store, days=days, by=["org"], fmt=fmt, now=NOW)
+        assert "acme" in await usage_report(store, days=days, by=["org"], fmt=fmt, now=NOW)
 
 
 @pytest.mark.parametrize(("days", "by", "fmt"), [(0, [], "table"), (1, ["user"], "table"), (1, [], "xml")])
-def test_usage_report_rejects_bad_arguments(store: SQLiteStore, days: int, by: list[str], fmt: str) -> None:
+@pytest.mark.anyio
+async def test_usage_report_rejects_bad_arguments(sqlite_store: SQLiteStore, days: int, by: list[str],
+                                                  fmt: str) -> None:
     with pytest.raises(ValueError):
-        usage_report(store, days=days, by=by, fmt=fmt, now=NOW)
+        await usage_report(sqlite_store, days=days, by=by, fmt=fmt, now=NOW)

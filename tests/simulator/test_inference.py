@@ -189,9 +189,10 @@ def test_raw_colon_in_path_is_accepted(sim: SimServer, prompt: str) -> None:
     assert sim.record(response.headers["x-amzn-requestid"])["model_id"] == CLAUDE
 
 
-def test_unknown_family_on_invoke_model(bedrock: Any) -> None:
+@pytest.mark.parametrize("model_id", ["stability.sd3-5-large-v1:0", "amazon.nova-canvas-v1:0"])
+def test_unknown_family_on_invoke_model(bedrock: Any, model_id: str) -> None:
     with pytest.raises(bedrock.exceptions.ValidationException, match="model identifier is invalid"):
-        bedrock.invoke_model(modelId="meta.llama3-70b-instruct-v1:0", body=b'{"prompt":"Hi"}')
+        bedrock.invoke_model(modelId=model_id, body=b'{"prompt":"Hi"}')
 
 
 def test_converse_works_for_any_model(bedrock: Any, prompt: str) -> None:

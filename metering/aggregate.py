@@ -1,0 +1,124 @@
+"""Usage events folded into the few counters a flush writes (DESIGN.md §4).
+
+However many requests a batch holds, it writes one usage counter per
+(org, app, model, day), one rate counter per (day, minute, model) and one
+committed-spend delta per (quota scope, day, model). Folding is exact integer
+addition, so any split of the same events sums to the same totals.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, fields
+from typing import Any
+
+from metering.events import UsageEvent, utc_day_and_minute
+from metering.store import UsageRow
+
+__all__ = ["COUNTER_FIELDS", "Aggregate", "CommitKey", "Counters", "Rate", "RateKey", "UsageKey"]
+
+#: (org, app, model, day)
+UsageKey = tuple[str, str, str, str]
+#: (day `YYYY-MM-DD`, minute `HH:MM`, model)
+RateKey = tuple[str, str, str]
+#: (quota scope, day, model)
+CommitKey = tuple[str, str, str]
+
+
+@dataclass(slots=True)
+class Counters:
+    """The additive part of a `UsageRow`."""
+
+    requests: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    cost_micro_usd: int = 0
+    estimated_requests: int = 0
+    unpriced_requests: int = 0
+
+    def add_event(self, event: UsageEvent) -> None:
+        self.requests += 1
+        self.input_tokens += event.input_tokens
+        self.output_tokens += event.output_tokens
+        self.cache_read_tokens += event.cache_read_tokens
+        self.cache_write_tokens += event.cache_write_tokens
+        self.cost_micro_usd += event.cost_micro_usd
+        self.estimated_requests += int(event.estimated)
+        self.unpriced_requests += int(not event.priced)
+
+    def add(self, other: Counters) -> None:
+        for name in COUNTER_FIELDS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    def as_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in COUNTER_FIELDS}
+
+    def row(self, **groups: str | None) -> UsageRow:
+        """These counters as a `UsageRow` with the given group fields."""
+        fields: dict[str, Any] = {**groups, **self.as_dict()}
+        return UsageRow(**fields)
+
+
+COUNTER_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Counters))
+
+
+@dataclass(slots=True)
+class Rate:
+    #: Tokens of every kind (input, output, cache read, cache write).
+    tokens: int = 0
+    requests: int = 0
+
+
+class Aggregate:
+    """Counters of a set of events; `add` is O(1) so the hot path can call it."""
+
+    __slots__ = ("events", "usage", "rates", "committed")
+
+    def __init__(self, events: Iterable[UsageEvent] = ()) -> None:
+        self.events = 0
+        self.usage: dict[UsageKey, Counters] = {}
+        self.rates: dict[RateKey, Rate] = {}
+        #: cost - reserved: what a flush adds to each scope's committed spend.
+        self.committed: dict[CommitKey, int] = {}
+        for event in events:
+            self.add(event)
+
+    def add(self, event: UsageEvent) -> None:
+        self.events += 1
+        day, minute = utc_day_and_minute(event.timestamp)
+        key = (event.org, event.app, event.model, day)
+        counters = self.usage.get(key)
+        if counters is None:
+            counters = self.usage[key] = Counters()
+        counters.add_event(event)
+        rate_key = (day, minute, event.model)
+        rate = self.rates.get(rate_key)
+        if rate is None:
+            rate = self.rates[rate_key] = Rate()
+        rate.tokens += event.total_tokens
+        rate.requests += 1
+        if event.quota_scope:
+            commit_key = (event.quota_scope, day, event.model)
+            delta = event.cost_micro_usd - event.reserved_micro_usd
+            self.committed[commit_key] = self.committed.get(commit_key, 0) + delta
+
+    def merge(self, other: Aggregate) -> None:
+        self.events += other.events
+        for key, counters in other.usage.items():
+            self.usage.setdefault(key, Counters()).add(counters)
+        for rate_key, rate in other.rates.items():
+            mine = self.rates.setdefault(rate_key, Rate())
+            mine.tokens += rate.tokens
+            mine.requests += rate.requests
+        for commit_key, delta in other.committed.items():
+            self.committed[commit_key] = self.committed.get(commit_key, 0) + delta
+
+    def committed_by_scope(self) -> dict[tuple[str, str], dict[str, int]]:
+        """{(scope, day): {model: delta}}, zero deltas left out."""
+        result: dict[tuple[str, str], dict[str, int]] = {}
+        for (scope, day, model), delta in sorted(self.committed.items()):
+            if delta:
+                result.setdefault((scope, day), {})[model] = delta
+        return result

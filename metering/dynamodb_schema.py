@@ -1,0 +1,139 @@
+"""The DynamoDB table: one table, one GSI, TTL on `ttl` (DESIGN.md §4).
+
+Every item has a string partition key `pk` and sort key `sk`. Money is integer
+micro-USD, days are UTC `YYYY-MM-DD`, minutes UTC `HH:MM`; a scope is `org`
+(ORG quotas) or `org/app` (APP quotas).
+
+| item | pk | sk | attributes |
+|---|---|---|---|
+| usage counter shard | `USAGE#<day>#<shard>` | `<org>#<app>#<model>` | `org`, `app`, `model`, `day`, `requests`, `input_tokens`, `output_tokens`, `cache_read_tokens`, `cache_write_tokens`, `cost_micro_usd`, `estimated_requests`, `unpriced_requests` |
+| daily total (consolidated) | `TOTAL#<day>` | `<scope>` | `scope`, `day`, `models` (map model → the counters above), `consolidated_at` |
+| model rate per minute | `METRICS#<day>` | `<HH:MM>#MODEL_RATE#<model>` | `tpm`, `rpm`, `gsi2pk` = `MODEL_RATE#<model>`, `gsi2sk` = `<day>#<HH:MM>`, `ttl` |
+| quota (committed spend, sticky state) | `QUOTA#<scope>` | `<day>` | `committed#<model>` (one number per model), `exhausted` (string set), `ttl` |
+| days with usage | `DAYS` | `<YYYY>` | `days` (string set of `YYYY-MM-DD`, added once per day and process) |
+| batch marker | `BATCH#<batch id>#<part>` | `BATCH` | `applied_at`, `ttl` |
+| lease | `LEASE#<name>` | `LEASE` | `owner`, `expires_at` |
+| issued key | `KEY#<access key id>` | `KEY` | `org`, `app`, `secret`, `created_at`, `revoked_at`, `gsi2pk` = `KEYS`, `gsi2sk` = `<created_at>#<id>` |
+
+* Usage counters are sharded: a flush adds to one of `shards` items per
+  (org, app, model, day), picked by a hash of the batch id — random across
+  flushes and replicas, the same on a replay — so concurrent replicas rarely
+  contend for an item. Shards sit in the partition key, spreading a day's
+  writes over `shards` partitions. Reports query the shards of each day.
+* A lease-holding replica sums the shards into one `TOTAL` item per scope and
+  day about every minute, so a scope's usage is one item read.
+* Committed spend needs an atomic check-and-add (`reserve`), which a sharded
+  counter cannot give: it is one numeric attribute per model on the scope's
+  quota item, added to with `ADD` under `attribute_not_exists(#c) OR #c <= :limit`.
+* GSI `gsi2` (`gsi2pk`, `gsi2sk`, all attributes projected) answers "rates of
+  model M between two minutes" and lists issued keys in creation order.
+* TTL: rate items after `metrics_ttl_days`, batch markers after
+  `marker_ttl_days` (a journal older than that must not be replayed), quota
+  items 35 days after their day. Usage, totals and keys never expire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+__all__ = [
+    "GSI",
+    "QUOTA_TTL_DAYS",
+    "create_table",
+    "n",
+    "num",
+    "s",
+    "shard_of",
+]
+
+logger = logging.getLogger(__name__)
+
+GSI = "gsi2"
+QUOTA_TTL_DAYS = 35
+
+_ATTRIBUTES = [
+    {"AttributeName": name, "AttributeType": "S"} for name in ("pk", "sk", "gsi2pk", "gsi2sk")
+]
+_GSI_DEFINITION = {
+    "IndexName": GSI,
+    "KeySchema": [
+        {"AttributeName": "gsi2pk", "KeyType": "HASH"},
+        {"AttributeName": "gsi2sk", "KeyType": "RANGE"},
+    ],
+    "Projection": {"ProjectionType": "ALL"},
+}
+
+
+def s(value: str) -> dict[str, str]:
+    return {"S": value}
+
+
+def n(value: int | float) -> dict[str, str]:
+    return {"N": str(value)}
+
+
+def num(item: Mapping[str, Any], name: str) -> int:
+    """An integer attribute of a low-level item (0 when absent)."""
+    value = item.get(name)
+    return int(value["N"]) if value else 0
+
+
+def shard_of(batch_id: str, key: str, shards: int) -> int:
+    """The counter shard a batch writes `key` to: spread, yet stable on replay."""
+    digest = hashlib.sha256(f"{batch_id}|{key}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") % shards
+
+
+async def create_table(client: Any, table: str) -> str:
+    """Create the table, its GSI and TTL, whatever of them is missing; idempotent."""
+    done = []
+    try:
+        await client.create_table(
+            TableName=table,
+            AttributeDefinitions=_ATTRIBUTES,
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+            BillingMode="PAY_PER_REQUEST",
+            GlobalSecondaryIndexes=[_GSI_DEFINITION],
+        )
+        done.append("created the table and its GSI")
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] != "ResourceInUseException":
+            raise
+    description = await _wait_active(client, table)
+    if not any(index["IndexName"] == GSI for index in description.get("GlobalSecondaryIndexes", [])):
+        await client.update_table(
+            TableName=table,
+            AttributeDefinitions=_ATTRIBUTES,
+            GlobalSecondaryIndexUpdates=[{"Create": _GSI_DEFINITION}],
+        )
+        await _wait_active(client, table)
+        done.append(f"added GSI {GSI}")
+    ttl = (await client.describe_time_to_live(TableName=table))["TimeToLiveDescription"]
+    if ttl.get("TimeToLiveStatus") not in ("ENABLED", "ENABLING"):
+        await client.update_time_to_live(
+            TableName=table, TimeToLiveSpecification={"Enabled": True, "AttributeName": "ttl"}
+        )
+        done.append("enabled TTL on `ttl`")
+    elif ttl.get("AttributeName") != "ttl":
+        raise RuntimeError(f"table {table} has TTL on {ttl.get('AttributeName')!r}, expected 'ttl'")
+    return f"DynamoDB table {table} ready ({'; '.join(done) or 'already complete'})"
+
+
+async def _wait_active(client: Any, table: str, wait_for: float = 300.0) -> dict[str, Any]:
+    """Until the table and every GSI are ACTIVE; the table's description."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_for
+    while True:
+        description: dict[str, Any] = (await client.describe_table(TableName=table))["Table"]
+        statuses = [description["TableStatus"], *(i["IndexStatus"] for i in description.get("GlobalSecondaryIndexes", []))]
+        if all(status == "ACTIVE" for status in statuses):
+            return description
+        if loop.time() > deadline:
+            raise TimeoutError(f"table {table} not ACTIVE after {wait_for:g} s: {statuses}")
+        await asyncio.sleep(1.0)

@@ -1,0 +1,502 @@
+"""The shared store for many replicas: DynamoDB through aiobotocore.
+
+The key schema is in `metering/dynamodb_schema.py`. A flushed batch becomes
+one `TransactWriteItems` per 99 counter updates plus, in each, a conditional
+put of the part's batch marker: a replayed part fails its condition and
+changes nothing. No item is written per request (issue 4): usage lives only in
+counters, so `get_event` is not offered and reports are by whole UTC days.
+
+Errors: botocore retries throttling and transient errors (standard mode,
+`max_attempts`, backoff with jitter); transaction conflicts between replicas
+are retried here a few times; anything left raises to the caller — the
+metering pipeline then keeps the batch in its journal and retries later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+from botocore.exceptions import ClientError
+
+from metering.aggregate import COUNTER_FIELDS, Aggregate, Counters
+from metering.dynamodb_schema import GSI, QUOTA_TTL_DAYS, create_table, n, num, s, shard_of
+from metering.events import UsageEvent, utc_day
+from metering.store import (
+    IssuedKey,
+    KeyRecord,
+    ModelRate,
+    UnsupportedQuery,
+    UsageRow,
+    events_batch_id,
+    generate_access_key_id,
+    generate_secret,
+    normalize_group_by,
+)
+
+__all__ = ["DynamoDBStore"]
+
+logger = logging.getLogger(__name__)
+
+#: DynamoDB's limit of items per TransactWriteItems (raised from 25 in 2022).
+MAX_TRANSACTION_ITEMS = 100
+_CONFLICT_RETRIES = 6
+_DAY = 86_400
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _update(key: dict[str, Any], adds: dict[str, int], sets: dict[str, dict[str, Any]] | None = None,
+            set_if_absent: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """An UpdateItem body: `SET name = value, … ADD counter delta, …` with placeholders."""
+    names: dict[str, str] = {}
+    values: dict[str, Any] = {}
+    set_parts: list[str] = []
+    add_parts: list[str] = []
+    for i, (name, value) in enumerate((sets or {}).items()):
+        names[f"#s{i}"], values[f":s{i}"] = name, value
+        set_parts.append(f"#s{i} = :s{i}")
+    for i, (name, value) in enumerate((set_if_absent or {}).items()):
+        names[f"#i{i}"], values[f":i{i}"] = name, value
+        set_parts.append(f"#i{i} = if_not_exists(#i{i}, :i{i})")
+    for i, (name, delta) in enumerate(adds.items()):
+        names[f"#a{i}"], values[f":a{i}"] = name, n(delta)
+        add_parts.append(f"#a{i} :a{i}")
+    expression = ""
+    if set_parts:
+        expression += "SET " + ", ".join(set_parts)
+    if add_parts:
+        expression += " ADD " + ", ".join(add_parts)
+    return {
+        "Key": key,
+        "UpdateExpression": expression.strip(),
+        "ExpressionAttributeNames": names,
+        "ExpressionAttributeValues": values,
+    }
+
+
+def _epoch(day: str, minute: str = "00:00") -> int:
+    return int(datetime.strptime(f"{day} {minute}", "%Y-%m-%d %H:%M").replace(tzinfo=UTC).timestamp())
+
+
+def _slot(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d#%H:%M")
+
+
+def _counters(item: dict[str, Any]) -> Counters:
+    return Counters(**{name: num(item, name) for name in COUNTER_FIELDS})
+
+
+class DynamoDBStore:
+    """`UsageStore`, `QuotaStore` and `KeyStore` on one DynamoDB table."""
+
+    def __init__(
+        self,
+        *,
+        table: str,
+        region: str,
+        endpoint_url: str | None = None,
+        shards: int = 8,
+        max_attempts: int = 3,
+        connect_timeout: float = 2.0,
+        read_timeout: float = 5.0,
+        metrics_ttl_days: int = 8,
+        marker_ttl_days: int = 30,
+        max_transaction_items: int = MAX_TRANSACTION_ITEMS,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if shards < 1 or max_transaction_items < 2:
+            raise ValueError("shards must be at least 1 and max_transaction_items at least 2")
+        self.table = table
+        self._region = region
+        self._endpoint_url = endpoint_url
+        self._shards = shards
+        self._config = AioConfig(
+            retries={"mode": "standard", "max_attempts": max_attempts},
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+        )
+        self._metrics_ttl = metrics_ttl_days * _DAY
+        self._marker_ttl = marker_ttl_days * _DAY
+        self._max_items = max_transaction_items
+        self._clock = clock
+        self._stack: contextlib.AsyncExitStack | None = None
+        self._client: Any = None
+        #: Days this process has registered as having usage (see `_register_days`).
+        self._known_days: set[str] = set()
+
+    # -- life cycle --------------------------------------------------------
+
+    async def open(self) -> None:
+        """Create the client (credentials from the standard AWS chain). No call is made."""
+        if self._client is not None:
+            return
+        stack = contextlib.AsyncExitStack()
+        self._client = await stack.enter_async_context(get_session().create_client(
+            "dynamodb", region_name=self._region, endpoint_url=self._endpoint_url, config=self._config,
+        ))
+        self._stack = stack
+
+    async def aclose(self) -> None:
+        stack, self._stack, self._client = self._stack, None, None
+        if stack is not None:
+            await stack.aclose()
+
+    async def __aenter__(self) -> DynamoDBStore:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.aclose()
+
+    async def init(self) -> str:
+        """`costkeeper store init`: the table, its GSI and TTL (idempotent)."""
+        return await create_table(self._api(), self.table)
+
+    def _api(self) -> Any:
+        if self._client is None:
+            raise RuntimeError("DynamoDBStore is not open (await store.open())")
+        return self._client
+
+    # -- UsageStore --------------------------------------------------------
+
+    async def write_batch(self, batch_id: str, events: Sequence[UsageEvent]) -> bool:
+        if not events:
+            return False
+        aggregate = Aggregate(events)
+        await self._register_days({day for (_, _, _, day) in aggregate.usage})
+        updates = self._updates(batch_id, aggregate)
+        size = self._max_items - 1  # each part carries its own marker
+        parts = [updates[i:i + size] for i in range(0, len(updates), size)]
+        applied = False
+        for index, part in enumerate(parts):
+            applied |= await self._apply_part(f"{batch_id}#{index}", part)
+        return applied
+
+    async def write_events(self, events: Sequence[UsageEvent]) -> None:
+        if events:
+            await self.write_batch(events_batch_id(events), events)
+
+    async def _register_days(self, days: set[str]) -> None:
+        """Note the days that have usage, once per day and process, so a report
+        queries only those (a set per year: `pk=DAYS`, `sk=<YYYY>`)."""
+        for day in sorted(days - self._known_days):
+            await self._update_item({
+                "Key": {"pk": s("DAYS"), "sk": s(day[:4])},
+                "UpdateExpression": "ADD #days :day",
+                "ExpressionAttributeNames": {"#days": "days"},
+                "ExpressionAttributeValues": {":day": {"SS": [day]}},
+            })
+            self._known_days.add(day)
+
+    async def _usage_days(self, first: str, last: str) -> list[str]:
+        """Days between `first` and `last` (inclusive) that have usage."""
+        days: list[str] = []
+        for year in range(int(first[:4]), int(last[:4]) + 1):
+            response = await self._api().get_item(
+                TableName=self.table, Key={"pk": s("DAYS"), "sk": s(str(year))}, ConsistentRead=True,
+            )
+            days.extend(day for day in response.get("Item", {}).get("days", {}).get("SS", []) if first <= day <= last)
+        return sorted(days)
+
+    def _updates(self, batch_id: str, aggregate: Aggregate) -> list[dict[str, Any]]:
+        """The batch's updates in a deterministic order (a replay splits identically)."""
+        updates: list[dict[str, Any]] = []
+        for (org, app, model, day), counters in sorted(aggregate.usage.items()):
+            sort_key = f"{org}#{app}#{model}"
+            shard = shard_of(batch_id, f"{day}#{sort_key}", self._shards)
+            updates.append(_update(
+                {"pk": s(f"USAGE#{day}#{shard:02d}"), "sk": s(sort_key)},
+                counters.as_dict(),
+                sets={"org": s(org), "app": s(app), "model": s(model), "day": s(day)},
+            ))
+        for (day, minute, model), rate in sorted(aggregate.rates.items()):
+            updates.append(_update(
+                {"pk": s(f"METRICS#{day}"), "sk": s(f"{minute}#MODEL_RATE#{model}")},
+                {"tpm": rate.tokens, "rpm": rate.requests},
+                sets={"gsi2pk": s(f"MODEL_RATE#{model}"), "gsi2sk": s(f"{day}#{minute}"),
+                      "ttl": n(_epoch(day, minute) + self._metrics_ttl)},
+            ))
+        for (scope, day), deltas in sorted(aggregate.committed_by_scope().items()):
+            updates.append(_update(
+                self._quota_key(scope, day),
+                {f"committed#{model}": delta for model, delta in deltas.items()},
+                set_if_absent={"ttl": n(_epoch(day) + QUOTA_TTL_DAYS * _DAY)},
+            ))
+        return [{"Update": {"TableName": self.table, **update}} for update in updates]
+
+    async def _apply_part(self, marker_id: str, updates: list[dict[str, Any]]) -> bool:
+        now = int(self._clock())
+        marker = {"Put": {
+            "TableName": self.table,
+            "Item": {"pk": s(f"BATCH#{marker_id}"), "sk": s("BATCH"), "applied_at": n(now),
+                     "ttl": n(now + self._marker_ttl)},
+            "ConditionExpression": "attribute_not_exists(pk)",
+        }}
+        for attempt in range(_CONFLICT_RETRIES):
+            try:
+                await self._api().transact_write_items(TransactItems=[marker, *updates])
+                return True
+            except ClientError as exc:
+                if _code(exc) != "TransactionCanceledException":
+                    raise
+                reasons = [reason.get("Code", "None") for reason in exc.response.get("CancellationReasons", [])]
+                if reasons and reasons[0] == "ConditionalCheckFailed":
+                    return False  # this part was applied before
+                retryable = {"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded", "None"}
+                if not set(reasons) <= retryable or attempt == _CONFLICT_RETRIES - 1:
+                    raise
+                await asyncio.sleep(random.uniform(0.01, 0.05) * 2**attempt)  # noqa: S311 - jitter
+        raise AssertionError("unreachable")
+
+    async def get_event(self, request_id: str) -> UsageEvent | None:
+        raise UnsupportedQuery(
+            "the DynamoDB store keeps counters, not one item per request (issue 4); "
+            "use usage_summary, scope_totals or model_rates"
+        )
+
+    async def usage_summary(self, since: float, until: float | None, by: Sequence[str]) -> list[UsageRow]:
+        groups = normalize_group_by(by)
+        if "operation" in groups:
+            raise UnsupportedQuery("the DynamoDB store counts by org, app, model and day, not by operation")
+        first = utc_day(since)
+        # No upper bound: include tomorrow, for replicas whose clocks run ahead.
+        last = utc_day(until - 1e-6) if until is not None else utc_day(self._clock() + _DAY)
+        items = await self._shard_items(await self._usage_days(first, last))
+        totals: dict[tuple[str | None, ...], Counters] = {}
+        for item in items:
+            key = tuple(item[name]["S"] for name in groups)
+            totals.setdefault(key, Counters()).add(_counters(item))
+        return [
+            counters.row(**dict(zip(groups, key, strict=True)))
+            for key, counters in sorted(totals.items())
+            if counters.requests
+        ]
+
+    async def _shard_items(self, days: Iterable[str]) -> list[dict[str, Any]]:
+        queries = [self._query_all(pk=f"USAGE#{day}#{shard:02d}") for day in days for shard in range(self._shards)]
+        results = await asyncio.gather(*queries)
+        return [item for result in results for item in result]
+
+    async def _query_all(self, *, pk: str) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        paginator = self._api().get_paginator("query")
+        async for page in paginator.paginate(
+            TableName=self.table, KeyConditionExpression="pk = :pk",
+            ExpressionAttributeValues={":pk": s(pk)}, ConsistentRead=True,
+        ):
+            items.extend(page["Items"])
+        return items
+
+    async def model_rates(self, model: str, since: float, until: float) -> list[ModelRate]:
+        first, last = _slot(since), _slot(until - 1e-6)
+        if until <= since:
+            return []
+        rates = []
+        paginator = self._api().get_paginator("query")
+        async for page in paginator.paginate(
+            TableName=self.table, IndexName=GSI,
+            KeyConditionExpression="gsi2pk = :model AND gsi2sk BETWEEN :first AND :last",
+            ExpressionAttributeValues={":model": s(f"MODEL_RATE#{model}"), ":first": s(first), ":last": s(last)},
+        ):
+            for item in page["Items"]:
+                day, _, minute = item["gsi2sk"]["S"].partition("#")
+                rates.append(ModelRate(model=model, day=day, minute=minute, tpm=num(item, "tpm"),
+                                       rpm=num(item, "rpm")))
+        return rates
+
+    async def scope_totals(self, scope: str, day: str) -> dict[str, UsageRow]:
+        response = await self._api().get_item(
+            TableName=self.table, Key={"pk": s(f"TOTAL#{day}"), "sk": s(scope)}, ConsistentRead=True,
+        )
+        models = response.get("Item", {}).get("models", {}).get("M", {})
+        return {model: _counters(value["M"]).row(model=model, day=day) for model, value in sorted(models.items())}
+
+    # -- consolidation (see metering/consolidate.py) -----------------------
+
+    async def acquire_lease(self, name: str, owner: str, seconds: float) -> bool:
+        """Hold lease `name` for `seconds` if it is free, expired or already ours."""
+        now = self._clock()
+        try:
+            await self._api().put_item(
+                TableName=self.table,
+                Item={"pk": s(f"LEASE#{name}"), "sk": s("LEASE"), "owner": s(owner), "expires_at": n(now + seconds)},
+                ConditionExpression="attribute_not_exists(pk) OR expires_at < :now OR #owner = :me",
+                ExpressionAttributeNames={"#owner": "owner"},
+                ExpressionAttributeValues={":now": n(now), ":me": s(owner)},
+            )
+        except ClientError as exc:
+            if _code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    async def consolidate(self, day: str) -> int:
+        """Sum the day's counter shards into one TOTAL item per scope (each org
+        and each org/app); the number of items written. Idempotent."""
+        totals: dict[str, dict[str, Counters]] = {}
+        for item in await self._shard_items([day]):
+            org, app, model = item["org"]["S"], item["app"]["S"], item["model"]["S"]
+            counters = _counters(item)
+            for scope in (org, f"{org}/{app}"):
+                totals.setdefault(scope, {}).setdefault(model, Counters()).add(counters)
+        now = self._clock()
+        requests = [
+            {"PutRequest": {"Item": {
+                "pk": s(f"TOTAL#{day}"), "sk": s(scope), "scope": s(scope), "day": s(day),
+                "consolidated_at": n(now),
+                "models": {"M": {model: {"M": {name: n(value) for name, value in counters.as_dict().items()}}
+                                 for model, counters in models.items()}},
+            }}}
+            for scope, models in sorted(totals.items())
+        ]
+        for i in range(0, len(requests), 25):  # BatchWriteItem's limit
+            pending: dict[str, Any] = {self.table: requests[i:i + 25]}
+            for attempt in range(8):
+                response = await self._api().batch_write_item(RequestItems=pending)
+                pending = response.get("UnprocessedItems") or {}
+                if not pending:
+                    break
+                await asyncio.sleep(random.uniform(0.05, 0.1) * 2**attempt)  # noqa: S311 - jitter
+            else:
+                raise RuntimeError(f"consolidation of {day}: items left unprocessed after retries")
+        return len(requests)
+
+    # -- QuotaStore --------------------------------------------------------
+
+    def _quota_key(self, scope: str, day: str) -> dict[str, Any]:
+        return {"pk": s(f"QUOTA#{scope}"), "sk": s(day)}
+
+    async def _quota_item(self, scope: str, day: str) -> dict[str, Any]:
+        response = await self._api().get_item(
+            TableName=self.table, Key=self._quota_key(scope, day), ConsistentRead=True,
+        )
+        item: dict[str, Any] = response.get("Item", {})
+        return item
+
+    async def committed_spend(self, scope: str, day: str) -> dict[str, int]:
+        item = await self._quota_item(scope, day)
+        prefix = "committed#"
+        return {name[len(prefix):]: int(value["N"]) for name, value in item.items() if name.startswith(prefix)}
+
+    async def reserve(self, scope: str, day: str, model: str, amount: int, quota: int) -> bool:
+        if amount > quota:
+            return False
+        # Condition expressions have no arithmetic: compare with quota - amount.
+        update = _update(self._quota_key(scope, day), {f"committed#{model}": amount},
+                         set_if_absent={"ttl": n(_epoch(day) + QUOTA_TTL_DAYS * _DAY)})
+        update["ConditionExpression"] = "attribute_not_exists(#a0) OR #a0 <= :limit"
+        update["ExpressionAttributeValues"][":limit"] = n(quota - amount)
+        try:
+            await self._update_item(update)
+        except ClientError as exc:
+            if _code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    async def release(self, scope: str, day: str, model: str, amount: int) -> None:
+        await self._update_item(_update(self._quota_key(scope, day), {f"committed#{model}": -amount}))
+
+    async def exhausted_models(self, scope: str, day: str) -> frozenset[str]:
+        item = await self._quota_item(scope, day)
+        return frozenset(item.get("exhausted", {}).get("SS", []))
+
+    async def mark_exhausted(self, scope: str, day: str, model: str) -> None:
+        await self._update_item({
+            "Key": self._quota_key(scope, day),
+            "UpdateExpression": "ADD exhausted :model SET #ttl = if_not_exists(#ttl, :ttl)",
+            "ExpressionAttributeNames": {"#ttl": "ttl"},
+            "ExpressionAttributeValues": {":model": {"SS": [model]}, ":ttl": n(_epoch(day) + QUOTA_TTL_DAYS * _DAY)},
+        })
+
+    async def _update_item(self, update: dict[str, Any]) -> None:
+        """UpdateItem, retrying the conflicts a concurrent flush transaction causes."""
+        for attempt in range(_CONFLICT_RETRIES):
+            try:
+                await self._api().update_item(TableName=self.table, **update)
+                return
+            except ClientError as exc:
+                if _code(exc) != "TransactionConflictException" or attempt == _CONFLICT_RETRIES - 1:
+                    raise
+                await asyncio.sleep(random.uniform(0.005, 0.02) * 2**attempt)  # noqa: S311 - jitter
+
+    # -- KeyStore ----------------------------------------------------------
+
+    async def create_key(self, org: str, app: str) -> IssuedKey:
+        if not org or not app:
+            raise ValueError("a key needs a non-empty org and app")
+        created_at = self._clock()
+        secret = generate_secret()
+        for _ in range(5):
+            access_key_id = generate_access_key_id()
+            try:
+                await self._api().put_item(
+                    TableName=self.table,
+                    Item={
+                        "pk": s(f"KEY#{access_key_id}"), "sk": s("KEY"), "access_key_id": s(access_key_id),
+                        "org": s(org), "app": s(app), "secret": s(secret), "created_at": n(created_at),
+                        "gsi2pk": s("KEYS"), "gsi2sk": s(f"{created_at:020.6f}#{access_key_id}"),
+                    },
+                    ConditionExpression="attribute_not_exists(pk)",
+                )
+            except ClientError as exc:
+                if _code(exc) == "ConditionalCheckFailedException":
+                    continue  # an id collision: next to impossible, retried anyway
+                raise
+            return IssuedKey(access_key_id, secret, org, app, created_at)
+        raise RuntimeError("could not generate a unique access key id")
+
+    async def get_key(self, access_key_id: str) -> KeyRecord | None:
+        response = await self._api().get_item(
+            TableName=self.table, Key={"pk": s(f"KEY#{access_key_id}"), "sk": s("KEY")}, ConsistentRead=True,
+        )
+        item = response.get("Item")
+        return None if item is None else _key_record(item)
+
+    async def list_keys(self) -> list[KeyRecord]:
+        records: list[KeyRecord] = []
+        paginator = self._api().get_paginator("query")
+        async for page in paginator.paginate(
+            TableName=self.table, IndexName=GSI, KeyConditionExpression="gsi2pk = :keys",
+            ExpressionAttributeValues={":keys": s("KEYS")},
+        ):
+            records.extend(_key_record(item) for item in page["Items"])
+        return records
+
+    async def revoke_key(self, access_key_id: str) -> bool:
+        try:
+            await self._api().update_item(
+                TableName=self.table,
+                Key={"pk": s(f"KEY#{access_key_id}"), "sk": s("KEY")},
+                UpdateExpression="SET revoked_at = :now",
+                ConditionExpression="attribute_exists(pk) AND attribute_not_exists(revoked_at)",
+                ExpressionAttributeValues={":now": n(self._clock())},
+            )
+        except ClientError as exc:
+            if _code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+
+def _key_record(item: dict[str, Any]) -> KeyRecord:
+    revoked = item.get("revoked_at")
+    return KeyRecord(
+        access_key_id=item["access_key_id"]["S"],
+        org=item["org"]["S"],
+        app=item["app"]["S"],
+        secret=item["secret"]["S"],
+        created_at=float(item["created_at"]["N"]),
+        revoked_at=float(revoked["N"]) if revoked else None,
+    )

@@ -1,0 +1,84 @@
+"""Prometheus metrics: what the proxy measured, labelled by org, app and model.
+
+One private `CollectorRegistry` per proxy (served on the admin port at
+`/metrics`), never the global one, so tests and several apps in one process do
+not share counters. Label cardinality is bounded: org/app come from issued keys
+or config, and models beyond `max_models` distinct ids are reported as `other`.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from metering.events import UsageEvent
+
+__all__ = ["ProxyMetrics"]
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900)
+_DIRECTIONS = (("input", "input_tokens"), ("output", "output_tokens"),
+               ("cache_read", "cache_read_tokens"), ("cache_write", "cache_write_tokens"))
+
+
+class ProxyMetrics:
+    def __init__(self, max_models: int = 200) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._max_models = max_models
+        self._models: set[str] = set()
+        labels = ("org", "app", "model")
+        self.tokens = Counter("costkeeper_tokens", "Tokens metered, by direction.",
+                              (*labels, "direction"), registry=self.registry)
+        self.requests = Counter("costkeeper_requests", "Model requests answered, by operation and status.",
+                                (*labels, "operation", "status"), registry=self.registry)
+        self.cost = Counter("costkeeper_cost_usd", "Cost of the metered usage in USD.", labels,
+                            registry=self.registry)
+        self.latency = Histogram("costkeeper_request_duration_seconds", "Time from request to last byte.",
+                                 ("org", "app", "model", "operation"), buckets=_LATENCY_BUCKETS,
+                                 registry=self.registry)
+        self.first_byte = Histogram("costkeeper_first_byte_seconds", "Time from request to first response byte.",
+                                    ("org", "app", "model", "operation"), buckets=_LATENCY_BUCKETS,
+                                    registry=self.registry)
+        self.fallbacks = Counter("costkeeper_fallbacks", "Requests served by a fallback model.",
+                                 ("org", "app", "requested_model", "model"), registry=self.registry)
+        self.cached = Counter("costkeeper_cached_responses", "Requests answered from the response cache.",
+                              labels, registry=self.registry)
+        self.estimated = Counter("costkeeper_estimated_usage", "Requests whose usage had to be estimated.",
+                                 labels, registry=self.registry)
+        self.quota_use = Gauge("costkeeper_quota_use_ratio", "Committed spend / daily quota, per scope and model.",
+                               ("scope", "model"), registry=self.registry)
+        self.backlog = Gauge("costkeeper_metering_backlog", "Usage events not yet written to the store.",
+                             registry=self.registry)
+
+    def _model(self, model: str) -> str:
+        if model in self._models:
+            return model
+        if len(self._models) >= self._max_models:
+            return "other"
+        self._models.add(model)
+        return model
+
+    def observe(self, event: UsageEvent, fallback: bool = False) -> None:
+        model = self._model(event.model)
+        labels = (event.org, event.app, model)
+        for direction, field in _DIRECTIONS:
+            count = getattr(event, field)
+            if count:
+                self.tokens.labels(*labels, direction).inc(count)
+        self.requests.labels(*labels, event.operation, str(event.status)).inc()
+        if event.cost_micro_usd:
+            self.cost.labels(*labels).inc(event.cost_micro_usd / 1_000_000)
+        self.latency.labels(*labels, event.operation).observe(event.latency_ms / 1000)
+        if event.first_byte_ms is not None:
+            self.first_byte.labels(*labels, event.operation).observe(event.first_byte_ms / 1000)
+        if fallback:
+            self.fallbacks.labels(event.org, event.app, self._model(event.requested_model), model).inc()
+        if event.cached:
+            self.cached.labels(*labels).inc()
+        if event.estimated:
+            self.estimated.labels(*labels).inc()
+
+    def set_quota_use(self, scope: str, model: str, ratio: float) -> None:
+        self.quota_use.labels(scope, self._model(model)).set(ratio)
+
+    def exposition(self, backlog: int) -> bytes:
+        self.backlog.set(backlog)
+        return generate_latest(self.registry)

@@ -1,0 +1,164 @@
+"""Quotas and fallback through boto3 against a real proxy process and the simulator."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import botocore.exceptions
+import httpx
+import pytest
+
+from tests.conftest import TEST_PRICING
+from tests.e2e.clients import bedrock_client, wait_for_event
+from tests.processes import Process, Proxy, costkeeper, start_proxy
+
+PRO, LITE, MICRO = "amazon.nova-pro-v1:0", "amazon.nova-lite-v1:0", "amazon.nova-micro-v1:0"
+PRICING = {**TEST_PRICING, PRO: {"input": 0.8, "output": 3.2, "cache_read": 0.2}}
+MESSAGES = [{"role": "user", "content": [{"text": "Summarise the plot of Hamlet."}]}]
+
+
+@pytest.fixture(scope="module")
+def quota_proxy(tmp_path_factory: pytest.TempPathFactory, simulator: Process) -> Iterator[Proxy]:
+    """Tiny quotas so a few requests exhaust them: premium ≈ 2 requests, standard ≈ 3."""
+    config = {
+        "pricing": PRICING,
+        "models": {"premium": PRO, "standard": LITE, "economy": MICRO},
+        "fallback": ["premium", "standard"],
+        "quotas": {"normal_ttl": 0.2, "tight_ttl": 0.05, "tight_threshold": 0.8},
+        "orgs": {
+            "acme": {
+                "quota_scope": "APP",
+                "daily_quota_usd": {"premium": 0.0004, "standard": 0.00006},
+                "apps": {
+                    "capped": {"max_output_tokens": 7, "allowed_models": ["premium", "standard", "economy"],
+                               "response_cache": {"ttl": 60}},
+                    "limited": {"fallback": ["economy"], "rate_limits": {"economy": {"rpm": 2}}},
+                },
+            },
+        },
+    }
+    proxy = start_proxy(tmp_path_factory.mktemp("quota"), simulator.url, config)
+    yield proxy
+    proxy.stop()
+
+
+@pytest.fixture
+def client_for(quota_proxy: Proxy, monkeypatch: pytest.MonkeyPatch) -> Any:
+    monkeypatch.setenv("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", quota_proxy.url)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+
+    def make(app: str) -> Any:
+        return bedrock_client(quota_proxy.issue_key("acme", app))
+
+    return make
+
+
+def _headers(response: dict[str, Any]) -> dict[str, str]:
+    return response["ResponseMetadata"]["HTTPHeaders"]  # type: ignore[no-any-return]
+
+
+def test_quota_exhausted_falls_back_then_refuses(client_for: Any, quota_proxy: Proxy) -> None:
+    client = client_for("chat")
+    served: list[tuple[str, str, str]] = []
+    with pytest.raises(client.exceptions.ServiceQuotaExceededException) as raised:
+        for _ in range(40):
+            response = client.converse(modelId="premium", messages=MESSAGES, inferenceConfig={"maxTokens": 60})
+            headers = _headers(response)
+            served.append((headers["x-costkeeper-model-id"], headers["x-costkeeper-fallback"],
+                           headers["x-costkeeper-mode"]))
+            wait_for_event(quota_proxy, response["ResponseMetadata"]["RequestId"])
+            time.sleep(0.25)  # let the spend reach the store and the cache (NORMAL TTL 0.2 s)
+    models = [model for model, _, _ in served]
+    assert models[0] == PRO and LITE in models
+    first_lite = models.index(LITE)
+    assert set(models[first_lite:]) == {LITE}  # sticky: never back to premium today
+    assert all(fallback == "true" for model, fallback, _ in served if model == LITE)
+    assert all(fallback == "false" for model, fallback, _ in served if model == PRO)
+    assert {mode for _, _, mode in served} <= {"NORMAL", "TIGHT"}
+    error = raised.value.response
+    assert error["ResponseMetadata"]["HTTPStatusCode"] == 400
+    assert error["ResponseMetadata"].get("RetryAttempts", 0) == 0  # SDKs do not retry it
+    assert "acme/chat" in error["Error"]["Message"] and "00:00 UTC" in error["Error"]["Message"]
+
+
+def test_boto3_default_retries_do_not_retry_quota_errors(client_for: Any, quota_proxy: Proxy,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import boto3
+    import botocore.config
+
+    key = quota_proxy.issue_key("acme", "chat")  # same app: its quota is spent by the test above
+    client = boto3.session.Session(
+        aws_access_key_id=key["AWS_ACCESS_KEY_ID"], aws_secret_access_key=key["AWS_SECRET_ACCESS_KEY"],
+        region_name="us-east-1").client("bedrock-runtime",
+                                        config=botocore.config.Config(retries={"mode": "standard", "max_attempts": 5}))
+    started = time.monotonic()
+    with pytest.raises(client.exceptions.ServiceQuotaExceededException) as raised:
+        client.converse(modelId="premium", messages=MESSAGES)
+    assert raised.value.response["ResponseMetadata"]["RetryAttempts"] == 0
+    assert time.monotonic() - started < 2
+
+
+def test_max_output_tokens_is_clamped_and_allowed_models_enforced(client_for: Any) -> None:
+    client = client_for("capped")
+    response = client.converse(modelId="economy", messages=MESSAGES, inferenceConfig={"maxTokens": 500})
+    assert response["usage"]["outputTokens"] <= 7 and response["stopReason"] == "max_tokens"
+    body = json.dumps({"anthropic_version": "bedrock-2023-05-31", "max_tokens": 10,
+                       "messages": [{"role": "user", "content": "hi"}]}).encode()
+    with pytest.raises(client.exceptions.AccessDeniedException, match="don't have access"):
+        client.invoke_model(modelId="anthropic.claude-haiku-4-5-20251001-v1:0", body=body)
+
+
+def test_response_cache_serves_repeats_at_no_cost(client_for: Any, quota_proxy: Proxy) -> None:
+    client = client_for("capped")
+    messages = [{"role": "user", "content": [{"text": "Cache me: what is 6 times 7?"}]}]
+    first = client.converse(modelId="economy", messages=messages)
+    second = client.converse(modelId="economy", messages=messages)
+    assert second["output"] == first["output"] and second["usage"] == first["usage"]
+    assert _headers(second).get("x-costkeeper-cache") == "hit" and "x-costkeeper-cache" not in _headers(first)
+    assert second["ResponseMetadata"]["RequestId"] != first["ResponseMetadata"]["RequestId"]
+    original = wait_for_event(quota_proxy, first["ResponseMetadata"]["RequestId"])
+    cached = wait_for_event(quota_proxy, second["ResponseMetadata"]["RequestId"])
+    assert original.cost_micro_usd > 0 and not original.cached
+    assert cached.cached and cached.cost_micro_usd == 0 and cached.input_tokens == 0
+    different = client.converse(modelId="economy", messages=[{"role": "user", "content": [{"text": "other"}]}])
+    assert "x-costkeeper-cache" not in _headers(different)
+
+
+def test_rate_limit_is_a_throttling_exception(client_for: Any) -> None:
+    client = client_for("limited")
+    for _ in range(2):
+        client.converse(modelId="economy", messages=MESSAGES)
+    with pytest.raises(client.exceptions.ThrottlingException, match="2 requests per minute"):
+        client.converse(modelId="economy", messages=MESSAGES)
+
+
+def test_label_in_path_is_rewritten_for_the_upstream(client_for: Any, simulator: Process) -> None:
+    client = client_for("labels")
+    response = client.converse(modelId="economy", messages=MESSAGES)
+    assert _headers(response)["x-costkeeper-model-id"] == MICRO
+    seen = httpx.get(f"{simulator.url}/_sim/requests", timeout=5).json()
+    assert any(r.get("model_id") == MICRO and r.get("operation") == "Converse" for r in seen)
+
+
+def test_config_refusing_a_bad_chain_stops_start_up(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(json.dumps({"pricing": PRICING, "models": {"premium": PRO}, "fallback": ["premium", "platinum"]}))
+    result = costkeeper("serve", "--config", str(path), check=False)
+    assert result.returncode == 2
+    assert "fallback: unknown label 'platinum'" in result.stderr
+
+
+def test_cost_of_each_request_lands_on_the_served_model(client_for: Any, quota_proxy: Proxy) -> None:
+    client = client_for("billing")
+    response = client.converse(modelId="standard", messages=MESSAGES)
+    event = wait_for_event(quota_proxy, response["ResponseMetadata"]["RequestId"])
+    assert (event.requested_model, event.model, event.quota_scope) == ("standard", LITE, "acme/billing")
+    price = PRICING[LITE]
+    expected = round(event.input_tokens * price["input"] + event.output_tokens * price["output"])
+    assert event.cost_micro_usd == expected
+    with pytest.raises(botocore.exceptions.ClientError):
+        client.converse(modelId="premium", messages=[{"role": "user", "content": [{"text": "[[sim:validation]]"}]}])

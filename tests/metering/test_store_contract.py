@@ -1,0 +1,216 @@
+"""The store contract, run against both backends: SQLite and DynamoDB Local over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import calendar
+import random
+from collections.abc import Callable
+
+import pytest
+
+from metering.events import UsageEvent
+from metering.store import KeyStore, QuotaStore, Store, UsageStore
+
+pytestmark = pytest.mark.anyio
+
+T0 = float(calendar.timegm((2025, 3, 10, 12, 0, 0)))
+DAY_SECONDS = 86_400.0
+DAY = "2025-03-10"
+MakeEvent = Callable[..., UsageEvent]
+
+
+async def total_requests(store: Store) -> int:
+    return sum(row.requests for row in await store.usage_summary(0, None, []))
+
+
+async def test_implements_the_protocols(store: Store) -> None:
+    assert isinstance(store, UsageStore)
+    assert isinstance(store, QuotaStore)
+    assert isinstance(store, KeyStore)
+
+
+async def test_a_batch_applies_once(store: Store, make_event: MakeEvent) -> None:
+    events = [make_event(f"r{i}", cost_micro_usd=10, quota_scope="acme") for i in range(5)]
+    assert await store.write_batch("journal:1-1", events) is True
+    assert await store.write_batch("journal:1-1", events) is False  # a replay: counted once
+    assert await store.write_batch("journal:2-2", [make_event("other", cost_micro_usd=1)]) is True
+    [row] = await store.usage_summary(0, None, [])
+    assert (row.requests, row.cost_micro_usd) == (6, 51)
+    assert await store.committed_spend("acme", DAY) == {"amazon.nova-pro-v1:0": 50}
+
+
+async def test_write_events_is_idempotent_for_the_same_events(store: Store, make_event: MakeEvent) -> None:
+    events = [make_event("a"), make_event("b")]
+    await store.write_events(events)
+    await store.write_events(list(reversed(events)))  # the same set of request ids
+    await store.write_events([])
+    assert await total_requests(store) == 2
+
+
+@pytest.mark.parametrize(
+    ("by", "expected"),
+    [
+        ([], {(): (4, 1111)}),
+        (["org"], {("acme",): (3, 111), ("zeta",): (1, 1000)}),
+        (["app"], {("chatbot",): (2, 11), ("search",): (2, 1100)}),
+        (["model"], {("m-a",): (3, 1011), ("m-b",): (1, 100)}),
+        (["day"], {("2025-03-10",): (3, 111), ("2025-03-11",): (1, 1000)}),
+        (["org", "app"], {("acme", "chatbot"): (2, 11), ("acme", "search"): (1, 100),
+                          ("zeta", "search"): (1, 1000)}),
+        (["day", "org", "model"], {("2025-03-10", "acme", "m-a"): (2, 11),
+                                   ("2025-03-10", "acme", "m-b"): (1, 100),
+                                   ("2025-03-11", "zeta", "m-a"): (1, 1000)}),
+    ],
+)
+async def test_summary_groups(store: Store, make_event: MakeEvent, by: list[str],
+                              expected: dict[tuple[str, ...], tuple[int, int]]) -> None:
+    await store.write_batch("b", [
+        make_event("r1", org="acme", app="chatbot", model="m-a", cost_micro_usd=1),
+        make_event("r2", org="acme", app="chatbot", model="m-a", cost_micro_usd=10),
+        make_event("r3", org="acme", app="search", model="m-b", cost_micro_usd=100),
+        make_event("r4", org="zeta", app="search", model="m-a", cost_micro_usd=1000, timestamp=T0 + DAY_SECONDS),
+    ])
+    rows = await store.usage_summary(0, None, by)
+    assert {row.group(by): (row.requests, row.cost_micro_usd) for row in rows} == expected
+    assert [row.group(by) for row in rows] == sorted(expected)
+
+
+async def test_summary_sums_every_counter(store: Store, make_event: MakeEvent) -> None:
+    await store.write_batch("b", [
+        make_event("a", input_tokens=1, output_tokens=2, cache_read_tokens=3, cache_write_tokens=4,
+                   cost_micro_usd=5, estimated=True),
+        make_event("b", input_tokens=10, output_tokens=20, cache_read_tokens=30, cache_write_tokens=40,
+                   cost_micro_usd=0, priced=False),
+    ])
+    [row] = await store.usage_summary(0, None, ["org"])
+    assert (row.org, row.requests, row.input_tokens, row.output_tokens, row.cache_read_tokens,
+            row.cache_write_tokens, row.cost_micro_usd, row.estimated_requests,
+            row.unpriced_requests) == ("acme", 2, 11, 22, 33, 44, 5, 1, 1)
+
+
+async def test_summary_by_whole_days(store: Store, make_event: MakeEvent) -> None:
+    midnight = T0 + 12 * 3600
+    await store.write_batch("b", [make_event("d1", timestamp=T0), make_event("d2", timestamp=midnight),
+                                  make_event("d3", timestamp=midnight + 3600)])
+    assert sum(r.requests for r in await store.usage_summary(midnight, None, [])) == 2
+    assert sum(r.requests for r in await store.usage_summary(midnight - DAY_SECONDS, midnight, [])) == 1
+    assert await store.usage_summary(midnight + 2 * DAY_SECONDS, None, []) == []
+
+
+async def test_concurrent_writers_give_exact_totals(store: Store, make_event: MakeEvent) -> None:
+    """2,000 events written by 40 concurrent tasks in 200 batches: nothing lost."""
+    orgs, models = ("acme", "zeta"), ("m-a", "m-b", "m-c")
+
+    async def writer(worker: int) -> None:
+        for batch in range(5):
+            await store.write_batch(f"w{worker}-{batch}", [
+                make_event(f"w{worker}-{batch}-{i}", org=orgs[i % 2], model=models[i % 3],
+                           cost_micro_usd=i, input_tokens=i + 1, quota_scope=orgs[i % 2])
+                for i in range(10)
+            ])
+
+    await asyncio.gather(*(writer(worker) for worker in range(40)))
+    [row] = await store.usage_summary(0, None, [])
+    assert (row.requests, row.cost_micro_usd, row.input_tokens) == (2000, 200 * 45, 200 * 55)
+    by_org = {r.org: r.requests for r in await store.usage_summary(0, None, ["org"])}
+    assert by_org == {"acme": 1000, "zeta": 1000}
+    committed = await store.committed_spend("acme", DAY)
+    assert sum(committed.values()) == 200 * (0 + 2 + 4 + 6 + 8)
+
+
+async def test_model_rates_per_minute(store: Store, make_event: MakeEvent) -> None:
+    await store.write_batch("b", [
+        make_event("a", timestamp=T0 + 1, input_tokens=100, output_tokens=10),
+        make_event("b", timestamp=T0 + 59, input_tokens=1, output_tokens=1, cache_read_tokens=3),
+        make_event("c", timestamp=T0 + 61, input_tokens=7, output_tokens=0),
+        make_event("d", timestamp=T0 + 61, model="other", input_tokens=5),
+    ])
+    rates = []
+    for _ in range(100):  # a GSI is eventually consistent
+        rates = await store.model_rates("amazon.nova-pro-v1:0", T0, T0 + 120)
+        if sum(rate.rpm for rate in rates) == 3:
+            break
+        await asyncio.sleep(0.05)
+    assert [(r.day, r.minute, r.tpm, r.rpm) for r in rates] == [(DAY, "12:00", 115, 2), (DAY, "12:01", 7, 1)]
+    assert [r.minute for r in await store.model_rates("amazon.nova-pro-v1:0", T0 + 60, T0 + 120)] == ["12:01"]
+    assert await store.model_rates("amazon.nova-pro-v1:0", T0, T0 + 60) == rates[:1]
+
+
+async def test_flush_settles_reservations(store: Store, make_event: MakeEvent) -> None:
+    """committed = spent + outstanding reservations: a flushed event adds cost - reserved."""
+    model = "amazon.nova-pro-v1:0"
+    assert await store.reserve("acme/chatbot", DAY, model, 500, 10_000)
+    assert await store.reserve("acme/chatbot", DAY, model, 300, 10_000)
+    assert await store.committed_spend("acme/chatbot", DAY) == {model: 800}
+    await store.write_batch("b", [
+        make_event("r1", quota_scope="acme/chatbot", reserved_micro_usd=500, cost_micro_usd=120),
+        make_event("r2", quota_scope="acme/chatbot", reserved_micro_usd=0, cost_micro_usd=7),
+        make_event("r3", quota_scope="", cost_micro_usd=1_000_000),  # no quota: not committed
+    ])
+    assert await store.committed_spend("acme/chatbot", DAY) == {model: 300 + 120 + 7}
+    await store.write_batch("b", [make_event("r1", quota_scope="acme/chatbot", reserved_micro_usd=500)])
+    assert await store.committed_spend("acme/chatbot", DAY) == {model: 427}  # settled once
+    await store.release("acme/chatbot", DAY, model, 300)
+    assert await store.committed_spend("acme/chatbot", DAY) == {model: 127}
+    assert await store.committed_spend("acme/chatbot", "2025-03-11") == {}
+
+
+async def test_reserve_is_atomic_and_never_exceeds_the_quota(store: Store) -> None:
+    quota, amount = 1_000, 70
+    results = await asyncio.gather(*(store.reserve("acme", DAY, "m", amount, quota) for _ in range(40)))
+    assert sum(results) == quota // amount  # 14 fit, 26 refused
+    assert await store.committed_spend("acme", DAY) == {"m": (quota // amount) * amount}
+    assert not await store.reserve("acme", DAY, "m", quota + 1, quota)
+    assert await store.reserve("acme", DAY, "m", quota - (quota // amount) * amount, quota)  # exactly full
+    assert not await store.reserve("acme", DAY, "m", 1, quota)
+    assert await store.reserve("acme", DAY, "other", 1, quota)  # per model
+
+
+async def test_reservations_and_flushes_race_without_losing_updates(store: Store, make_event: MakeEvent) -> None:
+    model = "amazon.nova-pro-v1:0"
+    rng = random.Random(4)
+    amounts = [rng.randint(1, 50) for _ in range(30)]
+
+    async def flusher(i: int) -> None:
+        await store.write_batch(f"f{i}", [make_event(f"f{i}", quota_scope="acme", cost_micro_usd=3)])
+
+    results = await asyncio.gather(
+        *(store.reserve("acme", DAY, model, amount, 10**9) for amount in amounts),
+        *(flusher(i) for i in range(20)),
+    )
+    assert all(results[:30])
+    assert await store.committed_spend("acme", DAY) == {model: sum(amounts) + 20 * 3}
+
+
+async def test_sticky_exhaustion(store: Store) -> None:
+    assert await store.exhausted_models("acme", DAY) == frozenset()
+    await asyncio.gather(*(store.mark_exhausted("acme", DAY, "m-a") for _ in range(5)))
+    await store.mark_exhausted("acme", DAY, "m-b")
+    assert await store.exhausted_models("acme", DAY) == {"m-a", "m-b"}
+    assert await store.exhausted_models("acme", "2025-03-11") == frozenset()
+    assert await store.exhausted_models("acme/chatbot", DAY) == frozenset()
+
+
+async def test_keys(store: Store) -> None:
+    first = await store.create_key("acme", "chatbot")
+    second = await store.create_key("zeta", "search")
+    assert first.access_key_id != second.access_key_id and len(first.access_key_id) == 20
+    record = await store.get_key(first.access_key_id)
+    assert record is not None and record.active and record.secret_matches(first.secret)
+    assert (record.org, record.app) == ("acme", "chatbot")
+    assert await store.get_key("CKIA0000000000000000") is None
+    assert await store.revoke_key(first.access_key_id) is True
+    assert await store.revoke_key(first.access_key_id) is False
+    assert await store.revoke_key("CKIA0000000000000000") is False
+    revoked = await store.get_key(first.access_key_id)
+    assert revoked is not None and not revoked.active
+    keys = []
+    for _ in range(100):  # DynamoDB lists through its (eventually consistent) GSI
+        keys = await store.list_keys()
+        if len(keys) == 2 and keys[0].revoked_at is not None:
+            break
+        await asyncio.sleep(0.05)
+    assert [k.access_key_id for k in keys] == [first.access_key_id, second.access_key_id]
+    with pytest.raises(ValueError):
+        await store.create_key("", "app")

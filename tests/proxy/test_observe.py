@@ -1,0 +1,91 @@
+"""Prometheus metrics, the JSON access log and CloudWatch EMF lines from usage events."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from metering.events import UsageEvent
+from proxy.eventlog import EventLog, access_record, emf_record
+from proxy.metrics import ProxyMetrics
+
+
+def _event(**changes: object) -> UsageEvent:
+    fields: dict[str, object] = dict(
+        request_id="r-1", timestamp=1_795_000_000.5, org="acme", app="bot", operation="ConverseStream",
+        requested_model="premium", model="amazon.nova-lite-v1:0", input_tokens=10, output_tokens=20,
+        cache_read_tokens=5, cache_write_tokens=0, cost_micro_usd=1500, priced=True, latency_ms=120.5,
+        first_byte_ms=30.25, status=200, estimated=False,
+    )
+    fields.update(changes)
+    return UsageEvent(**fields)  # type: ignore[arg-type]
+
+
+def _samples(metrics: ProxyMetrics, backlog: int = 0) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = metrics.exposition(backlog).decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def test_metrics_count_tokens_requests_cost_and_latency() -> None:
+    metrics = ProxyMetrics()
+    metrics.observe(_event(), fallback=True)
+    metrics.observe(_event(request_id="r-2", cached=True, cost_micro_usd=0, input_tokens=0, output_tokens=0,
+                           cache_read_tokens=0, first_byte_ms=None))
+    samples = _samples(metrics, backlog=7)
+    base = (("app", "bot"), ("model", "amazon.nova-lite-v1:0"), ("org", "acme"))
+    assert samples[("costkeeper_tokens_total", tuple(sorted((*base, ("direction", "input")))))] == 10
+    assert samples[("costkeeper_tokens_total", tuple(sorted((*base, ("direction", "cache_read")))))] == 5
+    assert ("costkeeper_tokens_total", tuple(sorted((*base, ("direction", "cache_write"))))) not in samples
+    requests = tuple(sorted((*base, ("operation", "ConverseStream"), ("status", "200"))))
+    assert samples[("costkeeper_requests_total", requests)] == 2
+    assert samples[("costkeeper_cost_usd_total", base)] == pytest.approx(0.0015)
+    assert samples[("costkeeper_cached_responses_total", base)] == 1
+    assert samples[("costkeeper_metering_backlog", ())] == 7
+    fallback = (("app", "bot"), ("model", "amazon.nova-lite-v1:0"), ("org", "acme"), ("requested_model", "premium"))
+    assert samples[("costkeeper_fallbacks_total", fallback)] == 1
+    latency = tuple(sorted((*base, ("operation", "ConverseStream"))))
+    assert samples[("costkeeper_request_duration_seconds_count", latency)] == 2
+    assert samples[("costkeeper_first_byte_seconds_count", latency)] == 1
+
+
+def test_model_label_cardinality_is_bounded() -> None:
+    metrics = ProxyMetrics(max_models=3)
+    for i in range(10):
+        metrics.observe(_event(model=f"m{i}", requested_model=f"m{i}"))
+    models = {dict(labels).get("model") for name, labels in _samples(metrics) if name == "costkeeper_requests_total"}
+    assert models == {"m0", "m1", "m2", "other"}
+
+
+def test_access_record_has_the_request_and_no_secret() -> None:
+    record = access_record(_event(), fallback=True)
+    assert record["request_id"] == "r-1" and record["model_requested"] == "premium"
+    assert record["model"] == "amazon.nova-lite-v1:0" and record["fallback"] is True
+    assert record["cost_usd"] == 0.0015 and record["status"] == 200
+    assert set(record) == {"type", "time", "request_id", "org", "app", "operation", "model_requested", "model",
+                           "fallback", "status", "input_tokens", "output_tokens", "cache_read_tokens",
+                           "cache_write_tokens", "cost_usd", "latency_ms", "first_byte_ms", "estimated", "cached"}
+
+
+def test_emf_record_is_valid_embedded_metric_format() -> None:
+    record = emf_record(_event(cached=True))
+    directive = record["_aws"]["CloudWatchMetrics"][0]
+    assert directive["Namespace"] == "AIGateway/TokenUsage" and directive["Dimensions"] == [["ModelId"]]
+    names = [metric["Name"] for metric in directive["Metrics"]]
+    assert names == ["InputTokens", "OutputTokens", "TotalTokens", "CachedResponses", "ResponseLatency"]
+    for name in [*names, "ModelId"]:  # every metric and dimension is a top-level member
+        assert name in record
+    assert record["TotalTokens"] == 35 and record["CachedResponses"] == 1
+    assert record["_aws"]["Timestamp"] == 1_795_000_000_500
+
+
+def test_event_log_writes_bare_json_lines_to_stdout(capsys: pytest.CaptureFixture[str]) -> None:
+    log = EventLog(access=True, emf=True)
+    log.write(_event(), fallback=False)
+    lines = capsys.readouterr().out.splitlines()
+    assert [json.loads(line).get("type", "emf") for line in lines] == ["access", "emf"]
+    for name in ("costkeeper.access", "costkeeper.emf"):  # leave logging as we found it
+        logging.getLogger(name).handlers.clear()
