@@ -108,8 +108,10 @@ def _tier(model: str, index: int, raw: object, base: Price) -> PriceTier:
 
 
 class PriceTable:
-    def __init__(self, prices: Mapping[str, Price]) -> None:
+    def __init__(self, prices: Mapping[str, Price], profiles: Mapping[str, str] | None = None) -> None:
         self._prices = dict(prices)
+        #: Application-inference-profile ARNs → their base model (configured; the ARN names none).
+        self._profiles = dict(profiles or {})
         self._warned: set[str] = set()
 
     def __contains__(self, model_id: str) -> bool:
@@ -118,7 +120,8 @@ class PriceTable:
     def price_of(self, model_id: str) -> Price | None:
         price = self._prices.get(model_id)
         if price is None:
-            price = self._prices.get(base_model_id(model_id))
+            model_id = self._profiles.get(model_id, model_id)
+            price = self._prices.get(model_id) or self._prices.get(base_model_id(model_id))
         return price
 
     def cost_micro_usd(self, model_id: str, usage: Usage) -> int | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +43,7 @@ logger = logging.getLogger(__name__)
 
 _INVOKE = frozenset({Operation.INVOKE_MODEL, Operation.INVOKE_MODEL_STREAM})
 _NO_ACCESS = "You don't have access to the model with the specified model ID."
+_FAIL_CLOSED = "Quota state is unavailable and this organization fails closed; please try again shortly."
 
 
 @dataclass(slots=True)
@@ -50,6 +52,8 @@ class Plan:
     body: bytes
     #: The model served ("" for operations that name none).
     model: str = ""
+    #: The model id that tells the served model's family (differs for application profiles).
+    family_model: str = ""
     fallback: bool = False
     mode: str = "NORMAL"
     quota_scope: str = ""
@@ -69,7 +73,9 @@ class Admission:
         selector: QuotaSelector,
         prices: PriceTable,
         limiter: RateLimiter,
+        store_healthy: Callable[[], bool] = lambda: True,
     ) -> None:
+        self._store_healthy = store_healthy
         self._policies = policies
         self._selector = selector
         self._prices = prices
@@ -90,14 +96,15 @@ class Admission:
             return Plan(raw_path, body)
         requested = self._policies.resolve_model(route.model_id)
         if route.operation not in METERED or document is None:
-            return Plan(_rewritten(raw_path, route.model_id, requested), body, model=requested)
+            return Plan(_rewritten(raw_path, route.model_id, requested), body, model=requested,
+                        family_model=self._policies.base_of(requested))
         policy = self.caller_policy(caller)
         chain, _ = policy.chain_from(requested)
         chain = tuple(model for model in chain if policy.allows(model))
         if not chain:
             raise AccessDeniedException(_NO_ACCESS)
         converse = route.operation not in _INVOKE
-        client_family = "converse" if converse else family_of(requested)
+        client_family = "converse" if converse else family_of(self._policies.base_of(requested))
         changed = False
         if policy.max_output_tokens is not None:
             changed = clamp_max_output_tokens(client_family, document, policy.max_output_tokens)
@@ -114,6 +121,7 @@ class Admission:
             raw_path,
             body,
             model=model,
+            family_model=self._policies.base_of(model),
             fallback=selection.fallback,
             mode=str(selection.mode),
             quota_scope=policy.scope_key if policy.quota_of(model) is not None else "",
@@ -127,7 +135,7 @@ class Admission:
                 if converse:
                     document = translation.translate_converse_request(document, model)
                 else:
-                    served_family = family_of(model)
+                    served_family = family_of(self._policies.base_of(model))
                     if served_family != client_family:
                         document = translation.translate_request(client_family, served_family, document)
                         plan.translate = (client_family, served_family)
@@ -144,15 +152,16 @@ class Admission:
     async def _select(self, policy: CallerPolicy, chain: tuple[str, ...], worst_case: Any) -> Selection:
         if not any(policy.quota_of(model) is not None for model in chain):
             return Selection(chain[0], False, Mode.NORMAL)
+        if policy.fail_closed and not self._store_healthy():
+            # Spend cannot be counted right now: a fail-closed org is not served on a stale view.
+            raise ServiceUnavailableException(_FAIL_CLOSED)
         try:
             return await self._selector.select(policy.scope_key, chain, policy.quota_of, worst_case)
         except QuotaExhausted as exc:
             raise ServiceQuotaExceededException(str(exc)) from None
         except Exception as exc:  # the store is unreachable
             if policy.fail_closed:
-                raise ServiceUnavailableException(
-                    "Quota state is unavailable and this organization fails closed; try again shortly."
-                ) from None
+                raise ServiceUnavailableException(_FAIL_CLOSED) from None
             logger.warning("quota check failed for %s, serving %s unchecked (fail-open): %s",
                            policy.scope_key, chain[0], exc)
             return Selection(chain[0], False, Mode.NORMAL)

@@ -58,7 +58,7 @@ class CostKeeper:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.store = create_store(config)
-        self.prices = PriceTable(config.pricing)
+        self.prices = PriceTable(config.pricing, config.policies.profiles)
         metering = config.metering
         self.recorder = UsageRecorder(
             self.store,
@@ -78,7 +78,8 @@ class CostKeeper:
             normal_ttl=quotas.normal_ttl,
             tight_ttl=quotas.tight_ttl,
         )
-        self.admission = Admission(config.policies, self.selector, self.prices, RateLimiter())
+        self.admission = Admission(config.policies, self.selector, self.prices, RateLimiter(),
+                                   store_healthy=lambda: self.recorder.healthy)
         self.handler = ProxyHandler(
             authenticator=self.authenticator,
             admission=self.admission,

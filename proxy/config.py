@@ -259,7 +259,7 @@ def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
 
 
 def _build(raw: Mapping[str, Any]) -> Config:
-    known = {"region", "pricing", "models", "fallback", "orgs", "quotas", *_SECTIONS}
+    known = {"region", "pricing", "models", "fallback", "orgs", "quotas", "inference_profiles", *_SECTIONS}
     unknown = set(raw) - known
     if unknown:
         raise ConfigError(f"unknown top-level key(s) {sorted(unknown)}; expected {sorted(known)}")
@@ -291,10 +291,13 @@ def _build(raw: Mapping[str, Any]) -> Config:
     quotas = raw.get("quotas") or {}
     if not isinstance(quotas, dict):
         raise ConfigError("quotas: expected a mapping")
-    prices = PriceTable(pricing)
+    profiles = raw.get("inference_profiles") or {}
+    if not isinstance(profiles, dict) or not all(isinstance(v, str) for v in profiles.values()):
+        raise ConfigError("inference_profiles: expected a mapping of profile ARN or id → base model id")
+    prices = PriceTable(pricing, profiles)
     try:
         policies = build_policies(
-            models=models, fallback=fallback, orgs=orgs, quotas=quotas,
+            models=models, fallback=fallback, orgs=orgs, quotas=quotas, profiles=profiles,
             priced=lambda model: prices.price_of(model) is not None,
             family_of=family_of, can_translate=can_translate,
         )

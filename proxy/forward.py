@@ -139,8 +139,9 @@ class ProxyHandler:
         cache_key: str | None = None,
     ) -> None:
         is_stream = response.status_code == 200 and response.headers.get("content-type", "").startswith(_EVENTSTREAM)
-        stream_watcher = StreamUsageWatcher(route.operation, plan.model, plan.body) if is_stream else None
-        body_watcher = None if is_stream else BodyUsageWatcher(route.operation, plan.model, plan.body,
+        family_model = plan.family_model or plan.model
+        stream_watcher = StreamUsageWatcher(route.operation, family_model, plan.body) if is_stream else None
+        body_watcher = None if is_stream else BodyUsageWatcher(route.operation, family_model, plan.body,
                                                                self._max_usage_body)
         translate = plan.translate if response.status_code == 200 else None
         stream_translator = StreamTranslator(*translate, route.model_id or "") if translate and is_stream else None

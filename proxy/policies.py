@@ -119,6 +119,13 @@ class Policies:
     default_chain: tuple[str, ...] = ()
     orgs: Mapping[str, OrgPolicy] = field(default_factory=lambda: MappingProxyType({}))
     quotas: QuotaSettings = field(default_factory=QuotaSettings)
+    #: Application-inference-profile ARNs (and other ids that name no model) → base model id.
+    profiles: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+    def base_of(self, model_id: str) -> str:
+        """The model id that tells family and price: a configured profile's base model,
+        else the id itself (`adapters.modelid.base_model_id` strips geo prefixes and ARNs)."""
+        return self.profiles.get(model_id, model_id)
 
     def resolve_model(self, requested: str) -> str:
         """A label names its model; anything else is already a model id, profile or ARN."""
@@ -153,14 +160,16 @@ def build_policies(
     orgs: Mapping[str, Any],
     quotas: Mapping[str, Any] | None,
     priced: Callable[[str], bool],
+    profiles: Mapping[str, str] | None = None,
     family_of: Callable[[str], str],
     can_translate: Callable[[str, str], bool],
 ) -> Policies:
+    profile_map = {str(k): str(v) for k, v in (profiles or {}).items()}
     labels = {str(label): str(model) for label, model in models.items()}
     for label, model in labels.items():
         if model in labels:
             raise PolicyError(f"models.{label}: a label must name a model id, not another label ({model!r})")
-    checker = _ChainChecker(labels, priced, family_of, can_translate)
+    checker = _ChainChecker(labels, priced, lambda m: family_of(profile_map.get(m, m)), can_translate)
     default_chain = checker.chain("fallback", fallback)
     parsed_orgs = {str(name): _org(str(name), raw or {}, labels, checker) for name, raw in orgs.items()}
     return Policies(
@@ -168,6 +177,7 @@ def build_policies(
         default_chain=default_chain,
         orgs=MappingProxyType(parsed_orgs),
         quotas=_quota_settings(quotas or {}),
+        profiles=MappingProxyType(profile_map),
     )
 
 

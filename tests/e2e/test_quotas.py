@@ -19,6 +19,7 @@ from tests.processes import Process, Proxy, costkeeper, start_proxy
 PRO, LITE, MICRO = "amazon.nova-pro-v1:0", "amazon.nova-lite-v1:0", "amazon.nova-micro-v1:0"
 PRICING = {**TEST_PRICING, PRO: {"input": 0.8, "output": 3.2, "cache_read": 0.2}}
 MESSAGES = [{"role": "user", "content": [{"text": "Summarise the plot of Hamlet."}]}]
+APP_PROFILE = "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/teamchat01"
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +30,7 @@ def quota_proxy(tmp_path_factory: pytest.TempPathFactory, simulator: Process) ->
         "models": {"premium": PRO, "standard": LITE, "economy": MICRO},
         "fallback": ["premium", "standard"],
         "quotas": {"normal_ttl": 0.2, "tight_ttl": 0.05, "tight_threshold": 0.8},
+        "inference_profiles": {APP_PROFILE: MICRO},
         "orgs": {
             "acme": {
                 "quota_scope": "APP",
@@ -162,3 +164,12 @@ def test_cost_of_each_request_lands_on_the_served_model(client_for: Any, quota_p
     assert event.cost_micro_usd == expected
     with pytest.raises(botocore.exceptions.ClientError):
         client.converse(modelId="premium", messages=[{"role": "user", "content": [{"text": "[[sim:validation]]"}]}])
+
+
+def test_application_inference_profile_is_priced_as_its_base_model(client_for: Any, quota_proxy: Proxy) -> None:
+    client = client_for("profiles")
+    response = client.converse(modelId=APP_PROFILE, messages=MESSAGES)
+    event = wait_for_event(quota_proxy, response["ResponseMetadata"]["RequestId"])
+    price = PRICING[MICRO]
+    assert event.model == APP_PROFILE and event.priced
+    assert event.cost_micro_usd == round(event.input_tokens * price["input"] + event.output_tokens * price["output"])

@@ -41,3 +41,14 @@ def test_bad_config_is_refused_with_the_key_named(tmp_path: Path, text: str, mes
     path.write_text(text)
     with pytest.raises(ConfigError, match=message):
         load_config(path, environ={})
+
+
+def test_chain_step_between_untranslatable_families_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "pricing: {anthropic.claude-haiku-4-5-20251001-v1:0: {input: 1, output: 5},"
+        " amazon.titan-text-express-v1: {input: 0.2, output: 0.6}}\n"
+        "fallback: [anthropic.claude-haiku-4-5-20251001-v1:0, amazon.titan-text-express-v1]\n"
+    )
+    with pytest.raises(ConfigError, match=r"cannot fall back from anthropic\.claude.*\(anthropic\) to amazon\.titan"):
+        load_config(path, environ={})
