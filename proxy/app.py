@@ -8,24 +8,29 @@ one `CostKeeper`, whose `startup`/`shutdown` the data app's lifespan calls.
 from __future__ import annotations
 
 import contextlib
+import hmac
 import logging
 from collections.abc import AsyncIterator
 
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
 
 from metering.consolidate import Consolidator
 from metering.dynamodb_store import DynamoDBStore
+from metering.events import UsageEvent
 from metering.pricing import PriceTable
 from metering.quotas import QuotaSelector
 from metering.recorder import UsageRecorder
 from metering.sqlite_store import SQLiteStore
 from proxy.admission import Admission
 from proxy.config import Config
+from proxy.eventlog import EventLog
 from proxy.forward import ProxyHandler
 from proxy.identity import Authenticator
+from proxy.metrics import ProxyMetrics
 from proxy.ratelimit import RateLimiter
 from proxy.upstream import Upstream
 
@@ -80,6 +85,8 @@ class CostKeeper:
         )
         self.admission = Admission(config.policies, self.selector, self.prices, RateLimiter(),
                                    store_healthy=lambda: self.recorder.healthy)
+        self.metrics = ProxyMetrics(config.observability.max_model_labels)
+        self.event_log = EventLog(access=config.observability.access_log, emf=config.observability.emf)
         self.handler = ProxyHandler(
             authenticator=self.authenticator,
             admission=self.admission,
@@ -88,6 +95,7 @@ class CostKeeper:
             prices=self.prices,
             max_body_bytes=config.limits.max_body_bytes,
             max_usage_body_bytes=config.limits.max_usage_body_bytes,
+            observe=self._observe,
         )
         #: DynamoDB only: one replica at a time sums the counter shards into daily totals.
         self.consolidator = (
@@ -95,6 +103,10 @@ class CostKeeper:
             if isinstance(self.store, DynamoDBStore) else None
         )
         self.started = False
+
+    def _observe(self, event: UsageEvent, fallback: bool) -> None:
+        self.metrics.observe(event, fallback)
+        self.event_log.write(event, fallback)
 
     async def startup(self) -> None:
         await self.store.open()
@@ -147,11 +159,27 @@ def create_app(config: Config, keeper: CostKeeper | None = None) -> Starlette:
 
 
 def create_admin_app(keeper: CostKeeper) -> Starlette:
+    """The admin port: health and readiness (open), metrics (open unless configured
+    otherwise), and everything that reveals usage behind `COSTKEEPER_ADMIN_TOKEN`."""
+
     async def healthz(_request: Request) -> PlainTextResponse:
         return PlainTextResponse("ok\n")
+
+    async def metrics(request: Request) -> Response:
+        if not keeper.config.observability.metrics_public and not admin_authorized(keeper.config, request):
+            return JSONResponse({"message": "A valid admin token is required."}, status_code=401)
+        return Response(keeper.metrics.exposition(keeper.recorder.backlog), media_type=CONTENT_TYPE_LATEST)
 
     async def readyz(_request: Request) -> JSONResponse:
         ready, checks = keeper.readiness()
         return JSONResponse({"ready": ready, **checks}, status_code=200 if ready else 503)
 
-    return Starlette(routes=[Route("/healthz", healthz), Route("/readyz", readyz)])
+    return Starlette(routes=[Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", metrics)])
+
+
+def admin_authorized(config: Config, request: Request) -> bool:
+    """`Authorization: Bearer <COSTKEEPER_ADMIN_TOKEN>`; no token configured → nothing is authorized."""
+    if not config.admin_token:
+        return False
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), config.admin_token.encode())

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
@@ -125,6 +125,18 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ObservabilityConfig:
+    #: One JSON access-log line per request on stdout.
+    access_log: bool = True
+    #: One CloudWatch EMF line per request on stdout (namespace AIGateway/TokenUsage).
+    emf: bool = False
+    #: Distinct model ids labelled in Prometheus metrics; the rest count as "other".
+    max_model_labels: int = 200
+    #: Serve /metrics without the admin token (scrapers rarely carry one).
+    metrics_public: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class MeteringConfig:
     #: Seconds between two flushes of the aggregated usage to the store.
     flush_interval: float = 1.0
@@ -165,6 +177,9 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     metering: MeteringConfig = field(default_factory=MeteringConfig)
     simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
+    observability: ObservabilityConfig = field(default_factory=ObservabilityConfig)
+    #: Bearer token for the admin API (`COSTKEEPER_ADMIN_TOKEN`, never in config.yaml).
+    admin_token: str | None = field(default=None, repr=False)
     pricing: Mapping[str, Price] = field(default_factory=lambda: MappingProxyType({}))
     #: Labels → model ids, the default chain and per-org settings (used by quotas).
     models: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
@@ -215,6 +230,7 @@ _SECTIONS: Mapping[str, type] = MappingProxyType({
     "limits": LimitsConfig,
     "metering": MeteringConfig,
     "simulator": SimulatorConfig,
+    "observability": ObservabilityConfig,
 })
 
 
@@ -244,7 +260,9 @@ def load_config(
     for flag, value in (flags or {}).items():
         if value is not None and flag in FLAG_KEYS:
             _set_dotted(raw, FLAG_KEYS[flag], value)
-    return _build(raw)
+    config = _build(raw)
+    token = environ.get("COSTKEEPER_ADMIN_TOKEN") or None
+    return replace(config, admin_token=token) if token else config
 
 
 def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
