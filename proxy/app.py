@@ -26,13 +26,16 @@ from metering.quotas import QuotaSelector
 from metering.recorder import UsageRecorder
 from metering.sqlite_store import SQLiteStore
 from proxy.admission import Admission
+from proxy.alerts import Alerter
 from proxy.config import Config
+from proxy.dashboard import dashboard_route
 from proxy.eventlog import EventLog
 from proxy.forward import ProxyHandler
 from proxy.identity import Authenticator
 from proxy.metrics import ProxyMetrics
 from proxy.ratelimit import RateLimiter
 from proxy.upstream import Upstream
+from proxy.usage_api import usage_routes
 
 __all__ = ["CostKeeper", "create_app", "create_admin_app", "create_store"]
 
@@ -87,6 +90,7 @@ class CostKeeper:
                                    store_healthy=lambda: self.recorder.healthy)
         self.metrics = ProxyMetrics(config.observability.max_model_labels)
         self.event_log = EventLog(access=config.observability.access_log, emf=config.observability.emf)
+        self.alerter = Alerter(config.alerts, config.policies, self.store)
         self.handler = ProxyHandler(
             authenticator=self.authenticator,
             admission=self.admission,
@@ -107,6 +111,7 @@ class CostKeeper:
     def _observe(self, event: UsageEvent, fallback: bool) -> None:
         self.metrics.observe(event, fallback)
         self.event_log.write(event, fallback)
+        self.alerter.observe(event)
 
     async def startup(self) -> None:
         await self.store.open()
@@ -114,6 +119,7 @@ class CostKeeper:
         await self.recorder.start()
         if self.consolidator is not None:
             await self.consolidator.start()
+        await self.alerter.start()
         self.started = True
 
     async def shutdown(self) -> None:
@@ -123,6 +129,7 @@ class CostKeeper:
             if self.consolidator is not None:
                 await self.consolidator.stop()
             await self.recorder.stop(self.config.metering.drain_timeout)
+            await self.alerter.stop()
         finally:
             await self.upstream.aclose()
             await self.store.aclose()
@@ -174,7 +181,10 @@ def create_admin_app(keeper: CostKeeper) -> Starlette:
         ready, checks = keeper.readiness()
         return JSONResponse({"ready": ready, **checks}, status_code=200 if ready else 503)
 
-    return Starlette(routes=[Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", metrics)])
+    return Starlette(routes=[
+        Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", metrics), dashboard_route(),
+        *usage_routes(keeper, lambda request: admin_authorized(keeper.config, request)),
+    ])
 
 
 def admin_authorized(config: Config, request: Request) -> bool:

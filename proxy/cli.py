@@ -5,6 +5,7 @@
     costkeeper keys       create | list | revoke caller credentials
     costkeeper usage      usage and cost report from the store
     costkeeper store init create the store's tables
+    costkeeper reconcile  metered tokens vs Bedrock's CloudWatch metrics, per model and hour
 
 Every flag has an environment twin COSTKEEPER_<FLAG> (see `proxy.config.FLAG_KEYS`).
 """
@@ -97,6 +98,16 @@ def _parser() -> argparse.ArgumentParser:
     usage.add_argument("--by", default="org,app,model", help="comma-separated: org, app, model, operation, day")
     usage.add_argument("--format", default="table", choices=["table", "json", "csv"])
     usage.set_defaults(run=_usage)
+
+    reconcile = commands.add_parser("reconcile", parents=[common],
+                                    help="compare metered tokens with Bedrock's CloudWatch metrics")
+    reconcile.add_argument("--days", type=int, default=1, help="the last N UTC days, today included (default 1)")
+    reconcile.add_argument("--region", help="CloudWatch region (env COSTKEEPER_REGION)")
+    reconcile.add_argument("--endpoint-url", dest="cloudwatch_endpoint_url", help="CloudWatch endpoint")
+    reconcile.add_argument("--tolerance", type=float, default=0.01,
+                           help="allowed difference as a share of Bedrock's count (default 0.01); exit 1 beyond it")
+    reconcile.add_argument("--format", default="table", choices=["table", "json"])
+    reconcile.set_defaults(run=_reconcile)
 
     store = commands.add_parser("store", help="the usage store").add_subparsers(metavar="action")
     init = store.add_parser("init", parents=[common], help="create the store's tables (idempotent)")
@@ -242,6 +253,43 @@ def _usage(config: Config, args: argparse.Namespace) -> int:
         print(f"costkeeper: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def _reconcile(config: Config, args: argparse.Namespace) -> int:
+    import time
+
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from metering.reconcile import (
+        HOUR,
+        cloudwatch_hourly_tokens,
+        compare,
+        format_diffs,
+        sqlite_hourly_tokens,
+    )
+    from metering.store import UnsupportedQuery
+
+    if config.store.backend != "sqlite":
+        print("costkeeper: reconcile needs the SQLite store's per-request rows; DynamoDB keeps per-minute "
+              "totals without the input/output split", file=sys.stderr)
+        return 2
+    now = time.time()
+    since = (now // 86_400 - max(args.days, 1) + 1) * 86_400
+    until = (now // HOUR + 1) * HOUR
+    try:
+        metered = sqlite_hourly_tokens(config.store.path, since, until)
+        client = boto3.client("cloudwatch", region_name=config.region, endpoint_url=args.cloudwatch_endpoint_url)
+        bedrock = cloudwatch_hourly_tokens(client, {model for model, _ in metered}, since, until)
+    except UnsupportedQuery as exc:
+        print(f"costkeeper: {exc}", file=sys.stderr)
+        return 2
+    except (BotoCoreError, ClientError) as exc:
+        print(f"costkeeper: CloudWatch: {exc}", file=sys.stderr)
+        return 2
+    diffs = compare(metered, bedrock, args.tolerance)
+    print(format_diffs(diffs, args.format))
+    return 0 if all(d.ok for d in diffs) else 1
 
 
 def _store_init(config: Config, _args: argparse.Namespace) -> int:

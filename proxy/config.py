@@ -30,6 +30,7 @@ __all__ = [
     "LimitsConfig",
     "MeteringConfig",
     "SimulatorConfig",
+    "AlertsConfig",
     "load_config",
     "FLAG_KEYS",
 ]
@@ -137,6 +138,24 @@ class ObservabilityConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AlertsConfig:
+    """Spend alerts: a Slack-compatible webhook POST and a JSON log line (`proxy/alerts.py`)."""
+
+    #: Incoming-webhook URL (often a secret itself: never logged); None → log lines only.
+    #: Env COSTKEEPER_ALERTS_WEBHOOK_URL.
+    webhook_url: str | None = field(default=None, repr=False)
+    #: Shares of each (scope, model) daily quota that raise an alert once per UTC day.
+    thresholds: tuple[float, ...] = (0.8, 1.0)
+    #: USD over the last 60 minutes (this process's traffic, all orgs) that raises an alert; None → off.
+    hourly_cost_usd: float | None = None
+    #: Seconds between two checks of the committed spend (a store read per active scope).
+    check_interval: float = 2.0
+    #: Seconds per webhook attempt, and attempts after the first.
+    timeout: float = 5.0
+    retries: int = 2
+
+
+@dataclass(frozen=True, slots=True)
 class MeteringConfig:
     #: Seconds between two flushes of the aggregated usage to the store.
     flush_interval: float = 1.0
@@ -178,6 +197,7 @@ class Config:
     metering: MeteringConfig = field(default_factory=MeteringConfig)
     simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
     observability: ObservabilityConfig = field(default_factory=ObservabilityConfig)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
     #: Bearer token for the admin API (`COSTKEEPER_ADMIN_TOKEN`, never in config.yaml).
     admin_token: str | None = field(default=None, repr=False)
     pricing: Mapping[str, Price] = field(default_factory=lambda: MappingProxyType({}))
@@ -220,6 +240,7 @@ FLAG_KEYS: Mapping[str, str] = MappingProxyType({
     "throttle_rate": "simulator.throttle_rate",
     "error_rate": "simulator.error_rate",
     "seed": "simulator.seed",
+    "alerts_webhook_url": "alerts.webhook_url",
 })
 
 _SECTIONS: Mapping[str, type] = MappingProxyType({
@@ -231,6 +252,7 @@ _SECTIONS: Mapping[str, type] = MappingProxyType({
     "metering": MeteringConfig,
     "simulator": SimulatorConfig,
     "observability": ObservabilityConfig,
+    "alerts": AlertsConfig,
 })
 
 
@@ -286,6 +308,7 @@ def _build(raw: Mapping[str, Any]) -> Config:
     if auth.mode not in ("sigv4", "bearer", "trust"):
         raise ConfigError(f"auth.mode: expected sigv4, bearer or trust, got {auth.mode!r}")
     _check_store(sections["store"], sections["metering"])
+    sections["alerts"] = _check_alerts(sections["alerts"])
     server = sections["server"]
     if bool(server.tls_cert) != bool(server.tls_key):
         raise ConfigError("server.tls_cert and server.tls_key must be given together")
@@ -349,6 +372,26 @@ def _check_store(store: StoreConfig, metering: MeteringConfig) -> None:
             raise ConfigError(f"{key}: expected a positive number of seconds, got {number}")
 
 
+def _check_alerts(alerts: AlertsConfig) -> AlertsConfig:
+    """YAML lists and env strings → the typed fields; out-of-range values are refused."""
+    try:
+        thresholds = tuple(sorted({float(x) for x in alerts.thresholds if str(x).strip()}))
+        hourly = None if alerts.hourly_cost_usd is None else float(alerts.hourly_cost_usd)
+    except (TypeError, ValueError):
+        raise ConfigError(f"alerts.thresholds / alerts.hourly_cost_usd: expected numbers, got "
+                          f"{alerts.thresholds!r} / {alerts.hourly_cost_usd!r}") from None
+    if any(t <= 0 for t in thresholds):
+        raise ConfigError(f"alerts.thresholds: expected shares of the quota above 0, got {list(thresholds)}")
+    if hourly is not None and hourly <= 0:
+        raise ConfigError(f"alerts.hourly_cost_usd: expected a positive amount, got {hourly}")
+    for key, number in (("alerts.check_interval", alerts.check_interval), ("alerts.timeout", alerts.timeout)):
+        if number <= 0:
+            raise ConfigError(f"{key}: expected a positive number of seconds, got {number}")
+    if alerts.retries < 0:
+        raise ConfigError(f"alerts.retries: expected 0 or more, got {alerts.retries}")
+    return replace(alerts, thresholds=thresholds, hourly_cost_usd=hourly, webhook_url=alerts.webhook_url or None)
+
+
 def _section(name: str, cls: type, raw: Any) -> Any:
     if raw is None:
         return cls()
@@ -375,6 +418,11 @@ def _coerce(key: str, default: Any, value: Any) -> Any:
             return int(value)
         if isinstance(default, float):
             return float(value)
+        if isinstance(default, tuple):
+            items = value.split(",") if isinstance(value, str) else value
+            if not isinstance(items, (list, tuple)):
+                raise TypeError(value)
+            return tuple(items)
     except (TypeError, ValueError):
         raise ConfigError(f"{key}: expected a {type(default).__name__}, got {value!r}") from None
     return str(value) if not isinstance(value, str) else value

@@ -19,7 +19,7 @@ from typing import Any
 
 from metering.events import UsageEvent
 
-__all__ = ["access_record", "emf_record", "EventLog"]
+__all__ = ["access_record", "emf_record", "EventLog", "json_lines_logger"]
 
 EMF_NAMESPACE = "AIGateway/TokenUsage"
 
@@ -76,12 +76,21 @@ def emf_record(event: UsageEvent) -> dict[str, Any]:
     }
 
 
-def _json_lines(name: str) -> logging.Logger:
+class _Stdout(logging.StreamHandler):
+    """Writes to whatever `sys.stdout` is when a record is emitted (not when the
+    handler was made), so a redirected stdout — or a test's capture — gets it."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stdout
+        super().emit(record)
+
+
+def json_lines_logger(name: str) -> logging.Logger:
     """A logger writing bare messages to stdout: log shippers and the CloudWatch
     agent read these lines as JSON, so no prefix may precede them."""
     logger = logging.getLogger(name)
     if not logger.handlers:
-        handler = logging.StreamHandler(sys.stdout)
+        handler = _Stdout()
         handler.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(handler)
     logger.propagate = False
@@ -93,8 +102,8 @@ class EventLog:
     """Writes the enabled lines through the `costkeeper.access` / `costkeeper.emf` loggers."""
 
     def __init__(self, access: bool = True, emf: bool = False) -> None:
-        self._access = _json_lines("costkeeper.access") if access else None
-        self._emf = _json_lines("costkeeper.emf") if emf else None
+        self._access = json_lines_logger("costkeeper.access") if access else None
+        self._emf = json_lines_logger("costkeeper.emf") if emf else None
 
     def write(self, event: UsageEvent, fallback: bool) -> None:
         if self._access is not None and self._access.isEnabledFor(logging.INFO):

@@ -133,6 +133,7 @@ def start_proxy(
     *,
     upstream_credentials: tuple[str, str] = (SIM_ACCESS_KEY, SIM_SECRET_KEY),
     extra_args: tuple[str, ...] = (),
+    env: Mapping[str, str] | None = None,
 ) -> Proxy:
     port, admin_port = free_port(), free_port()
     store_path = tmp / f"store-{port}.db"
@@ -153,7 +154,7 @@ def start_proxy(
     scheme = "https" if "--tls-cert" in extra_args else "http"
     process = _spawn(
         ["serve", "--config", str(config_path), *extra_args],
-        {"AWS_ACCESS_KEY_ID": access, "AWS_SECRET_ACCESS_KEY": secret},
+        {"AWS_ACCESS_KEY_ID": access, "AWS_SECRET_ACCESS_KEY": secret, **(env or {})},
         tmp / f"proxy-{port}.log",
         f"{scheme}://127.0.0.1:{port}",
         f"http://127.0.0.1:{admin_port}/healthz",

@@ -1,0 +1,170 @@
+"""The JSON usage API on the admin port: `/v1/usage`, `/v1/quotas`, `/v1/rates`.
+
+Every endpoint answers 401 `{"message": …}` without `Authorization: Bearer
+<COSTKEEPER_ADMIN_TOKEN>` and 400 `{"message": …}` for a bad parameter. Costs
+come twice: exact integer micro-USD and a convenience USD number. Days are UTC
+days, the days quotas reset on (`metering.report.report_since`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from adapters.modelid import base_model_id
+from metering.events import utc_day, utc_day_and_minute
+from metering.report import report_since, total_row
+from metering.store import ModelRate, UsageRow, normalize_group_by
+
+if TYPE_CHECKING:
+    from proxy.app import CostKeeper
+
+__all__ = ["usage_routes", "cache_efficiency", "rate_summary"]
+
+_COUNTS = ("requests", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
+           "cost_micro_usd", "estimated_requests", "unpriced_requests")
+#: Window of the "recent" rate figures, in minutes (DESIGN.md §6).
+_RECENT_MINUTES = 5
+_MAX_DAYS = 366
+_MAX_MINUTES = 7 * 24 * 60
+
+
+class _BadParameter(ValueError):
+    pass
+
+
+def cache_efficiency(reads: int, writes: int) -> float | None:
+    """cache reads / (cache reads + cache writes); None when nothing touched a cache."""
+    return reads / (reads + writes) if reads + writes else None
+
+
+def _row(row: UsageRow, groups: Sequence[str]) -> dict[str, object]:
+    record: dict[str, object] = {name: getattr(row, name) for name in groups}
+    record.update({name: getattr(row, name) for name in _COUNTS})
+    record["total_tokens"] = row.total_tokens
+    record["cost_usd"] = row.cost_micro_usd / 1_000_000
+    record["cache_efficiency"] = cache_efficiency(row.cache_read_tokens, row.cache_write_tokens)
+    return record
+
+
+def _int_param(request: Request, name: str, default: int, maximum: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise _BadParameter(f"{name} must be an integer, got {raw!r}") from None
+    if not 1 <= value <= maximum:
+        raise _BadParameter(f"{name} must be between 1 and {maximum}, got {value}")
+    return value
+
+
+def rate_summary(rates: Sequence[ModelRate], field: str, now: float) -> dict[str, object]:
+    """Peak and average of the last `_RECENT_MINUTES` minutes up to `now`'s minute
+    (minutes without traffic count as 0), and the peak of the whole window with its minute."""
+    current = int(now // 60)
+    recent = {f"{day}T{minute}Z" for day, minute in
+              (utc_day_and_minute((current - back) * 60) for back in range(_RECENT_MINUTES))}
+    values = {f"{rate.day}T{rate.minute}Z": int(getattr(rate, field)) for rate in rates}
+    in_recent = [value for stamp, value in values.items() if stamp in recent]
+    peak_time = max(values, key=lambda stamp: (values[stamp], stamp), default=None)
+    return {
+        "recent_peak_5m": max(in_recent, default=0),
+        "avg_5m": sum(in_recent) / _RECENT_MINUTES,
+        "overall_peak": {"value": values[peak_time] if peak_time else 0, "time": peak_time},
+    }
+
+
+def usage_routes(keeper: CostKeeper, authorized: Callable[[Request], bool]) -> list[Route]:
+    config, store = keeper.config, keeper.store
+    policies = config.policies
+
+    def guarded(handler: Callable[[Request], Awaitable[dict[str, object]]]) -> Callable[..., Awaitable[JSONResponse]]:
+        async def endpoint(request: Request) -> JSONResponse:
+            if not authorized(request):
+                return JSONResponse({"message": "A valid admin token is required."}, status_code=401)
+            try:
+                return JSONResponse(await handler(request))
+            except _BadParameter as error:
+                return JSONResponse({"message": str(error)}, status_code=400)
+        return endpoint
+
+    async def usage(request: Request) -> dict[str, object]:
+        days = _int_param(request, "days", 1, _MAX_DAYS)
+        by = [name.strip() for name in request.query_params.get("by", "org,app,model").split(",") if name.strip()]
+        try:
+            groups = normalize_group_by(by)
+        except ValueError as error:
+            raise _BadParameter(str(error)) from None
+        since = report_since(days, time.time())
+        rows = await store.usage_summary(since, None, groups)
+        return {"days": days, "since": since, "by": list(groups),
+                "rows": [_row(row, groups) for row in rows], "total": _row(total_row(rows), ())}
+
+    async def _scopes(day: str) -> list[tuple[str, str | None]]:
+        """(org, app) of every quota scope: ORG-scoped orgs, and for APP-scoped orgs
+        their configured apps plus any app seen today (they inherit the org's quota)."""
+        scopes: dict[str, tuple[str, str | None]] = {}
+        app_scoped = {org for org, policy in policies.orgs.items() if policy.scope == "APP"}
+        for org, policy in policies.orgs.items():
+            if policy.scope == "ORG":
+                scopes[org] = (org, None)
+            else:
+                scopes.update({f"{org}/{app}": (org, app) for app in policy.apps})
+        if app_scoped:
+            since = report_since(1, time.time())
+            for row in await store.usage_summary(since, None, ("org", "app")):
+                if row.org in app_scoped and row.app is not None:
+                    scopes.setdefault(f"{row.org}/{row.app}", (row.org, row.app))
+        return [scopes[key] for key in sorted(scopes)]
+
+    async def _scope_state(org: str, app: str | None, day: str) -> dict[str, object] | None:
+        policy = policies.for_caller(org, app or "")
+        quotas = dict(policy.daily_quota)
+        if not quotas:
+            return None
+        committed, exhausted = await asyncio.gather(store.committed_spend(policy.scope_key, day),
+                                                    store.exhausted_models(policy.scope_key, day))
+        threshold = policies.quotas.tight_threshold
+        models = []
+        exhausted_bases = {*exhausted, *(base_model_id(model) for model in exhausted)}
+        in_chain = [model for model in policy.chain if model in quotas]
+        for model in in_chain + sorted(set(quotas) - set(in_chain)):
+            quota, base = quotas[model], base_model_id(model)
+            # Spend is kept under the model id used; a geo-prefixed id counts for its base model.
+            spend = sum(value for used, value in committed.items() if used == model or base_model_id(used) == base)
+            ratio = spend / quota if quota else (1.0 if spend else 0.0)
+            models.append({"model": model, "spend_micro_usd": spend, "spend_usd": spend / 1_000_000,
+                           "quota_micro_usd": quota, "quota_usd": quota / 1_000_000, "ratio": ratio,
+                           "mode": "TIGHT" if ratio >= threshold else "NORMAL", "exhausted": model in exhausted_bases})
+        active = next((model for model in policy.chain if model not in exhausted_bases), None)
+        return {"scope": policy.scope_key, "org": org, "app": app, "chain": list(policy.chain),
+                "active_model": active, "models": models}
+
+    async def quotas(_request: Request) -> dict[str, object]:
+        day = utc_day(time.time())
+        states = await asyncio.gather(*(_scope_state(org, app, day) for org, app in await _scopes(day)))
+        return {"day": day, "tight_threshold": policies.quotas.tight_threshold,
+                "scopes": [state for state in states if state is not None]}
+
+    async def rates(request: Request) -> dict[str, object]:
+        model = request.query_params.get("model")
+        if not model:
+            raise _BadParameter("model is required")
+        minutes = _int_param(request, "minutes", 60, _MAX_MINUTES)
+        now = time.time()
+        since = (int(now // 60) - minutes + 1) * 60
+        found = await store.model_rates(model, since, now + 60)
+        return {"model": model, "minutes": minutes,
+                "series": [{"time": f"{rate.day}T{rate.minute}Z", "tpm": rate.tpm, "rpm": rate.rpm} for rate in found],
+                "tpm": rate_summary(found, "tpm", now), "rpm": rate_summary(found, "rpm", now)}
+
+    return [Route("/v1/usage", guarded(usage)), Route("/v1/quotas", guarded(quotas)),
+            Route("/v1/rates", guarded(rates))]
