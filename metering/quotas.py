@@ -59,6 +59,8 @@ class Selection:
     #: micro-USD reserved in TIGHT mode (settled when the usage is flushed).
     reserved: int = 0
     day: str = ""
+    #: Spend / quota of the chosen model as seen when choosing (None without a quota).
+    use_ratio: float | None = None
 
 
 class QuotaExhausted(Exception):
@@ -73,6 +75,10 @@ class QuotaExhausted(Exception):
             f"Daily quota exhausted for scope '{scope}' on every model of its chain: {spent}. "
             f"Quotas reset at 00:00 UTC."
         )
+
+
+def _ratio(spent: int, quota: int) -> float:
+    return spent / quota if quota else 1.0
 
 
 class QuotaSelector:
@@ -124,11 +130,11 @@ class QuotaSelector:
                 continue
             spent = await self._spent(scope, day, model, fresh=False)
             if spent < self._threshold * quota:
-                return Selection(model, index > 0, Mode.NORMAL, 0, day)
+                return Selection(model, index > 0, Mode.NORMAL, 0, day, _ratio(spent, quota))
             spent = await self._spent(scope, day, model, fresh=True)
             amount = worst_case(model)
             if spent + amount <= quota and await self._store.reserve(scope, day, model, amount, quota):
-                return Selection(model, index > 0, Mode.TIGHT, amount, day)
+                return Selection(model, index > 0, Mode.TIGHT, amount, day, _ratio(spent, quota))
             await self._mark_exhausted(scope, day, model)
         raise QuotaExhausted(scope, chain, quotas)
 

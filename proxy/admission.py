@@ -74,7 +74,9 @@ class Admission:
         prices: PriceTable,
         limiter: RateLimiter,
         store_healthy: Callable[[], bool] = lambda: True,
+        on_quota_use: Callable[[str, str, float], None] = lambda scope, model, ratio: None,
     ) -> None:
+        self._on_quota_use = on_quota_use
         self._store_healthy = store_healthy
         self._policies = policies
         self._selector = selector
@@ -116,6 +118,8 @@ class Admission:
 
         selection = await self._select(policy, chain, worst_case)
         model = selection.model
+        if selection.use_ratio is not None:
+            self._on_quota_use(policy.scope_key, model, selection.use_ratio)
         rate = self._admit_rate(caller, policy, model, input_estimate + max_output, selection)
         plan = Plan(
             raw_path,

@@ -87,7 +87,9 @@ class CostKeeper:
             tight_ttl=quotas.tight_ttl,
         )
         self.admission = Admission(config.policies, self.selector, self.prices, RateLimiter(),
-                                   store_healthy=lambda: self.recorder.healthy)
+                                   store_healthy=lambda: self.recorder.healthy,
+                                   on_quota_use=lambda scope, model, ratio: self.metrics.set_quota_use(
+                                       scope, model, ratio))
         self.metrics = ProxyMetrics(config.observability.max_model_labels)
         self.event_log = EventLog(access=config.observability.access_log, emf=config.observability.emf)
         self.alerter = Alerter(config.alerts, config.policies, self.store)

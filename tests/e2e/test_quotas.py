@@ -82,6 +82,8 @@ def test_quota_exhausted_falls_back_then_refuses(client_for: Any, quota_proxy: P
     assert all(fallback == "false" for model, fallback, _ in served if model == PRO)
     assert {mode for _, _, mode in served} <= {"NORMAL", "TIGHT"}
     error = raised.value.response
+    metrics = httpx.get(f"{quota_proxy.admin_url}/metrics", timeout=5).text
+    assert f'costkeeper_quota_use_ratio{{model="{LITE}",scope="acme/chat"}}' in metrics
     assert error["ResponseMetadata"]["HTTPStatusCode"] == 400
     assert error["ResponseMetadata"].get("RetryAttempts", 0) == 0  # SDKs do not retry it
     assert "acme/chat" in error["Error"]["Message"] and "00:00 UTC" in error["Error"]["Message"]

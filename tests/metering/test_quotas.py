@@ -91,7 +91,7 @@ def test_tight_mode_reserves_the_worst_case_and_refuses_what_cannot_fit() -> Non
     store.committed[("acme", DAY, A)] = 850  # 85 % of the quota: TIGHT
     selector = _selector(store, clock, tight_threshold=0.8)
     first = _select(selector, (A, B), {A: 1000, B: 1000}, worst=100)
-    assert (first.model, first.mode, first.reserved) == (A, Mode.TIGHT, 100)
+    assert (first.model, first.mode, first.reserved, first.use_ratio) == (A, Mode.TIGHT, 100, 0.85)
     assert store.committed[("acme", DAY, A)] == 950
     # 950 + 100 > 1000: the worst case no longer fits, so A is exhausted and B serves.
     second = _select(selector, (A, B), {A: 1000, B: 1000}, worst=100)
