@@ -110,17 +110,23 @@ class Admission:
         changed = False
         if policy.max_output_tokens is not None:
             changed = clamp_max_output_tokens(client_family, document, policy.max_output_tokens)
-        input_estimate = estimate_usage(body, 0).input_tokens
         max_output = max_output_tokens(client_family, document) or self._policies.quotas.default_max_output_tokens
+        estimate: list[int] = []
+
+        def tokens() -> int:
+            """Estimated input + max output; computed only when a quota or a limit needs it."""
+            if not estimate:
+                estimate.append(estimate_usage(body, 0).input_tokens + max_output)
+            return estimate[0]
 
         def worst_case(model: str) -> int:
-            return self._prices.cost_micro_usd(model, Usage(input_estimate, max_output)) or 0
+            return self._prices.cost_micro_usd(model, Usage(tokens() - max_output, max_output)) or 0
 
         selection = await self._select(policy, chain, worst_case)
         model = selection.model
         if selection.use_ratio is not None:
             self._on_quota_use(policy.scope_key, model, selection.use_ratio)
-        rate = self._admit_rate(caller, policy, model, input_estimate + max_output, selection)
+        rate = self._admit_rate(caller, policy, model, tokens, selection)
         plan = Plan(
             raw_path,
             body,
@@ -170,19 +176,20 @@ class Admission:
                            policy.scope_key, chain[0], exc)
             return Selection(chain[0], False, Mode.NORMAL)
 
-    def _admit_rate(self, caller: Caller, policy: CallerPolicy, model: str, tokens: int,
+    def _admit_rate(self, caller: Caller, policy: CallerPolicy, model: str, tokens: Callable[[], int],
                     selection: Selection) -> tuple[str, str, int] | None:
         limit: RateLimit | None = policy.rate_limits.get(model)
         if limit is None:
             return None
         key = f"{caller.org}/{caller.app}"
-        refusal = self._limiter.admit(key, model, limit, tokens)
+        counted = tokens()
+        refusal = self._limiter.admit(key, model, limit, counted)
         if refusal is not None:
             if selection.reserved:
                 # Not forwarded: the reservation would otherwise only settle with a usage event.
                 self._selector.release_later(policy.scope_key, selection)
             raise ThrottlingException(refusal)
-        return key, model, tokens
+        return key, model, counted
 
     def note_spend(self, plan: Plan, delta: int) -> None:
         self._selector.note_spend(plan.quota_scope, plan.day, plan.model, delta)
