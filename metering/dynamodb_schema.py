@@ -116,10 +116,15 @@ async def create_table(client: Any, table: str) -> str:
         done.append(f"added GSI {GSI}")
     ttl = (await client.describe_time_to_live(TableName=table))["TimeToLiveDescription"]
     if ttl.get("TimeToLiveStatus") not in ("ENABLED", "ENABLING"):
-        await client.update_time_to_live(
-            TableName=table, TimeToLiveSpecification={"Enabled": True, "AttributeName": "ttl"}
-        )
-        done.append("enabled TTL on `ttl`")
+        try:
+            await client.update_time_to_live(
+                TableName=table, TimeToLiveSpecification={"Enabled": True, "AttributeName": "ttl"}
+            )
+            done.append("enabled TTL on `ttl`")
+        except ClientError as exc:
+            # Another init (or an earlier attempt that timed out client-side) got there first.
+            if "already enabled" not in exc.response["Error"].get("Message", ""):
+                raise
     elif ttl.get("AttributeName") != "ttl":
         raise RuntimeError(f"table {table} has TTL on {ttl.get('AttributeName')!r}, expected 'ttl'")
     return f"DynamoDB table {table} ready ({'; '.join(done) or 'already complete'})"

@@ -61,7 +61,7 @@ async def _traffic(recorder: UsageRecorder, make_event: MakeEvent, prefix: str, 
 @pytest.fixture
 async def suspended_store(private_dynamodb: DynamoDBLocal, aws_env: None) -> AsyncIterator[DynamoDBStore]:
     async with _store(private_dynamodb.endpoint_url) as store:
-        await store.init()
+        await _init_when_answering(store)
         yield store
 
 
