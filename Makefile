@@ -37,7 +37,7 @@ test-isolated: lint
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check proxy adapters metering simulator tests scripts
+	$(BIN)/ruff check proxy adapters metering simulator tests scripts bench
 	$(BIN)/mypy
 
 ## bench: proxy vs direct on 127.0.0.1 against a fast fake upstream; writes bench/RESULTS.md

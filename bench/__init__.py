@@ -1,0 +1,1 @@
+"""Benchmark harness for Cost Keeper: `make bench` (see bench/README.md)."""

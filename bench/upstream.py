@@ -1,0 +1,153 @@
+"""A fast, fake Bedrock Runtime upstream for benchmarks only.
+
+Raw asyncio protocol (uvloop when available), HTTP/1.1 keep-alive, no
+signature check, precomputed responses:
+
+* ``POST …/converse`` → a fixed Converse JSON body with ``usage``;
+* ``POST …/converse-stream`` → N ConverseStream event-stream frames;
+* ``POST …/invoke-with-response-stream`` → N ``chunk`` frames (Anthropic
+  messages events, base64 in ``bytes``);
+* ``GET /health`` → 200.
+
+Every response carries ``x-amzn-requestid``. Run: ``python -m bench.upstream --port P``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+from typing import Any
+
+from adapters.eventstream import event_message
+
+CONVERSE_BODY = json.dumps({
+    "output": {"message": {"role": "assistant", "content": [{"text": "Hello from the bench upstream."}]}},
+    "stopReason": "end_turn",
+    "usage": {"inputTokens": 12, "outputTokens": 7, "totalTokens": 19},
+    "metrics": {"latencyMs": 1},
+}, separators=(",", ":")).encode()
+
+
+def converse_stream_body(frames: int) -> bytes:
+    deltas = max(frames - 4, 1)
+    events: list[tuple[str, dict[str, Any]]] = [("messageStart", {"role": "assistant"})]
+    events += [("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": f"tok{i} "}})
+               for i in range(deltas)]
+    events += [("contentBlockStop", {"contentBlockIndex": 0}),
+               ("messageStop", {"stopReason": "end_turn"}),
+               ("metadata", {"usage": {"inputTokens": 12, "outputTokens": deltas,
+                                       "totalTokens": 12 + deltas},
+                             "metrics": {"latencyMs": 1}})]
+    return b"".join(event_message(kind, payload) for kind, payload in events)
+
+
+def invoke_stream_body(frames: int) -> bytes:
+    deltas = max(frames - 5, 1)
+    events: list[dict[str, Any]] = [{
+        "type": "message_start",
+        "message": {"id": "msg_bench", "type": "message", "role": "assistant", "model": "bench",
+                    "content": [], "stop_reason": None, "stop_sequence": None,
+                    "usage": {"input_tokens": 12, "output_tokens": 1}},
+    }, {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}]
+    events += [{"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": f"tok{i} "}}
+               for i in range(deltas)]
+    events += [{"type": "content_block_stop", "index": 0},
+               {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                "usage": {"output_tokens": deltas}},
+               {"type": "message_stop", "amazon-bedrock-invocationMetrics": {
+                   "inputTokenCount": 12, "outputTokenCount": deltas,
+                   "invocationLatency": 1, "firstByteLatency": 1}}]
+    return b"".join(
+        event_message("chunk", {"bytes": base64.b64encode(json.dumps(e, separators=(",", ":")).encode()).decode()})
+        for e in events)
+
+
+def _response(body: bytes, content_type: str, extra: str = "") -> bytes:
+    head = (f"HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
+            f"x-amzn-requestid: 00000000-0000-4000-8000-000000000000\r\n{extra}\r\n")
+    return head.encode() + body
+
+
+class Responses:
+    def __init__(self, frames: int) -> None:
+        self.converse = _response(CONVERSE_BODY, "application/json")
+        self.converse_stream = _response(converse_stream_body(frames), "application/vnd.amazon.eventstream")
+        self.invoke_stream = _response(
+            invoke_stream_body(frames), "application/vnd.amazon.eventstream",
+            "X-Amzn-Bedrock-Content-Type: application/json\r\n")
+        self.ok = _response(b"{}", "application/json")
+        self.not_found = (b"HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\n"
+                          b"Content-Length: 2\r\nx-amzn-requestid: 0\r\n\r\n{}")
+
+    def pick(self, path: bytes) -> bytes:
+        path = path.split(b"?", 1)[0]
+        if path.endswith(b"/converse"):
+            return self.converse
+        if path.endswith(b"/converse-stream"):
+            return self.converse_stream
+        if path.endswith(b"/invoke-with-response-stream"):
+            return self.invoke_stream
+        if path == b"/health":
+            return self.ok
+        return self.not_found
+
+
+class UpstreamProtocol(asyncio.Protocol):
+    def __init__(self, responses: Responses) -> None:
+        self.responses = responses
+        self.buffer = b""
+        self.transport: Any = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # uvloop's transport is not an asyncio.Transport subclass
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        out = []
+        while True:
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                break
+            head = self.buffer[:end]
+            length = 0
+            lower = head.lower()
+            pos = lower.find(b"\r\ncontent-length:")
+            if pos >= 0:
+                stop = lower.find(b"\r\n", pos + 2)
+                length = int(lower[pos + 17: stop if stop >= 0 else len(lower)])
+            total = end + 4 + length
+            if len(self.buffer) < total:
+                break
+            path = head.split(b" ", 2)[1]
+            self.buffer = self.buffer[total:]
+            out.append(self.responses.pick(path))
+        if out:
+            self.transport.write(b"".join(out))
+
+
+async def serve(host: str, port: int, frames: int) -> None:
+    responses = Responses(frames)
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: UpstreamProtocol(responses), host, port, backlog=2048)
+    async with server:
+        await server.serve_forever()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--frames", type=int, default=200, help="event-stream frames per stream")
+    args = parser.parse_args()
+    try:
+        import uvloop
+        uvloop.install()
+    except ImportError:
+        pass
+    asyncio.run(serve(args.host, args.port, args.frames))
+
+
+if __name__ == "__main__":
+    main()
