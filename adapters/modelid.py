@@ -37,7 +37,7 @@ def base_model_id(model_id: str) -> str:
         else:
             return model_id
     for prefix in _GEO_PREFIXES:
-        if model_id.startswith(prefix):
+        if model_id.startswith(prefix) and len(model_id) > len(prefix):
             return model_id[len(prefix):]
     return model_id
 

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from tests.processes import Process, Proxy, start_proxy, start_simulator
+
+# CI (`CI=true`) replays a fixed set of examples, so a red run always means a change
+# broke something; developers' runs keep exploring new inputs (and keep any failing
+# example in .hypothesis/ until it is fixed).
+settings.register_profile("ci", derandomize=True)
+settings.load_profile("ci" if os.environ.get("CI") else "default")
 
 #: Pricing for the models the end-to-end tests use (USD per 1M tokens).
 TEST_PRICING = {
