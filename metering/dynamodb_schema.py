@@ -43,6 +43,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 __all__ = [
+    "error_code",
     "GSI",
     "QUOTA_TTL_DAYS",
     "create_table",
@@ -68,6 +69,11 @@ _GSI_DEFINITION = {
     ],
     "Projection": {"ProjectionType": "ALL"},
 }
+
+
+def error_code(exc: ClientError) -> str:
+    """The DynamoDB error code of a botocore ClientError (`ConditionalCheckFailedException` …)."""
+    return str(exc.response.get("Error", {}).get("Code", ""))
 
 
 def s(value: str) -> dict[str, str]:

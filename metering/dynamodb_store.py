@@ -28,17 +28,23 @@ from aiobotocore.session import get_session
 from botocore.exceptions import ClientError
 
 from metering.aggregate import COUNTER_FIELDS, Aggregate, Counters
-from metering.dynamodb_schema import GSI, QUOTA_TTL_DAYS, create_table, n, num, s, shard_of
+from metering.dynamodb_keys import KeyItems
+from metering.dynamodb_schema import (
+    GSI,
+    QUOTA_TTL_DAYS,
+    create_table,
+    error_code,
+    n,
+    num,
+    s,
+    shard_of,
+)
 from metering.events import UsageEvent, utc_day
 from metering.store import (
-    IssuedKey,
-    KeyRecord,
     ModelRate,
     UnsupportedQuery,
     UsageRow,
     events_batch_id,
-    generate_access_key_id,
-    generate_secret,
     normalize_group_by,
 )
 
@@ -50,10 +56,6 @@ logger = logging.getLogger(__name__)
 MAX_TRANSACTION_ITEMS = 100
 _CONFLICT_RETRIES = 6
 _DAY = 86_400
-
-
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
 
 
 def _update(key: dict[str, Any], adds: dict[str, int], sets: dict[str, dict[str, Any]] | None = None,
@@ -97,7 +99,7 @@ def _counters(item: dict[str, Any]) -> Counters:
     return Counters(**{name: num(item, name) for name in COUNTER_FIELDS})
 
 
-class DynamoDBStore:
+class DynamoDBStore(KeyItems):
     """`UsageStore`, `QuotaStore` and `KeyStore` on one DynamoDB table."""
 
     def __init__(
@@ -248,7 +250,7 @@ class DynamoDBStore:
                 await self._api().transact_write_items(TransactItems=[marker, *updates])
                 return True
             except ClientError as exc:
-                if _code(exc) != "TransactionCanceledException":
+                if error_code(exc) != "TransactionCanceledException":
                     raise
                 reasons = [reason.get("Code", "None") for reason in exc.response.get("CancellationReasons", [])]
                 if reasons and reasons[0] == "ConditionalCheckFailed":
@@ -336,7 +338,7 @@ class DynamoDBStore:
                 ExpressionAttributeValues={":now": n(now), ":me": s(owner)},
             )
         except ClientError as exc:
-            if _code(exc) == "ConditionalCheckFailedException":
+            if error_code(exc) == "ConditionalCheckFailedException":
                 return False
             raise
         return True
@@ -400,7 +402,7 @@ class DynamoDBStore:
         try:
             await self._update_item(update)
         except ClientError as exc:
-            if _code(exc) == "ConditionalCheckFailedException":
+            if error_code(exc) == "ConditionalCheckFailedException":
                 return False
             raise
         return True
@@ -427,76 +429,6 @@ class DynamoDBStore:
                 await self._api().update_item(TableName=self.table, **update)
                 return
             except ClientError as exc:
-                if _code(exc) != "TransactionConflictException" or attempt == _CONFLICT_RETRIES - 1:
+                if error_code(exc) != "TransactionConflictException" or attempt == _CONFLICT_RETRIES - 1:
                     raise
                 await asyncio.sleep(random.uniform(0.005, 0.02) * 2**attempt)  # noqa: S311 - jitter
-
-    # -- KeyStore ----------------------------------------------------------
-
-    async def create_key(self, org: str, app: str) -> IssuedKey:
-        if not org or not app:
-            raise ValueError("a key needs a non-empty org and app")
-        created_at = self._clock()
-        secret = generate_secret()
-        for _ in range(5):
-            access_key_id = generate_access_key_id()
-            try:
-                await self._api().put_item(
-                    TableName=self.table,
-                    Item={
-                        "pk": s(f"KEY#{access_key_id}"), "sk": s("KEY"), "access_key_id": s(access_key_id),
-                        "org": s(org), "app": s(app), "secret": s(secret), "created_at": n(created_at),
-                        "gsi2pk": s("KEYS"), "gsi2sk": s(f"{created_at:020.6f}#{access_key_id}"),
-                    },
-                    ConditionExpression="attribute_not_exists(pk)",
-                )
-            except ClientError as exc:
-                if _code(exc) == "ConditionalCheckFailedException":
-                    continue  # an id collision: next to impossible, retried anyway
-                raise
-            return IssuedKey(access_key_id, secret, org, app, created_at)
-        raise RuntimeError("could not generate a unique access key id")
-
-    async def get_key(self, access_key_id: str) -> KeyRecord | None:
-        response = await self._api().get_item(
-            TableName=self.table, Key={"pk": s(f"KEY#{access_key_id}"), "sk": s("KEY")}, ConsistentRead=True,
-        )
-        item = response.get("Item")
-        return None if item is None else _key_record(item)
-
-    async def list_keys(self) -> list[KeyRecord]:
-        records: list[KeyRecord] = []
-        paginator = self._api().get_paginator("query")
-        async for page in paginator.paginate(
-            TableName=self.table, IndexName=GSI, KeyConditionExpression="gsi2pk = :keys",
-            ExpressionAttributeValues={":keys": s("KEYS")},
-        ):
-            records.extend(_key_record(item) for item in page["Items"])
-        return records
-
-    async def revoke_key(self, access_key_id: str) -> bool:
-        try:
-            await self._api().update_item(
-                TableName=self.table,
-                Key={"pk": s(f"KEY#{access_key_id}"), "sk": s("KEY")},
-                UpdateExpression="SET revoked_at = :now",
-                ConditionExpression="attribute_exists(pk) AND attribute_not_exists(revoked_at)",
-                ExpressionAttributeValues={":now": n(self._clock())},
-            )
-        except ClientError as exc:
-            if _code(exc) == "ConditionalCheckFailedException":
-                return False
-            raise
-        return True
-
-
-def _key_record(item: dict[str, Any]) -> KeyRecord:
-    revoked = item.get("revoked_at")
-    return KeyRecord(
-        access_key_id=item["access_key_id"]["S"],
-        org=item["org"]["S"],
-        app=item["app"]["S"],
-        secret=item["secret"]["S"],
-        created_at=float(item["created_at"]["N"]),
-        revoked_at=float(revoked["N"]) if revoked else None,
-    )

@@ -23,7 +23,8 @@ _ACTIONS = {
 
 
 def _store_calls() -> set[str]:
-    source = (REPO / "metering" / "dynamodb_store.py").read_text()
+    # Every module the running proxy calls DynamoDB from (the store and its key items).
+    source = "".join((REPO / "metering" / name).read_text() for name in ("dynamodb_store.py", "dynamodb_keys.py"))
     calls = set(re.findall(r"_api\(\)\.(\w+)\(", source))
     calls |= set(re.findall(r'get_paginator\("(\w+)"\)', source))
     calls.discard("get_paginator")
