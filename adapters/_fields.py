@@ -27,7 +27,10 @@ def token_count(value: object) -> int | None:
     if isinstance(value, str):
         text = value.strip()
         if text.isdigit():
-            return int(text)
+            try:
+                return int(text)
+            except ValueError:  # isdigit() takes "²", int() does not; nor over 4300 digits
+                pass
         try:
             value = float(text)
         except ValueError:

@@ -149,9 +149,10 @@ def _block_to_neutral(block: object, where: str) -> Block | None:
         return Text(str_at(block.get("text"), _FAMILY, f"{where}.text"), cache)
     if kind == "image":
         source = mapping_at(block.get("source"), _FAMILY, f"{where}.source")
-        if source.get("type") != "base64" or source.get("media_type") not in _IMAGE_TYPES:
+        media_type = source.get("media_type")
+        if source.get("type") != "base64" or not isinstance(media_type, str) or media_type not in _IMAGE_TYPES:
             raise TranslationError(_FAMILY, f"{where}.source", "only base64 jpeg/png/gif/webp images translate")
-        return Image(str(source["media_type"]), str_at(source.get("data"), _FAMILY, f"{where}.source.data"), cache)
+        return Image(media_type, str_at(source.get("data"), _FAMILY, f"{where}.source.data"), cache)
     if kind == "tool_use":
         return ToolUse(
             str_at(block.get("id"), _FAMILY, f"{where}.id"),

@@ -89,7 +89,11 @@ class FrameSplitter:
 
     def feed(self, data: bytes) -> bytes:
         if not self._pending:
-            end = self._complete_prefix(data)
+            try:
+                end = self._complete_prefix(data)
+            except ValueError:
+                self._pending += data  # so that `drain()` returns it: nothing is lost
+                raise
             if end == len(data):
                 return data
             self._pending += data[end:]

@@ -180,7 +180,10 @@ def request_to_neutral(body: Mapping[str, Any]) -> NeutralRequest:
         role = message.get("role")
         if role not in ("user", "assistant"):
             raise TranslationError(_FAMILY, f"messages[{i}].role", f"unknown role {role!r}")
-        messages.append(Message(role, tuple(_blocks_to_neutral(message.get("content"), f"messages[{i}].content"))))
+        content = _blocks_to_neutral(message.get("content"), f"messages[{i}].content")
+        if any(isinstance(block, Tool) for block in content):
+            raise TranslationError(_FAMILY, f"messages[{i}].content", "a toolSpec belongs in toolConfig.tools")
+        messages.append(Message(role, tuple(content)))
     system = _blocks_to_neutral(body.get("system") or [], "system")
     if not all(isinstance(block, Text) for block in system):
         raise TranslationError(_FAMILY, "system", "a system prompt may hold only text")

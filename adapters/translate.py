@@ -33,7 +33,6 @@ with `adapters.maxtokens.clamp_max_output_tokens` if the chain needs it.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from typing import Any
 
@@ -115,9 +114,9 @@ def _additional_fields(fields: Mapping[str, Any], target: str) -> dict[str, Any]
     if target == "anthropic" and nova_top_k is not None:
         out.setdefault("top_k", nova_top_k)
     if target == "nova" and fields.get("top_k") is not None:
-        config = dict(out.get("inferenceConfig") or {})
-        config.setdefault("topK", fields["top_k"])
-        out["inferenceConfig"] = config
+        config = out.get("inferenceConfig") or {}
+        if isinstance(config, Mapping):  # any other value is left for Bedrock to refuse
+            out["inferenceConfig"] = {**config, "topK": config.get("topK", fields["top_k"])}
     return out
 
 
@@ -142,7 +141,9 @@ def _filtered(blocks: object, target: str) -> object:
 def translate_converse_request(body: Mapping[str, Any], target_model_id: str) -> dict[str, Any]:
     """A Converse / ConverseStream body for another model; rules above."""
     target = family_of(target_model_id)
-    out = copy.deepcopy(dict(body))
+    # Copies what changes, not the whole body: `copy.deepcopy` recurses twice per level
+    # and raised RecursionError on nesting that `json.loads` had accepted.
+    out = dict(body)
     fields = out.get("additionalModelRequestFields")
     if isinstance(fields, Mapping):
         kept = _additional_fields(fields, target)
@@ -152,12 +153,16 @@ def translate_converse_request(body: Mapping[str, Any], target_model_id: str) ->
             del out["additionalModelRequestFields"]
     if target != "anthropic":
         out.pop("additionalModelResponseFieldPaths", None)
-    for message in out.get("messages") or []:
-        if isinstance(message, dict) and "content" in message:
-            message["content"] = _filtered(message["content"], target)
+    messages = out.get("messages")
+    if isinstance(messages, list):  # anything else is left for Bedrock to refuse
+        out["messages"] = [
+            {**message, "content": _filtered(message["content"], target)}
+            if isinstance(message, dict) and "content" in message else message
+            for message in messages
+        ]
     if "system" in out:
         out["system"] = _filtered(out["system"], target)
     tool_config = out.get("toolConfig")
     if isinstance(tool_config, dict) and "tools" in tool_config:
-        tool_config["tools"] = _filtered(tool_config["tools"], target)
+        out["toolConfig"] = {**tool_config, "tools": _filtered(tool_config["tools"], target)}
     return out

@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import struct
 from types import ModuleType
 from typing import Any
 
@@ -49,7 +50,8 @@ class StreamTranslator:
     """`feed(frames) -> frames` per upstream read, `finish() -> frames` at the end.
 
     Whole frames are expected, but a partial frame is kept for the next call.
-    Same-family streams pass through as they are.
+    Same-family streams pass through as they are. Bytes that are not an event
+    stream of JSON chunks raise `TranslationError`, and nothing else does.
     """
 
     def __init__(self, source_family: str, target_family: str, requested_model_id: str):
@@ -70,14 +72,11 @@ class StreamTranslator:
         self._raw += frames
         self._buffer.add_data(frames)
         out = bytearray()
-        try:
-            for message in self._buffer:
-                total = message.prelude.total_length
-                frame = bytes(self._raw[:total])
-                del self._raw[:total]
-                out += self._on_frame(frame, message)
-        except ParserError as exc:
-            raise TranslationError(self._target, "stream", f"invalid event stream: {exc}") from exc
+        while (message := self._next_message()) is not None:
+            total = message.prelude.total_length
+            frame = bytes(self._raw[:total])
+            del self._raw[:total]
+            out += self._on_frame(frame, message)
         return bytes(out)
 
     def finish(self) -> bytes:
@@ -85,6 +84,14 @@ class StreamTranslator:
         if self._identity or self._closed or not self._started:
             return b""
         return self._framed(self._encoder.encode(StreamEnded()), {})
+
+    def _next_message(self) -> EventStreamMessage | None:
+        try:
+            return next(self._buffer, None)
+        except (ParserError, struct.error, UnicodeDecodeError, KeyError) as exc:
+            # Past the CRCs, botocore's header parser fails in its own ways on
+            # headers that are cut short, not UTF-8 or of an unknown type.
+            raise TranslationError(self._target, "stream", f"invalid event stream: {exc!r}") from exc
 
     def _on_frame(self, frame: bytes, message: EventStreamMessage) -> bytes:
         headers = message.headers
@@ -102,7 +109,7 @@ class StreamTranslator:
     def _chunk(self, payload: bytes) -> dict[str, Any]:
         try:
             chunk = json.loads(base64.b64decode(json.loads(payload)["bytes"], validate=True))
-        except (ValueError, KeyError, TypeError, binascii.Error) as exc:
+        except (ValueError, KeyError, TypeError, binascii.Error, RecursionError) as exc:
             raise TranslationError(self._target, "stream chunk", f"not a JSON chunk: {exc!r}") from exc
         if not isinstance(chunk, dict):
             raise TranslationError(self._target, "stream chunk", "not a JSON object")

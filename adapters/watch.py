@@ -187,7 +187,7 @@ class StreamUsageWatcher:
         except ValueError as exc:
             # Everything held back, including `data`, goes out unchanged; the
             # whole frames before the bad one may still hold the final usage.
-            held = self._splitter.drain() or data
+            held = self._splitter.drain()
             if self._watching:
                 self._decode(held[: _whole_frames(held)])
             if self.error is None:

@@ -1,0 +1,137 @@
+"""Properties of the usage readers (issue #9): whatever JSON a body, a stream chunk
+or a header holds, every family's reader returns `None` or a `Usage` of
+non-negative ints, and text readers return a string. They document no error
+(`adapters._fields`: "these helpers never raise"), so none may escape.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from adapters import FAMILIES, converse, titan
+from adapters._fields import token_count
+from adapters.headers import (
+    CACHE_READ_TOKENS_HEADER,
+    CACHE_WRITE_TOKENS_HEADER,
+    INPUT_TOKENS_HEADER,
+    OUTPUT_TOKENS_HEADER,
+    usage_from_headers,
+    usage_from_invocation_metrics,
+)
+from adapters.usage import Usage
+from adapters.watch import BodyUsageWatcher
+from tests.adapters.strategies import (
+    COUNT_STRINGS,
+    assert_usage,
+    body_seeds,
+    chunk_seeds,
+    converse_events,
+    documents,
+    fuzz,
+    json_values,
+    leaves,
+    request_seeds,
+)
+
+PROPERTY = fuzz(100)
+bodies = documents(body_seeds())
+chunks = documents(chunk_seeds())
+usages = st.one_of(st.none(), st.builds(Usage, *[st.integers(min_value=0, max_value=10**6)] * 4))
+
+
+@fuzz(200)
+@given(st.one_of(leaves, json_values))
+@example("²")  # str.isdigit() is True for superscripts, which int() refuses
+@example("1" * 5000)  # past int()'s 4300-digit limit
+def test_token_count_is_none_or_a_non_negative_int(value: Any) -> None:
+    count = token_count(value)
+    assert count is None or (type(count) is int and count >= 0)
+
+
+@fuzz(120)
+@given(body=bodies)
+@example(body={"usage": {"input_tokens": "²", "prompt_tokens": "²", "inputTokens": "²"},
+               "prompt_token_count": "²", "inputTextTokenCount": "²",
+               "meta": {"billed_units": {"input_tokens": "²"}}})
+def test_usage_from_body(body: dict[str, Any]) -> None:
+    for module in FAMILIES.values():
+        assert_usage(module.usage_from_body(body))
+    assert_usage(converse.usage_from_response(body))
+
+
+@fuzz(60)
+@given(stream=st.lists(chunks, max_size=4), start=usages)
+def test_usage_from_chunks_and_output_text(stream: list[dict[str, Any]], start: Usage | None) -> None:
+    for module in FAMILIES.values():
+        usage = start
+        for chunk in stream:
+            usage = module.usage_from_chunk(chunk, usage)
+            assert_usage(usage)
+            assert isinstance(module.output_text(chunk), str)
+        if start is not None:
+            assert usage is not None  # a chunk without counts never forgets the earlier ones
+    for chunk in stream:
+        assert_usage(usage_from_invocation_metrics(chunk))
+        assert isinstance(titan.is_final_chunk(chunk), bool)
+
+
+event_types = st.one_of(
+    st.sampled_from(sorted({event_type for event_type, _ in converse_events()})), st.text(max_size=20)
+)
+
+
+@PROPERTY
+@given(event_type=event_types, payload=documents([payload for _, payload in converse_events()]))
+def test_converse_event_readers(event_type: str, payload: dict[str, Any]) -> None:
+    assert_usage(converse.usage_from_event(event_type, payload))
+    assert isinstance(converse.output_text(event_type, payload), str)
+    assert isinstance(converse.delta_text(payload), str)
+
+
+_HEADER_NAMES = (INPUT_TOKENS_HEADER, OUTPUT_TOKENS_HEADER, CACHE_READ_TOKENS_HEADER, CACHE_WRITE_TOKENS_HEADER)
+header_names = st.one_of(
+    st.builds(lambda name, spell: spell(name), st.sampled_from(_HEADER_NAMES),
+              st.sampled_from([str.lower, str.upper, str.title, str.swapcase])),
+    st.sampled_from(("content-type", "x-amzn-requestid")),
+)
+# httpx decodes header values as latin-1: any of its 256 characters can arrive.
+header_values = st.one_of(st.sampled_from(COUNT_STRINGS), st.text(alphabet=st.characters(max_codepoint=255)))
+
+
+@fuzz(150)
+@given(st.dictionaries(header_names, header_values, max_size=6))
+@example({"X-Amzn-Bedrock-Input-Token-Count": "\xb2"})  # latin-1 "²"
+def test_usage_from_headers(headers: dict[str, str]) -> None:
+    assert_usage(usage_from_headers(headers))
+
+
+_MODELS = ("anthropic.claude-3-haiku-20240307-v1:0", "amazon.nova-lite-v1:0", "meta.llama3-8b-instruct-v1:0",
+           "amazon.titan-text-express-v1", "cohere.command-r-v1:0", "mistral.mistral-large-2407-v1:0",
+           "openai.gpt-oss-20b-1:0", "ai21.jamba-1-5-mini-v1:0", "us.deepseek.r1-v1:0", "writer.palmyra-x5-v1:0")
+response_bytes = st.one_of(
+    bodies.map(lambda body: repr(body).encode()),  # mostly not JSON: Python reprs
+    bodies.map(lambda body: json.dumps(body).encode()),
+    st.binary(max_size=200),
+)
+
+
+@PROPERTY
+@given(
+    operation=st.sampled_from(["InvokeModel", "Converse", "CountTokens"]),
+    model_id=st.sampled_from(_MODELS),
+    request=st.one_of(documents(request_seeds()).map(lambda body: json.dumps(body).encode()),
+                      st.binary(max_size=100)),
+    body=response_bytes,
+    status=st.sampled_from([200, 400, 500]),
+    headers=st.dictionaries(header_names, header_values, max_size=4),
+)
+def test_body_watcher_always_meters(
+    operation: str, model_id: str, request: bytes, body: bytes, status: int, headers: dict[str, str]
+) -> None:
+    watcher = BodyUsageWatcher(operation, model_id, request, max_bytes=4096)
+    watcher.feed(body)
+    assert_usage(watcher.finish(status, headers), optional=False)
