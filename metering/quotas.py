@@ -7,8 +7,11 @@ own spend while a cached read ages, whenever its flushes land. Two modes per mod
 
 * NORMAL, below `tight_threshold` of the quota: the committed spend comes from a
   local TTL cache refreshed in the background (no store round-trip on the hot
-  path once warm). Staleness is bounded by the cache TTL plus the other
-  replicas' flush interval.
+  path once warm). What the other replicas spent since the read (its age plus
+  their flush interval) is projected from the rate their spend grew at between
+  reads: without it, a fast enough fleet crosses from below the threshold to
+  past the quota inside one stale window (tests/e2e/test_replicas.py overran by
+  12 % once the proxy got four times faster).
 * TIGHT, from the threshold on: the worst-case cost of the request (input
   estimate + max output tokens) is reserved atomically in the store before
   forwarding; the reservation is settled when the request's usage is flushed.
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -81,6 +85,41 @@ def _ratio(spent: int, quota: int) -> float:
     return spent / quota if quota else 1.0
 
 
+#: How fast a projected rate forgets a burst (seconds): slow, so a lull between two
+#: of the other replicas' flushes does not read as the end of their traffic.
+_RATE_MEMORY = 10.0
+
+
+@dataclass(slots=True)
+class _Read:
+    """One read of a scope's committed spend, and what it tells about the others' pace."""
+
+    at: float
+    #: model → committed spend (all replicas, as the store had it)
+    committed: dict[str, int]
+    #: model → this replica's own noted spend when the read started
+    local_then: dict[str, int]
+    #: model → micro-USD per second the other replicas added, recent peak (decaying)
+    others_rate: dict[str, float]
+
+
+def _others_rate(previous: _Read, current: _Read) -> dict[str, float]:
+    """Growth of the committed spend between two reads, less this replica's own part:
+    the new rate, or the previous one decayed if that is higher (conservative)."""
+    elapsed = current.at - previous.at
+    if elapsed <= 0:
+        return dict(previous.others_rate)
+    decay = math.exp(-elapsed / _RATE_MEMORY)
+    rates: dict[str, float] = {}
+    for model in current.committed.keys() | previous.others_rate.keys():
+        grown = current.committed.get(model, 0) - previous.committed.get(model, 0)
+        own = current.local_then.get(model, 0) - previous.local_then.get(model, 0)
+        rate = max(0.0, (grown - own) / elapsed, previous.others_rate.get(model, 0.0) * decay)
+        if rate > 0:
+            rates[model] = rate
+    return rates
+
+
 class QuotaSelector:
     def __init__(
         self,
@@ -89,6 +128,7 @@ class QuotaSelector:
         tight_threshold: float = 0.8,
         normal_ttl: float = 2.0,
         tight_ttl: float = 0.25,
+        flush_lag: float = 1.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
@@ -97,8 +137,9 @@ class QuotaSelector:
         self._threshold = tight_threshold
         self._tight_ttl = tight_ttl
         self._clock = clock
-        # (scope, day) → (read at, committed spend per model, local totals when read)
-        self._spend: TTLCache[tuple[str, str], tuple[float, dict[str, int], dict[str, int]]] = TTLCache(
+        #: How long another replica may hold spend before the store sees it (its flush interval).
+        self._flush_lag = flush_lag
+        self._spend: TTLCache[tuple[str, str], _Read] = TTLCache(
             maxsize=100_000, ttl=max(normal_ttl, tight_ttl) * 4
         )
         self._normal_ttl = normal_ttl
@@ -129,7 +170,7 @@ class QuotaSelector:
             if model in exhausted:
                 continue
             spent = await self._spent(scope, day, model, fresh=False)
-            if spent < self._threshold * quota:
+            if spent + self._unseen(scope, day, model) < self._threshold * quota:
                 return Selection(model, index > 0, Mode.NORMAL, 0, day, _ratio(spent, quota))
             spent = await self._spent(scope, day, model, fresh=True)
             amount = worst_case(model)
@@ -161,21 +202,31 @@ class QuotaSelector:
         if cached is None:
             cached = await self._read(key)
         else:
-            age = self._clock() - cached[0]
+            age = self._clock() - cached.at
             if fresh and age > self._tight_ttl:
                 cached = await self._read(key)
             elif age > self._normal_ttl:
                 self._refresh_in_background(key)
-        _, committed, local_then = cached
         local_now = self._local.get(key, {}).get(model, 0)
-        return committed.get(model, 0) + local_now - local_then.get(model, 0)
+        return cached.committed.get(model, 0) + local_now - cached.local_then.get(model, 0)
 
-    async def _read(self, key: tuple[str, str]) -> tuple[float, dict[str, int], dict[str, int]]:
+    def _unseen(self, scope: str, day: str, model: str) -> int:
+        """What the other replicas likely spent on `model` that the last read cannot show."""
+        cached = self._spend.get((scope, day))
+        if cached is None:
+            return 0
+        horizon = max(0.0, self._clock() - cached.at) + self._flush_lag
+        return round(cached.others_rate.get(model, 0.0) * horizon)
+
+    async def _read(self, key: tuple[str, str]) -> _Read:
         # Snapshot the local totals first: spend noted while the read is in flight is
         # then counted twice at worst (conservative), never missed.
         local_then = dict(self._local.get(key, {}))
         committed = await self._store.committed_spend(*key)
-        entry = (self._clock(), committed, local_then)
+        entry = _Read(self._clock(), committed, local_then, {})
+        previous = self._spend.get(key)
+        if previous is not None:
+            entry.others_rate.update(_others_rate(previous, entry))
         self._spend[key] = entry
         return entry
 

@@ -145,6 +145,61 @@ def test_normal_reads_come_from_the_cache_and_refresh_in_the_background() -> Non
     asyncio.run(scenario())
 
 
+async def _reads(selector: QuotaSelector, store: MemoryQuotaStore, clock: Clock,
+                 committed: list[int], own_step: int = 0) -> None:
+    """One read a second, the store showing `committed` in turn; this replica notes
+    `own_step` of its own spend after each read (and its flush lands in the store)."""
+    for spent in committed:
+        store.committed[("acme", DAY, A)] = spent
+        await selector._read(("acme", DAY))  # noqa: SLF001 — what the background refresh does
+        selector.note_spend("acme", DAY, A, own_step)
+        clock.now += 1.0
+
+
+def test_the_other_replicas_pace_is_projected_over_the_stale_window() -> None:
+    """The others add 300/s: a read 1 s old plus their 1 s flush lag hides ~600 of it."""
+    for history, expected in (([0, 100, 200], Mode.NORMAL), ([0, 300, 600], Mode.TIGHT)):
+        store, clock = MemoryQuotaStore(), Clock()
+        selector = _selector(store, clock, normal_ttl=10.0, tight_threshold=0.8, flush_lag=1.0)
+
+        async def scenario() -> Mode:
+            await _reads(selector, store, clock, history)  # noqa: B023 — awaited at once
+            return (await selector.select("acme", (A,), _quota({A: 1000}), lambda m: 1)).mode  # noqa: B023
+
+        # 200 + 100/s × 2 s = 400 < 800: NORMAL.  600 + 300/s × 2 s = 1200 ≥ 800: TIGHT
+        # (without the projection, 600 < 800 would stay NORMAL and let the fleet run past).
+        assert asyncio.run(scenario()) == expected
+
+
+def test_the_projected_pace_ages_with_the_read() -> None:
+    store, clock = MemoryQuotaStore(), Clock()
+    selector = _selector(store, clock, normal_ttl=100.0, tight_threshold=0.8, flush_lag=1.0)
+
+    async def scenario() -> list[Mode]:
+        await _reads(selector, store, clock, [0, 100, 200])  # 100/s; the last read is 1 s old
+        modes = []
+        for _ in range(5):  # unseen: 200, 300, 400, 500, 600 → 400 … 800
+            modes.append((await selector.select("acme", (A,), _quota({A: 1000}), lambda m: 1)).mode)
+            clock.now += 1.0
+        return modes
+
+    assert asyncio.run(scenario()) == [Mode.NORMAL] * 4 + [Mode.TIGHT]
+
+
+def test_own_spend_is_not_projected_as_the_others_pace() -> None:
+    store, clock = MemoryQuotaStore(), Clock()
+    selector = _selector(store, clock, normal_ttl=10.0, tight_threshold=0.8, flush_lag=1.0)
+
+    async def scenario() -> Mode:
+        # All the growth is this replica's own (200 a second, flushed): the others' pace is 0.
+        await _reads(selector, store, clock, [0, 200, 400], own_step=200)
+        # Spent: 400 read + 200 noted since = 600 < 800. Counting the own pace again
+        # (200/s × 2 s) would make it 1000: TIGHT for nothing.
+        return (await selector.select("acme", (A,), _quota({A: 1000}), lambda m: 1)).mode
+
+    assert asyncio.run(scenario()) == Mode.NORMAL
+
+
 def test_concurrent_tight_reservations_never_exceed_the_quota() -> None:
     store, clock = MemoryQuotaStore(), Clock()
     store.committed[("acme", DAY, A)] = 800
