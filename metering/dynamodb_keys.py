@@ -1,7 +1,12 @@
 """Issued caller credentials as DynamoDB items (`pk=KEY#<access key id>`, `sk=KEY`).
 
 A mixin of `DynamoDBStore`: it needs the store's open client (`_api()`), its
-`table` and its `_clock`. Keys are listed through GSI `gsi2` (`gsi2pk=KEYS`).
+`table`, its `_clock` and its `_key_source`. Keys are listed through GSI `gsi2`
+(`gsi2pk=KEYS`). The `secret` attribute holds the secret encrypted
+(`metering/secret_box.py`), or the bare secret in items written before
+encryption existed until `costkeeper keys encrypt` converts them. Meta items
+(`pk=META#<name>`, `sk=META`, `value`) hold the key-check marker and, with KMS,
+the wrapped data key (`metering/secret_keys.py`).
 """
 
 from __future__ import annotations
@@ -12,21 +17,29 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from metering.dynamodb_schema import GSI, error_code, n, s
-from metering.store import IssuedKey, KeyRecord, generate_access_key_id, generate_secret
+from metering.secret_box import SecretBox, SecretKeyError, is_encrypted
+from metering.secret_keys import SecretsMixin, reencrypt_marker
+from metering.store import (
+    IssuedKey,
+    KeyRecord,
+    ReencryptResult,
+    generate_access_key_id,
+    generate_secret,
+)
 
 __all__ = ["KeyItems"]
 
 
-class KeyItems:
-    # Provided by DynamoDBStore:
+class KeyItems(SecretsMixin):
+    # Provided by DynamoDBStore (and `_key_source` for SecretsMixin):
     table: str
     _clock: Callable[[], float]
     _api: Callable[[], Any]
 
-
     async def create_key(self, org: str, app: str) -> IssuedKey:
         if not org or not app:
             raise ValueError("a key needs a non-empty org and app")
+        box = await self._secrets()
         created_at = self._clock()
         secret = generate_secret()
         for _ in range(5):
@@ -36,7 +49,8 @@ class KeyItems:
                     TableName=self.table,
                     Item={
                         "pk": s(f"KEY#{access_key_id}"), "sk": s("KEY"), "access_key_id": s(access_key_id),
-                        "org": s(org), "app": s(app), "secret": s(secret), "created_at": n(created_at),
+                        "org": s(org), "app": s(app), "secret": s(box.encrypt(access_key_id, secret)),
+                        "created_at": n(created_at),
                         "gsi2pk": s("KEYS"), "gsi2sk": s(f"{created_at:020.6f}#{access_key_id}"),
                     },
                     ConditionExpression="attribute_not_exists(pk)",
@@ -53,17 +67,24 @@ class KeyItems:
             TableName=self.table, Key={"pk": s(f"KEY#{access_key_id}"), "sk": s("KEY")}, ConsistentRead=True,
         )
         item = response.get("Item")
-        return None if item is None else _key_record(item)
+        return None if item is None else _key_record(await self._secrets(), item)
 
     async def list_keys(self) -> list[KeyRecord]:
-        records: list[KeyRecord] = []
+        items = await self._key_items()
+        if not items:
+            return []
+        box = await self._secrets()
+        return [_key_record(box, item) for item in items]
+
+    async def _key_items(self) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
         paginator = self._api().get_paginator("query")
         async for page in paginator.paginate(
             TableName=self.table, IndexName=GSI, KeyConditionExpression="gsi2pk = :keys",
             ExpressionAttributeValues={":keys": s("KEYS")},
         ):
-            records.extend(_key_record(item) for item in page["Items"])
-        return records
+            items.extend(page["Items"])
+        return items
 
     async def revoke_key(self, access_key_id: str) -> bool:
         try:
@@ -80,14 +101,73 @@ class KeyItems:
             raise
         return True
 
+    async def encrypt_secrets(self) -> ReencryptResult:
+        box = await self._secrets()
+        encrypted, unchanged, failed = 0, 0, []
+        for item in await self._key_items():
+            access_key_id, stored = item["access_key_id"]["S"], item["secret"]["S"]
+            try:  # current items too: the command doubles as a check that every item decrypts
+                secret = box.decrypt(access_key_id, stored) if is_encrypted(stored) else stored
+            except SecretKeyError as exc:
+                failed.append(str(exc))
+                continue
+            if box.is_current(stored):
+                unchanged += 1
+                continue
+            try:
+                await self._api().update_item(
+                    TableName=self.table,
+                    Key={"pk": s(f"KEY#{access_key_id}"), "sk": s("KEY")},
+                    UpdateExpression="SET secret = :new",
+                    ConditionExpression="secret = :old",  # unless another `keys encrypt` was first
+                    ExpressionAttributeValues={":new": s(box.encrypt(access_key_id, secret)), ":old": s(stored)},
+                )
+            except ClientError as exc:
+                if error_code(exc) != "ConditionalCheckFailedException":
+                    raise
+                unchanged += 1
+                continue
+            encrypted += 1
+        await reencrypt_marker(box, self)
+        return ReencryptResult(encrypted, unchanged, tuple(failed))
 
-def _key_record(item: dict[str, Any]) -> KeyRecord:
+    # -- MetaStore (metering/secret_keys.py) -------------------------------
+
+    async def get_meta(self, name: str) -> str | None:
+        response = await self._api().get_item(
+            TableName=self.table, Key={"pk": s(f"META#{name}"), "sk": s("META")}, ConsistentRead=True,
+        )
+        item = response.get("Item")
+        return None if item is None else str(item["value"]["S"])
+
+    async def add_meta(self, name: str, value: str) -> bool:
+        try:
+            await self._put_meta(name, value, ConditionExpression="attribute_not_exists(pk)")
+        except ClientError as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    async def set_meta(self, name: str, value: str) -> None:
+        await self._put_meta(name, value)
+
+    async def _put_meta(self, name: str, value: str, **condition: str) -> None:
+        await self._api().put_item(
+            TableName=self.table,
+            Item={"pk": s(f"META#{name}"), "sk": s("META"), "value": s(value), "updated_at": n(self._clock())},
+            **condition,
+        )
+
+
+def _key_record(box: SecretBox, item: dict[str, Any]) -> KeyRecord:
     revoked = item.get("revoked_at")
+    access_key_id = item["access_key_id"]["S"]
     return KeyRecord(
-        access_key_id=item["access_key_id"]["S"],
+        access_key_id=access_key_id,
         org=item["org"]["S"],
         app=item["app"]["S"],
-        secret=item["secret"]["S"],
+        secret=box.reveal(access_key_id, item["secret"]["S"]),
         created_at=float(item["created_at"]["N"]),
         revoked_at=float(revoked["N"]) if revoked else None,
     )

@@ -13,7 +13,8 @@ micro-USD, days are UTC `YYYY-MM-DD`, minutes UTC `HH:MM`; a scope is `org`
 | days with usage | `DAYS` | `<YYYY>` | `days` (string set of `YYYY-MM-DD`, added once per day and process) |
 | batch marker | `BATCH#<batch id>#<part>` | `BATCH` | `applied_at`, `ttl` |
 | lease | `LEASE#<name>` | `LEASE` | `owner`, `expires_at` |
-| issued key | `KEY#<access key id>` | `KEY` | `org`, `app`, `secret`, `created_at`, `revoked_at`, `gsi2pk` = `KEYS`, `gsi2sk` = `<created_at>#<id>` |
+| issued key | `KEY#<access key id>` | `KEY` | `org`, `app`, `secret` (encrypted, `metering/secret_box.py`), `created_at`, `revoked_at`, `gsi2pk` = `KEYS`, `gsi2sk` = `<created_at>#<id>` |
+| meta | `META#<name>` | `META` | `value`: the key-check marker, the KMS-wrapped data key (`metering/secret_keys.py`) |
 
 * Usage counters are sharded: a flush adds to one of `shards` items per
   (org, app, model, day), picked by a hash of the batch id — random across

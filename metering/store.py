@@ -14,7 +14,9 @@ ValueError) when a backend does not keep what a query needs.
 Caller credentials look like AWS's so that every SDK accepts them unchanged:
 an access key id of 20 uppercase characters (prefix `CKIA`, as AWS uses `AKIA`)
 and a 40-character secret. For `Authorization: Bearer` clients the same pair
-is packed into one token, `ck-<access_key_id>-<secret>`.
+is packed into one token, `ck-<access_key_id>-<secret>`. Stores keep the secret
+encrypted (`metering/secret_box.py`, keys from `metering/secret_keys.py`) and
+hand it out decrypted in `KeyRecord`.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ __all__ = [
     "KeyRecord",
     "KeyStore",
     "ModelRate",
+    "ReencryptResult",
     "QuotaStore",
     "Store",
     "StoreError",
@@ -115,7 +118,8 @@ class KeyRecord:
     access_key_id: str
     org: str
     app: str
-    #: Stored in clear: SigV4 verification needs the secret itself (an HMAC key).
+    #: Decrypted: SigV4 verification needs the secret itself (an HMAC key), so it is
+    #: stored encrypted, not hashed (`metering/secret_box.py`).
     secret: str = field(repr=False)
     created_at: float
     revoked_at: float | None = None
@@ -127,6 +131,18 @@ class KeyRecord:
     def secret_matches(self, secret: str) -> bool:
         """Constant-time comparison, so response timing leaks nothing of the secret."""
         return hmac.compare_digest(self.secret.encode(), secret.encode())
+
+
+@dataclass(frozen=True, slots=True)
+class ReencryptResult:
+    """What `KeyStore.encrypt_secrets` did."""
+
+    #: Secrets stored in clear or under a previous key, now under the current key.
+    encrypted: int
+    #: Already under the current key.
+    unchanged: int
+    #: One message per secret that could not be decrypted (it names the access key id).
+    failed: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -253,6 +269,9 @@ class QuotaStore(Protocol):
 
 @runtime_checkable
 class KeyStore(Protocol):
+    """Issued credentials. Methods that write or read a secret raise `SecretKeyError`
+    (`metering/secret_box.py`) when no key is configured or it does not fit."""
+
     async def create_key(self, org: str, app: str) -> IssuedKey: ...
 
     async def get_key(self, access_key_id: str) -> KeyRecord | None:
@@ -265,7 +284,17 @@ class KeyStore(Protocol):
 
     async def revoke_key(self, access_key_id: str) -> bool:
         """True if an active key was revoked now; False if unknown or already
-        revoked (the first revocation time is kept)."""
+        revoked (the first revocation time is kept). Needs no key for secrets."""
+        ...
+
+    async def unlock_secrets(self) -> str:
+        """Load and check the key for issued secrets now rather than on first use;
+        a description for the log. Raises `SecretKeyError` (none configured, wrong key)."""
+        ...
+
+    async def encrypt_secrets(self) -> ReencryptResult:
+        """`costkeeper keys encrypt`: every secret stored in clear or under a previous
+        key, encrypted with the current key. Idempotent; safe beside running proxies."""
         ...
 
 

@@ -7,6 +7,8 @@ checks nothing and attributes every request to the configured org/app.
 
 Key records are cached (cachetools TTL, misses included) so the store is not on
 the hot path; a revocation reaches a running proxy within `auth.key_cache_ttl`.
+The store keeps secrets encrypted, not hashed: SigV4 verification needs the
+secret itself as its HMAC key (`metering/secret_box.py`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 
 from cachetools import TTLCache
 
+from metering.secret_box import SecretKeyError
 from metering.store import KeyRecord, KeyStore, parse_bearer_token
 from proxy.config import AuthConfig
 from proxy.errors import (
@@ -100,6 +103,11 @@ class Authenticator:
         if record is _MISSING:
             try:
                 record = await self._keys.get_key(access_key_id)
+            except SecretKeyError as exc:  # no key, a wrong one, or an altered row: says which, never the secret
+                logger.error("credential lookup failed: %s", exc)
+                raise ServiceUnavailableException(
+                    "The credential store is unavailable; please try again shortly."
+                ) from None
             except Exception as exc:  # the store is unreachable: retryable, and not cached
                 logger.warning("credential lookup failed: %s", type(exc).__name__)
                 raise ServiceUnavailableException(

@@ -29,6 +29,7 @@ GATEWAY_CUSTOM: dict[str, Any] = {
     "service": {"port": 9080, "adminPort": 9081},
     "autoscaling": {"enabled": False},
     "replicaCount": 3,
+    "workers": 2,
     "podDisruptionBudget": {"maxUnavailable": 1},
     "networkPolicy": {"adminFrom": [{"namespaceSelector": {"matchLabels": {
         "kubernetes.io/metadata.name": "monitoring"}}}]},
@@ -144,7 +145,7 @@ def test_gateway_custom_values() -> None:
         "maxUnavailable": 1, "selector": deployment["spec"]["selector"]}
     config = config_of(list(kinds.values()))
     assert config["region"] == "eu-west-1" and config["store"]["table"] == "ck-usage"
-    assert config["server"]["port"] == 9080
+    assert config["server"]["port"] == 9080 and config["server"]["workers"] == 2
 
 
 def test_network_policy_keeps_the_admin_port_internal() -> None:

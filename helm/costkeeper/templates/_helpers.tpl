@@ -58,7 +58,7 @@ app.kubernetes.io/component: {{ .Values.mode }}
 {{- $_ := set $config "auth" $auth }}
 {{- $_ := set $config "server" (mergeOverwrite (deepCopy (get $config "server" | default dict)) (dict "host" "127.0.0.1" "port" (int .Values.sidecar.port) "admin_host" "0.0.0.0" "admin_port" (int .Values.sidecar.adminPort))) }}
 {{- else }}
-{{- $_ := set $config "server" (mergeOverwrite (deepCopy (get $config "server" | default dict)) (dict "host" "0.0.0.0" "port" (int .Values.service.port) "admin_host" "0.0.0.0" "admin_port" (int .Values.service.adminPort))) }}
+{{- $_ := set $config "server" (mergeOverwrite (deepCopy (get $config "server" | default dict)) (dict "host" "0.0.0.0" "port" (int .Values.service.port) "admin_host" "0.0.0.0" "admin_port" (int .Values.service.adminPort) "workers" (int .Values.workers))) }}
 {{- end }}
 {{- $store := get $config "store" | default dict }}
 {{- $_ := set $store "journal_dir" (get $store "journal_dir" | default "/var/lib/costkeeper/journal") }}
@@ -66,7 +66,7 @@ app.kubernetes.io/component: {{ .Values.mode }}
 {{- toYaml $config }}
 {{- end }}
 
-{{/* The proxy's environment: config file and the admin token reference. */}}
+{{/* The proxy's environment: config file, the admin token and secret key references. */}}
 {{- define "costkeeper.env" -}}
 - name: COSTKEEPER_CONFIG
   value: /etc/costkeeper/config.yaml
@@ -94,6 +94,21 @@ app.kubernetes.io/component: {{ .Values.mode }}
     secretKeyRef:
       name: {{ . }}
       key: {{ $.Values.adminToken.key }}
+{{- end }}
+{{- with .Values.secretKey.existingSecret }}
+- name: COSTKEEPER_SECRET_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: {{ $.Values.secretKey.key }}
+{{- if $.Values.secretKey.previousKey }}
+- name: COSTKEEPER_SECRET_KEY_PREVIOUS
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: {{ $.Values.secretKey.previousKey }}
+      optional: true
+{{- end }}
 {{- end }}
 {{- with .Values.env }}
 {{ toYaml . }}
