@@ -105,7 +105,6 @@ class Journal:
             os.close(lock_fd)
             raise JournalBusy(f"journal directory {self.directory} is in use by another process") from None
         self._lock_fd = lock_fd
-        self.journal_id = self._read_or_create_id()
         segments: set[int] = set()
         intents: list[tuple[int, int]] = []
         for path in self.directory.iterdir():
@@ -119,6 +118,9 @@ class Journal:
                     path.unlink(missing_ok=True)
                 else:
                     intents.append((first, last))
+        # Nothing left to replay: segment numbers start again from 1, so the batch ids
+        # must not — the store would take batch `id:1-1` for one it already applied.
+        self.journal_id = self._read_or_create_id(fresh=not segments and not intents)
         self._active_number = max(segments, default=0) + 1
         self._open_active()
         return Recovered(tuple(sorted(segments)), tuple(sorted(intents)))
@@ -138,14 +140,14 @@ class Journal:
             os.close(self._lock_fd)  # releases the flock
             self._lock_fd = None
 
-    def _read_or_create_id(self) -> str:
+    def _read_or_create_id(self, fresh: bool) -> str:
         path = self.directory / "journal-id"
-        try:
-            return path.read_text().strip()
-        except FileNotFoundError:
-            journal_id = secrets.token_hex(8)
-            self._write_durably(path, journal_id)
-            return journal_id
+        if not fresh:
+            with contextlib.suppress(FileNotFoundError):
+                return path.read_text().strip()
+        journal_id = secrets.token_hex(8)
+        self._write_durably(path, journal_id)
+        return journal_id
 
     # -- writing -----------------------------------------------------------
 

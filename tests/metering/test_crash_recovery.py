@@ -22,12 +22,14 @@ import httpx
 import pytest
 
 from metering.dynamodb_store import DynamoDBStore
+from metering.secret_box import decode_key
+from metering.secret_keys import StaticKeys
 from metering.sqlite_store import SQLiteStore
 from metering.store import IssuedKey, Store, UsageRow
 from tests.conftest import TEST_PRICING
 from tests.dynamodb_local import CREDENTIALS, DynamoDBLocal
 from tests.e2e.clients import NOVA, bedrock_client
-from tests.processes import Process, Proxy, start_proxy
+from tests.processes import TEST_SECRET_KEY, Process, Proxy, start_proxy
 
 pytestmark = pytest.mark.slow
 
@@ -120,7 +122,8 @@ def test_sigkill_mid_traffic_loses_and_doubles_nothing(
         if backend == "sqlite":
             return SQLiteStore(store_config["path"])
         monkeypatch.setenv("AWS_ACCESS_KEY_ID", CREDENTIALS["AWS_ACCESS_KEY_ID"])
-        return DynamoDBStore(table=store_config["table"], region="us-east-1", endpoint_url=store_config["endpoint_url"])
+        return DynamoDBStore(table=store_config["table"], region="us-east-1", endpoint_url=store_config["endpoint_url"],
+                             key_source=StaticKeys(decode_key(TEST_SECRET_KEY, "key")))  # the proxy's key
 
     async def with_store(action: Callable[[Store], Any]) -> Any:
         store = open_store()

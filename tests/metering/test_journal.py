@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from metering.events import UsageEvent
-from metering.journal import Journal, JournalBusy, encode
+from metering.journal import Journal, JournalBusy, Recovered, encode
 
 MakeEvent = Callable[..., UsageEvent]
 
@@ -98,3 +98,20 @@ def test_a_torn_last_line_is_skipped(tmp_path: Path, make_event: MakeEvent) -> N
     number = seal(journal)
     assert [e.request_id for e in journal.read_segment(number)] == ["whole"]
     journal.close()
+
+
+def test_a_journal_reopened_with_nothing_to_replay_gets_a_new_id(tmp_path: Path, make_event: MakeEvent) -> None:
+    """Segment numbers start again from 1 after a clean shutdown: with the old id the
+    first batches of the next process would carry ids the store has already applied."""
+    journal = Journal(tmp_path)
+    journal.open()
+    journal.append(encode(make_event("a")))
+    first = seal(journal)
+    stored = journal.begin_batch(first, first)
+    journal.end_batch(first, first)
+    journal.close()
+
+    again = Journal(tmp_path)
+    assert again.open() == Recovered((), ())
+    assert again.active_number == first and again.batch_id(first, first) != stored
+    again.close()
