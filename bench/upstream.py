@@ -9,6 +9,9 @@ signature check, precomputed responses:
   messages events, base64 in ``bytes``);
 * ``GET /health`` → 200.
 
+With ``--frame-interval S`` a stream's frames are written S seconds apart
+(a paced stream, like tokens being generated) instead of in one write.
+
 Every response carries ``x-amzn-requestid``. Run: ``python -m bench.upstream --port P``.
 """
 
@@ -18,6 +21,7 @@ import argparse
 import asyncio
 import base64
 import json
+from collections import deque
 from typing import Any
 
 from adapters.eventstream import event_message
@@ -30,7 +34,7 @@ CONVERSE_BODY = json.dumps({
 }, separators=(",", ":")).encode()
 
 
-def converse_stream_body(frames: int) -> bytes:
+def converse_stream_frames(frames: int) -> list[bytes]:
     deltas = max(frames - 4, 1)
     events: list[tuple[str, dict[str, Any]]] = [("messageStart", {"role": "assistant"})]
     events += [("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": f"tok{i} "}})
@@ -40,10 +44,10 @@ def converse_stream_body(frames: int) -> bytes:
                ("metadata", {"usage": {"inputTokens": 12, "outputTokens": deltas,
                                        "totalTokens": 12 + deltas},
                              "metrics": {"latencyMs": 1}})]
-    return b"".join(event_message(kind, payload) for kind, payload in events)
+    return [event_message(kind, payload) for kind, payload in events]
 
 
-def invoke_stream_body(frames: int) -> bytes:
+def invoke_stream_frames(frames: int) -> list[bytes]:
     deltas = max(frames - 5, 1)
     events: list[dict[str, Any]] = [{
         "type": "message_start",
@@ -59,29 +63,43 @@ def invoke_stream_body(frames: int) -> bytes:
                {"type": "message_stop", "amazon-bedrock-invocationMetrics": {
                    "inputTokenCount": 12, "outputTokenCount": deltas,
                    "invocationLatency": 1, "firstByteLatency": 1}}]
-    return b"".join(
+    return [
         event_message("chunk", {"bytes": base64.b64encode(json.dumps(e, separators=(",", ":")).encode()).decode()})
-        for e in events)
+        for e in events]
 
 
 def _response(body: bytes, content_type: str, extra: str = "") -> bytes:
-    head = (f"HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
-            f"x-amzn-requestid: 00000000-0000-4000-8000-000000000000\r\n{extra}\r\n")
-    return head.encode() + body
+    return b"".join(_paced(_head(len(body), content_type, extra), [body]))
+
+
+def _head(length: int, content_type: str, extra: str = "") -> bytes:
+    return (f"HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {length}\r\n"
+            f"x-amzn-requestid: 00000000-0000-4000-8000-000000000000\r\n{extra}\r\n").encode()
+
+
+def _paced(head: bytes, frames: list[bytes]) -> list[bytes]:
+    """The response as separate writes: head + first frame, then one frame per write."""
+    return [head + frames[0], *frames[1:]]
+
+
+def _stream(frames: list[bytes], extra: str, paced: bool) -> list[bytes]:
+    parts = _paced(_head(sum(map(len, frames)), "application/vnd.amazon.eventstream", extra), frames)
+    return parts if paced else [b"".join(parts)]
 
 
 class Responses:
-    def __init__(self, frames: int) -> None:
-        self.converse = _response(CONVERSE_BODY, "application/json")
-        self.converse_stream = _response(converse_stream_body(frames), "application/vnd.amazon.eventstream")
-        self.invoke_stream = _response(
-            invoke_stream_body(frames), "application/vnd.amazon.eventstream",
-            "X-Amzn-Bedrock-Content-Type: application/json\r\n")
-        self.ok = _response(b"{}", "application/json")
-        self.not_found = (b"HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\n"
-                          b"Content-Length: 2\r\nx-amzn-requestid: 0\r\n\r\n{}")
+    """Each response as the list of writes that make it (one write unless paced)."""
 
-    def pick(self, path: bytes) -> bytes:
+    def __init__(self, frames: int, paced: bool = False) -> None:
+        self.converse = [_response(CONVERSE_BODY, "application/json")]
+        self.converse_stream = _stream(converse_stream_frames(frames), "", paced)
+        self.invoke_stream = _stream(invoke_stream_frames(frames),
+                                     "X-Amzn-Bedrock-Content-Type: application/json\r\n", paced)
+        self.ok = [_response(b"{}", "application/json")]
+        self.not_found = [b"HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\n"
+                          b"Content-Length: 2\r\nx-amzn-requestid: 0\r\n\r\n{}"]
+
+    def pick(self, path: bytes) -> list[bytes]:
         path = path.split(b"?", 1)[0]
         if path.endswith(b"/converse"):
             return self.converse
@@ -95,17 +113,29 @@ class Responses:
 
 
 class UpstreamProtocol(asyncio.Protocol):
-    def __init__(self, responses: Responses) -> None:
+    """Answers each request with its precomputed writes, in order. With an
+    interval, the writes of a paced stream go out `interval` seconds apart
+    (frame by frame, like a model generating tokens), so time to first byte
+    can be told apart from the cost of the whole stream."""
+
+    def __init__(self, responses: Responses, interval: float = 0.0) -> None:
         self.responses = responses
+        self.interval = interval
         self.buffer = b""
         self.transport: Any = None
+        self.writes: deque[bytes] = deque()
+        self.timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # uvloop's transport is not an asyncio.Transport subclass
 
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.writes.clear()
+
     def data_received(self, data: bytes) -> None:
         self.buffer += data
-        out = []
         while True:
             end = self.buffer.find(b"\r\n\r\n")
             if end < 0:
@@ -122,15 +152,28 @@ class UpstreamProtocol(asyncio.Protocol):
                 break
             path = head.split(b" ", 2)[1]
             self.buffer = self.buffer[total:]
-            out.append(self.responses.pick(path))
-        if out:
-            self.transport.write(b"".join(out))
+            self.writes.extend(self.responses.pick(path))
+        if self.timer is None:
+            self._pump()
+
+    def _pump(self) -> None:
+        """Write what is due: everything at once unless paced (one write per tick)."""
+        self.timer = None
+        if not self.writes or self.transport.is_closing():
+            return
+        if self.interval <= 0:
+            self.transport.write(b"".join(self.writes))
+            self.writes.clear()
+            return
+        self.transport.write(self.writes.popleft())
+        if self.writes:
+            self.timer = asyncio.get_running_loop().call_later(self.interval, self._pump)
 
 
-async def serve(host: str, port: int, frames: int) -> None:
-    responses = Responses(frames)
+async def serve(host: str, port: int, frames: int, interval: float = 0.0) -> None:
+    responses = Responses(frames, paced=interval > 0)
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: UpstreamProtocol(responses), host, port, backlog=2048)
+    server = await loop.create_server(lambda: UpstreamProtocol(responses, interval), host, port, backlog=4096)
     async with server:
         await server.serve_forever()
 
@@ -140,13 +183,15 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--frames", type=int, default=200, help="event-stream frames per stream")
+    parser.add_argument("--frame-interval", type=float, default=0.0,
+                        help="seconds between two frames of a stream (0: the whole stream in one write)")
     args = parser.parse_args()
     try:
         import uvloop
         uvloop.install()
     except ImportError:
         pass
-    asyncio.run(serve(args.host, args.port, args.frames))
+    asyncio.run(serve(args.host, args.port, args.frames, args.frame_interval))
 
 
 if __name__ == "__main__":

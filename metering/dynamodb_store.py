@@ -40,6 +40,7 @@ from metering.dynamodb_schema import (
     shard_of,
 )
 from metering.events import UsageEvent, utc_day
+from metering.secret_keys import KeySource
 from metering.store import (
     ModelRate,
     UnsupportedQuery,
@@ -47,6 +48,7 @@ from metering.store import (
     events_batch_id,
     normalize_group_by,
 )
+from metering.store_stats import StoreStats
 
 __all__ = ["DynamoDBStore"]
 
@@ -116,6 +118,7 @@ class DynamoDBStore(KeyItems):
         marker_ttl_days: int = 30,
         max_transaction_items: int = MAX_TRANSACTION_ITEMS,
         clock: Callable[[], float] = time.time,
+        key_source: KeySource | None = None,
     ) -> None:
         if shards < 1 or max_transaction_items < 2:
             raise ValueError("shards must be at least 1 and max_transaction_items at least 2")
@@ -132,8 +135,11 @@ class DynamoDBStore(KeyItems):
         self._marker_ttl = marker_ttl_days * _DAY
         self._max_items = max_transaction_items
         self._clock = clock
+        #: The key for issued secrets; None: none configured (no default: see secret_keys.py).
+        self._key_source = key_source
         self._stack: contextlib.AsyncExitStack | None = None
         self._client: Any = None
+        self.stats = StoreStats()
         #: Days this process has registered as having usage (see `_register_days`).
         self._known_days: set[str] = set()
 
@@ -148,6 +154,7 @@ class DynamoDBStore(KeyItems):
             "dynamodb", region_name=self._region, endpoint_url=self._endpoint_url, config=self._config,
         ))
         self._stack = stack
+        self._client.meta.events.register("before-parameter-build.dynamodb", self.stats.on_dynamodb_call)
 
     async def aclose(self) -> None:
         stack, self._stack, self._client = self._stack, None, None

@@ -32,6 +32,7 @@ import contextlib
 import logging
 import random
 import threading
+import time
 from collections import deque
 from pathlib import Path
 
@@ -39,6 +40,7 @@ from metering.aggregate import Aggregate
 from metering.events import UsageEvent
 from metering.journal import Journal, JournalError, encode
 from metering.store import UsageStore
+from metering.store_stats import StoreStats
 
 __all__ = ["UsageRecorder"]
 
@@ -56,6 +58,7 @@ class UsageRecorder:
         fsync_interval: float = 0.2,
         retry_base: float = 0.5,
         max_backoff: float = 30.0,
+        stats: StoreStats | None = None,
     ) -> None:
         if flush_interval <= 0 or batch_size <= 0 or fsync_interval <= 0:
             raise ValueError("flush_interval, batch_size and fsync_interval must be positive")
@@ -66,6 +69,8 @@ class UsageRecorder:
         self._fsync_interval = fsync_interval
         self._retry_base = retry_base
         self._max_backoff = max_backoff
+        #: Flush times go here (metrics; `make bench`).
+        self._stats = stats
         # Guards everything `record` touches; held for microseconds only.
         self._mutex = threading.Lock()
         #: Events in the active segment.
@@ -291,7 +296,10 @@ class UsageRecorder:
             events: list[UsageEvent] = []
             for number in range(first, last + 1):
                 events.extend(await asyncio.to_thread(self._journal.read_segment, number))
+            started = time.perf_counter()
             applied = await self._store.write_batch(batch_id, events)
+            if self._stats is not None:
+                self._stats.on_flush(time.perf_counter() - started, len(events))
             if not applied:
                 logger.info("batch %s was already stored; not counted again", batch_id)
             await asyncio.to_thread(self._journal.end_batch, first, last)

@@ -15,8 +15,13 @@ rates and committed quota spend live in their own tables, written in the same
 transaction as the events and the batch marker. A batch applies once per id
 and an event once per request id (first write wins).
 
-The file holds issued secrets, so it is created with mode 0600; SQLite gives its
-`-wal` and `-shm` files the database file's permissions.
+Issued secrets are stored encrypted (`metering/secret_box.py`); the key is by
+default a file beside the database, `<path>.key`, created on first use, so a
+copy of the database alone reveals no secret. The file is still created with
+mode 0600 (it holds who spends what); SQLite gives its `-wal` and `-shm` files
+the database file's permissions. `secure_delete` zeroes freed content, so a
+secret re-encrypted by `costkeeper keys encrypt` leaves no plaintext behind in
+free pages.
 """
 
 from __future__ import annotations
@@ -36,10 +41,13 @@ from typing import Any
 
 from metering.aggregate import Aggregate
 from metering.events import UsageEvent
+from metering.secret_box import SecretBox, SecretKeyError, generate_key, is_encrypted
+from metering.secret_keys import KeyFile, KeySource, SecretsMixin, StaticKeys, reencrypt_marker
 from metering.store import (
     IssuedKey,
     KeyRecord,
     ModelRate,
+    ReencryptResult,
     UsageRow,
     events_batch_id,
     generate_access_key_id,
@@ -47,6 +55,7 @@ from metering.store import (
     normalize_group_by,
     parse_scope,
 )
+from metering.store_stats import StoreStats
 
 __all__ = ["SQLiteStore"]
 
@@ -118,6 +127,8 @@ CREATE TABLE IF NOT EXISTS quota_exhausted (
     model TEXT NOT NULL,
     PRIMARY KEY (scope, day, model)
 );
+-- `secret`: `v1:<key id>:<base64>` (AES-256-GCM), or the bare secret in rows
+-- written before encryption existed (`costkeeper keys encrypt` converts them).
 CREATE TABLE IF NOT EXISTS api_keys (
     access_key_id TEXT PRIMARY KEY,
     org           TEXT NOT NULL,
@@ -125,6 +136,11 @@ CREATE TABLE IF NOT EXISTS api_keys (
     secret        TEXT NOT NULL,
     created_at    REAL NOT NULL,
     revoked_at    REAL
+);
+-- The key-check marker and, with KMS, the wrapped data key (`metering/secret_keys.py`).
+CREATE TABLE IF NOT EXISTS meta (
+    name  TEXT PRIMARY KEY,
+    value TEXT NOT NULL
 );
 """
 
@@ -155,7 +171,7 @@ def _create_private(path: str) -> None:
     except FileExistsError:
         mode = stat.S_IMODE(os.stat(path).st_mode)
         if mode & 0o077:
-            logger.warning("%s holds issued secrets but has mode %03o; consider chmod 600", path, mode)
+            logger.warning("%s holds usage and issued keys but has mode %03o; consider chmod 600", path, mode)
         return
     os.close(fd)
 
@@ -192,13 +208,29 @@ def _slot(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d#%H:%M")
 
 
-class SQLiteStore:
-    """`UsageStore`, `QuotaStore` and `KeyStore` in one SQLite file (or `":memory:"`)."""
+def _record(box: SecretBox, row: Sequence[Any]) -> KeyRecord:
+    access_key_id, org, app, stored, created_at, revoked_at = row
+    return KeyRecord(access_key_id, org, app, box.reveal(access_key_id, stored), created_at, revoked_at)
 
-    def __init__(self, path: str | os.PathLike[str], *, clock: Callable[[], float] = time.time) -> None:
+
+class SQLiteStore(SecretsMixin):
+    """`UsageStore`, `QuotaStore` and `KeyStore` in one SQLite file (or `":memory:"`).
+
+    `key_source` gives the key for issued secrets; None → the key file
+    `<path>.key`, created on first use (a fresh key per `":memory:"` store).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, clock: Callable[[], float] = time.time,
+                 key_source: KeySource | None = None) -> None:
         self.path = os.fspath(path)
         self._clock = clock
         self._lock = threading.Lock()
+        self.stats = StoreStats()
+        if key_source is None:
+            key_source = (StaticKeys(generate_key(), name="an in-memory store's key") if self.path == _MEMORY
+                          else KeyFile(f"{self.path}.key", create=True))
+        self._key_source: KeySource | None = key_source
+        self._box: SecretBox | None = None
         if self.path != _MEMORY:
             _create_private(self.path)
         # isolation_level=None: no implicit transactions; writes below open
@@ -209,6 +241,8 @@ class SQLiteStore:
             self._conn.execute("PRAGMA synchronous=NORMAL")
             # The CLI and the proxy may share the file; wait rather than fail.
             self._conn.execute("PRAGMA busy_timeout=5000")
+            # Freed content is zeroed: no secret survives its re-encryption in a free page.
+            self._conn.execute("PRAGMA secure_delete=ON")
             self._conn.executescript(_SCHEMA)
             self._add_missing_columns()
         except BaseException:
@@ -261,6 +295,7 @@ class SQLiteStore:
             return function(*args)
 
     def _transaction(self, function: Callable[..., Any], *args: Any) -> Any:
+        changes = self._conn.total_changes
         self._conn.execute("BEGIN IMMEDIATE")
         try:
             result = function(*args)
@@ -268,6 +303,7 @@ class SQLiteStore:
             self._conn.execute("ROLLBACK")
             raise
         self._conn.execute("COMMIT")
+        self.stats.on_transaction(self._conn.total_changes - changes)
         return result
 
     # -- UsageStore --------------------------------------------------------
@@ -387,6 +423,7 @@ class SQLiteStore:
     async def create_key(self, org: str, app: str) -> IssuedKey:
         if not org or not app:
             raise ValueError("a key needs a non-empty org and app")
+        box = await self._secrets()
         created_at = self._clock()
         secret = generate_secret()
 
@@ -396,7 +433,7 @@ class SQLiteStore:
                 access_key_id = generate_access_key_id()
                 cursor = self._conn.execute(
                     f"INSERT OR IGNORE INTO api_keys ({_KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, NULL)",
-                    (access_key_id, org, app, secret, created_at),
+                    (access_key_id, org, app, box.encrypt(access_key_id, secret), created_at),
                 )
                 if cursor.rowcount == 1:
                     return IssuedKey(access_key_id, secret, org, app, created_at)
@@ -409,13 +446,16 @@ class SQLiteStore:
         row = await self._run(lambda: self._conn.execute(
             f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE access_key_id = ?", (access_key_id,)
         ).fetchone())
-        return None if row is None else KeyRecord(*row)
+        return None if row is None else _record(await self._secrets(), row)
 
     async def list_keys(self) -> list[KeyRecord]:
         rows = await self._run(lambda: self._conn.execute(
             f"SELECT {_KEY_COLUMNS} FROM api_keys ORDER BY created_at, access_key_id"
         ).fetchall())
-        return [KeyRecord(*row) for row in rows]
+        if not rows:
+            return []
+        box = await self._secrets()
+        return [_record(box, row) for row in rows]
 
     async def revoke_key(self, access_key_id: str) -> bool:
         now = self._clock()
@@ -425,3 +465,47 @@ class SQLiteStore:
         ))
         return bool(cursor.rowcount == 1)
 
+
+    async def encrypt_secrets(self) -> ReencryptResult:
+        box = await self._secrets()
+
+        def reencrypt() -> ReencryptResult:
+            rows = self._conn.execute("SELECT access_key_id, secret FROM api_keys ORDER BY access_key_id").fetchall()
+            encrypted, failed = 0, []
+            for access_key_id, stored in rows:
+                try:  # current rows too: the command doubles as a check that every row decrypts
+                    secret = box.decrypt(access_key_id, stored) if is_encrypted(stored) else stored
+                except SecretKeyError as exc:
+                    failed.append(str(exc))
+                    continue
+                if box.is_current(stored):
+                    continue
+                self._conn.execute(
+                    "UPDATE api_keys SET secret = ? WHERE access_key_id = ? AND secret = ?",
+                    (box.encrypt(access_key_id, secret), access_key_id, stored),
+                )
+                encrypted += 1
+            return ReencryptResult(encrypted, len(rows) - encrypted - len(failed), tuple(failed))
+
+        result: ReencryptResult = await self._run(self._transaction, reencrypt)
+        await reencrypt_marker(box, self)
+        if result.encrypted and self.path != _MEMORY:
+            # The old values' pages leave the WAL file (best effort beside other readers).
+            await self._run(lambda: self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall())
+        return result
+
+    # -- MetaStore (metering/secret_keys.py) -------------------------------
+
+    async def get_meta(self, name: str) -> str | None:
+        row = await self._run(lambda: self._conn.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone())
+        return None if row is None else str(row[0])
+
+    async def add_meta(self, name: str, value: str) -> bool:
+        cursor = await self._run(lambda: self._conn.execute(
+            "INSERT OR IGNORE INTO meta (name, value) VALUES (?, ?)", (name, value)))
+        return bool(cursor.rowcount == 1)
+
+    async def set_meta(self, name: str, value: str) -> None:
+        await self._run(lambda: self._conn.execute(
+            "INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            (name, value)))

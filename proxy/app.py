@@ -2,21 +2,20 @@
 
 `create_app(config)` gives the data-port ASGI app (Bedrock Runtime API);
 `create_admin_app(keeper)` the admin port (`/healthz`, `/readyz`). Both share
-one `CostKeeper`, whose `startup`/`shutdown` the data app's lifespan calls.
+one `CostKeeper`, whose `startup`/`shutdown` the data app's lifespan calls
+(proxy/data_app.py).
 """
 
 from __future__ import annotations
 
-import contextlib
 import hmac
 import logging
-from collections.abc import AsyncIterator
 
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import Route
 
 from metering.consolidate import Consolidator
 from metering.dynamodb_store import DynamoDBStore
@@ -24,11 +23,14 @@ from metering.events import UsageEvent
 from metering.pricing import PriceTable
 from metering.quotas import QuotaSelector
 from metering.recorder import UsageRecorder
+from metering.secret_box import SecretKeyError
+from metering.secret_keys import key_source
 from metering.sqlite_store import SQLiteStore
 from proxy.admission import Admission
 from proxy.alerts import Alerter
 from proxy.config import Config
 from proxy.dashboard import dashboard_route
+from proxy.data_app import DataApp
 from proxy.eventlog import EventLog
 from proxy.forward import ProxyHandler
 from proxy.identity import Authenticator
@@ -45,6 +47,12 @@ logger = logging.getLogger(__name__)
 def create_store(config: Config) -> SQLiteStore | DynamoDBStore:
     """The store `config.store` names, not yet opened (`await store.open()`)."""
     store = config.store
+    secrets = key_source(
+        secret_key=config.secret_key, previous=config.previous_secret_keys, key_file=store.secret_key_path(),
+        kms_key_id=store.kms_key_id, region=store.region or config.region,
+        # A single machine creates its key file; replicas must share one made on purpose.
+        create_key_file=store.backend == "sqlite",
+    )
     if store.backend == "dynamodb":
         return DynamoDBStore(
             table=store.table,
@@ -56,8 +64,9 @@ def create_store(config: Config) -> SQLiteStore | DynamoDBStore:
             read_timeout=store.read_timeout,
             metrics_ttl_days=store.metrics_ttl_days,
             marker_ttl_days=store.marker_ttl_days,
+            key_source=secrets,
         )
-    return SQLiteStore(store.path)
+    return SQLiteStore(store.path, key_source=secrets)
 
 
 class CostKeeper:
@@ -76,6 +85,7 @@ class CostKeeper:
             fsync_interval=metering.fsync_interval,
             retry_base=config.store.retry_base,
             max_backoff=config.store.retry_max,
+            stats=self.store.stats,
         )
         self.authenticator = Authenticator(config.auth, self.store)
         self.upstream = Upstream(config)
@@ -85,12 +95,14 @@ class CostKeeper:
             tight_threshold=quotas.tight_threshold,
             normal_ttl=quotas.normal_ttl,
             tight_ttl=quotas.tight_ttl,
+            flush_lag=config.metering.flush_interval,
         )
         self.admission = Admission(config.policies, self.selector, self.prices, RateLimiter(),
                                    store_healthy=lambda: self.recorder.healthy,
                                    on_quota_use=lambda scope, model, ratio: self.metrics.set_quota_use(
                                        scope, model, ratio))
         self.metrics = ProxyMetrics(config.observability.max_model_labels)
+        self.metrics.watch_store(self.store.stats)
         self.event_log = EventLog(access=config.observability.access_log, emf=config.observability.emf)
         self.alerter = Alerter(config.alerts, config.policies, self.store)
         self.handler = ProxyHandler(
@@ -102,6 +114,7 @@ class CostKeeper:
             max_body_bytes=config.limits.max_body_bytes,
             max_usage_body_bytes=config.limits.max_usage_body_bytes,
             observe=self._observe,
+            head_limits=config.limits,
         )
         #: DynamoDB only: one replica at a time sums the counter shards into daily totals.
         self.consolidator = (
@@ -114,6 +127,21 @@ class CostKeeper:
         self.metrics.observe(event, fallback)
         self.event_log.write(event, fallback)
         self.alerter.observe(event)
+
+    async def unlock_secrets(self) -> None:
+        """Before the proxy listens (`costkeeper serve`): no key, or a wrong one, for the
+        issued secrets raises SecretKeyError; a store or KMS out of reach only warns,
+        and the first key lookup tries again. Trust mode reads no secret."""
+        if self.config.auth.mode == "trust":
+            return
+        await self.store.open()
+        try:
+            logger.info("issued secrets: %s", await self.store.unlock_secrets())
+        except SecretKeyError:
+            raise
+        except Exception as exc:
+            logger.warning("issued secrets not unlocked yet (%s); the first key lookup tries again",
+                           type(exc).__name__)
 
     async def startup(self) -> None:
         await self.store.open()
@@ -133,16 +161,9 @@ class CostKeeper:
             await self.recorder.stop(self.config.metering.drain_timeout)
             await self.alerter.stop()
         finally:
+            self.event_log.flush()
             await self.upstream.aclose()
             await self.store.aclose()
-
-    @contextlib.asynccontextmanager
-    async def lifespan(self, _app: Starlette) -> AsyncIterator[None]:
-        await self.startup()
-        try:
-            yield
-        finally:
-            await self.shutdown()
 
     def readiness(self) -> tuple[bool, dict[str, object]]:
         """Ready while started, the upstream is usable and the metering backlog
@@ -160,18 +181,22 @@ class CostKeeper:
         return self.started and self.upstream.ready and backlog_ok, checks
 
 
-def create_app(config: Config, keeper: CostKeeper | None = None) -> Starlette:
+def create_app(config: Config, keeper: CostKeeper | None = None) -> DataApp:
+    """Every path goes to the handler, which answers Bedrock-shaped errors itself."""
     keeper = keeper or CostKeeper(config)
-    app = Starlette(routes=[Mount("/", app=keeper.handler)], lifespan=keeper.lifespan)
-    app.state.keeper = keeper
-    return app
+    return DataApp(keeper.handler, keeper.startup, keeper.shutdown)
 
 
 def create_admin_app(keeper: CostKeeper) -> Starlette:
-    """The admin port: health and readiness (open), metrics (open unless configured
+    """The admin port: health, readiness and metrics (open unless configured
     otherwise), and everything that reveals usage behind `COSTKEEPER_ADMIN_TOKEN`."""
 
-    async def healthz(_request: Request) -> PlainTextResponse:
+    def health_allowed(request: Request) -> bool:
+        return keeper.config.observability.healthz_public or admin_authorized(keeper.config, request)
+
+    async def healthz(request: Request) -> Response:
+        if not health_allowed(request):
+            return JSONResponse({"message": "A valid admin token is required."}, status_code=401)
         return PlainTextResponse("ok\n")
 
     async def metrics(request: Request) -> Response:
@@ -179,7 +204,9 @@ def create_admin_app(keeper: CostKeeper) -> Starlette:
             return JSONResponse({"message": "A valid admin token is required."}, status_code=401)
         return Response(keeper.metrics.exposition(keeper.recorder.backlog), media_type=CONTENT_TYPE_LATEST)
 
-    async def readyz(_request: Request) -> JSONResponse:
+    async def readyz(request: Request) -> JSONResponse:
+        if not health_allowed(request):
+            return JSONResponse({"message": "A valid admin token is required."}, status_code=401)
         ready, checks = keeper.readiness()
         return JSONResponse({"ready": ready, **checks}, status_code=200 if ready else 503)
 

@@ -2,7 +2,7 @@
 
     costkeeper serve      run the proxy (data port + admin port)
     costkeeper simulate   run a Bedrock Runtime simulator
-    costkeeper keys       create | list | revoke caller credentials
+    costkeeper keys       create | list | revoke | encrypt caller credentials
     costkeeper usage      usage and cost report from the store
     costkeeper store init create the store's tables
     costkeeper reconcile  metered tokens vs Bedrock's CloudWatch metrics, per model and hour
@@ -20,11 +20,14 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
 from proxy.config import Config, ConfigError, load_config
+
+if TYPE_CHECKING:
+    from proxy.workers import Worker
 
 __all__ = ["main"]
 
@@ -42,12 +45,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"costkeeper: configuration error: {exc}", file=sys.stderr)
         return 2
+    _configure_logging(config)
+    result: int = args.run(config, args)
+    return result
+
+
+def _configure_logging(config: Config) -> None:
+    """Here and in every worker process (proxy/workers.py)."""
     logging.basicConfig(
         level=config.server.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
-    result: int = args.run(config, args)
-    return result
+    # Libraries whose log lines hold credentials, whatever --log-level says: botocore's
+    # DEBUG lines print each canonical request (the upstream's x-amz-security-token) and
+    # DynamoDB bodies (issued keys); httpx's INFO line prints every URL it calls, the
+    # alert webhook's secret one included (found by tests/e2e/test_security_secrets.py).
+    for name, floor in (("botocore", logging.INFO), ("aiobotocore", logging.INFO), ("httpx", logging.WARNING)):
+        logging.getLogger(name).setLevel(max(logging.getLogger().level, floor))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -56,6 +70,8 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--config", help="path to config.yaml (env COSTKEEPER_CONFIG)")
     common.add_argument("--store-path", help="SQLite store file (env COSTKEEPER_STORE_PATH)")
     common.add_argument("--log-level", help="debug, info, warning, error (env COSTKEEPER_LOG_LEVEL)")
+    common.add_argument("--secret-key-file", help="key file for issued secrets (env COSTKEEPER_SECRET_KEY_FILE)")
+    common.add_argument("--kms-key-id", help="KMS key wrapping the key for issued secrets (env COSTKEEPER_KMS_KEY_ID)")
     commands = parser.add_subparsers(metavar="command")
 
     serve = commands.add_parser("serve", parents=[common], help="run the proxy")
@@ -68,6 +84,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--region", help="upstream Bedrock region (env COSTKEEPER_REGION)")
     serve.add_argument("--upstream-endpoint-url", help="upstream endpoint (env COSTKEEPER_UPSTREAM_ENDPOINT_URL)")
     serve.add_argument("--auth-mode", choices=["sigv4", "bearer", "trust"], help="env COSTKEEPER_AUTH_MODE")
+    serve.add_argument("--workers", type=int,
+                       help="processes serving the data port (env COSTKEEPER_WORKERS, default 1)")
     serve.set_defaults(run=_serve)
 
     simulate = commands.add_parser("simulate", parents=[common], help="run a Bedrock Runtime simulator")
@@ -92,6 +110,9 @@ def _parser() -> argparse.ArgumentParser:
     revoke = keys.add_parser("revoke", parents=[common], help="revoke an access key")
     revoke.add_argument("access_key_id")
     revoke.set_defaults(run=_keys_revoke)
+    encrypt = keys.add_parser("encrypt", parents=[common],
+                              help="encrypt secrets stored in clear or under a previous key (idempotent)")
+    encrypt.set_defaults(run=_keys_encrypt)
 
     usage = commands.add_parser("usage", parents=[common], help="usage and cost report")
     usage.add_argument("--days", type=int, default=1, help="the last N UTC days, today included (default 1)")
@@ -124,13 +145,38 @@ class _Server(uvicorn.Server):
 
 
 def _serve(config: Config, _args: argparse.Namespace) -> int:
-    return asyncio.run(_serve_async(config))
+    if config.server.workers > 1:
+        from proxy.workers import supervise
+
+        return supervise(config)
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        return runner.run(_serve_async(config))
 
 
-async def _serve_async(config: Config) -> int:
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop when installed (uvicorn[standard] brings it): about half the CPU per request."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
+async def _serve_async(config: Config, worker: Worker | None = None) -> int:
+    """The proxy in this process: all of it, or one of `server.workers` (proxy/workers.py)."""
+    from metering.secret_box import SecretKeyError
     from proxy.app import CostKeeper, create_admin_app, create_app
+    from proxy.workers import recover_retired_journals
 
     keeper = CostKeeper(config)
+    try:
+        await keeper.unlock_secrets()
+    except SecretKeyError as exc:
+        await keeper.store.aclose()
+        print(f"costkeeper: {exc}", file=sys.stderr)
+        return 2
+    if worker is None or worker.index == 0:
+        await recover_retired_journals(config)
     server = config.server
     data = _Server(uvicorn.Config(
         create_app(config, keeper),
@@ -139,6 +185,7 @@ async def _serve_async(config: Config) -> int:
         ssl_certfile=server.tls_cert,
         ssl_keyfile=server.tls_key,
         lifespan="on",
+        timeout_keep_alive=server.keepalive_timeout,
         access_log=False,
         log_config=None,
         server_header=False,
@@ -159,12 +206,23 @@ async def _serve_async(config: Config) -> int:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop)
-    admin_task = asyncio.create_task(admin.serve())
+    # A worker serves the sockets its supervisor bound; only worker 0 the admin port.
+    data_sockets = admin_sockets = None
+    watcher = admin_task = None
+    if worker is not None:
+        data_sockets = [worker.data_socket]
+        admin_sockets = [worker.admin_socket] if worker.admin_socket is not None else []
+        watcher = worker.watch(keeper, data, stop)
+    if admin_sockets != []:
+        admin_task = asyncio.create_task(admin.serve(admin_sockets))
     try:
-        await data.serve()
+        await data.serve(data_sockets)
     finally:
         admin.should_exit = True
-        await admin_task
+        if admin_task is not None:
+            await admin_task
+        if watcher is not None:
+            watcher.cancel()
     if not data.started:
         logger.error("the proxy did not start (see the messages above)")
         return 1
@@ -198,6 +256,8 @@ def _with_store(config: Config, action: Callable[[Any], Awaitable[Any]]) -> Any:
     A store that cannot be reached ends the command with its error, not a traceback."""
     from botocore.exceptions import BotoCoreError, ClientError
 
+    from metering.secret_box import SecretKeyError
+
     async def run() -> Any:
         store = _store(config)
         await store.open()
@@ -210,6 +270,9 @@ def _with_store(config: Config, action: Callable[[Any], Awaitable[Any]]) -> Any:
         return asyncio.run(run())
     except (BotoCoreError, ClientError) as exc:
         print(f"costkeeper: {config.store.backend} store {config.store.table}: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except SecretKeyError as exc:
+        print(f"costkeeper: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
 
 
@@ -241,6 +304,17 @@ def _keys_revoke(config: Config, args: argparse.Namespace) -> int:
     print(f"revoked {args.access_key_id} (running proxies refuse it within auth.key_cache_ttl, "
           f"{config.auth.key_cache_ttl:g} s)")
     return 0
+
+
+def _keys_encrypt(config: Config, _args: argparse.Namespace) -> int:
+    async def encrypt(store: Any) -> tuple[str, Any]:
+        return await store.unlock_secrets(), await store.encrypt_secrets()
+
+    key, result = _with_store(config, encrypt)
+    print(f"encrypted {result.encrypted} issued secret(s) with {key}; {result.unchanged} already were")
+    for message in result.failed:
+        print(f"costkeeper: {message}", file=sys.stderr)
+    return 1 if result.failed else 0
 
 
 def _usage(config: Config, args: argparse.Namespace) -> int:

@@ -18,6 +18,7 @@ import yaml
 from adapters import family_of
 from adapters.translate import can_translate
 from metering.pricing import Price, PriceTable
+from metering.secret_box import decode_key
 from proxy.policies import Policies, PolicyError, build_policies
 
 __all__ = [
@@ -51,6 +52,13 @@ class ServerConfig:
     tls_cert: str | None = None
     tls_key: str | None = None
     log_level: str = "info"
+    #: Processes serving the data port (proxy/workers.py); 1 → one process, no supervisor.
+    workers: int = 1
+    #: An idle client connection is kept open this long. Above the 60 s idle timeout
+    #: of AWS load balancers, so the balancer always closes first: a request it sends
+    #: on a connection the proxy is closing at that moment would fail (uvicorn's
+    #: default of 5 s loses that race under steady traffic).
+    keepalive_timeout: int = 75
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,10 +69,12 @@ class UpstreamConfig:
     #: Between two bytes of a response. Long non-streamed generations can take
     #: many minutes before the first byte, hence the generous default.
     read_timeout: float = 900.0
-    write_timeout: float = 60.0
+    #: Waiting for a free connection when all `max_connections` are busy.
     pool_timeout: float = 30.0
     max_connections: int = 1000
-    max_keepalive_connections: int = 200
+    #: An idle pooled connection is closed after this many seconds (below
+    #: Bedrock's own idle timeout, so a reused connection is never a stale one).
+    keepalive_timeout: float = 15.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,11 +120,22 @@ class StoreConfig:
     metrics_ttl_days: int = 8
     #: Days a batch marker lives; a journal older than this must not be replayed.
     marker_ttl_days: int = 30
+    #: Key file for issued secrets (base64 keys, one a line, the first current); "" →
+    #: `<path>.key` beside a SQLite file, created on first use; none for dynamodb.
+    secret_key_file: str = ""
+    #: AWS KMS key (id, ARN or alias) wrapping the data key that encrypts issued secrets.
+    kms_key_id: str | None = None
 
     def journal_path(self) -> str:
         if self.journal_dir:
             return self.journal_dir
         return f"{self.path}.journal" if self.backend == "sqlite" else "costkeeper-journal"
+
+    def secret_key_path(self) -> str:
+        """The key file for issued secrets, "" for none (DynamoDB: no default)."""
+        if self.secret_key_file:
+            return self.secret_key_file
+        return f"{self.path}.key" if self.backend == "sqlite" and self.path != ":memory:" else ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +144,11 @@ class LimitsConfig:
     max_body_bytes: int = 25_000_000
     #: Non-streamed response bodies are copied up to this size to read their usage.
     max_usage_body_bytes: int = 32 * 1024 * 1024
+    #: Request header lines (`name: value` + CRLF) in all; 16 KiB like Node.js and
+    #: h11 (uvicorn's httptools parser has none, proxy/limits.py). SigV4 SDK heads are < 2 KiB.
+    max_header_bytes: int = 16 * 1024
+    #: Header fields per request; 100 like Apache httpd and Tomcat. SDKs send 10–25.
+    max_header_count: int = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +161,8 @@ class ObservabilityConfig:
     max_model_labels: int = 200
     #: Serve /metrics without the admin token (scrapers rarely carry one).
     metrics_public: bool = True
+    #: Serve /healthz and /readyz without the admin token (probes and HEALTHCHECK carry none).
+    healthz_public: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +228,10 @@ class Config:
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
     #: Bearer token for the admin API (`COSTKEEPER_ADMIN_TOKEN`, never in config.yaml).
     admin_token: str | None = field(default=None, repr=False)
+    #: The key encrypting issued secrets (`COSTKEEPER_SECRET_KEY`, base64 of 32 bytes) and
+    #: previous keys still decrypted (`COSTKEEPER_SECRET_KEY_PREVIOUS`); never in config.yaml.
+    secret_key: bytes | None = field(default=None, repr=False)
+    previous_secret_keys: tuple[bytes, ...] = field(default=(), repr=False)
     pricing: Mapping[str, Price] = field(default_factory=lambda: MappingProxyType({}))
     #: Labels → model ids, the default chain and per-org settings (used by quotas).
     models: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
@@ -223,6 +255,7 @@ FLAG_KEYS: Mapping[str, str] = MappingProxyType({
     "tls_cert": "server.tls_cert",
     "tls_key": "server.tls_key",
     "log_level": "server.log_level",
+    "workers": "server.workers",
     "region": "region",
     "upstream_endpoint_url": "upstream.endpoint_url",
     "auth_mode": "auth.mode",
@@ -231,6 +264,8 @@ FLAG_KEYS: Mapping[str, str] = MappingProxyType({
     "store_table": "store.table",
     "store_endpoint_url": "store.endpoint_url",
     "journal_dir": "store.journal_dir",
+    "secret_key_file": "store.secret_key_file",
+    "kms_key_id": "store.kms_key_id",
     "sim_host": "simulator.host",
     "sim_port": "simulator.port",
     "sim_access_key": "simulator.access_key",
@@ -284,7 +319,30 @@ def load_config(
             _set_dotted(raw, FLAG_KEYS[flag], value)
     config = _build(raw)
     token = environ.get("COSTKEEPER_ADMIN_TOKEN") or None
-    return replace(config, admin_token=token) if token else config
+    config = replace(config, admin_token=token) if token else config
+    return _with_secret_keys(config, environ)
+
+
+def _with_secret_keys(config: Config, environ: Mapping[str, str]) -> Config:
+    """The keys for issued secrets come from the environment only, like the admin
+    token: a flag shows in `ps`, and config.yaml ends up in Git. At most one source
+    of the current key: two would let replicas encrypt with different keys."""
+    current = environ.get("COSTKEEPER_SECRET_KEY", "")
+    previous = [part for part in environ.get("COSTKEEPER_SECRET_KEY_PREVIOUS", "").split(",") if part.strip()]
+    try:
+        key = decode_key(current, "COSTKEEPER_SECRET_KEY") if current.strip() else None
+        old = tuple(decode_key(part, f"COSTKEEPER_SECRET_KEY_PREVIOUS (key {index + 1})")
+                    for index, part in enumerate(previous))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    store = config.store
+    sources = [name for name, present in (("COSTKEEPER_SECRET_KEY", key is not None),
+                                          ("store.kms_key_id", bool(store.kms_key_id)),
+                                          ("store.secret_key_file", bool(store.secret_key_file))) if present]
+    if len(sources) > 1:
+        raise ConfigError(f"{' and '.join(sources)}: alternative keys for issued secrets; set only one "
+                          "(a previous key goes in COSTKEEPER_SECRET_KEY_PREVIOUS)")
+    return replace(config, secret_key=key, previous_secret_keys=old)
 
 
 def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
@@ -308,10 +366,15 @@ def _build(raw: Mapping[str, Any]) -> Config:
     if auth.mode not in ("sigv4", "bearer", "trust"):
         raise ConfigError(f"auth.mode: expected sigv4, bearer or trust, got {auth.mode!r}")
     _check_store(sections["store"], sections["metering"])
+    _check_limits(sections["limits"])
     sections["alerts"] = _check_alerts(sections["alerts"])
     server = sections["server"]
     if bool(server.tls_cert) != bool(server.tls_key):
         raise ConfigError("server.tls_cert and server.tls_key must be given together")
+    if server.keepalive_timeout <= 0:
+        raise ConfigError(f"server.keepalive_timeout: expected seconds > 0, got {server.keepalive_timeout}")
+    if server.workers < 1:
+        raise ConfigError(f"server.workers: expected at least 1, got {server.workers}")
     pricing_raw = raw.get("pricing") or {}
     if not isinstance(pricing_raw, dict):
         raise ConfigError("pricing: expected a mapping of model id → prices")
@@ -370,6 +433,12 @@ def _check_store(store: StoreConfig, metering: MeteringConfig) -> None:
                         ("metering.fsync_interval", metering.fsync_interval)):
         if number <= 0:
             raise ConfigError(f"{key}: expected a positive number of seconds, got {number}")
+
+
+def _check_limits(limits: LimitsConfig) -> None:
+    for key in ("max_body_bytes", "max_usage_body_bytes", "max_header_bytes", "max_header_count"):
+        if getattr(limits, key) < 1:
+            raise ConfigError(f"limits.{key}: expected at least 1, got {getattr(limits, key)}")
 
 
 def _check_alerts(alerts: AlertsConfig) -> AlertsConfig:

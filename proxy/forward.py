@@ -1,8 +1,8 @@
 """The data-port ASGI handler: identify, admit, forward, relay, meter.
 
-One path for every operation (STYLE.md): build the upstream request, send it
-with `stream=True`, relay `aiter_raw()` as it arrives, and record usage in a
-`finally` so a client hang-up or an upstream cut still meters what was used.
+One path for every operation (STYLE.md): build the upstream request, send it,
+relay the body chunk by chunk as it arrives, and record usage in a `finally`
+so a client hang-up or an upstream cut still meters what was used.
 
 * Event streams are relayed frame by frame (never buffered beyond one partial
   frame): if the upstream cuts mid-stream, the client gets a well-formed
@@ -15,24 +15,25 @@ with `stream=True`, relay `aiter_raw()` as it arrives, and record usage in a
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
-import anyio
-import httpx
 from starlette.types import Receive, Scope, Send
 
-from adapters.translate import StreamTranslator, translate_response
+from adapters.translate import StreamTranslator, TranslationError, translate_response
 from adapters.usage import Usage
 from adapters.watch import BodyUsageWatcher, StreamUsageWatcher
 from metering.events import UsageEvent
 from metering.pricing import PriceTable
 from proxy.admission import Admission, Plan
+from proxy.config import LimitsConfig
 from proxy.errors import (
     BedrockError,
+    InternalServerException,
     ServiceUnavailableException,
     ValidationException,
     error_parts,
@@ -41,9 +42,10 @@ from proxy.errors import (
 )
 from proxy.headers import request_headers_for_upstream, response_headers_for_client
 from proxy.identity import Authenticator, Caller
+from proxy.limits import check_request_head
 from proxy.response_cache import CachedResponse, ResponseCache
 from proxy.routing import JSON_BODY, METERED, Operation, Route, parse_route
-from proxy.upstream import Upstream
+from proxy.upstream import Upstream, UpstreamBroken, UpstreamResponse, UpstreamUnavailable
 
 __all__ = ["ProxyHandler"]
 
@@ -71,7 +73,9 @@ class ProxyHandler:
         max_usage_body_bytes: int,
         cache: ResponseCache | None = None,
         observe: Callable[[UsageEvent, bool], None] | None = None,
+        head_limits: LimitsConfig | None = None,
     ) -> None:
+        self._head_limits = head_limits or LimitsConfig()
         self._cache = cache or ResponseCache()
         #: Metrics and event logs see every metered event (after the recorder).
         self._observe = observe or (lambda event, fallback: None)
@@ -91,6 +95,7 @@ class ProxyHandler:
         raw_query = raw_query or scope.get("query_string", b"").decode("latin-1")
         method = scope["method"]
         try:
+            check_request_head(scope["headers"], raw_path, raw_query, self._head_limits)
             route = parse_route(method, raw_path)
             body = await _read_body(receive, scope["headers"], self._max_body)
             caller = await self._auth.identify(
@@ -116,9 +121,9 @@ class ProxyHandler:
             headers = request_headers_for_upstream(scope["headers"])
             try:
                 response = await self._upstream.send(method, plan.raw_path, raw_query, headers, plan.body)
-            except httpx.TransportError as exc:
+            except UpstreamUnavailable as exc:
                 self._meter(route, caller, plan, 503, None, Usage(), started, None)
-                reason = "Timed out connecting to" if isinstance(exc, httpx.TimeoutException) else "Could not reach"
+                reason = "Timed out connecting to" if exc.timed_out else "Could not reach"
                 raise ServiceUnavailableException(f"{reason} the upstream Bedrock endpoint.") from None
         except BedrockError as error:
             await _send_error(send, error)
@@ -134,18 +139,19 @@ class ProxyHandler:
         route: Route,
         caller: Caller,
         plan: Plan,
-        response: httpx.Response,
+        response: UpstreamResponse,
         started: float,
         cache_key: str | None = None,
     ) -> None:
-        is_stream = response.status_code == 200 and response.headers.get("content-type", "").startswith(_EVENTSTREAM)
+        status = response.status
+        is_stream = status == 200 and response.headers.get("content-type", "").startswith(_EVENTSTREAM)
         family_model = plan.family_model or plan.model
         stream_watcher = StreamUsageWatcher(route.operation, family_model, plan.body) if is_stream else None
         body_watcher = None if is_stream else BodyUsageWatcher(route.operation, family_model, plan.body,
                                                                self._max_usage_body)
-        translate = plan.translate if response.status_code == 200 else None
+        translate = plan.translate if status == 200 else None
         stream_translator = StreamTranslator(*translate, route.model_id or "") if translate and is_stream else None
-        headers = response_headers_for_client(response.headers.raw)
+        headers = response_headers_for_client(response.raw_headers)
         if plan.model:
             headers += [
                 (b"x-costkeeper-model-id", plan.model.encode()),
@@ -153,10 +159,11 @@ class ProxyHandler:
                 (b"x-costkeeper-mode", plan.mode.encode()),
             ]
         first_byte: float | None = None
-        kept: list[bytes] | None = [] if cache_key and response.status_code == 200 and not is_stream else None
+        kept: list[bytes] | None = [] if cache_key and status == 200 and not is_stream else None
         expected = None if is_stream else _content_length(response)
         received = 0
         metered = False
+        finished = False
 
         def meter_once() -> None:
             """Record the usage once, before the byte that completes the response goes out:
@@ -169,63 +176,85 @@ class ProxyHandler:
                 if stream_watcher is not None:
                     usage = stream_watcher.finish()
                 else:
-                    usage = body_watcher.finish(response.status_code, response.headers)  # type: ignore[union-attr]
-                self._meter(route, caller, plan, response.status_code,
-                            response.headers.get("x-amzn-requestid"), usage, started, first_byte)
+                    usage = body_watcher.finish(status, response.headers)  # type: ignore[union-attr]
+                self._meter(route, caller, plan, status, response.headers.get("x-amzn-requestid"), usage, started, first_byte)
 
         def cache_body() -> None:
             if kept is not None and cache_key and plan.cache_ttl:
                 # Stored before the last byte goes out: the client's next request may be the repeat.
                 self._cache.put(cache_key, CachedResponse(200, tuple(headers), b"".join(kept), plan.cache_ttl))
 
+        hang_up: _HangUpWatch | None = None
         try:
             if translate and not is_stream:
-                await self._send_translated(send, route, plan, response, headers, body_watcher, meter_once)
-                return
-            await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
-            async with anyio.create_task_group() as group:
-                group.start_soon(_cancel_on_disconnect, receive, group.cancel_scope)
                 try:
-                    async for chunk in response.aiter_raw():
-                        if stream_watcher is not None:
-                            chunk = stream_watcher.feed(chunk)
-                            if stream_translator is not None and chunk:
-                                chunk = stream_translator.feed(chunk)
-                            done = stream_watcher.complete
-                        else:
-                            body_watcher.feed(chunk)  # type: ignore[union-attr]
-                            received += len(chunk)
-                            if kept is not None:
-                                kept.append(chunk)
-                            done = expected is not None and received >= expected
-                        if not chunk:
-                            continue
-                        if first_byte is None:
-                            first_byte = time.perf_counter()
-                        if done:
-                            cache_body()
-                            meter_once()
-                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                    cache_body()
-                    if stream_translator is not None:
-                        tail = stream_translator.finish()
-                        if tail:
-                            await send({"type": "http.response.body", "body": tail, "more_body": True})
-                except (httpx.TransportError, httpx.StreamError) as exc:
-                    if stream_watcher is None:
-                        raise  # A non-stream body cannot be ended cleanly: abort the connection.
-                    logger.warning("upstream stream for %s ended early: %s", route.operation, type(exc).__name__)
-                    meter_once()
-                    frame = stream_error_frame(
-                        ServiceUnavailableException("The upstream stream ended before it was complete.")
-                    )
-                    await send({"type": "http.response.body", "body": frame, "more_body": True})
+                    await self._send_translated(send, route, plan, response, headers, body_watcher, meter_once)
+                except BedrockError as error:
+                    await _send_error(send, error)
+                finished = True
+                return
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            hang_up = _HangUpWatch(receive)
+            try:
+                async for chunk in response.chunks():
+                    if stream_watcher is not None:
+                        chunk = stream_watcher.feed(chunk)
+                        if stream_translator is not None and chunk:
+                            chunk = stream_translator.feed(chunk)
+                        done = stream_watcher.complete
+                    else:
+                        body_watcher.feed(chunk)  # type: ignore[union-attr]
+                        received += len(chunk)
+                        if kept is not None:
+                            kept.append(chunk)
+                        done = expected is not None and received >= expected
+                    if not chunk:
+                        continue
+                    if first_byte is None:
+                        first_byte = time.perf_counter()
+                    if done:
+                        cache_body()
+                        meter_once()
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                cache_body()
+                if stream_translator is not None:
+                    tail = stream_translator.finish()
+                    if tail:
+                        await send({"type": "http.response.body", "body": tail, "more_body": True})
+                finished = True
+            except UpstreamBroken as exc:
+                if stream_watcher is None:
+                    raise  # A non-stream body cannot be ended cleanly: abort the connection.
+                logger.warning("upstream stream for %s ended early: %s", route.operation, exc)
                 meter_once()
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
-                group.cancel_scope.cancel()
+                frame = stream_error_frame(
+                    ServiceUnavailableException("The upstream stream ended before it was complete.")
+                )
+                await send({"type": "http.response.body", "body": frame, "more_body": True})
+            except TranslationError as exc:
+                # The fallback model's stream held something that has no shape in the
+                # client's family: end the stream with an exception the SDK raises.
+                logger.warning("stream translation for %s failed: %s", route.operation, exc)
+                meter_once()
+                frame = stream_error_frame(
+                    InternalServerException("The fallback model's stream could not be translated.")
+                )
+                await send({"type": "http.response.body", "body": frame, "more_body": True})
+            hang_up.stop()
+            meter_once()
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except asyncio.CancelledError:
+            if hang_up is None or not hang_up.stop():
+                raise
+            hang_up.forgive()  # the client is gone: the finally below drops the upstream request
         finally:
-            with anyio.CancelScope(shield=True):
-                await response.aclose()
+            if hang_up is not None:
+                hang_up.stop()
+            # Read to the end: back to the pool. Otherwise (hang-up, cut, error): dropped.
+            if finished:
+                response.release()
+            else:
+                response.close()
             meter_once()
 
     async def _send_translated(
@@ -233,22 +262,35 @@ class ProxyHandler:
         send: Send,
         route: Route,
         plan: Plan,
-        response: httpx.Response,
+        response: UpstreamResponse,
         headers: list[tuple[bytes, bytes]],
         watcher: BodyUsageWatcher | None,
         meter_once: Callable[[], None],
     ) -> None:
         """A JSON body from another family, translated whole into the client's shape."""
         assert plan.translate is not None and watcher is not None
-        raw = await response.aread()
+        try:
+            raw = await response.read()
+        except UpstreamBroken:
+            meter_once()
+            raise ServiceUnavailableException("The upstream response ended before it was complete.") from None
         watcher.feed(raw)
         client_family, served_family = plan.translate
-        translated = translate_response(client_family, served_family, json.loads(raw), route.model_id or "")
+        try:
+            document = json.loads(raw)
+            if not isinstance(document, dict):
+                raise TranslationError(served_family, "body", "not a JSON object")
+            translated = translate_response(client_family, served_family, document, route.model_id or "")
+        except (ValueError, RecursionError, TranslationError) as exc:
+            # Metered all the same (the watcher saw the body); the client gets a clear 500.
+            logger.warning("response translation for %s failed: %s", route.operation, exc)
+            meter_once()
+            raise InternalServerException("The fallback model's response could not be translated.") from None
         payload = json.dumps(translated, separators=(",", ":")).encode()
         headers = [(k, v) for k, v in headers if k.lower() != b"content-length"]
         headers.append((b"content-length", str(len(payload)).encode()))
         meter_once()
-        await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+        await send({"type": "http.response.start", "status": response.status, "headers": headers})
         await send({"type": "http.response.body", "body": payload, "more_body": False})
 
     async def _send_cached(
@@ -305,15 +347,41 @@ class ProxyHandler:
             self._admission.note_spend(plan, event.cost_micro_usd - plan.reserved)
 
 
-async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            scope.cancel()
-            return
+class _HangUpWatch:
+    """Cancels the relaying task when the client hangs up, which closes the upstream
+    request (Bedrock stops generating). One bare asyncio task: an anyio task group
+    per response cost ~8 % of the CPU of a request (bench/RESULTS.md)."""
+
+    __slots__ = ("_gone", "_relay", "_stopped", "_task")
+
+    def __init__(self, receive: Receive) -> None:
+        self._relay = asyncio.current_task()
+        self._gone = False
+        self._stopped = False
+        self._task = asyncio.get_running_loop().create_task(self._watch(receive))
+
+    async def _watch(self, receive: Receive) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        # The server also says "disconnect" once the response is complete: `stop()` comes first then.
+        if not self._stopped and self._relay is not None:
+            self._gone = True
+            self._relay.cancel()
+
+    def stop(self) -> bool:
+        """No more watching (call before the last byte goes out); whether the client was gone."""
+        if not self._stopped:
+            self._stopped = True
+            self._task.cancel()
+        return self._gone
+
+    def forgive(self) -> None:
+        """The cancellation was ours: take it back so the request ends normally."""
+        if self._relay is not None:
+            self._relay.uncancel()
 
 
-def _content_length(response: httpx.Response) -> int | None:
+def _content_length(response: UpstreamResponse) -> int | None:
     try:
         return int(response.headers["content-length"])
     except (KeyError, ValueError):
@@ -362,7 +430,7 @@ def _json_body(route: Route, scope: Scope, body: bytes) -> dict[str, Any] | None
         return None
     try:
         document = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise ValidationException(
             f"Malformed input request: {exc.__class__.__name__}, please reformat your input and try again."
         ) from None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 __all__ = ["HOP_BY_HOP", "CLIENT_AUTH", "request_headers_for_upstream", "response_headers_for_client"]
 
 #: RFC 9110 §7.6.1: connection-specific fields are never forwarded, nor are the
@@ -35,7 +37,7 @@ _RECOMPUTED = frozenset({"host", "content-length", "accept-encoding", "expect"})
 _DROP_TO_UPSTREAM = HOP_BY_HOP | CLIENT_AUTH | _RECOMPUTED
 
 
-def _connection_named(headers: list[tuple[bytes, bytes]]) -> frozenset[str]:
+def _connection_named(headers: Sequence[tuple[bytes, bytes]]) -> frozenset[str]:
     named: set[str] = set()
     for name, value in headers:
         if name.lower() == b"connection":
@@ -57,7 +59,7 @@ def request_headers_for_upstream(raw: list[tuple[bytes, bytes]]) -> dict[str, st
     return out
 
 
-def response_headers_for_client(raw: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+def response_headers_for_client(raw: Sequence[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     """Upstream response headers minus hop-by-hop ones; everything else, e.g. the
     `X-Amzn-Bedrock-*` token counts, reaches the client unchanged."""
     named = _connection_named(raw)

@@ -4,13 +4,23 @@ One private `CollectorRegistry` per proxy (served on the admin port at
 `/metrics`), never the global one, so tests and several apps in one process do
 not share counters. Label cardinality is bounded: org/app come from issued keys
 or config, and models beyond `max_models` distinct ids are reported as `other`.
+
+With several workers (proxy/workers.py) every process writes its values to
+prometheus-client's multiprocess files and the scrape sums them
+(`aggregate_processes`); the gauges say how (`multiprocess_mode`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
 
 from metering.events import UsageEvent
+from metering.store_stats import FLUSH_BUCKETS, StoreStats
 
 __all__ = ["ProxyMetrics"]
 
@@ -24,6 +34,8 @@ class ProxyMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self._max_models = max_models
         self._models: set[str] = set()
+        #: Set by `aggregate_processes`: scrapes read every worker's files from there.
+        self._multiprocess_dir: str | None = None
         labels = ("org", "app", "model")
         self.tokens = Counter("costkeeper_tokens", "Tokens metered, by direction.",
                               (*labels, "direction"), registry=self.registry)
@@ -44,9 +56,10 @@ class ProxyMetrics:
         self.estimated = Counter("costkeeper_estimated_usage", "Requests whose usage had to be estimated.",
                                  labels, registry=self.registry)
         self.quota_use = Gauge("costkeeper_quota_use_ratio", "Committed spend / daily quota, per scope and model.",
-                               ("scope", "model"), registry=self.registry)
+                               ("scope", "model"), registry=self.registry,
+                               multiprocess_mode="livemostrecent")  # workers read the same store
         self.backlog = Gauge("costkeeper_metering_backlog", "Usage events not yet written to the store.",
-                             registry=self.registry)
+                             registry=self.registry, multiprocess_mode="livesum")  # each worker its own journal
 
     def _model(self, model: str) -> str:
         if model in self._models:
@@ -76,9 +89,45 @@ class ProxyMetrics:
         if event.estimated:
             self.estimated.labels(*labels).inc()
 
+    def watch_store(self, stats: StoreStats) -> None:
+        """Export what the metering path asks of the store (read at each scrape)."""
+        self.registry.register(_StoreCollector(stats))
+
     def set_quota_use(self, scope: str, model: str, ratio: float) -> None:
         self.quota_use.labels(scope, self._model(model)).set(ratio)
 
+    def aggregate_processes(self, directory: str) -> None:
+        """Scrapes sum the metrics of every process writing to `directory` (the
+        PROMETHEUS_MULTIPROC_DIR the worker processes started with). Collectors that
+        read this process's memory (`watch_store`) cannot be summed and are left out."""
+        self._multiprocess_dir = directory
+
     def exposition(self, backlog: int) -> bytes:
         self.backlog.set(backlog)
-        return generate_latest(self.registry)
+        if self._multiprocess_dir is None:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=self._multiprocess_dir)
+        return generate_latest(registry)
+
+
+class _StoreCollector(Collector):
+    def __init__(self, stats: StoreStats) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._stats
+        calls = CounterMetricFamily("costkeeper_store_calls", "Calls to the usage store, by operation "
+                                    "(DynamoDB API calls; SQLite write transactions).", labels=("operation",))
+        for operation, count in sorted(stats.calls.items()):
+            calls.add_metric((operation,), count)
+        yield calls
+        yield CounterMetricFamily("costkeeper_store_items_written", "Items (DynamoDB) or rows (SQLite) written.",
+                                  value=stats.items_written)
+        buckets = [(str(bound), count) for bound, count in zip(FLUSH_BUCKETS, stats.flush_buckets, strict=False)]
+        buckets.append(("+Inf", stats.flush_buckets[-1]))
+        flush = HistogramMetricFamily("costkeeper_store_flush_seconds", "Time to store one batch of usage events.")
+        flush.add_metric((), buckets, stats.flush_seconds_sum)
+        yield flush
+        yield CounterMetricFamily("costkeeper_store_flushed_events", "Usage events stored by the flushes.",
+                                  value=stats.flushed_events)

@@ -3,50 +3,122 @@
 Credentials come from the standard AWS chain via aiobotocore (environment,
 shared profile, web identity / IRSA, container and instance roles) and are
 refreshed without blocking the event loop. Signing is botocore's `SigV4Auth`
-with signing name `bedrock`. The path is sent exactly as it was signed: httpx
-keeps percent-encodings as given, so `%3A` and `%2F` survive.
+with signing name `bedrock`.
+
+The HTTP client is aiohttp, the one aiobotocore itself sends with. The proxy
+began on httpx; `make bench` measured httpx/httpcore 1.0 at 1.5–5.6 ms of CPU
+per request on this path (its connection pool probes every pooled socket on
+every request, and the cost grows with concurrency), against ~0.25 ms for
+aiohttp — the difference between ~200 and several thousand requests per second
+(bench/RESULTS.md). The path is sent exactly as it was signed (`encoded=True`
+keeps `%3A` and `%2F`), bodies are passed through compressed or not
+(`auto_decompress=False`), and aiohttp adds no header of its own that the
+client did not send (`skip_auto_headers`), so what Bedrock receives is what
+was signed.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-import httpx
+import aiohttp
 from aiobotocore.session import get_session
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
+from yarl import URL
 
 from proxy.config import Config
 from proxy.sigv4 import SIGNING_SERVICE
 
-__all__ = ["Upstream", "NoUpstreamCredentials"]
+__all__ = ["NoUpstreamCredentials", "Upstream", "UpstreamBroken", "UpstreamResponse", "UpstreamUnavailable"]
 
 logger = logging.getLogger(__name__)
+
+# Headers aiohttp would otherwise add on its own (the client's own values, if any, are kept).
+_NO_AUTO_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
 
 
 class NoUpstreamCredentials(RuntimeError):
     """The AWS credential chain found nothing for the proxy to sign with."""
 
 
+class UpstreamUnavailable(Exception):
+    """No response head from Bedrock: refused, reset, or timed out before it answered."""
+
+    def __init__(self, timed_out: bool) -> None:
+        super().__init__("timed out" if timed_out else "unreachable")
+        self.timed_out = timed_out
+
+
+class UpstreamBroken(Exception):
+    """The response body ended early: cut, reset, or a read timeout between two bytes."""
+
+
+class UpstreamResponse:
+    """An open upstream response: status and headers now, the body as it arrives.
+
+    The caller must end it with `release()` (read to the end; the connection goes
+    back to the pool) or `close()` (abandoned; the connection is dropped, which is
+    how a client hang-up reaches Bedrock).
+    """
+
+    __slots__ = ("_response", "headers", "raw_headers", "status")
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self._response = response
+        self.status: int = response.status
+        #: As received, for relaying: [(name, value), ...] in bytes.
+        self.raw_headers: tuple[tuple[bytes, bytes], ...] = response.raw_headers
+        #: Case-insensitive lookups.
+        self.headers: Mapping[str, str] = response.headers
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The body, chunk by chunk as the socket delivers it (never buffered whole)."""
+        content = self._response.content
+        try:
+            while True:
+                chunk = await content.readany()
+                if not chunk:
+                    return
+                yield chunk
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise UpstreamBroken(type(exc).__name__) from exc
+
+    async def read(self) -> bytes:
+        """The whole body (only for JSON bodies that must be translated whole)."""
+        try:
+            return await self._response.read()
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise UpstreamBroken(type(exc).__name__) from exc
+
+    def release(self) -> None:
+        self._response.release()
+
+    def close(self) -> None:
+        self._response.close()
+
+
 class Upstream:
     def __init__(self, config: Config) -> None:
         self._base_url = config.upstream_url
-        self._host = httpx.URL(self._base_url).netloc.decode("ascii")
+        self._host = URL(self._base_url).raw_authority
         self._region = config.region
         up = config.upstream
-        self._timeout = httpx.Timeout(
-            connect=up.connect_timeout, read=up.read_timeout, write=up.write_timeout, pool=up.pool_timeout
+        # connect = waiting for a pooled connection + opening one; sock_read = between two bytes.
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, connect=up.pool_timeout + up.connect_timeout,
+            sock_connect=up.connect_timeout, sock_read=up.read_timeout,
         )
-        self._limits = httpx.Limits(
-            max_connections=up.max_connections, max_keepalive_connections=up.max_keepalive_connections
-        )
-        self._client: httpx.AsyncClient | None = None
+        self._max_connections = up.max_connections
+        self._keepalive_timeout = up.keepalive_timeout
+        self._session: aiohttp.ClientSession | None = None
         self._credentials: Any = None
 
     @property
     def ready(self) -> bool:
-        return self._client is not None and self._credentials is not None
+        return self._session is not None and self._credentials is not None
 
     async def start(self) -> None:
         self._credentials = await get_session().get_credentials()
@@ -55,24 +127,37 @@ class Upstream:
                 "no AWS credentials found for the upstream (environment, shared profile, "
                 "web identity, container or instance role)"
             )
-        self._client = httpx.AsyncClient(timeout=self._timeout, limits=self._limits, trust_env=False)
+        connector = aiohttp.TCPConnector(limit=self._max_connections, limit_per_host=0,
+                                         keepalive_timeout=self._keepalive_timeout)
+        self._session = aiohttp.ClientSession(
+            connector=connector, timeout=self._timeout, auto_decompress=False,
+            skip_auto_headers=_NO_AUTO_HEADERS, trust_env=False,
+        )
         logger.info("upstream %s, region %s, credentials via %s", self._base_url, self._region,
                     getattr(self._credentials, "method", "unknown"))
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
     async def send(
         self, method: str, raw_path: str, raw_query: str, headers: dict[str, str], body: bytes
-    ) -> httpx.Response:
-        """Sign and send; the response is open and streaming (the caller closes it)."""
-        assert self._client is not None, "Upstream.start() was not awaited"
+    ) -> UpstreamResponse:
+        """Sign and send; the response is open and streaming (the caller ends it)."""
+        assert self._session is not None, "Upstream.start() was not awaited"
         url = self._base_url + raw_path + (f"?{raw_query}" if raw_query else "")
         headers["host"] = self._host
         signed = AWSRequest(method=method, url=url, data=body, headers=headers)
         frozen = await self._credentials.get_frozen_credentials()
         SigV4Auth(frozen, SIGNING_SERVICE, self._region).add_auth(signed)
-        request = self._client.build_request(method, url, headers=signed.headers.items(), content=body)
-        return await self._client.send(request, stream=True)
+        try:
+            response = await self._session.request(
+                method, URL(url, encoded=True), data=body, headers=dict(signed.headers.items()),
+                allow_redirects=False,
+            )
+        except TimeoutError as exc:
+            raise UpstreamUnavailable(timed_out=True) from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamUnavailable(timed_out=False) from exc
+        return UpstreamResponse(response)

@@ -6,6 +6,7 @@ separate `costkeeper` process, real sockets, real clients.
 
 from __future__ import annotations
 
+import base64
 import os
 import socket
 import subprocess
@@ -21,6 +22,9 @@ import yaml
 
 SIM_ACCESS_KEY = "AKIDSIMULATORTESTS01"
 SIM_SECRET_KEY = "simulator-secret-for-tests-only"
+#: The key for issued secrets of proxies on DynamoDB (which has no default key file):
+#: replicas sharing a table share it, as a deployment's Secret would give them.
+TEST_SECRET_KEY = base64.b64encode(b"costkeeper-e2e-test-secret-key!!").decode()
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -149,12 +153,14 @@ def start_proxy(
     config_path.write_text(yaml.safe_dump(document))
     access, secret = upstream_credentials
     aws_env = {"AWS_ACCESS_KEY_ID": access, "AWS_SECRET_ACCESS_KEY": secret}
+    if document["store"].get("backend") == "dynamodb":
+        aws_env["COSTKEEPER_SECRET_KEY"] = TEST_SECRET_KEY
     # The proxy's AWS credentials also sign its DynamoDB calls (DynamoDB Local accepts any).
     costkeeper("store", "init", "--config", str(config_path), env=aws_env)
     scheme = "https" if "--tls-cert" in extra_args else "http"
     process = _spawn(
         ["serve", "--config", str(config_path), *extra_args],
-        {"AWS_ACCESS_KEY_ID": access, "AWS_SECRET_ACCESS_KEY": secret, **(env or {})},
+        {**aws_env, **(env or {})},
         tmp / f"proxy-{port}.log",
         f"{scheme}://127.0.0.1:{port}",
         f"http://127.0.0.1:{admin_port}/healthz",

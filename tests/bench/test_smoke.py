@@ -15,6 +15,7 @@ def test_bench_harness_runs_end_to_end(tmp_path: Path) -> None:
         "--concurrency", "1,4", "--duration", "0.2", "--max-requests", "20",
         "--stream-ops", "converse-stream,invoke-stream", "--stream-concurrency", "1",
         "--stream-requests", "3", "--frames", "20", "--modes", "trust,sigv4",
+        "--open-streams", "20", "--leak-requests", "200", "--store-requests", "100", "--profile-seconds", "1",
         "--out", str(out), "--reading", str(tmp_path / "none.md"), "--json", str(raw),
     ])
     assert code == 0, out.read_text()
@@ -29,3 +30,14 @@ def test_bench_harness_runs_end_to_end(tmp_path: Path) -> None:
     assert "## Non-streamed Converse" in text and "proxy-sigv4" in text and "RSS" in text
     rss = json.loads(raw.read_text())["rss_kib"]
     assert set(rss) == {"trust", "sigv4"} and all(v[0] > 0 and v[1] > 0 for v in rss.values())
+    data = json.loads(raw.read_text())
+    # CPU is read in clock ticks (10 ms): a 20-request smoke point may not reach one.
+    assert any(p["target"] == "floor" and p["requests"] > 0 for p in data["points"])
+    assert any(p["paced"] and p["ttfb_p50_ms"] > 0 for p in data["points"])
+    assert data["open"]["opened"] == 20
+    assert data["leak"]["requests"] > 0 and data["leak"]["rss_end"] > 0
+    store = data["store"]
+    assert store["skipped"] == "" and store["requests"] == 100 and store["flushes"] >= 1
+    assert "## Metering writes" in text and "KiB per open stream" in text
+    if data["profile"] is not None:  # py-spy may be refused ptrace in some sandboxes
+        assert data["profile"]["samples"] > 0 and "## Where the CPU goes" in text

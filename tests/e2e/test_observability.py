@@ -4,6 +4,7 @@ and never a secret in either."""
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import httpx
@@ -33,8 +34,13 @@ def test_metrics_and_access_log_follow_the_traffic(proxy: Proxy, monkeypatch: py
         output += response["usage"]["outputTokens"]
         wait_for_event(proxy, request_ids[-1])
     assert _tokens(proxy, "observed", "app", "output") - before == output
-    lines = [json.loads(line) for line in proxy.output().splitlines() if line.startswith('{"type":"access"')]
-    mine = [line for line in lines if line["request_id"] in request_ids]
+    deadline = time.monotonic() + 5  # access-log lines are written in batches (every 50 ms)
+    while True:
+        lines = [json.loads(line) for line in proxy.output().splitlines() if line.startswith('{"type":"access"')]
+        mine = [line for line in lines if line["request_id"] in request_ids]
+        if len(mine) >= 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert len(mine) == 2 and all(line["org"] == "observed" and line["model"] == NOVA for line in mine)
     assert sum(line["output_tokens"] for line in mine) == output
     everything = proxy.output() + httpx.get(f"{proxy.admin_url}/metrics", timeout=5).text

@@ -17,6 +17,8 @@ import pytest
 
 from metering.dynamodb_store import DynamoDBStore
 from metering.events import UsageEvent
+from metering.secret_box import decode_key
+from metering.secret_keys import StaticKeys
 from metering.sqlite_store import SQLiteStore
 from tests.dynamodb_local import (
     CREDENTIALS,
@@ -25,6 +27,7 @@ from tests.dynamodb_local import (
     new_table_name,
     start_dynamodb_local,
 )
+from tests.processes import TEST_SECRET_KEY
 
 #: 2025-03-10 12:00:00 UTC (the template's timestamp).
 T0 = float(calendar.timegm((2025, 3, 10, 12, 0, 0)))
@@ -96,7 +99,7 @@ def dynamodb_factory(dynamodb_local: DynamoDBLocal, aws_env: None) -> Callable[.
     def make(**overrides: Any) -> DynamoDBStore:
         settings: dict[str, Any] = {
             "table": new_table_name(), "region": "us-east-1", "endpoint_url": dynamodb_local.endpoint_url,
-            "shards": 4, **overrides,
+            "shards": 4, "key_source": StaticKeys(decode_key(TEST_SECRET_KEY, "TEST_SECRET_KEY")), **overrides,
         }
         return DynamoDBStore(**settings)
 

@@ -14,7 +14,9 @@ import yaml
 from metering.dynamodb_store import DynamoDBStore
 from metering.events import UsageEvent
 from tests.dynamodb_local import CREDENTIALS, DynamoDBLocal, new_table_name
-from tests.processes import costkeeper
+from tests.processes import TEST_SECRET_KEY, costkeeper
+
+SECRET_KEY = {"COSTKEEPER_SECRET_KEY": TEST_SECRET_KEY}
 
 pytestmark = pytest.mark.slow
 
@@ -27,7 +29,7 @@ def test_cli_on_dynamodb(tmp_path: Path, dynamodb_local: DynamoDBLocal, aws_env:
                                                 "endpoint_url": dynamodb_local.endpoint_url}}))
 
     def cli(*args: str) -> str:
-        return costkeeper(*args, "--config", str(config), env=CREDENTIALS).stdout
+        return costkeeper(*args, "--config", str(config), env={**CREDENTIALS, **SECRET_KEY}).stdout
 
     assert "created the table" in cli("store", "init")
     assert "already complete" in cli("store", "init")  # idempotent

@@ -33,6 +33,8 @@ def test_precedence_flag_over_env_over_file(tmp_path: Path) -> None:
         ("pricing: {m: {input: 1}}", "'input' and 'output'"),
         ("pricing: {m: {input: 1, output: -2}}", "pricing.m.output"),
         ("server: {tls_cert: a.pem}", "together"),
+        ("server: {workers: 0}", "server.workers: expected at least 1"),
+        ("server: {keepalive_timeout: 0}", "server.keepalive_timeout: expected seconds > 0"),
         ("[1, 2]", "mapping at the top level"),
     ],
 )

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-import logging
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -87,5 +87,50 @@ def test_event_log_writes_bare_json_lines_to_stdout(capsys: pytest.CaptureFixtur
     log.write(_event(), fallback=False)
     lines = capsys.readouterr().out.splitlines()
     assert [json.loads(line).get("type", "emf") for line in lines] == ["access", "emf"]
-    for name in ("costkeeper.access", "costkeeper.emf"):  # leave logging as we found it
-        logging.getLogger(name).handlers.clear()
+
+
+def test_event_log_batches_lines_inside_an_event_loop(capsys: pytest.CaptureFixture[str]) -> None:
+    async def scenario() -> tuple[str, str, str]:
+        log = EventLog(access=True, flush_interval=0.05, max_lines=3)
+        log.write(_event(), fallback=False)
+        log.write(_event(), fallback=False)
+        held = capsys.readouterr().out  # nothing written yet: the batch waits for its timer
+        await asyncio.sleep(0.1)
+        timed = capsys.readouterr().out
+        for _ in range(3):  # a full batch goes out at once, without waiting
+            log.write(_event(), fallback=False)
+        full = capsys.readouterr().out
+        log.write(_event(), fallback=False)
+        log.flush()  # shutdown: what is left goes out
+        return held, timed, full + capsys.readouterr().out
+
+    held, timed, rest = asyncio.run(scenario())
+    assert held == ""
+    assert [json.loads(line)["type"] for line in timed.splitlines()] == ["access", "access"]
+    assert len(rest.splitlines()) == 4
+
+
+def test_event_log_writes_whole_lines_of_at_most_pipe_buf_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With several workers on one stdout pipe, only writes of ≤ 4096 bytes are atomic."""
+    writes: list[str] = []
+
+    class Recorder:
+        def write(self, text: str) -> None:
+            writes.append(text)
+
+        def flush(self) -> None:
+            pass
+
+    monkeypatch.setattr("sys.stdout", Recorder())
+    log = EventLog(access=True, emf=True, max_lines=1000)
+
+    async def scenario() -> None:
+        for index in range(60):
+            log.write(_event(request_id=f"r-{index}", app="é" * index), fallback=False)
+        log.flush()
+
+    asyncio.run(scenario())
+    assert len(writes) > 1
+    assert all(len(text.encode()) <= 4096 and text.endswith("\n") for text in writes)
+    lines = "".join(writes).splitlines()
+    assert len(lines) == 120 and all(json.loads(line) for line in lines)

@@ -1,0 +1,144 @@
+"""bench/RESULTS.md from the numbers of one `make bench` run.
+
+The soak (`make soak`, bench/soak.py) writes its own section between
+`<!-- soak:start -->` and `<!-- soak:end -->`; a bench run keeps it as it is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import re
+import shlex
+import subprocess
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bench.run import Point
+
+__all__ = ["fmt", "sh", "write_results"]
+
+_SOAK = re.compile(r"<!-- soak:start -->.*?<!-- soak:end -->", re.S)
+
+
+def fmt(x: float) -> str:
+    return f"{x:.2f}" if x == x else "n/a"
+
+
+def sh(cmd: str) -> str:
+    try:
+        return subprocess.run(shlex.split(cmd), capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "n/a"
+
+
+def _added(p: Point, base: Point | None, q: float, ttfb: bool = False) -> str:
+    if base is None or p.target == base.target:
+        return ""
+    if ttfb:
+        return fmt(p.pct(q, p.ttfb) - base.pct(q, base.ttfb))
+    return fmt(p.pct(q) - base.pct(q))
+
+
+def _stream_table(title: str, note: str, points: list[Point]) -> list[str]:
+    by = {(p.target, p.op, p.concurrency): p for p in points}
+    out = ["", title, "", note, "",
+           "| target | operation | c | streams/s | TTFB p50 ms | TTFB p99 ms | TTLB p50 ms | TTLB p99 ms "
+           "| added TTFB p50 ms | added TTLB p50 ms | errors |",
+           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for p in points:
+        direct = by.get(("direct", p.op, p.concurrency))
+        out.append(f"| {p.target} | {p.op} | {p.concurrency} | {p.rps:,.0f} | {fmt(p.pct(0.5, p.ttfb))} "
+                   f"| {fmt(p.pct(0.99, p.ttfb))} | {fmt(p.pct(0.5))} | {fmt(p.pct(0.99))} "
+                   f"| {_added(p, direct, 0.5, ttfb=True)} | {_added(p, direct, 0.5)} | {p.errors} |")
+    return out
+
+
+def write_results(path: Path, args: argparse.Namespace, results: dict[str, Any]) -> str:
+    points: list[Point] = results["points"]
+    by = {(p.target, p.op, p.concurrency): p for p in points}
+    out = ["# Cost Keeper benchmark results", "",
+           f"Generated {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())} by:", "",
+           "```", results["command"], "```", "",
+           "## Machine", "",
+           f"- `nproc`: {sh('nproc')}",
+           f"- CPU: {results['cpu']}",
+           f"- Python: {platform.python_version()} ({platform.python_implementation()})",
+           f"- kernel: {platform.release()}", "",
+           "```", sh("free -h"), "```", "",
+           "Everything (load client, upstream, proxy) runs on this one machine over 127.0.0.1, so",
+           "the client and the upstream compete with the proxy for the same 2 cores.", "",
+           f"Per point: at most {args.duration:g} s and {args.max_requests} requests, after a warm-up "
+           "of 2 requests per connection (1 for streams). One keep-alive connection per concurrent worker.",
+           "Targets: `direct` = the bench upstream itself; `floor` = a bare uvicorn + aiohttp pass-through "
+           "(bench/floor.py: the least a proxy on this stack can cost); `proxy-trust` / `proxy-sigv4` = "
+           "`costkeeper serve` with SigV4 verification off / on. CPU/req = CPU seconds of the server process "
+           "during the point ÷ requests.", "",
+           "## Non-streamed Converse", "",
+           "| target | c | req/s | p50 ms | p99 ms | added p50 ms | added p99 ms | CPU/req µs | errors |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for p in points:
+        direct = by.get(("direct", p.op, p.concurrency))
+        cpu = "" if p.target == "direct" else fmt(p.cpu_us)
+        out.append(f"| {p.target} | {p.concurrency} | {p.rps:,.0f} | {fmt(p.pct(0.5))} | {fmt(p.pct(0.99))} "
+                   f"| {_added(p, direct, 0.5)} | {_added(p, direct, 0.99)} | {cpu} | {p.errors} |")
+    out += _stream_table(f"## Streams, burst ({args.frames} frames in one upstream write)",
+                         "TTFB = request written → first body byte; TTLB = → last byte. Added = proxy − direct "
+                         "(p50). The whole stream arrives at once, so this measures per-frame work.",
+                         results["streams"])
+    if results["paced"]:
+        out += _stream_table(
+            f"## Streams, paced ({args.frames} frames, {args.frame_interval * 1000:g} ms apart)",
+            "Frames written one by one, like a model generating tokens: added TTFB is the proxy's "
+            "latency on the first frame.", results["paced"])
+    out += ["", "## Memory (RSS from /proc/PID/status)", "",
+            "| proxy | RSS after start MiB | RSS after the load points MiB |", "|---|---:|---:|"]
+    for name, (before, after) in results["rss"].items():
+        out.append(f"| {name} | {before / 1024:.1f} | {after / 1024:.1f} |")
+    held = results["open"]
+    if held is not None:
+        out += ["", f"Open streams (trust mode, frames 100 ms apart): {held.opened:,} of {held.streams:,} "
+                f"streams open at once after {held.seconds_to_open:.1f} s; RSS {held.rss_before_kib / 1024:.1f} "
+                f"→ {held.rss_open_kib / 1024:.1f} MiB = **{fmt(held.kib_per_stream)} KiB per open stream** "
+                f"({held.fds_open:,} fds open: client and upstream socket per stream)."]
+    leak = results["leak"]
+    if leak is not None:
+        growth = (leak["rss_end"] - leak["rss_warm"]) / 1024
+        per_10k = (leak["rss_end"] - leak["rss_warm"]) / max(leak["requests"], 1) * 10_000
+        out += ["", f"Leak check (trust mode, Converse, c=16): RSS {leak['rss_warm'] / 1024:.1f} MiB after a "
+                f"warm-up of {leak['warm_requests']:,} requests, {leak['rss_end'] / 1024:.1f} MiB after "
+                f"{leak['requests']:,} more ({leak['rps']:,.0f} req/s): **{growth:+.1f} MiB**, "
+                f"{per_10k:+.1f} KiB per 10,000 requests."]
+    store = results["store"]
+    if store is not None:
+        out += ["", "## Metering writes (DynamoDB Local, production defaults: one flush per second)", ""]
+        if store.skipped:
+            out.append(f"Skipped: {store.skipped}. Run `make bench` (it runs under tools/isolated).")
+        else:
+            calls = ", ".join(f"{op} {count:,.0f}" for op, count in sorted(store.calls.items()))
+            out += [f"{store.requests:,} Converse requests in {store.seconds:.1f} s (until the backlog was "
+                    f"empty). Store calls: {calls}.", "",
+                    "| write calls / 1,000 req | items written / 1,000 req | flushes | events / flush "
+                    "| flush mean ms | flush p50 ≤ ms | flush max ≤ ms |", "|---:|---:|---:|---:|---:|---:|---:|",
+                    f"| {fmt(store.per_thousand(store.writes))} | {fmt(store.per_thousand(store.items_written))} "
+                    f"| {store.flushes:,.0f} | {fmt(store.requests / store.flushes if store.flushes else float('nan'))} "
+                    f"| {fmt(store.flush_seconds_sum / store.flushes * 1000 if store.flushes else float('nan'))} "
+                    f"| {fmt(store.flush_quantile(0.5) * 1000)} | {fmt(store.flush_quantile(1.0) * 1000)} |"]
+    prof = results["profile"]
+    if prof is not None:
+        out += ["", f"## Where the CPU goes (py-spy, proxy-trust, Converse c=16, {prof['samples']:,} samples, "
+                f"{prof['rps']:,.0f} req/s, {fmt(prof['cpu_us'])} µs CPU per request)", "",
+                "| component | share | ≈ µs per request |", "|---|---:|---:|"]
+        for name, share in prof["shares"]:
+            out.append(f"| {name} | {share * 100:.1f} % | {share * prof['cpu_us']:.0f} |")
+    text = "\n".join(out) + "\n"
+    if args.reading and Path(args.reading).exists():
+        text += "\n" + Path(args.reading).read_text()
+    previous = path.read_text() if path.exists() else ""
+    soak = _SOAK.search(previous)
+    if soak:
+        text += "\n" + soak.group(0) + "\n"
+    path.write_text(text)
+    return text
