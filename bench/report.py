@@ -84,6 +84,23 @@ def write_results(path: Path, args: argparse.Namespace, results: dict[str, Any])
         cpu = "" if p.target == "direct" else fmt(p.cpu_us)
         out.append(f"| {p.target} | {p.concurrency} | {p.rps:,.0f} | {fmt(p.pct(0.5))} | {fmt(p.pct(0.99))} "
                    f"| {_added(p, direct, 0.5)} | {_added(p, direct, 0.99)} | {cpu} | {p.errors} |")
+    rated: list[Point] = results.get("rated", [])
+    if rated:
+        by_rated = {(p.target, p.op): p for p in rated}
+        out += ["", f"## Non-streamed Converse below saturation ({args.rate_concurrency} connections, "
+                "offered load)", "",
+                "The table above is closed-loop: each connection sends as soon as it is answered, so past "
+                "the proxy's throughput the latency is queueing (c ÷ req/s), whatever the proxy does per "
+                "request. Here the load is offered at a fixed rate spread over the connections, as real "
+                "clients send: the latency is what each server adds to a request.", "",
+                "| target | offered | req/s | p50 ms | p99 ms | added p50 ms | added p99 ms | CPU/req µs | errors |",
+                "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for p in rated:
+            direct = by_rated.get(("direct", p.op))
+            cpu = "" if p.target == "direct" else fmt(p.cpu_us)
+            offered = p.op.split("@", 1)[1]
+            out.append(f"| {p.target} | {offered} | {p.rps:,.0f} | {fmt(p.pct(0.5))} | {fmt(p.pct(0.99))} "
+                       f"| {_added(p, direct, 0.5)} | {_added(p, direct, 0.99)} | {cpu} | {p.errors} |")
     out += _stream_table(f"## Streams, burst ({args.frames} frames in one upstream write)",
                          "TTFB = request written → first body byte; TTLB = → last byte. Added = proxy − direct "
                          "(p50). The whole stream arrives at once, so this measures per-frame work.",

@@ -123,11 +123,15 @@ class Point:
 
 
 async def load(port: int, raw: bytes, point: Point, duration: float, max_requests: int,
-               warmup: int = 2) -> Point:
+               warmup: int = 2, rate: float = 0.0) -> Point:
+    """Closed loop (each connection sends its next request as soon as the last one is
+    answered), or with `rate` > 0 an offered load of `rate` requests/s spread evenly over
+    the connections — below saturation, latency is then the servers' own, not queueing."""
     deadline_box = [0.0]
     left = [max_requests]
+    interval = point.concurrency / rate if rate > 0 else 0.0
 
-    async def worker() -> None:
+    async def worker(index: int) -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 22)
         try:
             for _ in range(warmup):
@@ -139,7 +143,13 @@ async def load(port: int, raw: bytes, point: Point, duration: float, max_request
                 all_warm.set()
         try:
             await ready.wait()
+            next_at = time.perf_counter() + interval * index / point.concurrency
             while left[0] > 0 and time.perf_counter() < deadline_box[0]:
+                if interval:
+                    delay = next_at - time.perf_counter()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    next_at += interval
                 left[0] -= 1
                 start = time.perf_counter()
                 writer.write(raw)
@@ -154,7 +164,7 @@ async def load(port: int, raw: bytes, point: Point, duration: float, max_request
             writer.close()
 
     ready, all_warm, warmed = asyncio.Event(), asyncio.Event(), [0]
-    tasks = [asyncio.create_task(worker()) for _ in range(point.concurrency)]
+    tasks = [asyncio.create_task(worker(index)) for index in range(point.concurrency)]
     await asyncio.wait_for(all_warm.wait(), timeout=60)  # every connection up and warmed
     started = time.perf_counter()
     deadline_box[0] = started + duration
@@ -214,10 +224,10 @@ class Target:
 
 
 async def measure(target: Target, op: str, concurrency: int, duration: float, max_requests: int,
-                  warmup: int = 2) -> Point:
+                  warmup: int = 2, rate: float = 0.0) -> Point:
     before = cpu_seconds(target.pid) if target.pid else 0.0
     point = await load(target.port, build_request(target.port, op, target.key), Point(target.name, op, concurrency),
-                       duration, max_requests, warmup)
+                       duration, max_requests, warmup, rate)
     if target.pid:
         point.cpu = cpu_seconds(target.pid) - before
     return point
@@ -228,7 +238,7 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     paced, paced_port = start_upstream(tmp, args.frames, args.frame_interval)
     children: list[subprocess.Popen[bytes]] = [upstream, paced]
     proxies: dict[str, Proxy] = {}
-    results: dict[str, Any] = {"points": [], "streams": [], "paced": [], "rss": {}, "open": None,
+    results: dict[str, Any] = {"points": [], "rated": [], "streams": [], "paced": [], "rss": {}, "open": None,
                                "leak": None, "store": None, "profile": None}
     try:
         url = f"http://127.0.0.1:{up_port}"
@@ -256,6 +266,15 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                 results["points"].append(point)
                 print(f"converse {target.name:13} c={c:<4} {point.rps:8,.0f} req/s  p50 {fmt(point.pct(0.5))} ms  "
                       f"p99 {fmt(point.pct(0.99))} ms  cpu/req {fmt(point.cpu_us)} us  errors {point.errors}",
+                      flush=True)
+        for rate in args.rates:
+            for target in targets:
+                point = await measure(target, "converse", args.rate_concurrency, args.duration, args.max_requests,
+                                      rate=rate)
+                point.op = f"converse@{rate:g}/s"
+                results["rated"].append(point)
+                print(f"offered  {target.name:13} c={args.rate_concurrency:<4} {point.rps:8,.0f} req/s  "
+                      f"p50 {fmt(point.pct(0.5))} ms  p99 {fmt(point.pct(0.99))} ms  errors {point.errors}",
                       flush=True)
         stream_targets = [t for t in targets if t.name != "floor"]
         for kind, port_of in (("streams", None), ("paced", paced_port)):
@@ -350,6 +369,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", default="1,16,64,256")
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per load point (upper bound)")
     parser.add_argument("--max-requests", type=int, default=50_000, help="requests per load point (upper bound)")
+    parser.add_argument("--rates", default="200,1000",
+                        help="offered loads (req/s, total) for the latency-below-saturation table; '' skips it")
+    parser.add_argument("--rate-concurrency", type=int, default=16)
     parser.add_argument("--frames", type=int, default=200)
     parser.add_argument("--frame-interval", type=float, default=0.001,
                         help="seconds between frames of the paced streams (TTFB table); 0 skips them")
@@ -371,6 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
     args.stream_concurrency = [int(c) for c in args.stream_concurrency.split(",") if c]
+    args.rates = [float(r) for r in args.rates.split(",") if r]
     args.stream_ops = [op for op in args.stream_ops.split(",") if op]
     try:
         import uvloop
@@ -385,13 +408,13 @@ def main(argv: list[str] | None = None) -> int:
     results["command"] = "make bench   # = tools/isolated " + shlex.join(
         [os.path.relpath(sys.executable, REPO), "-m", "bench.run", *(sys.argv[1:] if argv is None else argv)])
     print(write_results(Path(args.out), args, results))
-    all_points = results["points"] + results["streams"] + results["paced"]
+    all_points = results["points"] + results["rated"] + results["streams"] + results["paced"]
     if args.json:
         Path(args.json).write_text(json.dumps({
             "points": [{"target": p.target, "op": p.op, "c": p.concurrency, "rps": p.rps,
                         "p50_ms": p.pct(0.5), "p99_ms": p.pct(0.99), "errors": p.errors,
                         "ttfb_p50_ms": p.pct(0.5, p.ttfb), "requests": p.requests, "cpu_us": p.cpu_us,
-                        "paced": p in results["paced"]}
+                        "paced": p in results["paced"], "offered": p in results["rated"]}
                        for p in all_points],
             "rss_kib": results["rss"],
             "open": vars(results["open"]) if results["open"] else None,

@@ -152,6 +152,10 @@ class ProxyHandler:
         translate = plan.translate if status == 200 else None
         stream_translator = StreamTranslator(*translate, route.model_id or "") if translate and is_stream else None
         headers = response_headers_for_client(response.raw_headers)
+        if is_stream:
+            # A translated stream changes size, and a cut one gains an exception frame:
+            # sent chunked, whatever length the upstream declared.
+            headers = [(name, value) for name, value in headers if name.lower() != b"content-length"]
         if plan.model:
             headers += [
                 (b"x-costkeeper-model-id", plan.model.encode()),

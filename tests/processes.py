@@ -149,6 +149,9 @@ def start_proxy(
         "metering": {"flush_interval": 0.1},
         **(config or {}),
     }
+    # The ports are this function's to choose: other server settings merge into them.
+    document["server"] = {**(config or {}).get("server", {}), "host": "127.0.0.1", "port": port,
+                          "admin_port": admin_port}
     config_path = tmp / f"config-{port}.yaml"
     config_path.write_text(yaml.safe_dump(document))
     access, secret = upstream_credentials

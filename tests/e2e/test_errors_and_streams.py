@@ -37,6 +37,12 @@ def test_malformed_json_is_a_validation_exception(client: Any) -> None:
         client.invoke_model(modelId=NOVA, body=b'{"messages": [', contentType="application/json")
 
 
+def test_deeply_nested_json_is_a_validation_exception(client: Any) -> None:
+    # Python's parser gives up on nesting this deep (RecursionError): a 400, not a 500.
+    with pytest.raises(client.exceptions.ValidationException, match="Malformed input request"):
+        client.invoke_model(modelId=NOVA, body=b"[" * 30_000 + b"]" * 30_000, contentType="application/json")
+
+
 def test_body_over_the_limit_is_a_validation_exception(client: Any) -> None:
     body = invoke_body("nova", "x" * (MAX_BODY_BYTES + 1))
     with pytest.raises(client.exceptions.ValidationException, match="exceeds the limit"):
