@@ -206,7 +206,7 @@ def start_upstream(tmp: Path, frames: int, interval: float = 0.0) -> tuple[subpr
 
 def start_floor(tmp: Path, upstream_url: str) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
-    with (tmp / "floor.log").open("wb") as log:
+    with (tmp / f"floor-{port}.log").open("wb") as log:
         popen = subprocess.Popen([sys.executable, "-m", "bench.floor", "--upstream", upstream_url, "--port", str(port)],
                                  env=base_env(), cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
     _wait_for_port(popen, port, "bench floor")
@@ -276,7 +276,7 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                 print(f"offered  {target.name:13} c={args.rate_concurrency:<4} {point.rps:8,.0f} req/s  "
                       f"p50 {fmt(point.pct(0.5))} ms  p99 {fmt(point.pct(0.99))} ms  errors {point.errors}",
                       flush=True)
-        stream_targets = [t for t in targets if t.name != "floor"]
+        stream_targets = targets
         for kind, port_of in (("streams", None), ("paced", paced_port)):
             if kind == "paced" and args.frame_interval <= 0:
                 continue
@@ -309,6 +309,8 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         for proxy in [*proxies.values(), *(p for p, _ in _PACED.values())]:
             proxy.stop()
         _PACED.clear()
+        children += [popen for popen, _ in _FLOORS.values()]
+        _FLOORS.clear()
         for child in children:
             child.terminate()
             child.wait(timeout=10)
@@ -317,12 +319,19 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
 
 #: Proxies in front of another upstream (paced, held), by (upstream url, auth mode); started on first use.
 _PACED: dict[tuple[str, str], tuple[Proxy, tuple[str, str] | None]] = {}
+#: Floors in front of another upstream, likewise.
+_FLOORS: dict[tuple[str, str], tuple[subprocess.Popen[bytes], int]] = {}
 
 
 def _paced_target(target: Target, tmp: Path, upstream_url: str) -> Target:
     """`target` (direct or a proxy mode) in front of the upstream at `upstream_url` instead."""
     if target.name == "direct":
         return Target("direct", int(upstream_url.rsplit(":", 1)[1]))
+    if target.name == "floor":
+        if (upstream_url, "floor") not in _FLOORS:
+            _FLOORS[(upstream_url, "floor")] = start_floor(tmp, upstream_url)
+        popen, port = _FLOORS[(upstream_url, "floor")]
+        return Target("floor", port, pid=popen.pid)
     mode = target.name.removeprefix("proxy-")
     if (upstream_url, mode) not in _PACED:
         sub = tmp / f"paced-{len(_PACED)}"

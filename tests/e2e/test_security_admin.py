@@ -11,6 +11,7 @@ usage API always needs that header, so with no token configured it is closed.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -74,14 +75,27 @@ def proxies(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Prox
         for name in CONFIGS:
             started[name] = proxy = start_admin_proxy(tmp, simulator.url, name)
             # Some usage, so an open endpoint would have something to reveal.
-            response = httpx.post(f"{proxy.url}/model/amazon.nova-micro-v1%3A0/converse", timeout=10,
-                                  json={"messages": [{"role": "user", "content": [{"text": "hi"}]}]})
+            response = _first_usage(proxy)
             assert response.status_code == 200, response.text
         yield started
     finally:
         for proxy in started.values():
             proxy.stop()
         simulator.stop()
+
+
+def _first_usage(proxy: Proxy) -> httpx.Response:
+    """One Converse call; the admin port (what start-up waited for) may answer a moment
+    before the data port listens, so a refused connection is tried again."""
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            return httpx.post(f"{proxy.url}/model/amazon.nova-micro-v1%3A0/converse", timeout=10,
+                              json={"messages": [{"role": "user", "content": [{"text": "hi"}]}]})
+        except httpx.ConnectError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def expected_open(config: str, route: str, credential: str) -> bool:
