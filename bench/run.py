@@ -267,6 +267,8 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                 print(f"converse {target.name:13} c={c:<4} {point.rps:8,.0f} req/s  p50 {fmt(point.pct(0.5))} ms  "
                       f"p99 {fmt(point.pct(0.99))} ms  cpu/req {fmt(point.cpu_us)} us  errors {point.errors}",
                       flush=True)
+        if args.rates:
+            await asyncio.sleep(3)  # the closed-loop points' metering backlog is flushed first
         for rate in args.rates:
             for target in targets:
                 point = await measure(target, "converse", args.rate_concurrency, args.duration, args.max_requests,

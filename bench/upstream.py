@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import itertools
 import json
 from collections import deque
 from typing import Any
@@ -74,7 +75,7 @@ def _response(body: bytes, content_type: str, extra: str = "") -> bytes:
 
 def _head(length: int, content_type: str, extra: str = "") -> bytes:
     return (f"HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {length}\r\n"
-            f"x-amzn-requestid: 00000000-0000-4000-8000-000000000000\r\n{extra}\r\n").encode()
+            f"x-amzn-requestid: {_REQUEST_ID.decode()}\r\n{extra}\r\n").encode()
 
 
 def _paced(head: bytes, frames: list[bytes]) -> list[bytes]:
@@ -85,6 +86,17 @@ def _paced(head: bytes, frames: list[bytes]) -> list[bytes]:
 def _stream(frames: list[bytes], extra: str, paced: bool) -> list[bytes]:
     parts = _paced(_head(sum(map(len, frames)), "application/vnd.amazon.eventstream", extra), frames)
     return parts if paced else [b"".join(parts)]
+
+
+_REQUEST_ID = b"00000000-0000-4000-8000-000000000000"
+_served = itertools.count(1)
+
+
+def _with_request_id(first_write: bytes) -> bytes:
+    """A request id of its own for each response, as Bedrock gives: the proxy's
+    store keeps one usage row per request id, so a shared one would leave its
+    table (and its writes) at one row."""
+    return first_write.replace(_REQUEST_ID, b"00000000-0000-4000-8000-%012d" % next(_served), 1)
 
 
 class Responses:
@@ -152,7 +164,9 @@ class UpstreamProtocol(asyncio.Protocol):
                 break
             path = head.split(b" ", 2)[1]
             self.buffer = self.buffer[total:]
-            self.writes.extend(self.responses.pick(path))
+            writes = self.responses.pick(path)
+            self.writes.append(_with_request_id(writes[0]))
+            self.writes.extend(writes[1:])
         if self.timer is None:
             self._pump()
 
