@@ -59,12 +59,18 @@ def request_headers_for_upstream(raw: list[tuple[bytes, bytes]]) -> dict[str, st
     return out
 
 
+#: Set by the proxy's HTTP server on every response (uvicorn): relayed too, it would be doubled.
+_SERVER_SET = frozenset({"date"})
+
+
 def response_headers_for_client(raw: Sequence[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    """Upstream response headers minus hop-by-hop ones; everything else, e.g. the
-    `X-Amzn-Bedrock-*` token counts, reaches the client unchanged."""
+    """Upstream response headers minus hop-by-hop ones (and `Date`, which the server
+    sets); everything else, e.g. the `X-Amzn-Bedrock-*` token counts, reaches the
+    client unchanged."""
     named = _connection_named(raw)
     return [
         (name, value)
         for name, value in raw
         if (lname := name.lower().decode("latin-1")) not in HOP_BY_HOP and lname not in named
+        and lname not in _SERVER_SET
     ]

@@ -50,3 +50,4 @@ def test_bytes_reach_the_client_unchanged(proxy: Proxy, simulator: Process, call
     assert sent["response_bytes"] == len(received)
     assert sent["response_sha256"] == hashlib.sha256(received).hexdigest()
     assert sent["path"] == path  # the path went upstream exactly as the client encoded it
+    assert len(response.headers.get_list("date")) == 1  # the server's own, not also the upstream's
