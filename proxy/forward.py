@@ -123,7 +123,7 @@ class ProxyHandler:
                 response = await self._upstream.send(method, plan.raw_path, raw_query, headers, plan.body)
             except UpstreamUnavailable as exc:
                 self._meter(route, caller, plan, 503, None, Usage(), started, None)
-                reason = "Timed out connecting to" if exc.timed_out else "Could not reach"
+                reason = "Timed out waiting for" if exc.timed_out else "Could not reach"
                 raise ServiceUnavailableException(f"{reason} the upstream Bedrock endpoint.") from None
         except BedrockError as error:
             await _send_error(send, error)
