@@ -308,3 +308,40 @@ async def test_a_backlog_drains_in_batches(sqlite_store: Store, make_event: Make
     await recorder.flush()
     assert batches == [8, 8, 4]  # whole segments, at most batch_size events
     await recorder.stop()
+
+
+async def test_a_flush_sends_the_events_it_recorded_without_reading_its_journal_back(
+    store: Store, make_event: MakeEvent, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recorder = UsageRecorder(store, tmp_path / "journal", flush_interval=0.02)
+    await recorder.start()
+    reads: list[int] = []
+    read_segment = recorder._journal.read_segment  # noqa: SLF001 — counted, not changed
+    monkeypatch.setattr(recorder._journal, "read_segment",  # noqa: SLF001
+                        lambda number: reads.append(number) or read_segment(number))
+    for i in range(20):
+        recorder.record(make_event(f"r{i}", cost_micro_usd=3))
+    await wait_until(lambda: recorder.backlog == 0)
+    assert await stored(store) == (20, 60) and reads == []
+    assert recorder._kept == {} and recorder._kept_count == 0  # noqa: SLF001 — nothing held after the flush
+    await recorder.stop()
+
+
+async def test_past_the_memory_bound_sealed_segments_are_read_from_the_journal(
+    store: Store, make_event: MakeEvent, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("metering.recorder._KEPT_EVENTS", 5)
+    flaky = FlakyStore(store)
+    flaky.failing = True  # an outage: segments pile up past what is kept in memory
+    recorder = UsageRecorder(flaky, tmp_path / "journal", flush_interval=0.02, retry_base=0.01, max_backoff=0.05)
+    await recorder.start()
+    for i in range(30):
+        recorder.record(make_event(f"r{i}", cost_micro_usd=2))
+        await asyncio.sleep(0.005)
+    await wait_until(lambda: flaky.attempts >= 3)
+    assert recorder._kept_count <= 5  # noqa: SLF001
+    flaky.failing = False
+    await wait_until(lambda: recorder.backlog == 0)
+    assert await stored(store) == (30, 60)  # every event once, kept or read back
+    assert recorder._kept_count == 0  # noqa: SLF001
+    await recorder.stop()
