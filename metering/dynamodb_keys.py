@@ -17,7 +17,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from metering.dynamodb_schema import GSI, error_code, n, s
-from metering.secret_box import SecretBox, SecretKeyError, is_encrypted
+from metering.secret_box import SecretBox, SecretKeyError
 from metering.secret_keys import SecretsMixin, reencrypt_marker
 from metering.store import (
     IssuedKey,
@@ -106,12 +106,12 @@ class KeyItems(SecretsMixin):
         encrypted, unchanged, failed = 0, 0, []
         for item in await self._key_items():
             access_key_id, stored = item["access_key_id"]["S"], item["secret"]["S"]
-            try:  # current items too: the command doubles as a check that every item decrypts
-                secret = box.decrypt(access_key_id, stored) if is_encrypted(stored) else stored
+            try:
+                new = box.reencrypted(access_key_id, stored)
             except SecretKeyError as exc:
                 failed.append(str(exc))
                 continue
-            if box.is_current(stored):
+            if new is None:
                 unchanged += 1
                 continue
             try:
@@ -120,7 +120,7 @@ class KeyItems(SecretsMixin):
                     Key={"pk": s(f"KEY#{access_key_id}"), "sk": s("KEY")},
                     UpdateExpression="SET secret = :new",
                     ConditionExpression="secret = :old",  # unless another `keys encrypt` was first
-                    ExpressionAttributeValues={":new": s(box.encrypt(access_key_id, secret)), ":old": s(stored)},
+                    ExpressionAttributeValues={":new": s(new), ":old": s(stored)},
                 )
             except ClientError as exc:
                 if error_code(exc) != "ConditionalCheckFailedException":

@@ -166,3 +166,11 @@ class SecretBox:
     def is_current(self, stored: str) -> bool:
         """Encrypted with the current key (nothing for `keys encrypt` to do)."""
         return stored.startswith(f"{_VERSION}:{self.key_id}:")
+
+    def reencrypted(self, access_key_id: str, stored: str) -> str | None:
+        """What `keys encrypt` stores instead of `stored`: the secret encrypted with the
+        current key, or None if it already is. Current values are decrypted too, so
+        the command doubles as a check that every stored secret decrypts (a
+        SecretKeyError otherwise)."""
+        secret = self.decrypt(access_key_id, stored) if is_encrypted(stored) else stored
+        return None if self.is_current(stored) else self.encrypt(access_key_id, secret)

@@ -41,7 +41,7 @@ from typing import Any
 
 from metering.aggregate import Aggregate
 from metering.events import UsageEvent
-from metering.secret_box import SecretBox, SecretKeyError, generate_key, is_encrypted
+from metering.secret_box import SecretBox, SecretKeyError, generate_key
 from metering.secret_keys import KeyFile, KeySource, SecretsMixin, StaticKeys, reencrypt_marker
 from metering.store import (
     IssuedKey,
@@ -473,16 +473,16 @@ class SQLiteStore(SecretsMixin):
             rows = self._conn.execute("SELECT access_key_id, secret FROM api_keys ORDER BY access_key_id").fetchall()
             encrypted, failed = 0, []
             for access_key_id, stored in rows:
-                try:  # current rows too: the command doubles as a check that every row decrypts
-                    secret = box.decrypt(access_key_id, stored) if is_encrypted(stored) else stored
+                try:
+                    new = box.reencrypted(access_key_id, stored)
                 except SecretKeyError as exc:
                     failed.append(str(exc))
                     continue
-                if box.is_current(stored):
+                if new is None:
                     continue
                 self._conn.execute(
                     "UPDATE api_keys SET secret = ? WHERE access_key_id = ? AND secret = ?",
-                    (box.encrypt(access_key_id, secret), access_key_id, stored),
+                    (new, access_key_id, stored),
                 )
                 encrypted += 1
             return ReencryptResult(encrypted, len(rows) - encrypted - len(failed), tuple(failed))

@@ -166,7 +166,7 @@ def _pipe_chunks(lines: list[str]) -> list[str]:
     current: list[str] = []
     size = 0
     for line in lines:
-        length = len(line.encode()) + 1 if not line.isascii() else len(line) + 1
+        length = len(line) + 1  # json.dumps escapes non-ASCII: characters are bytes
         if current and size + length > _PIPE_BUF:
             chunks.append("\n".join(current) + "\n")
             current, size = [], 0

@@ -35,7 +35,6 @@ from proxy.errors import (
     BedrockError,
     InternalServerException,
     ServiceUnavailableException,
-    ValidationException,
     error_parts,
     new_request_id,
     stream_error_frame,
@@ -43,8 +42,9 @@ from proxy.errors import (
 from proxy.headers import request_headers_for_upstream, response_headers_for_client
 from proxy.identity import Authenticator, Caller
 from proxy.limits import check_request_head
+from proxy.request import ClientGone, header, json_body, read_body
 from proxy.response_cache import CachedResponse, ResponseCache
-from proxy.routing import JSON_BODY, METERED, Operation, Route, parse_route
+from proxy.routing import METERED, Operation, Route, parse_route
 from proxy.upstream import Upstream, UpstreamBroken, UpstreamResponse, UpstreamUnavailable
 
 __all__ = ["ProxyHandler"]
@@ -52,12 +52,7 @@ __all__ = ["ProxyHandler"]
 logger = logging.getLogger(__name__)
 
 _EVENTSTREAM = "application/vnd.amazon.eventstream"
-_INVOKE_OPS = frozenset({Operation.INVOKE_MODEL, Operation.INVOKE_MODEL_STREAM})
 _CACHEABLE = frozenset({Operation.INVOKE_MODEL, Operation.CONVERSE})
-
-
-class _ClientGone(Exception):
-    """The client disconnected before its request body was complete."""
 
 
 class ProxyHandler:
@@ -97,17 +92,17 @@ class ProxyHandler:
         try:
             check_request_head(scope["headers"], raw_path, raw_query, self._head_limits)
             route = parse_route(method, raw_path)
-            body = await _read_body(receive, scope["headers"], self._max_body)
+            body = await read_body(receive, scope["headers"], self._max_body)
             caller = await self._auth.identify(
                 method=method,
                 raw_path=raw_path,
                 raw_query=raw_query,
                 headers=scope["headers"],
-                authorization=_header(scope, b"authorization"),
-                host=_header(scope, b"host") or "",
+                authorization=header(scope, b"authorization"),
+                host=header(scope, b"host") or "",
                 body=body,
             )
-            document = _json_body(route, scope, body)
+            document = json_body(route, scope, body)
             cache_key = None
             if document is not None and route.operation in _CACHEABLE:
                 if self._admission.caller_policy(caller).response_cache_ttl:
@@ -128,7 +123,7 @@ class ProxyHandler:
         except BedrockError as error:
             await _send_error(send, error)
             return
-        except _ClientGone:
+        except ClientGone:
             return
         await self._relay(receive, send, route, caller, plan, response, started, cache_key)
 
@@ -151,11 +146,9 @@ class ProxyHandler:
                                                                self._max_usage_body)
         translate = plan.translate if status == 200 else None
         stream_translator = StreamTranslator(*translate, route.model_id or "") if translate and is_stream else None
-        headers = response_headers_for_client(response.raw_headers)
-        if is_stream:
-            # A translated stream changes size, and a cut one gains an exception frame:
-            # sent chunked, whatever length the upstream declared.
-            headers = [(name, value) for name, value in headers if name.lower() != b"content-length"]
+        # A translated body or stream changes size, and a cut stream gains an exception
+        # frame: those go out chunked (or re-measured), whatever the upstream declared.
+        headers = response_headers_for_client(response.raw_headers, keep_length=not (is_stream or translate))
         if plan.model:
             headers += [
                 (b"x-costkeeper-model-id", plan.model.encode()),
@@ -291,8 +284,7 @@ class ProxyHandler:
             meter_once()
             raise InternalServerException("The fallback model's response could not be translated.") from None
         payload = json.dumps(translated, separators=(",", ":")).encode()
-        headers = [(k, v) for k, v in headers if k.lower() != b"content-length"]
-        headers.append((b"content-length", str(len(payload)).encode()))
+        headers = [*headers, (b"content-length", str(len(payload)).encode())]
         meter_once()
         await send({"type": "http.response.start", "status": response.status, "headers": headers})
         await send({"type": "http.response.body", "body": payload, "more_body": False})
@@ -390,59 +382,6 @@ def _content_length(response: UpstreamResponse) -> int | None:
         return int(response.headers["content-length"])
     except (KeyError, ValueError):
         return None
-
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return str(value.decode("latin-1"))
-    return None
-
-
-async def _read_body(receive: Receive, headers: list[tuple[bytes, bytes]], limit: int) -> bytes:
-    for key, value in headers:
-        if key == b"content-length":
-            try:
-                declared = int(value)
-            except ValueError:
-                raise ValidationException("Invalid Content-Length header.") from None
-            if declared > limit:
-                raise ValidationException(f"The request body of {declared} bytes exceeds the limit of {limit} bytes.")
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise _ClientGone()
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise ValidationException(f"The request body exceeds the limit of {limit} bytes.")
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
-
-
-def _json_body(route: Route, scope: Scope, body: bytes) -> dict[str, Any] | None:
-    """The body as a JSON object where Bedrock expects one; refuse a malformed one
-    before it costs an upstream call. None for bodies that are not JSON."""
-    if route.operation in _INVOKE_OPS:
-        content_type = _header(scope, b"content-type")
-        if content_type is not None and "json" not in content_type:
-            return None
-    elif route.operation not in JSON_BODY:
-        return None
-    try:
-        document = json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise ValidationException(
-            f"Malformed input request: {exc.__class__.__name__}, please reformat your input and try again."
-        ) from None
-    if not isinstance(document, dict):
-        raise ValidationException(
-            "Malformed input request: expected a JSON object, please reformat your input and try again."
-        )
-    return document
 
 
 async def _send_error(send: Send, error: BedrockError) -> None:

@@ -61,16 +61,21 @@ def request_headers_for_upstream(raw: list[tuple[bytes, bytes]]) -> dict[str, st
 
 #: Set by the proxy's HTTP server on every response (uvicorn): relayed too, it would be doubled.
 _SERVER_SET = frozenset({"date"})
+_SERVER_SET_AND_LENGTH = _SERVER_SET | {"content-length"}
 
 
-def response_headers_for_client(raw: Sequence[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+def response_headers_for_client(
+    raw: Sequence[tuple[bytes, bytes]], *, keep_length: bool = True
+) -> list[tuple[bytes, bytes]]:
     """Upstream response headers minus hop-by-hop ones (and `Date`, which the server
     sets); everything else, e.g. the `X-Amzn-Bedrock-*` token counts, reaches the
-    client unchanged."""
+    client unchanged. `keep_length=False` drops `Content-Length` too, for a body the
+    proxy changes (translated, or a stream that may end with its own error frame)."""
     named = _connection_named(raw)
+    dropped = _SERVER_SET if keep_length else _SERVER_SET_AND_LENGTH
     return [
         (name, value)
         for name, value in raw
         if (lname := name.lower().decode("latin-1")) not in HOP_BY_HOP and lname not in named
-        and lname not in _SERVER_SET
+        and lname not in dropped
     ]

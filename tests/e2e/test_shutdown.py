@@ -5,21 +5,18 @@ store and exits 0."""
 from __future__ import annotations
 
 import signal
-import socket
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
 from tests.conftest import TEST_PRICING
 from tests.e2e.clients import NOVA, bedrock_client, wait_for_event
-from tests.processes import Process, Proxy, start_proxy
+from tests.processes import Process, Proxy, refuses_connections, start_proxy, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -36,22 +33,8 @@ def lone_proxy(tmp_path: Path, simulator: Process) -> Iterator[Proxy]:
     process.stop()
 
 
-def _refuses_connections(url: str) -> bool:
-    parts = urlsplit(url)
-    try:
-        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 80), timeout=1):
-            return False
-    except OSError:
-        return True
 
 
-def _wait_until(condition: Any, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_sigterm_lets_an_open_stream_finish_flushes_usage_and_exits_zero(
@@ -71,7 +54,7 @@ def test_sigterm_lets_an_open_stream_finish_flushes_usage_and_exits_zero(
 
     lone_proxy.popen.send_signal(signal.SIGTERM)
     # It stops accepting at once, while the stream stays open and the admin port answers.
-    assert _wait_until(lambda: _refuses_connections(lone_proxy.url), 10), "still accepting after SIGTERM"
+    wait_for(lambda: refuses_connections(lone_proxy.url), 10, "the proxy to stop accepting after SIGTERM")
     assert lone_proxy.popen.poll() is None, lone_proxy.output()
     assert httpx.get(f"{lone_proxy.admin_url}/healthz", timeout=5).status_code == 200
 
@@ -90,7 +73,7 @@ def test_sigterm_lets_an_open_stream_finish_flushes_usage_and_exits_zero(
     # Stored by the shutdown flush (the periodic one was a minute away).
     event = wait_for_event(lone_proxy, request_id, timeout=2)
     assert event.output_tokens > 0 and event.org == "acme" and event.app == "drain"
-    assert _refuses_connections(lone_proxy.admin_url)
+    assert refuses_connections(lone_proxy.admin_url)
 
 
 def test_sigterm_without_traffic_exits_zero_quickly(lone_proxy: Proxy) -> None:
@@ -98,4 +81,4 @@ def test_sigterm_without_traffic_exits_zero_quickly(lone_proxy: Proxy) -> None:
     lone_proxy.popen.send_signal(signal.SIGTERM)
     assert lone_proxy.popen.wait(timeout=15) == 0, lone_proxy.output()
     assert time.monotonic() - started < 10
-    assert _refuses_connections(lone_proxy.url) and _refuses_connections(lone_proxy.admin_url)
+    assert refuses_connections(lone_proxy.url) and refuses_connections(lone_proxy.admin_url)

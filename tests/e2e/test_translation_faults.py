@@ -55,8 +55,9 @@ class _Garbling(BaseHTTPRequestHandler):
         self.send_header("connection", "close")  # no keep-alive socket left open at teardown
         self.close_connection = True
         self.end_headers()
-        self.wfile.write(body)
+        # Noted before the body goes out: the client may look it up as soon as it has the answer.
         self.server.request_ids.append(request_id)  # type: ignore[attr-defined]
+        self.wfile.write(body)
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 — quiet
         pass

@@ -13,15 +13,12 @@ import json
 import os
 import re
 import signal
-import socket
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import boto3
 import botocore.config
@@ -33,7 +30,7 @@ from metering.sqlite_store import SQLiteStore
 from metering.store import UsageRow
 from tests.conftest import TEST_PRICING
 from tests.e2e.clients import NOVA
-from tests.processes import Process, Proxy, start_proxy
+from tests.processes import Process, Proxy, refuses_connections, start_proxy, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -49,12 +46,6 @@ def _config(tmp_path: Path, flush_interval: float) -> dict[str, Any]:
     }
 
 
-def _wait_for(predicate: Callable[[], bool], within: float, what: str) -> None:
-    deadline = time.monotonic() + within
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def _serving(proxy: Proxy) -> dict[int, int]:
@@ -82,13 +73,6 @@ def _gone(pid: int) -> bool:
         return True
 
 
-def _refuses_connections(url: str) -> bool:
-    parts = urlsplit(url)
-    try:
-        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 80), timeout=1):
-            return False
-    except OSError:
-        return True
 
 
 def _journaled(directory: Path) -> set[str]:
@@ -185,7 +169,7 @@ def two_workers(tmp_path: Path, simulator: Process, aws_home: None) -> Iterator[
     proxy = start_proxy(tmp_path, simulator.url, _config(tmp_path, flush_interval=600),
                         extra_args=("--workers", "2"))
     try:
-        _wait_for(lambda: len(_serving(proxy)) == 2, 30, "both workers to serve")
+        wait_for(lambda: len(_serving(proxy)) == 2, 30, "both workers to serve")
         yield proxy
     finally:
         proxy.stop(sig_timeout=30)
@@ -209,24 +193,24 @@ def test_two_workers_share_the_port_and_the_metrics_survive_a_worker_crash_and_s
     assert not served[0] & served[1]
     assert served[0] | served[1] == {request_id for request_id, _, _ in answered}
     # Worker 0's admin port counts both workers' requests.
-    _wait_for(lambda: _requests_metric(proxy, "workers") == len(answered), 5, "/metrics to count every request")
+    wait_for(lambda: _requests_metric(proxy, "workers") == len(answered), 5, "/metrics to count every request")
 
     # A worker that dies is started again, replays its journal, and no count is lost.
     first = _serving(proxy)[1]
     os.kill(first, signal.SIGKILL)
-    _wait_for(lambda: _serving(proxy)[1] != first, 30, "worker 1 to be started again")
+    wait_for(lambda: _serving(proxy)[1] != first, 30, "worker 1 to be started again")
     assert f"worker 1 (pid {first}) was killed by SIGKILL; starting it again" in proxy.output()
     assert f"replaying {len(served[1])} metered events" in proxy.output()
     assert _requests_metric(proxy, "workers") == len(answered)
     with ThreadPoolExecutor(4) as pool:
         answered += pool.map(callers.call_once, range(8))
-    _wait_for(lambda: _requests_metric(proxy, "workers") == len(answered), 5, "/metrics to count every request")
+    wait_for(lambda: _requests_metric(proxy, "workers") == len(answered), 5, "/metrics to count every request")
 
     # SIGTERM: every worker flushes its journal into the store, then all exit 0.
     workers = _children(proxy.popen.pid)
     proxy.popen.send_signal(signal.SIGTERM)
     assert proxy.popen.wait(timeout=30) == 0, proxy.output()
-    _wait_for(lambda: all(_gone(pid) for pid in workers), 10, "the workers to be gone")
+    wait_for(lambda: all(_gone(pid) for pid in workers), 10, "the workers to be gone")
     assert "Traceback" not in proxy.output()
     row = _stored(tmp_path / "usage.db", "workers")
     assert row is not None and row.requests == len(answered)
@@ -251,7 +235,7 @@ def test_sigterm_closes_the_port_at_once_and_lets_every_worker_finish_its_stream
 
     proxy.popen.send_signal(signal.SIGTERM)
     # The supervisor lets go of the listening socket too: nothing accepts new connections.
-    _wait_for(lambda: _refuses_connections(proxy.url), 10, "the data port to refuse connections")
+    wait_for(lambda: refuses_connections(proxy.url), 10, "the data port to refuse connections")
     assert proxy.popen.poll() is None, proxy.output()
     httpx.post(f"{simulator.url}/_sim/release/{hold}", timeout=5)
     for client, events in streams:
@@ -270,9 +254,9 @@ def test_shrinking_to_one_worker_after_a_crash_stores_every_journal_once(
                         extra_args=("--workers", "2"))
     retired = tmp_path / "journal" / "worker-1"
     try:
-        _wait_for(lambda: len(_serving(proxy)) == 2, 30, "both workers to serve")
+        wait_for(lambda: len(_serving(proxy)) == 2, 30, "both workers to serve")
         callers = Callers(proxy.url, proxy.issue_key("shrink", "app"), threads=4).start()
-        _wait_for(lambda: callers.count() >= 24 and bool(_journaled(retired)), 60,
+        wait_for(lambda: callers.count() >= 24 and bool(_journaled(retired)), 60,
                   "requests answered by both workers")
         # Everything at once, mid-traffic: the supervisor frozen first, so it restarts nobody.
         proxy.popen.send_signal(signal.SIGSTOP)
@@ -282,7 +266,7 @@ def test_shrinking_to_one_worker_after_a_crash_stores_every_journal_once(
         proxy.popen.send_signal(signal.SIGKILL)
         proxy.popen.wait()
         answered = callers.stop()
-        _wait_for(lambda: all(_gone(pid) for pid in processes), 10, "the workers to be gone")
+        wait_for(lambda: all(_gone(pid) for pid in processes), 10, "the workers to be gone")
     finally:
         proxy.stop()
     journaled = _journaled(tmp_path / "journal") | _journaled(retired)
@@ -290,7 +274,7 @@ def test_shrinking_to_one_worker_after_a_crash_stores_every_journal_once(
 
     single = start_proxy(tmp_path, simulator.url, _config(tmp_path, flush_interval=0.1))
     try:
-        _wait_for(lambda: httpx.get(f"{single.admin_url}/readyz", timeout=5).json()["metering_backlog"] == 0,
+        wait_for(lambda: httpx.get(f"{single.admin_url}/readyz", timeout=5).json()["metering_backlog"] == 0,
                   30, "the replayed journal to be stored")
         assert not retired.exists(), "the retired worker's journal was not emptied"
         assert "retired worker 1" in single.output()

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from moto.server import ThreadedMotoServer
 
 from metering.dynamodb_store import DynamoDBStore
 from metering.events import UsageEvent
@@ -27,7 +28,7 @@ from tests.dynamodb_local import (
     new_table_name,
     start_dynamodb_local,
 )
-from tests.processes import TEST_SECRET_KEY
+from tests.processes import TEST_SECRET_KEY, free_port
 
 #: 2025-03-10 12:00:00 UTC (the template's timestamp).
 T0 = float(calendar.timegm((2025, 3, 10, 12, 0, 0)))
@@ -130,3 +131,13 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         async with factory() as dynamodb:
             await dynamodb.init()
             yield dynamodb
+
+
+@pytest.fixture(scope="module")
+def kms_url() -> Iterator[str]:
+    """Amazon KMS as moto's server on 127.0.0.1 (one per test module)."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()

@@ -9,14 +9,12 @@ import base64
 import contextlib
 import sqlite3
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
 import yaml
-from moto.server import ThreadedMotoServer
 
 from metering.secret_box import encode_key, generate_key, key_id_of
 from metering.store import generate_access_key_id, generate_secret
@@ -121,14 +119,6 @@ def test_bad_key_settings_are_configuration_errors(tmp_path: Path, env: dict[str
     assert result.returncode == 2 and message in result.stderr
     _clean(result, *env.values())
 
-
-@pytest.fixture
-def kms_url() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
 
 
 def test_keys_with_kms_through_the_standard_endpoint_variable(tmp_path: Path, kms_url: str) -> None:

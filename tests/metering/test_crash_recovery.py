@@ -29,7 +29,7 @@ from metering.store import IssuedKey, Store, UsageRow
 from tests.conftest import TEST_PRICING
 from tests.dynamodb_local import CREDENTIALS, DynamoDBLocal
 from tests.e2e.clients import NOVA, bedrock_client
-from tests.processes import TEST_SECRET_KEY, Process, Proxy, start_proxy
+from tests.processes import TEST_SECRET_KEY, Process, Proxy, start_proxy, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -90,12 +90,6 @@ class Traffic:
         return usage["inputTokens"], usage["outputTokens"]
 
 
-def _wait_for(predicate: Callable[[], bool], within: float, what: str) -> None:
-    deadline = time.monotonic() + within
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def _backlog(proxy: Proxy) -> int:
@@ -143,7 +137,7 @@ def test_sigkill_mid_traffic_loses_and_doubles_nothing(
     try:
         for round_, target in enumerate((60, 40)):
             traffic = Traffic(proxy, keys)
-            _wait_for(lambda t=traffic, n=target: t.count() >= n, 60, f"{target} answered requests")
+            wait_for(lambda t=traffic, n=target: t.count() >= n, 60, f"{target} answered requests")
             proxy.popen.send_signal(signal.SIGKILL)  # mid-traffic: requests in every state
             proxy.popen.wait()
             traffic.stop()
@@ -152,7 +146,7 @@ def test_sigkill_mid_traffic_loses_and_doubles_nothing(
             in_flight_bound += 2 * THREADS_PER_APP
             proxy = start_proxy(tmp_path, simulator.url, config)  # replays the journal
             assert proxy.popen.poll() is None, f"restart {round_} failed"
-        _wait_for(lambda: _backlog(proxy) == 0, 60, "the replayed backlog to drain")
+        wait_for(lambda: _backlog(proxy) == 0, 60, "the replayed backlog to drain")
     finally:
         proxy.stop()
 

@@ -9,13 +9,12 @@ import base64
 import logging
 import os
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from metering.dynamodb_store import DynamoDBStore
 from metering.secret_box import SecretBox, encode_key, generate_key, key_id_of
@@ -32,7 +31,6 @@ from metering.secret_keys import (
     unlock,
 )
 from metering.sqlite_store import SQLiteStore
-from tests.processes import free_port
 
 pytestmark = pytest.mark.anyio
 A, B = generate_key(), generate_key()
@@ -141,14 +139,6 @@ def test_key_source_picks_the_configured_one(tmp_path: Path) -> None:
 
 # -- AWS KMS (moto's server) -------------------------------------------------
 
-
-@pytest.fixture(scope="module")
-def kms_url() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
 
 
 @pytest.fixture

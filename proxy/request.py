@@ -1,0 +1,77 @@
+"""The request as the handler first reads it: a header, the body within its limit,
+the body as the JSON object Bedrock expects.
+
+Kept apart from proxy/forward.py, which relays the response: these run before
+anything is sent upstream and answer a bad request with a `ValidationException`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.types import Receive, Scope
+
+from proxy.errors import ValidationException
+from proxy.routing import JSON_BODY, Operation, Route
+
+__all__ = ["ClientGone", "header", "json_body", "read_body"]
+
+_INVOKE_OPS = frozenset({Operation.INVOKE_MODEL, Operation.INVOKE_MODEL_STREAM})
+
+
+class ClientGone(Exception):
+    """The client disconnected before its request body was complete."""
+
+
+def header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+async def read_body(receive: Receive, headers: list[tuple[bytes, bytes]], limit: int) -> bytes:
+    for key, value in headers:
+        if key == b"content-length":
+            try:
+                declared = int(value)
+            except ValueError:
+                raise ValidationException("Invalid Content-Length header.") from None
+            if declared > limit:
+                raise ValidationException(f"The request body of {declared} bytes exceeds the limit of {limit} bytes.")
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise ValidationException(f"The request body exceeds the limit of {limit} bytes.")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def json_body(route: Route, scope: Scope, body: bytes) -> dict[str, Any] | None:
+    """The body as a JSON object where Bedrock expects one; refuse a malformed one
+    before it costs an upstream call. None for bodies that are not JSON."""
+    if route.operation in _INVOKE_OPS:
+        content_type = header(scope, b"content-type")
+        if content_type is not None and "json" not in content_type:
+            return None
+    elif route.operation not in JSON_BODY:
+        return None
+    try:
+        document = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise ValidationException(
+            f"Malformed input request: {exc.__class__.__name__}, please reformat your input and try again."
+        ) from None
+    if not isinstance(document, dict):
+        raise ValidationException(
+            "Malformed input request: expected a JSON object, please reformat your input and try again."
+        )
+    return document
