@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import soak
+from bench import soak, soak_traffic, soak_verdict
 
 pytestmark = pytest.mark.slow
 
@@ -28,7 +28,7 @@ def test_soak_harness_passes_a_short_run(tmp_path: Path) -> None:
     assert code == 0, json.dumps(result["checks"], indent=1)
     assert result["passed"] and not result["unexpected"]
     ran = {key.split(":", 1)[0] for key in result["scenarios"]}
-    assert ran == {s.name for s in soak.SCENARIOS}
+    assert ran == {s.name for s in soak_traffic.SCENARIOS}
     assert set(result["operations"]) >= {"Converse", "ConverseStream", "InvokeModel",
                                          "InvokeModelWithResponseStream", "CountTokens"}
     assert {"ThrottlingException", "ValidationException", "serviceUnavailableException",
@@ -38,13 +38,13 @@ def test_soak_harness_passes_a_short_run(tmp_path: Path) -> None:
     assert len(result["samples"]) > 10 and all(rss > 0 and fds > 0 for _, rss, fds in result["samples"])
     text = out.read_text()
     assert text.startswith("# results\n\nkept\n")  # only the soak section is touched
-    assert text.count(soak.START) == 1 and text.count(soak.END) == 1 and "## Soak" in text
+    assert text.count(soak_verdict.START) == 1 and text.count(soak_verdict.END) == 1 and "## Soak" in text
 
 
 def test_write_section_replaces_only_between_the_markers(tmp_path: Path) -> None:
     path = tmp_path / "RESULTS.md"
-    soak.write_section(path, "first\n")
-    assert path.read_text() == f"{soak.START}\nfirst\n{soak.END}\n"
-    path.write_text(f"head\n\n{soak.START}\nold\n{soak.END}\n\ntail\n")
-    soak.write_section(path, "new\n")
-    assert path.read_text() == f"head\n\n{soak.START}\nnew\n{soak.END}\n\ntail\n"
+    soak_verdict.write_section(path, "first\n")
+    assert path.read_text() == f"{soak_verdict.START}\nfirst\n{soak_verdict.END}\n"
+    path.write_text(f"head\n\n{soak_verdict.START}\nold\n{soak_verdict.END}\n\ntail\n")
+    soak_verdict.write_section(path, "new\n")
+    assert path.read_text() == f"head\n\n{soak_verdict.START}\nnew\n{soak_verdict.END}\n\ntail\n"
