@@ -111,10 +111,8 @@ class CostKeeper:
             upstream=self.upstream,
             recorder=self.recorder,
             prices=self.prices,
-            max_body_bytes=config.limits.max_body_bytes,
-            max_usage_body_bytes=config.limits.max_usage_body_bytes,
+            limits=config.limits,
             observe=self._observe,
-            head_limits=config.limits,
         )
         #: DynamoDB only: one replica at a time sums the counter shards into daily totals.
         self.consolidator = (

@@ -64,13 +64,12 @@ class ProxyHandler:
         upstream: Upstream,
         recorder: Any,
         prices: PriceTable,
-        max_body_bytes: int,
-        max_usage_body_bytes: int,
+        limits: LimitsConfig,
         cache: ResponseCache | None = None,
         observe: Callable[[UsageEvent, bool], None] | None = None,
-        head_limits: LimitsConfig | None = None,
     ) -> None:
-        self._head_limits = head_limits or LimitsConfig()
+        #: Request head and body sizes; how much of a response body is read for usage.
+        self._limits = limits
         self._cache = cache or ResponseCache()
         #: Metrics and event logs see every metered event (after the recorder).
         self._observe = observe or (lambda event, fallback: None)
@@ -79,8 +78,6 @@ class ProxyHandler:
         self._upstream = upstream
         self._recorder = recorder
         self._prices = prices
-        self._max_body = max_body_bytes
-        self._max_usage_body = max_usage_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -90,9 +87,9 @@ class ProxyHandler:
         raw_query = raw_query or scope.get("query_string", b"").decode("latin-1")
         method = scope["method"]
         try:
-            check_request_head(scope["headers"], raw_path, raw_query, self._head_limits)
+            check_request_head(scope["headers"], raw_path, raw_query, self._limits)
             route = parse_route(method, raw_path)
-            body = await read_body(receive, scope["headers"], self._max_body)
+            body = await read_body(receive, scope["headers"], self._limits.max_body_bytes)
             caller = await self._auth.identify(
                 method=method,
                 raw_path=raw_path,
@@ -143,7 +140,7 @@ class ProxyHandler:
         family_model = plan.family_model or plan.model
         stream_watcher = StreamUsageWatcher(route.operation, family_model, plan.body) if is_stream else None
         body_watcher = None if is_stream else BodyUsageWatcher(route.operation, family_model, plan.body,
-                                                               self._max_usage_body)
+                                                               self._limits.max_usage_body_bytes)
         translate = plan.translate if status == 200 else None
         stream_translator = StreamTranslator(*translate, route.model_id or "") if translate and is_stream else None
         # A translated body or stream changes size, and a cut stream gains an exception
