@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = ["OpenStreams", "open_streams", "rss_kib"]
@@ -37,6 +37,8 @@ class OpenStreams:
     rss_open_kib: int
     seconds_to_open: float
     fds_open: int
+    #: Why streams failed to open, one line per distinct error (empty when all opened).
+    errors: list[str] = field(default_factory=list)
 
     @property
     def kib_per_stream(self) -> float:
@@ -50,18 +52,27 @@ async def open_streams(port: int, raw: bytes, count: int, pid: int, hold_seconds
     opened = 0
     all_open = asyncio.Event()
 
+    errors: dict[str, int] = {}  # a failed stream is counted and reported, never waited for
     connecting = asyncio.Semaphore(200)  # don't overflow the listen backlog
 
     async def one() -> None:
         nonlocal opened
-        async with connecting:
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writers.append(writer)
-        writer.write(raw)
-        await reader.readuntil(b"\r\n\r\n")
-        await reader.read(1)  # the first body byte: the stream is flowing through the proxy
-        opened += 1
-        if opened == count:
+        try:
+            async with connecting:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writers.append(writer)
+            writer.write(raw)
+            head = await reader.readuntil(b"\r\n\r\n")
+            if not head.startswith(b"HTTP/1.1 200"):
+                raise RuntimeError(head.split(b"\r\n", 1)[0].decode(errors="replace"))
+            if not await reader.read(1):  # the first body byte: the stream is flowing through the proxy
+                raise RuntimeError("closed before the first body byte")
+        except (OSError, RuntimeError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            errors[error] = errors.get(error, 0) + 1
+        else:
+            opened += 1
+        if opened + sum(errors.values()) == count:
             all_open.set()
         await asyncio.sleep(hold_seconds)  # hold the stream open; cancelled after the measurement
 
@@ -73,7 +84,8 @@ async def open_streams(port: int, raw: bytes, count: int, pid: int, hold_seconds
         pass
     seconds = time.perf_counter() - started
     await asyncio.sleep(0.5)  # let the proxy settle with every stream open
-    result = OpenStreams(count, opened, before, rss_kib(pid), seconds, len(os.listdir(f"/proc/{pid}/fd")))
+    result = OpenStreams(count, opened, before, rss_kib(pid), seconds, len(os.listdir(f"/proc/{pid}/fd")),
+                         [f"{n} × {error}" for error, n in errors.items()])
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)

@@ -120,6 +120,8 @@ def write_results(path: Path, args: argparse.Namespace, results: dict[str, Any])
                 f"streams open at once after {held.seconds_to_open:.1f} s; RSS {held.rss_before_kib / 1024:.1f} "
                 f"→ {held.rss_open_kib / 1024:.1f} MiB = **{fmt(held.kib_per_stream)} KiB per open stream** "
                 f"({held.fds_open:,} fds open: client and upstream socket per stream)."]
+        if held.errors:
+            out.append(f"Streams that failed to open: {'; '.join(held.errors)}.")
     leak = results["leak"]
     if leak is not None:
         growth = (leak["rss_end"] - leak["rss_warm"]) / 1024

@@ -355,12 +355,18 @@ async def _memory_and_profile(args: argparse.Namespace, tmp: Path, trust: Target
     if args.profile_seconds > 0:
         profile_task = asyncio.create_task(asyncio.to_thread(profile, trust.pid, args.profile_seconds,
                                                              tmp / "profile.txt"))
-        await asyncio.sleep(1)  # py-spy attaches
-        point = await measure(trust, "converse", 16, args.profile_seconds, 10**9)
+        # Load runs until py-spy is done: it takes a moment to attach (longer on a loaded machine), and a
+        # recording window that outlasts the load samples an idle proxy.
+        points = []
+        while not profile_task.done():
+            points.append(await measure(trust, "converse", 16, 0.5, 10**9))
         raw = await profile_task
         if raw is not None:
             samples, shares = summarise(raw)
-            results["profile"] = {"samples": samples, "shares": shares, "cpu_us": point.cpu_us, "rps": point.rps}
+            requests, cpu = sum(p.requests for p in points), sum(p.cpu for p in points)
+            results["profile"] = {"samples": samples, "shares": shares,
+                                  "cpu_us": cpu * 1e6 / requests if requests and cpu else float("nan"),
+                                  "rps": requests / max(sum(p.elapsed for p in points), 1e-9)}
     if hold_port is not None:
         held = _paced_target(trust, tmp, f"http://127.0.0.1:{hold_port}")
         results["open"] = await open_streams(held.port, build_request(held.port, "converse-stream", None),

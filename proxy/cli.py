@@ -18,6 +18,7 @@ import contextlib
 import gc
 import logging
 import signal
+import socket
 import sys
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import UTC, datetime
@@ -215,7 +216,7 @@ async def _serve_async(config: Config, worker: Worker | None = None) -> int:
         admin_sockets = [worker.admin_socket] if worker.admin_socket is not None else []
         watcher = worker.watch(keeper, data, stop)
     if admin_sockets != []:
-        admin_task = asyncio.create_task(admin.serve(admin_sockets))
+        admin_task = asyncio.create_task(_serve_admin_once_started(data, admin, admin_sockets))
     tune = asyncio.create_task(_tune_for_latency_once_started(data))
     try:
         await data.serve(data_sockets)
@@ -236,6 +237,24 @@ async def _serve_async(config: Config, worker: Worker | None = None) -> int:
 _GIL_SWITCH_INTERVAL = 0.0005
 
 
+async def _started(server: uvicorn.Server, *, unless: uvicorn.Server | None = None) -> bool:
+    """Wait until `server` listens; False if it (or `unless`) is told to exit first."""
+    while not server.started:
+        if server.should_exit or (unless is not None and unless.should_exit):
+            return False
+        await asyncio.sleep(0.01)
+    return True
+
+
+async def _serve_admin_once_started(data: uvicorn.Server, admin: uvicorn.Server,
+                                    sockets: list[socket.socket] | None) -> None:
+    """The admin port opens once the data port listens: a /healthz or /readyz that
+    answers means traffic is taken (a probe, a test or a script that waited for it
+    would otherwise race the data port's start-up and be refused)."""
+    if await _started(data, unless=admin):
+        await admin.serve(sockets)
+
+
 async def _tune_for_latency_once_started(server: uvicorn.Server) -> None:
     """Two interpreter settings for a server's tail latency (bench/READING.md):
 
@@ -247,10 +266,8 @@ async def _tune_for_latency_once_started(server: uvicorn.Server) -> None:
       run in worker threads, and each time the event loop thread gives up the GIL
       it waited up to the 5 ms default to get it back.
     """
-    while not server.started:
-        if server.should_exit:
-            return
-        await asyncio.sleep(0.05)
+    if not await _started(server):
+        return
     gc.collect()
     gc.freeze()
     sys.setswitchinterval(_GIL_SWITCH_INTERVAL)

@@ -37,7 +37,7 @@ def test_bench_harness_runs_end_to_end(tmp_path: Path) -> None:
     offered = [p for p in data["points"] if p["offered"]]
     assert {p["target"] for p in offered} == {"direct", "floor", "proxy-trust", "proxy-sigv4"}
     assert "below saturation" in text
-    assert data["open"]["opened"] == 20
+    assert data["open"]["opened"] == 20, data["open"]["errors"]
     assert data["leak"]["requests"] > 0 and data["leak"]["rss_end"] > 0
     store = data["store"]
     assert store["skipped"] == "" and store["requests"] == 100 and store["flushes"] >= 1
