@@ -48,6 +48,19 @@ async def test_same_request_id_is_counted_once(sqlite_store: SQLiteStore, make_e
     assert await sqlite_store.committed_spend("acme", "2025-03-10") == {"amazon.nova-pro-v1:0": 100}
 
 
+async def test_a_large_batch_counts_each_new_request_once(sqlite_store: SQLiteStore, make_event: MakeEvent) -> None:
+    # More ids than one duplicate check holds (_IDS_PER_QUERY), repeats across its chunks.
+    def event(i: int) -> UsageEvent:
+        return make_event(f"r{i}", cost_micro_usd=1, quota_scope="acme")
+
+    await sqlite_store.write_batch("b1", [event(i) for i in range(0, 1200, 2)])  # 600 stored before
+    await sqlite_store.write_batch("b2", [event(i) for i in range(1200)] + [event(i) for i in range(1, 1200, 3)])
+    [row] = await sqlite_store.usage_summary(0, None, [])
+    assert row.requests == 1200
+    # The quota total counts what was new in each batch: 600 + 600, never a repeat.
+    assert await sqlite_store.committed_spend("acme", "2025-03-10") == {"amazon.nova-pro-v1:0": 1200}
+
+
 async def test_summary_by_operation(sqlite_store: SQLiteStore, make_event: MakeEvent) -> None:
     await sqlite_store.write_events([make_event("a", operation="Converse"), make_event("b", operation="InvokeModel"),
                                      make_event("c", operation="Converse")])
