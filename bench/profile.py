@@ -9,12 +9,16 @@ workers are left out. The summary is the share of samples per component.
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import subprocess
+import sys
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
-__all__ = ["COMPONENTS", "profile", "summarise"]
+__all__ = ["COMPONENTS", "profile", "profile_under_load", "summarise"]
 
 #: (component, path fragments of its frames), checked innermost frame first.
 COMPONENTS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -61,8 +65,12 @@ def summarise(raw: str) -> tuple[int, list[tuple[str, float]]]:
 
 
 def profile(pid: int, seconds: float, out: Path) -> str | None:
-    """Record `pid` for `seconds`; the raw profile text, or None without py-spy."""
-    spy = shutil.which("py-spy") or str(Path(__import__("sys").executable).with_name("py-spy"))
+    """Record `pid` for `seconds`; the raw profile text, or None without py-spy.
+
+    `--nonblocking`: the process is never paused (a pause per sample would slow it
+    down and skew the shares it measures).
+    """
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not Path(spy).exists():
         return None
     done = subprocess.run([spy, "record", "--pid", str(pid), "--duration", str(max(1, int(seconds))),
@@ -71,3 +79,26 @@ def profile(pid: int, seconds: float, out: Path) -> str | None:
     if done.returncode != 0 or not out.exists():
         return None
     return out.read_text()
+
+
+#: Drives load until the event is set: (requests, CPU seconds of the server, seconds).
+Load = Callable[[asyncio.Event], Awaitable[tuple[int, float, float]]]
+
+
+async def profile_under_load(pid: int, seconds: float, out: Path, drive: Load) -> dict[str, Any] | None:
+    """Profile `pid` while `drive` loads it: {samples, shares, cpu_us, rps}, or None without py-spy.
+
+    The load runs until py-spy is done: py-spy takes a moment to attach (longer on a
+    loaded machine), and a recording window that outlasted the load would only see an
+    idle server (idle samples are not counted).
+    """
+    stop = asyncio.Event()
+    spy = asyncio.create_task(asyncio.to_thread(profile, pid, seconds, out))
+    spy.add_done_callback(lambda _: stop.set())
+    requests, cpu, elapsed = await drive(stop)
+    raw = await spy
+    if raw is None:
+        return None
+    samples, shares = summarise(raw)
+    return {"samples": samples, "shares": shares, "cpu_us": cpu * 1e6 / requests if requests and cpu else float("nan"),
+            "rps": requests / max(elapsed, 1e-9)}

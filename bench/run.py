@@ -27,7 +27,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 from bench.memory import open_streams, rss_kib
-from bench.profile import profile, summarise
+from bench.profile import profile_under_load
 from bench.report import fmt, sh, write_results
 from bench.store import measure_store
 from tests.processes import REPO, Proxy, base_env, free_port, start_proxy
@@ -123,10 +123,11 @@ class Point:
 
 
 async def load(port: int, raw: bytes, point: Point, duration: float, max_requests: int,
-               warmup: int = 2, rate: float = 0.0) -> Point:
+               warmup: int = 2, rate: float = 0.0, stop: asyncio.Event | None = None) -> Point:
     """Closed loop (each connection sends its next request as soon as the last one is
     answered), or with `rate` > 0 an offered load of `rate` requests/s spread evenly over
-    the connections — below saturation, latency is then the servers' own, not queueing."""
+    the connections — below saturation, latency is then the servers' own, not queueing.
+    Ends after `duration`, `max_requests` or once `stop` is set."""
     deadline_box = [0.0]
     left = [max_requests]
     interval = point.concurrency / rate if rate > 0 else 0.0
@@ -144,7 +145,7 @@ async def load(port: int, raw: bytes, point: Point, duration: float, max_request
         try:
             await ready.wait()
             next_at = time.perf_counter() + interval * index / point.concurrency
-            while left[0] > 0 and time.perf_counter() < deadline_box[0]:
+            while left[0] > 0 and time.perf_counter() < deadline_box[0] and not (stop and stop.is_set()):
                 if interval:
                     delay = next_at - time.perf_counter()
                     if delay > 0:
@@ -224,10 +225,10 @@ class Target:
 
 
 async def measure(target: Target, op: str, concurrency: int, duration: float, max_requests: int,
-                  warmup: int = 2, rate: float = 0.0) -> Point:
+                  warmup: int = 2, rate: float = 0.0, stop: asyncio.Event | None = None) -> Point:
     before = cpu_seconds(target.pid) if target.pid else 0.0
     point = await load(target.port, build_request(target.port, op, target.key), Point(target.name, op, concurrency),
-                       duration, max_requests, warmup, rate)
+                       duration, max_requests, warmup, rate, stop)
     if target.pid:
         point.cpu = cpu_seconds(target.pid) - before
     return point
@@ -353,20 +354,11 @@ async def _memory_and_profile(args: argparse.Namespace, tmp: Path, trust: Target
                               results: dict[str, Any]) -> None:
     assert trust.pid is not None
     if args.profile_seconds > 0:
-        profile_task = asyncio.create_task(asyncio.to_thread(profile, trust.pid, args.profile_seconds,
-                                                             tmp / "profile.txt"))
-        # Load runs until py-spy is done: it takes a moment to attach (longer on a loaded machine), and a
-        # recording window that outlasts the load samples an idle proxy.
-        points = []
-        while not profile_task.done():
-            points.append(await measure(trust, "converse", 16, 0.5, 10**9))
-        raw = await profile_task
-        if raw is not None:
-            samples, shares = summarise(raw)
-            requests, cpu = sum(p.requests for p in points), sum(p.cpu for p in points)
-            results["profile"] = {"samples": samples, "shares": shares,
-                                  "cpu_us": cpu * 1e6 / requests if requests and cpu else float("nan"),
-                                  "rps": requests / max(sum(p.elapsed for p in points), 1e-9)}
+        async def drive(stop: asyncio.Event) -> tuple[int, float, float]:
+            point = await measure(trust, "converse", 16, 3600, 10**9, stop=stop)
+            return point.requests, point.cpu, point.elapsed
+
+        results["profile"] = await profile_under_load(trust.pid, args.profile_seconds, tmp / "profile.txt", drive)
     if hold_port is not None:
         held = _paced_target(trust, tmp, f"http://127.0.0.1:{hold_port}")
         results["open"] = await open_streams(held.port, build_request(held.port, "converse-stream", None),

@@ -43,4 +43,4 @@ def test_bench_harness_runs_end_to_end(tmp_path: Path) -> None:
     assert store["skipped"] == "" and store["requests"] == 100 and store["flushes"] >= 1
     assert "## Metering writes" in text and "KiB per open stream" in text
     if data["profile"] is not None:  # py-spy may be refused ptrace in some sandboxes
-        assert data["profile"]["samples"] > 0 and "## Where the CPU goes" in text
+        assert data["profile"]["samples"] > 0 and data["profile"]["rps"] > 0 and "## Where the CPU goes" in text
