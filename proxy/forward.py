@@ -158,11 +158,13 @@ class ProxyHandler:
         received = 0
         metered = False
         finished = False
+        unobserved: UsageEvent | None = None
 
         def meter_once() -> None:
             """Record the usage once, before the byte that completes the response goes out:
-            a crash after the client has its answer must not lose the answer's usage."""
-            nonlocal metered
+            a crash after the client has its answer must not lose the answer's usage.
+            Metrics and the event log (`observe_once`) wait until it is out."""
+            nonlocal metered, unobserved
             if metered:
                 return
             metered = True
@@ -171,7 +173,14 @@ class ProxyHandler:
                     usage = stream_watcher.finish()
                 else:
                     usage = body_watcher.finish(status, response.headers)  # type: ignore[union-attr]
-                self._meter(route, caller, plan, status, response.headers.get("x-amzn-requestid"), usage, started, first_byte)
+                unobserved = self._record(route, caller, plan, status, response.headers.get("x-amzn-requestid"),
+                                          usage, started, first_byte)
+
+        def observe_once() -> None:
+            nonlocal unobserved
+            if unobserved is not None:
+                event, unobserved = unobserved, None
+                self._observe(event, plan.fallback)
 
         def cache_body() -> None:
             if kept is not None and cache_key and plan.cache_ttl:
@@ -186,6 +195,7 @@ class ProxyHandler:
                 except BedrockError as error:
                     await _send_error(send, error)
                 finished = True
+                observe_once()
                 return
             await send({"type": "http.response.start", "status": status, "headers": headers})
             hang_up = _HangUpWatch(receive)
@@ -237,6 +247,7 @@ class ProxyHandler:
             hang_up.stop()
             meter_once()
             await send({"type": "http.response.body", "body": b"", "more_body": False})
+            observe_once()  # the client has its answer: metrics and the event log cost it no latency
         except asyncio.CancelledError:
             if hang_up is None or not hang_up.stop():
                 raise
@@ -250,6 +261,7 @@ class ProxyHandler:
             else:
                 response.close()
             meter_once()
+            observe_once()
 
     async def _send_translated(
         self,
@@ -304,7 +316,13 @@ class ProxyHandler:
         await send({"type": "http.response.start", "status": hit.status, "headers": headers})
         await send({"type": "http.response.body", "body": hit.body, "more_body": False})
 
-    def _meter(
+    def _meter(self, route: Route, caller: Caller, plan: Plan, status: int, request_id: str | None,
+               usage: Usage, started: float, first_byte: float | None) -> None:
+        event = self._record(route, caller, plan, status, request_id, usage, started, first_byte)
+        if event is not None:
+            self._observe(event, plan.fallback)
+
+    def _record(
         self,
         route: Route,
         caller: Caller,
@@ -314,9 +332,11 @@ class ProxyHandler:
         usage: Usage,
         started: float,
         first_byte: float | None,
-    ) -> None:
+    ) -> UsageEvent | None:
+        """Journal the request's usage and settle what admission reserved for it; the
+        event, for `_observe` (metrics, event log, alerts), or None if nothing is metered."""
         if not plan.model:
-            return
+            return None
         self._admission.settle_rate(plan, usage)
         event = UsageEvent.from_usage(
             usage,
@@ -335,9 +355,9 @@ class ProxyHandler:
             reserved_micro_usd=plan.reserved,
         )
         self._recorder.record(event)
-        self._observe(event, plan.fallback)
         if plan.quota_scope:
             self._admission.note_spend(plan, event.cost_micro_usd - plan.reserved)
+        return event
 
 
 class _HangUpWatch:
