@@ -152,6 +152,13 @@ def write_results(path: Path, args: argparse.Namespace, results: dict[str, Any])
                 "| component | share | ≈ µs per request |", "|---|---:|---:|"]
         for name, share in prof["shares"]:
             out.append(f"| {name} | {share * 100:.1f} % | {share * prof['cpu_us']:.0f} |")
+    steps = results.get("micro")
+    if steps:
+        out += ["", "## The proxy's own steps, warm (bench/micro.py: one call repeated in this process)", "",
+                "| step | µs per call |", "|---|---:|",
+                f"| SigV4 verification of the client's request (sigv4 mode) | {steps['verify']:.1f} |",
+                f"| SigV4 re-signing for Bedrock (botocore `SigV4Auth`, both modes) | {steps['resign']:.1f} |",
+                f"| usage event encoded and appended to the journal | {steps['journal']:.1f} |"]
     text = "\n".join(out) + "\n"
     if args.reading and Path(args.reading).exists():
         text += "\n" + Path(args.reading).read_text()

@@ -27,6 +27,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 from bench.memory import open_streams, rss_kib
+from bench.micro import micro
 from bench.profile import profile_under_load
 from bench.report import fmt, sh, write_results
 from bench.store import measure_store
@@ -235,12 +236,14 @@ async def measure(target: Target, op: str, concurrency: int, duration: float, ma
 
 
 async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    steps = micro(tmp)  # first, while nothing else runs
+    print(f"steps, warm µs per call: {steps}", flush=True)
     upstream, up_port = start_upstream(tmp, args.frames)
     paced, paced_port = start_upstream(tmp, args.frames, args.frame_interval)
     children: list[subprocess.Popen[bytes]] = [upstream, paced]
     proxies: dict[str, Proxy] = {}
     results: dict[str, Any] = {"points": [], "rated": [], "streams": [], "paced": [], "rss": {}, "open": None,
-                               "leak": None, "store": None, "profile": None}
+                               "leak": None, "store": None, "profile": None, "micro": steps}
     try:
         url = f"http://127.0.0.1:{up_port}"
         targets = [Target("direct", up_port)]
@@ -430,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
             "leak": results["leak"],
             "store": None if results["store"] is None else {
                 **{k: v for k, v in vars(results["store"]).items() if k != "flush_buckets"}},
-            "profile": results["profile"]}, indent=1, default=str))
+            "profile": results["profile"], "micro": results["micro"]}, indent=1, default=str))
     bad = sum(p.errors for p in all_points)
     return 1 if bad else 0
 

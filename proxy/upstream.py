@@ -32,7 +32,7 @@ from yarl import URL
 from proxy.config import Config
 from proxy.sigv4 import SIGNING_SERVICE
 
-__all__ = ["NoUpstreamCredentials", "Upstream", "UpstreamBroken", "UpstreamResponse", "UpstreamUnavailable"]
+__all__ = ["NoUpstreamCredentials", "Upstream", "UpstreamBroken", "UpstreamResponse", "UpstreamUnavailable", "sign"]
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +100,13 @@ class UpstreamResponse:
         self._response.close()
 
 
+def sign(credentials: Any, region: str, method: str, url: str, headers: dict[str, str], body: bytes) -> dict[str, str]:
+    """`headers` plus botocore's SigV4 (`X-Amz-Date`, `Authorization`, a session token if any)."""
+    request = AWSRequest(method=method, url=url, data=body, headers=headers)
+    SigV4Auth(credentials, SIGNING_SERVICE, region).add_auth(request)
+    return dict(request.headers.items())
+
+
 class Upstream:
     def __init__(self, config: Config) -> None:
         self._base_url = config.upstream_url
@@ -148,13 +155,11 @@ class Upstream:
         assert self._session is not None, "Upstream.start() was not awaited"
         url = self._base_url + raw_path + (f"?{raw_query}" if raw_query else "")
         headers["host"] = self._host
-        signed = AWSRequest(method=method, url=url, data=body, headers=headers)
         frozen = await self._credentials.get_frozen_credentials()
-        SigV4Auth(frozen, SIGNING_SERVICE, self._region).add_auth(signed)
+        signed = sign(frozen, self._region, method, url, headers, body)
         try:
             response = await self._session.request(
-                method, URL(url, encoded=True), data=body, headers=dict(signed.headers.items()),
-                allow_redirects=False,
+                method, URL(url, encoded=True), data=body, headers=signed, allow_redirects=False,
             )
         except TimeoutError as exc:
             raise UpstreamUnavailable(timed_out=True) from exc

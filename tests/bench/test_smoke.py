@@ -42,5 +42,6 @@ def test_bench_harness_runs_end_to_end(tmp_path: Path) -> None:
     store = data["store"]
     assert store["skipped"] == "" and store["requests"] == 100 and store["flushes"] >= 1
     assert "## Metering writes" in text and "KiB per open stream" in text
+    assert all(data["micro"][step] > 0 for step in ("verify", "resign", "journal")) and "own steps, warm" in text
     if data["profile"] is not None:  # py-spy may be refused ptrace in some sandboxes
         assert data["profile"]["samples"] > 0 and data["profile"]["rps"] > 0 and "## Where the CPU goes" in text

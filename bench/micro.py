@@ -1,0 +1,90 @@
+"""Per-call cost of the proxy's own steps, warm, in this process: what a request pays
+before anything else (the HTTP server and client) is counted.
+
+* verify: a boto3-shaped Converse request checked by `proxy.sigv4.verify_signature`
+  (sigv4 mode, botocore's canonical request);
+* re-sign: `proxy.upstream.sign`, botocore's `SigV4Auth` over the request for Bedrock
+  (both modes);
+* journal: one usage event encoded and appended to the journal (`metering.journal`),
+  written before the response's last byte.
+
+Warm means caches hot: the loop repeats one call. Below saturation a request runs on
+a cold CPU and costs about twice its saturated CPU (bench/READING.md).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import timeit
+from collections.abc import Callable
+from pathlib import Path
+
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+from metering.events import UsageEvent
+from metering.journal import Journal, encode
+from proxy.sigv4 import parse_authorization, verify_signature
+from proxy.upstream import sign
+
+__all__ = ["micro"]
+
+_BODY = json.dumps({"messages": [{"role": "user", "content": [{"text": "Say hello in one word."}]}],
+                    "inferenceConfig": {"maxTokens": 64}}).encode()
+_PATH = "/model/anthropic.claude-3-haiku-20240307-v1%3A0/converse"
+_HOST = "127.0.0.1:8080"
+
+
+def _per_call_us(call: Callable[[], object], seconds: float = 0.3) -> float:
+    """Best of five rounds of about `seconds` each: the warm cost of one call, in µs."""
+    number = max(1, int(seconds / max(timeit.timeit(call, number=20) / 20, 1e-9)))
+    return min(timeit.repeat(call, number=number, repeat=5)) / number * 1e6
+
+
+def _client_request() -> tuple[list[tuple[str, str]], str]:
+    """Headers as boto3 sends a Converse call (signed by botocore), and their Authorization."""
+    request = AWSRequest(method="POST", url=f"http://{_HOST}{_PATH}", data=_BODY, headers={
+        "Content-Type": "application/json",
+        "User-Agent": "Boto3/1.35.0 md/Botocore#1.35.0 ua/2.0 os/linux lang/python#3.11.7 cfg/retry-mode#legacy",
+        "amz-sdk-invocation-id": "0b2d4c64-62a1-4a56-9f39-6d7f1a0e0f3b",
+        "amz-sdk-request": "attempt=1",
+        "Content-Length": str(len(_BODY)),
+    })
+    SigV4Auth(Credentials("AKIDBENCHMICRO000001", "bench-micro-secret"), "bedrock", "us-east-1").add_auth(request)
+    headers = [(name.lower(), value) for name, value in request.headers.items()] + [("host", _HOST)]
+    return headers, request.headers["Authorization"]
+
+
+def micro(tmp: Path) -> dict[str, float]:
+    """µs per call of each step, warm."""
+    headers, authorization = _client_request()
+    parsed = parse_authorization(authorization)
+
+    def verify() -> None:
+        verify_signature(parsed, "bench-micro-secret", method="POST", host=_HOST, raw_path=_PATH, raw_query="",
+                         headers=headers, body=_BODY)
+
+    upstream_headers = {name: value for name, value in headers
+                        if name not in ("authorization", "x-amz-date", "host")}
+    upstream_headers["host"] = "bedrock-runtime.us-east-1.amazonaws.com"
+    credentials = Credentials("AKIDBENCHUPSTREAM001", "bench-secret")
+
+    def resign() -> None:
+        sign(credentials, "us-east-1", "POST", f"https://bedrock-runtime.us-east-1.amazonaws.com{_PATH}",
+             dict(upstream_headers), _BODY)
+
+    journal = Journal(tmp / "micro-journal")
+    journal.open()
+    event = UsageEvent(request_id="micro", timestamp=time.time(), org="bench", app="bench", operation="Converse",
+                       requested_model="anthropic.claude-3-haiku-20240307-v1:0",
+                       model="anthropic.claude-3-haiku-20240307-v1:0", input_tokens=12, output_tokens=3,
+                       cache_read_tokens=0, cache_write_tokens=0, cost_micro_usd=7, priced=True, latency_ms=1.0,
+                       first_byte_ms=None, status=200, estimated=False)
+    try:
+        return {"verify": _per_call_us(verify), "resign": _per_call_us(resign),
+                # Short rounds: every call appends a line (≈ 400 bytes) to a real file.
+                "journal": _per_call_us(lambda: journal.append(encode(event)), seconds=0.05)}
+    finally:
+        journal.close()
