@@ -62,7 +62,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
     uvicorn.run(Floor(args.upstream), host="127.0.0.1", port=args.port, loop="uvloop", http="httptools",
-                access_log=False, log_level="warning", server_header=False)
+                access_log=False, log_level="warning", server_header=False, proxy_headers=False)
 
 
 if __name__ == "__main__":

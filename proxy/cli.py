@@ -191,6 +191,9 @@ async def _serve_async(config: Config, worker: Worker | None = None) -> int:
         access_log=False,
         log_config=None,
         server_header=False,
+        # Nothing reads the client address, so uvicorn's X-Forwarded-For rewriting
+        # (a middleware layer on every request) has no job here.
+        proxy_headers=False,
     ))
     admin = _Server(uvicorn.Config(
         create_admin_app(keeper),
