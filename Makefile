@@ -41,7 +41,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 ## bench: proxy vs direct on 127.0.0.1 against a fast fake upstream; writes bench/RESULTS.md
-## (≈ 8 minutes on 2 cores; see bench/README.md). BENCH_ARGS=... passes options to bench.run.
+## (≈ 5 minutes on 2 cores; see bench/README.md). BENCH_ARGS=... passes options to bench.run.
 ## Under tools/isolated: the metering point starts DynamoDB Local (it listens on every interface).
 BENCH_ARGS ?=
 bench: $(STAMP) $(DDB_STAMP)
