@@ -15,9 +15,10 @@ rates and committed quota spend live in their own tables, written in the same
 transaction as the events and the batch marker. A batch applies once per id
 and an event once per request id (first write wins).
 
-Issued secrets are stored encrypted (`metering/secret_box.py`); the key is by
-default a file beside the database, `<path>.key`, created on first use, so a
-copy of the database alone reveals no secret. The file is still created with
+Issued secrets (the rows of `metering/sqlite_keys.py`) are stored encrypted
+(`metering/secret_box.py`); the key is by default a file beside the database,
+`<path>.key`, created on first use, so a copy of the database alone reveals no
+secret. The file is still created with
 mode 0600 (it holds who spends what); SQLite gives its `-wal` and `-shm` files
 the database file's permissions. `secure_delete` zeroes freed content, so a
 secret re-encrypted by `costkeeper keys encrypt` leaves no plaintext behind in
@@ -42,17 +43,13 @@ from typing import Any
 
 from metering.aggregate import Aggregate
 from metering.events import UsageEvent
-from metering.secret_box import SecretBox, SecretKeyError, generate_key
-from metering.secret_keys import KeyFile, KeySource, SecretsMixin, StaticKeys, reencrypt_marker
+from metering.secret_box import SecretBox, generate_key
+from metering.secret_keys import KeyFile, KeySource, StaticKeys
+from metering.sqlite_keys import KeyRows
 from metering.store import (
-    IssuedKey,
-    KeyRecord,
     ModelRate,
-    ReencryptResult,
     UsageRow,
     events_batch_id,
-    generate_access_key_id,
-    generate_secret,
     normalize_group_by,
     parse_scope,
 )
@@ -159,7 +156,6 @@ _ADD_COMMITTED = """
 INSERT INTO quota_committed (scope, day, model, committed) VALUES (?, ?, ?, ?)
 ON CONFLICT (scope, day, model) DO UPDATE SET committed = committed + excluded.committed
 """
-_KEY_COLUMNS = "access_key_id, org, app, secret, created_at, revoked_at"
 _SUMS = """
     COUNT(*), SUM(input_tokens), SUM(output_tokens), SUM(cache_read_tokens),
     SUM(cache_write_tokens), SUM(cost_micro_usd), SUM(estimated), SUM(1 - priced)
@@ -214,12 +210,7 @@ def _slot(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d#%H:%M")
 
 
-def _record(box: SecretBox, row: Sequence[Any]) -> KeyRecord:
-    access_key_id, org, app, stored, created_at, revoked_at = row
-    return KeyRecord(access_key_id, org, app, box.reveal(access_key_id, stored), created_at, revoked_at)
-
-
-class SQLiteStore(SecretsMixin):
+class SQLiteStore(KeyRows):
     """`UsageStore`, `QuotaStore` and `KeyStore` in one SQLite file (or `":memory:"`).
 
     `key_source` gives the key for issued secrets; None → the key file
@@ -229,6 +220,7 @@ class SQLiteStore(SecretsMixin):
     def __init__(self, path: str | os.PathLike[str], *, clock: Callable[[], float] = time.time,
                  key_source: KeySource | None = None) -> None:
         self.path = os.fspath(path)
+        self._in_memory = self.path == _MEMORY
         self._clock = clock
         self._lock = threading.Lock()
         self.stats = StoreStats()
@@ -441,95 +433,3 @@ class SQLiteStore(SecretsMixin):
         await self._run(lambda: self._conn.execute(
             "INSERT OR IGNORE INTO quota_exhausted (scope, day, model) VALUES (?, ?, ?)", (scope, day, model)
         ))
-
-    # -- KeyStore ----------------------------------------------------------
-
-    async def create_key(self, org: str, app: str) -> IssuedKey:
-        if not org or not app:
-            raise ValueError("a key needs a non-empty org and app")
-        box = await self._secrets()
-        created_at = self._clock()
-        secret = generate_secret()
-
-        def create() -> IssuedKey:
-            # A collision in 36**16 ids is next to impossible; retry rather than fail.
-            for _ in range(5):
-                access_key_id = generate_access_key_id()
-                cursor = self._conn.execute(
-                    f"INSERT OR IGNORE INTO api_keys ({_KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, NULL)",
-                    (access_key_id, org, app, box.encrypt(access_key_id, secret), created_at),
-                )
-                if cursor.rowcount == 1:
-                    return IssuedKey(access_key_id, secret, org, app, created_at)
-            raise RuntimeError("could not generate a unique access key id")
-
-        result: IssuedKey = await self._run(create)
-        return result
-
-    async def get_key(self, access_key_id: str) -> KeyRecord | None:
-        row = await self._run(lambda: self._conn.execute(
-            f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE access_key_id = ?", (access_key_id,)
-        ).fetchone())
-        return None if row is None else _record(await self._secrets(), row)
-
-    async def list_keys(self) -> list[KeyRecord]:
-        rows = await self._run(lambda: self._conn.execute(
-            f"SELECT {_KEY_COLUMNS} FROM api_keys ORDER BY created_at, access_key_id"
-        ).fetchall())
-        if not rows:
-            return []
-        box = await self._secrets()
-        return [_record(box, row) for row in rows]
-
-    async def revoke_key(self, access_key_id: str) -> bool:
-        now = self._clock()
-        cursor = await self._run(lambda: self._conn.execute(
-            "UPDATE api_keys SET revoked_at = ? WHERE access_key_id = ? AND revoked_at IS NULL",
-            (now, access_key_id),
-        ))
-        return bool(cursor.rowcount == 1)
-
-
-    async def encrypt_secrets(self) -> ReencryptResult:
-        box = await self._secrets()
-
-        def reencrypt() -> ReencryptResult:
-            rows = self._conn.execute("SELECT access_key_id, secret FROM api_keys ORDER BY access_key_id").fetchall()
-            encrypted, failed = 0, []
-            for access_key_id, stored in rows:
-                try:
-                    new = box.reencrypted(access_key_id, stored)
-                except SecretKeyError as exc:
-                    failed.append(str(exc))
-                    continue
-                if new is None:
-                    continue
-                self._conn.execute(
-                    "UPDATE api_keys SET secret = ? WHERE access_key_id = ? AND secret = ?",
-                    (new, access_key_id, stored),
-                )
-                encrypted += 1
-            return ReencryptResult(encrypted, len(rows) - encrypted - len(failed), tuple(failed))
-
-        result: ReencryptResult = await self._run(self._transaction, reencrypt)
-        await reencrypt_marker(box, self)
-        if result.encrypted and self.path != _MEMORY:
-            # The old values' pages leave the WAL file (best effort beside other readers).
-            await self._run(lambda: self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall())
-        return result
-
-    # -- MetaStore (metering/secret_keys.py) -------------------------------
-
-    async def get_meta(self, name: str) -> str | None:
-        row = await self._run(lambda: self._conn.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone())
-        return None if row is None else str(row[0])
-
-    async def add_meta(self, name: str, value: str) -> bool:
-        cursor = await self._run(lambda: self._conn.execute(
-            "INSERT OR IGNORE INTO meta (name, value) VALUES (?, ?)", (name, value)))
-        return bool(cursor.rowcount == 1)
-
-    async def set_meta(self, name: str, value: str) -> None:
-        await self._run(lambda: self._conn.execute(
-            "INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-            (name, value)))
