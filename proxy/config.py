@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
@@ -19,6 +19,7 @@ from adapters import family_of
 from adapters.translate import can_translate
 from metering.pricing import Price, PriceTable
 from metering.secret_box import decode_key
+from proxy.config_checks import ConfigError, check_alerts, check_limits, check_store, section
 from proxy.policies import Policies, PolicyError, build_policies
 
 __all__ = [
@@ -37,10 +38,6 @@ __all__ = [
 ]
 
 AuthMode = Literal["sigv4", "bearer", "trust"]
-
-
-class ConfigError(ValueError):
-    """The configuration cannot be used; the message names the offending key."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -361,13 +358,13 @@ def _build(raw: Mapping[str, Any]) -> Config:
     unknown = set(raw) - known
     if unknown:
         raise ConfigError(f"unknown top-level key(s) {sorted(unknown)}; expected {sorted(known)}")
-    sections = {name: _section(name, cls, raw.get(name)) for name, cls in _SECTIONS.items()}
+    sections = {name: section(name, cls, raw.get(name)) for name, cls in _SECTIONS.items()}
     auth = sections["auth"]
     if auth.mode not in ("sigv4", "bearer", "trust"):
         raise ConfigError(f"auth.mode: expected sigv4, bearer or trust, got {auth.mode!r}")
-    _check_store(sections["store"], sections["metering"])
-    _check_limits(sections["limits"])
-    sections["alerts"] = _check_alerts(sections["alerts"])
+    check_store(sections["store"], sections["metering"])
+    check_limits(sections["limits"])
+    sections["alerts"] = check_alerts(sections["alerts"])
     server = sections["server"]
     if bool(server.tls_cert) != bool(server.tls_key):
         raise ConfigError("server.tls_cert and server.tls_key must be given together")
@@ -416,82 +413,3 @@ def _build(raw: Mapping[str, Any]) -> Config:
         orgs=MappingProxyType(dict(orgs)),
         **sections,
     )
-
-
-def _check_store(store: StoreConfig, metering: MeteringConfig) -> None:
-    if store.backend not in ("sqlite", "dynamodb"):
-        raise ConfigError(f"store.backend: expected sqlite or dynamodb, got {store.backend!r}")
-    if store.backend == "dynamodb" and not store.table:
-        raise ConfigError("store.table: a DynamoDB table name is required")
-    for key, value in (("store.shards", store.shards), ("store.max_attempts", store.max_attempts),
-                       ("metering.batch_size", metering.batch_size)):
-        if value < 1:
-            raise ConfigError(f"{key}: expected at least 1, got {value}")
-    for key, number in (("store.consolidation_interval", store.consolidation_interval),
-                        ("store.retry_base", store.retry_base), ("store.retry_max", store.retry_max),
-                        ("metering.flush_interval", metering.flush_interval),
-                        ("metering.fsync_interval", metering.fsync_interval)):
-        if number <= 0:
-            raise ConfigError(f"{key}: expected a positive number of seconds, got {number}")
-
-
-def _check_limits(limits: LimitsConfig) -> None:
-    for key in ("max_body_bytes", "max_usage_body_bytes", "max_header_bytes", "max_header_count"):
-        if getattr(limits, key) < 1:
-            raise ConfigError(f"limits.{key}: expected at least 1, got {getattr(limits, key)}")
-
-
-def _check_alerts(alerts: AlertsConfig) -> AlertsConfig:
-    """YAML lists and env strings → the typed fields; out-of-range values are refused."""
-    try:
-        thresholds = tuple(sorted({float(x) for x in alerts.thresholds if str(x).strip()}))
-        hourly = None if alerts.hourly_cost_usd is None else float(alerts.hourly_cost_usd)
-    except (TypeError, ValueError):
-        raise ConfigError(f"alerts.thresholds / alerts.hourly_cost_usd: expected numbers, got "
-                          f"{alerts.thresholds!r} / {alerts.hourly_cost_usd!r}") from None
-    if any(t <= 0 for t in thresholds):
-        raise ConfigError(f"alerts.thresholds: expected shares of the quota above 0, got {list(thresholds)}")
-    if hourly is not None and hourly <= 0:
-        raise ConfigError(f"alerts.hourly_cost_usd: expected a positive amount, got {hourly}")
-    for key, number in (("alerts.check_interval", alerts.check_interval), ("alerts.timeout", alerts.timeout)):
-        if number <= 0:
-            raise ConfigError(f"{key}: expected a positive number of seconds, got {number}")
-    if alerts.retries < 0:
-        raise ConfigError(f"alerts.retries: expected 0 or more, got {alerts.retries}")
-    return replace(alerts, thresholds=thresholds, hourly_cost_usd=hourly, webhook_url=alerts.webhook_url or None)
-
-
-def _section(name: str, cls: type, raw: Any) -> Any:
-    if raw is None:
-        return cls()
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{name}: expected a mapping")
-    defaults = cls()
-    names = {f.name for f in fields(defaults)}
-    unknown = set(raw) - names
-    if unknown:
-        raise ConfigError(f"{name}: unknown key(s) {sorted(unknown)}; expected {sorted(names)}")
-    return cls(**{key: _coerce(f"{name}.{key}", getattr(defaults, key), value) for key, value in raw.items()})
-
-
-def _coerce(key: str, default: Any, value: Any) -> Any:
-    """Turn env/flag strings into the field's type (the default tells the type)."""
-    if value is None:
-        return None
-    try:
-        if isinstance(default, bool):
-            if isinstance(value, str):
-                return value.strip().lower() in ("1", "true", "yes", "on")
-            return bool(value)
-        if isinstance(default, int):
-            return int(value)
-        if isinstance(default, float):
-            return float(value)
-        if isinstance(default, tuple):
-            items = value.split(",") if isinstance(value, str) else value
-            if not isinstance(items, (list, tuple)):
-                raise TypeError(value)
-            return tuple(items)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{key}: expected a {type(default).__name__}, got {value!r}") from None
-    return str(value) if not isinstance(value, str) else value

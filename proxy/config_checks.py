@@ -1,0 +1,99 @@
+"""Checks and coercions of `proxy/config.py`'s sections: what a YAML value, an
+environment string or a flag must be before it becomes a typed field.
+
+Kept apart so the config module holds the shape of the configuration, and this
+one what is refused and why (every refusal is a `ConfigError` naming the key).
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields, replace
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from proxy.config import AlertsConfig, LimitsConfig, MeteringConfig, StoreConfig
+
+__all__ = ["ConfigError", "check_alerts", "check_limits", "check_store", "section"]
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message names the offending key."""
+
+
+def check_store(store: StoreConfig, metering: MeteringConfig) -> None:
+    if store.backend not in ("sqlite", "dynamodb"):
+        raise ConfigError(f"store.backend: expected sqlite or dynamodb, got {store.backend!r}")
+    if store.backend == "dynamodb" and not store.table:
+        raise ConfigError("store.table: a DynamoDB table name is required")
+    for key, value in (("store.shards", store.shards), ("store.max_attempts", store.max_attempts),
+                       ("metering.batch_size", metering.batch_size)):
+        if value < 1:
+            raise ConfigError(f"{key}: expected at least 1, got {value}")
+    for key, number in (("store.consolidation_interval", store.consolidation_interval),
+                        ("store.retry_base", store.retry_base), ("store.retry_max", store.retry_max),
+                        ("metering.flush_interval", metering.flush_interval),
+                        ("metering.fsync_interval", metering.fsync_interval)):
+        if number <= 0:
+            raise ConfigError(f"{key}: expected a positive number of seconds, got {number}")
+
+
+def check_limits(limits: LimitsConfig) -> None:
+    for key in ("max_body_bytes", "max_usage_body_bytes", "max_header_bytes", "max_header_count"):
+        if getattr(limits, key) < 1:
+            raise ConfigError(f"limits.{key}: expected at least 1, got {getattr(limits, key)}")
+
+
+def check_alerts(alerts: AlertsConfig) -> AlertsConfig:
+    """YAML lists and env strings → the typed fields; out-of-range values are refused."""
+    try:
+        thresholds = tuple(sorted({float(x) for x in alerts.thresholds if str(x).strip()}))
+        hourly = None if alerts.hourly_cost_usd is None else float(alerts.hourly_cost_usd)
+    except (TypeError, ValueError):
+        raise ConfigError(f"alerts.thresholds / alerts.hourly_cost_usd: expected numbers, got "
+                          f"{alerts.thresholds!r} / {alerts.hourly_cost_usd!r}") from None
+    if any(t <= 0 for t in thresholds):
+        raise ConfigError(f"alerts.thresholds: expected shares of the quota above 0, got {list(thresholds)}")
+    if hourly is not None and hourly <= 0:
+        raise ConfigError(f"alerts.hourly_cost_usd: expected a positive amount, got {hourly}")
+    for key, number in (("alerts.check_interval", alerts.check_interval), ("alerts.timeout", alerts.timeout)):
+        if number <= 0:
+            raise ConfigError(f"{key}: expected a positive number of seconds, got {number}")
+    if alerts.retries < 0:
+        raise ConfigError(f"alerts.retries: expected 0 or more, got {alerts.retries}")
+    return replace(alerts, thresholds=thresholds, hourly_cost_usd=hourly, webhook_url=alerts.webhook_url or None)
+
+
+def section(name: str, cls: type, raw: Any) -> Any:
+    if raw is None:
+        return cls()
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{name}: expected a mapping")
+    defaults = cls()
+    names = {f.name for f in fields(defaults)}
+    unknown = set(raw) - names
+    if unknown:
+        raise ConfigError(f"{name}: unknown key(s) {sorted(unknown)}; expected {sorted(names)}")
+    return cls(**{key: _coerce(f"{name}.{key}", getattr(defaults, key), value) for key, value in raw.items()})
+
+
+def _coerce(key: str, default: Any, value: Any) -> Any:
+    """Turn env/flag strings into the field's type (the default tells the type)."""
+    if value is None:
+        return None
+    try:
+        if isinstance(default, bool):
+            if isinstance(value, str):
+                return value.strip().lower() in ("1", "true", "yes", "on")
+            return bool(value)
+        if isinstance(default, int):
+            return int(value)
+        if isinstance(default, float):
+            return float(value)
+        if isinstance(default, tuple):
+            items = value.split(",") if isinstance(value, str) else value
+            if not isinstance(items, (list, tuple)):
+                raise TypeError(value)
+            return tuple(items)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key}: expected a {type(default).__name__}, got {value!r}") from None
+    return str(value) if not isinstance(value, str) else value
