@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import bisect
 from collections import Counter
-from typing import Any
+from typing import Any, Protocol
 
-__all__ = ["FLUSH_BUCKETS", "WRITE_OPERATIONS", "StoreStats"]
+__all__ = ["FLUSH_BUCKETS", "WRITE_OPERATIONS", "StoreListener", "StoreStats"]
 
 #: The operations that write (DynamoDB's names, and SQLite's transactions).
 WRITE_OPERATIONS = frozenset({
@@ -28,8 +28,18 @@ WRITE_OPERATIONS = frozenset({
 FLUSH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
+class StoreListener(Protocol):
+    """Told of every count as it happens (proxy/metrics.py exports them)."""
+
+    def on_call(self, operation: str, items: int) -> None: ...
+
+    def on_flush(self, seconds: float, events: int) -> None: ...
+
+
 class StoreStats:
     def __init__(self) -> None:
+        #: Set by `listen`; the counts below stay this process's own either way.
+        self._listener: StoreListener | None = None
         self.calls: Counter[str] = Counter()
         self.items_written = 0
         self.flushes = 0
@@ -38,24 +48,35 @@ class StoreStats:
         #: Cumulative counts per FLUSH_BUCKETS bound, then +Inf (Prometheus histogram shape).
         self.flush_buckets = [0] * (len(FLUSH_BUCKETS) + 1)
 
+    def listen(self, listener: StoreListener) -> None:
+        """From now on `listener` hears every count (the proxy listens before the store opens)."""
+        self._listener = listener
+
     def on_dynamodb_call(self, model: Any, params: dict[str, Any], **_kwargs: Any) -> None:
         """botocore `before-parameter-build.dynamodb` handler (sees the API parameters)."""
         operation = model.name
-        self.calls[operation] += 1
         if operation == "TransactWriteItems":
-            self.items_written += len(params.get("TransactItems", ()))
+            items = len(params.get("TransactItems", ()))
         elif operation == "BatchWriteItem":
-            self.items_written += sum(len(requests) for requests in params.get("RequestItems", {}).values())
-        elif operation in WRITE_OPERATIONS:
-            self.items_written += 1
+            items = sum(len(requests) for requests in params.get("RequestItems", {}).values())
+        else:
+            items = int(operation in WRITE_OPERATIONS)
+        self._count(operation, items)
 
     def on_transaction(self, rows: int) -> None:
         """SQLite: one write transaction that changed `rows` rows."""
-        self.calls["Transaction"] += 1
-        self.items_written += rows
+        self._count("Transaction", rows)
+
+    def _count(self, operation: str, items: int) -> None:
+        self.calls[operation] += 1
+        self.items_written += items
+        if self._listener is not None:
+            self._listener.on_call(operation, items)
 
     def on_flush(self, seconds: float, events: int) -> None:
         """One batch of `events` usage events stored in `seconds`."""
+        if self._listener is not None:
+            self._listener.on_flush(seconds, events)
         self.flushes += 1
         self.flushed_events += events
         self.flush_seconds_sum += seconds

@@ -12,12 +12,8 @@ prometheus-client's multiprocess files and the scrape sums them
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
-from prometheus_client.registry import Collector
 
 from metering.events import UsageEvent
 from metering.store_stats import FLUSH_BUCKETS, StoreStats
@@ -60,6 +56,15 @@ class ProxyMetrics:
                                multiprocess_mode="livemostrecent")  # workers read the same store
         self.backlog = Gauge("costkeeper_metering_backlog", "Usage events not yet written to the store.",
                              registry=self.registry, multiprocess_mode="livesum")  # each worker its own journal
+        self.store_calls = Counter("costkeeper_store_calls", "Calls to the usage store, by operation "
+                                   "(DynamoDB API calls; SQLite write transactions).", ("operation",),
+                                   registry=self.registry)
+        self.store_items = Counter("costkeeper_store_items_written", "Items (DynamoDB) or rows (SQLite) written.",
+                                   registry=self.registry)
+        self.store_flush = Histogram("costkeeper_store_flush_seconds", "Time to store one batch of usage events.",
+                                     buckets=FLUSH_BUCKETS, registry=self.registry)
+        self.store_flushed = Counter("costkeeper_store_flushed_events", "Usage events stored by the flushes.",
+                                     registry=self.registry)
 
     def _model(self, model: str) -> str:
         if model in self._models:
@@ -90,16 +95,25 @@ class ProxyMetrics:
             self.estimated.labels(*labels).inc()
 
     def watch_store(self, stats: StoreStats) -> None:
-        """Export what the metering path asks of the store (read at each scrape)."""
-        self.registry.register(_StoreCollector(stats))
+        """Export what the metering path asks of the store: counted as it happens, in
+        metrics of this registry, so workers' counts add up like every other metric."""
+        stats.listen(self)
+
+    def on_call(self, operation: str, items: int) -> None:
+        self.store_calls.labels(operation).inc()
+        if items:
+            self.store_items.inc(items)
+
+    def on_flush(self, seconds: float, events: int) -> None:
+        self.store_flush.observe(seconds)
+        self.store_flushed.inc(events)
 
     def set_quota_use(self, scope: str, model: str, ratio: float) -> None:
         self.quota_use.labels(scope, self._model(model)).set(ratio)
 
     def aggregate_processes(self, directory: str) -> None:
         """Scrapes sum the metrics of every process writing to `directory` (the
-        PROMETHEUS_MULTIPROC_DIR the worker processes started with). Collectors that
-        read this process's memory (`watch_store`) cannot be summed and are left out."""
+        PROMETHEUS_MULTIPROC_DIR the worker processes started with)."""
         self._multiprocess_dir = directory
 
     def exposition(self, backlog: int) -> bytes:
@@ -109,25 +123,3 @@ class ProxyMetrics:
         registry = CollectorRegistry()
         MultiProcessCollector(registry, path=self._multiprocess_dir)
         return generate_latest(registry)
-
-
-class _StoreCollector(Collector):
-    def __init__(self, stats: StoreStats) -> None:
-        self._stats = stats
-
-    def collect(self) -> Iterator[Metric]:
-        stats = self._stats
-        calls = CounterMetricFamily("costkeeper_store_calls", "Calls to the usage store, by operation "
-                                    "(DynamoDB API calls; SQLite write transactions).", labels=("operation",))
-        for operation, count in sorted(stats.calls.items()):
-            calls.add_metric((operation,), count)
-        yield calls
-        yield CounterMetricFamily("costkeeper_store_items_written", "Items (DynamoDB) or rows (SQLite) written.",
-                                  value=stats.items_written)
-        buckets = [(str(bound), count) for bound, count in zip(FLUSH_BUCKETS, stats.flush_buckets, strict=False)]
-        buckets.append(("+Inf", stats.flush_buckets[-1]))
-        flush = HistogramMetricFamily("costkeeper_store_flush_seconds", "Time to store one batch of usage events.")
-        flush.add_metric((), buckets, stats.flush_seconds_sum)
-        yield flush
-        yield CounterMetricFamily("costkeeper_store_flushed_events", "Usage events stored by the flushes.",
-                                  value=stats.flushed_events)

@@ -12,7 +12,9 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import signal
+import tempfile
 import threading
 import uuid
 from collections.abc import Iterator
@@ -24,6 +26,8 @@ import boto3
 import botocore.config
 import httpx
 import pytest
+from prometheus_client import CollectorRegistry
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
 from metering.sqlite_store import SQLiteStore
@@ -86,9 +90,14 @@ def _journaled(directory: Path) -> set[str]:
 
 
 def _requests_metric(proxy: Proxy, org: str) -> float:
+    return _metric(proxy, "costkeeper_requests_total", org=org)
+
+
+def _metric(proxy: Proxy, name: str, **labels: str) -> float:
+    """The sum of `name`'s samples with these labels on /metrics."""
     text = httpx.get(f"{proxy.admin_url}/metrics", timeout=5).text
     return sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
-               if sample.name == "costkeeper_requests_total" and sample.labels.get("org") == org)
+               if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()))
 
 
 def _stored(store_path: Path, org: str) -> UsageRow | None:
@@ -216,6 +225,47 @@ def test_two_workers_share_the_port_and_the_metrics_survive_a_worker_crash_and_s
     assert row is not None and row.requests == len(answered)
     assert row.output_tokens == sum(output for _, _, output in answered)
     assert not any(_journaled(path) for path in journals.values())
+
+
+def _own_metric(metrics_dir: Path, pid: int, name: str) -> float:
+    """`name` as one worker counted it: its own multiprocess files, collected alone."""
+    alone = Path(tempfile.mkdtemp())
+    try:
+        for file in metrics_dir.glob(f"*_{pid}.db"):
+            shutil.copy(file, alone / file.name)
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=str(alone))
+        return sum(sample.value for family in registry.collect() for sample in family.samples if sample.name == name)
+    finally:
+        shutil.rmtree(alone)
+
+
+def test_the_store_metrics_add_up_across_workers(tmp_path: Path, simulator: Process, aws_home: None) -> None:
+    proxy = start_proxy(tmp_path, simulator.url, _config(tmp_path, flush_interval=0.1), extra_args=("--workers", "2"))
+    try:
+        wait_for(lambda: len(_serving(proxy)) == 2, 30, "both workers to serve")
+        pids = _serving(proxy)
+        environ = Path(f"/proc/{pids[0]}/environ").read_bytes().split(b"\0")
+        metrics_dir = Path(next(v for v in environ if v.startswith(b"PROMETHEUS_MULTIPROC_DIR=")).split(b"=", 1)[1]
+                           .decode())
+        callers = Callers(proxy.url, proxy.issue_key("store-metrics", "app"))
+        answered: list[tuple[str, int, int]] = []
+        flushed = "costkeeper_store_flushed_events_total"
+        with ThreadPoolExecutor(4) as pool:
+            for _ in range(10):  # rounds of 8 requests on new connections, until both workers flushed some
+                answered += pool.map(callers.call_once, range(8))
+                # Worker 0's /metrics holds every worker's store counts, not its own alone.
+                count = len(answered)
+                wait_for(lambda count=count: _metric(proxy, flushed) == count, 10,
+                         "/metrics to count every flushed event")
+                if all(_own_metric(metrics_dir, pid, flushed) > 0 for pid in pids.values()):
+                    break
+        own = {index: _own_metric(metrics_dir, pid, flushed) for index, pid in pids.items()}
+        assert own[0] > 0 and own[1] > 0, f"one worker served all {len(answered)} requests: {own}"
+        assert _metric(proxy, "costkeeper_store_calls_total", operation="Transaction") >= 2
+        assert _metric(proxy, "costkeeper_store_flush_seconds_count") >= 2
+    finally:
+        proxy.stop(sig_timeout=30)
 
 
 def test_sigterm_closes_the_port_at_once_and_lets_every_worker_finish_its_streams(

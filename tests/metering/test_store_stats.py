@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from metering.events import UsageEvent
 from metering.store_stats import FLUSH_BUCKETS, StoreStats
+from proxy.metrics import ProxyMetrics
 
 MakeEvent = Callable[..., UsageEvent]
 
@@ -49,3 +51,20 @@ def test_dynamodb_calls_count_items_per_operation() -> None:
     stats.on_dynamodb_call(Model("GetItem"), {})
     assert stats.items_written == 6
     assert stats.writes == 3 and stats.calls["GetItem"] == 1
+
+
+def test_the_proxy_metrics_export_every_count_as_it_happens() -> None:
+    stats, metrics = StoreStats(), ProxyMetrics()
+    metrics.watch_store(stats)
+    stats.on_transaction(3)
+    stats.on_transaction(2)
+    stats.on_flush(0.02, 5)
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(metrics.exposition(0).decode())
+               for s in family.samples}
+    assert samples[("costkeeper_store_calls_total", (("operation", "Transaction"),))] == 2
+    assert samples[("costkeeper_store_items_written_total", ())] == 5
+    assert samples[("costkeeper_store_flushed_events_total", ())] == 5
+    assert samples[("costkeeper_store_flush_seconds_count", ())] == 1
+    assert samples[("costkeeper_store_flush_seconds_bucket", (("le", "0.025"),))] == 1
+    assert samples[("costkeeper_store_flush_seconds_bucket", (("le", "0.01"),))] == 0
