@@ -1,0 +1,65 @@
+"""`proxy.upstream.sign` signs exactly as stock botocore does over the same headers.
+
+The signer keeps the headers in a plain dict instead of botocore's `HTTPHeaders`
+(a third of a signature's cost); what Bedrock receives must not change. The
+simulator's own check cannot prove it (it verifies with `proxy.sigv4`, the same
+family of shortcut), so the reference here is botocore's `SigV4Auth`, untouched.
+"""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+from proxy.upstream import sign
+
+URL = "https://bedrock-runtime.us-east-1.amazonaws.com/model/anthropic.claude-3-haiku-20240307-v1%3A0/converse"
+BODY = b'{"messages":[{"role":"user","content":[{"text":"Hi"}]}]}'
+NOW = datetime.datetime(2026, 12, 5, 1, 2, 3)
+
+HEADER_SETS = [
+    pytest.param({"host": "bedrock-runtime.us-east-1.amazonaws.com", "content-type": "application/json"},
+                 id="minimal"),
+    pytest.param({
+        "host": "bedrock-runtime.us-east-1.amazonaws.com",
+        "content-type": "application/json",
+        "accept": "application/json",
+        "accept-encoding": "identity",
+        # botocore leaves these two out of the signature (SIGNED_HEADERS_BLACKLIST).
+        "user-agent": "Boto3/1.35.0 md/Botocore#1.35.0 ua/2.0 os/linux",
+        "x-amzn-trace-id": "Root=1-5759e988-bd862e3fe1be46a994272793",
+        "amz-sdk-invocation-id": "0b2d4c64-62a1-4a56-9f39-6d7f1a0e0f3b",
+        "amz-sdk-request": "attempt=1; max=3",
+        "x-amzn-bedrock-guardrailidentifier": "gr-1",
+        "x-amzn-bedrock-trace": "ENABLED",
+        "anthropic-beta": "a,b",
+        "x-custom": "  spaced   value  ",
+    }, id="boto3-like"),
+]
+
+
+@pytest.fixture(autouse=True)
+def _frozen_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("botocore.auth.get_current_datetime", lambda: NOW)
+
+
+def _stock(credentials: Credentials, headers: dict[str, str]) -> dict[str, str]:
+    request = AWSRequest(method="POST", url=URL, data=BODY, headers=dict(headers))
+    SigV4Auth(credentials, "bedrock", "us-east-1").add_auth(request)
+    return {name.lower(): value for name, value in request.headers.items()}
+
+
+@pytest.mark.parametrize("headers", HEADER_SETS)
+@pytest.mark.parametrize("token", [None, "session-token-value"])
+def test_sign_equals_stock_botocore(headers: dict[str, str], token: str | None) -> None:
+    credentials = Credentials("AKIDUPSTREAM00000001", "upstream-secret", token)
+    ours = {name.lower(): value for name, value in
+            sign(credentials, "us-east-1", "POST", URL, dict(headers), BODY).items()}
+    assert ours == _stock(credentials, headers)
+    assert "Signature=" in ours["authorization"] and ours["x-amz-date"] == "20261205T010203Z"
+    if token:
+        assert ours["x-amz-security-token"] == token
