@@ -24,7 +24,6 @@ from metering.store import (
     KeyRecord,
     ReencryptResult,
     generate_access_key_id,
-    generate_secret,
 )
 
 __all__ = ["KeyItems"]
@@ -37,11 +36,8 @@ class KeyItems(SecretsMixin):
     _api: Callable[[], Any]
 
     async def create_key(self, org: str, app: str) -> IssuedKey:
-        if not org or not app:
-            raise ValueError("a key needs a non-empty org and app")
-        box = await self._secrets()
+        box, secret = await self._new_secret(org, app)
         created_at = self._clock()
-        secret = generate_secret()
         for _ in range(5):
             access_key_id = generate_access_key_id()
             try:

@@ -36,6 +36,7 @@ from aiobotocore.session import get_session
 from botocore.exceptions import ClientError
 
 from metering.secret_box import SecretBox, SecretKeyError, decode_key, encode_key, generate_key
+from metering.store import generate_secret
 
 __all__ = [
     "KEY_CHECK",
@@ -285,6 +286,12 @@ class SecretsMixin:
         box = await self._secrets()
         assert self._key_source is not None
         return f"{self._key_source.describe()}, current key {box.key_id}"
+
+    async def _new_secret(self, org: str, app: str) -> tuple[SecretBox, str]:
+        """A new key's secret and the box that encrypts it; a key without org or app is refused."""
+        if not org or not app:
+            raise ValueError("a key needs a non-empty org and app")
+        return await self._secrets(), generate_secret()
 
     async def _secrets(self) -> SecretBox:
         if self._box is None:

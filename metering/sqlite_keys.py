@@ -10,7 +10,7 @@ existed until `costkeeper keys encrypt` converts them.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from metering.secret_box import SecretBox, SecretKeyError
@@ -20,7 +20,6 @@ from metering.store import (
     KeyRecord,
     ReencryptResult,
     generate_access_key_id,
-    generate_secret,
 )
 
 __all__ = ["KeyRows"]
@@ -38,21 +37,14 @@ class KeyRows(SecretsMixin):
     _conn: sqlite3.Connection
     _clock: Callable[[], float]
     _in_memory: bool
-
-    async def _run(self, function: Callable[..., Any], *args: Any) -> Any:
-        raise NotImplementedError
-
-    def _transaction(self, function: Callable[..., Any], *args: Any) -> Any:
-        raise NotImplementedError
+    _run: Callable[..., Awaitable[Any]]
+    _transaction: Callable[..., Any]
 
     # -- KeyStore ----------------------------------------------------------
 
     async def create_key(self, org: str, app: str) -> IssuedKey:
-        if not org or not app:
-            raise ValueError("a key needs a non-empty org and app")
-        box = await self._secrets()
+        box, secret = await self._new_secret(org, app)
         created_at = self._clock()
-        secret = generate_secret()
 
         def create() -> IssuedKey:
             # A collision in 36**16 ids is next to impossible; retry rather than fail.

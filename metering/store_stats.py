@@ -13,8 +13,6 @@ SQLite has no API calls; each write transaction counts as one call named
 
 from __future__ import annotations
 
-import bisect
-from collections import Counter
 from typing import Any, Protocol
 
 __all__ = ["FLUSH_BUCKETS", "WRITE_OPERATIONS", "StoreListener", "StoreStats"]
@@ -37,19 +35,15 @@ class StoreListener(Protocol):
 
 
 class StoreStats:
+    """Names what each store call was and how many items it wrote, and tells the
+    listener (the proxy's Prometheus metrics, which hold the counts). Without a
+    listener (the CLI's stores) nothing is kept."""
+
     def __init__(self) -> None:
-        #: Set by `listen`; the counts below stay this process's own either way.
         self._listener: StoreListener | None = None
-        self.calls: Counter[str] = Counter()
-        self.items_written = 0
-        self.flushes = 0
-        self.flushed_events = 0
-        self.flush_seconds_sum = 0.0
-        #: Cumulative counts per FLUSH_BUCKETS bound, then +Inf (Prometheus histogram shape).
-        self.flush_buckets = [0] * (len(FLUSH_BUCKETS) + 1)
 
     def listen(self, listener: StoreListener) -> None:
-        """From now on `listener` hears every count (the proxy listens before the store opens)."""
+        """From now on `listener` hears every call and flush (the proxy listens before the store opens)."""
         self._listener = listener
 
     def on_dynamodb_call(self, model: Any, params: dict[str, Any], **_kwargs: Any) -> None:
@@ -61,28 +55,15 @@ class StoreStats:
             items = sum(len(requests) for requests in params.get("RequestItems", {}).values())
         else:
             items = int(operation in WRITE_OPERATIONS)
-        self._count(operation, items)
+        if self._listener is not None:
+            self._listener.on_call(operation, items)
 
     def on_transaction(self, rows: int) -> None:
         """SQLite: one write transaction that changed `rows` rows."""
-        self._count("Transaction", rows)
-
-    def _count(self, operation: str, items: int) -> None:
-        self.calls[operation] += 1
-        self.items_written += items
         if self._listener is not None:
-            self._listener.on_call(operation, items)
+            self._listener.on_call("Transaction", rows)
 
     def on_flush(self, seconds: float, events: int) -> None:
         """One batch of `events` usage events stored in `seconds`."""
         if self._listener is not None:
             self._listener.on_flush(seconds, events)
-        self.flushes += 1
-        self.flushed_events += events
-        self.flush_seconds_sum += seconds
-        for index in range(bisect.bisect_left(FLUSH_BUCKETS, seconds), len(self.flush_buckets)):
-            self.flush_buckets[index] += 1
-
-    @property
-    def writes(self) -> int:
-        return sum(count for operation, count in self.calls.items() if operation in WRITE_OPERATIONS)

@@ -11,7 +11,11 @@ import asyncio
 import socket
 from dataclasses import dataclass, field
 
+import pytest
+
 from proxy.cli import _serve_admin_once_started
+
+pytestmark = pytest.mark.anyio
 
 
 @dataclass
@@ -26,11 +30,7 @@ class _FakeServer:
         self.served.append(sockets)
 
 
-def test_admin_serves_only_after_the_data_port_listens() -> None:
-    asyncio.run(_admin_waits_for_data())
-
-
-async def _admin_waits_for_data() -> None:
+async def test_admin_serves_only_after_the_data_port_listens() -> None:
     data, admin = _FakeServer(), _FakeServer()
     task = asyncio.create_task(_serve_admin_once_started(data, admin, None))  # type: ignore[arg-type]
     await asyncio.sleep(0.05)
@@ -40,11 +40,7 @@ async def _admin_waits_for_data() -> None:
     assert admin.served == [None]
 
 
-def test_admin_never_serves_when_the_data_port_did_not_start() -> None:
-    asyncio.run(_admin_gives_up_with_data())
-
-
-async def _admin_gives_up_with_data() -> None:
+async def test_admin_never_serves_when_the_data_port_did_not_start() -> None:
     data, admin = _FakeServer(), _FakeServer()
     task = asyncio.create_task(_serve_admin_once_started(data, admin, None))  # type: ignore[arg-type]
     await asyncio.sleep(0.02)
