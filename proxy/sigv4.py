@@ -25,7 +25,7 @@ from proxy.errors import (
     MissingAuthenticationTokenException,
 )
 
-__all__ = ["SignedHeaders", "SignedRequest", "parse_authorization", "verify_signature", "SIGNING_SERVICE"]
+__all__ = ["BytesRequest", "SignedHeaders", "SignedRequest", "parse_authorization", "verify_signature", "SIGNING_SERVICE"]
 
 #: Bedrock Runtime's signing name is `bedrock`, not `bedrock-runtime` (service-2.json).
 SIGNING_SERVICE = "bedrock"
@@ -83,6 +83,20 @@ class SignedHeaders(dict[str, list[str]]):
 
     def get_all(self, name: str, failobj: list[str] | None = None) -> list[str] | None:
         return self.get(name, failobj)
+
+
+class BytesRequest(AWSRequest):
+    """An `AWSRequest` whose body is the bytes it holds.
+
+    botocore's `AWSRequest.body` prepares the whole request on every read (the URL,
+    a copy of the headers, the body) only to return these bytes; SigV4 reads it once
+    per signature to hash the payload. Both signatures (verifying the client's,
+    re-signing for Bedrock) build their request from bytes, so nothing is lost.
+    """
+
+    @property
+    def body(self) -> bytes:
+        return bytes(self.data)
 
 
 class _ClientSigner(SigV4Auth):

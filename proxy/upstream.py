@@ -30,7 +30,7 @@ from botocore.awsrequest import AWSRequest
 from yarl import URL
 
 from proxy.config import Config
-from proxy.sigv4 import SIGNING_SERVICE, SignedHeaders
+from proxy.sigv4 import SIGNING_SERVICE, BytesRequest, SignedHeaders
 
 __all__ = ["NoUpstreamCredentials", "Upstream", "UpstreamBroken", "UpstreamResponse", "UpstreamUnavailable", "sign"]
 
@@ -129,7 +129,7 @@ class _Signer(SigV4Auth):
 def sign(credentials: Any, region: str, method: str, url: str, headers: dict[str, str], body: bytes) -> dict[str, str]:
     """`headers` (lower-case names, `host` included, no client credentials) plus
     botocore's SigV4: `X-Amz-Date`, `Authorization`, a session token if any."""
-    request = AWSRequest(method=method, url=url, data=body)
+    request = BytesRequest(method=method, url=url, data=body)
     _Signer(credentials, region, headers).add_auth(request)
     return {**headers, **dict(request.headers.items())}
 

@@ -87,6 +87,15 @@ def test_signed_header_changed_is_refused(monkeypatch: pytest.MonkeyPatch) -> No
         _verify(request, PATHS[0], b"{}")
 
 
+@pytest.mark.parametrize(("signed_body", "sent_body"), [(b'{"a":1}', b'{"a":2}'), (b"", b"{}"), (b"{}", b"")])
+def test_a_changed_body_is_refused(signed_body: bytes, sent_body: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The payload hash is the verifier's own, from the bytes received (the empty body too)."""
+    request = _sign(PATHS[0], signed_body, {}, monkeypatch=monkeypatch)
+    _verify(request, PATHS[0], signed_body)
+    with pytest.raises(InvalidSignatureException):
+        _verify(request, PATHS[0], sent_body)
+
+
 def test_wrong_service_and_declared_hash(monkeypatch: pytest.MonkeyPatch) -> None:
     request = _sign(PATHS[0], b"{}", {}, service="bedrock-runtime", monkeypatch=monkeypatch)
     with pytest.raises(InvalidSignatureException, match="correct service"):

@@ -47,8 +47,8 @@ def _frozen_clock(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("botocore.auth.get_current_datetime", lambda: NOW)
 
 
-def _stock(credentials: Credentials, headers: dict[str, str]) -> dict[str, str]:
-    request = AWSRequest(method="POST", url=URL, data=BODY, headers=dict(headers))
+def _stock(credentials: Credentials, headers: dict[str, str], body: bytes = BODY) -> dict[str, str]:
+    request = AWSRequest(method="POST", url=URL, data=body, headers=dict(headers))
     SigV4Auth(credentials, "bedrock", "us-east-1").add_auth(request)
     return {name.lower(): value for name, value in request.headers.items()}
 
@@ -63,3 +63,15 @@ def test_sign_equals_stock_botocore(headers: dict[str, str], token: str | None) 
     assert "Signature=" in ours["authorization"] and ours["x-amz-date"] == "20261205T010203Z"
     if token:
         assert ours["x-amz-security-token"] == token
+
+
+@pytest.mark.parametrize("body", [b"", b"{}", BODY * 50], ids=["empty", "tiny", "large"])
+def test_the_payload_hash_equals_stock_botocore(body: bytes) -> None:
+    """The signer reads the body as the bytes it holds (`BytesRequest`), not through
+    botocore's request preparation; the payload hash must be the same, the empty
+    body's included."""
+    credentials = Credentials("AKIDUPSTREAM00000001", "upstream-secret")
+    headers = {"host": "bedrock-runtime.us-east-1.amazonaws.com", "content-type": "application/json"}
+    ours = {name.lower(): value for name, value in
+            sign(credentials, "us-east-1", "POST", URL, dict(headers), body).items()}
+    assert ours == _stock(credentials, headers, body)
