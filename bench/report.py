@@ -109,7 +109,7 @@ def write_results(path: Path, args: argparse.Namespace, results: dict[str, Any])
         out += _stream_table(
             f"## Streams, paced ({args.frames} frames, {args.frame_interval * 1000:g} ms apart)",
             "Frames written one by one, like a model generating tokens: added TTFB is the proxy's "
-            "latency on the first frame.", results["paced"])
+            f"latency on the first frame. {args.paced_duration:g} s per point.", results["paced"])
     out += ["", "## Memory (RSS from /proc/PID/status)", "",
             "| proxy | RSS after start MiB | RSS after the load points MiB |", "|---|---:|---:|"]
     for name, (before, after) in results["rss"].items():

@@ -14,7 +14,7 @@ def test_bench_harness_runs_end_to_end(tmp_path: Path) -> None:
     code = run.main([
         "--concurrency", "1,4", "--duration", "0.2", "--max-requests", "20",
         "--stream-ops", "converse-stream,invoke-stream", "--stream-concurrency", "1",
-        "--stream-requests", "3", "--frames", "20", "--modes", "trust,sigv4",
+        "--stream-requests", "3", "--paced-duration", "0.5", "--frames", "20", "--modes", "trust,sigv4",
         "--rates", "200", "--rate-concurrency", "4", "--open-streams", "20", "--leak-requests", "200", "--store-requests", "100", "--profile-seconds", "1",
         "--out", str(out), "--reading", str(tmp_path / "none.md"), "--json", str(raw),
     ])
@@ -34,6 +34,7 @@ def test_bench_harness_runs_end_to_end(tmp_path: Path) -> None:
     # CPU is read in clock ticks (10 ms): a 20-request smoke point may not reach one.
     assert any(p["target"] == "floor" and p["requests"] > 0 for p in data["points"])
     assert any(p["paced"] and p["ttfb_p50_ms"] > 0 for p in data["points"])
+    assert "0.5 s per point" in text
     offered = [p for p in data["points"] if p["offered"]]
     assert {p["target"] for p in offered} == {"direct", "floor", "proxy-trust", "proxy-sigv4"}
     assert "below saturation" in text
