@@ -148,7 +148,7 @@ def verify_signature(
 
     # The request carries no headers: botocore reads them from `headers_to_sign`, and
     # the body's hash is computed (a declared one was checked against it above).
-    request = AWSRequest(
+    request = BytesRequest(
         method=method,
         url=f"http://{host}{raw_path}" + (f"?{raw_query}" if raw_query else ""),
         data=body,
