@@ -96,6 +96,16 @@ def test_a_changed_body_is_refused(signed_body: bytes, sent_body: bytes, monkeyp
         _verify(request, PATHS[0], sent_body)
 
 
+@pytest.mark.parametrize("amz_date", ["", "2026-11-23T12:00:00Z", "20261123T120000", "20261323T120000Z",
+                                      "2026112T1200000Z", "20261123T120000Z0", "２0261123T120000Z"])
+def test_a_malformed_amz_date_is_refused(amz_date: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """X-Amz-Date is ISO 8601 basic format, `YYYYMMDDTHHMMSSZ`, and nothing looser."""
+    request = _sign(PATHS[0], b"{}", {}, monkeypatch=monkeypatch)
+    request.headers.replace_header("X-Amz-Date", amz_date)
+    with pytest.raises(InvalidSignatureException, match="X-Amz-Date"):
+        _verify(request, PATHS[0], b"{}")
+
+
 def test_wrong_service_and_declared_hash(monkeypatch: pytest.MonkeyPatch) -> None:
     request = _sign(PATHS[0], b"{}", {}, service="bedrock-runtime", monkeypatch=monkeypatch)
     with pytest.raises(InvalidSignatureException, match="correct service"):
