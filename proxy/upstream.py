@@ -163,9 +163,11 @@ class Upstream:
             )
         connector = aiohttp.TCPConnector(limit=self._max_connections, limit_per_host=0,
                                          keepalive_timeout=self._keepalive_timeout)
+        # No cookie jar: a shared one would send the cookie one client's response set on
+        # every other client's requests. Cookies cross per request, both ways, unchanged.
         self._session = aiohttp.ClientSession(
             connector=connector, timeout=self._timeout, auto_decompress=False,
-            skip_auto_headers=_NO_AUTO_HEADERS, trust_env=False,
+            skip_auto_headers=_NO_AUTO_HEADERS, trust_env=False, cookie_jar=aiohttp.DummyCookieJar(),
         )
         logger.info("upstream %s, region %s, credentials via %s", self._base_url, self._region,
                     getattr(self._credentials, "method", "unknown"))
