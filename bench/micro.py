@@ -8,13 +8,18 @@ before anything else (the HTTP server and client) is counted.
 * journal: one usage event encoded and appended to the journal (`metering.journal`),
   written before the response's last byte.
 
-Warm means caches hot: the loop repeats one call. Below saturation a request runs on
-a cold CPU and costs about twice its saturated CPU (bench/READING.md).
+Warm means caches hot: the loop repeats one call. Cold is the same call made once
+after 0.2 s of 1 ms naps, as a process between the requests of a light load sees
+its CPU: the median over `cold_rounds` such calls. A pure-Python arithmetic loop is
+the control: it touches almost no memory, so what it loses after the naps is the
+clock's share, and what the steps lose beyond it is their code and data no longer
+in the CPU's caches (bench/READING.md).
 """
 
 from __future__ import annotations
 
 import json
+import statistics
 import time
 import timeit
 from collections.abc import Callable
@@ -43,6 +48,26 @@ def _per_call_us(call: Callable[[], object], seconds: float = 0.3) -> float:
     return min(timeit.repeat(call, number=number, repeat=5)) / number * 1e6
 
 
+def _cold_us(call: Callable[[], object], rounds: int) -> float:
+    """Median µs of `call` made once after each of `rounds` spells of 200 naps of 1 ms."""
+    samples = []
+    for _ in range(rounds):
+        for _ in range(200):
+            time.sleep(0.001)
+        started = time.perf_counter()
+        call()
+        samples.append((time.perf_counter() - started) * 1e6)
+    return statistics.median(samples)
+
+
+def _loop() -> int:
+    """The control: ≈ 20 µs of interpreter work on a few integers."""
+    total = 0
+    for i in range(1500):
+        total += i
+    return total
+
+
 def _client_request() -> tuple[list[tuple[str, str]], str]:
     """Headers as boto3 sends a Converse call (signed by botocore), and their Authorization."""
     request = AWSRequest(method="POST", url=f"http://{_HOST}{_PATH}", data=_BODY, headers={
@@ -57,8 +82,8 @@ def _client_request() -> tuple[list[tuple[str, str]], str]:
     return headers, request.headers["Authorization"]
 
 
-def micro(tmp: Path) -> dict[str, float]:
-    """µs per call of each step, warm."""
+def micro(tmp: Path, cold_rounds: int = 20) -> dict[str, float]:
+    """µs per call of each step, warm; `cold_<step>` after naps (none if `cold_rounds` is 0)."""
     headers, authorization = _client_request()
     parsed = parse_authorization(authorization)
 
@@ -83,8 +108,13 @@ def micro(tmp: Path) -> dict[str, float]:
                        cache_read_tokens=0, cache_write_tokens=0, cost_micro_usd=7, priced=True, latency_ms=1.0,
                        first_byte_ms=None, status=200, estimated=False)
     try:
-        return {"verify": _per_call_us(verify), "resign": _per_call_us(resign),
-                # Short rounds: every call appends a line (≈ 400 bytes) to a real file.
-                "journal": _per_call_us(lambda: journal.append(encode(event)), seconds=0.05)}
+        steps = {"verify": _per_call_us(verify), "resign": _per_call_us(resign),
+                 # Short rounds: every call appends a line (≈ 400 bytes) to a real file.
+                 "journal": _per_call_us(lambda: journal.append(encode(event)), seconds=0.05),
+                 "loop": _per_call_us(_loop)}
+        if cold_rounds:
+            for name, call in (("verify", verify), ("resign", resign), ("loop", _loop)):
+                steps[f"cold_{name}"] = _cold_us(call, cold_rounds)
+        return steps
     finally:
         journal.close()

@@ -154,11 +154,21 @@ def write_results(path: Path, args: argparse.Namespace, results: dict[str, Any])
             out.append(f"| {name} | {share * 100:.1f} % | {share * prof['cpu_us']:.0f} |")
     steps = results.get("micro")
     if steps:
-        out += ["", "## The proxy's own steps, warm (bench/micro.py: one call repeated in this process)", "",
-                "| step | µs per call |", "|---|---:|",
-                f"| SigV4 verification of the client's request (sigv4 mode) | {steps['verify']:.1f} |",
-                f"| SigV4 re-signing for Bedrock (botocore `SigV4Auth`, both modes) | {steps['resign']:.1f} |",
-                f"| usage event encoded and appended to the journal | {steps['journal']:.1f} |"]
+        def cold(step: str) -> str:
+            value = steps.get(f"cold_{step}")
+            return "" if value is None else f"{value:.1f}"
+
+        out += ["", "## The proxy's own steps, warm and cold (bench/micro.py, in this process)", "",
+                "Warm: one call repeated. Cold: the median of single calls, each made after 0.2 s of 1 ms "
+                "naps, as between the requests of a light load.", "",
+                "| step | µs per call, warm | µs per call, cold |", "|---|---:|---:|",
+                f"| SigV4 verification of the client's request (sigv4 mode) | {steps['verify']:.1f} "
+                f"| {cold('verify')} |",
+                f"| SigV4 re-signing for Bedrock (botocore `SigV4Auth`, both modes) | {steps['resign']:.1f} "
+                f"| {cold('resign')} |",
+                f"| usage event encoded and appended to the journal | {steps['journal']:.1f} | |",
+                f"| control: a pure-Python arithmetic loop (no memory to speak of) | {steps['loop']:.1f} "
+                f"| {cold('loop')} |"]
     text = "\n".join(out) + "\n"
     if args.reading and Path(args.reading).exists():
         text += "\n" + Path(args.reading).read_text()

@@ -236,7 +236,7 @@ async def measure(target: Target, op: str, concurrency: int, duration: float, ma
 
 
 async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
-    steps = micro(tmp)  # first, while nothing else runs
+    steps = micro(tmp, args.cold_rounds)  # first, while nothing else runs
     print(f"steps, warm µs per call: {steps}", flush=True)
     upstream, up_port = start_upstream(tmp, args.frames)
     paced, paced_port = start_upstream(tmp, args.frames, args.frame_interval)
@@ -394,6 +394,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stream-requests", type=int, default=2_000)
     parser.add_argument("--paced-duration", type=float, default=12.0,
                         help="seconds per paced-stream point (≈ 4 streams/s each at c=1)")
+    parser.add_argument("--cold-rounds", type=int, default=20,
+                        help="calls per step measured after 0.2 s of 1 ms naps (bench/micro.py; 0: skip)")
     parser.add_argument("--modes", default="trust,sigv4", help="proxy auth modes to measure")
     parser.add_argument("--no-floor", dest="floor", action="store_false",
                         help="skip the floor (bare uvicorn + aiohttp pass-through)")

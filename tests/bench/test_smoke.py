@@ -14,7 +14,7 @@ def test_bench_harness_runs_end_to_end(tmp_path: Path) -> None:
     code = run.main([
         "--concurrency", "1,4", "--duration", "0.2", "--max-requests", "20",
         "--stream-ops", "converse-stream,invoke-stream", "--stream-concurrency", "1",
-        "--stream-requests", "3", "--paced-duration", "0.5", "--frames", "20", "--modes", "trust,sigv4",
+        "--stream-requests", "3", "--paced-duration", "0.5", "--cold-rounds", "1", "--frames", "20", "--modes", "trust,sigv4",
         "--rates", "200", "--rate-concurrency", "4", "--open-streams", "20", "--leak-requests", "200", "--store-requests", "100", "--profile-seconds", "1",
         "--out", str(out), "--reading", str(tmp_path / "none.md"), "--json", str(raw),
     ])
@@ -43,6 +43,8 @@ def test_bench_harness_runs_end_to_end(tmp_path: Path) -> None:
     store = data["store"]
     assert store["skipped"] == "" and store["requests"] == 100 and store["flushes"] >= 1
     assert "## Metering writes" in text and "KiB per open stream" in text
-    assert all(data["micro"][step] > 0 for step in ("verify", "resign", "journal")) and "own steps, warm" in text
+    assert all(data["micro"][step] > 0 for step in ("verify", "resign", "journal", "loop", "cold_verify", "cold_resign",
+                                                    "cold_loop"))
+    assert "own steps, warm and cold" in text
     if data["profile"] is not None:  # py-spy may be refused ptrace in some sandboxes
         assert data["profile"]["samples"] > 0 and data["profile"]["rps"] > 0 and "## Where the CPU goes" in text
