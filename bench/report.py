@@ -46,13 +46,14 @@ def _stream_table(title: str, note: str, points: list[Point]) -> list[str]:
     by = {(p.target, p.op, p.concurrency): p for p in points}
     out = ["", title, "", note, "",
            "| target | operation | c | streams/s | TTFB p50 ms | TTFB p99 ms | TTLB p50 ms | TTLB p99 ms "
-           "| added TTFB p50 ms | added TTLB p50 ms | errors |",
-           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+           "| added TTFB p50 ms | added TTLB p50 ms | CPU/stream µs | errors |",
+           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for p in points:
         direct = by.get(("direct", p.op, p.concurrency))
+        cpu = "" if p.target == "direct" else f"{p.cpu_us:,.0f}"
         out.append(f"| {p.target} | {p.op} | {p.concurrency} | {p.rps:,.0f} | {fmt(p.pct(0.5, p.ttfb))} "
                    f"| {fmt(p.pct(0.99, p.ttfb))} | {fmt(p.pct(0.5))} | {fmt(p.pct(0.99))} "
-                   f"| {_added(p, direct, 0.5, ttfb=True)} | {_added(p, direct, 0.5)} | {p.errors} |")
+                   f"| {_added(p, direct, 0.5, ttfb=True)} | {_added(p, direct, 0.5)} | {cpu} | {p.errors} |")
     return out
 
 
@@ -103,7 +104,8 @@ def write_results(path: Path, args: argparse.Namespace, results: dict[str, Any])
                        f"| {_added(p, direct, 0.5)} | {_added(p, direct, 0.99)} | {cpu} | {p.errors} |")
     out += _stream_table(f"## Streams, burst ({args.frames} frames in one upstream write)",
                          "TTFB = request written → first body byte; TTLB = → last byte. Added = proxy − direct "
-                         "(p50). The whole stream arrives at once, so this measures per-frame work.",
+                         "(p50). The whole stream arrives at once, so this measures per-frame work. CPU/stream = "
+                         "CPU seconds of the server process during the point ÷ streams.",
                          results["streams"])
     if results["paced"]:
         out += _stream_table(

@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bench import run
+import pytest
+
+from bench import run, timeline
 
 
 def test_bench_harness_runs_end_to_end(tmp_path: Path) -> None:
@@ -48,3 +50,14 @@ def test_bench_harness_runs_end_to_end(tmp_path: Path) -> None:
     assert "own steps, warm and cold" in text
     if data["profile"] is not None:  # py-spy may be refused ptrace in some sandboxes
         assert data["profile"]["samples"] > 0 and data["profile"]["rps"] > 0 and "## Where the CPU goes" in text
+
+
+def test_the_timeline_stamps_every_stage(capsys: pytest.CaptureFixture[str]) -> None:
+    """bench/timeline.py: the proxy's stamps (bench/timeline_hooks) line up with the client's."""
+    assert timeline.main(["--streams", "3"]) == 0
+    text = capsys.readouterr().out
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in text.splitlines()}
+    for _, what in timeline.STAGES:
+        cells = rows[what].strip("| ").split(" | ")[1:]
+        assert len(cells) == 2 and all(float(cell) >= 0 for cell in cells), rows[what]
+    assert "**time to first byte**" in text
