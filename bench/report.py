@@ -112,6 +112,15 @@ def write_results(path: Path, args: argparse.Namespace, results: dict[str, Any])
             f"## Streams, paced ({args.frames} frames, {args.frame_interval * 1000:g} ms apart)",
             "Frames written one by one, like a model generating tokens: added TTFB is the proxy's "
             f"latency on the first frame. {args.paced_duration:g} s per point.", results["paced"])
+    if results.get("timeline"):
+        # Imported here: bench.timeline imports bench.run, which imports this module.
+        from bench.timeline import table
+
+        out += ["", f"## A paced stream's first byte, stage by stage (bench/timeline.py: invoke-stream, c=1, "
+                f"{args.timeline_streams} streams per mode)", "",
+                "Client and proxy stamp on one clock (CLOCK_MONOTONIC); each row is the median µs from the "
+                "stamp before to this one. A fresh proxy per mode, in front of the paced upstream.", "",
+                table(results["timeline"])]
     out += ["", "## Memory (RSS from /proc/PID/status)", "",
             "| proxy | RSS after start MiB | RSS after the load points MiB |", "|---|---:|---:|"]
     for name, (before, after) in results["rss"].items():

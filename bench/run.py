@@ -243,7 +243,8 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     children: list[subprocess.Popen[bytes]] = [upstream, paced]
     proxies: dict[str, Proxy] = {}
     results: dict[str, Any] = {"points": [], "rated": [], "streams": [], "paced": [], "rss": {}, "open": None,
-                               "leak": None, "store": None, "profile": None, "micro": steps}
+                               "leak": None, "store": None, "profile": None, "micro": steps,
+                               "timeline": None}
     try:
         url = f"http://127.0.0.1:{up_port}"
         targets = [Target("direct", up_port)]
@@ -298,6 +299,11 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                         print(f"{kind:7} {op:15} {target.name:13} c={c:<3} {point.rps:7,.0f}/s  TTFB p50 "
                               f"{fmt(point.pct(0.5, point.ttfb))} ms  TTLB p50 {fmt(point.pct(0.5))} ms  "
                               f"errors {point.errors}", flush=True)
+        if args.timeline_streams:
+            from bench.timeline import measure_timeline  # it uses this module's client
+
+            results["timeline"] = await measure_timeline("invoke-stream", args.timeline_streams,
+                                                         list(proxies), tmp)
         for name, proxy in proxies.items():
             results["rss"][name] = (rss_start[name], rss_kib(proxy.popen.pid))
         trust = next((t for t in targets if t.name == "proxy-trust"), None)
@@ -394,6 +400,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stream-requests", type=int, default=2_000)
     parser.add_argument("--paced-duration", type=float, default=12.0,
                         help="seconds per paced-stream point (≈ 4 streams/s each at c=1)")
+    parser.add_argument("--timeline-streams", type=int, default=60,
+                        help="paced streams per mode timed stage by stage (bench/timeline.py; 0: skip)")
     parser.add_argument("--cold-rounds", type=int, default=20,
                         help="calls per step measured after 0.2 s of 1 ms naps (bench/micro.py; 0: skip)")
     parser.add_argument("--modes", default="trust,sigv4", help="proxy auth modes to measure")
@@ -439,7 +447,8 @@ def main(argv: list[str] | None = None) -> int:
             "leak": results["leak"],
             "store": None if results["store"] is None else {
                 **{k: v for k, v in vars(results["store"]).items() if k != "flush_buckets"}},
-            "profile": results["profile"], "micro": results["micro"]}, indent=1, default=str))
+            "profile": results["profile"], "micro": results["micro"], "timeline": results["timeline"]},
+            indent=1, default=str))
     bad = sum(p.errors for p in all_points)
     return 1 if bad else 0
 

@@ -4,8 +4,8 @@ One stream at a time (c=1, closed loop) through a proxy in front of the paced
 upstream (frames 1 ms apart), in trust and sigv4 mode: the load client stamps its
 write and the first body byte, the proxy stamps each stage (`bench/timeline_hooks`,
 loaded only here), and the table gives the median µs between consecutive stamps.
-The direct row is the upstream alone. Not part of `make bench`: it explains the
-paced TTFB figures of RESULTS (bench/READING.md).
+The direct row is the upstream alone. `make bench` runs it after the paced
+points (`--timeline-streams`); alone:
 
     tools/isolated .venv/bin/python -m bench.timeline --streams 100
 """
@@ -23,7 +23,7 @@ from pathlib import Path
 from bench.run import _read_response, build_request, start_upstream
 from tests.processes import REPO, start_proxy
 
-__all__ = ["STAGES", "main"]
+__all__ = ["STAGES", "main", "measure_timeline", "table"]
 
 #: (stamp, what happened between the stamp before it and this one).
 STAGES = [
@@ -56,8 +56,9 @@ async def _drive(port: int, raw: bytes, streams: int) -> list[tuple[float, float
     return stamps
 
 
-async def _timeline(op: str, streams: int, modes: list[str]) -> dict[str, dict[str, float]]:
-    tmp = Path(tempfile.mkdtemp(prefix="timeline-"))
+async def measure_timeline(op: str, streams: int, modes: list[str], tmp: Path | None = None) -> dict[str, dict[str, float]]:
+    """Median µs per stage, by mode; "direct": the upstream alone."""
+    tmp = Path(tempfile.mkdtemp(prefix="timeline-", dir=tmp))
     upstream, port = start_upstream(tmp, 200, 0.001)
     medians: dict[str, dict[str, float]] = {}
     try:
@@ -113,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--streams", type=int, default=100)
     parser.add_argument("--modes", default="trust,sigv4")
     args = parser.parse_args(argv)
-    print(table(asyncio.run(_timeline(args.op, args.streams, args.modes.split(",")))))
+    print(table(asyncio.run(measure_timeline(args.op, args.streams, args.modes.split(",")))))
     return 0
 
 
