@@ -15,8 +15,10 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bench.timeline import table
+
 if TYPE_CHECKING:
-    from bench.run import Point
+    from bench.client import Point
 
 __all__ = ["fmt", "sh", "write_results"]
 
@@ -113,9 +115,6 @@ def write_results(path: Path, args: argparse.Namespace, results: dict[str, Any])
             "Frames written one by one, like a model generating tokens: added TTFB is the proxy's "
             f"latency on the first frame. {args.paced_duration:g} s per point.", results["paced"])
     if results.get("timeline"):
-        # Imported here: bench.timeline imports bench.run, which imports this module.
-        from bench.timeline import table
-
         out += ["", f"## A paced stream's first byte, stage by stage (bench/timeline.py: invoke-stream, c=1, "
                 f"{args.timeline_streams} streams per mode)", "",
                 "Client and proxy stamp on one clock (CLOCK_MONOTONIC); each row is the median µs from the "

@@ -13,207 +13,24 @@ import asyncio
 import json
 import os
 import shlex
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
-from botocore.credentials import Credentials
-
+from bench.client import Point, build_request, load
 from bench.memory import open_streams, rss_kib
 from bench.micro import micro
+from bench.processes import cpu_seconds, start_floor, start_upstream
 from bench.profile import profile_under_load
-from bench.report import fmt, sh, write_results
+from bench.report import fmt, write_results
 from bench.store import measure_store
-from tests.processes import REPO, Proxy, base_env, free_port, start_proxy
+from bench.timeline import measure_timeline
+from tests.processes import REPO, Proxy, start_proxy
 
-__all__ = ["Point", "build_request", "load", "main", "rss_kib", "sh", "start_upstream"]
-
-MODEL = "anthropic.claude-haiku-4-5-20251001-v1:0"
-BODY = json.dumps({"messages": [{"role": "user", "content": [{"text": "Say hello."}]}],
-                   "inferenceConfig": {"maxTokens": 64}}, separators=(",", ":")).encode()
-INVOKE_BODY = json.dumps({"anthropic_version": "bedrock-2023-05-31", "max_tokens": 64,
-                          "messages": [{"role": "user", "content": "Say hello."}]},
-                         separators=(",", ":")).encode()
-PATHS = {
-    "converse": f"/model/{MODEL}/converse",
-    "converse-stream": f"/model/{MODEL}/converse-stream",
-    "invoke-stream": f"/model/{MODEL}/invoke-with-response-stream",
-}
-
-
-# ----------------------------------------------------------------- client
-def build_request(port: int, op: str, key: tuple[str, str] | None) -> bytes:
-    """The raw request bytes; signed once (SigV4 dates stay valid for minutes)."""
-    path = PATHS[op]
-    body = INVOKE_BODY if op == "invoke-stream" else BODY
-    headers = {"Host": f"127.0.0.1:{port}", "Content-Type": "application/json",
-               "Accept": "application/json"}
-    if key is not None:
-        quoted = path.replace(":", "%3A")
-        request = AWSRequest(method="POST", url=f"http://127.0.0.1:{port}{quoted}", data=body, headers=headers)
-        SigV4Auth(Credentials(*key), "bedrock", "us-east-1").add_auth(request)
-        headers = dict(request.headers.items())
-        path = quoted
-    lines = [f"POST {path} HTTP/1.1"] + [f"{k}: {v}" for k, v in headers.items()]
-    lines.append(f"Content-Length: {len(body)}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
-
-
-async def _read_response(reader: asyncio.StreamReader) -> tuple[int, float, int]:
-    """(status, time of first body byte, body bytes) for one response."""
-    head = await reader.readuntil(b"\r\n\r\n")
-    status = int(head[9:12])
-    lower = head.lower()
-    first = 0.0
-    size = 0
-    if b"transfer-encoding: chunked" in lower:
-        while True:
-            line = await reader.readuntil(b"\r\n")
-            n = int(line.split(b";", 1)[0], 16)
-            if n == 0:
-                await reader.readuntil(b"\r\n")
-                break
-            await reader.readexactly(n + 2)
-            if not first:
-                first = time.perf_counter()
-            size += n
-    else:
-        pos = lower.find(b"content-length:")
-        n = int(lower[pos + 15: lower.find(b"\r\n", pos)]) if pos >= 0 else 0
-        if n:
-            await reader.readexactly(1)
-            first = time.perf_counter()
-            await reader.readexactly(n - 1)
-        size = n
-    return status, first, size
-
-
-@dataclass
-class Point:
-    target: str
-    op: str
-    concurrency: int
-    requests: int = 0
-    errors: int = 0
-    elapsed: float = 0.0
-    latencies: list[float] = field(default_factory=list)
-    ttfb: list[float] = field(default_factory=list)
-    #: CPU seconds the server process (proxy or floor) used during the point.
-    cpu: float = 0.0
-
-    @property
-    def cpu_us(self) -> float:
-        return self.cpu * 1e6 / self.requests if self.requests and self.cpu else float("nan")
-
-    @property
-    def rps(self) -> float:
-        return self.requests / self.elapsed if self.elapsed else 0.0
-
-    def pct(self, q: float, values: list[float] | None = None) -> float:
-        data = sorted(self.latencies if values is None else values)
-        if not data:
-            return float("nan")
-        return data[min(len(data) - 1, int(q * len(data)))] * 1000
-
-
-async def load(port: int, raw: bytes, point: Point, duration: float, max_requests: int,
-               warmup: int = 2, rate: float = 0.0, stop: asyncio.Event | None = None) -> Point:
-    """Closed loop (each connection sends its next request as soon as the last one is
-    answered), or with `rate` > 0 an offered load of `rate` requests/s spread evenly over
-    the connections — below saturation, latency is then the servers' own, not queueing.
-    Ends after `duration`, `max_requests` or once `stop` is set."""
-    deadline_box = [0.0]
-    left = [max_requests]
-    interval = point.concurrency / rate if rate > 0 else 0.0
-
-    async def worker(index: int) -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 22)
-        try:
-            for _ in range(warmup):
-                writer.write(raw)
-                await _read_response(reader)
-        finally:
-            warmed[0] += 1
-            if warmed[0] == point.concurrency:
-                all_warm.set()
-        try:
-            await ready.wait()
-            next_at = time.perf_counter() + interval * index / point.concurrency
-            while left[0] > 0 and time.perf_counter() < deadline_box[0] and not (stop and stop.is_set()):
-                if interval:
-                    delay = next_at - time.perf_counter()
-                    if delay > 0:
-                        await asyncio.sleep(delay)
-                    next_at += interval
-                left[0] -= 1
-                start = time.perf_counter()
-                writer.write(raw)
-                status, first, _ = await _read_response(reader)
-                end = time.perf_counter()
-                if status != 200:
-                    point.errors += 1
-                point.requests += 1
-                point.latencies.append(end - start)
-                point.ttfb.append((first or end) - start)
-        finally:
-            writer.close()
-
-    ready, all_warm, warmed = asyncio.Event(), asyncio.Event(), [0]
-    tasks = [asyncio.create_task(worker(index)) for index in range(point.concurrency)]
-    await asyncio.wait_for(all_warm.wait(), timeout=60)  # every connection up and warmed
-    started = time.perf_counter()
-    deadline_box[0] = started + duration
-    ready.set()
-    await asyncio.wait_for(asyncio.gather(*tasks), timeout=duration + 60)
-    point.elapsed = time.perf_counter() - started
-    return point
-
-
-# ----------------------------------------------------------------- processes
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of `pid` so far (clock ticks of /proc/PID/stat)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _wait_for_port(popen: subprocess.Popen[bytes], port: int, what: str) -> None:
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    popen.kill()
-    raise RuntimeError(f"{what} did not start")
-
-
-def start_upstream(tmp: Path, frames: int, interval: float = 0.0) -> tuple[subprocess.Popen[bytes], int]:
-    port = free_port()
-    with (tmp / f"upstream-{port}.log").open("wb") as log:
-        popen = subprocess.Popen(
-            [sys.executable, "-m", "bench.upstream", "--port", str(port), "--frames", str(frames),
-             "--frame-interval", str(interval)],
-            env=base_env(), cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-    _wait_for_port(popen, port, "bench upstream")
-    return popen, port
-
-
-def start_floor(tmp: Path, upstream_url: str) -> tuple[subprocess.Popen[bytes], int]:
-    port = free_port()
-    with (tmp / f"floor-{port}.log").open("wb") as log:
-        popen = subprocess.Popen([sys.executable, "-m", "bench.floor", "--upstream", upstream_url, "--port", str(port)],
-                                 env=base_env(), cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-    _wait_for_port(popen, port, "bench floor")
-    return popen, port
-
+__all__ = ["main"]
 
 # ----------------------------------------------------------------- main
 @dataclass
@@ -300,8 +117,6 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                               f"{fmt(point.pct(0.5, point.ttfb))} ms  TTLB p50 {fmt(point.pct(0.5))} ms  "
                               f"errors {point.errors}", flush=True)
         if args.timeline_streams:
-            from bench.timeline import measure_timeline  # it uses this module's client
-
             results["timeline"] = await measure_timeline("invoke-stream", args.timeline_streams,
                                                          list(proxies), tmp)
         for name, proxy in proxies.items():

@@ -48,7 +48,7 @@ from typing import Any
 import boto3
 import httpx
 
-from bench.run import rss_kib
+from bench.memory import rss_kib
 from bench.soak_traffic import (
     APPS,
     KEEPALIVE,

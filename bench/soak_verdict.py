@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench.run import sh
+from bench.report import sh
 from bench.soak_traffic import KEEPALIVE, KEEPALIVE_RACE, SCENARIOS
 
 if TYPE_CHECKING:

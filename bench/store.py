@@ -61,7 +61,7 @@ def _scrape(admin_url: str) -> dict[str, list[Any]]:
 
 async def measure_store(tmp: Path, upstream_url: str, requests: int,
                         drive: Any) -> StorePoint:
-    """`drive(port, raw_request_count)` sends the traffic (bench.run's load client)."""
+    """`drive(port, raw_request_count)` sends the traffic (bench/client.py's load client)."""
     point = StorePoint()
     try:
         dynamodb = start_dynamodb_local(tmp)

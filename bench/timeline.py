@@ -20,7 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.run import _read_response, build_request, start_upstream
+from bench.client import build_request, read_response
+from bench.processes import start_upstream
 from tests.processes import REPO, start_proxy
 
 __all__ = ["STAGES", "main", "measure_timeline", "table"]
@@ -45,12 +46,12 @@ async def _drive(port: int, raw: bytes, streams: int) -> list[tuple[float, float
     reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 22)
     for _ in range(3):
         writer.write(raw)
-        await _read_response(reader)
+        await read_response(reader)
     stamps = []
     for _ in range(streams):
         started = time.perf_counter()
         writer.write(raw)
-        _, first, _ = await _read_response(reader)
+        _, first, _ = await read_response(reader)
         stamps.append((started, first))
     writer.close()
     return stamps
