@@ -100,7 +100,7 @@ class Aggregate:
         rate.tokens += event.total_tokens
         rate.requests += 1
         if event.quota_scope:
-            commit_key = (event.quota_scope, day, event.model)
+            commit_key = (event.quota_scope, day, event.quota_key)
             delta = event.cost_micro_usd - event.reserved_micro_usd
             self.committed[commit_key] = self.committed.get(commit_key, 0) + delta
 

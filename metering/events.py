@@ -72,12 +72,20 @@ class UsageEvent:
     quota_scope: str = ""
     #: micro-USD reserved before forwarding (TIGHT mode); the flush settles it.
     reserved_micro_usd: int = 0
+    #: The chain model whose quota the cost counts against (its configured id, e.g.
+    #: `anthropic.claude-haiku-…` when `model` is the `us.` profile sent); "" → `model`.
+    quota_model: str = ""
     #: Served from the proxy's response cache: no upstream call, no cost.
     cached: bool = False
 
     @property
     def day(self) -> str:
         return utc_day(self.timestamp)
+
+    @property
+    def quota_key(self) -> str:
+        """The model id the committed spend of `quota_scope` is kept under."""
+        return self.quota_model or self.model
 
     @property
     def total_tokens(self) -> int:
@@ -116,6 +124,7 @@ class UsageEvent:
         status: int,
         first_byte_ms: float | None = None,
         quota_scope: str = "",
+        quota_model: str = "",
         reserved_micro_usd: int = 0,
         cached: bool = False,
     ) -> UsageEvent:
@@ -144,6 +153,7 @@ class UsageEvent:
             status=status,
             estimated=usage.estimated,
             quota_scope=quota_scope,
+            quota_model="" if quota_model == model else quota_model,
             reserved_micro_usd=reserved_micro_usd,
             cached=cached,
         )

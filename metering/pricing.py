@@ -14,7 +14,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
-from adapters.modelid import base_model_id
+from adapters.modelid import base_model_id, price_id
 from adapters.usage import Usage
 
 __all__ = ["Price", "PriceTable", "PriceTier"]
@@ -118,9 +118,12 @@ class PriceTable:
         return self.price_of(model_id) is not None
 
     def price_of(self, model_id: str) -> Price | None:
+        """The price Bedrock bills `model_id` at: its own (a priced profile wins over its
+        base model, an inference-profile ARN is priced as its profile id), else the
+        base model's. An application profile is priced as the model it is mapped to."""
         price = self._prices.get(model_id)
         if price is None:
-            model_id = self._profiles.get(model_id, model_id)
+            model_id = price_id(self._profiles.get(model_id, model_id))
             price = self._prices.get(model_id) or self._prices.get(base_model_id(model_id))
         return price
 

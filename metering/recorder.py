@@ -132,7 +132,7 @@ class UsageRecorder:
                 self._backlog += 1
                 if event.quota_scope:
                     pending = self._pending.setdefault((event.quota_scope, event.day), {})
-                    pending[event.model] = pending.get(event.model, 0) + event.cost_micro_usd - event.reserved_micro_usd
+                    pending[event.quota_key] = pending.get(event.quota_key, 0) + event.cost_micro_usd - event.reserved_micro_usd
                 # Behind an unwritten event, queue: the journal keeps recording order.
                 if not self._opened or self._unwritten:
                     self._unwritten.append((line, event))

@@ -6,7 +6,13 @@ first model under its daily quota (reserving the worst case in TIGHT mode),
 check the app's TPM/RPM limits, and rewrite path and body for the chosen model
 (translating the body when a fallback crosses model families).
 
-When nothing changes, the client's exact path and body bytes go upstream.
+When nothing changes, the client's exact path and body bytes go upstream: the
+profile, the ARN, `%3A` or a raw `:` as the client sent them. A fallback model is
+named in the request's routing scope (`adapters.modelid.in_scope`): a `us.`
+request is served by the fallback's `us.` profile, an inference-profile ARN by
+the same ARN of the fallback's profile, a bare id by the chain's configured id.
+Quotas are kept per chain model (`Plan.quota_model`); metering and
+`x-costkeeper-model-id` name the id actually sent (`Plan.model`).
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from adapters import family_of
 from adapters import translate as translation
 from adapters.estimate import estimate_usage
 from adapters.maxtokens import clamp_max_output_tokens, max_output_tokens
-from adapters.modelid import encode_model_id
+from adapters.modelid import encode_model_id, in_scope, routing_scope
 from adapters.usage import Usage
 from metering.pricing import PriceTable
 from metering.quotas import Mode, QuotaExhausted, QuotaSelector, Selection
@@ -50,8 +56,10 @@ _FAIL_CLOSED = "Quota state is unavailable and this organization fails closed; p
 class Plan:
     raw_path: str
     body: bytes
-    #: The model served ("" for operations that name none).
+    #: The model id sent upstream ("" for operations that name none): priced and metered.
     model: str = ""
+    #: The chain model the quota is kept under (its configured id); "" → `model`.
+    quota_model: str = ""
     #: The model id that tells the served model's family (differs for application profiles).
     family_model: str = ""
     fallback: bool = False
@@ -102,9 +110,19 @@ class Admission:
                         family_model=self._policies.base_of(requested))
         policy = self.caller_policy(caller)
         chain, _ = policy.chain_from(requested)
+        entry = chain[0]
+        scope = routing_scope(requested)
+        if scope is not None:
+            # A fallback stays in the request's scope; one with no profile there is skipped.
+            chain = (entry, *(model for model in chain[1:] if self._policies.serves(model, scope)))
         chain = tuple(model for model in chain if policy.allows(model))
         if not chain:
             raise AccessDeniedException(_NO_ACCESS)
+
+        def sent_id(member: str) -> str:
+            """The id sent upstream when `member` of the chain serves the request."""
+            return requested if member == entry else in_scope(member, requested)
+
         converse = route.operation not in _INVOKE
         client_family = "converse" if converse else family_of(self._policies.base_of(requested))
         changed = False
@@ -119,22 +137,26 @@ class Admission:
                 estimate.append(estimate_usage(body, 0).input_tokens + max_output)
             return estimate[0]
 
-        def worst_case(model: str) -> int:
-            return self._prices.cost_micro_usd(model, Usage(tokens() - max_output, max_output)) or 0
+        def worst_case(member: str) -> int:
+            """Priced as the id that would be sent: a geo profile can cost more than its base."""
+            return self._prices.cost_micro_usd(sent_id(member), Usage(tokens() - max_output, max_output)) or 0
 
         selection = await self._select(policy, chain, worst_case)
-        model = selection.model
+        member = selection.model
+        model = sent_id(member)
         if selection.use_ratio is not None:
-            self._on_quota_use(policy.scope_key, model, selection.use_ratio)
-        rate = self._admit_rate(caller, policy, model, tokens, selection)
+            self._on_quota_use(policy.scope_key, member, selection.use_ratio)
+        rate = self._admit_rate(caller, policy, member, tokens, selection)
         plan = Plan(
             raw_path,
             body,
             model=model,
+            quota_model=member,
             family_model=self._policies.base_of(model),
-            fallback=selection.fallback,
+            # Not the model asked for, whether a quota or `allowed_models` moved it.
+            fallback=member != entry,
             mode=str(selection.mode),
-            quota_scope=policy.scope_key if policy.quota_of(model) is not None else "",
+            quota_scope=policy.scope_key if policy.quota_of(member) is not None else "",
             reserved=selection.reserved,
             day=selection.day,
             rate=rate,
@@ -192,7 +214,7 @@ class Admission:
         return key, model, counted
 
     def note_spend(self, plan: Plan, delta: int) -> None:
-        self._selector.note_spend(plan.quota_scope, plan.day, plan.model, delta)
+        self._selector.note_spend(plan.quota_scope, plan.day, plan.quota_model or plan.model, delta)
 
     def settle_rate(self, plan: Plan, usage: Usage) -> None:
         if plan.rate is not None:

@@ -85,7 +85,7 @@ class Alerter:
     def observe(self, event: UsageEvent) -> None:
         """Note a metered request (hot path: two dict writes)."""
         if event.quota_scope and self._config.thresholds:
-            self._active[(event.quota_scope, event.org, event.app, event.model)] = event.timestamp
+            self._active[(event.quota_scope, event.org, event.app, event.quota_key)] = event.timestamp
         if self._config.hourly_cost_usd is not None and event.cost_micro_usd:
             minute = int(event.timestamp // 60)
             self._minutes[minute] = self._minutes.get(minute, 0) + event.cost_micro_usd

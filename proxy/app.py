@@ -87,7 +87,8 @@ class CostKeeper:
             max_backoff=config.store.retry_max,
             stats=self.store.stats,
         )
-        self.authenticator = Authenticator(config.auth, self.store)
+        self.authenticator = Authenticator(config.auth, self.store,
+                                           frozenset(config.upstream.regions or (config.region,)))
         self.upstream = Upstream(config)
         quotas = config.policies.quotas
         self.selector = QuotaSelector(

@@ -19,8 +19,15 @@ from adapters import family_of
 from adapters.translate import can_translate
 from metering.pricing import Price, PriceTable
 from metering.secret_box import decode_key
-from proxy.config_checks import ConfigError, check_alerts, check_limits, check_store, section
-from proxy.policies import Policies, PolicyError, build_policies
+from proxy.config_checks import (
+    ConfigError,
+    check_alerts,
+    check_limits,
+    check_regions,
+    check_store,
+    section,
+)
+from proxy.policies import Policies, PolicyError, build_policies, parse_model_scopes
 
 __all__ = [
     "Config",
@@ -72,6 +79,13 @@ class UpstreamConfig:
     #: An idle pooled connection is closed after this many seconds (below
     #: Bedrock's own idle timeout, so a reused connection is never a stale one).
     keepalive_timeout: float = 15.0
+    #: Regions a client may sign for, each served by that Region's Bedrock Runtime
+    #: endpoint (an `eu.` profile can only be called from an EU source Region). Empty →
+    #: every request goes to `region`, whatever Region the client signed for.
+    regions: tuple[str, ...] = ()
+    #: Region → endpoint URL, overriding https://bedrock-runtime.<region>.amazonaws.com
+    #: (VPC endpoints, FIPS endpoints, a simulator per Region in tests).
+    endpoint_urls: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,6 +255,16 @@ class Config:
     def upstream_url(self) -> str:
         return (self.upstream.endpoint_url or f"https://bedrock-runtime.{self.region}.amazonaws.com").rstrip("/")
 
+    def upstream_url_for(self, region: str) -> str:
+        """The endpoint serving `region`: its override, `upstream_url` for the home
+        Region, else that Region's public Bedrock Runtime endpoint."""
+        override = self.upstream.endpoint_urls.get(region)
+        if override:
+            return override.rstrip("/")
+        if region == self.region:
+            return self.upstream_url
+        return f"https://bedrock-runtime.{region}.amazonaws.com"
+
 
 #: Command-line flag (argparse dest) → dotted config key. Each flag's environment
 #: twin is COSTKEEPER_<FLAG>, e.g. --admin-port ↔ COSTKEEPER_ADMIN_PORT.
@@ -354,7 +378,8 @@ def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
 
 
 def _build(raw: Mapping[str, Any]) -> Config:
-    known = {"region", "pricing", "models", "fallback", "orgs", "quotas", "inference_profiles", *_SECTIONS}
+    known = {"region", "pricing", "models", "fallback", "orgs", "quotas", "inference_profiles", "model_scopes",
+             *_SECTIONS}
     unknown = set(raw) - known
     if unknown:
         raise ConfigError(f"unknown top-level key(s) {sorted(unknown)}; expected {sorted(known)}")
@@ -372,6 +397,8 @@ def _build(raw: Mapping[str, Any]) -> Config:
         raise ConfigError(f"server.keepalive_timeout: expected seconds > 0, got {server.keepalive_timeout}")
     if server.workers < 1:
         raise ConfigError(f"server.workers: expected at least 1, got {server.workers}")
+    region = str(raw.get("region") or "us-east-1")
+    sections["upstream"] = check_regions(sections["upstream"], region)
     pricing_raw = raw.get("pricing") or {}
     if not isinstance(pricing_raw, dict):
         raise ConfigError("pricing: expected a mapping of model id → prices")
@@ -399,6 +426,7 @@ def _build(raw: Mapping[str, Any]) -> Config:
     try:
         policies = build_policies(
             models=models, fallback=fallback, orgs=orgs, quotas=quotas, profiles=profiles,
+            model_scopes=parse_model_scopes(raw.get("model_scopes")),
             priced=lambda model: prices.price_of(model) is not None,
             family_of=family_of, can_translate=can_translate,
         )
@@ -406,7 +434,7 @@ def _build(raw: Mapping[str, Any]) -> Config:
         raise ConfigError(str(exc)) from None
     return Config(
         policies=policies,
-        region=str(raw.get("region") or "us-east-1"),
+        region=region,
         pricing=MappingProxyType(pricing),
         models=MappingProxyType({str(k): str(v) for k, v in models.items()}),
         fallback=tuple(str(x) for x in fallback),

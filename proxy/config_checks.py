@@ -7,13 +7,18 @@ one what is refused and why (every refusal is a `ConfigError` naming the key).
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from dataclasses import fields, replace
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from proxy.config import AlertsConfig, LimitsConfig, MeteringConfig, StoreConfig
+    from proxy.config import AlertsConfig, LimitsConfig, MeteringConfig, StoreConfig, UpstreamConfig
 
-__all__ = ["ConfigError", "check_alerts", "check_limits", "check_store", "section"]
+__all__ = ["ConfigError", "check_alerts", "check_limits", "check_regions", "check_store", "section"]
+
+_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-[0-9]{1,2}$")
 
 
 class ConfigError(ValueError):
@@ -41,6 +46,22 @@ def check_limits(limits: LimitsConfig) -> None:
     for key in ("max_body_bytes", "max_usage_body_bytes", "max_header_bytes", "max_header_count"):
         if getattr(limits, key) < 1:
             raise ConfigError(f"limits.{key}: expected at least 1, got {getattr(limits, key)}")
+
+
+def check_regions(upstream: UpstreamConfig, region: str) -> UpstreamConfig:
+    """`upstream.regions` and `upstream.endpoint_urls` name real-looking Regions; the home
+    Region is always allowed (a client that signs for it is served as before)."""
+    regions = tuple(dict.fromkeys(str(r).strip() for r in upstream.regions if str(r).strip()))
+    for name in (region, *regions, *upstream.endpoint_urls):
+        if not _REGION.match(str(name)):
+            raise ConfigError(f"upstream.regions / region: {name!r} is not an AWS Region name (e.g. eu-west-1)")
+    for name, url in upstream.endpoint_urls.items():
+        if not str(url).startswith(("http://", "https://")):
+            raise ConfigError(f"upstream.endpoint_urls.{name}: expected an http(s) URL, got {url!r}")
+    if regions and region not in regions:
+        regions = (region, *regions)
+    return replace(upstream, regions=regions,
+                   endpoint_urls=MappingProxyType({str(k): str(v) for k, v in upstream.endpoint_urls.items()}))
 
 
 def check_alerts(alerts: AlertsConfig) -> AlertsConfig:
@@ -94,6 +115,10 @@ def _coerce(key: str, default: Any, value: Any) -> Any:
             if not isinstance(items, (list, tuple)):
                 raise TypeError(value)
             return tuple(items)
+        if isinstance(default, Mapping):
+            if not isinstance(value, Mapping):
+                raise TypeError(value)
+            return MappingProxyType(dict(value))
     except (TypeError, ValueError):
         raise ConfigError(f"{key}: expected a {type(default).__name__}, got {value!r}") from None
     return str(value) if not isinstance(value, str) else value

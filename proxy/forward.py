@@ -112,7 +112,8 @@ class ProxyHandler:
             plan = await self._admission.plan(route, caller, raw_path, body, document)
             headers = request_headers_for_upstream(scope["headers"])
             try:
-                response = await self._upstream.send(method, plan.raw_path, raw_query, headers, plan.body)
+                response = await self._upstream.send(method, plan.raw_path, raw_query, headers, plan.body,
+                                                     caller.region)
             except UpstreamUnavailable as exc:
                 self._meter(route, caller, plan, 503, None, Usage(), started, None)
                 reason = "Timed out waiting for" if exc.timed_out else "Could not reach"
@@ -352,6 +353,7 @@ class ProxyHandler:
             first_byte_ms=None if first_byte is None else (first_byte - started) * 1000,
             status=status,
             quota_scope=plan.quota_scope,
+            quota_model=plan.quota_model,
             reserved_micro_usd=plan.reserved,
         )
         self._recorder.record(event)

@@ -26,6 +26,7 @@ from metering.store import KeyRecord, KeyStore, parse_bearer_token
 from proxy.config import AuthConfig
 from proxy.errors import (
     AccessDeniedException,
+    InvalidSignatureException,
     MissingAuthenticationTokenException,
     ServiceUnavailableException,
     UnrecognizedClientException,
@@ -44,10 +45,15 @@ class Caller:
     org: str
     app: str
     access_key_id: str | None = None
+    #: The Region the client signed for (SigV4 credential scope); None for bearer and trust.
+    region: str | None = None
 
 
 class Authenticator:
-    def __init__(self, config: AuthConfig, keys: KeyStore) -> None:
+    def __init__(self, config: AuthConfig, keys: KeyStore, regions: frozenset[str] = frozenset()) -> None:
+        """`regions`: the Regions a SigV4 client may sign for (the home Region and
+        `upstream.regions`); empty accepts any, as before region routing existed."""
+        self._regions = regions
         self._config = config
         self._keys = keys
         self._trusted = Caller(config.trust_org, config.trust_app)
@@ -74,6 +80,11 @@ class Authenticator:
         if mode == "bearer":
             raise AccessDeniedException("This endpoint accepts only Bedrock API keys (Authorization: Bearer).")
         parsed = parse_authorization(authorization)
+        if self._regions and parsed.region not in self._regions:
+            # AWS's answer to a credential scoped to a Region the endpoint is not in.
+            raise InvalidSignatureException(
+                f"Credential should be scoped to a valid region. This proxy serves: {', '.join(sorted(self._regions))}."
+            )
         record = await self._record(parsed.access_key)
         verify_signature(
             parsed,
@@ -86,7 +97,7 @@ class Authenticator:
             body=body,
             max_skew_seconds=self._config.max_skew_seconds,
         )
-        return Caller(record.org, record.app, record.access_key_id)
+        return Caller(record.org, record.app, record.access_key_id, parsed.region)
 
     async def _bearer(self, token: str) -> Caller:
         parsed = parse_bearer_token(token)

@@ -9,6 +9,16 @@ family to another that the adapters cannot translate.
 A chain is a list of labels or model ids, resolved to model ids. A request that
 names a chain member (by label, id, inference profile or ARN of it) starts the
 chain there; a request for a model in no chain is forwarded as asked.
+
+`model_scopes` says in which routing scopes Bedrock serves each model: `in_region`
+(the bare id, on-demand in the caller's Region) and the inference-profile scopes
+(`us`, `eu`, `apac`, `jp`, `au`, `ca`, `us-gov`, `global`). A fallback keeps the
+request's scope (`adapters.modelid.in_scope`), so the table decides what a chain
+can do: a chain id that Bedrock would refuse (a bare id of a model served only
+through profiles, a profile that does not exist) and a chain whose fallback has
+no profile in a scope its earlier models are served in are refused at start-up,
+naming the model and the scope. A model the table does not list is taken to be
+served in every scope.
 """
 
 from __future__ import annotations
@@ -18,7 +28,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
-from adapters.modelid import base_model_id
+from adapters.modelid import IN_REGION, SCOPES, base_model_id, routing_scope
 
 __all__ = [
     "AppPolicy",
@@ -29,6 +39,7 @@ __all__ = [
     "RateLimit",
     "PolicyError",
     "build_policies",
+    "parse_model_scopes",
 ]
 
 Scope = Literal["ORG", "APP"]
@@ -121,6 +132,13 @@ class Policies:
     quotas: QuotaSettings = field(default_factory=QuotaSettings)
     #: Application-inference-profile ARNs (and other ids that name no model) → base model id.
     profiles: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    #: Base model id → the routing scopes Bedrock serves it in (`in_region`, `us`, …, `global`).
+    model_scopes: Mapping[str, frozenset[str]] = field(default_factory=lambda: MappingProxyType({}))
+
+    def serves(self, model_id: str, scope: str) -> bool:
+        """Whether Bedrock serves `model_id` in `scope`; a model the table omits: yes."""
+        scopes = self.model_scopes.get(base_model_id(self.base_of(model_id)))
+        return scopes is None or scope in scopes
 
     def base_of(self, model_id: str) -> str:
         """The model id that tells family and price: a configured profile's base model,
@@ -161,15 +179,18 @@ def build_policies(
     quotas: Mapping[str, Any] | None,
     priced: Callable[[str], bool],
     profiles: Mapping[str, str] | None = None,
+    model_scopes: Mapping[str, frozenset[str]] | None = None,
     family_of: Callable[[str], str],
     can_translate: Callable[[str, str], bool],
 ) -> Policies:
     profile_map = {str(k): str(v) for k, v in (profiles or {}).items()}
     labels = {str(label): str(model) for label, model in models.items()}
+    scopes = _Scopes(model_scopes or {}, profile_map)
     for label, model in labels.items():
         if model in labels:
             raise PolicyError(f"models.{label}: a label must name a model id, not another label ({model!r})")
-    checker = _ChainChecker(labels, priced, lambda m: family_of(profile_map.get(m, m)), can_translate)
+        scopes.check_id(f"models.{label}", model)
+    checker = _ChainChecker(labels, priced, lambda m: family_of(profile_map.get(m, m)), can_translate, scopes)
     default_chain = checker.chain("fallback", fallback)
     parsed_orgs = {str(name): _org(str(name), raw or {}, labels, checker) for name, raw in orgs.items()}
     return Policies(
@@ -178,12 +199,81 @@ def build_policies(
         orgs=MappingProxyType(parsed_orgs),
         quotas=_quota_settings(quotas or {}),
         profiles=MappingProxyType(profile_map),
+        model_scopes=MappingProxyType(dict(model_scopes or {})),
     )
+
+
+def parse_model_scopes(raw: Any) -> dict[str, frozenset[str]]:
+    """`model_scopes` from config.yaml: base model id → list of scopes."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise PolicyError("model_scopes: expected a mapping of base model id → list of scopes")
+    known = (IN_REGION, *SCOPES)
+    table: dict[str, frozenset[str]] = {}
+    for model, listed in raw.items():
+        key = f"model_scopes.{model}"
+        if base_model_id(str(model)) != str(model):
+            raise PolicyError(f"{key}: expected a base model id (no profile prefix, no ARN)")
+        if not isinstance(listed, list | tuple) or not listed:
+            raise PolicyError(f"{key}: expected a non-empty list of scopes from {list(known)}")
+        unknown = [scope for scope in listed if scope not in known]
+        if unknown:
+            raise PolicyError(f"{key}: unknown scope(s) {unknown}; expected some of {list(known)}")
+        table[str(model)] = frozenset(str(scope) for scope in listed)
+    return table
+
+
+class _Scopes:
+    """The start-up checks `model_scopes` makes possible (see the module docstring)."""
+
+    def __init__(self, table: Mapping[str, frozenset[str]], profiles: Mapping[str, str]) -> None:
+        self._table = table
+        self._profiles = profiles
+
+    def of(self, model_id: str) -> frozenset[str] | None:
+        return self._table.get(base_model_id(self._profiles.get(model_id, model_id)))
+
+    def check_id(self, key: str, model_id: str) -> None:
+        """A configured id Bedrock would refuse: a bare id of a profile-only model, or a
+        profile in a scope the model has none in."""
+        scopes = self.of(model_id)
+        if scopes is None or model_id in self._profiles:
+            return
+        scope = routing_scope(model_id)
+        if scope is None and not model_id.startswith("arn:") and IN_REGION not in scopes:
+            profiles = ", ".join(f"{s}.{model_id}" for s in sorted(scopes))
+            raise PolicyError(f"{key}: Bedrock serves {model_id} only through inference profiles; "
+                              f"name one of them instead: {profiles} (model_scopes)")
+        if scope is not None and scope not in scopes:
+            raise PolicyError(f"{key}: {model_id} has no `{scope}.` inference profile; its scopes are "
+                              f"{sorted(scopes)} (model_scopes)")
+
+    def check_chain(self, key: str, chain: Sequence[str]) -> None:
+        """Every scope a request can reach a chain model in, its fallbacks serve too:
+        a fallback keeps the request's scope, never moves it to another geography."""
+        for index, model in enumerate(chain):
+            entry = self.of(model)
+            if entry is None:
+                continue
+            for later in chain[index + 1:]:
+                scopes = self.of(later)
+                if scopes is None:
+                    continue
+                missing = sorted((entry - {IN_REGION}) - scopes)
+                if missing:
+                    raise PolicyError(
+                        f"{key}: {later} cannot serve the `{missing[0]}.` requests that fall back to it from "
+                        f"{model}: it has no profile in {missing} (model_scopes). List {model} in "
+                        f"model_scopes with only the scopes this chain serves, or change the chain"
+                    )
 
 
 class _ChainChecker:
     def __init__(self, labels: Mapping[str, str], priced: Callable[[str], bool],
-                 family_of: Callable[[str], str], can_translate: Callable[[str, str], bool]) -> None:
+                 family_of: Callable[[str], str], can_translate: Callable[[str, str], bool],
+                 scopes: _Scopes) -> None:
+        self._scopes = scopes
         self._labels = labels
         self._priced = priced
         self._family_of = family_of
@@ -201,6 +291,9 @@ class _ChainChecker:
         if not isinstance(raw, list | tuple):
             raise PolicyError(f"{key}: expected a list of labels or model ids")
         chain = tuple(self.model(key, item) for item in raw)
+        for index, model in enumerate(chain):
+            self._scopes.check_id(f"{key}[{index}]", model)
+        self._scopes.check_chain(key, chain)
         seen: set[str] = set()
         for model in chain:
             base = base_model_id(model)

@@ -135,10 +135,17 @@ def sign(credentials: Any, region: str, method: str, url: str, headers: dict[str
 
 
 class Upstream:
+    """Sends to the home Region's endpoint, or, with `upstream.regions`, to the endpoint
+    of the Region the client signed for, re-signed for that Region."""
+
     def __init__(self, config: Config) -> None:
         self._base_url = config.upstream_url
         self._host = URL(self._base_url).raw_authority
         self._region = config.region
+        #: Region → (base URL, Host) for each allowed Region (empty: everything goes home).
+        self._regional = {region: (url, URL(url).raw_authority)
+                          for region in config.upstream.regions
+                          for url in (config.upstream_url_for(region),)}
         up = config.upstream
         # connect = waiting for a pooled connection + opening one; sock_read = between two bytes.
         self._timeout = aiohttp.ClientTimeout(
@@ -178,14 +185,20 @@ class Upstream:
             self._session = None
 
     async def send(
-        self, method: str, raw_path: str, raw_query: str, headers: dict[str, str], body: bytes
+        self, method: str, raw_path: str, raw_query: str, headers: dict[str, str], body: bytes,
+        region: str | None = None,
     ) -> UpstreamResponse:
-        """Sign and send; the response is open and streaming (the caller ends it)."""
+        """Sign and send; the response is open and streaming (the caller ends it).
+
+        `region`: the Region the client signed for; used when it is an allowed one."""
         assert self._session is not None, "Upstream.start() was not awaited"
-        url = self._base_url + raw_path + (f"?{raw_query}" if raw_query else "")
-        headers["host"] = self._host
+        base_url, host, signing_region = self._base_url, self._host, self._region
+        if region is not None and region in self._regional:
+            (base_url, host), signing_region = self._regional[region], region
+        url = base_url + raw_path + (f"?{raw_query}" if raw_query else "")
+        headers["host"] = host
         frozen = await self._credentials.get_frozen_credentials()
-        signed = sign(frozen, self._region, method, url, headers, body)
+        signed = sign(frozen, signing_region, method, url, headers, body)
         try:
             response = await self._session.request(
                 method, URL(url, encoded=True), data=body, headers=signed, allow_redirects=False,
