@@ -223,8 +223,14 @@ class Admission:
 
 
 def _rewritten(raw_path: str, requested: str, model: str) -> str:
-    """The path for `model`, or the client's exact path when the model is unchanged."""
+    """The path for `model`, or the client's exact path when the model is unchanged.
+
+    Spelled as the client spelled its own id: botocore encodes `:` as `%3A`, the
+    Anthropic SDK (and Claude Code) leaves it raw; either way `/` is `%2F`."""
     if model == requested:
         return raw_path
-    action = raw_path.rsplit("/", 1)[1]
-    return f"/model/{encode_model_id(model)}/{action}"
+    _, _, segment, action = raw_path.split("/", 3)
+    encoded = encode_model_id(model)
+    if ":" in segment:
+        encoded = encoded.replace("%3A", ":")
+    return f"/model/{encoded}/{action}"

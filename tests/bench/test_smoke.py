@@ -4,6 +4,7 @@ produces numbers. No timing targets here: those live in bench/RESULTS.md."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from bench import run, timeline
@@ -51,7 +52,9 @@ def test_bench_harness_runs_end_to_end(tmp_path: Path) -> None:
     rows = {line.split(" | ")[0].lstrip("| "): line for line in text.splitlines()}
     for _, what in timeline.STAGES:
         cells = rows[what].strip("| ").split(" | ")[1:]
-        assert len(cells) == 2 and all(float(cell) >= 0 for cell in cells), rows[what]
+        # A number per mode; its sign is noise's to flip (a stage's median is a difference of
+        # two clocks' medians, negative on a busy machine), so only the shape is checked.
+        assert len(cells) == 2 and all(math.isfinite(float(cell)) for cell in cells), rows[what]
     if data["profile"] is not None:  # py-spy may be refused ptrace in some sandboxes
         assert data["profile"]["samples"] > 0 and data["profile"]["rps"] > 0 and "## Where the CPU goes" in text
 

@@ -84,7 +84,7 @@ def _client(key: dict[str, str], url: str, region: str = "us-east-1") -> Any:
 
 
 def _sim_requests(sim: Process) -> list[dict[str, Any]]:
-    return httpx.get(f"{sim.url}/_sim/requests").json()["requests"]  # type: ignore[no-any-return]
+    return httpx.get(f"{sim.url}/_sim/requests").json()  # type: ignore[no-any-return]
 
 
 def _reached(sim: Process, request_id: str) -> dict[str, Any]:

@@ -131,7 +131,8 @@ def test_rates_sum_to_the_traffic(seeded: tuple[Proxy, list[UsageEvent]]) -> Non
         summary = document[field]
         peak = max(series, key=lambda point: point[field])
         assert summary["overall_peak"]["value"] == peak[field]
-        assert summary["overall_peak"]["time"] == peak["time"]
+        # Traffic that spans a minute boundary (a busy machine) can tie two minutes: either is the peak.
+        assert summary["overall_peak"]["time"] in {point["time"] for point in series if point[field] == peak[field]}
         assert summary["recent_peak_5m"] == peak[field]  # the traffic is seconds old
         assert summary["avg_5m"] == pytest.approx(sum(point[field] for point in series) / 5)
     assert admin_get(proxy, "/v1/rates?model=no.such-model-v1:0").json()["series"] == []
