@@ -17,10 +17,12 @@ simulator and fails against Bedrock.
 
 The table is data, compiled 2026-12-05 from BEDROCK_WIRE.md §1.2, the public
 issue threads quoting the refusal, and a client's per-model profile table
-(zed-industries/zed `crates/bedrock/src/models.rs`, `cross_region_inference_id`). Which models need a profile changes over time and
-by region; rows are ordered, the first matching pattern wins, and a family row
-with every scope (`ANY_SCOPE`) stands for later models whose scopes are not
-tabled yet: their bare id is refused, any profile accepted.
+(zed-industries/zed `crates/bedrock/src/models.rs`, `cross_region_inference_id`).
+Which models need a profile changes over time and by region; rows are ordered,
+the first matching pattern wins, and a family row with every scope (`ANY_SCOPE`)
+stands for later models whose scopes are not tabled yet: their bare id is
+refused, any profile accepted. Not modelled: that a geo profile must be called
+from a source Region of its geography (`eu.` from eu-*).
 
 Deliberately on demand (not in the table): Claude 3 Haiku, Claude 3.5 Haiku,
 Claude 3.5 Sonnet v1, Nova Micro/Lite/Pro (they also have profiles), Nova 2
