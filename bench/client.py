@@ -18,7 +18,8 @@ from botocore.credentials import Credentials
 
 __all__ = ["MODEL", "PATHS", "Point", "build_request", "load", "read_response"]
 
-MODEL = "anthropic.claude-haiku-4-5-20251001-v1:0"
+#: An inference profile: Claude Haiku 4.5 has no on-demand route (BEDROCK_WIRE.md §1.2).
+MODEL = "us.anthropic.claude-haiku-4-5-20251001-v1:0"
 BODY = json.dumps({"messages": [{"role": "user", "content": [{"text": "Say hello."}]}],
                    "inferenceConfig": {"maxTokens": 64}}, separators=(",", ":")).encode()
 INVOKE_BODY = json.dumps({"anthropic_version": "bedrock-2023-05-31", "max_tokens": 64,

@@ -34,18 +34,21 @@ KEEPALIVE_RACE = 4.5
 KEEPALIVE = "keep-alive race"
 ORG = "soak"
 PRO, LITE, MICRO = "amazon.nova-pro-v1:0", "amazon.nova-lite-v1:0", "amazon.nova-micro-v1:0"
-HAIKU = "anthropic.claude-haiku-4-5-20251001-v1:0"
-SONNET = "anthropic.claude-sonnet-4-5-20250929-v1:0"
+#: Claude Haiku/Sonnet 4.5 are served only through inference profiles (BEDROCK_WIRE.md
+#: §1.2): requests name a profile, CountTokens and prices the base model.
+HAIKU_BASE = "anthropic.claude-haiku-4-5-20251001-v1:0"
+SONNET_BASE = "anthropic.claude-sonnet-4-5-20250929-v1:0"
+HAIKU, SONNET = f"us.{HAIKU_BASE}", f"global.{SONNET_BASE}"
 #: Converse works for any model id: one of each family, profiles included.
-CONVERSE_MODELS = ("us.amazon.nova-micro-v1:0", LITE, "us.anthropic.claude-haiku-4-5-20251001-v1:0",
+CONVERSE_MODELS = ("us.amazon.nova-micro-v1:0", LITE, HAIKU,
                    SONNET, "meta.llama3-70b-instruct-v1:0", "mistral.mistral-large-2407-v1:0",
                    "cohere.command-r-plus-v1:0", "openai.gpt-oss-20b-1:0")
 PRICING = {  # USD per 1M tokens
     MICRO: {"input": 0.035, "output": 0.14, "cache_read": 0.00875},
     LITE: {"input": 0.06, "output": 0.24, "cache_read": 0.015},
     PRO: {"input": 0.8, "output": 3.2, "cache_read": 0.2},
-    HAIKU: {"input": 1.0, "output": 5.0, "cache_read": 0.1, "cache_write": 1.25},
-    SONNET: {"input": 3.0, "output": 15.0, "cache_read": 0.3, "cache_write": 3.75},
+    HAIKU_BASE: {"input": 1.0, "output": 5.0, "cache_read": 0.1, "cache_write": 1.25},
+    SONNET_BASE: {"input": 3.0, "output": 15.0, "cache_read": 0.3, "cache_write": 3.75},
     "meta.llama3-70b-instruct-v1:0": {"input": 2.65, "output": 3.5},
     "mistral.mistral-large-2407-v1:0": {"input": 2.0, "output": 6.0},
 }
@@ -285,7 +288,7 @@ def mixed_invoke_stream(w: Worker) -> Result:
 def mixed_count_tokens(w: Worker) -> Result:
     w.op = "CountTokens"
     response = w.client("mixed").count_tokens(
-        modelId=HAIKU, input={"converse": {"messages": _converse_args(_prompt(w.rng))["messages"]}})
+        modelId=HAIKU_BASE, input={"converse": {"messages": _converse_args(_prompt(w.rng))["messages"]}})
     if response["inputTokens"] <= 0:
         raise Unexpected(f"CountTokens answered {response['inputTokens']}")
     return Result(headers=_headers(response))  # CountTokens is metered at zero tokens

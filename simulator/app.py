@@ -4,7 +4,8 @@
       /_sim/*      introspection and test controls, unsigned (introspection.py)
       everything else → BedrockEndpoint:
         read body → route on the raw path → log → authenticate (403s like Bedrock)
-        → latency → directives / random faults (429, 500, 400) → operation handler
+        → model id (invalid; bare id of a profile-only model: profiles.py) → latency
+        → directives / random faults (429, 500, 400) → operation handler
 
 For demos, tests and benchmarks of the proxy: realistic usage numbers
 (generate.py), prompt caching (cache.py), per-request fault directives and
@@ -35,7 +36,7 @@ from proxy.errors import (
     UnknownOperationException,
     ValidationException,
 )
-from simulator import extras, inference, introspection, routing
+from simulator import extras, inference, introspection, profiles, routing
 from simulator.auth import authenticate
 from simulator.context import Call, SimState
 from simulator.control import parse_directives
@@ -104,6 +105,10 @@ class BedrockEndpoint:
                 raise UnknownOperationException("Unknown Operation")
             if model_id is not None and not is_valid_model_id(model_id):
                 raise ValidationException(inference.INVALID_MODEL)
+            if model_id is not None and route.operation in profiles.CHECKED_OPERATIONS:
+                refused = profiles.refusal(model_id)
+                if refused is not None:
+                    raise refused
             directives = parse_directives(body)
             if self.state.config.latency:
                 await asyncio.sleep(self.state.config.latency)

@@ -27,11 +27,11 @@ from simulator import converse, embeddings
 from simulator.context import Call, elapsed_ms
 from simulator.families import caches_prompts, family_of
 from simulator.generate import Completion, Prompt, complete, malformed
+from simulator.profiles import INVALID_MODEL
 from simulator.wire import chunk_frame, converse_frame, run_stream, send_json, stream_headers
 
 __all__ = ["HANDLERS", "family_of", "INVALID_MODEL"]
 
-INVALID_MODEL = "The provided model identifier is invalid."
 
 
 def _family(call: Call) -> ModuleType:

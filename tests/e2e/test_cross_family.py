@@ -15,7 +15,8 @@ from tests.conftest import TEST_PRICING
 from tests.e2e.clients import bedrock_client, wait_for_event
 from tests.processes import Process, Proxy, start_proxy
 
-CLAUDE = "anthropic.claude-haiku-4-5-20251001-v1:0"
+#: Claude Haiku 4.5 is served only through inference profiles (BEDROCK_WIRE.md §1.2).
+CLAUDE = "us.anthropic.claude-haiku-4-5-20251001-v1:0"
 NOVA = "amazon.nova-lite-v1:0"
 
 

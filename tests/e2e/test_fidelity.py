@@ -23,9 +23,10 @@ CASES = [
      {"messages": [{"role": "user", "content": [{"text": "fidelity one"}]}]}),
     ("/model/us.amazon.nova-micro-v1%3A0/converse-stream",
      {"messages": [{"role": "user", "content": [{"text": "fidelity two"}]}]}),
-    ("/model/anthropic.claude-haiku-4-5-20251001-v1:0/invoke",  # a raw ':' as the Anthropic SDK sends it
+    # Claude Haiku 4.5 only through a profile (BEDROCK_WIRE.md §1.2), as a client must call it.
+    ("/model/us.anthropic.claude-haiku-4-5-20251001-v1:0/invoke",  # a raw ':' as the Anthropic SDK sends it
      {"anthropic_version": "bedrock-2023-05-31", "max_tokens": 30, "messages": [{"role": "user", "content": "three"}]}),
-    ("/model/anthropic.claude-haiku-4-5-20251001-v1%3A0/invoke-with-response-stream",
+    ("/model/us.anthropic.claude-haiku-4-5-20251001-v1%3A0/invoke-with-response-stream",
      {"anthropic_version": "bedrock-2023-05-31", "max_tokens": 30, "messages": [{"role": "user", "content": "four"}]}),
     ("/model/arn%3Aaws%3Abedrock%3Aus-east-1%3A123456789012%3Ainference-profile%2Fus.amazon.nova-micro-v1%3A0/invoke",
      {"messages": [{"role": "user", "content": [{"text": "five"}]}], "inferenceConfig": {"maxTokens": 20}}),

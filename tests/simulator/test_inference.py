@@ -169,17 +169,22 @@ def test_words_directive_and_max_tokens(bedrock: Any, family: str, prompt: str) 
     assert (document.get("stop_reason") or document.get("stopReason")) == "max_tokens"
 
 
-@pytest.mark.parametrize("model_id", [
-    "arn:aws:bedrock:us-east-1::foundation-model/anthropic.claude-haiku-4-5-20251001-v1:0",
-    "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-haiku-4-5-20251001-v1:0",
-    "global.anthropic.claude-haiku-4-5-20251001-v1:0",
+@pytest.mark.parametrize(("model_id", "base_model", "name"), [
+    # Claude Haiku 4.5 has no on-demand route (a foundation-model ARN of it is refused,
+    # tests/simulator/test_profiles.py): Claude 3 Haiku still has one.
+    ("arn:aws:bedrock:us-east-1::foundation-model/anthropic.claude-3-haiku-20240307-v1:0",
+     "anthropic.claude-3-haiku-20240307-v1:0", "claude-3-haiku-20240307"),
+    ("arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-haiku-4-5-20251001-v1:0",
+     "anthropic.claude-haiku-4-5-20251001-v1:0", "claude-haiku-4-5-20251001"),
+    ("global.anthropic.claude-haiku-4-5-20251001-v1:0", "anthropic.claude-haiku-4-5-20251001-v1:0",
+     "claude-haiku-4-5-20251001"),
 ])
-def test_model_id_forms(sim: SimServer, bedrock: Any, model_id: str, prompt: str) -> None:
+def test_model_id_forms(sim: SimServer, bedrock: Any, model_id: str, base_model: str, name: str, prompt: str) -> None:
     response = bedrock.invoke_model(modelId=model_id, body=json.dumps(claude_body(prompt)))
-    assert json.loads(response["body"].read())["model"] == "claude-haiku-4-5-20251001"
+    assert json.loads(response["body"].read())["model"] == name
     record = sim.record(response["ResponseMetadata"]["RequestId"])
     assert record["model_id"] == model_id
-    assert record["base_model"] == "anthropic.claude-haiku-4-5-20251001-v1:0"
+    assert record["base_model"] == base_model
     assert "%3A" in record["path"]  # botocore encodes `:` (and `/` as %2F)
 
 
