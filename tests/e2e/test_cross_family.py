@@ -18,6 +18,8 @@ from tests.processes import Process, Proxy, start_proxy
 #: Claude Haiku 4.5 is served only through inference profiles (BEDROCK_WIRE.md §1.2).
 CLAUDE = "us.anthropic.claude-haiku-4-5-20251001-v1:0"
 NOVA = "amazon.nova-lite-v1:0"
+#: A `us.` Claude request falls back to Nova in the same routing scope (issue #16).
+NOVA_US = f"us.{NOVA}"
 
 
 @pytest.fixture(scope="module")
@@ -57,13 +59,13 @@ def test_anthropic_sdk_stream_served_by_nova(proxy: Proxy, key: dict[str, str]) 
         events = [event.type for event in stream]
         final = stream.get_final_message()
         headers = stream.response.headers
-    assert headers["x-costkeeper-model-id"] == NOVA and headers["x-costkeeper-fallback"] == "true"
+    assert headers["x-costkeeper-model-id"] == NOVA_US and headers["x-costkeeper-fallback"] == "true"
     assert events[0] == "message_start" and events[-1] == "message_stop"
     assert "content_block_delta" in events and "message_delta" in events
     assert final.content[0].type == "text" and final.content[0].text
     assert final.stop_reason in ("end_turn", "max_tokens")
     event = wait_for_event(proxy, headers["x-amzn-requestid"])
-    assert (event.requested_model, event.model, event.estimated) == (CLAUDE, NOVA, False)
+    assert (event.requested_model, event.model, event.estimated) == (CLAUDE, NOVA_US, False)
     assert (final.usage.input_tokens, final.usage.output_tokens) == (event.input_tokens, event.output_tokens)
     assert event.output_tokens > 0 and event.cost_micro_usd > 0
 
@@ -75,7 +77,7 @@ def test_anthropic_sdk_create_served_by_nova(proxy: Proxy, key: dict[str, str]) 
     message = raw.parse()
     assert message.type == "message" and message.role == "assistant" and message.content[0].text
     event = wait_for_event(proxy, raw.headers["x-amzn-requestid"])
-    assert event.model == NOVA
+    assert event.model == NOVA_US
     assert (message.usage.input_tokens, message.usage.output_tokens) == (event.input_tokens, event.output_tokens)
 
 
@@ -106,7 +108,7 @@ def test_converse_fallback_drops_fields_the_target_refuses(proxy: Proxy, key: di
         modelId=CLAUDE, messages=[{"role": "user", "content": [{"text": f"hi {marker}"}]}],
         additionalModelRequestFields={"top_k": 5, "anthropic_beta": ["context-1m-2025-08-07"]},
     )
-    assert response["ResponseMetadata"]["HTTPHeaders"]["x-costkeeper-model-id"] == NOVA
+    assert response["ResponseMetadata"]["HTTPHeaders"]["x-costkeeper-model-id"] == NOVA_US
     assert response["output"]["message"]["content"][0]["text"]
     seen = httpx.get(f"{simulator.url}/_sim/requests", timeout=5).json()
     sent = json.loads(next(r["body"] for r in seen if marker in r.get("body", "")))

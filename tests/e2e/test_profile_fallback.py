@@ -13,7 +13,6 @@ from typing import Any
 
 import httpx
 import pytest
-from botocore.exceptions import ClientError
 
 from tests.conftest import TEST_PRICING
 from tests.e2e.clients import bedrock_client
@@ -22,15 +21,13 @@ from tests.processes import Process, Proxy, start_proxy
 SONNET = "anthropic.claude-sonnet-4-5-20250929-v1:0"
 HAIKU = "anthropic.claude-haiku-4-5-20251001-v1:0"
 MESSAGES = [{"role": "user", "content": [{"text": "Name a river."}]}]
-#: Found when the simulator began refusing bare ids (issue #16 item 5): the proxy sends the
-#: chain member's bare id upstream, which Bedrock answers with a 400.
-REWRITES_TO_BARE = pytest.mark.xfail(strict=True, raises=ClientError,
-                                     reason="proxy rewrites to bare id; fixed by issue #16 items 1-2")
 
 
 @pytest.fixture(scope="module")
 def proxy(tmp_path_factory: pytest.TempPathFactory, simulator: Process) -> Iterator[Proxy]:
-    """The chain names base models, as config.yaml does; Sonnet's quota is 0 for `acme`."""
+    """The chain names base models (no `model_scopes` table, so nothing checks them at
+    start-up); Sonnet's quota is 0 for `acme`. Found when the simulator began refusing
+    bare ids (issue #16 item 5): the proxy used to send the chain member's bare id."""
     config = {
         "pricing": TEST_PRICING,
         "models": {"smart": SONNET, "fast": HAIKU},
@@ -47,7 +44,6 @@ def _sent(simulator: Process, request_id: str) -> dict[str, Any]:
     return next(r for r in records if r["request_id"] == request_id)
 
 
-@REWRITES_TO_BARE
 def test_a_profile_on_the_chain_reaches_bedrock_as_sent(proxy: Proxy, simulator: Process,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", proxy.url)
@@ -56,7 +52,6 @@ def test_a_profile_on_the_chain_reaches_bedrock_as_sent(proxy: Proxy, simulator:
     assert _sent(simulator, response["ResponseMetadata"]["RequestId"])["model_id"] == f"us.{SONNET}"
 
 
-@REWRITES_TO_BARE
 def test_fallback_keeps_the_clients_profile_scope(proxy: Proxy, simulator: Process,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", proxy.url)
