@@ -100,6 +100,9 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--throttle-rate", type=float, help="share of requests answered 429 (env COSTKEEPER_THROTTLE_RATE)")
     simulate.add_argument("--error-rate", type=float, help="share of requests answered 500 (env COSTKEEPER_ERROR_RATE)")
     simulate.add_argument("--seed", type=int, help="random seed for injected faults (env COSTKEEPER_SEED)")
+    simulate.add_argument("--sim-region", dest="sim_region",
+                          help="the Region it stands for: signatures for others are refused (env COSTKEEPER_SIM_REGION; "
+                               "default: any Region)")
     simulate.set_defaults(run=_simulate)
 
     keys = commands.add_parser("keys", help="caller credentials").add_subparsers(metavar="action")

@@ -223,6 +223,9 @@ class SimulatorConfig:
     throttle_rate: float = 0.0
     error_rate: float = 0.0
     seed: int = 0
+    #: The Region this endpoint stands for: a signature scoped to another is refused, as
+    #: Bedrock does. "" → it answers for every Region (one simulator for all tests).
+    region: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,6 +299,7 @@ FLAG_KEYS: Mapping[str, str] = MappingProxyType({
     "throttle_rate": "simulator.throttle_rate",
     "error_rate": "simulator.error_rate",
     "seed": "simulator.seed",
+    "sim_region": "simulator.region",
     "alerts_webhook_url": "alerts.webhook_url",
 })
 

@@ -106,7 +106,7 @@ class BedrockEndpoint:
             if model_id is not None and not is_valid_model_id(model_id):
                 raise ValidationException(inference.INVALID_MODEL)
             if model_id is not None and route.operation in profiles.CHECKED_OPERATIONS:
-                refused = profiles.refusal(model_id)
+                refused = profiles.refusal(model_id, caller.region)
                 if refused is not None:
                     raise refused
             directives = parse_directives(body)

@@ -14,7 +14,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from proxy.config import SimulatorConfig
-from proxy.errors import MissingAuthenticationTokenException, UnrecognizedClientException
+from proxy.errors import (
+    InvalidSignatureException,
+    MissingAuthenticationTokenException,
+    UnrecognizedClientException,
+)
 from proxy.sigv4 import parse_authorization, verify_signature
 
 __all__ = ["Caller", "authenticate"]
@@ -58,13 +62,17 @@ def authenticate(
         record["auth"] = "bearer"
         if not hmac.compare_digest(authorization[7:].strip().encode(), config.secret_key.encode()):
             raise UnrecognizedClientException(_INVALID_TOKEN)
-        return Caller("bearer", None, _DEFAULT_REGION)
+        return Caller("bearer", None, config.region or _DEFAULT_REGION)
     parsed = parse_authorization(authorization)
     record["auth"] = "sigv4"
     record["access_key"] = parsed.access_key
     record["region"] = parsed.region
     if not hmac.compare_digest(parsed.access_key.encode(), config.access_key.encode()):
         raise UnrecognizedClientException(_INVALID_TOKEN)
+    if config.region and parsed.region != config.region:
+        raise InvalidSignatureException(
+            f"Credential should be scoped to a valid region, not '{parsed.region}'. "
+        )
     verify_signature(
         parsed,
         config.secret_key,

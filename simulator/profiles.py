@@ -21,8 +21,11 @@ issue threads quoting the refusal, and a client's per-model profile table
 Which models need a profile changes over time and by region; rows are ordered,
 the first matching pattern wins, and a family row with every scope (`ANY_SCOPE`)
 stands for later models whose scopes are not tabled yet: their bare id is
-refused, any profile accepted. Not modelled: that a geo profile must be called
-from a source Region of its geography (`eu.` from eu-*).
+refused, any profile accepted. A geo profile must be called from a source
+Region of its geography (`eu.` from eu-*, `jp.` from Tokyo or Osaka): from
+elsewhere the profile does not exist there, and Bedrock answers "The provided
+model identifier is invalid." (`source_region_allows`; `global.` from any
+commercial Region).
 
 Deliberately on demand (not in the table): Claude 3 Haiku, Claude 3.5 Haiku,
 Claude 3.5 Sonnet v1, Nova Micro/Lite/Pro (they also have profiles), Nova 2
@@ -159,7 +162,27 @@ def _split_scope(model_id: str) -> tuple[str | None, str]:
     return None, model_id
 
 
-def refusal(model_id: str) -> ValidationException | None:
+#: Source Regions from which each geo scope's profiles can be called (prefix match).
+_SOURCE_REGIONS: dict[str, tuple[str, ...]] = {
+    "us": ("us-east-", "us-west-"),
+    "us-gov": ("us-gov-",),
+    "eu": ("eu-",),
+    "apac": ("ap-",),
+    "jp": ("ap-northeast-1", "ap-northeast-3"),
+    "au": ("ap-southeast-2", "ap-southeast-4"),
+    "ca": ("ca-",),
+}
+
+
+def source_region_allows(scope: str, region: str) -> bool:
+    """Whether a `scope.` profile can be called from `region` (a geo profile only from its
+    own geography; `global.` from any commercial Region, not GovCloud or China)."""
+    if scope == "global":
+        return not region.startswith(("us-gov-", "cn-"))
+    return region.startswith(_SOURCE_REGIONS.get(scope, ()))
+
+
+def refusal(model_id: str, region: str | None = None) -> ValidationException | None:
     """Bedrock's 400 for invoking `model_id` (decoded, as the client sent it), or None.
 
     The on-demand message names the base model id: for a foundation-model ARN that is
@@ -169,6 +192,8 @@ def refusal(model_id: str) -> ValidationException | None:
     ref = parse(model_id)
     if ref.kind == "other":
         return None
+    if ref.scope is not None and region is not None and not source_region_allows(ref.scope, region):
+        return ValidationException(INVALID_MODEL)
     row = profile_only(ref.base)
     if row is None:
         return None

@@ -50,7 +50,7 @@ ACCOUNT_ARN = "arn:aws:bedrock:us-east-1:123456789012:inference-profile/"
 
 @pytest.fixture(scope="module")
 def eu_simulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Process]:
-    process = start_simulator(tmp_path_factory.mktemp("sim-eu"))
+    process = start_simulator(tmp_path_factory.mktemp("sim-eu"), "--sim-region", "eu-west-1")
     yield process
     process.stop()
 

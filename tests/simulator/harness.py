@@ -63,7 +63,8 @@ class SimServer:
         self.server.should_exit = True
         self.thread.join(timeout=10)
 
-    def client(self, secret: str = SECRET_KEY, access_key: str = ACCESS_KEY, **config: Any) -> Any:
+    def client(self, secret: str = SECRET_KEY, access_key: str = ACCESS_KEY, region: str = REGION,
+               **config: Any) -> Any:
         """A boto3 bedrock-runtime client pointed here, with retries off.
 
         `total_max_attempts`, not `max_attempts`: botocore adds one to the latter
@@ -72,7 +73,7 @@ class SimServer:
         client = boto3.client(
             "bedrock-runtime",
             endpoint_url=self.url,
-            region_name=REGION,
+            region_name=region,
             aws_access_key_id=access_key,
             aws_secret_access_key=secret,
             config=botocore.config.Config(retries={"total_max_attempts": 1}, **config),

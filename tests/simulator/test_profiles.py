@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from simulator import profiles
 from simulator.profiles import (
     ANY_SCOPE,
     CHECKED_OPERATIONS,
@@ -146,3 +147,21 @@ def test_property_every_form_of_a_profile_only_model(model: str, region: str, sc
     expected = None if scope in row.scopes else INVALID_MODEL
     assert _message(f"{scope}.{model}") == expected
     assert _message(f"arn:aws:bedrock:{region}:123456789012:inference-profile/{scope}.{model}") == expected
+
+
+@pytest.mark.parametrize(("scope", "region", "allowed"), [
+    ("us", "us-east-1", True), ("us", "us-west-2", True), ("us", "eu-west-1", False), ("us", "us-gov-west-1", False),
+    ("eu", "eu-central-1", True), ("eu", "us-east-1", False), ("apac", "ap-south-1", True),
+    ("jp", "ap-northeast-1", True), ("jp", "ap-southeast-2", False), ("au", "ap-southeast-2", True),
+    ("ca", "ca-central-1", True), ("us-gov", "us-gov-west-1", True), ("us-gov", "us-east-1", False),
+    ("global", "eu-west-3", True), ("global", "us-gov-east-1", False),
+])
+def test_a_geo_profile_is_called_from_its_own_geography(scope: str, region: str, allowed: bool) -> None:
+    assert profiles.source_region_allows(scope, region) is allowed
+    refused = profiles.refusal(f"{scope}.anthropic.claude-haiku-4-5-20251001-v1:0", region)
+    if scope in ("ca", "us-gov"):  # Haiku 4.5 has no such profile: refused wherever it is called from
+        assert refused is not None
+    elif allowed:
+        assert refused is None
+    else:
+        assert refused is not None and refused.message == profiles.INVALID_MODEL

@@ -137,7 +137,11 @@ def test_global_profile_answers(bedrock: Any, model_id: str, operation: str, pro
 def test_profile_in_a_scope_without_one(sim: SimServer, bedrock: Any, profile: str, exists: bool,
                                         prompt: str) -> None:
     if exists:
-        assert _converse(bedrock, profile, prompt)["ResponseMetadata"]["HTTPStatusCode"] == 200
+        # A geo profile is called from a source Region of its own geography.
+        home = {"us": "us-east-1", "us-gov": "us-gov-west-1", "eu": "eu-west-1", "apac": "ap-south-1",
+                "jp": "ap-northeast-1", "au": "ap-southeast-2", "ca": "ca-central-1"}.get(profile.split(".")[0])
+        client = sim.client(region=home) if home else bedrock
+        assert _converse(client, profile, prompt)["ResponseMetadata"]["HTTPStatusCode"] == 200
         return
     with pytest.raises(ClientError) as caught:
         _converse(bedrock, profile, prompt)
@@ -188,3 +192,15 @@ def test_property_any_form_on_the_wire(sim: SimServer, model: str, arn: bool, sa
         profile = f"arn:aws:bedrock:us-east-1:123456789012:inference-profile/{profile}"
     answered = sim.post(f"/model/{quote(profile, safe=safe)}/{path}", converse_request("Hi"))
     assert answered.status_code == 200, answered.text
+
+
+def test_a_regional_simulator_refuses_a_signature_for_another_region(make_sim: Any, prompt: str) -> None:
+    """`costkeeper simulate --sim-region eu-west-1` stands for that Region's endpoint, as Bedrock's is."""
+    sim = make_sim(region="eu-west-1")
+    eu = sim.client(region="eu-west-1")
+    assert _converse(eu, "eu.anthropic.claude-haiku-4-5-20251001-v1:0", prompt)["ResponseMetadata"]["HTTPStatusCode"] == 200
+    with pytest.raises(ClientError) as caught:
+        _converse(sim.client(region="us-east-1"), "us.anthropic.claude-haiku-4-5-20251001-v1:0", prompt)
+    error = caught.value.response
+    assert error["ResponseMetadata"]["HTTPStatusCode"] == 403
+    assert error["Error"]["Code"] == "InvalidSignatureException" and "scoped to a valid region" in error["Error"]["Message"]
