@@ -34,7 +34,7 @@ class Counters:
     output_tokens: int = 0
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
-    cost_micro_usd: int = 0
+    cost_pico_usd: int = 0
     estimated_requests: int = 0
     unpriced_requests: int = 0
 
@@ -44,7 +44,7 @@ class Counters:
         self.output_tokens += event.output_tokens
         self.cache_read_tokens += event.cache_read_tokens
         self.cache_write_tokens += event.cache_write_tokens
-        self.cost_micro_usd += event.cost_micro_usd
+        self.cost_pico_usd += event.cost_pico_usd
         self.estimated_requests += int(event.estimated)
         self.unpriced_requests += int(not event.priced)
 
@@ -101,7 +101,7 @@ class Aggregate:
         rate.requests += 1
         if event.quota_scope:
             commit_key = (event.quota_scope, day, event.model)
-            delta = event.cost_micro_usd - event.reserved_micro_usd
+            delta = event.cost_pico_usd - event.reserved_pico_usd
             self.committed[commit_key] = self.committed.get(commit_key, 0) + delta
 
     def merge(self, other: Aggregate) -> None:

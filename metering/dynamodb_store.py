@@ -31,18 +31,24 @@ from metering.aggregate import COUNTER_FIELDS, Aggregate, Counters
 from metering.dynamodb_keys import KeyItems
 from metering.dynamodb_schema import (
     GSI,
+    LEGACY_COST,
     QUOTA_TTL_DAYS,
+    committed_attribute,
+    committed_by_model,
     create_table,
     error_code,
+    legacy_committed_attribute,
     n,
     num,
     s,
     shard_of,
 )
 from metering.events import UsageEvent, utc_day
+from metering.money import PICO_PER_MICRO
 from metering.secret_keys import KeySource
 from metering.store import (
     ModelRate,
+    StoreError,
     UnsupportedQuery,
     UsageRow,
     events_batch_id,
@@ -98,7 +104,9 @@ def _slot(timestamp: float) -> str:
 
 
 def _counters(item: dict[str, Any]) -> Counters:
-    return Counters(**{name: num(item, name) for name in COUNTER_FIELDS})
+    counters = Counters(**{name: num(item, name) for name in COUNTER_FIELDS})
+    counters.cost_pico_usd += num(item, LEGACY_COST) * PICO_PER_MICRO  # written before issue #16
+    return counters
 
 
 class DynamoDBStore(KeyItems):
@@ -239,7 +247,7 @@ class DynamoDBStore(KeyItems):
         for (scope, day), deltas in sorted(aggregate.committed_by_scope().items()):
             updates.append(_update(
                 self._quota_key(scope, day),
-                {f"committed#{model}": delta for model, delta in deltas.items()},
+                {committed_attribute(model): delta for model, delta in deltas.items()},
                 set_if_absent={"ttl": n(_epoch(day) + QUOTA_TTL_DAYS * _DAY)},
             ))
         return [{"Update": {"TableName": self.table, **update}} for update in updates]
@@ -394,28 +402,53 @@ class DynamoDBStore(KeyItems):
         return item
 
     async def committed_spend(self, scope: str, day: str) -> dict[str, int]:
-        item = await self._quota_item(scope, day)
-        prefix = "committed#"
-        return {name[len(prefix):]: int(value["N"]) for name, value in item.items() if name.startswith(prefix)}
+        return committed_by_model(await self._quota_item(scope, day))
 
     async def reserve(self, scope: str, day: str, model: str, amount: int, quota: int) -> bool:
         if amount > quota:
             return False
-        # Condition expressions have no arithmetic: compare with quota - amount.
-        update = _update(self._quota_key(scope, day), {f"committed#{model}": amount},
+        # Condition expressions have no arithmetic: compare with quota - amount, and only
+        # once no micro-USD attribute holds part of the spend (`_fold_legacy`).
+        update = _update(self._quota_key(scope, day), {committed_attribute(model): amount},
                          set_if_absent={"ttl": n(_epoch(day) + QUOTA_TTL_DAYS * _DAY)})
-        update["ConditionExpression"] = "attribute_not_exists(#a0) OR #a0 <= :limit"
+        update["ConditionExpression"] = "(attribute_not_exists(#a0) OR #a0 <= :limit) AND attribute_not_exists(#old)"
+        update["ExpressionAttributeNames"]["#old"] = legacy_committed_attribute(model)
         update["ExpressionAttributeValues"][":limit"] = n(quota - amount)
+        for _ in range(_CONFLICT_RETRIES):
+            try:
+                await self._update_item(update)
+            except ClientError as exc:
+                if error_code(exc) != "ConditionalCheckFailedException":
+                    raise
+                if not await self._fold_legacy(scope, day, model):
+                    return False  # no old attribute in the way: the quota refused it
+                continue
+            return True
+        raise StoreError(f"reserve on {scope} {day} {model}: its micro-USD spend kept coming back "
+                         "(replicas of a version before issue #16 still running?)")
+
+    async def _fold_legacy(self, scope: str, day: str, model: str) -> bool:
+        """Move `model`'s micro-USD committed spend (written before issue #16) into its
+        pico-USD attribute, atomically; False when the item has none."""
+        old = (await self._quota_item(scope, day)).get(legacy_committed_attribute(model))
+        if old is None:
+            return False
         try:
-            await self._update_item(update)
+            await self._update_item({
+                "Key": self._quota_key(scope, day),
+                "UpdateExpression": "SET #new = if_not_exists(#new, :zero) + :pico REMOVE #old",
+                "ConditionExpression": "#old = :micro",
+                "ExpressionAttributeNames": {"#new": committed_attribute(model), "#old": legacy_committed_attribute(model)},
+                "ExpressionAttributeValues": {":zero": n(0), ":pico": n(int(old["N"]) * PICO_PER_MICRO),
+                                              ":micro": old},
+            })
         except ClientError as exc:
-            if error_code(exc) == "ConditionalCheckFailedException":
-                return False
-            raise
+            if error_code(exc) != "ConditionalCheckFailedException":
+                raise  # else it changed since the read (folded or added to): the caller looks again
         return True
 
     async def release(self, scope: str, day: str, model: str, amount: int) -> None:
-        await self._update_item(_update(self._quota_key(scope, day), {f"committed#{model}": -amount}))
+        await self._update_item(_update(self._quota_key(scope, day), {committed_attribute(model): -amount}))
 
     async def exhausted_models(self, scope: str, day: str) -> frozenset[str]:
         item = await self._quota_item(scope, day)

@@ -161,7 +161,8 @@ class UsageRow:
     output_tokens: int = 0
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
-    cost_micro_usd: int = 0
+    #: Exact, in pico-USD (10⁻¹² USD).
+    cost_pico_usd: int = 0
     #: Requests whose usage the proxy estimated (Bedrock reported none).
     estimated_requests: int = 0
     #: Requests to a model with no price: their cost is counted as 0.
@@ -247,7 +248,7 @@ class QuotaStore(Protocol):
     """Committed spend per (scope, UTC day, model): spent + outstanding reservations."""
 
     async def committed_spend(self, scope: str, day: str) -> dict[str, int]:
-        """model → committed micro-USD; one strongly consistent item read on DynamoDB."""
+        """model → committed pico-USD; one strongly consistent item read on DynamoDB."""
         ...
 
     async def reserve(self, scope: str, day: str, model: str, amount: int, quota: int) -> bool:

@@ -120,7 +120,7 @@ class Admission:
             return estimate[0]
 
         def worst_case(model: str) -> int:
-            return self._prices.cost_micro_usd(model, Usage(tokens() - max_output, max_output)) or 0
+            return self._prices.cost_pico_usd(model, Usage(tokens() - max_output, max_output)) or 0
 
         selection = await self._select(policy, chain, worst_case)
         model = selection.model

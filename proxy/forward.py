@@ -352,11 +352,11 @@ class ProxyHandler:
             first_byte_ms=None if first_byte is None else (first_byte - started) * 1000,
             status=status,
             quota_scope=plan.quota_scope,
-            reserved_micro_usd=plan.reserved,
+            reserved_pico_usd=plan.reserved,
         )
         self._recorder.record(event)
         if plan.quota_scope:
-            self._admission.note_spend(plan, event.cost_micro_usd - plan.reserved)
+            self._admission.note_spend(plan, event.cost_pico_usd - plan.reserved)
         return event
 
 
