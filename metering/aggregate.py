@@ -8,14 +8,16 @@ addition, so any split of the same events sums to the same totals.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
+from adapters.modelid import base_model_id
 from metering.events import UsageEvent, utc_day_and_minute
 from metering.store import UsageRow
 
-__all__ = ["COUNTER_FIELDS", "Aggregate", "CommitKey", "Counters", "Rate", "RateKey", "UsageKey"]
+__all__ = ["COUNTER_FIELDS", "Aggregate", "CommitKey", "Counters", "Rate", "RateKey", "UsageKey",
+           "regroup_by_base_model", "stored_groups"]
 
 #: (org, app, model, day)
 UsageKey = tuple[str, str, str, str]
@@ -62,6 +64,30 @@ class Counters:
 
 
 COUNTER_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Counters))
+
+
+def stored_groups(groups: Sequence[str]) -> tuple[str, ...]:
+    """What a store groups by to answer `groups`: `model` in place of `base_model`,
+    which no store keeps (`regroup_by_base_model` derives it)."""
+    return tuple(dict.fromkeys("model" if name == "base_model" else name for name in groups))
+
+
+def regroup_by_base_model(rows: Iterable[UsageRow], groups: Sequence[str]) -> list[UsageRow]:
+    """Rows grouped by `stored_groups(groups)`, summed into rows grouped by `groups`
+    and sorted by them; `rows` as they are when `groups` has no `base_model`.
+
+    In Python rather than SQL: a summary has a row per model, not per request, so
+    this costs a few rows' additions where a SQL function would run once per request.
+    """
+    if "base_model" not in groups:
+        return list(rows)
+    totals: dict[tuple[str | None, ...], Counters] = {}
+    for row in rows:
+        values = {name: getattr(row, name) for name in groups}
+        values["base_model"] = base_model_id(row.model or "")
+        counters = totals.setdefault(tuple(values[name] for name in groups), Counters())
+        counters.add(Counters(**{name: getattr(row, name) for name in COUNTER_FIELDS}))
+    return [counters.row(**dict(zip(groups, key, strict=True))) for key, counters in sorted(totals.items())]
 
 
 @dataclass(slots=True)

@@ -27,7 +27,13 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import ClientError
 
-from metering.aggregate import COUNTER_FIELDS, Aggregate, Counters
+from metering.aggregate import (
+    COUNTER_FIELDS,
+    Aggregate,
+    Counters,
+    regroup_by_base_model,
+    stored_groups,
+)
 from metering.dynamodb_keys import KeyItems
 from metering.dynamodb_schema import (
     GSI,
@@ -283,7 +289,8 @@ class DynamoDBStore(KeyItems):
         )
 
     async def usage_summary(self, since: float, until: float | None, by: Sequence[str]) -> list[UsageRow]:
-        groups = normalize_group_by(by)
+        wanted = normalize_group_by(by)
+        groups = stored_groups(wanted)
         if "operation" in groups:
             raise UnsupportedQuery("the DynamoDB store counts by org, app, model and day, not by operation")
         first = utc_day(since)
@@ -294,11 +301,11 @@ class DynamoDBStore(KeyItems):
         for item in items:
             key = tuple(item[name]["S"] for name in groups)
             totals.setdefault(key, Counters()).add(_counters(item))
-        return [
+        return regroup_by_base_model([
             counters.row(**dict(zip(groups, key, strict=True)))
             for key, counters in sorted(totals.items())
             if counters.requests
-        ]
+        ], wanted)
 
     async def _shard_items(self, days: Iterable[str]) -> list[dict[str, Any]]:
         queries = [self._query_all(pk=f"USAGE#{day}#{shard:02d}") for day in days for shard in range(self._shards)]

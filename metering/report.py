@@ -6,6 +6,7 @@ integer pico-USD printed as USD with 6 decimals, or more when a cost has them
 (`metering.money.format_usd`), never through a float. JSON carries
 `cost_pico_usd` (exact), the convenience `cost_usd` number, and `cost_micro_usd`
 (rounded) for readers of the format before issue #16; the usage API shares it.
+`by` may name `base_model`: the model without geo/global prefix or ARN.
 Every format is returned without a trailing newline, ready for `print`.
 """
 

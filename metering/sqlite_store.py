@@ -45,7 +45,7 @@ from operator import attrgetter
 from types import TracebackType
 from typing import Any
 
-from metering.aggregate import Aggregate
+from metering.aggregate import Aggregate, regroup_by_base_model, stored_groups
 from metering.events import UsageEvent
 from metering.money import PICO_PER_MICRO
 from metering.secret_box import SecretBox, generate_key
@@ -369,7 +369,8 @@ class SQLiteStore(KeyRows):
         return None if row is None else _row_to_event(row)
 
     async def usage_summary(self, since: float, until: float | None, by: Sequence[str]) -> list[UsageRow]:
-        groups = normalize_group_by(by)
+        wanted = normalize_group_by(by)
+        groups = stored_groups(wanted)
         # Column names come from the validated `groups`, never from the caller.
         columns = ", ".join(groups)
         where, params = "ts >= ?", [since]
@@ -386,7 +387,7 @@ class SQLiteStore(KeyRows):
             if sums[0] == 0:  # an aggregate without GROUP BY yields one row even when empty
                 continue
             summary.append(_usage_row(dict(zip(groups, keys, strict=True)), sums))
-        return summary
+        return regroup_by_base_model(summary, wanted)
 
     async def model_rates(self, model: str, since: float, until: float) -> list[ModelRate]:
         first, end = _slot(since), _slot(until)

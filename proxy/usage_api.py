@@ -6,7 +6,8 @@ come three times (`metering.money.usd_fields`): `*_pico_usd`, exact integers of
 pico-USD; `*_usd`, a convenience number; and `*_micro_usd`, rounded to whole
 micro-USD, kept because readers of the API before issue #16 (when it was exact) may
 depend on it. Days are UTC days, the days quotas reset on
-(`metering.report.report_since`).
+(`metering.report.report_since`). `by` may name `base_model` (the model id without
+its geo/global prefix or ARN).
 """
 
 from __future__ import annotations

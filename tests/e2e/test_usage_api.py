@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
+from adapters.modelid import base_model_id
 from metering.events import UsageEvent
 from metering.money import micro_from_pico
 from tests.conftest import TEST_PRICING
@@ -93,6 +94,19 @@ def test_usage_by_org_app_model_equals_the_traffic(seeded: tuple[Proxy, list[Usa
     total = document["total"]
     assert total["requests"] == len(TRAFFIC)
     assert total["total_tokens"] == sum(event.input_tokens + event.output_tokens for event in events)
+
+
+def test_usage_by_base_model(seeded: tuple[Proxy, list[UsageEvent]]) -> None:
+    """`by=base_model` (issue #16 4c): the model without geo/global prefix or ARN; the
+    folding of profiles into their base model is in tests/metering/test_store_contract.py."""
+    proxy, events = seeded
+    document = admin_get(proxy, "/v1/usage?days=1&by=org,base_model").json()
+    assert document["by"] == ["org", "base_model"]
+    rows = {(row["org"], row["base_model"]): row for row in document["rows"]}
+    assert set(rows) == {(org, base_model_id(event.model)) for event in events for org in [event.org]}
+    for (org, _), row in rows.items():
+        assert row["cost_pico_usd"] == sum(event.cost_pico_usd for event in events if event.org == org)
+        assert "model" not in row
 
 
 @pytest.mark.parametrize("query", ["days=0", "days=x", "by=org,colour", ""])

@@ -47,5 +47,7 @@ def test_cli_on_dynamodb(tmp_path: Path, dynamodb_local: DynamoDBLocal, aws_env:
     asyncio.run(write())
     report = json.loads(cli("usage", "--by", "org,model", "--format", "json"))
     assert report["total"]["requests"] == 3 and report["total"]["cost_pico_usd"] == 15
+    by_base = json.loads(cli("usage", "--by", "base_model", "--format", "json"))
+    assert [(row["base_model"], row["requests"]) for row in by_base["rows"]] == [("amazon.nova-pro-v1:0", 3)]
     refused = costkeeper("usage", "--by", "operation", "--config", str(config), env=CREDENTIALS, check=False)
     assert refused.returncode == 2 and "not by operation" in refused.stderr

@@ -176,6 +176,27 @@ async def test_usage_report_end_to_end(store: Store, make_event: MakeEvent, days
         assert "acme" in await usage_report(store, days=days, by=["org"], fmt=fmt, now=NOW)
 
 
+@pytest.mark.anyio
+async def test_usage_report_by_base_model(store: Store, make_event: MakeEvent) -> None:
+    """`costkeeper usage --by base_model`: profiles and ARNs of a model on one line."""
+    await store.write_events([
+        make_event("profile", timestamp=TODAY, model="us.amazon.nova-pro-v1:0", cost_pico_usd=480_000),
+        make_event("base", timestamp=TODAY, model="amazon.nova-pro-v1:0", cost_pico_usd=10**12),
+        make_event("other", timestamp=TODAY, model="global.anthropic.claude-haiku-4-5-20251001-v1:0",
+                   cost_pico_usd=1),
+    ])
+    lines = (await usage_report(store, days=1, by=["base_model"], fmt="table", now=NOW)).splitlines()
+    assert lines[0].split()[:2] == ["base_model", "requests"]
+    assert [line.split()[:2] for line in lines[2:-2]] == [
+        ["amazon.nova-pro-v1:0", "2"], ["anthropic.claude-haiku-4-5-20251001-v1:0", "1"]]
+    assert "1.00000048" in lines[2] and "0.000000000001" in lines[3]
+    document = json.loads(await usage_report(store, days=1, by=["base_model"], fmt="json", now=NOW))
+    assert [(r["base_model"], r["cost_pico_usd"]) for r in document["rows"]] == [
+        ("amazon.nova-pro-v1:0", 10**12 + 480_000), ("anthropic.claude-haiku-4-5-20251001-v1:0", 1)]
+    csv_text = await usage_report(store, days=1, by=["org", "base_model"], fmt="csv", now=NOW)
+    assert csv_text.splitlines()[1].startswith("acme,amazon.nova-pro-v1:0,2,")
+
+
 @pytest.mark.parametrize(("days", "by", "fmt"), [(0, [], "table"), (1, ["user"], "table"), (1, [], "xml")])
 @pytest.mark.anyio
 async def test_usage_report_rejects_bad_arguments(sqlite_store: SQLiteStore, days: int, by: list[str],

@@ -76,6 +76,41 @@ async def test_summary_groups(store: Store, make_event: MakeEvent, by: list[str]
     assert [row.group(by) for row in rows] == sorted(expected)
 
 
+NOVA = "amazon.nova-pro-v1:0"
+SONNET = "anthropic.claude-sonnet-4-5-20250929-v1:0"
+
+
+@pytest.mark.parametrize(
+    ("by", "expected"),
+    [
+        (["base_model"], {(NOVA,): (3, 111), (SONNET,): (3, 111_000)}),
+        (["org", "base_model"], {("acme", NOVA): (2, 11), ("acme", SONNET): (2, 11_000),
+                                 ("zeta", NOVA): (1, 100), ("zeta", SONNET): (1, 100_000)}),
+        # With `model` as well: each model id keeps its row, beside its base model.
+        (["base_model", "model"], {(NOVA, NOVA): (1, 1), (NOVA, f"us.{NOVA}"): (2, 110),
+                                   (SONNET, f"global.{SONNET}"): (2, 11_000),
+                                   (SONNET, f"arn:aws:bedrock:us-east-1:123456789012:inference-profile/eu.{SONNET}"):
+                                       (1, 100_000)}),
+    ],
+)
+async def test_summary_by_base_model(store: Store, make_event: MakeEvent, by: list[str],
+                                     expected: dict[tuple[str, ...], tuple[int, int]]) -> None:
+    """Issue #16 4c: the geo/global prefix and the ARN stripped (`adapters.modelid.base_model_id`)."""
+    arn = f"arn:aws:bedrock:us-east-1:123456789012:inference-profile/eu.{SONNET}"
+    await store.write_batch("b", [
+        make_event("n1", model=NOVA, cost_pico_usd=1),
+        make_event("n2", model=f"us.{NOVA}", cost_pico_usd=10),
+        make_event("n3", org="zeta", model=f"us.{NOVA}", cost_pico_usd=100),
+        make_event("s1", model=f"global.{SONNET}", cost_pico_usd=1000),
+        make_event("s2", model=f"global.{SONNET}", cost_pico_usd=10_000),
+        make_event("s3", org="zeta", model=arn, cost_pico_usd=100_000),
+    ])
+    rows = await store.usage_summary(0, None, by)
+    assert {row.group(by): (row.requests, row.cost_pico_usd) for row in rows} == expected
+    assert [row.group(by) for row in rows] == sorted(expected)
+    assert all(row.model is None for row in rows) or "model" in by
+
+
 async def test_summary_sums_every_counter(store: Store, make_event: MakeEvent) -> None:
     await store.write_batch("b", [
         make_event("a", input_tokens=1, output_tokens=2, cache_read_tokens=3, cache_write_tokens=4,
