@@ -6,9 +6,10 @@ and `quota_committed.committed`. Opening such a file renames them to
 `cost_pico_usd`, `reserved_pico_usd` and `committed_pico_usd` and multiplies their
 values by 10⁶, all in one transaction: a crash leaves the file as it was and the next
 open converts it. The column names are the version marker, so a file is converted
-exactly once whichever process opens it first (`costkeeper serve`, `usage`,
-`store init`): the others wait for the write lock (BEGIN IMMEDIATE), look again,
-and find nothing left to do.
+exactly once whichever process opens it first (`costkeeper serve` and each of its
+workers, `usage`, `store init`): the others wait for the write lock (BEGIN
+IMMEDIATE) as long as a conversion of a large file may take, not the store's usual
+5 s, look again, and find nothing left to do.
 
 A version from before issue #16 cannot use a converted file: its inserts name a
 column that no longer exists and fail loudly rather than mixing units (keep a copy
@@ -35,6 +36,8 @@ _RENAMES = (
 )
 #: Larger micro-USD values would not fit SQLite's 64-bit integers once ×10⁶ ($9.2M).
 _MAX_MICRO = (2**63 - 1) // PICO_PER_MICRO
+#: How long an open waits for another process's conversion (ms); a million rows take seconds.
+_CONVERSION_WAIT_MS = 600_000
 
 
 def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
@@ -51,7 +54,12 @@ def convert_to_pico_usd(conn: sqlite3.Connection) -> str | None:
     Raises StoreError, changing nothing, for a value too large to convert."""
     if not _pending(conn):
         return None
-    conn.execute("BEGIN IMMEDIATE")
+    (usual_wait,) = conn.execute("PRAGMA busy_timeout").fetchone()
+    conn.execute(f"PRAGMA busy_timeout={_CONVERSION_WAIT_MS}")
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    finally:
+        conn.execute(f"PRAGMA busy_timeout={int(usual_wait)}")
     try:
         converted = []
         for table, old, new in _pending(conn):  # again, under the lock

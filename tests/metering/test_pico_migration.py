@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
+import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,7 @@ import pytest
 from metering.dynamodb_store import DynamoDBStore
 from metering.events import UsageEvent
 from metering.recorder import UsageRecorder
-from metering.sqlite_store import SQLiteStore
+from metering.sqlite_store import _SCHEMA, SQLiteStore
 from metering.store import Store, StoreError
 
 pytestmark = pytest.mark.anyio
@@ -53,7 +55,9 @@ INSERT INTO quota_committed VALUES ('acme', '2025-03-10', 'amazon.nova-pro-v1:0'
 
 def _old_sqlite(path: Path, extra: str = "") -> None:
     with contextlib.closing(sqlite3.connect(path)) as old:
+        old.execute("PRAGMA journal_mode=WAL")  # as the previous version left its files
         old.executescript(_OLD_SQLITE + extra)
+        old.executescript(_SCHEMA)  # the tables that did not change (the two above exist)
 
 
 async def test_an_sqlite_file_in_micro_usd_is_converted_once(tmp_path: Path, make_event: MakeEvent) -> None:
@@ -80,6 +84,31 @@ async def test_an_sqlite_file_in_micro_usd_is_converted_once(tmp_path: Path, mak
     with contextlib.closing(sqlite3.connect(path)) as raw:
         columns = {row[1] for row in raw.execute("PRAGMA table_info(usage_events)")}
         assert {"cost_pico_usd", "reserved_pico_usd"} <= columns and not {c for c in columns if "micro" in c}
+
+
+def test_a_file_two_processes_open_at_once_is_converted_once(tmp_path: Path) -> None:
+    """Another process (a worker, the CLI) converts the file while this one opens it:
+    this one waits for the write lock — longer than the store's usual 5 s, as a large
+    file takes — looks again and converts nothing."""
+    path = tmp_path / "old.db"
+    _old_sqlite(path)
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    with ThreadPoolExecutor(1) as pool:
+        opening = pool.submit(SQLiteStore, path)
+        time.sleep(5.5)  # it has read the old column names and waits for the lock
+        assert not opening.done()
+        for table, old, new in (("usage_events", "cost_micro_usd", "cost_pico_usd"),
+                                ("usage_events", "reserved_micro_usd", "reserved_pico_usd"),
+                                ("quota_committed", "committed", "committed_pico_usd")):
+            other.execute(f"ALTER TABLE {table} RENAME COLUMN {old} TO {new}")
+            other.execute(f"UPDATE {table} SET {new} = {new} * 1000000")
+        other.execute("COMMIT")
+        other.close()
+        with opening.result(timeout=10) as store:
+            assert store.converted is None
+            assert store._conn.execute("SELECT SUM(cost_pico_usd) FROM usage_events").fetchone() == (1001 * MICRO,)
+            assert store._conn.execute("PRAGMA busy_timeout").fetchone() == (5000,)
 
 
 async def test_an_sqlite_file_that_cannot_be_converted_is_left_as_it_was(tmp_path: Path) -> None:
