@@ -105,7 +105,7 @@ def micro(tmp: Path, cold_rounds: int = 20) -> dict[str, float]:
     event = UsageEvent(request_id="micro", timestamp=time.time(), org="bench", app="bench", operation="Converse",
                        requested_model="anthropic.claude-3-haiku-20240307-v1:0",
                        model="anthropic.claude-3-haiku-20240307-v1:0", input_tokens=12, output_tokens=3,
-                       cache_read_tokens=0, cache_write_tokens=0, cost_micro_usd=7, priced=True, latency_ms=1.0,
+                       cache_read_tokens=0, cache_write_tokens=0, cost_pico_usd=7_000_000, priced=True, latency_ms=1.0,
                        first_byte_ms=None, status=200, estimated=False)
     try:
         steps = {"verify": _per_call_us(verify), "resign": _per_call_us(resign),

@@ -8,14 +8,16 @@ addition, so any split of the same events sums to the same totals.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
+from adapters.modelid import base_model_id
 from metering.events import UsageEvent, utc_day_and_minute
 from metering.store import UsageRow
 
-__all__ = ["COUNTER_FIELDS", "Aggregate", "CommitKey", "Counters", "Rate", "RateKey", "UsageKey"]
+__all__ = ["COUNTER_FIELDS", "Aggregate", "CommitKey", "Counters", "Rate", "RateKey", "UsageKey",
+           "regroup_by_base_model", "stored_groups"]
 
 #: (org, app, model, day)
 UsageKey = tuple[str, str, str, str]
@@ -34,7 +36,7 @@ class Counters:
     output_tokens: int = 0
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
-    cost_micro_usd: int = 0
+    cost_pico_usd: int = 0
     estimated_requests: int = 0
     unpriced_requests: int = 0
 
@@ -44,7 +46,7 @@ class Counters:
         self.output_tokens += event.output_tokens
         self.cache_read_tokens += event.cache_read_tokens
         self.cache_write_tokens += event.cache_write_tokens
-        self.cost_micro_usd += event.cost_micro_usd
+        self.cost_pico_usd += event.cost_pico_usd
         self.estimated_requests += int(event.estimated)
         self.unpriced_requests += int(not event.priced)
 
@@ -62,6 +64,30 @@ class Counters:
 
 
 COUNTER_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Counters))
+
+
+def stored_groups(groups: Sequence[str]) -> tuple[str, ...]:
+    """What a store groups by to answer `groups`: `model` in place of `base_model`,
+    which no store keeps (`regroup_by_base_model` derives it)."""
+    return tuple(dict.fromkeys("model" if name == "base_model" else name for name in groups))
+
+
+def regroup_by_base_model(rows: Iterable[UsageRow], groups: Sequence[str]) -> list[UsageRow]:
+    """Rows grouped by `stored_groups(groups)`, summed into rows grouped by `groups`
+    and sorted by them; `rows` as they are when `groups` has no `base_model`.
+
+    In Python rather than SQL: a summary has a row per model, not per request, so
+    this costs a few rows' additions where a SQL function would run once per request.
+    """
+    if "base_model" not in groups:
+        return list(rows)
+    totals: dict[tuple[str | None, ...], Counters] = {}
+    for row in rows:
+        values = {name: getattr(row, name) for name in groups}
+        values["base_model"] = base_model_id(row.model or "")
+        counters = totals.setdefault(tuple(values[name] for name in groups), Counters())
+        counters.add(Counters(**{name: getattr(row, name) for name in COUNTER_FIELDS}))
+    return [counters.row(**dict(zip(groups, key, strict=True))) for key, counters in sorted(totals.items())]
 
 
 @dataclass(slots=True)
@@ -101,7 +127,7 @@ class Aggregate:
         rate.requests += 1
         if event.quota_scope:
             commit_key = (event.quota_scope, day, event.quota_key)
-            delta = event.cost_micro_usd - event.reserved_micro_usd
+            delta = event.cost_pico_usd - event.reserved_pico_usd
             self.committed[commit_key] = self.committed.get(commit_key, 0) + delta
 
     def merge(self, other: Aggregate) -> None:

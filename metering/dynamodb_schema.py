@@ -1,15 +1,15 @@
 """The DynamoDB table: one table, one GSI, TTL on `ttl` (DESIGN.md §4).
 
 Every item has a string partition key `pk` and sort key `sk`. Money is integer
-micro-USD, days are UTC `YYYY-MM-DD`, minutes UTC `HH:MM`; a scope is `org`
-(ORG quotas) or `org/app` (APP quotas).
+pico-USD (`metering/money.py`), days are UTC `YYYY-MM-DD`, minutes UTC `HH:MM`; a
+scope is `org` (ORG quotas) or `org/app` (APP quotas).
 
 | item | pk | sk | attributes |
 |---|---|---|---|
-| usage counter shard | `USAGE#<day>#<shard>` | `<org>#<app>#<model>` | `org`, `app`, `model`, `day`, `requests`, `input_tokens`, `output_tokens`, `cache_read_tokens`, `cache_write_tokens`, `cost_micro_usd`, `estimated_requests`, `unpriced_requests` |
+| usage counter shard | `USAGE#<day>#<shard>` | `<org>#<app>#<model>` | `org`, `app`, `model`, `day`, `requests`, `input_tokens`, `output_tokens`, `cache_read_tokens`, `cache_write_tokens`, `cost_pico_usd`, `estimated_requests`, `unpriced_requests` |
 | daily total (consolidated) | `TOTAL#<day>` | `<scope>` | `scope`, `day`, `models` (map model → the counters above), `consolidated_at` |
 | model rate per minute | `METRICS#<day>` | `<HH:MM>#MODEL_RATE#<model>` | `tpm`, `rpm`, `gsi2pk` = `MODEL_RATE#<model>`, `gsi2sk` = `<day>#<HH:MM>`, `ttl` |
-| quota (committed spend, sticky state) | `QUOTA#<scope>` | `<day>` | `committed#<model>` (one number per model), `exhausted` (string set), `ttl` |
+| quota (committed spend, sticky state) | `QUOTA#<scope>` | `<day>` | `committed_pico_usd#<model>` (one number per model), `exhausted` (string set), `ttl` |
 | days with usage | `DAYS` | `<YYYY>` | `days` (string set of `YYYY-MM-DD`, added once per day and process) |
 | batch marker | `BATCH#<batch id>#<part>` | `BATCH` | `applied_at`, `ttl` |
 | lease | `LEASE#<name>` | `LEASE` | `owner`, `expires_at` |
@@ -28,6 +28,13 @@ micro-USD, days are UTC `YYYY-MM-DD`, minutes UTC `HH:MM`; a scope is `org`
   quota item, added to with `ADD` under `attribute_not_exists(#c) OR #c <= :limit`.
 * GSI `gsi2` (`gsi2pk`, `gsi2sk`, all attributes projected) answers "rates of
   model M between two minutes" and lists issued keys in creation order.
+* Money before issue #16 was micro-USD, in attributes named `cost_micro_usd`
+  (usage counters, and the counters of `TOTAL` maps) and `committed#<model>`
+  (quota items). Nothing rewrites them: a reader adds an old attribute ×10⁶ to its
+  pico-USD namesake, so old items, and items a replica of the previous version
+  still adds to during a rolling upgrade, count at their true value. A `reserve`
+  first folds a quota item's old attribute into the new one (one conditional
+  update), so its condition sees the whole committed spend.
 * TTL: rate items after `metrics_ttl_days`, batch markers after
   `marker_ttl_days` (a journal older than that must not be replayed), quota
   items 35 days after their day. Usage, totals and keys never expire.
@@ -43,11 +50,17 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from metering.money import PICO_PER_MICRO
+
 __all__ = [
     "error_code",
     "GSI",
+    "LEGACY_COST",
     "QUOTA_TTL_DAYS",
+    "committed_attribute",
+    "committed_by_model",
     "create_table",
+    "legacy_committed_attribute",
     "n",
     "num",
     "s",
@@ -58,6 +71,10 @@ logger = logging.getLogger(__name__)
 
 GSI = "gsi2"
 QUOTA_TTL_DAYS = 35
+#: The micro-USD counter attribute written before issue #16 (read ×10⁶).
+LEGACY_COST = "cost_micro_usd"
+_COMMITTED = "committed_pico_usd#"
+_LEGACY_COMMITTED = "committed#"
 
 _ATTRIBUTES = [
     {"AttributeName": name, "AttributeType": "S"} for name in ("pk", "sk", "gsi2pk", "gsi2sk")
@@ -89,6 +106,30 @@ def num(item: Mapping[str, Any], name: str) -> int:
     """An integer attribute of a low-level item (0 when absent)."""
     value = item.get(name)
     return int(value["N"]) if value else 0
+
+
+def committed_attribute(model: str) -> str:
+    """The quota item's attribute of `model`'s committed spend, in pico-USD."""
+    return _COMMITTED + model
+
+
+def legacy_committed_attribute(model: str) -> str:
+    """The same in micro-USD, as written before issue #16."""
+    return _LEGACY_COMMITTED + model
+
+
+def committed_by_model(item: Mapping[str, Any]) -> dict[str, int]:
+    """model → committed pico-USD of a quota item, old micro-USD attributes included."""
+    committed: dict[str, int] = {}
+    for name, value in item.items():
+        if name.startswith(_COMMITTED):
+            model, amount = name[len(_COMMITTED):], int(value["N"])
+        elif name.startswith(_LEGACY_COMMITTED):
+            model, amount = name[len(_LEGACY_COMMITTED):], int(value["N"]) * PICO_PER_MICRO
+        else:
+            continue
+        committed[model] = committed.get(model, 0) + amount
+    return committed
 
 
 def shard_of(batch_id: str, key: str, shards: int) -> int:

@@ -27,22 +27,34 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import ClientError
 
-from metering.aggregate import COUNTER_FIELDS, Aggregate, Counters
+from metering.aggregate import (
+    COUNTER_FIELDS,
+    Aggregate,
+    Counters,
+    regroup_by_base_model,
+    stored_groups,
+)
 from metering.dynamodb_keys import KeyItems
 from metering.dynamodb_schema import (
     GSI,
+    LEGACY_COST,
     QUOTA_TTL_DAYS,
+    committed_attribute,
+    committed_by_model,
     create_table,
     error_code,
+    legacy_committed_attribute,
     n,
     num,
     s,
     shard_of,
 )
 from metering.events import UsageEvent, utc_day
+from metering.money import PICO_PER_MICRO
 from metering.secret_keys import KeySource
 from metering.store import (
     ModelRate,
+    StoreError,
     UnsupportedQuery,
     UsageRow,
     events_batch_id,
@@ -98,7 +110,9 @@ def _slot(timestamp: float) -> str:
 
 
 def _counters(item: dict[str, Any]) -> Counters:
-    return Counters(**{name: num(item, name) for name in COUNTER_FIELDS})
+    counters = Counters(**{name: num(item, name) for name in COUNTER_FIELDS})
+    counters.cost_pico_usd += num(item, LEGACY_COST) * PICO_PER_MICRO  # written before issue #16
+    return counters
 
 
 class DynamoDBStore(KeyItems):
@@ -239,7 +253,7 @@ class DynamoDBStore(KeyItems):
         for (scope, day), deltas in sorted(aggregate.committed_by_scope().items()):
             updates.append(_update(
                 self._quota_key(scope, day),
-                {f"committed#{model}": delta for model, delta in deltas.items()},
+                {committed_attribute(model): delta for model, delta in deltas.items()},
                 set_if_absent={"ttl": n(_epoch(day) + QUOTA_TTL_DAYS * _DAY)},
             ))
         return [{"Update": {"TableName": self.table, **update}} for update in updates]
@@ -275,7 +289,8 @@ class DynamoDBStore(KeyItems):
         )
 
     async def usage_summary(self, since: float, until: float | None, by: Sequence[str]) -> list[UsageRow]:
-        groups = normalize_group_by(by)
+        wanted = normalize_group_by(by)
+        groups = stored_groups(wanted)
         if "operation" in groups:
             raise UnsupportedQuery("the DynamoDB store counts by org, app, model and day, not by operation")
         first = utc_day(since)
@@ -286,11 +301,11 @@ class DynamoDBStore(KeyItems):
         for item in items:
             key = tuple(item[name]["S"] for name in groups)
             totals.setdefault(key, Counters()).add(_counters(item))
-        return [
+        return regroup_by_base_model([
             counters.row(**dict(zip(groups, key, strict=True)))
             for key, counters in sorted(totals.items())
             if counters.requests
-        ]
+        ], wanted)
 
     async def _shard_items(self, days: Iterable[str]) -> list[dict[str, Any]]:
         queries = [self._query_all(pk=f"USAGE#{day}#{shard:02d}") for day in days for shard in range(self._shards)]
@@ -394,28 +409,53 @@ class DynamoDBStore(KeyItems):
         return item
 
     async def committed_spend(self, scope: str, day: str) -> dict[str, int]:
-        item = await self._quota_item(scope, day)
-        prefix = "committed#"
-        return {name[len(prefix):]: int(value["N"]) for name, value in item.items() if name.startswith(prefix)}
+        return committed_by_model(await self._quota_item(scope, day))
 
     async def reserve(self, scope: str, day: str, model: str, amount: int, quota: int) -> bool:
         if amount > quota:
             return False
-        # Condition expressions have no arithmetic: compare with quota - amount.
-        update = _update(self._quota_key(scope, day), {f"committed#{model}": amount},
+        # Condition expressions have no arithmetic: compare with quota - amount, and only
+        # once no micro-USD attribute holds part of the spend (`_fold_legacy`).
+        update = _update(self._quota_key(scope, day), {committed_attribute(model): amount},
                          set_if_absent={"ttl": n(_epoch(day) + QUOTA_TTL_DAYS * _DAY)})
-        update["ConditionExpression"] = "attribute_not_exists(#a0) OR #a0 <= :limit"
+        update["ConditionExpression"] = "(attribute_not_exists(#a0) OR #a0 <= :limit) AND attribute_not_exists(#old)"
+        update["ExpressionAttributeNames"]["#old"] = legacy_committed_attribute(model)
         update["ExpressionAttributeValues"][":limit"] = n(quota - amount)
+        for _ in range(_CONFLICT_RETRIES):
+            try:
+                await self._update_item(update)
+            except ClientError as exc:
+                if error_code(exc) != "ConditionalCheckFailedException":
+                    raise
+                if not await self._fold_legacy(scope, day, model):
+                    return False  # no old attribute in the way: the quota refused it
+                continue
+            return True
+        raise StoreError(f"reserve on {scope} {day} {model}: its micro-USD spend kept coming back "
+                         "(replicas of a version before issue #16 still running?)")
+
+    async def _fold_legacy(self, scope: str, day: str, model: str) -> bool:
+        """Move `model`'s micro-USD committed spend (written before issue #16) into its
+        pico-USD attribute, atomically; False when the item has none."""
+        old = (await self._quota_item(scope, day)).get(legacy_committed_attribute(model))
+        if old is None:
+            return False
         try:
-            await self._update_item(update)
+            await self._update_item({
+                "Key": self._quota_key(scope, day),
+                "UpdateExpression": "SET #new = if_not_exists(#new, :zero) + :pico REMOVE #old",
+                "ConditionExpression": "#old = :micro",
+                "ExpressionAttributeNames": {"#new": committed_attribute(model), "#old": legacy_committed_attribute(model)},
+                "ExpressionAttributeValues": {":zero": n(0), ":pico": n(int(old["N"]) * PICO_PER_MICRO),
+                                              ":micro": old},
+            })
         except ClientError as exc:
-            if error_code(exc) == "ConditionalCheckFailedException":
-                return False
-            raise
+            if error_code(exc) != "ConditionalCheckFailedException":
+                raise  # else it changed since the read (folded or added to): the caller looks again
         return True
 
     async def release(self, scope: str, day: str, model: str, amount: int) -> None:
-        await self._update_item(_update(self._quota_key(scope, day), {f"committed#{model}": -amount}))
+        await self._update_item(_update(self._quota_key(scope, day), {committed_attribute(model): -amount}))
 
     async def exhausted_models(self, scope: str, day: str) -> frozenset[str]:
         item = await self._quota_item(scope, day)

@@ -2,7 +2,12 @@
 
 A `UsageEvent` is immutable and self-contained: it carries its cost, computed
 once when the request ends, so a later price change never rewrites history and
-a store never needs the price table. Money is integer micro-USD (DESIGN.md §4).
+a store never needs the price table. Money is integer pico-USD (`metering/money.py`).
+
+Journal lines written before issue #16 name their costs `cost_micro_usd` and
+`reserved_micro_usd`; `from_record` reads them ×10⁶, so a journal replayed after an
+upgrade counts what it holds at its true value. The field names say the unit:
+a line is never read in the wrong one.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from adapters.usage import Usage
+from metering.money import PICO_PER_MICRO
 from metering.pricing import PriceTable
 
 __all__ = ["UsageEvent", "utc_day", "utc_day_and_minute"]
@@ -57,7 +63,8 @@ class UsageEvent:
     output_tokens: int
     cache_read_tokens: int
     cache_write_tokens: int
-    cost_micro_usd: int
+    #: Exact, in pico-USD (10⁻¹² USD).
+    cost_pico_usd: int
     #: False when `model` had no price: the cost is 0 and reports flag the row.
     priced: bool
     latency_ms: float
@@ -70,8 +77,8 @@ class UsageEvent:
     #: The quota scope charged ("acme" for ORG scope, "acme/chatbot" for APP
     #: scope); "" when the model has no quota for the caller.
     quota_scope: str = ""
-    #: micro-USD reserved before forwarding (TIGHT mode); the flush settles it.
-    reserved_micro_usd: int = 0
+    #: pico-USD reserved before forwarding (TIGHT mode); the flush settles it.
+    reserved_pico_usd: int = 0
     #: The chain model whose quota the cost counts against (its configured id, e.g.
     #: `anthropic.claude-haiku-…` when `model` is the `us.` profile sent); "" → `model`.
     quota_model: str = ""
@@ -104,8 +111,13 @@ class UsageEvent:
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> UsageEvent:
         """Inverse of `to_record`; keys this version does not know are ignored,
-        missing ones with a default take it (journals outlive upgrades)."""
-        return cls(**{name: record[name] for name in _FIELD_NAMES if name in record})
+        missing ones with a default take it, micro-USD ones are converted
+        (journals outlive upgrades)."""
+        values = {name: record[name] for name in _FIELD_NAMES if name in record}
+        for old, new in _MICRO_FIELDS.items():
+            if old in record and new not in values:
+                values[new] = record[old] * PICO_PER_MICRO
+        return cls(**values)
 
     @classmethod
     def from_usage(
@@ -125,7 +137,7 @@ class UsageEvent:
         first_byte_ms: float | None = None,
         quota_scope: str = "",
         quota_model: str = "",
-        reserved_micro_usd: int = 0,
+        reserved_pico_usd: int = 0,
         cached: bool = False,
     ) -> UsageEvent:
         """Price `usage` for `model` (the model used, not the one requested).
@@ -133,7 +145,7 @@ class UsageEvent:
         An unpriced model is still metered — cost 0, `priced=False` — so its
         tokens show up in reports instead of vanishing.
         """
-        cost = prices.cost_micro_usd(model, usage)
+        cost = prices.cost_pico_usd(model, usage)
         return cls(
             request_id=request_id,
             timestamp=timestamp,
@@ -146,7 +158,7 @@ class UsageEvent:
             output_tokens=usage.output_tokens,
             cache_read_tokens=usage.cache_read_tokens,
             cache_write_tokens=usage.cache_write_tokens,
-            cost_micro_usd=0 if cost is None else cost,
+            cost_pico_usd=0 if cost is None else cost,
             priced=cost is not None,
             latency_ms=latency_ms,
             first_byte_ms=first_byte_ms,
@@ -154,9 +166,11 @@ class UsageEvent:
             estimated=usage.estimated,
             quota_scope=quota_scope,
             quota_model="" if quota_model == model else quota_model,
-            reserved_micro_usd=reserved_micro_usd,
+            reserved_pico_usd=reserved_pico_usd,
             cached=cached,
         )
 
 
 _FIELD_NAMES = tuple(f.name for f in fields(UsageEvent))
+#: Fields of journal lines written before issue #16 (micro-USD) → today's (pico-USD).
+_MICRO_FIELDS = {"cost_micro_usd": "cost_pico_usd", "reserved_micro_usd": "reserved_pico_usd"}

@@ -1,7 +1,9 @@
 """The local journal: every usage event on disk before it is aggregated (DESIGN.md §4).
 
-A directory of numbered, append-only segment files, one JSON event per line,
-owned by one process (an exclusive `flock` on `lock`)::
+A directory of numbered, append-only segment files, one JSON event per line
+(`UsageEvent.to_record`: fields by name, so a line written by an older version
+reads with its own units, e.g. micro-USD before issue #16), owned by one process
+(an exclusive `flock` on `lock`)::
 
     journal-id                        random id of this journal, prefix of its batch ids
     segment-000000000007.jsonl        sealed: complete, never written again

@@ -1,11 +1,15 @@
-"""Prices per model, and the cost of one request in integer micro-USD.
+"""Prices per model, and the cost of one request in integer pico-USD.
 
-Prices are USD per 1M tokens, which is exactly micro-USD per token, so
-`cost = Σ tokens × price` needs no scaling; it is rounded once per request.
+`config.yaml` gives prices in USD per 1M tokens; they are kept as integer pico-USD
+per token (×10⁶, exact: `metering/money.py`), so `cost = Σ tokens × price` is an
+exact integer and nothing is rounded — a sum of requests' costs is the cost of their
+summed tokens, to the pico-USD, for requests that pay the same rates.
 Inference-profile ids (`us.`, `global.` …) fall back to their base model's price
 unless the profile is priced itself (geo profiles can cost ~10 % more). A price
 may have tiers (`PriceTier`): a request whose prompt exceeds a tier's threshold
-pays that tier's rates for all of its tokens.
+pays that tier's rates for all of its tokens — so across tiers the sum of requests'
+costs is not the cost of their summed tokens (each request is priced by its own
+prompt, as Bedrock bills it), though each cost is still exact.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from dataclasses import dataclass, replace
 
 from adapters.modelid import base_model_id, price_id
 from adapters.usage import Usage
+from metering.money import pico_per_token
 
 __all__ = ["Price", "PriceTable", "PriceTier"]
 
@@ -25,15 +30,24 @@ logger = logging.getLogger(__name__)
 _RATES = ("input", "output", "cache_read", "cache_write")
 
 
-def _rate(model: str, name: str, value: object) -> float:
-    if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
-        raise ValueError(f"pricing.{model}.{name}: expected a non-negative number, got {value!r}")
-    return float(value)
+def _rate(model: str, name: str, value: object) -> int:
+    """A configured rate (USD per 1M tokens) as pico-USD per token; ValueError naming the key."""
+    return pico_per_token(value, f"pricing.{model}.{name}")
+
+
+def _check_rates(owner: object) -> None:
+    # A float here is a USD-per-1M price passed where pico-USD per token belongs:
+    # refuse it rather than meter at a millionth of the price.
+    for name in _RATES:
+        value = getattr(owner, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise TypeError(f"{type(owner).__name__}.{name}: expected non-negative integer pico-USD per token, "
+                            f"got {value!r} (Price.from_mapping takes USD per 1M tokens)")
 
 
 @dataclass(frozen=True, slots=True)
 class PriceTier:
-    """Prices (USD per 1M tokens) for the whole of a request whose prompt —
+    """Prices (pico-USD per token) for the whole of a request whose prompt —
     input plus cache-read plus cache-write tokens — exceeds `above_input_tokens`.
 
     Anthropic's long-context pricing works this way (checked 2025-11): above
@@ -42,22 +56,28 @@ class PriceTier:
     """
 
     above_input_tokens: int
-    input: float
-    output: float
-    cache_read: float
-    cache_write: float
+    input: int
+    output: int
+    cache_read: int
+    cache_write: int
+
+    def __post_init__(self) -> None:
+        _check_rates(self)
 
 
 @dataclass(frozen=True, slots=True)
 class Price:
-    """USD per 1M tokens, with optional long-context tiers."""
+    """Pico-USD per token (USD per 1M tokens × 10⁶), with optional long-context tiers."""
 
-    input: float
-    output: float
-    cache_read: float = 0.0
-    cache_write: float = 0.0
+    input: int
+    output: int
+    cache_read: int = 0
+    cache_write: int = 0
     #: Ascending by threshold; the highest one a request exceeds applies.
     tiers: tuple[PriceTier, ...] = ()
+
+    def __post_init__(self) -> None:
+        _check_rates(self)
 
     def rates_for(self, prompt_tokens: int) -> Price | PriceTier:
         """The rates a request with `prompt_tokens` prompt tokens pays."""
@@ -69,6 +89,8 @@ class Price:
 
     @classmethod
     def from_mapping(cls, model: str, raw: Mapping[str, object]) -> Price:
+        """From `config.yaml`'s `pricing.<model>`: USD per 1M tokens, each exact at
+        pico-USD per token (at most 6 decimals) or refused naming its key."""
         known = {*_RATES, "tiers"}
         unknown = set(raw) - known
         if unknown:
@@ -77,7 +99,7 @@ class Price:
             raise ValueError(f"pricing.{model}: 'input' and 'output' prices are required")
         values = {name: _rate(model, name, raw[name]) for name in _RATES if name in raw}
         base = cls(input=values["input"], output=values["output"],
-                   cache_read=values.get("cache_read", 0.0), cache_write=values.get("cache_write", 0.0))
+                   cache_read=values.get("cache_read", 0), cache_write=values.get("cache_write", 0))
         tiers_raw = raw.get("tiers") or []
         if not isinstance(tiers_raw, list):
             raise ValueError(f"pricing.{model}.tiers: expected a list of tiers")
@@ -127,8 +149,8 @@ class PriceTable:
             price = self._prices.get(model_id) or self._prices.get(base_model_id(model_id))
         return price
 
-    def cost_micro_usd(self, model_id: str, usage: Usage) -> int | None:
-        """Cost in micro-USD, or None when the model has no price (warned once)."""
+    def cost_pico_usd(self, model_id: str, usage: Usage) -> int | None:
+        """Exact cost in pico-USD, or None when the model has no price (warned once)."""
         price = self.price_of(model_id)
         if price is None:
             if model_id not in self._warned:
@@ -136,7 +158,7 @@ class PriceTable:
                 logger.warning("no price configured for model %s; metering it at cost 0", model_id)
             return None
         rates = price.rates_for(usage.input_tokens + usage.cache_read_tokens + usage.cache_write_tokens)
-        return round(
+        return (
             usage.input_tokens * rates.input
             + usage.output_tokens * rates.output
             + usage.cache_read_tokens * rates.cache_read

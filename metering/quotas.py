@@ -35,6 +35,7 @@ from typing import Protocol
 from cachetools import TTLCache
 
 from metering.events import utc_day
+from metering.money import format_usd
 
 __all__ = ["Mode", "Selection", "QuotaExhausted", "QuotaStore", "QuotaSelector"]
 
@@ -60,7 +61,7 @@ class Selection:
     #: True when the model is not the first the request's chain offered.
     fallback: bool
     mode: Mode
-    #: micro-USD reserved in TIGHT mode (settled when the usage is flushed).
+    #: pico-USD reserved in TIGHT mode (settled when the usage is flushed).
     reserved: int = 0
     day: str = ""
     #: Spend / quota of the chosen model as seen when choosing (None without a quota).
@@ -74,7 +75,8 @@ class QuotaExhausted(Exception):
         self.scope = scope
         self.chain = tuple(chain)
         self.quotas = dict(quotas)
-        spent = ", ".join(f"{m} (${quotas[m] / 1e6:g}/day)" for m in chain if m in quotas)
+        # Each quota as it was configured, exactly: "$50/day", "$0.000005/day".
+        spent = ", ".join(f"{m} (${format_usd(quotas[m]).rstrip('0').rstrip('.')}/day)" for m in chain if m in quotas)
         super().__init__(
             f"Daily quota exhausted for scope '{scope}' on every model of its chain: {spent}. "
             f"Quotas reset at 00:00 UTC."
@@ -99,7 +101,7 @@ class _Read:
     committed: dict[str, int]
     #: model → this replica's own noted spend when the read started
     local_then: dict[str, int]
-    #: model → micro-USD per second the other replicas added, recent peak (decaying)
+    #: model → pico-USD per second the other replicas added, recent peak (decaying)
     others_rate: dict[str, float]
 
 
@@ -132,7 +134,7 @@ class QuotaSelector:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
-        #: (scope, day) → model → micro-USD this replica committed (cost − reserved), cumulative.
+        #: (scope, day) → model → pico-USD this replica committed (cost − reserved), cumulative.
         self._local: dict[tuple[str, str], dict[str, int]] = {}
         self._threshold = tight_threshold
         self._tight_ttl = tight_ttl
@@ -157,7 +159,7 @@ class QuotaSelector:
     ) -> Selection:
         """The first model of `chain` under its quota; raise QuotaExhausted if none is.
 
-        `worst_case(model)` is the most the request can cost on that model (micro-USD).
+        `worst_case(model)` is the most the request can cost on that model (pico-USD).
         """
         day = utc_day(self._clock())
         exhausted = await self._exhausted_for(scope, day)
@@ -185,7 +187,7 @@ class QuotaSelector:
             await self._store.release(scope, selection.day, selection.model, selection.reserved)
 
     def note_spend(self, scope: str, day: str, model: str, delta: int) -> None:
-        """This replica committed `delta` micro-USD (a request's cost minus its reservation)."""
+        """This replica committed `delta` pico-USD (a request's cost minus its reservation)."""
         local = self._local.setdefault((scope, day), {})
         local[model] = local.get(model, 0) + delta
 

@@ -93,7 +93,7 @@ class UsageRecorder:
         self._intents: list[tuple[int, int]] = []
         #: Events not in the journal yet: recorded before `start`, or while it failed.
         self._unwritten: deque[tuple[bytes, UsageEvent]] = deque()
-        #: (scope, day) → model → committed micro-USD not yet stored.
+        #: (scope, day) → model → committed pico-USD not yet stored.
         self._pending: dict[tuple[str, str], dict[str, int]] = {}
         self._backlog = 0
         self._store_ok = True
@@ -119,7 +119,7 @@ class UsageRecorder:
         return self._store_ok and self._journal_ok
 
     def pending_spend(self, scope: str, day: str) -> dict[str, int]:
-        """model → micro-USD this replica committed to `scope` on `day` (cost minus
+        """model → pico-USD this replica committed to `scope` on `day` (cost minus
         reservation of each event) that the store does not have yet."""
         with self._mutex:
             return dict(self._pending.get((scope, day), {}))
@@ -132,7 +132,7 @@ class UsageRecorder:
                 self._backlog += 1
                 if event.quota_scope:
                     pending = self._pending.setdefault((event.quota_scope, event.day), {})
-                    pending[event.quota_key] = pending.get(event.quota_key, 0) + event.cost_micro_usd - event.reserved_micro_usd
+                    pending[event.quota_key] = pending.get(event.quota_key, 0) + event.cost_pico_usd - event.reserved_pico_usd
                 # Behind an unwritten event, queue: the journal keeps recording order.
                 if not self._opened or self._unwritten:
                     self._unwritten.append((line, event))

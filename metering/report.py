@@ -2,8 +2,11 @@
 
 The window is whole UTC days, the days quotas reset on: `days=1` is today
 since 00:00 UTC, `days=7` is today and the six days before. Costs are exact:
-integer micro-USD printed as USD with 6 decimals, never through a float,
-except the convenience `cost_usd` number in JSON (`cost_micro_usd` beside it is exact).
+integer pico-USD printed as USD with 6 decimals, or more when a cost has them
+(`metering.money.format_usd`), never through a float. JSON carries
+`cost_pico_usd` (exact), the convenience `cost_usd` number, and `cost_micro_usd`
+(rounded) for readers of the format before issue #16; the usage API shares it.
+`by` may name `base_model`: the model without geo/global prefix or ARN.
 Every format is returned without a trailing newline, ready for `print`.
 """
 
@@ -16,6 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
+from metering.money import format_usd, usd_fields
 from metering.store import UsageRow, UsageStore, normalize_group_by
 
 __all__ = [
@@ -36,18 +40,11 @@ _COUNTS = (
     ("output_tokens", "output"),
     ("cache_read_tokens", "cache_read"),
     ("cache_write_tokens", "cache_write"),
-    ("cost_micro_usd", "cost_usd"),
+    ("cost_pico_usd", "cost_usd"),
     ("estimated_requests", "estimated"),
     ("unpriced_requests", "unpriced"),
 )
 _NUMBER_FIELDS = [name for name, _ in _COUNTS]
-
-
-def format_usd(micro_usd: int) -> str:
-    """12345678 → `12.345678`, exactly."""
-    sign = "-" if micro_usd < 0 else ""
-    whole, fraction = divmod(abs(micro_usd), 1_000_000)
-    return f"{sign}{whole}.{fraction:06d}"
 
 
 def total_row(rows: Sequence[UsageRow]) -> UsageRow:
@@ -80,7 +77,7 @@ def format_table(rows: Sequence[UsageRow], by: Sequence[str]) -> str:
 
 
 def _table_counts(row: UsageRow) -> list[str]:
-    return [format_usd(row.cost_micro_usd) if name == "cost_micro_usd" else f"{getattr(row, name):,}"
+    return [format_usd(row.cost_pico_usd) if name == "cost_pico_usd" else f"{getattr(row, name):,}"
             for name, _ in _COUNTS]
 
 
@@ -88,13 +85,14 @@ def _record(row: UsageRow, groups: Sequence[str]) -> dict[str, object]:
     record: dict[str, object] = {name: getattr(row, name) for name in groups}
     for name, _ in _COUNTS:
         record[name] = getattr(row, name)
-    record["cost_usd"] = row.cost_micro_usd / 1_000_000
+    record.update(usd_fields("cost", row.cost_pico_usd))
     return record
 
 
 def format_json(rows: Sequence[UsageRow], by: Sequence[str]) -> str:
     """`{"by": [...], "rows": [...], "total": {...}}`; each row has its group
-    fields, the counts, `cost_micro_usd` (exact) and `cost_usd` (a number)."""
+    fields, the counts, `cost_pico_usd` (exact), `cost_usd` (a number) and
+    `cost_micro_usd` (rounded to whole micro-USD, as before issue #16)."""
     groups = normalize_group_by(by)
     document = {
         "by": list(groups),
@@ -106,14 +104,14 @@ def format_json(rows: Sequence[UsageRow], by: Sequence[str]) -> str:
 
 def format_csv(rows: Sequence[UsageRow], by: Sequence[str]) -> str:
     """A header and one line per row; no TOTAL line, so spreadsheet sums stay right.
-    Cost is `cost_usd` with 6 decimals."""
+    Cost is `cost_usd`, exact, with 6 decimals or more (`format_usd`)."""
     groups = normalize_group_by(by)
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow([*groups, *("cost_usd" if name == "cost_micro_usd" else name for name, _ in _COUNTS)])
+    writer.writerow([*groups, *("cost_usd" if name == "cost_pico_usd" else name for name, _ in _COUNTS)])
     for row in rows:
         writer.writerow([*row.group(groups), *(
-            format_usd(row.cost_micro_usd) if name == "cost_micro_usd" else getattr(row, name)
+            format_usd(row.cost_pico_usd) if name == "cost_pico_usd" else getattr(row, name)
             for name, _ in _COUNTS
         )])
     return out.getvalue().removesuffix("\n")

@@ -13,7 +13,11 @@ Unlike DynamoDB, SQLite keeps one row per request (`usage_events`), which
 makes reports exact to the second and lets `get_event` answer; per-minute model
 rates and committed quota spend live in their own tables, written in the same
 transaction as the events and the batch marker. A batch applies once per id
-and an event once per request id (first write wins).
+and an event once per request id (first write wins). Money is integer pico-USD;
+a file written in micro-USD is converted once on open (`metering/sqlite_units.py`).
+A sum of costs is taken in two parts (whole micro-USD and the rest) so that no
+SQL SUM overflows 64 bits however long the window: only a single row is bound by
+$9.2M (`metering/money.py`).
 
 Issued secrets (the rows of `metering/sqlite_keys.py`) are stored encrypted
 (`metering/secret_box.py`); the key is by default a file beside the database,
@@ -41,11 +45,13 @@ from operator import attrgetter
 from types import TracebackType
 from typing import Any
 
-from metering.aggregate import Aggregate
+from metering.aggregate import Aggregate, regroup_by_base_model, stored_groups
 from metering.events import UsageEvent
+from metering.money import PICO_PER_MICRO
 from metering.secret_box import SecretBox, generate_key
 from metering.secret_keys import KeyFile, KeySource, StaticKeys
 from metering.sqlite_keys import KeyRows
+from metering.sqlite_units import convert_to_pico_usd
 from metering.store import (
     ModelRate,
     UsageRow,
@@ -115,7 +121,7 @@ CREATE TABLE IF NOT EXISTS quota_committed (
     scope     TEXT NOT NULL,
     day       TEXT NOT NULL,
     model     TEXT NOT NULL,
-    committed INTEGER NOT NULL,
+    committed_pico_usd INTEGER NOT NULL,
     PRIMARY KEY (scope, day, model)
 );
 -- Sticky fallback state: models exhausted for a scope until the day ends.
@@ -153,12 +159,15 @@ INSERT INTO model_rates (model, slot, tpm, rpm) VALUES (?, ?, ?, ?)
 ON CONFLICT (model, slot) DO UPDATE SET tpm = tpm + excluded.tpm, rpm = rpm + excluded.rpm
 """
 _ADD_COMMITTED = """
-INSERT INTO quota_committed (scope, day, model, committed) VALUES (?, ?, ?, ?)
-ON CONFLICT (scope, day, model) DO UPDATE SET committed = committed + excluded.committed
+INSERT INTO quota_committed (scope, day, model, committed_pico_usd) VALUES (?, ?, ?, ?)
+ON CONFLICT (scope, day, model) DO UPDATE SET committed_pico_usd = committed_pico_usd + excluded.committed_pico_usd
 """
-_SUMS = """
+# SUM of a 64-bit column raises on overflow: the cost is summed as whole micro-USD
+# and the rest (integer division and remainder), exact far beyond 2^63 pico-USD.
+_SUMS = f"""
     COUNT(*), SUM(input_tokens), SUM(output_tokens), SUM(cache_read_tokens),
-    SUM(cache_write_tokens), SUM(cost_micro_usd), SUM(estimated), SUM(1 - priced)
+    SUM(cache_write_tokens), SUM(cost_pico_usd / {PICO_PER_MICRO}), SUM(cost_pico_usd % {PICO_PER_MICRO}),
+    SUM(estimated), SUM(1 - priced)
 """
 _MEMORY = ":memory:"
 
@@ -200,9 +209,9 @@ def _usage_row(groups: dict[str, Any], sums: Sequence[int]) -> UsageRow:
         output_tokens=sums[2],
         cache_read_tokens=sums[3],
         cache_write_tokens=sums[4],
-        cost_micro_usd=sums[5],
-        estimated_requests=sums[6],
-        unpriced_requests=sums[7],
+        cost_pico_usd=sums[5] * PICO_PER_MICRO + sums[6],
+        estimated_requests=sums[7],
+        unpriced_requests=sums[8],
     )
 
 
@@ -242,6 +251,8 @@ class SQLiteStore(KeyRows):
             # Freed content is zeroed: no secret survives its re-encryption in a free page.
             self._conn.execute("PRAGMA secure_delete=ON")
             self._conn.executescript(_SCHEMA)
+            #: What opening converted from micro-USD, if anything (`store init` reports it).
+            self.converted = convert_to_pico_usd(self._conn)
             self._add_missing_columns()
         except BaseException:
             self._conn.close()
@@ -259,8 +270,8 @@ class SQLiteStore(KeyRows):
         """Nothing to do: the file is opened by the constructor."""
 
     async def init(self) -> str:
-        """`costkeeper store init`: the constructor already created the tables."""
-        return f"SQLite store ready at {self.path}"
+        """`costkeeper store init`: the constructor already created (or converted) the tables."""
+        return f"SQLite store ready at {self.path}" + (f" ({self.converted})" if self.converted else "")
 
     def close(self) -> None:
         with self._lock:
@@ -358,7 +369,8 @@ class SQLiteStore(KeyRows):
         return None if row is None else _row_to_event(row)
 
     async def usage_summary(self, since: float, until: float | None, by: Sequence[str]) -> list[UsageRow]:
-        groups = normalize_group_by(by)
+        wanted = normalize_group_by(by)
+        groups = stored_groups(wanted)
         # Column names come from the validated `groups`, never from the caller.
         columns = ", ".join(groups)
         where, params = "ts >= ?", [since]
@@ -375,7 +387,7 @@ class SQLiteStore(KeyRows):
             if sums[0] == 0:  # an aggregate without GROUP BY yields one row even when empty
                 continue
             summary.append(_usage_row(dict(zip(groups, keys, strict=True)), sums))
-        return summary
+        return regroup_by_base_model(summary, wanted)
 
     async def model_rates(self, model: str, since: float, until: float) -> list[ModelRate]:
         first, end = _slot(since), _slot(until)
@@ -403,14 +415,14 @@ class SQLiteStore(KeyRows):
 
     async def committed_spend(self, scope: str, day: str) -> dict[str, int]:
         rows = await self._run(lambda: self._conn.execute(
-            "SELECT model, committed FROM quota_committed WHERE scope = ? AND day = ?", (scope, day)
+            "SELECT model, committed_pico_usd FROM quota_committed WHERE scope = ? AND day = ?", (scope, day)
         ).fetchall())
         return {model: committed for model, committed in rows}
 
     async def reserve(self, scope: str, day: str, model: str, amount: int, quota: int) -> bool:
         def reserve() -> bool:
             row = self._conn.execute(
-                "SELECT committed FROM quota_committed WHERE scope = ? AND day = ? AND model = ?",
+                "SELECT committed_pico_usd FROM quota_committed WHERE scope = ? AND day = ? AND model = ?",
                 (scope, day, model),
             ).fetchone()
             if (row[0] if row else 0) + amount > quota:

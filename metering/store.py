@@ -55,7 +55,9 @@ __all__ = [
     "parse_scope",
 ]
 
-GroupBy = Literal["org", "app", "model", "day", "operation"]
+#: `base_model` is derived from `model`: the model id without its geo or global prefix
+#: or ARN (`adapters.modelid.base_model_id`), so `us.` and `global.` traffic of one model sum together.
+GroupBy = Literal["org", "app", "model", "base_model", "day", "operation"]
 GROUP_BY_FIELDS: tuple[str, ...] = get_args(GroupBy)
 
 ACCESS_KEY_PREFIX = "CKIA"
@@ -153,6 +155,8 @@ class UsageRow:
     app: str | None = None
     #: The model actually used.
     model: str | None = None
+    #: `model` without its geo/global prefix or ARN (`adapters.modelid.base_model_id`).
+    base_model: str | None = None
     #: UTC `YYYY-MM-DD`.
     day: str | None = None
     operation: str | None = None
@@ -161,7 +165,8 @@ class UsageRow:
     output_tokens: int = 0
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
-    cost_micro_usd: int = 0
+    #: Exact, in pico-USD (10⁻¹² USD).
+    cost_pico_usd: int = 0
     #: Requests whose usage the proxy estimated (Bedrock reported none).
     estimated_requests: int = 0
     #: Requests to a model with no price: their cost is counted as 0.
@@ -224,7 +229,8 @@ class UsageStore(Protocol):
     ) -> list[UsageRow]:
         """Totals of events with `since <= timestamp < until` (no upper bound if
         None), one row per distinct value of the `by` fields (a subset of
-        `GROUP_BY_FIELDS`), sorted by those values; `by=()` gives one total row.
+        `GROUP_BY_FIELDS`; `regroup_by_base_model` derives `base_model`),
+        sorted by those values; `by=()` gives one total row.
         No matching events → `[]`. Unknown `by` names raise ValueError.
         Counter-only backends (DynamoDB) resolve the window to whole UTC days."""
         ...
@@ -247,7 +253,7 @@ class QuotaStore(Protocol):
     """Committed spend per (scope, UTC day, model): spent + outstanding reservations."""
 
     async def committed_spend(self, scope: str, day: str) -> dict[str, int]:
-        """model → committed micro-USD; one strongly consistent item read on DynamoDB."""
+        """model → committed pico-USD; one strongly consistent item read on DynamoDB."""
         ...
 
     async def reserve(self, scope: str, day: str, model: str, amount: int, quota: int) -> bool:

@@ -139,7 +139,7 @@ class Admission:
 
         def worst_case(member: str) -> int:
             """Priced as the id that would be sent: a geo profile can cost more than its base."""
-            return self._prices.cost_micro_usd(sent_id(member), Usage(tokens() - max_output, max_output)) or 0
+            return self._prices.cost_pico_usd(sent_id(member), Usage(tokens() - max_output, max_output)) or 0
 
         selection = await self._select(policy, chain, worst_case)
         member = selection.model

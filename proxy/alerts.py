@@ -32,6 +32,7 @@ from typing import Any
 import httpx
 
 from metering.events import UsageEvent, utc_day
+from metering.money import PICO_PER_USD
 from metering.quotas import QuotaStore
 from proxy.config import AlertsConfig
 from proxy.eventlog import json_lines_logger
@@ -70,7 +71,7 @@ class Alerter:
         self._transport = transport
         #: (scope, org, app, model) → last event time; checked until `_RECHECK_SECONDS` after it.
         self._active: dict[tuple[str, str, str, str], float] = {}
-        #: minute index → micro-USD observed in it (the last hour is kept).
+        #: minute index → pico-USD observed in it (the last hour is kept).
         self._minutes: dict[int, int] = {}
         #: (day, kind, scope, model, threshold) of alerts already raised.
         self._raised: set[tuple[str, str, str, str, float]] = set()
@@ -86,9 +87,9 @@ class Alerter:
         """Note a metered request (hot path: two dict writes)."""
         if event.quota_scope and self._config.thresholds:
             self._active[(event.quota_scope, event.org, event.app, event.quota_key)] = event.timestamp
-        if self._config.hourly_cost_usd is not None and event.cost_micro_usd:
+        if self._config.hourly_cost_usd is not None and event.cost_pico_usd:
             minute = int(event.timestamp // 60)
-            self._minutes[minute] = self._minutes.get(minute, 0) + event.cost_micro_usd
+            self._minutes[minute] = self._minutes.get(minute, 0) + event.cost_pico_usd
 
     async def start(self) -> None:
         if self.enabled:
@@ -152,7 +153,7 @@ class Alerter:
         for minute in [m for m in self._minutes if m <= current - 60]:
             del self._minutes[minute]
         key = (day, "hourly_cost", "*", "*", limit)
-        cost = sum(self._minutes.values()) / 1_000_000
+        cost = sum(self._minutes.values()) / PICO_PER_USD
         if cost < limit or key in self._raised:
             return []
         self._raised.add(key)
@@ -210,9 +211,10 @@ def _quota_alert(scope: str, model: str, day: str, threshold: float, spent: int,
                  ratio: float) -> dict[str, Any]:
     return {
         "text": (f":warning: Cost Keeper: scope `{scope}` reached {threshold:.0%} of its daily quota on "
-                 f"`{model}` (${spent / 1e6:,.2f} of ${quota / 1e6:,.2f}, {day} UTC)."),
+                 f"`{model}` (${spent / PICO_PER_USD:,.2f} of ${quota / PICO_PER_USD:,.2f}, {day} UTC)."),
         "type": "alert", "kind": "quota", "scope": scope, "model": model, "day": day,
-        "threshold": threshold, "ratio": round(ratio, 4), "spent_usd": spent / 1e6, "quota_usd": quota / 1e6,
+        "threshold": threshold, "ratio": round(ratio, 4), "spent_usd": spent / PICO_PER_USD,
+        "quota_usd": quota / PICO_PER_USD,
     }
 
 

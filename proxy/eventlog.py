@@ -19,6 +19,7 @@ import sys
 from typing import Any
 
 from metering.events import UsageEvent
+from metering.money import PICO_PER_USD
 
 __all__ = ["access_record", "emf_record", "EventLog", "json_lines_logger"]
 
@@ -43,7 +44,8 @@ def access_record(event: UsageEvent, fallback: bool) -> dict[str, Any]:
         "output_tokens": event.output_tokens,
         "cache_read_tokens": event.cache_read_tokens,
         "cache_write_tokens": event.cache_write_tokens,
-        "cost_usd": event.cost_micro_usd / 1_000_000,
+        "cost_usd": event.cost_pico_usd / PICO_PER_USD,
+        "cost_pico_usd": event.cost_pico_usd,
         "latency_ms": round(event.latency_ms, 3),
         "first_byte_ms": None if event.first_byte_ms is None else round(event.first_byte_ms, 3),
         "estimated": event.estimated,

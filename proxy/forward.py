@@ -354,11 +354,11 @@ class ProxyHandler:
             status=status,
             quota_scope=plan.quota_scope,
             quota_model=plan.quota_model,
-            reserved_micro_usd=plan.reserved,
+            reserved_pico_usd=plan.reserved,
         )
         self._recorder.record(event)
         if plan.quota_scope:
-            self._admission.note_spend(plan, event.cost_micro_usd - plan.reserved)
+            self._admission.note_spend(plan, event.cost_pico_usd - plan.reserved)
         return event
 
 

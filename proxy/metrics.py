@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from metering.events import UsageEvent
+from metering.money import PICO_PER_USD
 from metering.store_stats import FLUSH_BUCKETS, StoreStats
 
 __all__ = ["ProxyMetrics"]
@@ -82,8 +83,8 @@ class ProxyMetrics:
             if count:
                 self.tokens.labels(*labels, direction).inc(count)
         self.requests.labels(*labels, event.operation, str(event.status)).inc()
-        if event.cost_micro_usd:
-            self.cost.labels(*labels).inc(event.cost_micro_usd / 1_000_000)
+        if event.cost_pico_usd:
+            self.cost.labels(*labels).inc(event.cost_pico_usd / PICO_PER_USD)
         self.latency.labels(*labels, event.operation).observe(event.latency_ms / 1000)
         if event.first_byte_ms is not None:
             self.first_byte.labels(*labels, event.operation).observe(event.first_byte_ms / 1000)

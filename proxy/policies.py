@@ -29,6 +29,7 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from adapters.modelid import IN_REGION, SCOPES, base_model_id, routing_scope
+from metering.money import daily_quota_pico
 
 __all__ = [
     "AppPolicy",
@@ -70,7 +71,7 @@ class QuotaSettings:
 @dataclass(frozen=True, slots=True)
 class AppPolicy:
     chain: tuple[str, ...] | None = None
-    #: model id → micro-USD per UTC day (used when the org's scope is APP).
+    #: model id → pico-USD per UTC day (used when the org's scope is APP).
     daily_quota: Mapping[str, int] | None = None
     max_output_tokens: int | None = None
     allowed_models: frozenset[str] | None = None
@@ -318,7 +319,11 @@ def _usd_quotas(key: str, raw: Any, checker: _ChainChecker) -> Mapping[str, int]
     for name, usd in raw.items():
         if not isinstance(usd, int | float) or isinstance(usd, bool) or usd < 0:
             raise PolicyError(f"{key}.{name}: expected a non-negative number of USD, got {usd!r}")
-        quotas[checker.model(key, name)] = round(usd * 1_000_000)
+        model = checker.model(key, name)
+        try:
+            quotas[model] = daily_quota_pico(usd, f"{key}.{name}")
+        except ValueError as exc:
+            raise PolicyError(str(exc)) from None
     return MappingProxyType(quotas)
 
 

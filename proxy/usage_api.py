@@ -1,9 +1,13 @@
 """The JSON usage API on the admin port: `/v1/usage`, `/v1/quotas`, `/v1/rates`.
 
 Every endpoint answers 401 `{"message": …}` without `Authorization: Bearer
-<COSTKEEPER_ADMIN_TOKEN>` and 400 `{"message": …}` for a bad parameter. Costs
-come twice: exact integer micro-USD and a convenience USD number. Days are UTC
-days, the days quotas reset on (`metering.report.report_since`).
+<COSTKEEPER_ADMIN_TOKEN>` and 400 `{"message": …}` for a bad parameter. Amounts
+come three times (`metering.money.usd_fields`): `*_pico_usd`, exact integers of
+pico-USD; `*_usd`, a convenience number; and `*_micro_usd`, rounded to whole
+micro-USD, kept because readers of the API before issue #16 (when it was exact) may
+depend on it. Days are UTC days, the days quotas reset on
+(`metering.report.report_since`). `by` may name `base_model` (the model id without
+its geo/global prefix or ARN).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from starlette.routing import Route
 
 from adapters.modelid import base_model_id
 from metering.events import utc_day, utc_day_and_minute
+from metering.money import usd_fields
 from metering.report import report_since, total_row
 from metering.store import ModelRate, UsageRow, normalize_group_by
 
@@ -28,7 +33,7 @@ if TYPE_CHECKING:
 __all__ = ["usage_routes", "cache_efficiency", "rate_summary"]
 
 _COUNTS = ("requests", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
-           "cost_micro_usd", "estimated_requests", "unpriced_requests")
+           "cost_pico_usd", "estimated_requests", "unpriced_requests")
 #: Window of the "recent" rate figures, in minutes (DESIGN.md §6).
 _RECENT_MINUTES = 5
 _MAX_DAYS = 366
@@ -48,7 +53,7 @@ def _row(row: UsageRow, groups: Sequence[str]) -> dict[str, object]:
     record: dict[str, object] = {name: getattr(row, name) for name in groups}
     record.update({name: getattr(row, name) for name in _COUNTS})
     record["total_tokens"] = row.total_tokens
-    record["cost_usd"] = row.cost_micro_usd / 1_000_000
+    record.update(usd_fields("cost", row.cost_pico_usd))
     record["cache_efficiency"] = cache_efficiency(row.cache_read_tokens, row.cache_write_tokens)
     return record
 
@@ -141,8 +146,7 @@ def usage_routes(keeper: CostKeeper, authorized: Callable[[Request], bool]) -> l
             # Spend is kept under the model id used; a geo-prefixed id counts for its base model.
             spend = sum(value for used, value in committed.items() if used == model or base_model_id(used) == base)
             ratio = spend / quota if quota else (1.0 if spend else 0.0)
-            models.append({"model": model, "spend_micro_usd": spend, "spend_usd": spend / 1_000_000,
-                           "quota_micro_usd": quota, "quota_usd": quota / 1_000_000, "ratio": ratio,
+            models.append({"model": model, **usd_fields("spend", spend), **usd_fields("quota", quota), "ratio": ratio,
                            "mode": "TIGHT" if ratio >= threshold else "NORMAL", "exhausted": model in exhausted_bases})
         active = next((model for model in policy.chain if model not in exhausted_bases), None)
         return {"scope": policy.scope_key, "org": org, "app": app, "chain": list(policy.chain),

@@ -44,7 +44,7 @@ def test_converse(client: Any, proxy: Proxy, family: str) -> None:
     event = wait_for_event(proxy, response["ResponseMetadata"]["RequestId"])
     assert (event.org, event.app, event.model, event.operation) == ("acme", "chatbot", model, "Converse")
     assert (event.input_tokens, event.output_tokens) == (usage["inputTokens"], usage["outputTokens"])
-    assert event.priced and event.cost_micro_usd > 0 and not event.estimated
+    assert event.priced and event.cost_pico_usd > 0 and not event.estimated
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -67,7 +67,7 @@ def test_anthropic_sdk_stream_served_by_nova(proxy: Proxy, key: dict[str, str]) 
     event = wait_for_event(proxy, headers["x-amzn-requestid"])
     assert (event.requested_model, event.model, event.estimated) == (CLAUDE, NOVA_US, False)
     assert (final.usage.input_tokens, final.usage.output_tokens) == (event.input_tokens, event.output_tokens)
-    assert event.output_tokens > 0 and event.cost_micro_usd > 0
+    assert event.output_tokens > 0 and event.cost_pico_usd > 0
 
 
 def test_anthropic_sdk_create_served_by_nova(proxy: Proxy, key: dict[str, str]) -> None:

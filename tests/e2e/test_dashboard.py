@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
 
 from metering.events import UsageEvent
+from metering.money import usd_fields
 from metering.report import format_usd
 from tests.e2e.test_usage_api import ADMIN_TOKEN, MICRO, seed_traffic, start_usage_proxy
 from tests.processes import Process, Proxy
@@ -53,7 +55,7 @@ def page(browser: Any) -> Iterator[tuple[Any, list[str]]]:
 
 
 def _cost(events: list[UsageEvent], org: str, app: str | None = None) -> int:
-    return sum(event.cost_micro_usd for event in events if event.org == org and app in (None, event.app))
+    return sum(event.cost_pico_usd for event in events if event.org == org and app in (None, event.app))
 
 
 def test_dashboard_shows_the_seeded_numbers(seeded: tuple[Proxy, list[UsageEvent]],
@@ -92,4 +94,43 @@ def test_dashboard_asks_for_the_token_once(seeded: tuple[Proxy, list[UsageEvent]
     tab.reload()  # the token survives in sessionStorage
     sync_api.expect(tab.locator("#apps")).to_contain_text(format_usd(_cost(events, "acme", "batch")))
     assert form.is_hidden()
+    assert problems == []
+
+
+def test_dashboard_shows_amounts_past_2_to_the_53_pico_usd_exactly(seeded: tuple[Proxy, list[UsageEvent]],
+                                                                   page: tuple[Any, list[str]]) -> None:
+    """Pico-USD pass JavaScript's exact integers from $9,007.20: the page must not read
+    them as numbers (2**53 + 1 would show as …992). The API's answers are replaced
+    with amounts that large; the page is the real one."""
+    proxy, _ = seeded
+    tab, problems = page
+    big, quota = 2**53 + 1, 10**22 + 7  # $9,007.199254740993 of $10,000,000,000.000000000007
+    row = {"requests": 1, "input_tokens": 2, "output_tokens": 3, "cache_read_tokens": 0, "cache_write_tokens": 0,
+           "total_tokens": 5, "estimated_requests": 0, "unpriced_requests": 0, "cache_efficiency": None,
+           **usd_fields("cost", big)}
+    bodies = {
+        "usage": {"days": 1, "since": 0, "by": ["org", "app"], "rows": [{"org": "acme", "app": "chat", "model": MICRO,
+                                                                          **row}], "total": row},
+        "quotas": {"day": "2025-03-10", "tight_threshold": 0.8, "scopes": [{
+            "scope": "acme", "org": "acme", "app": None, "chain": [MICRO], "active_model": MICRO,
+            "models": [{"model": MICRO, **usd_fields("spend", big), **usd_fields("quota", quota), "ratio": big / quota,
+                        "mode": "NORMAL", "exhausted": False}]}]},
+        "rates": {"model": MICRO, "minutes": 60, "series": [],
+                  "tpm": {"recent_peak_5m": 0, "avg_5m": 0, "overall_peak": {"value": 0, "time": None}},
+                  "rpm": {"recent_peak_5m": 0, "avg_5m": 0, "overall_peak": {"value": 0, "time": None}}},
+    }
+
+    def answer(body: dict[str, Any]) -> Callable[[Any], None]:
+        text = json.dumps(body)  # Python writes the integers' every digit
+        return lambda route: route.fulfill(status=200, content_type="application/json", body=text)
+
+    for name, body in bodies.items():
+        tab.route(f"**/v1/{name}?*", answer(body))
+    tab.route("**/v1/quotas", answer(bodies["quotas"]))
+    tab.goto(f"{proxy.admin_url}/dashboard?token={ADMIN_TOKEN}")
+    assert format_usd(big) == "9007.199254740993"
+    sync_api.expect(tab.locator('#apps tr[data-row="acme / chat"]')).to_contain_text("$9007.199254740993")
+    sync_api.expect(tab.locator(f'#quotas .figures[data-model="{MICRO}"]')).to_contain_text(
+        "$9007.199254740993 of $10000000000.000000000007")
+    sync_api.expect(tab.locator("#status")).to_contain_text("total $9007.199254740993")
     assert problems == []

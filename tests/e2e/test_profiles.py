@@ -101,7 +101,7 @@ def _headers(response: dict[str, Any]) -> dict[str, str]:
 
 def _priced(model: str, usage: Usage) -> int | None:
     table = PriceTable({m: Price.from_mapping(m, p) for m, p in PRICING.items()})
-    return table.cost_micro_usd(model, usage)
+    return table.cost_pico_usd(model, usage)
 
 
 @pytest.mark.parametrize(("org", "requested", "served", "fallback"), [
@@ -130,7 +130,7 @@ def test_boto3_is_served_in_the_scope_it_asked_for_and_billed_for_what_was_sent(
     event = wait_for_event(profile_proxy, request_id)
     assert event.model == served and event.requested_model == requested
     usage = response["usage"]
-    assert event.cost_micro_usd == _priced(served, Usage(usage["inputTokens"], usage["outputTokens"]))
+    assert event.cost_pico_usd == _priced(served, Usage(usage["inputTokens"], usage["outputTokens"]))
 
 
 def test_an_eu_client_stays_in_the_eu_and_its_region(profile_proxy: Proxy, simulator: Process,
@@ -144,7 +144,7 @@ def test_an_eu_client_stays_in_the_eu_and_its_region(profile_proxy: Proxy, simul
         assert record["model_id"] == served
         event = wait_for_event(profile_proxy, response["ResponseMetadata"]["RequestId"])
         usage = response["usage"]
-        assert event.cost_micro_usd == _priced(served, Usage(usage["inputTokens"], usage["outputTokens"]))
+        assert event.cost_pico_usd == _priced(served, Usage(usage["inputTokens"], usage["outputTokens"]))
     assert not any(r.get("model_id", "").startswith("eu.") for r in _sim_requests(simulator))
 
 
@@ -211,6 +211,6 @@ def test_the_shipped_config_serves_claude_code_ids(tmp_path: Path) -> None:
     table = PriceTable(config.pricing)
     usage = Usage(1_000_000, 1_000_000)
     for model in (SONNET, HAIKU):
-        geo, world = table.cost_micro_usd(f"us.{model}", usage), table.cost_micro_usd(f"global.{model}", usage)
-        assert geo is not None and world is not None and geo == round(world * 1.1)
+        geo, world = table.cost_pico_usd(f"us.{model}", usage), table.cost_pico_usd(f"global.{model}", usage)
+        assert geo is not None and world is not None and geo * 10 == world * 11
     assert all(member.startswith("us.") for member in config.policies.default_chain)

@@ -12,6 +12,7 @@ import botocore.exceptions
 import httpx
 import pytest
 
+from metering.pricing import Price
 from tests.conftest import TEST_PRICING
 from tests.e2e.clients import bedrock_client, wait_for_event
 from tests.processes import Process, Proxy, costkeeper, start_proxy
@@ -126,8 +127,8 @@ def test_response_cache_serves_repeats_at_no_cost(client_for: Any, quota_proxy: 
     assert second["ResponseMetadata"]["RequestId"] != first["ResponseMetadata"]["RequestId"]
     original = wait_for_event(quota_proxy, first["ResponseMetadata"]["RequestId"])
     cached = wait_for_event(quota_proxy, second["ResponseMetadata"]["RequestId"])
-    assert original.cost_micro_usd > 0 and not original.cached
-    assert cached.cached and cached.cost_micro_usd == 0 and cached.input_tokens == 0
+    assert original.cost_pico_usd > 0 and not original.cached
+    assert cached.cached and cached.cost_pico_usd == 0 and cached.input_tokens == 0
     different = client.converse(modelId="economy", messages=[{"role": "user", "content": [{"text": "other"}]}])
     assert "x-costkeeper-cache" not in _headers(different)
 
@@ -161,9 +162,8 @@ def test_cost_of_each_request_lands_on_the_served_model(client_for: Any, quota_p
     response = client.converse(modelId="standard", messages=MESSAGES)
     event = wait_for_event(quota_proxy, response["ResponseMetadata"]["RequestId"])
     assert (event.requested_model, event.model, event.quota_scope) == ("standard", LITE, "acme/billing")
-    price = PRICING[LITE]
-    expected = round(event.input_tokens * price["input"] + event.output_tokens * price["output"])
-    assert event.cost_micro_usd == expected
+    price = Price.from_mapping(LITE, PRICING[LITE])  # pico-USD per token, exact
+    assert event.cost_pico_usd == event.input_tokens * price.input + event.output_tokens * price.output
     with pytest.raises(botocore.exceptions.ClientError):
         client.converse(modelId="premium", messages=[{"role": "user", "content": [{"text": "[[sim:validation]]"}]}])
 
@@ -172,6 +172,6 @@ def test_application_inference_profile_is_priced_as_its_base_model(client_for: A
     client = client_for("profiles")
     response = client.converse(modelId=APP_PROFILE, messages=MESSAGES)
     event = wait_for_event(quota_proxy, response["ResponseMetadata"]["RequestId"])
-    price = PRICING[MICRO]
+    price = Price.from_mapping(MICRO, PRICING[MICRO])
     assert event.model == APP_PROFILE and event.priced
-    assert event.cost_micro_usd == round(event.input_tokens * price["input"] + event.output_tokens * price["output"])
+    assert event.cost_pico_usd == event.input_tokens * price.input + event.output_tokens * price.output

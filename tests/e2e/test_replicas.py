@@ -16,6 +16,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from metering.money import format_usd, usd_to_pico
+from metering.pricing import Price
 from tests.conftest import TEST_PRICING
 from tests.dynamodb_local import start_dynamodb_local
 from tests.e2e.clients import bedrock_client
@@ -28,7 +30,9 @@ REPLICAS, CLIENTS_PER_REPLICA = 4, 4
 
 
 def _cost(usage: dict[str, int]) -> int:
-    return round(usage["inputTokens"] * PRICE["input"] + usage["outputTokens"] * PRICE["output"])
+    """pico-USD, as the proxy meters it."""
+    price = Price.from_mapping(PRO, PRICE)
+    return usage["inputTokens"] * price.input + usage["outputTokens"] * price.output
 
 
 def test_four_replicas_overrun_the_quota_by_less_than_five_percent(tmp_path: Path, simulator: Process) -> None:
@@ -49,10 +53,10 @@ def test_four_replicas_overrun_the_quota_by_less_than_five_percent(tmp_path: Pat
             }))  # the simulator's credentials sign DynamoDB calls too (DynamoDB Local accepts any)
         spend, served, errors = _drive(proxies)
         assert not errors, errors[:3]
-        quota = round(QUOTA_USD * 1_000_000)
+        quota = usd_to_pico(QUOTA_USD, "QUOTA_USD")
         overrun = (spend - quota) / quota
         report = (f"{REPLICAS} replicas x {CLIENTS_PER_REPLICA} clients, quota ${QUOTA_USD}: "
-                  f"{served[PRO]} requests on premium spent ${spend / 1e6:.6f} "
+                  f"{served[PRO]} requests on premium spent ${format_usd(spend)} "
                   f"(overrun {overrun:+.2%}), {served[LITE]} served by the fallback")
         print(report)
         (tmp_path / "replica-overrun.txt").write_text(report + "\n")

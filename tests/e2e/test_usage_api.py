@@ -9,7 +9,9 @@ from typing import Any
 import httpx
 import pytest
 
+from adapters.modelid import base_model_id
 from metering.events import UsageEvent
+from metering.money import micro_from_pico
 from tests.conftest import TEST_PRICING
 from tests.e2e.clients import bedrock_client, wait_for_event
 from tests.processes import Process, Proxy, start_proxy
@@ -84,12 +86,27 @@ def test_usage_by_org_app_model_equals_the_traffic(seeded: tuple[Proxy, list[Usa
         assert row["requests"] == len(mine)
         assert row["input_tokens"] == sum(event.input_tokens for event in mine)
         assert row["output_tokens"] == sum(event.output_tokens for event in mine)
-        assert row["cost_micro_usd"] == sum(event.cost_micro_usd for event in mine) > 0
-        assert row["cost_usd"] == pytest.approx(row["cost_micro_usd"] / 1e6)
+        assert row["cost_pico_usd"] == sum(event.cost_pico_usd for event in mine) > 0
+        assert row["cost_usd"] == pytest.approx(row["cost_pico_usd"] / 1e12)
+        # Kept for readers of the API before issue #16: rounded to whole micro-USD.
+        assert row["cost_micro_usd"] == micro_from_pico(row["cost_pico_usd"])
         assert row["cache_efficiency"] is None  # no cache reads or writes
     total = document["total"]
     assert total["requests"] == len(TRAFFIC)
     assert total["total_tokens"] == sum(event.input_tokens + event.output_tokens for event in events)
+
+
+def test_usage_by_base_model(seeded: tuple[Proxy, list[UsageEvent]]) -> None:
+    """`by=base_model` (issue #16 4c): the model without geo/global prefix or ARN; the
+    folding of profiles into their base model is in tests/metering/test_store_contract.py."""
+    proxy, events = seeded
+    document = admin_get(proxy, "/v1/usage?days=1&by=org,base_model").json()
+    assert document["by"] == ["org", "base_model"]
+    rows = {(row["org"], row["base_model"]): row for row in document["rows"]}
+    assert set(rows) == {(org, base_model_id(event.model)) for event in events for org in [event.org]}
+    for (org, _), row in rows.items():
+        assert row["cost_pico_usd"] == sum(event.cost_pico_usd for event in events if event.org == org)
+        assert "model" not in row
 
 
 @pytest.mark.parametrize("query", ["days=0", "days=x", "by=org,colour", ""])
@@ -108,16 +125,19 @@ def test_quota_state_per_scope_and_model(seeded: tuple[Proxy, list[UsageEvent]])
     acme = scopes["acme"]
     assert acme["chain"] == [MICRO, LITE] and acme["active_model"] == MICRO
     models = {model["model"]: model for model in acme["models"]}
-    spend = sum(event.cost_micro_usd for event in events if event.org == "acme")
-    assert models[MICRO]["spend_micro_usd"] == spend > 0
-    assert models[MICRO]["quota_micro_usd"] == 1_000_000
-    assert models[MICRO]["ratio"] == pytest.approx(spend / 1_000_000)
+    spend = sum(event.cost_pico_usd for event in events if event.org == "acme")
+    assert models[MICRO]["spend_pico_usd"] == spend > 0
+    assert models[MICRO]["spend_usd"] == pytest.approx(spend / 1e12)
+    assert models[MICRO]["spend_micro_usd"] == micro_from_pico(spend)  # as before issue #16
+    assert (models[MICRO]["quota_pico_usd"], models[MICRO]["quota_micro_usd"]) == (10**12, 1_000_000)
+    assert models[MICRO]["quota_usd"] == 1.0
+    assert models[MICRO]["ratio"] == pytest.approx(spend / 10**12)
     assert models[MICRO]["mode"] == "NORMAL" and models[MICRO]["exhausted"] is False
-    assert models[LITE]["spend_micro_usd"] == 0 and models[LITE]["quota_micro_usd"] == 2_000_000
+    assert models[LITE]["spend_pico_usd"] == 0 and models[LITE]["quota_pico_usd"] == 2 * 10**12
     bot = {model["model"]: model for model in scopes["beta/bot"]["models"]}
     assert set(bot) == {MICRO}
-    assert bot[MICRO]["spend_micro_usd"] == sum(event.cost_micro_usd for event in events if event.org == "beta")
-    assert bot[MICRO]["quota_micro_usd"] == 500_000
+    assert bot[MICRO]["spend_pico_usd"] == sum(event.cost_pico_usd for event in events if event.org == "beta")
+    assert bot[MICRO]["quota_pico_usd"] == 5 * 10**11
 
 
 def test_rates_sum_to_the_traffic(seeded: tuple[Proxy, list[UsageEvent]]) -> None:

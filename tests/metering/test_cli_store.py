@@ -42,10 +42,12 @@ def test_cli_on_dynamodb(tmp_path: Path, dynamodb_local: DynamoDBLocal, aws_env:
 
     async def write() -> None:
         async with DynamoDBStore(table=table, region="us-east-1", endpoint_url=dynamodb_local.endpoint_url) as store:
-            await store.write_events([make_event(f"r{i}", timestamp=time.time(), cost_micro_usd=5) for i in range(3)])
+            await store.write_events([make_event(f"r{i}", timestamp=time.time(), cost_pico_usd=5) for i in range(3)])
 
     asyncio.run(write())
     report = json.loads(cli("usage", "--by", "org,model", "--format", "json"))
-    assert report["total"]["requests"] == 3 and report["total"]["cost_micro_usd"] == 15
+    assert report["total"]["requests"] == 3 and report["total"]["cost_pico_usd"] == 15
+    by_base = json.loads(cli("usage", "--by", "base_model", "--format", "json"))
+    assert [(row["base_model"], row["requests"]) for row in by_base["rows"]] == [("amazon.nova-pro-v1:0", 3)]
     refused = costkeeper("usage", "--by", "operation", "--config", str(config), env=CREDENTIALS, check=False)
     assert refused.returncode == 2 and "not by operation" in refused.stderr

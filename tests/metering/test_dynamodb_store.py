@@ -49,7 +49,7 @@ async def test_init_creates_table_gsi_and_ttl_idempotently(dynamodb_store: Dynam
 async def test_items_have_the_documented_keys_and_ttl(dynamodb_store: DynamoDBStore, make_event: MakeEvent) -> None:
     await dynamodb_store.write_batch("j:1-1", [
         make_event("a", timestamp=T0 + 5, input_tokens=10, output_tokens=2, quota_scope="acme/chatbot",
-                   cost_micro_usd=40, reserved_micro_usd=100),
+                   cost_pico_usd=40, reserved_pico_usd=100),
     ])
     rate = await item(dynamodb_store, f"METRICS#{DAY}", f"12:00#MODEL_RATE#{MODEL}")
     assert {k: v for k, v in rate.items() if k not in ("pk", "sk")} == {
@@ -58,13 +58,13 @@ async def test_items_have_the_documented_keys_and_ttl(dynamodb_store: DynamoDBSt
         "ttl": {"N": str(int(T0) + EIGHT_DAYS)},
     }
     quota = await item(dynamodb_store, "QUOTA#acme/chatbot", DAY)
-    assert quota[f"committed#{MODEL}"] == {"N": "-60"} and int(quota["ttl"]["N"]) > T0 + 30 * 86_400
+    assert quota[f"committed_pico_usd#{MODEL}"] == {"N": "-60"} and int(quota["ttl"]["N"]) > T0 + 30 * 86_400
     marker = await item(dynamodb_store, "BATCH#j:1-1#0", "BATCH")
     assert int(marker["ttl"]["N"]) - int(marker["applied_at"]["N"]) == 30 * 86_400
     shards = [await item(dynamodb_store, f"USAGE#{DAY}#{s:02d}", f"acme#chatbot#{MODEL}") for s in range(4)]
     [usage] = [found for found in shards if found]
     assert "ttl" not in usage  # usage is history: it never expires
-    assert (usage["requests"], usage["cost_micro_usd"]) == ({"N": "1"}, {"N": "40"})
+    assert (usage["requests"], usage["cost_pico_usd"]) == ({"N": "1"}, {"N": "40"})
 
 
 async def test_a_batch_split_over_transactions_replays_exactly_once(
@@ -73,7 +73,7 @@ async def test_a_batch_split_over_transactions_replays_exactly_once(
     """Four items per transaction: the marker and three updates. The process dies
     after the first part; the replay applies only the parts still missing."""
     events = [make_event(f"r{i}", model=f"m{i % 5}", app=f"app{i % 2}", timestamp=T0 + 60 * (i % 3),
-                         quota_scope="acme", cost_micro_usd=i) for i in range(30)]
+                         quota_scope="acme", cost_pico_usd=i) for i in range(30)]
     async with dynamodb_factory(max_transaction_items=4) as store:
         await store.init()
         updates = store._updates("j:1-2", Aggregate(events))
@@ -82,7 +82,7 @@ async def test_a_batch_split_over_transactions_replays_exactly_once(
         assert await store.write_batch("j:1-2", events) is True
         assert await store.write_batch("j:1-2", events) is False
         [row] = await store.usage_summary(0, None, [])
-        assert (row.requests, row.cost_micro_usd) == (30, sum(range(30)))
+        assert (row.requests, row.cost_pico_usd) == (30, sum(range(30)))
         assert sum((await store.committed_spend("acme", DAY)).values()) == sum(range(30))
         rates = await store.model_rates("m0", T0, T0 + 180)
         assert sum(rate.rpm for rate in rates) <= 6  # the GSI may lag, never double
@@ -122,7 +122,7 @@ async def test_one_lease_holder_consolidates_daily_totals(
             await recorder.start()
         for i in range(40):
             replicas[i % 2].record(make_event(f"r{i}", app=("chatbot", "search")[i % 4 // 2],
-                                              model=("m-a", "m-b")[i % 3 % 2], cost_micro_usd=i))
+                                              model=("m-a", "m-b")[i % 3 % 2], cost_pico_usd=i))
         await asyncio.gather(*(recorder.flush() for recorder in replicas))
 
         consolidators = [Consolidator(first, 60, owner="replica-a", clock=lambda: now[0]),
@@ -130,8 +130,8 @@ async def test_one_lease_holder_consolidates_daily_totals(
         assert [await c.run_once() for c in consolidators] == [True, False]
         org = await second.scope_totals("acme", DAY)  # one item read, from any replica
         expected = await first.usage_summary(0, None, ["model"])
-        assert {m: (r.requests, r.cost_micro_usd) for m, r in org.items()} == {
-            r.model: (r.requests, r.cost_micro_usd) for r in expected}
+        assert {m: (r.requests, r.cost_pico_usd) for m, r in org.items()} == {
+            r.model: (r.requests, r.cost_pico_usd) for r in expected}
         app = await first.scope_totals("acme/search", DAY)
         assert sum(r.requests for r in app.values()) == 20
         assert await first.scope_totals("nobody", DAY) == {}

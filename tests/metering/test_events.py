@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import replace
 
 import pytest
 
@@ -8,12 +9,17 @@ from adapters.usage import Usage
 from metering.events import UsageEvent, utc_day
 from metering.pricing import Price, PriceTable
 
+#: pico-USD per token of USD per 1M tokens: ×10⁶.
+P = 10**6
 PRICES = PriceTable({
-    "amazon.nova-micro-v1:0": Price(input=0.035, output=0.14),
-    "anthropic.claude-sonnet-4-5-20250929-v1:0": Price(input=3.0, output=15.0, cache_read=0.3, cache_write=3.75),
+    "amazon.nova-micro-v1:0": Price.from_mapping("nova", {"input": 0.035, "output": 0.14}),
+    "anthropic.claude-sonnet-4-5-20250929-v1:0": Price.from_mapping(
+        "sonnet", {"input": 3.0, "output": 15.0, "cache_read": 0.3, "cache_write": 3.75}),
+    "amazon.titan-embed-text-v2:0": Price.from_mapping("titan", {"input": 0.02, "output": 0}),
 })
 NOVA = "amazon.nova-micro-v1:0"
 SONNET = "anthropic.claude-sonnet-4-5-20250929-v1:0"
+TITAN = "amazon.titan-embed-text-v2:0"
 
 
 def event_for(usage: Usage, model: str = NOVA, **overrides: object) -> UsageEvent:
@@ -26,34 +32,67 @@ def event_for(usage: Usage, model: str = NOVA, **overrides: object) -> UsageEven
 
 
 @pytest.mark.parametrize(
-    ("model", "usage", "micro_usd"),
+    ("model", "usage", "pico_usd"),
     [
-        # USD per 1M tokens is micro-USD per token; one rounding per request.
-        (NOVA, Usage(input_tokens=1_000_000), 35_000),
-        (NOVA, Usage(input_tokens=1000, output_tokens=1000), 175),
-        (NOVA, Usage(input_tokens=7), 0),  # 0.245 → 0
-        (NOVA, Usage(input_tokens=20), 1),  # 0.7 → 1
-        (NOVA, Usage(output_tokens=3), 0),  # 0.42 → 0
-        (NOVA, Usage(output_tokens=4), 1),  # 0.56 → 1
-        (NOVA, Usage(input_tokens=7, output_tokens=3), 1),  # 0.665: the sum is rounded, not each part
+        # USD per 1M tokens ×10⁶ is pico-USD per token; nothing is rounded.
+        (NOVA, Usage(input_tokens=1_000_000), 35_000 * 10**6),
+        (NOVA, Usage(input_tokens=1000, output_tokens=1000), 175 * 10**6),
+        (NOVA, Usage(input_tokens=7), 245_000),  # 0.245 µ$: was rounded to 0
+        (NOVA, Usage(input_tokens=20), 700_000),
+        (NOVA, Usage(output_tokens=3), 420_000),
+        (NOVA, Usage(output_tokens=4), 560_000),
+        (NOVA, Usage(input_tokens=7, output_tokens=3), 665_000),
         (NOVA, Usage(), 0),
         (SONNET, Usage(input_tokens=1000, output_tokens=500, cache_read_tokens=10_000, cache_write_tokens=2000),
-         3000 + 7500 + 3000 + 7500),
-        (SONNET, Usage(cache_read_tokens=1), 0),  # 0.3 → 0
-        (SONNET, Usage(cache_write_tokens=1), 4),  # 3.75 → 4
-        (f"us.{SONNET}", Usage(input_tokens=1), 3),  # inference profile → base model's price
-        (f"arn:aws:bedrock:us-east-1::foundation-model/{NOVA}", Usage(input_tokens=1_000_000), 35_000),
+         (3000 + 7500 + 3000 + 7500) * 10**6),
+        (SONNET, Usage(cache_read_tokens=1), 300_000),
+        (SONNET, Usage(cache_write_tokens=1), 3_750_000),
+        (f"us.{SONNET}", Usage(input_tokens=1), 3 * P),  # inference profile → base model's price
+        (f"arn:aws:bedrock:us-east-1::foundation-model/{NOVA}", Usage(input_tokens=1_000_000), 35_000 * 10**6),
+        # Titan Text Embeddings v2, $0.02 per 1M tokens: 24 tokens are 0.48 µ$, not $0 (issue #16).
+        (TITAN, Usage(input_tokens=24), 480_000),
     ],
 )
-def test_cost_in_micro_usd(model: str, usage: Usage, micro_usd: int) -> None:
-    assert PRICES.cost_micro_usd(model, usage) == micro_usd
+def test_cost_in_pico_usd(model: str, usage: Usage, pico_usd: int) -> None:
+    assert PRICES.cost_pico_usd(model, usage) == pico_usd
     event = event_for(usage, model)
-    assert (event.cost_micro_usd, event.priced) == (micro_usd, True)
+    assert (event.cost_pico_usd, event.priced) == (pico_usd, True)
+
+
+@pytest.mark.parametrize(
+    ("usd_per_million", "pico_per_token"),
+    [(0.00875, 8_750), (0.035, 35_000), (0.02, 20_000), (3.75, 3_750_000), (0.000001, 1), (75, 75_000_000),
+     (0, 0), (1e-6, 1), (123.456789, 123_456_789)],
+)
+def test_prices_are_exact_integers_of_pico_usd_per_token(usd_per_million: float, pico_per_token: int) -> None:
+    price = Price.from_mapping("m", {"input": usd_per_million, "output": usd_per_million})
+    assert (price.input, price.output) == (pico_per_token, pico_per_token)
+    assert type(price.input) is int
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [(0.0000001, r"pricing\.m\.input: 1e-07 is not a whole number of pico-USD per token"),
+     (0.1234567, r"pricing\.m\.input: 0\.1234567 is not a whole number"),
+     (0.1 + 0.2, r"pricing\.m\.input: 0\.30000000000000004 is not a whole number"),
+     (float("inf"), r"pricing\.m\.input: expected a non-negative number"),
+     (float("nan"), r"pricing\.m\.input: expected a non-negative number"),
+     (-1, r"pricing\.m\.input: expected a non-negative number"),
+     ("0.5", r"pricing\.m\.input: expected a non-negative number")],
+)
+def test_a_price_that_is_not_exact_in_pico_usd_is_refused(value: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Price.from_mapping("m", {"input": value, "output": 1})
+
+
+def test_a_usd_price_where_pico_usd_belongs_is_refused() -> None:
+    with pytest.raises(TypeError, match="integer pico-USD per token"):
+        Price(input=0.035, output=0.14)  # type: ignore[arg-type]
 
 
 def test_unpriced_model_is_metered_at_zero() -> None:
     event = event_for(Usage(input_tokens=500, output_tokens=20), "mistral.unknown-v1:0")
-    assert (event.cost_micro_usd, event.priced) == (0, False)
+    assert (event.cost_pico_usd, event.priced) == (0, False)
     assert (event.input_tokens, event.output_tokens) == (500, 20)
 
 
@@ -63,7 +102,7 @@ def test_from_usage_copies_everything() -> None:
     assert event == UsageEvent(
         request_id="r1", timestamp=1_741_608_000.0, org="acme", app="chatbot", operation="Converse",
         requested_model="premium", model=NOVA, input_tokens=1, output_tokens=2, cache_read_tokens=3,
-        cache_write_tokens=4, cost_micro_usd=0, priced=True, latency_ms=12.0, first_byte_ms=3.5,
+        cache_write_tokens=4, cost_pico_usd=35_000 + 2 * 140_000, priced=True, latency_ms=12.0, first_byte_ms=3.5,
         status=499, estimated=True,
     )
     assert event.total_tokens == 10
@@ -73,7 +112,7 @@ def test_from_usage_copies_everything() -> None:
 def test_events_are_immutable() -> None:
     event = event_for(Usage())
     with pytest.raises(dataclasses.FrozenInstanceError):
-        event.cost_micro_usd = 1  # type: ignore[misc]
+        event.cost_pico_usd = 1  # type: ignore[misc]
 
 
 @pytest.mark.parametrize(
@@ -94,20 +133,22 @@ TIERED = PriceTable({
 
 
 @pytest.mark.parametrize(
-    ("usage", "micro_usd"),
+    ("usage", "pico_usd"),
     [
-        (Usage(input_tokens=200_000, output_tokens=1000), 600_000 + 15_000),  # at the threshold: base rates
-        (Usage(input_tokens=200_001, output_tokens=1000), round(200_001 * 6.0) + 22_500),  # the whole request
+        # at the threshold: base rates
+        (Usage(input_tokens=200_000, output_tokens=1000), 200_000 * 3_000_000 + 1000 * 15_000_000),
+        # above it: the whole request at the tier's rates
+        (Usage(input_tokens=200_001, output_tokens=1000), 200_001 * 6_000_000 + 1000 * 22_500_000),
         # Cached prompt tokens count toward the threshold, and are billed at the tier's rates.
         (Usage(input_tokens=1000, cache_read_tokens=150_000, cache_write_tokens=49_000),
-         round(1000 * 3 + 150_000 * 0.3 + 49_000 * 3.75)),
+         1000 * 3_000_000 + 150_000 * 300_000 + 49_000 * 3_750_000),
         (Usage(input_tokens=1001, cache_read_tokens=150_000, cache_write_tokens=49_000),
-         round(1001 * 6 + 150_000 * 0.6 + 49_000 * 7.5)),
+         1001 * 6_000_000 + 150_000 * 600_000 + 49_000 * 7_500_000),
     ],
 )
-def test_long_context_tier_applies_to_the_whole_request(usage: Usage, micro_usd: int) -> None:
-    assert TIERED.cost_micro_usd(LONG, usage) == micro_usd
-    assert TIERED.cost_micro_usd(f"global.{LONG}", usage) == micro_usd  # profiles share the tiers
+def test_long_context_tier_applies_to_the_whole_request(usage: Usage, pico_usd: int) -> None:
+    assert TIERED.cost_pico_usd(LONG, usage) == pico_usd
+    assert TIERED.cost_pico_usd(f"global.{LONG}", usage) == pico_usd  # profiles share the tiers
 
 
 def test_tiers_are_ordered_and_omitted_cache_rates_are_the_base_rates() -> None:
@@ -117,8 +158,8 @@ def test_tiers_are_ordered_and_omitted_cache_rates_are_the_base_rates() -> None:
     ]})
     assert [tier.above_input_tokens for tier in price.tiers] == [100, 500]
     assert price.rates_for(100) is price
-    assert price.rates_for(101).input == 2 and price.rates_for(501).input == 3
-    assert price.rates_for(501).cache_read == 0.1
+    assert price.rates_for(101).input == 2 * P and price.rates_for(501).input == 3 * P
+    assert price.rates_for(501).cache_read == P // 10
 
 
 @pytest.mark.parametrize(
@@ -139,8 +180,23 @@ def test_bad_tiers_are_refused(tiers: object, message: str) -> None:
 
 
 def test_events_round_trip_through_the_journal_format() -> None:
-    event = event_for(Usage(input_tokens=3), quota_scope="acme/chatbot", reserved_micro_usd=12)
+    event = event_for(Usage(input_tokens=3), quota_scope="acme/chatbot", reserved_pico_usd=12)
     assert UsageEvent.from_record(event.to_record()) == event
     assert UsageEvent.from_record({**event.to_record(), "from_a_newer_version": 1}) == event
-    old = {k: v for k, v in event.to_record().items() if k not in ("quota_scope", "reserved_micro_usd")}
+    old = {k: v for k, v in event.to_record().items() if k not in ("quota_scope", "reserved_pico_usd")}
     assert UsageEvent.from_record(old).quota_scope == ""
+
+
+def test_journal_lines_written_in_micro_usd_are_read_in_pico_usd() -> None:
+    """A journal written before issue #16 and replayed after the upgrade counts its
+    costs at their true value (their fields name the unit)."""
+    event = event_for(Usage(input_tokens=1000, output_tokens=1000), quota_scope="acme")
+    record = event.to_record()
+    before = {("cost_micro_usd" if k == "cost_pico_usd" else k): v for k, v in record.items()
+              if k != "reserved_pico_usd"}
+    before.update(cost_micro_usd=175, reserved_micro_usd=40)
+    restored = UsageEvent.from_record(before)
+    assert restored == replace(event, cost_pico_usd=175 * P, reserved_pico_usd=40 * P)
+    older = {k: v for k, v in before.items() if k not in ("quota_scope", "reserved_micro_usd")}
+    assert UsageEvent.from_record(older).reserved_pico_usd == 0
+    assert "cost_micro_usd" not in record and record["cost_pico_usd"] == 175 * P

@@ -18,14 +18,14 @@ def seal(journal: Journal) -> int:
 def test_segments_round_trip(tmp_path: Path, make_event: MakeEvent) -> None:
     journal = Journal(tmp_path)
     assert journal.open().segments == ()
-    journal.append(encode(make_event("a", quota_scope="acme", reserved_micro_usd=3)))
+    journal.append(encode(make_event("a", quota_scope="acme", reserved_pico_usd=3)))
     journal.append(encode(make_event("b")))
     first = seal(journal)
     journal.append(encode(make_event("c")))
     second = seal(journal)
     journal.sync()
     assert [e.request_id for e in journal.read_segment(first)] == ["a", "b"]
-    assert journal.read_segment(first)[0] == make_event("a", quota_scope="acme", reserved_micro_usd=3)
+    assert journal.read_segment(first)[0] == make_event("a", quota_scope="acme", reserved_pico_usd=3)
     assert [e.request_id for e in journal.read_segment(second)] == ["c"]
     journal.close()
 

@@ -102,10 +102,12 @@ def test_tight_mode_reserves_the_worst_case_and_refuses_what_cannot_fit() -> Non
 
 def test_all_exhausted_raises_with_scope_and_quotas() -> None:
     store, clock = MemoryQuotaStore(), Clock()
-    store.committed[("acme", DAY, A)] = 1_000_000
-    store.committed[("acme", DAY, B)] = 2_000_000
-    with pytest.raises(QuotaExhausted, match=r"scope 'acme'.*amazon.nova-pro-v1:0 \(\$1/day\)") as raised:
-        _select(_selector(store, clock), (A, B), {A: 1_000_000, B: 2_000_000})
+    usd = 10**12  # pico-USD
+    store.committed[("acme", DAY, A)] = usd
+    store.committed[("acme", DAY, B)] = 2 * usd + 1
+    pattern = r"scope 'acme'.*amazon.nova-pro-v1:0 \(\$1/day\), amazon.nova-2-lite-v1:0 \(\$2.000000000001/day\)"
+    with pytest.raises(QuotaExhausted, match=pattern) as raised:
+        _select(_selector(store, clock), (A, B), {A: usd, B: 2 * usd + 1})
     assert raised.value.scope == "acme"
 
 

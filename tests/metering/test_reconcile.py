@@ -48,7 +48,7 @@ def _event(index: int, timestamp: float, input_tokens: int, output_tokens: int) 
     return UsageEvent(
         request_id=f"r-{index}", timestamp=timestamp, org="acme", app="bot", operation="Converse",
         requested_model=NOVA, model=NOVA, input_tokens=input_tokens, output_tokens=output_tokens,
-        cache_read_tokens=0, cache_write_tokens=0, cost_micro_usd=10, priced=True, latency_ms=5.0,
+        cache_read_tokens=0, cache_write_tokens=0, cost_pico_usd=10, priced=True, latency_ms=5.0,
         first_byte_ms=None, status=200, estimated=False,
     )
 

@@ -55,7 +55,7 @@ class FlakyStore:
 
 async def stored(store: Store) -> tuple[int, int]:
     rows = await store.usage_summary(0, None, [])
-    return sum(row.requests for row in rows), sum(row.cost_micro_usd for row in rows)
+    return sum(row.requests for row in rows), sum(row.cost_pico_usd for row in rows)
 
 
 async def wait_until(predicate: Callable[[], bool], within: float = 10.0) -> float:
@@ -85,7 +85,7 @@ async def test_events_reach_the_store_within_the_flush_interval(store: Store, ma
                                                                 tmp_path: Path) -> None:
     recorder = UsageRecorder(store, tmp_path / "journal", flush_interval=0.05)
     await recorder.start()
-    recorder.record(make_event("r1", cost_micro_usd=3))
+    recorder.record(make_event("r1", cost_pico_usd=3))
     assert recorder.backlog == 1
     await wait_until(lambda: recorder.backlog == 0)
     assert await stored(store) == (1, 3)
@@ -101,7 +101,7 @@ async def test_many_tasks_exact_totals(store: Store, make_event: MakeEvent, tmp_
 
     async def client(n: int) -> None:
         for i in range(40):
-            recorder.record(make_event(f"t{n}-{i}", org=("acme", "zeta")[n % 2], cost_micro_usd=i,
+            recorder.record(make_event(f"t{n}-{i}", org=("acme", "zeta")[n % 2], cost_pico_usd=i,
                                        quota_scope=("acme", "zeta")[n % 2]))
             await asyncio.sleep(0)
 
@@ -140,9 +140,9 @@ async def test_a_flush_writes_one_counter_per_key_not_one_per_request(
 async def test_pending_spend_until_flushed(store: Store, make_event: MakeEvent, tmp_path: Path) -> None:
     recorder = UsageRecorder(store, tmp_path / "journal", flush_interval=60)
     await recorder.start()
-    recorder.record(make_event("a", quota_scope="acme", cost_micro_usd=100, reserved_micro_usd=30))
-    recorder.record(make_event("b", quota_scope="acme", cost_micro_usd=5))
-    recorder.record(make_event("c", quota_scope="", cost_micro_usd=1000))
+    recorder.record(make_event("a", quota_scope="acme", cost_pico_usd=100, reserved_pico_usd=30))
+    recorder.record(make_event("b", quota_scope="acme", cost_pico_usd=5))
+    recorder.record(make_event("c", quota_scope="", cost_pico_usd=1000))
     assert recorder.pending_spend("acme", DAY) == {MODEL: 75}
     assert recorder.pending_spend("zeta", DAY) == {}
     await recorder.flush()
@@ -157,7 +157,7 @@ async def test_store_outage_backlog_grows_then_drains(store: Store, make_event: 
     recorder = UsageRecorder(flaky, tmp_path / "journal", flush_interval=0.02, retry_base=0.01, max_backoff=0.05)
     await recorder.start()
     for i in range(30):
-        recorder.record(make_event(f"r{i}", quota_scope="acme", cost_micro_usd=2))
+        recorder.record(make_event(f"r{i}", quota_scope="acme", cost_pico_usd=2))
         await asyncio.sleep(0.005)
     await wait_until(lambda: flaky.attempts >= 3)
     assert recorder.backlog == 30 and not recorder.healthy
@@ -175,8 +175,8 @@ async def test_a_write_that_landed_but_raised_is_counted_once(store: Store, make
     flaky.fail_after_write = 2
     recorder = UsageRecorder(flaky, tmp_path / "journal", flush_interval=0.02, retry_base=0.01)
     await recorder.start()
-    recorder.record(make_event("r1", quota_scope="acme", cost_micro_usd=7))
-    recorder.record(make_event("r2", quota_scope="acme", cost_micro_usd=7))
+    recorder.record(make_event("r1", quota_scope="acme", cost_pico_usd=7))
+    recorder.record(make_event("r2", quota_scope="acme", cost_pico_usd=7))
     await wait_until(lambda: recorder.backlog == 0)
     await recorder.stop()
     assert flaky.attempts >= 3
@@ -199,7 +199,7 @@ async def test_crash_before_any_flush_loses_nothing(store: Store, make_event: Ma
     await second.start()
     assert second.backlog == 7
     await second.flush()
-    assert await stored(store) == (17, 17_000)
+    assert await stored(store) == (17, 17 * 10**9)
     await second.stop()
 
 
@@ -213,7 +213,7 @@ async def test_crash_after_the_store_write_counts_it_once(store: Store, make_eve
     first = UsageRecorder(flaky, journal, flush_interval=60)
     await first.start()
     for i in range(5):
-        first.record(make_event(f"r{i}", quota_scope="acme", cost_micro_usd=10))
+        first.record(make_event(f"r{i}", quota_scope="acme", cost_pico_usd=10))
     with pytest.raises(TimeoutError):
         await first.flush()
     assert await stored(store) == (5, 50)
@@ -247,7 +247,7 @@ async def test_stop_with_the_store_down_keeps_the_backlog_for_the_next_start(
     second = UsageRecorder(store, journal, flush_interval=60)
     await second.start()
     await second.stop()
-    assert await stored(store) == (4, 4000)
+    assert await stored(store) == (4, 4 * 10**9)
 
 
 async def test_events_recorded_before_start_are_journaled_at_start(sqlite_store: Store, make_event: MakeEvent,
@@ -257,7 +257,7 @@ async def test_events_recorded_before_start_are_journaled_at_start(sqlite_store:
     assert recorder.backlog == 1
     await recorder.start()
     await recorder.stop()
-    assert await stored(sqlite_store) == (1, 1000)
+    assert await stored(sqlite_store) == (1, 10**9)
 
 
 async def test_a_failing_journal_keeps_events_in_memory_and_recovers(
@@ -278,7 +278,7 @@ async def test_a_failing_journal_keeps_events_in_memory_and_recovers(
     monkeypatch.setattr(journal, "append", real_append)
     await wait_until(lambda: recorder.healthy)
     await recorder.flush()
-    assert await stored(sqlite_store) == (2, 2000)
+    assert await stored(sqlite_store) == (2, 2 * 10**9)
     await recorder.stop()
 
 
@@ -320,7 +320,7 @@ async def test_a_flush_sends_the_events_it_recorded_without_reading_its_journal_
     monkeypatch.setattr(recorder._journal, "read_segment",  # noqa: SLF001
                         lambda number: reads.append(number) or read_segment(number))
     for i in range(20):
-        recorder.record(make_event(f"r{i}", cost_micro_usd=3))
+        recorder.record(make_event(f"r{i}", cost_pico_usd=3))
     await wait_until(lambda: recorder.backlog == 0)
     assert await stored(store) == (20, 60) and reads == []
     assert recorder._kept == {} and recorder._kept_count == 0  # noqa: SLF001 — nothing held after the flush
@@ -336,7 +336,7 @@ async def test_past_the_memory_bound_sealed_segments_are_read_from_the_journal(
     recorder = UsageRecorder(flaky, tmp_path / "journal", flush_interval=0.02, retry_base=0.01, max_backoff=0.05)
     await recorder.start()
     for i in range(30):
-        recorder.record(make_event(f"r{i}", cost_micro_usd=2))
+        recorder.record(make_event(f"r{i}", cost_pico_usd=2))
         await asyncio.sleep(0.005)
     await wait_until(lambda: flaky.attempts >= 3)
     assert recorder._kept_count <= 5  # noqa: SLF001

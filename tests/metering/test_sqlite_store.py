@@ -32,18 +32,18 @@ async def test_event_round_trips(sqlite_store: SQLiteStore, make_event: MakeEven
     priced, estimated = flags
     event = make_event("req-rt", first_byte_ms=first_byte_ms, priced=priced, estimated=estimated,
                        cache_read_tokens=7, cache_write_tokens=3, status=429, timestamp=T0 + 0.123,
-                       quota_scope="acme/chatbot", reserved_micro_usd=99)
+                       quota_scope="acme/chatbot", reserved_pico_usd=99)
     await sqlite_store.write_events([event])
     assert await sqlite_store.get_event("req-rt") == event
     assert await sqlite_store.get_event("unknown") is None
 
 
 async def test_same_request_id_is_counted_once(sqlite_store: SQLiteStore, make_event: MakeEvent) -> None:
-    first = make_event("dup", cost_micro_usd=100, quota_scope="acme")
-    await sqlite_store.write_batch("b1", [first, make_event("dup", cost_micro_usd=999, quota_scope="acme")])
+    first = make_event("dup", cost_pico_usd=100, quota_scope="acme")
+    await sqlite_store.write_batch("b1", [first, make_event("dup", cost_pico_usd=999, quota_scope="acme")])
     await sqlite_store.write_batch("b2", [first, make_event("other")])  # another batch, the same request
     [row] = await sqlite_store.usage_summary(0, None, [])
-    assert (row.requests, row.cost_micro_usd) == (2, 100 + 1000)
+    assert (row.requests, row.cost_pico_usd) == (2, 100 + 10**9)
     assert await sqlite_store.get_event("dup") == first  # first write wins
     assert await sqlite_store.committed_spend("acme", "2025-03-10") == {"amazon.nova-pro-v1:0": 100}
 
@@ -51,7 +51,7 @@ async def test_same_request_id_is_counted_once(sqlite_store: SQLiteStore, make_e
 async def test_a_large_batch_counts_each_new_request_once(sqlite_store: SQLiteStore, make_event: MakeEvent) -> None:
     # More ids than one duplicate check holds (_IDS_PER_QUERY), repeats across its chunks.
     def event(i: int) -> UsageEvent:
-        return make_event(f"r{i}", cost_micro_usd=1, quota_scope="acme")
+        return make_event(f"r{i}", cost_pico_usd=1, quota_scope="acme")
 
     await sqlite_store.write_batch("b1", [event(i) for i in range(0, 1200, 2)])  # 600 stored before
     await sqlite_store.write_batch("b2", [event(i) for i in range(1200)] + [event(i) for i in range(1, 1200, 3)])
@@ -88,7 +88,7 @@ async def test_summary_window_is_exact(sqlite_store: SQLiteStore, make_event: Ma
         assert rows == []
 
 
-@pytest.mark.parametrize("by", [["user"], ["org", "cost_micro_usd"], ["day; DROP TABLE usage_events"], "org"])
+@pytest.mark.parametrize("by", [["user"], ["org", "cost_pico_usd"], ["day; DROP TABLE usage_events"], "org"])
 async def test_summary_rejects_unknown_grouping(sqlite_store: SQLiteStore, by: list[str] | str) -> None:
     with pytest.raises(ValueError):
         await sqlite_store.usage_summary(0, None, by)
@@ -96,13 +96,13 @@ async def test_summary_rejects_unknown_grouping(sqlite_store: SQLiteStore, by: l
 
 async def test_scope_totals(sqlite_store: SQLiteStore, make_event: MakeEvent) -> None:
     await sqlite_store.write_events([
-        make_event("a", app="chatbot", model="m-a", cost_micro_usd=1),
-        make_event("b", app="search", model="m-a", cost_micro_usd=10),
-        make_event("c", app="search", model="m-b", cost_micro_usd=100),
-        make_event("d", org="zeta", model="m-a", cost_micro_usd=1000),
+        make_event("a", app="chatbot", model="m-a", cost_pico_usd=1),
+        make_event("b", app="search", model="m-a", cost_pico_usd=10),
+        make_event("c", app="search", model="m-b", cost_pico_usd=100),
+        make_event("d", org="zeta", model="m-a", cost_pico_usd=1000),
     ])
     org = await sqlite_store.scope_totals("acme", "2025-03-10")
-    assert {model: row.cost_micro_usd for model, row in org.items()} == {"m-a": 11, "m-b": 100}
+    assert {model: row.cost_pico_usd for model, row in org.items()} == {"m-a": 11, "m-b": 100}
     app = await sqlite_store.scope_totals("acme/search", "2025-03-10")
     assert {model: row.requests for model, row in app.items()} == {"m-a": 1, "m-b": 1}
 
@@ -145,8 +145,8 @@ async def test_a_file_of_the_previous_version_gains_the_new_columns(tmp_path: Pa
         """)
     async with SQLiteStore(path) as store:
         assert await store.get_event("old") == make_event("old")
-        await store.write_events([make_event("new", quota_scope="acme", reserved_micro_usd=5)])
-        assert (await store.get_event("new")) == make_event("new", quota_scope="acme", reserved_micro_usd=5)
+        await store.write_events([make_event("new", quota_scope="acme", reserved_pico_usd=5)])
+        assert (await store.get_event("new")) == make_event("new", quota_scope="acme", reserved_pico_usd=5)
 
 
 async def test_in_memory_store(make_event: MakeEvent) -> None:

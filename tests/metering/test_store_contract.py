@@ -31,12 +31,12 @@ async def test_implements_the_protocols(store: Store) -> None:
 
 
 async def test_a_batch_applies_once(store: Store, make_event: MakeEvent) -> None:
-    events = [make_event(f"r{i}", cost_micro_usd=10, quota_scope="acme") for i in range(5)]
+    events = [make_event(f"r{i}", cost_pico_usd=10, quota_scope="acme") for i in range(5)]
     assert await store.write_batch("journal:1-1", events) is True
     assert await store.write_batch("journal:1-1", events) is False  # a replay: counted once
-    assert await store.write_batch("journal:2-2", [make_event("other", cost_micro_usd=1)]) is True
+    assert await store.write_batch("journal:2-2", [make_event("other", cost_pico_usd=1)]) is True
     [row] = await store.usage_summary(0, None, [])
-    assert (row.requests, row.cost_micro_usd) == (6, 51)
+    assert (row.requests, row.cost_pico_usd) == (6, 51)
     assert await store.committed_spend("acme", DAY) == {"amazon.nova-pro-v1:0": 50}
 
 
@@ -66,26 +66,61 @@ async def test_write_events_is_idempotent_for_the_same_events(store: Store, make
 async def test_summary_groups(store: Store, make_event: MakeEvent, by: list[str],
                               expected: dict[tuple[str, ...], tuple[int, int]]) -> None:
     await store.write_batch("b", [
-        make_event("r1", org="acme", app="chatbot", model="m-a", cost_micro_usd=1),
-        make_event("r2", org="acme", app="chatbot", model="m-a", cost_micro_usd=10),
-        make_event("r3", org="acme", app="search", model="m-b", cost_micro_usd=100),
-        make_event("r4", org="zeta", app="search", model="m-a", cost_micro_usd=1000, timestamp=T0 + DAY_SECONDS),
+        make_event("r1", org="acme", app="chatbot", model="m-a", cost_pico_usd=1),
+        make_event("r2", org="acme", app="chatbot", model="m-a", cost_pico_usd=10),
+        make_event("r3", org="acme", app="search", model="m-b", cost_pico_usd=100),
+        make_event("r4", org="zeta", app="search", model="m-a", cost_pico_usd=1000, timestamp=T0 + DAY_SECONDS),
     ])
     rows = await store.usage_summary(0, None, by)
-    assert {row.group(by): (row.requests, row.cost_micro_usd) for row in rows} == expected
+    assert {row.group(by): (row.requests, row.cost_pico_usd) for row in rows} == expected
     assert [row.group(by) for row in rows] == sorted(expected)
+
+
+NOVA = "amazon.nova-pro-v1:0"
+SONNET = "anthropic.claude-sonnet-4-5-20250929-v1:0"
+
+
+@pytest.mark.parametrize(
+    ("by", "expected"),
+    [
+        (["base_model"], {(NOVA,): (3, 111), (SONNET,): (3, 111_000)}),
+        (["org", "base_model"], {("acme", NOVA): (2, 11), ("acme", SONNET): (2, 11_000),
+                                 ("zeta", NOVA): (1, 100), ("zeta", SONNET): (1, 100_000)}),
+        # With `model` as well: each model id keeps its row, beside its base model.
+        (["base_model", "model"], {(NOVA, NOVA): (1, 1), (NOVA, f"us.{NOVA}"): (2, 110),
+                                   (SONNET, f"global.{SONNET}"): (2, 11_000),
+                                   (SONNET, f"arn:aws:bedrock:us-east-1:123456789012:inference-profile/eu.{SONNET}"):
+                                       (1, 100_000)}),
+    ],
+)
+async def test_summary_by_base_model(store: Store, make_event: MakeEvent, by: list[str],
+                                     expected: dict[tuple[str, ...], tuple[int, int]]) -> None:
+    """Issue #16 4c: the geo/global prefix and the ARN stripped (`adapters.modelid.base_model_id`)."""
+    arn = f"arn:aws:bedrock:us-east-1:123456789012:inference-profile/eu.{SONNET}"
+    await store.write_batch("b", [
+        make_event("n1", model=NOVA, cost_pico_usd=1),
+        make_event("n2", model=f"us.{NOVA}", cost_pico_usd=10),
+        make_event("n3", org="zeta", model=f"us.{NOVA}", cost_pico_usd=100),
+        make_event("s1", model=f"global.{SONNET}", cost_pico_usd=1000),
+        make_event("s2", model=f"global.{SONNET}", cost_pico_usd=10_000),
+        make_event("s3", org="zeta", model=arn, cost_pico_usd=100_000),
+    ])
+    rows = await store.usage_summary(0, None, by)
+    assert {row.group(by): (row.requests, row.cost_pico_usd) for row in rows} == expected
+    assert [row.group(by) for row in rows] == sorted(expected)
+    assert all(row.model is None for row in rows) or "model" in by
 
 
 async def test_summary_sums_every_counter(store: Store, make_event: MakeEvent) -> None:
     await store.write_batch("b", [
         make_event("a", input_tokens=1, output_tokens=2, cache_read_tokens=3, cache_write_tokens=4,
-                   cost_micro_usd=5, estimated=True),
+                   cost_pico_usd=5, estimated=True),
         make_event("b", input_tokens=10, output_tokens=20, cache_read_tokens=30, cache_write_tokens=40,
-                   cost_micro_usd=0, priced=False),
+                   cost_pico_usd=0, priced=False),
     ])
     [row] = await store.usage_summary(0, None, ["org"])
     assert (row.org, row.requests, row.input_tokens, row.output_tokens, row.cache_read_tokens,
-            row.cache_write_tokens, row.cost_micro_usd, row.estimated_requests,
+            row.cache_write_tokens, row.cost_pico_usd, row.estimated_requests,
             row.unpriced_requests) == ("acme", 2, 11, 22, 33, 44, 5, 1, 1)
 
 
@@ -106,13 +141,13 @@ async def test_concurrent_writers_give_exact_totals(store: Store, make_event: Ma
         for batch in range(5):
             await store.write_batch(f"w{worker}-{batch}", [
                 make_event(f"w{worker}-{batch}-{i}", org=orgs[i % 2], model=models[i % 3],
-                           cost_micro_usd=i, input_tokens=i + 1, quota_scope=orgs[i % 2])
+                           cost_pico_usd=i, input_tokens=i + 1, quota_scope=orgs[i % 2])
                 for i in range(10)
             ])
 
     await asyncio.gather(*(writer(worker) for worker in range(40)))
     [row] = await store.usage_summary(0, None, [])
-    assert (row.requests, row.cost_micro_usd, row.input_tokens) == (2000, 200 * 45, 200 * 55)
+    assert (row.requests, row.cost_pico_usd, row.input_tokens) == (2000, 200 * 45, 200 * 55)
     by_org = {r.org: r.requests for r in await store.usage_summary(0, None, ["org"])}
     assert by_org == {"acme": 1000, "zeta": 1000}
     committed = await store.committed_spend("acme", DAY)
@@ -144,12 +179,12 @@ async def test_flush_settles_reservations(store: Store, make_event: MakeEvent) -
     assert await store.reserve("acme/chatbot", DAY, model, 300, 10_000)
     assert await store.committed_spend("acme/chatbot", DAY) == {model: 800}
     await store.write_batch("b", [
-        make_event("r1", quota_scope="acme/chatbot", reserved_micro_usd=500, cost_micro_usd=120),
-        make_event("r2", quota_scope="acme/chatbot", reserved_micro_usd=0, cost_micro_usd=7),
-        make_event("r3", quota_scope="", cost_micro_usd=1_000_000),  # no quota: not committed
+        make_event("r1", quota_scope="acme/chatbot", reserved_pico_usd=500, cost_pico_usd=120),
+        make_event("r2", quota_scope="acme/chatbot", reserved_pico_usd=0, cost_pico_usd=7),
+        make_event("r3", quota_scope="", cost_pico_usd=1_000_000),  # no quota: not committed
     ])
     assert await store.committed_spend("acme/chatbot", DAY) == {model: 300 + 120 + 7}
-    await store.write_batch("b", [make_event("r1", quota_scope="acme/chatbot", reserved_micro_usd=500)])
+    await store.write_batch("b", [make_event("r1", quota_scope="acme/chatbot", reserved_pico_usd=500)])
     assert await store.committed_spend("acme/chatbot", DAY) == {model: 427}  # settled once
     await store.release("acme/chatbot", DAY, model, 300)
     assert await store.committed_spend("acme/chatbot", DAY) == {model: 127}
@@ -173,7 +208,7 @@ async def test_reservations_and_flushes_race_without_losing_updates(store: Store
     amounts = [rng.randint(1, 50) for _ in range(30)]
 
     async def flusher(i: int) -> None:
-        await store.write_batch(f"f{i}", [make_event(f"f{i}", quota_scope="acme", cost_micro_usd=3)])
+        await store.write_batch(f"f{i}", [make_event(f"f{i}", quota_scope="acme", cost_pico_usd=3)])
 
     results = await asyncio.gather(
         *(store.reserve("acme", DAY, model, amount, 10**9) for amount in amounts),

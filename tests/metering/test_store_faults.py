@@ -54,7 +54,7 @@ async def _wait(predicate: Callable[[], bool], within: float = 30.0) -> None:
 
 async def _traffic(recorder: UsageRecorder, make_event: MakeEvent, prefix: str, count: int) -> None:
     for i in range(count):
-        recorder.record(make_event(f"{prefix}-{i}", quota_scope="acme", cost_micro_usd=3, input_tokens=i))
+        recorder.record(make_event(f"{prefix}-{i}", quota_scope="acme", cost_pico_usd=3, input_tokens=i))
         await asyncio.sleep(0.002)
 
 
@@ -87,7 +87,7 @@ async def test_suspended_store_backlog_grows_then_drains(
     await recorder.stop()
 
     [row] = await suspended_store.usage_summary(0, None, [])
-    assert (row.requests, row.cost_micro_usd, row.input_tokens) == (250, 750, 2 * sum(range(50)) + sum(range(150)))
+    assert (row.requests, row.cost_pico_usd, row.input_tokens) == (250, 750, 2 * sum(range(50)) + sum(range(150)))
     assert await suspended_store.committed_spend("acme", DAY) == {MODEL: 750}
 
 
@@ -110,7 +110,7 @@ async def test_a_store_that_is_not_there_yet(make_event: MakeEvent, tmp_path: Pa
             await _wait(lambda: recorder.backlog == 0 and recorder.healthy)
             await recorder.stop()
             [row] = await store.usage_summary(0, None, [])
-            assert (row.requests, row.cost_micro_usd) == (40, 120)
+            assert (row.requests, row.cost_pico_usd) == (40, 120)
         finally:
             server.stop()
 

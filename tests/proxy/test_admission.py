@@ -22,7 +22,8 @@ from tests.metering.test_quotas import MemoryQuotaStore
 
 CLAUDE, NOVA = "anthropic.claude-haiku-4-5-20251001-v1:0", "amazon.nova-lite-v1:0"
 PROFILE = "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/abc123"
-PRICES = {CLAUDE: Price(1.0, 5.0), NOVA: Price(0.06, 0.24)}
+PRICES = {CLAUDE: Price.from_mapping(CLAUDE, {"input": 1.0, "output": 5.0}),
+          NOVA: Price.from_mapping(NOVA, {"input": 0.06, "output": 0.24})}
 
 
 def _admission(orgs: dict[str, Any], healthy: bool = True) -> Admission:

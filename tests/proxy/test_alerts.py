@@ -69,11 +69,15 @@ def _policies() -> Policies:
     )
 
 
-def _event(timestamp: float = T0, cost: int = 1_000_000, scope: str = "acme") -> UsageEvent:
+#: pico-USD per micro-USD: the amounts below read as micro-USD.
+MICRO = 10**6
+
+
+def _event(timestamp: float = T0, cost: int = 1_000_000 * MICRO, scope: str = "acme") -> UsageEvent:
     return UsageEvent(
         request_id=f"r-{timestamp}-{cost}", timestamp=timestamp, org="acme", app="bot", operation="Converse",
         requested_model="cheap", model=NOVA, input_tokens=10, output_tokens=20, cache_read_tokens=0,
-        cache_write_tokens=0, cost_micro_usd=cost, priced=True, latency_ms=5.0, first_byte_ms=None, status=200,
+        cache_write_tokens=0, cost_pico_usd=cost, priced=True, latency_ms=5.0, first_byte_ms=None, status=200,
         estimated=False, quota_scope=scope,
     )
 
@@ -95,14 +99,14 @@ def test_one_post_per_crossed_threshold_per_day(receiver: Receiver, capsys: pyte
         await alerter.start()
         spend = [5_000_000, 8_500_000, 9_000_000, 10_200_000, 11_000_000]  # 50 %, 85 %, 90 %, 102 %, 110 %
         for committed in spend:
-            store.committed[("acme", DAY, NOVA)] = committed
+            store.committed[("acme", DAY, NOVA)] = committed * MICRO
             alerter.observe(_event(clock.now))
             await alerter.check()
             clock.now += 1
         await alerter.stop()
         # The next UTC day starts with fresh thresholds.
         clock.now = T0 + 86_400
-        store.committed[("acme", utc_day(clock.now), NOVA)] = 9_000_000
+        store.committed[("acme", utc_day(clock.now), NOVA)] = 9_000_000 * MICRO
         alerter.observe(_event(clock.now))
         await alerter.start()
         await alerter.check()
@@ -122,7 +126,7 @@ def test_one_post_per_crossed_threshold_per_day(receiver: Receiver, capsys: pyte
 
 def test_an_exhausted_model_counts_as_100_percent() -> None:
     store = MemoryQuotaStore()
-    store.committed[("acme", DAY, NOVA)] = 9_700_000  # reservations stop short of the quota
+    store.committed[("acme", DAY, NOVA)] = 9_700_000 * MICRO  # reservations stop short of the quota
     store.exhausted[("acme", DAY)] = {NOVA}
 
     async def scenario() -> list[dict[str, Any]]:
@@ -139,12 +143,12 @@ def test_hourly_cost_alert_counts_only_the_last_hour() -> None:
     async def scenario() -> list[list[dict[str, Any]]]:
         alerter = Alerter(AlertsConfig(thresholds=(), hourly_cost_usd=5.0), _policies(), MemoryQuotaStore(),
                           clock=clock)
-        alerter.observe(_event(T0 - 3_700, cost=4_000_000, scope=""))  # older than an hour
-        alerter.observe(_event(T0 - 60, cost=3_000_000, scope=""))
+        alerter.observe(_event(T0 - 3_700, cost=4_000_000 * MICRO, scope=""))  # older than an hour
+        alerter.observe(_event(T0 - 60, cost=3_000_000 * MICRO, scope=""))
         checks = [await alerter.check()]
-        alerter.observe(_event(T0, cost=2_500_000, scope=""))
+        alerter.observe(_event(T0, cost=2_500_000 * MICRO, scope=""))
         checks.append(await alerter.check())
-        alerter.observe(_event(T0, cost=9_000_000, scope=""))
+        alerter.observe(_event(T0, cost=9_000_000 * MICRO, scope=""))
         checks.append(await alerter.check())  # once per day
         return checks
 
@@ -155,7 +159,7 @@ def test_hourly_cost_alert_counts_only_the_last_hour() -> None:
 
 def test_a_webhook_that_is_down_never_reaches_the_caller(caplog: pytest.LogCaptureFixture) -> None:
     store = MemoryQuotaStore()
-    store.committed[("acme", DAY, NOVA)] = 10_000_000
+    store.committed[("acme", DAY, NOVA)] = 10_000_000 * MICRO
     config = AlertsConfig(webhook_url=f"http://127.0.0.1:{free_port()}/hook", timeout=0.5, retries=1,
                           check_interval=0.05)
 

@@ -32,6 +32,9 @@ def test_precedence_flag_over_env_over_file(tmp_path: Path) -> None:
         ("auth: {mode: magic}", "auth.mode"),
         ("pricing: {m: {input: 1}}", "'input' and 'output'"),
         ("pricing: {m: {input: 1, output: -2}}", "pricing.m.output"),
+        # Prices are kept as integer pico-USD per token: at most 6 decimals of USD per 1M tokens.
+        ("pricing: {m: {input: 0.0000001, output: 1}}", "pricing.m.input: 1e-07 is not a whole number of pico-USD"),
+        ("pricing: {m: {input: 1, output: 0.12345678}}", "pricing.m.output: 0.12345678 is not a whole number"),
         ("server: {tls_cert: a.pem}", "together"),
         ("server: {workers: 0}", "server.workers: expected at least 1"),
         ("server: {keepalive_timeout: 0}", "server.keepalive_timeout: expected seconds > 0"),

@@ -33,13 +33,18 @@ from tests.metering.test_quotas import MemoryQuotaStore
 SONNET = "anthropic.claude-sonnet-4-5-20250929-v1:0"
 HAIKU = "anthropic.claude-haiku-4-5-20251001-v1:0"
 NOVA = "amazon.nova-pro-v1:0"
+def _usd(input_usd: float, output_usd: float) -> Price:
+    """A price in config.yaml's unit, USD per 1M tokens."""
+    return Price.from_mapping("test", {"input": input_usd, "output": output_usd})
+
+
 SCOPES = {SONNET: ["us", "eu", "jp", "au", "global"], HAIKU: ["us", "eu", "apac", "jp", "au", "global"],
           NOVA: ["in_region", "us", "eu", "apac"]}
 PRICES = {
-    SONNET: Price(3.0, 15.0), f"global.{SONNET}": Price(3.0, 15.0),
-    f"us.{SONNET}": Price(3.3, 16.5), f"eu.{SONNET}": Price(3.3, 16.5),
-    HAIKU: Price(1.0, 5.0), f"us.{HAIKU}": Price(1.1, 5.5), f"eu.{HAIKU}": Price(1.1, 5.5),
-    NOVA: Price(0.8, 3.2), f"eu.{NOVA}": Price(1.05, 4.2),
+    SONNET: _usd(3.0, 15.0), f"global.{SONNET}": _usd(3.0, 15.0),
+    f"us.{SONNET}": _usd(3.3, 16.5), f"eu.{SONNET}": _usd(3.3, 16.5),
+    HAIKU: _usd(1.0, 5.0), f"us.{HAIKU}": _usd(1.1, 5.5), f"eu.{HAIKU}": _usd(1.1, 5.5),
+    NOVA: _usd(0.8, 3.2), f"eu.{NOVA}": _usd(1.05, 4.2),
 }
 BODY = {"anthropic_version": "bedrock-2023-05-31", "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}]}
 PROPERTY = fuzz(300)
@@ -194,8 +199,8 @@ def test_an_unlisted_model_is_served_in_every_scope() -> None:
     (f"arn:aws:bedrock:us-east-1::foundation-model/{NOVA}", 0.8 + 3.2),
 ])
 def test_the_price_follows_the_id_sent(model: str, usd: float) -> None:
-    cost = PriceTable(PRICES).cost_micro_usd(model, Usage(1_000_000, 1_000_000))
-    assert cost == round(usd * 1_000_000)
+    cost = PriceTable(PRICES).cost_pico_usd(model, Usage(1_000_000, 1_000_000))
+    assert cost == round(usd * 10**12)
 
 
 def test_a_fallback_is_priced_and_reserved_as_the_profile_sent() -> None:

@@ -17,7 +17,7 @@ def _event(**changes: object) -> UsageEvent:
     fields: dict[str, object] = dict(
         request_id="r-1", timestamp=1_795_000_000.5, org="acme", app="bot", operation="ConverseStream",
         requested_model="premium", model="amazon.nova-lite-v1:0", input_tokens=10, output_tokens=20,
-        cache_read_tokens=5, cache_write_tokens=0, cost_micro_usd=1500, priced=True, latency_ms=120.5,
+        cache_read_tokens=5, cache_write_tokens=0, cost_pico_usd=1_500_000_000, priced=True, latency_ms=120.5,
         first_byte_ms=30.25, status=200, estimated=False,
     )
     fields.update(changes)
@@ -33,7 +33,7 @@ def _samples(metrics: ProxyMetrics, backlog: int = 0) -> dict[tuple[str, tuple[t
 def test_metrics_count_tokens_requests_cost_and_latency() -> None:
     metrics = ProxyMetrics()
     metrics.observe(_event(), fallback=True)
-    metrics.observe(_event(request_id="r-2", cached=True, cost_micro_usd=0, input_tokens=0, output_tokens=0,
+    metrics.observe(_event(request_id="r-2", cached=True, cost_pico_usd=0, input_tokens=0, output_tokens=0,
                            cache_read_tokens=0, first_byte_ms=None))
     samples = _samples(metrics, backlog=7)
     base = (("app", "bot"), ("model", "amazon.nova-lite-v1:0"), ("org", "acme"))
@@ -64,10 +64,10 @@ def test_access_record_has_the_request_and_no_secret() -> None:
     record = access_record(_event(), fallback=True)
     assert record["request_id"] == "r-1" and record["model_requested"] == "premium"
     assert record["model"] == "amazon.nova-lite-v1:0" and record["fallback"] is True
-    assert record["cost_usd"] == 0.0015 and record["status"] == 200
+    assert record["cost_usd"] == 0.0015 and record["cost_pico_usd"] == 1_500_000_000 and record["status"] == 200
     assert set(record) == {"type", "time", "request_id", "org", "app", "operation", "model_requested", "model",
                            "fallback", "status", "input_tokens", "output_tokens", "cache_read_tokens",
-                           "cache_write_tokens", "cost_usd", "latency_ms", "first_byte_ms", "estimated", "cached"}
+                           "cache_write_tokens", "cost_usd", "cost_pico_usd", "latency_ms", "first_byte_ms", "estimated", "cached"}
 
 
 def test_emf_record_is_valid_embedded_metric_format() -> None:

@@ -34,8 +34,9 @@ def test_chains_scopes_and_quotas_resolve() -> None:
                  "apps": {"a": {"daily_quota_usd": {"standard": 2}}}},
     })
     bot = policies.for_caller("acme", "bot")
-    assert bot.scope_key == "acme" and bot.quota_of("amazon.nova-pro-v1:0") == 50_000_000
-    assert bot.quota_of("us.amazon.nova-micro-v1:0") == 500_000  # a profile of a quota'd model
+    # pico-USD: $50 and $0.5
+    assert bot.scope_key == "acme" and bot.quota_of("amazon.nova-pro-v1:0") == 50 * 10**12
+    assert bot.quota_of("us.amazon.nova-micro-v1:0") == 5 * 10**11  # a profile of a quota'd model
     assert bot.chain_from("premium".replace("premium", "us.amazon.nova-pro-v1:0"))[0] == (
         "amazon.nova-pro-v1:0", "amazon.nova-2-lite-v1:0", "amazon.nova-micro-v1:0")
     assert bot.chain_from("amazon.nova-2-lite-v1:0") == (("amazon.nova-2-lite-v1:0", "amazon.nova-micro-v1:0"), True)
@@ -43,9 +44,9 @@ def test_chains_scopes_and_quotas_resolve() -> None:
     assert bot.allows("amazon.nova-micro-v1:0") and not bot.allows("amazon.nova-2-lite-v1:0")
     assert bot.max_output_tokens == 512 and bot.rate_limits["amazon.nova-pro-v1:0"].rpm == 10
     a = policies.for_caller("solo", "a")
-    assert (a.scope_key, a.chain[0], a.quota_of("amazon.nova-2-lite-v1:0")) == ("solo/a", "amazon.nova-2-lite-v1:0", 2_000_000)
+    assert (a.scope_key, a.chain[0], a.quota_of("amazon.nova-2-lite-v1:0")) == ("solo/a", "amazon.nova-2-lite-v1:0", 2 * 10**12)
     other = policies.for_caller("solo", "b")  # APP scope: each app its own, the org's quota as default
-    assert (other.scope_key, other.quota_of("amazon.nova-2-lite-v1:0")) == ("solo/b", 1_000_000)
+    assert (other.scope_key, other.quota_of("amazon.nova-2-lite-v1:0")) == ("solo/b", 10**12)
     assert policies.resolve_model("economy") == "amazon.nova-micro-v1:0"
 
 
@@ -59,6 +60,11 @@ def test_chains_scopes_and_quotas_resolve() -> None:
         ({"fallback": ["claude", "llama"]}, "cannot fall back from anthropic.claude-haiku-4-5-20251001-v1:0"),
         ({"orgs": {"acme": {"quota_scope": "TEAM"}}}, "quota_scope"),
         ({"orgs": {"acme": {"daily_quota_usd": {"gold": 1}}}}, "unknown label 'gold'"),
+        # Quotas are exact pico-USD, and a scope's day must fit SQLite's 64-bit integers.
+        ({"orgs": {"acme": {"daily_quota_usd": {"premium": 1e-13}}}},
+         r"orgs\.acme\.daily_quota_usd\.premium: 1e-13 is not a whole number of pico-USD"),
+        ({"orgs": {"acme": {"daily_quota_usd": {"premium": 10_000_000}}}},
+         r"daily_quota_usd\.premium: 10000000 USD per day is above the largest daily quota, 9,000,000 USD"),
         ({"orgs": {"acme": {"apps": {"x": {"max_output_tokens": 0}}}}}, "max_output_tokens"),
         ({"orgs": {"acme": {"apps": {"x": {"rate_limits": {"premium": {"tpd": 1}}}}}}}, "tpm: N, rpm: N"),
         ({"orgs": {"acme": {"apps": {"x": {"budget": 1}}}}}, r"unknown key\(s\) \['budget'\]"),
