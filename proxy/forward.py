@@ -221,6 +221,8 @@ class ProxyHandler:
                         cache_body()
                         meter_once()
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                if stream_watcher is not None:
+                    stream_watcher.end()
                 cache_body()
                 if stream_translator is not None:
                     tail = stream_translator.finish()
