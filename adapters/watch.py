@@ -116,7 +116,7 @@ class BodyUsageWatcher:
         if usage is not None:
             return usage
         output_chars = self._size if self.truncated else response_text_chars(self._body)
-        return estimate_usage(self._request_body, output_chars)
+        return estimate_usage(self._request_body, output_chars, self.model_id)
 
     def _usage_from_body(self) -> Usage | None:
         if self.truncated:
@@ -221,7 +221,7 @@ class StreamUsageWatcher:
             # output is at least what was generated before the cut.
             output = max(seen.output_tokens, estimate_output_tokens(self._output_chars))
             return seen.merged(output_tokens=output, estimated=True)
-        return estimate_usage(self._request_body, self._output_chars)
+        return estimate_usage(self._request_body, self._output_chars, self.model_id)
 
     def _decode(self, frames: bytes) -> None:
         self._decoder.add_data(frames)
