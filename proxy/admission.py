@@ -221,6 +221,26 @@ class Admission:
             key, model, counted = plan.rate
             self._limiter.correct(key, model, counted, usage.input_tokens + usage.output_tokens)
 
+    async def current_choice(self, route: Route, caller: Caller) -> Selection | None:
+        """The model, fallback and mode a fresh request for `route` would get now, read-only
+        (no reservation, no rate counted): what a response-cache hit reports. None when
+        a fresh request would be refused or the quota state cannot be read (`plan` answers)."""
+        if route.model_id is None:
+            return None
+        policy = self.caller_policy(caller)
+        chain, _ = policy.chain_from(self._policies.resolve_model(route.model_id))
+        chain = tuple(model for model in chain if policy.allows(model))
+        if not chain:
+            return None
+        if not any(policy.quota_of(model) is not None for model in chain):
+            return Selection(chain[0], False, Mode.NORMAL)
+        if policy.fail_closed and not self._store_healthy():
+            return None
+        try:
+            return await self._selector.peek(policy.scope_key, chain, policy.quota_of)
+        except Exception:  # exhausted everywhere, or the store is unreachable
+            return None
+
 
 def _rewritten(raw_path: str, requested: str, model: str) -> str:
     """The path for `model`, or the client's exact path when the model is unchanged.

@@ -33,6 +33,7 @@ from adapters.usage import Usage
 from adapters.watch import BodyUsageWatcher, StreamUsageWatcher
 from metering.events import UsageEvent
 from metering.pricing import PriceTable
+from metering.quotas import Selection
 from proxy.admission import Admission, Plan
 from proxy.config import LimitsConfig
 from proxy.errors import (
@@ -112,8 +113,12 @@ class ProxyHandler:
                                                   route.model_id or "", document)
                     hit = self._cache.get(cache_key)
                     if hit is not None:
-                        await self._send_cached(send, route, caller, hit, started)
-                        return
+                        # Served only from the model a fresh request would get now, and
+                        # with its fallback and mode (README "Response cache").
+                        choice = await self._admission.current_choice(route, caller)
+                        if choice is not None and choice.model == hit.model:
+                            await self._send_cached(send, route, caller, hit, started, choice)
+                            return
             plan = await self._admission.plan(route, caller, raw_path, body, document)
             headers = request_headers_for_upstream(scope["headers"])
             try:
@@ -151,13 +156,8 @@ class ProxyHandler:
         stream_translator = StreamTranslator(*translate, route.model_id or "") if translate and is_stream else None
         # A translated body or stream changes size, and a cut stream gains an exception
         # frame: those go out chunked (or re-measured), whatever the upstream declared.
-        headers = response_headers_for_client(response.raw_headers, keep_length=not (is_stream or translate))
-        if plan.model:
-            headers += [
-                (b"x-costkeeper-model-id", plan.model.encode()),
-                (b"x-costkeeper-fallback", b"true" if plan.fallback else b"false"),
-                (b"x-costkeeper-mode", plan.mode.encode()),
-            ]
+        upstream_headers = response_headers_for_client(response.raw_headers, keep_length=not (is_stream or translate))
+        headers = upstream_headers + _costkeeper_headers(plan.model, plan.fallback, plan.mode)
         first_byte: float | None = None
         kept: list[bytes] | None = [] if cache_key and status == 200 and not is_stream else None
         expected = None if is_stream else _content_length(response)
@@ -192,7 +192,8 @@ class ProxyHandler:
         def cache_body() -> None:
             if kept is not None and cache_key and plan.cache_ttl:
                 # Stored before the last byte goes out: the client's next request may be the repeat.
-                self._cache.put(cache_key, CachedResponse(200, tuple(headers), b"".join(kept), plan.cache_ttl))
+                self._cache.put(cache_key, CachedResponse(200, tuple(upstream_headers), b"".join(kept),
+                                                          plan.cache_ttl, plan.model))
 
         hang_up: HangUpWatch | None = None
         try:
@@ -327,20 +328,21 @@ class ProxyHandler:
         await send({"type": "http.response.body", "body": payload, "more_body": False})
 
     async def _send_cached(
-        self, send: Send, route: Route, caller: Caller, hit: CachedResponse, started: float
+        self, send: Send, route: Route, caller: Caller, hit: CachedResponse, started: float, choice: Selection
     ) -> None:
-        """Answer from the cache: a fresh request id, no upstream call, metered at zero cost."""
+        """Answer from the cache: a fresh request id, no upstream call, metered at zero cost.
+        The fallback and mode headers are today's (`choice`), not those of the day it was stored."""
         request_id = new_request_id()
         headers = [(k, v) for k, v in hit.headers if k.lower() != b"x-amzn-requestid"]
         headers += [(b"x-amzn-requestid", request_id.encode()), (b"x-costkeeper-cache", b"hit")]
-        model = next((v.decode() for k, v in hit.headers if k == b"x-costkeeper-model-id"), route.model_id or "")
+        headers += _costkeeper_headers(hit.model, choice.fallback, str(choice.mode))
         event = UsageEvent.from_usage(
             Usage(), self._prices, request_id=request_id, timestamp=time.time(), org=caller.org,
             app=caller.app, operation=str(route.operation), requested_model=route.model_id or "",
-            model=model, latency_ms=(time.perf_counter() - started) * 1000, status=hit.status, cached=True,
+            model=hit.model, latency_ms=(time.perf_counter() - started) * 1000, status=hit.status, cached=True,
         )
         self._recorder.record(event)
-        self._observe(event, False)
+        self._observe(event, choice.fallback)
         await send({"type": "http.response.start", "status": hit.status, "headers": headers})
         await send({"type": "http.response.body", "body": hit.body, "more_body": False})
 
@@ -389,6 +391,17 @@ class ProxyHandler:
         if plan.quota_scope:
             self._admission.note_spend(plan, event.cost_micro_usd - plan.reserved)
         return event
+
+
+def _costkeeper_headers(model: str, fallback: bool, mode: str) -> list[tuple[bytes, bytes]]:
+    """The model that answered, whether it is a fallback, and the quota mode (README)."""
+    if not model:
+        return []
+    return [
+        (b"x-costkeeper-model-id", model.encode()),
+        (b"x-costkeeper-fallback", b"true" if fallback else b"false"),
+        (b"x-costkeeper-mode", mode.encode()),
+    ]
 
 
 def _content_length(response: UpstreamResponse) -> int | None:
