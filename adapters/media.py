@@ -181,6 +181,8 @@ def _child(node: Mapping[str, Any], key: str) -> Mapping[str, Any]:
 def media_tokens(block: Mapping[str, Any], model_id: str) -> int | None:
     """Tokens of `block` if it is an image or a document in any family's shape
     (Claude Messages, Converse / Nova, OpenAI `image_url`); None if it is neither."""
+    if "source" not in block and "image" not in block and "document" not in block and "image_url" not in block:
+        return None  # the common case, text blocks and messages: estimates run on admission's path
     kind = block.get("type")
     if kind in ("image", "document") and isinstance(block.get("source"), Mapping):
         source = _child(block, "source")  # Claude Messages: base64, url, file or text
