@@ -221,25 +221,34 @@ class Admission:
             key, model, counted = plan.rate
             self._limiter.correct(key, model, counted, usage.input_tokens + usage.output_tokens)
 
-    async def current_choice(self, route: Route, caller: Caller) -> Selection | None:
-        """The model, fallback and mode a fresh request for `route` would get now, read-only
-        (no reservation, no rate counted): what a response-cache hit reports. None when
-        a fresh request would be refused or the quota state cannot be read (`plan` answers)."""
+    async def current_choice(self, route: Route, caller: Caller) -> tuple[str, bool, str] | None:
+        """(model id sent, fallback, mode) that a fresh request for `route` would get now,
+        read-only (no reservation, no rate counted): what a response-cache hit reports.
+        None when a fresh request would be refused or the quota state cannot be read
+        (`plan` then answers). The chain is built as `plan` builds it."""
         if route.model_id is None:
             return None
+        requested = self._policies.resolve_model(route.model_id)
         policy = self.caller_policy(caller)
-        chain, _ = policy.chain_from(self._policies.resolve_model(route.model_id))
+        chain, _ = policy.chain_from(requested)
+        entry = chain[0]
+        scope = routing_scope(requested)
+        if scope is not None:
+            chain = (entry, *(model for model in chain[1:] if self._policies.serves(model, scope)))
         chain = tuple(model for model in chain if policy.allows(model))
         if not chain:
             return None
         if not any(policy.quota_of(model) is not None for model in chain):
-            return Selection(chain[0], False, Mode.NORMAL)
-        if policy.fail_closed and not self._store_healthy():
+            selection = Selection(chain[0], False, Mode.NORMAL)
+        elif policy.fail_closed and not self._store_healthy():
             return None
-        try:
-            return await self._selector.peek(policy.scope_key, chain, policy.quota_of)
-        except Exception:  # exhausted everywhere, or the store is unreachable
-            return None
+        else:
+            try:
+                selection = await self._selector.peek(policy.scope_key, chain, policy.quota_of)
+            except Exception:  # exhausted everywhere, or the store is unreachable
+                return None
+        member = selection.model
+        return (requested if member == entry else in_scope(member, requested)), member != entry, str(selection.mode)
 
 
 def _rewritten(raw_path: str, requested: str, model: str) -> str:

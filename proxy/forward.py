@@ -33,7 +33,6 @@ from adapters.usage import Usage
 from adapters.watch import BodyUsageWatcher, StreamUsageWatcher
 from metering.events import UsageEvent
 from metering.pricing import PriceTable
-from metering.quotas import Selection
 from proxy.admission import Admission, Plan
 from proxy.config import LimitsConfig
 from proxy.errors import (
@@ -116,8 +115,8 @@ class ProxyHandler:
                         # Served only from the model a fresh request would get now, and
                         # with its fallback and mode (README "Response cache").
                         choice = await self._admission.current_choice(route, caller)
-                        if choice is not None and choice.model == hit.model:
-                            await self._send_cached(send, route, caller, hit, started, choice)
+                        if choice is not None and choice[0] == hit.model:
+                            await self._send_cached(send, route, caller, hit, started, *choice[1:])
                             return
             plan = await self._admission.plan(route, caller, raw_path, body, document)
             headers = request_headers_for_upstream(scope["headers"])
@@ -328,21 +327,22 @@ class ProxyHandler:
         await send({"type": "http.response.body", "body": payload, "more_body": False})
 
     async def _send_cached(
-        self, send: Send, route: Route, caller: Caller, hit: CachedResponse, started: float, choice: Selection
+        self, send: Send, route: Route, caller: Caller, hit: CachedResponse, started: float,
+        fallback: bool, mode: str,
     ) -> None:
         """Answer from the cache: a fresh request id, no upstream call, metered at zero cost.
-        The fallback and mode headers are today's (`choice`), not those of the day it was stored."""
+        The fallback and mode headers are today's, not those of the day it was stored."""
         request_id = new_request_id()
         headers = [(k, v) for k, v in hit.headers if k.lower() != b"x-amzn-requestid"]
         headers += [(b"x-amzn-requestid", request_id.encode()), (b"x-costkeeper-cache", b"hit")]
-        headers += _costkeeper_headers(hit.model, choice.fallback, str(choice.mode))
+        headers += _costkeeper_headers(hit.model, fallback, mode)
         event = UsageEvent.from_usage(
             Usage(), self._prices, request_id=request_id, timestamp=time.time(), org=caller.org,
             app=caller.app, operation=str(route.operation), requested_model=route.model_id or "",
             model=hit.model, latency_ms=(time.perf_counter() - started) * 1000, status=hit.status, cached=True,
         )
         self._recorder.record(event)
-        self._observe(event, choice.fallback)
+        self._observe(event, fallback)
         await send({"type": "http.response.start", "status": hit.status, "headers": headers})
         await send({"type": "http.response.body", "body": hit.body, "more_body": False})
 

@@ -59,7 +59,8 @@ class _Upstream:
     def __init__(self) -> None:
         self.models: list[str] = []
 
-    async def send(self, method: str, raw_path: str, raw_query: str, headers: Any, body: bytes) -> _Response:
+    async def send(self, method: str, raw_path: str, raw_query: str, headers: Any, body: bytes,
+                   region: str | None = None) -> _Response:
         model = raw_path.split("/")[2].replace("%3A", ":")
         self.models.append(model)
         return _Response(model)
