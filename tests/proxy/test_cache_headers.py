@@ -102,11 +102,11 @@ class Scene:
     def spend(self, model: str, micro_usd: int) -> None:
         self.store.committed[("acme", utc_day(self.clock()), model)] = micro_usd
 
-    def ask(self) -> httpx.Response:
+    def ask(self, path: str = PATH) -> httpx.Response:
         async def go() -> httpx.Response:
             transport = httpx.ASGITransport(app=self.handler)
             async with httpx.AsyncClient(transport=transport, base_url="http://proxy") as client:
-                return await client.post(PATH, json=QUESTION)
+                return await client.post(path, json=QUESTION)
 
         return asyncio.run(go())
 
@@ -162,3 +162,15 @@ def test_no_model_left_refuses_even_a_cached_answer() -> None:
     refused = scene.ask()
     assert refused.status_code == 400
     assert refused.headers["x-amzn-errortype"].startswith("ServiceQuotaExceededException")
+
+
+def test_a_profile_request_is_served_and_falls_back_in_its_scope() -> None:
+    """`us.` in, `us.` out: the entry's model is the id sent, and so is the choice's."""
+    scene = Scene()
+    path = f"/model/us.{PRO}/converse"
+    assert _says(scene.ask(path)) == (f"us.{PRO}", "false", "NORMAL", False)
+    assert _says(scene.ask(path)) == (f"us.{PRO}", "false", "NORMAL", True)
+    scene.spend(PRO, QUOTA)
+    assert _says(scene.ask(path)) == (f"us.{LITE}", "true", "NORMAL", False)
+    assert _says(scene.ask(path)) == (f"us.{LITE}", "true", "NORMAL", True)
+    assert scene.upstream.models == [f"us.{PRO}", f"us.{LITE}"]
