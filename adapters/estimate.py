@@ -1,8 +1,10 @@
 """Token estimates for when Bedrock reported nothing (stream cut, client gone).
 
 About one token per four UTF-8 bytes of text: close for English with the
-Claude, Nova and Llama tokenizers, and deliberately simple. Every estimate is
-flagged `estimated=True` so reports can tell it from a billed figure.
+Claude, Nova and Llama tokenizers, and deliberately simple. Images and
+documents are not text: each is counted by its family's documented formula
+(`adapters.media`), never as zero and never as the size of its base64. Every
+estimate is flagged `estimated=True` so reports can tell it from a billed figure.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import json
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from adapters.media import media_tokens
 from adapters.usage import Usage
 
 __all__ = [
@@ -19,6 +22,7 @@ __all__ = [
     "estimate_output_tokens",
     "estimate_usage",
     "request_text_bytes",
+    "request_input_tokens",
     "response_text_chars",
 ]
 
@@ -69,6 +73,28 @@ def _strings(node: Any) -> Iterator[str]:
             stack.extend(item)
 
 
+def _measure(node: Any, model_id: str) -> tuple[int, int, bool]:
+    """(UTF-8 bytes of text, tokens of images and documents, whether any medium was
+    found) under `node`; iterative, like `_strings`."""
+    text = media = 0
+    found = False
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            text += len(item.encode("utf-8", "surrogatepass"))
+        elif isinstance(item, Mapping):
+            tokens = media_tokens(item, model_id)
+            if tokens is not None:
+                media += tokens
+                found = True
+            else:
+                stack.extend(value for key, value in item.items() if key not in _NOT_TEXT)
+        elif isinstance(item, list):
+            stack.extend(item)
+    return text, media, found
+
+
 def _loads(body: bytes | bytearray | memoryview) -> Any:
     try:
         return json.loads(bytes(body))
@@ -87,6 +113,23 @@ def request_text_bytes(request_body: bytes | bytearray | memoryview) -> int:
     return len(request_body)
 
 
+def request_input_tokens(request_body: bytes | bytearray | memoryview, model_id: str = "") -> int:
+    """Estimated input tokens of a request on `model_id`: its text, its images and
+    documents (Llama's top-level `images` too); the raw size as text if it holds neither."""
+    parsed = _loads(request_body)
+    if isinstance(parsed, Mapping):
+        roots = [value for key, value in parsed.items() if key in _REQUEST_TEXT_ROOTS]
+        text, media, found = _measure(roots, model_id)
+        images = parsed.get("images")
+        if isinstance(images, list):  # Llama 3.2 vision: base64 strings
+            media += sum(media_tokens({"image_url": {"url": image}}, model_id) or 0
+                         for image in images if isinstance(image, str))
+            found = found or bool(images)
+        if text or found:
+            return _ceil_tokens(text) + media
+    return _ceil_tokens(len(request_body))
+
+
 def response_text_chars(body: bytes | bytearray | memoryview) -> int:
     """Characters of generated text in a JSON response body; its raw size if unparsable."""
     parsed = _loads(body)
@@ -95,10 +138,11 @@ def response_text_chars(body: bytes | bytearray | memoryview) -> int:
     return sum(len(text) for text in _strings(parsed))
 
 
-def estimate_usage(request_body: bytes | bytearray | memoryview, output_text_chars: int) -> Usage:
-    """Input from the request's text, output from the characters generated so far."""
+def estimate_usage(request_body: bytes | bytearray | memoryview, output_text_chars: int, model_id: str = "") -> Usage:
+    """Input from the request's text and media (on `model_id`), output from the
+    characters generated so far."""
     return Usage(
-        input_tokens=_ceil_tokens(request_text_bytes(request_body)),
+        input_tokens=request_input_tokens(request_body, model_id),
         output_tokens=estimate_output_tokens(output_text_chars),
         estimated=True,
     )

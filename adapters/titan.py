@@ -6,11 +6,13 @@ first chunk has `inputTextTokenCount` and the last `totalOutputTextTokenCount`
 and `completionReason`. With a guardrail attached every count is a JSON float
 (`28.0`, openllmetry `test_guardrail_invoke.yaml`, 2025-02).
 
-A guardrail that blocks the input ends the stream after one chunk that has
-both counts but no `amazon-bedrock-invocationMetrics` (openllmetry
-`test_guardrail_invoke_stream.yaml`: 6.0 / 3.0, 2025-02). `totalOutputTextTokenCount`
-only ever comes in Titan's last chunk, so `is_final_chunk` tells the stream
-watcher the counts it has are the final ones.
+The AWS chunk schema lists `totalOutputTextTokenCount` in every chunk, so it
+is read as a running total (the last value wins), never as a sign that the
+stream is over: the stream watcher waits for Bedrock's invocation metrics. A
+guardrail that blocks the input ends the stream after one chunk that has both
+counts but no `amazon-bedrock-invocationMetrics` (openllmetry
+`test_guardrail_invoke_stream.yaml`: 6.0 / 3.0, 2025-02); the watcher meters
+those once the stream has ended whole (`adapters.watch`).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any
 from adapters._fields import first_count, token_count, usage_or_none
 from adapters.usage import Usage
 
-__all__ = ["MODEL_PREFIXES", "usage_from_body", "usage_from_chunk", "output_text", "is_final_chunk"]
+__all__ = ["MODEL_PREFIXES", "usage_from_body", "usage_from_chunk", "output_text"]
 
 MODEL_PREFIXES = ("amazon.titan-text-", "amazon.titan-tg1-", "amazon.titan-embed-")
 
@@ -42,11 +44,6 @@ def usage_from_chunk(chunk: Mapping[str, Any], usage: Usage | None) -> Usage | N
     if input_tokens is None and output_tokens is None:
         return usage
     return (usage or Usage()).merged(input_tokens=input_tokens, output_tokens=output_tokens)
-
-
-def is_final_chunk(chunk: Mapping[str, Any]) -> bool:
-    """True for the chunk that carries Titan's total output count (its last)."""
-    return first_count(chunk, "totalOutputTextTokenCount") is not None
 
 
 def output_text(chunk: Mapping[str, Any]) -> str:

@@ -13,6 +13,15 @@ Which figure wins, highest first:
 
 A lower source only fills counts the higher one left at zero (e.g. cache
 tokens). Nothing at all → an estimate, flagged `estimated=True`.
+
+Only (1) ends a stream's watch. A family's own counts may come in every chunk
+(the AWS chunk schema of Titan lists `totalOutputTextTokenCount` in each; Llama's
+`generation_token_count` and Claude's `message_delta` counts are running totals),
+so they are final only once the stream has ended whole without (1) — which
+Bedrock does when a guardrail blocks the input (openllmetry
+`test_guardrail_invoke_stream.yaml`, 2025-02). The proxy says so with `end()`.
+A Titan stream metered at its first chunk's running count (4 output tokens of
+31) is why (issue #16).
 """
 
 from __future__ import annotations
@@ -54,15 +63,6 @@ def _prefer(primary: Usage | None, secondary: Usage | None) -> Usage | None:
         cache_write_tokens=primary.cache_write_tokens or secondary.cache_write_tokens,
         estimated=primary.estimated or secondary.estimated,
     )
-
-
-def _is_final_chunk(family: ModuleType, chunk: Mapping[str, Any]) -> bool:
-    """A family may define `is_final_chunk(chunk) -> bool` (optional): True when
-    the chunk's own counts are final even without invocation metrics, which
-    Bedrock omits when a guardrail blocks the input (Titan, openllmetry
-    `test_guardrail_invoke_stream.yaml`, 2025-02)."""
-    says_final = getattr(family, "is_final_chunk", None)
-    return says_final is not None and bool(says_final(chunk))
 
 
 def _whole_frames(data: bytes) -> int:
@@ -116,7 +116,7 @@ class BodyUsageWatcher:
         if usage is not None:
             return usage
         output_chars = self._size if self.truncated else response_text_chars(self._body)
-        return estimate_usage(self._request_body, output_chars)
+        return estimate_usage(self._request_body, output_chars, self.model_id)
 
     def _usage_from_body(self) -> Usage | None:
         if self.truncated:
@@ -149,7 +149,7 @@ class StreamUsageWatcher:
 
     __slots__ = (
         "operation", "model_id", "_request_body", "_family", "_splitter", "_decoder",
-        "_final", "_native", "_output_chars", "_watching", "complete", "error", "exception_type",
+        "_final", "_native", "_output_chars", "_watching", "_whole", "complete", "error", "exception_type",
     )
 
     def __init__(self, operation: str, model_id: str, request_body: bytes):
@@ -167,7 +167,9 @@ class StreamUsageWatcher:
         self._native: Usage | None = None
         self._output_chars = 0
         self._watching = True
-        #: True once the final usage-bearing event was seen.
+        #: The upstream ended the stream cleanly (`end()`): nothing more will come.
+        self._whole = False
+        #: True once Bedrock's own final count (invocation metrics, `metadata`) was seen.
         self.complete = False
         #: Why the bytes are not a valid event stream, if they are not.
         self.error: str | None = None
@@ -201,17 +203,25 @@ class StreamUsageWatcher:
                 return frames + self._splitter.drain()
         return frames
 
+    def end(self) -> None:
+        """The upstream sent its last byte. If the stream is whole (no partial frame,
+        no exception frame, valid framing), the family's own last counts are final
+        when Bedrock sent no metrics; a stream not ended this way is estimated."""
+        self._whole = self.error is None and self.exception_type is None and self.pending == 0
+
     def finish(self) -> Usage:
         """Real usage if the stream reported it, else the best estimate (flagged)."""
         if self.complete and self._final is not None:
             return _prefer(self._final, self._native) or self._final
         seen = self._native
+        if self._whole and seen is not None:
+            return seen
         if seen is not None and (seen.input_tokens or seen.cache_read_tokens or seen.cache_write_tokens):
             # Cut after Claude's message_start: real input and cache counts,
             # output is at least what was generated before the cut.
             output = max(seen.output_tokens, estimate_output_tokens(self._output_chars))
             return seen.merged(output_tokens=output, estimated=True)
-        return estimate_usage(self._request_body, self._output_chars)
+        return estimate_usage(self._request_body, self._output_chars, self.model_id)
 
     def _decode(self, frames: bytes) -> None:
         self._decoder.add_data(frames)
@@ -269,7 +279,4 @@ class StreamUsageWatcher:
         metrics = usage_from_invocation_metrics(chunk)
         if metrics is not None:
             self._final = metrics
-            self.complete = True
-        elif self._native is not None and _is_final_chunk(family, chunk):
-            self._final = self._native
             self.complete = True

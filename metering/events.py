@@ -84,6 +84,10 @@ class UsageEvent:
     quota_model: str = ""
     #: Served from the proxy's response cache: no upstream call, no cost.
     cached: bool = False
+    #: The client left before the response was complete. The usage is Bedrock's own
+    #: count if the upstream delivered it within `limits.hangup_tail_*` after the
+    #: client left, else an estimate (`estimated`).
+    hung_up: bool = False
 
     @property
     def day(self) -> str:
@@ -139,6 +143,7 @@ class UsageEvent:
         quota_model: str = "",
         reserved_pico_usd: int = 0,
         cached: bool = False,
+        hung_up: bool = False,
     ) -> UsageEvent:
         """Price `usage` for `model` (the model used, not the one requested).
 
@@ -168,6 +173,7 @@ class UsageEvent:
             quota_model="" if quota_model == model else quota_model,
             reserved_pico_usd=reserved_pico_usd,
             cached=cached,
+            hung_up=hung_up,
         )
 
 

@@ -266,3 +266,28 @@ class QuotaSelector:
             logger.info("scope %s exhausted its daily quota on %s; falling back for the rest of %s",
                         scope, model, day)
             await self._store.mark_exhausted(scope, day, model)
+
+    async def peek(
+        self, scope: str, chain: Sequence[str], quota_of: Callable[[str], int | None]
+    ) -> Selection:
+        """What `select` would choose now, read-only: no reservation, no exhausted mark,
+        no fresh read in TIGHT mode (a model past the threshold is still chosen while its
+        last read spend is under the quota). For an answer that costs nothing — a
+        response-cache hit reports the model, fallback and mode of a fresh request.
+        Raises QuotaExhausted as `select` would."""
+        day = utc_day(self._clock())
+        exhausted = await self._exhausted_for(scope, day)
+        quotas: dict[str, int] = {}
+        for index, model in enumerate(chain):
+            quota = quota_of(model)
+            if quota is None:
+                return Selection(model, index > 0, Mode.NORMAL, 0, day)
+            quotas[model] = quota
+            if model in exhausted:
+                continue
+            spent = await self._spent(scope, day, model, fresh=False)
+            if spent + self._unseen(scope, day, model) < self._threshold * quota:
+                return Selection(model, index > 0, Mode.NORMAL, 0, day, _ratio(spent, quota))
+            if spent < quota:
+                return Selection(model, index > 0, Mode.TIGHT, 0, day, _ratio(spent, quota))
+        raise QuotaExhausted(scope, chain, quotas)

@@ -109,13 +109,7 @@ class Admission:
             return Plan(_rewritten(raw_path, route.model_id, requested), body, model=requested,
                         family_model=self._policies.base_of(requested))
         policy = self.caller_policy(caller)
-        chain, _ = policy.chain_from(requested)
-        entry = chain[0]
-        scope = routing_scope(requested)
-        if scope is not None:
-            # A fallback stays in the request's scope; one with no profile there is skipped.
-            chain = (entry, *(model for model in chain[1:] if self._policies.serves(model, scope)))
-        chain = tuple(model for model in chain if policy.allows(model))
+        entry, chain = self._chain(policy, requested)
         if not chain:
             raise AccessDeniedException(_NO_ACCESS)
 
@@ -220,6 +214,41 @@ class Admission:
         if plan.rate is not None:
             key, model, counted = plan.rate
             self._limiter.correct(key, model, counted, usage.input_tokens + usage.output_tokens)
+
+    def _chain(self, policy: CallerPolicy, requested: str) -> tuple[str, tuple[str, ...]]:
+        """The model asked for (the chain's entry) and the chain models that may serve
+        the request, in order: a fallback stays in the request's routing scope (one with
+        no profile there is skipped), and only models the app may use are kept."""
+        chain, _ = policy.chain_from(requested)
+        entry = chain[0]
+        scope = routing_scope(requested)
+        if scope is not None:
+            chain = (entry, *(model for model in chain[1:] if self._policies.serves(model, scope)))
+        return entry, tuple(model for model in chain if policy.allows(model))
+
+    async def current_choice(self, route: Route, caller: Caller) -> tuple[str, bool, str] | None:
+        """(model id sent, fallback, mode) that a fresh request for `route` would get now,
+        read-only (no reservation, no rate counted): what a response-cache hit reports.
+        None when a fresh request would be refused or the quota state cannot be read
+        (`plan` then answers). The chain is `plan`'s (`_chain`)."""
+        if route.model_id is None:
+            return None
+        requested = self._policies.resolve_model(route.model_id)
+        policy = self.caller_policy(caller)
+        entry, chain = self._chain(policy, requested)
+        if not chain:
+            return None
+        if not any(policy.quota_of(model) is not None for model in chain):
+            selection = Selection(chain[0], False, Mode.NORMAL)
+        elif policy.fail_closed and not self._store_healthy():
+            return None
+        else:
+            try:
+                selection = await self._selector.peek(policy.scope_key, chain, policy.quota_of)
+            except Exception:  # exhausted everywhere, or the store is unreachable
+                return None
+        member = selection.model
+        return (requested if member == entry else in_scope(member, requested)), member != entry, str(selection.mode)
 
 
 def _rewritten(raw_path: str, requested: str, model: str) -> str:

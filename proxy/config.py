@@ -160,6 +160,14 @@ class LimitsConfig:
     max_header_bytes: int = 16 * 1024
     #: Header fields per request; 100 like Apache httpd and Tomcat. SDKs send 10–25.
     max_header_count: int = 100
+    #: A client that hangs up before the usage arrived (often right after `messageStop`,
+    #: before the `metadata` frame) must not choose to be billed an estimate: the proxy
+    #: keeps reading the upstream for at most this many seconds and bytes, without
+    #: relaying them, to meter Bedrock's own count; then it closes the upstream. While it
+    #: reads, the model may keep generating (billed by Bedrock, metered by the proxy), so
+    #: the bound is short. 0 → close at once and estimate.
+    hangup_tail_seconds: float = 2.0
+    hangup_tail_bytes: int = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)

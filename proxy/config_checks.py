@@ -46,6 +46,9 @@ def check_limits(limits: LimitsConfig) -> None:
     for key in ("max_body_bytes", "max_usage_body_bytes", "max_header_bytes", "max_header_count"):
         if getattr(limits, key) < 1:
             raise ConfigError(f"limits.{key}: expected at least 1, got {getattr(limits, key)}")
+    for key in ("hangup_tail_seconds", "hangup_tail_bytes"):
+        if getattr(limits, key) < 0:
+            raise ConfigError(f"limits.{key}: expected 0 (off) or more, got {getattr(limits, key)}")
 
 
 def check_regions(upstream: UpstreamConfig, region: str) -> UpstreamConfig:

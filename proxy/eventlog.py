@@ -50,6 +50,7 @@ def access_record(event: UsageEvent, fallback: bool) -> dict[str, Any]:
         "first_byte_ms": None if event.first_byte_ms is None else round(event.first_byte_ms, 3),
         "estimated": event.estimated,
         "cached": event.cached,
+        "hung_up": event.hung_up,
     }
 
 

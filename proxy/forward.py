@@ -7,7 +7,11 @@ so a client hang-up or an upstream cut still meters what was used.
 * Event streams are relayed frame by frame (never buffered beyond one partial
   frame): if the upstream cuts mid-stream, the client gets a well-formed
   exception frame instead of a silent truncation.
-* A client that hangs up cancels the relay, which closes the upstream request.
+* A client that hangs up cancels the relay. Unless the usage is already known,
+  the upstream is read a little longer, bounded in time and bytes
+  (`limits.hangup_tail_*`), without relaying it: a client that leaves right after
+  `messageStop` must not choose to be billed an estimate instead of the `metadata`
+  frame's count. Then the upstream request is closed (Bedrock stops generating).
 * Upstream errors (status, `x-amzn-ErrorType`, body) pass through unchanged.
 * A fallback to another model family is translated back: stream frames one by
   one, a JSON body whole (it is small and must be complete to translate).
@@ -39,6 +43,7 @@ from proxy.errors import (
     new_request_id,
     stream_error_frame,
 )
+from proxy.hangup import HangUpWatch, read_tail
 from proxy.headers import request_headers_for_upstream, response_headers_for_client
 from proxy.identity import Authenticator, Caller
 from proxy.limits import check_request_head
@@ -107,8 +112,12 @@ class ProxyHandler:
                                                   route.model_id or "", document)
                     hit = self._cache.get(cache_key)
                     if hit is not None:
-                        await self._send_cached(send, route, caller, hit, started)
-                        return
+                        # Served only from the model a fresh request would get now, and
+                        # with its fallback and mode (README "Response cache").
+                        choice = await self._admission.current_choice(route, caller)
+                        if choice is not None and choice[0] == hit.model:
+                            await self._send_cached(send, route, caller, hit, started, *choice[1:])
+                            return
             plan = await self._admission.plan(route, caller, raw_path, body, document)
             headers = request_headers_for_upstream(scope["headers"])
             try:
@@ -146,19 +155,15 @@ class ProxyHandler:
         stream_translator = StreamTranslator(*translate, route.model_id or "") if translate and is_stream else None
         # A translated body or stream changes size, and a cut stream gains an exception
         # frame: those go out chunked (or re-measured), whatever the upstream declared.
-        headers = response_headers_for_client(response.raw_headers, keep_length=not (is_stream or translate))
-        if plan.model:
-            headers += [
-                (b"x-costkeeper-model-id", plan.model.encode()),
-                (b"x-costkeeper-fallback", b"true" if plan.fallback else b"false"),
-                (b"x-costkeeper-mode", plan.mode.encode()),
-            ]
+        upstream_headers = response_headers_for_client(response.raw_headers, keep_length=not (is_stream or translate))
+        headers = upstream_headers + _costkeeper_headers(plan.model, plan.fallback, plan.mode)
         first_byte: float | None = None
         kept: list[bytes] | None = [] if cache_key and status == 200 and not is_stream else None
         expected = None if is_stream else _content_length(response)
         received = 0
         metered = False
         finished = False
+        hung_up = False
         unobserved: UsageEvent | None = None
 
         def meter_once() -> None:
@@ -175,7 +180,7 @@ class ProxyHandler:
                 else:
                     usage = body_watcher.finish(status, response.headers)  # type: ignore[union-attr]
                 unobserved = self._record(route, caller, plan, status, response.headers.get("x-amzn-requestid"),
-                                          usage, started, first_byte)
+                                          usage, started, first_byte, hung_up)
 
         def observe_once() -> None:
             nonlocal unobserved
@@ -186,9 +191,10 @@ class ProxyHandler:
         def cache_body() -> None:
             if kept is not None and cache_key and plan.cache_ttl:
                 # Stored before the last byte goes out: the client's next request may be the repeat.
-                self._cache.put(cache_key, CachedResponse(200, tuple(headers), b"".join(kept), plan.cache_ttl))
+                self._cache.put(cache_key, CachedResponse(200, tuple(upstream_headers), b"".join(kept),
+                                                          plan.cache_ttl, plan.model))
 
-        hang_up: _HangUpWatch | None = None
+        hang_up: HangUpWatch | None = None
         try:
             if translate and not is_stream:
                 try:
@@ -199,7 +205,7 @@ class ProxyHandler:
                 observe_once()
                 return
             await send({"type": "http.response.start", "status": status, "headers": headers})
-            hang_up = _HangUpWatch(receive)
+            hang_up = HangUpWatch(receive)
             try:
                 async for chunk in response.chunks():
                     if stream_watcher is not None:
@@ -221,6 +227,8 @@ class ProxyHandler:
                         cache_body()
                         meter_once()
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                if stream_watcher is not None:
+                    stream_watcher.end()
                 cache_body()
                 if stream_translator is not None:
                     tail = stream_translator.finish()
@@ -252,7 +260,26 @@ class ProxyHandler:
         except asyncio.CancelledError:
             if hang_up is None or not hang_up.stop():
                 raise
-            hang_up.forgive()  # the client is gone: the finally below drops the upstream request
+            hang_up.forgive()  # the client is gone: read the tail, then the finally drops the upstream
+            hung_up = True
+
+            def feed(chunk: bytes) -> bool:
+                nonlocal received
+                if stream_watcher is not None:
+                    stream_watcher.feed(chunk)
+                    return stream_watcher.complete
+                body_watcher.feed(chunk)  # type: ignore[union-attr]
+                received += len(chunk)
+                return expected is not None and received >= expected
+
+            done = stream_watcher.complete if stream_watcher is not None else (
+                expected is not None and received >= expected)
+            if not done:
+                logger.info("client hung up on %s %s before its usage; reading the upstream for it",
+                            route.operation, response.headers.get("x-amzn-requestid", "-"))
+                finished = await read_tail(response, feed, self._limits)
+                if finished and stream_watcher is not None:
+                    stream_watcher.end()
         finally:
             if hang_up is not None:
                 hang_up.stop()
@@ -300,20 +327,22 @@ class ProxyHandler:
         await send({"type": "http.response.body", "body": payload, "more_body": False})
 
     async def _send_cached(
-        self, send: Send, route: Route, caller: Caller, hit: CachedResponse, started: float
+        self, send: Send, route: Route, caller: Caller, hit: CachedResponse, started: float,
+        fallback: bool, mode: str,
     ) -> None:
-        """Answer from the cache: a fresh request id, no upstream call, metered at zero cost."""
+        """Answer from the cache: a fresh request id, no upstream call, metered at zero cost.
+        The fallback and mode headers are today's, not those of the day it was stored."""
         request_id = new_request_id()
         headers = [(k, v) for k, v in hit.headers if k.lower() != b"x-amzn-requestid"]
         headers += [(b"x-amzn-requestid", request_id.encode()), (b"x-costkeeper-cache", b"hit")]
-        model = next((v.decode() for k, v in hit.headers if k == b"x-costkeeper-model-id"), route.model_id or "")
+        headers += _costkeeper_headers(hit.model, fallback, mode)
         event = UsageEvent.from_usage(
             Usage(), self._prices, request_id=request_id, timestamp=time.time(), org=caller.org,
             app=caller.app, operation=str(route.operation), requested_model=route.model_id or "",
-            model=model, latency_ms=(time.perf_counter() - started) * 1000, status=hit.status, cached=True,
+            model=hit.model, latency_ms=(time.perf_counter() - started) * 1000, status=hit.status, cached=True,
         )
         self._recorder.record(event)
-        self._observe(event, False)
+        self._observe(event, fallback)
         await send({"type": "http.response.start", "status": hit.status, "headers": headers})
         await send({"type": "http.response.body", "body": hit.body, "more_body": False})
 
@@ -333,6 +362,7 @@ class ProxyHandler:
         usage: Usage,
         started: float,
         first_byte: float | None,
+        hung_up: bool = False,
     ) -> UsageEvent | None:
         """Journal the request's usage and settle what admission reserved for it; the
         event, for `_observe` (metrics, event log, alerts), or None if nothing is metered."""
@@ -355,6 +385,7 @@ class ProxyHandler:
             quota_scope=plan.quota_scope,
             quota_model=plan.quota_model,
             reserved_pico_usd=plan.reserved,
+            hung_up=hung_up,
         )
         self._recorder.record(event)
         if plan.quota_scope:
@@ -362,38 +393,15 @@ class ProxyHandler:
         return event
 
 
-class _HangUpWatch:
-    """Cancels the relaying task when the client hangs up, which closes the upstream
-    request (Bedrock stops generating). One bare asyncio task: an anyio task group
-    per response cost ~8 % of the CPU of a request (bench/RESULTS.md)."""
-
-    __slots__ = ("_gone", "_relay", "_stopped", "_task")
-
-    def __init__(self, receive: Receive) -> None:
-        self._relay = asyncio.current_task()
-        self._gone = False
-        self._stopped = False
-        self._task = asyncio.get_running_loop().create_task(self._watch(receive))
-
-    async def _watch(self, receive: Receive) -> None:
-        while (await receive())["type"] != "http.disconnect":
-            pass
-        # The server also says "disconnect" once the response is complete: `stop()` comes first then.
-        if not self._stopped and self._relay is not None:
-            self._gone = True
-            self._relay.cancel()
-
-    def stop(self) -> bool:
-        """No more watching (call before the last byte goes out); whether the client was gone."""
-        if not self._stopped:
-            self._stopped = True
-            self._task.cancel()
-        return self._gone
-
-    def forgive(self) -> None:
-        """The cancellation was ours: take it back so the request ends normally."""
-        if self._relay is not None:
-            self._relay.uncancel()
+def _costkeeper_headers(model: str, fallback: bool, mode: str) -> list[tuple[bytes, bytes]]:
+    """The model that answered, whether it is a fallback, and the quota mode (README)."""
+    if not model:
+        return []
+    return [
+        (b"x-costkeeper-model-id", model.encode()),
+        (b"x-costkeeper-fallback", b"true" if fallback else b"false"),
+        (b"x-costkeeper-mode", mode.encode()),
+    ]
 
 
 def _content_length(response: UpstreamResponse) -> int | None:

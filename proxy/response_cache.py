@@ -4,6 +4,12 @@ Key: org, app, operation, model and the request body in canonical JSON (sorted
 keys, no whitespace), so the same question asked twice by the same app is
 answered locally until the app's TTL passes. Streams are never cached. Entries
 expire individually (`cachetools.TLRUCache`), bounded in count and body size.
+
+A hit is served only when the model that answered it is the one the caller's
+chain would choose now (`Admission.current_choice`), and it reports that
+choice's fallback and mode. After a quota moves the chain to its fallback (or a
+new day moves it back), the entry is not served: the cache saves the call, it
+never changes which model answers nor what the headers say about the quota.
 """
 
 from __future__ import annotations
@@ -23,9 +29,13 @@ __all__ = ["CachedResponse", "ResponseCache"]
 @dataclass(frozen=True, slots=True)
 class CachedResponse:
     status: int
+    #: The upstream's headers as relayed, without the proxy's own `x-costkeeper-*`:
+    #: fallback and mode are today's when the entry is served, not the day it was stored.
     headers: tuple[tuple[bytes, bytes], ...]
     body: bytes
     ttl: float
+    #: The model that answered; a hit is served only while a fresh request would get it.
+    model: str = ""
 
 
 def _expires(_key: str, value: CachedResponse, now: float) -> float:

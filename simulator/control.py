@@ -10,6 +10,8 @@ or pause without reconfiguring the simulator, through any proxy in between:
     [[sim:stream-error]]  streams: in-stream modelStreamErrorException after a few events
     [[sim:hold=KEY]]      wait for `POST /_sim/release/KEY` (streams: after a few events;
                           other operations: before the response head)
+    [[sim:hold-last=KEY]] streams: wait for the release before the last event, the one
+                          with the usage (a client may leave after `messageStop`)
     [[sim:words=N]]       exactly N output words (still capped by the max tokens)
 """
 
@@ -36,6 +38,7 @@ class Directives:
     cut: bool = False
     stream_error: bool = False
     hold: str | None = None
+    hold_last: str | None = None
     words: int | None = None
 
 
@@ -54,8 +57,8 @@ def parse_directives(body: bytes) -> Directives:
             found[name] = True
         elif name == "stream-error":
             found["stream_error"] = True
-        elif name == "hold" and value:
-            found["hold"] = value.decode()
+        elif name in ("hold", "hold-last") and value:
+            found[name.replace("-", "_")] = value.decode()
         elif name == "words" and value and value.isdigit():
             found["words"] = int(value)
     return Directives(**found) if found else NO_DIRECTIVES  # type: ignore[arg-type]

@@ -157,6 +157,10 @@ async def run_stream(
                 record["outcome"] = "held"
                 released = await call.state.gates.wait(directives.hold)
                 record["outcome"] = "streaming" if released else "hold-timeout"
+        if index == last and index and directives.hold_last:
+            record["outcome"] = "held"
+            released = await call.state.gates.wait(directives.hold_last)
+            record["outcome"] = "streaming" if released else "hold-timeout"
         if index and delay:
             await asyncio.sleep(delay)
         if index == last:

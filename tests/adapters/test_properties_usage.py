@@ -12,7 +12,7 @@ from typing import Any
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from adapters import FAMILIES, converse, titan
+from adapters import FAMILIES, converse
 from adapters._fields import token_count
 from adapters.headers import (
     CACHE_READ_TOKENS_HEADER,
@@ -76,7 +76,6 @@ def test_usage_from_chunks_and_output_text(stream: list[dict[str, Any]], start: 
             assert usage is not None  # a chunk without counts never forgets the earlier ones
     for chunk in stream:
         assert_usage(usage_from_invocation_metrics(chunk))
-        assert isinstance(titan.is_final_chunk(chunk), bool)
 
 
 event_types = st.one_of(

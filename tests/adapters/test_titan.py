@@ -62,24 +62,22 @@ def test_usage_from_body(body: dict[str, Any], expected: Usage | None) -> None:
     assert titan.usage_from_body(body) == expected
 
 
-@pytest.mark.parametrize(
-    ("chunk", "final"),
-    [
-        ({"outputText": "a", "index": 0, "inputTextTokenCount": 28.0}, False),
-        ({"outputText": "b", "index": 0}, False),
-        ({"outputText": "c", "index": 0, "totalOutputTextTokenCount": None, "completionReason": None}, False),
-        ({"outputText": "", "totalOutputTextTokenCount": 3.0, "completionReason": "FINISH"}, True),
-    ],
-)
-def test_is_final_chunk(chunk: dict[str, Any], final: bool) -> None:
-    assert titan.is_final_chunk(chunk) is final
+def test_running_output_counts_keep_the_last() -> None:
+    """The AWS chunk schema allows `totalOutputTextTokenCount` in every chunk: a running total."""
+    usage = None
+    for chunk in ({"outputText": "a", "inputTextTokenCount": 28.0, "totalOutputTextTokenCount": 4},
+                  {"outputText": "b", "totalOutputTextTokenCount": None, "completionReason": None},
+                  {"outputText": "c", "totalOutputTextTokenCount": 31.0, "completionReason": "FINISH"}):
+        usage = titan.usage_from_chunk(chunk, usage)
+    assert usage == Usage(28, 31)
 
 
 def test_blocked_stream_is_exact_without_invocation_metrics() -> None:
     item = interaction(BLOCKED_STREAM)
     watcher = StreamUsageWatcher(item.operation, item.model_id, item.request_body)
     assert watcher.feed(item.body) == item.body
-    assert watcher.complete and watcher.error is None
+    assert not watcher.complete and watcher.error is None  # no invocation metrics, ever
+    watcher.end()
     usage = watcher.finish()
     assert usage == Usage(6, 3) and not usage.estimated
 

@@ -110,8 +110,9 @@ def test_usage_report_matches_the_metered_events(proxy: Proxy, caller_key: dict[
 def test_client_hang_up_cancels_the_upstream(proxy: Proxy, caller_key: dict[str, str],
                                              simulator: Process, monkeypatch: pytest.MonkeyPatch) -> None:
     """The upstream is held after its first events; the client reads them and hangs up.
-    The proxy must notice, close the upstream and meter an estimate — before the
-    upstream is ever released (a proxy that kept reading would record nothing yet)."""
+    The proxy must notice, read the upstream no longer than its bounded tail
+    (`limits.hangup_tail_seconds`), close it and meter an estimate flagged as a
+    hang-up — before the upstream is ever released (tests/e2e/test_hang_up.py)."""
     monkeypatch.setenv("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", proxy.url)
     client = bedrock_client(caller_key)
     hold = uuid.uuid4().hex
@@ -123,7 +124,7 @@ def test_client_hang_up_cancels_the_upstream(proxy: Proxy, caller_key: dict[str,
     client.close()
     try:
         event = wait_for_event(proxy, request_id, timeout=10)
-        assert event.estimated and event.input_tokens > 0
+        assert event.estimated and event.hung_up and event.input_tokens > 0
     finally:
         httpx.post(f"{simulator.url}/_sim/release/{hold}", timeout=5)
 

@@ -40,6 +40,7 @@ def quota_proxy(tmp_path_factory: pytest.TempPathFactory, simulator: Process) ->
                     "capped": {"max_output_tokens": 7, "allowed_models": ["premium", "standard", "economy"],
                                "response_cache": {"ttl": 60}},
                     "limited": {"fallback": ["economy"], "rate_limits": {"economy": {"rpm": 2}}},
+                    "cached": {"response_cache": {"ttl": 600}},
                 },
             },
         },
@@ -131,6 +132,36 @@ def test_response_cache_serves_repeats_at_no_cost(client_for: Any, quota_proxy: 
     assert cached.cached and cached.cost_pico_usd == 0 and cached.input_tokens == 0
     different = client.converse(modelId="economy", messages=[{"role": "user", "content": [{"text": "other"}]}])
     assert "x-costkeeper-cache" not in _headers(different)
+
+
+def test_a_cache_hit_says_what_a_fresh_request_would(client_for: Any, quota_proxy: Proxy) -> None:
+    """Premium's answer is cached, then premium's quota is spent: the repeat is served
+    by the fallback as a fresh request would be — not premium's cached answer saying
+    `fallback: false` — and its own repeat is a hit that says `fallback: true`
+    (tests/proxy/test_cache_headers.py checks the mode)."""
+    client = client_for("cached")
+    question = [{"role": "user", "content": [{"text": "Cache me: name a prime number."}]}]
+
+    def ask(messages: list[dict[str, Any]]) -> dict[str, str]:
+        response = client.converse(modelId="premium", messages=messages, inferenceConfig={"maxTokens": 60})
+        wait_for_event(quota_proxy, response["ResponseMetadata"]["RequestId"])
+        return _headers(response)
+
+    def says(headers: dict[str, str]) -> tuple[str, str, bool]:
+        return headers["x-costkeeper-model-id"], headers["x-costkeeper-fallback"], "x-costkeeper-cache" in headers
+
+    assert says(ask(question)) == (PRO, "false", False)
+    assert says(ask(question)) == (PRO, "false", True)
+    for number in range(40):  # spend premium's quota with other questions
+        other = ask([{"role": "user", "content": [{"text": f"Question {number}: name a colour."}]}])
+        if other["x-costkeeper-model-id"] == LITE:
+            break
+        time.sleep(0.25)  # let the spend reach the store and the cache (NORMAL TTL 0.2 s)
+    else:
+        pytest.fail("premium's quota was never spent")
+    assert says(ask(question)) == (LITE, "true", False)
+    again = ask(question)
+    assert says(again) == (LITE, "true", True) and again["x-costkeeper-mode"] in ("NORMAL", "TIGHT")
 
 
 def test_rate_limit_is_a_throttling_exception(client_for: Any) -> None:

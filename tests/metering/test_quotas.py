@@ -216,3 +216,36 @@ def test_concurrent_tight_reservations_never_exceed_the_quota() -> None:
     on_a = [r for r in results if r.model == A]
     assert store.committed[("acme", DAY, A)] == 800 + 7 * len(on_a) <= 1000
     assert len(on_a) == 200 // 7
+
+
+def _peek(selector: QuotaSelector, chain: tuple[str, ...], quotas: Mapping[str, int]) -> Any:
+    return asyncio.run(selector.peek("acme", chain, _quota(quotas)))
+
+
+def test_peek_says_what_select_would_without_reserving_or_marking() -> None:
+    store, clock = MemoryQuotaStore(), Clock()
+    quotas = {A: 1000, B: 1000}
+
+    def peek() -> Any:  # a fresh selector each time: no cached read in the way
+        return _peek(_selector(store, clock, tight_threshold=0.8), (A, B), quotas)
+
+    assert (peek().model, peek().mode) == (A, Mode.NORMAL)
+    store.committed[("acme", DAY, A)] = 850
+    tight = peek()
+    assert (tight.model, tight.fallback, tight.mode, tight.reserved) == (A, False, Mode.TIGHT, 0)
+    assert store.committed[("acme", DAY, A)] == 850  # nothing reserved
+    store.committed[("acme", DAY, A)] = 1000
+    fallen = peek()
+    assert (fallen.model, fallen.fallback) == (B, True)
+    assert ("acme", DAY) not in store.exhausted  # marking A is select's job
+    store.committed[("acme", DAY, B)] = 1000
+    with pytest.raises(QuotaExhausted):
+        peek()
+
+
+def test_peek_skips_a_model_select_marked_exhausted() -> None:
+    store, clock = MemoryQuotaStore(), Clock()
+    store.exhausted[("acme", DAY)] = {A}
+    selection = _peek(_selector(store, clock), (A, B, C), {A: 1000, B: 1000})
+    assert (selection.model, selection.fallback, selection.mode) == (B, True, Mode.NORMAL)
+    assert _peek(_selector(store, clock), (A, C), {A: 1000}).model == C  # no quota: unlimited

@@ -158,6 +158,17 @@ def test_limits_are_configurable_and_checked(tmp_path: Path) -> None:
         load_config(path, environ={})
 
 
+def test_the_hang_up_tail_is_bounded_and_configurable(tmp_path: Path) -> None:
+    assert (LIMITS.hangup_tail_seconds, LIMITS.hangup_tail_bytes) == (2.0, 64 * 1024)
+    path = tmp_path / "c.yaml"
+    path.write_text("limits: {hangup_tail_seconds: 0.5, hangup_tail_bytes: 0}\n")
+    limits = load_config(path, environ={}).limits
+    assert (limits.hangup_tail_seconds, limits.hangup_tail_bytes) == (0.5, 0)
+    path.write_text("limits: {hangup_tail_seconds: -1}\n")
+    with pytest.raises(ConfigError, match="limits.hangup_tail_seconds: expected 0 .off. or more"):
+        load_config(path, environ={})
+
+
 @pytest.mark.parametrize(
     ("path", "message"),
     [

@@ -67,7 +67,8 @@ def test_access_record_has_the_request_and_no_secret() -> None:
     assert record["cost_usd"] == 0.0015 and record["cost_pico_usd"] == 1_500_000_000 and record["status"] == 200
     assert set(record) == {"type", "time", "request_id", "org", "app", "operation", "model_requested", "model",
                            "fallback", "status", "input_tokens", "output_tokens", "cache_read_tokens",
-                           "cache_write_tokens", "cost_usd", "cost_pico_usd", "latency_ms", "first_byte_ms", "estimated", "cached"}
+                           "cache_write_tokens", "cost_usd", "cost_pico_usd", "latency_ms", "first_byte_ms", "estimated",
+                           "cached", "hung_up"}
 
 
 def test_emf_record_is_valid_embedded_metric_format() -> None:

@@ -144,6 +144,33 @@ def test_hold_and_release(sim: SimServer, bedrock: Any, prompt: str) -> None:
     assert rest[-1]["type"] == "message_stop" and "amazon-bedrock-invocationMetrics" in rest[-1]
 
 
+@pytest.mark.parametrize("operation", ["invoke", "converse"])
+def test_hold_last_holds_the_usage_event(sim: SimServer, bedrock: Any, prompt: str, operation: str) -> None:
+    """Everything but the last event (the one with the usage) reaches the client first."""
+    key = f"last-{operation}-{time.monotonic_ns()}"
+    if operation == "invoke":
+        body = json.dumps(native_body("anthropic", f"{prompt} [[sim:hold-last={key}]]"))
+        response = bedrock.invoke_model_with_response_stream(modelId=CLAUDE, body=body)
+        events = iter(response["body"])
+        early = [json.loads(next(events)["chunk"]["bytes"])["type"] for _ in range(5)]
+        while early[-1] != "message_delta":
+            early.append(json.loads(next(events)["chunk"]["bytes"])["type"])
+    else:
+        response = bedrock.converse_stream(modelId=NOVA, **converse_args(f"{prompt} [[sim:hold-last={key}]]"))
+        events = iter(response["stream"])
+        while "messageStop" not in next(events):
+            pass
+    sim.wait_held(key)
+    assert sim.record(response["ResponseMetadata"]["RequestId"])["outcome"] == "held"
+    assert sim.release(key) == 1
+    last = next(events)
+    if operation == "invoke":
+        assert "amazon-bedrock-invocationMetrics" in json.loads(last["chunk"]["bytes"])
+    else:
+        assert last["metadata"]["usage"]["outputTokens"] > 0
+    assert next(events, None) is None
+
+
 def test_release_before_arrival_and_non_stream_hold(sim: SimServer, bedrock: Any, prompt: str) -> None:
     key = f"early-{time.monotonic_ns()}"
     assert sim.release(key) == 0  # remembered for the next request on that key

@@ -40,6 +40,7 @@ def test_directives() -> None:
     body = b'{"text":"a [[sim:cut]] b [[sim:hold=k-1.x]] [[sim:words=12]] [[sim:stream-error]] [[sim:nope]]"}'
     assert parse_directives(body) == Directives(cut=True, hold="k-1.x", words=12, stream_error=True)
     assert parse_directives(b"[[sim:words=abc]]") is NO_DIRECTIVES
+    assert parse_directives(b"[[sim:hold-last=k2]]") == Directives(hold_last="k2")
 
 
 def test_claude_and_converse_count_the_same() -> None:

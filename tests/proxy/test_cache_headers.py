@@ -1,0 +1,176 @@
+"""A response-cache hit tells the truth (issue #16, item 10b): it reports the fallback
+and mode a fresh request would get now, not those stored with it, and it is not
+served from a model the caller's chain no longer picks.
+
+In process (httpx.ASGITransport) with the real admission and quota selector over an
+in-memory store; only the upstream is a stand-in that counts its calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+
+from adapters import family_of
+from adapters.translate import can_translate
+from metering.events import UsageEvent, utc_day
+from metering.pricing import Price, PriceTable
+from metering.quotas import QuotaSelector
+from proxy.admission import Admission
+from proxy.config import AuthConfig, LimitsConfig
+from proxy.forward import ProxyHandler
+from proxy.identity import Authenticator
+from proxy.policies import build_policies
+from proxy.ratelimit import RateLimiter
+from tests.metering.test_quotas import Clock, MemoryQuotaStore
+
+PRO, LITE = "amazon.nova-pro-v1:0", "amazon.nova-lite-v1:0"
+PRICES = {PRO: Price(0.8, 3.2), LITE: Price(0.06, 0.24)}
+QUOTA = 1_000_000  # micro-USD a day on each model
+PATH = f"/model/{PRO}/converse"
+QUESTION = {"messages": [{"role": "user", "content": [{"text": "What is 6 times 7?"}]}]}
+
+
+class _Response:
+    def __init__(self, model: str) -> None:
+        self.body = json.dumps({"output": {"message": {"role": "assistant", "content": [{"text": f"42 ({model})"}]}},
+                                "stopReason": "end_turn",
+                                "usage": {"inputTokens": 9, "outputTokens": 3, "totalTokens": 12}}).encode()
+        self.status = 200
+        self.raw_headers = ((b"content-type", b"application/json"),
+                            (b"content-length", str(len(self.body)).encode()), (b"x-amzn-requestid", b"up-1"))
+        self.headers = {k.decode(): v.decode() for k, v in self.raw_headers}
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        yield self.body
+
+    def release(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class _Upstream:
+    def __init__(self) -> None:
+        self.models: list[str] = []
+
+    async def send(self, method: str, raw_path: str, raw_query: str, headers: Any, body: bytes,
+                   region: str | None = None) -> _Response:
+        model = raw_path.split("/")[2].replace("%3A", ":")
+        self.models.append(model)
+        return _Response(model)
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.events: list[UsageEvent] = []
+
+    def record(self, event: UsageEvent) -> None:
+        self.events.append(event)
+
+
+class Scene:
+    def __init__(self) -> None:
+        policies = build_policies(
+            models={"premium": PRO, "standard": LITE}, fallback=["premium", "standard"],
+            orgs={"acme": {"daily_quota_usd": {"premium": QUOTA / 1e6, "standard": QUOTA / 1e6},
+                           "apps": {"app": {"response_cache": {"ttl": 600}}}}},
+            quotas={"normal_ttl": 0, "tight_ttl": 0, "tight_threshold": 0.8},
+            priced=lambda m: m in PRICES, family_of=family_of, can_translate=can_translate, profiles={},
+        )
+        self.store = MemoryQuotaStore()
+        self.clock = Clock()
+        # TTLs of 0: every check reads the store, so a test sets the spend it means.
+        selector = QuotaSelector(self.store, tight_threshold=0.8, normal_ttl=0, tight_ttl=0, flush_lag=0,
+                                 clock=self.clock)
+        self.upstream = _Upstream()
+        self.recorder = _Recorder()
+        self.handler = ProxyHandler(
+            authenticator=Authenticator(AuthConfig(mode="trust", trust_org="acme", trust_app="app"), None),  # type: ignore[arg-type]
+            admission=Admission(policies, selector, PriceTable(PRICES), RateLimiter()),
+            upstream=self.upstream,  # type: ignore[arg-type]
+            recorder=self.recorder,
+            prices=PriceTable(PRICES),
+            limits=LimitsConfig(),
+        )
+
+    def spend(self, model: str, micro_usd: int) -> None:
+        self.store.committed[("acme", utc_day(self.clock()), model)] = micro_usd
+
+    def ask(self, path: str = PATH) -> httpx.Response:
+        async def go() -> httpx.Response:
+            transport = httpx.ASGITransport(app=self.handler)
+            async with httpx.AsyncClient(transport=transport, base_url="http://proxy") as client:
+                return await client.post(path, json=QUESTION)
+
+        return asyncio.run(go())
+
+
+def _says(response: httpx.Response) -> tuple[str, str, str, bool]:
+    h = response.headers
+    return h["x-costkeeper-model-id"], h["x-costkeeper-fallback"], h["x-costkeeper-mode"], "x-costkeeper-cache" in h
+
+
+def test_a_hit_reports_todays_mode_not_the_stored_one() -> None:
+    scene = Scene()
+    assert _says(scene.ask()) == (PRO, "false", "NORMAL", False)
+    scene.spend(PRO, QUOTA * 9 // 10)  # past the TIGHT threshold, under the quota
+    hit = scene.ask()
+    assert _says(hit) == (PRO, "false", "TIGHT", True)  # stored: NORMAL
+    assert scene.upstream.models == [PRO]
+    assert len([h for h in hit.headers.raw if h[0].lower() == b"x-costkeeper-mode"]) == 1
+
+
+def test_a_hit_is_not_served_from_a_model_the_chain_left() -> None:
+    """Premium's quota is spent: a fresh request goes to the fallback, so does the repeat."""
+    scene = Scene()
+    first = scene.ask()
+    assert _says(first) == (PRO, "false", "NORMAL", False)
+    scene.spend(PRO, QUOTA)
+    repeat = scene.ask()
+    assert _says(repeat) == (LITE, "true", "NORMAL", False)
+    assert repeat.json() != first.json()  # the fallback's own answer, not premium's
+    assert scene.upstream.models == [PRO, LITE]
+    # The fallback's answer is the entry now, served with today's headers.
+    again = scene.ask()
+    assert _says(again) == (LITE, "true", "NORMAL", True) and again.json() == repeat.json()
+    assert scene.upstream.models == [PRO, LITE]
+    cached = scene.recorder.events[-1]
+    assert cached.cached and cached.model == LITE and cached.cost_pico_usd == 0
+
+
+def test_a_hit_stored_on_the_fallback_is_not_served_once_the_chain_is_back() -> None:
+    """A new UTC day puts premium first again: its answer, not yesterday's fallback's."""
+    scene = Scene()
+    scene.spend(PRO, QUOTA)
+    assert _says(scene.ask()) == (LITE, "true", "NORMAL", False)
+    scene.clock.now += 86_400
+    assert _says(scene.ask()) == (PRO, "false", "NORMAL", False)
+    assert scene.upstream.models == [LITE, PRO]
+
+
+def test_no_model_left_refuses_even_a_cached_answer() -> None:
+    scene = Scene()
+    scene.ask()
+    scene.spend(PRO, QUOTA)
+    scene.spend(LITE, QUOTA)
+    refused = scene.ask()
+    assert refused.status_code == 400
+    assert refused.headers["x-amzn-errortype"].startswith("ServiceQuotaExceededException")
+
+
+def test_a_profile_request_is_served_and_falls_back_in_its_scope() -> None:
+    """`us.` in, `us.` out: the entry's model is the id sent, and so is the choice's."""
+    scene = Scene()
+    path = f"/model/us.{PRO}/converse"
+    assert _says(scene.ask(path)) == (f"us.{PRO}", "false", "NORMAL", False)
+    assert _says(scene.ask(path)) == (f"us.{PRO}", "false", "NORMAL", True)
+    scene.spend(PRO, QUOTA)
+    assert _says(scene.ask(path)) == (f"us.{LITE}", "true", "NORMAL", False)
+    assert _says(scene.ask(path)) == (f"us.{LITE}", "true", "NORMAL", True)
+    assert scene.upstream.models == [f"us.{PRO}", f"us.{LITE}"]
