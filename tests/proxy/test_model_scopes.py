@@ -207,3 +207,48 @@ def test_a_fallback_is_priced_and_reserved_as_the_profile_sent() -> None:
     plan = _plan([f"us.{SONNET}", f"us.{HAIKU}"], f"/model/eu.{SONNET}/invoke", exhausted_first=True)
     assert plan.model == f"eu.{HAIKU}"
     assert PriceTable(PRICES).price_of(plan.model) == PRICES[f"eu.{HAIKU}"]
+
+
+LITE = "amazon.nova-lite-v1:0"
+NOVA_SCOPES = ["us", "eu", "apac"]
+nova_requests = st.one_of(
+    st.just(NOVA),  # bare: served in-Region
+    st.just(f"arn:aws:bedrock:us-east-1::foundation-model/{NOVA}"),
+    st.sampled_from(NOVA_SCOPES).map(lambda scope: f"{scope}.{NOVA}"),
+    st.sampled_from(NOVA_SCOPES).map(lambda scope: _arn(f"{scope}.{NOVA}")),
+)
+nova_chain_forms = st.sampled_from(["", "us.", "eu.", "apac."])
+
+
+@PROPERTY
+@given(requested=nova_requests, spell=spellings, pro_form=nova_chain_forms, lite_form=nova_chain_forms,
+       fallback=st.booleans())
+def test_every_id_form_of_an_on_demand_model_keeps_its_scope_or_takes_the_configured_id(
+    requested: str, spell: Any, pro_form: str, lite_form: str, fallback: bool
+) -> None:
+    """Nova v1 is served in-Region and through profiles: bare ids and foundation-model ARNs
+    are valid requests too. A bare one falls back to the chain's configured id, a scoped one
+    to the same scope; nothing moved is sent byte for byte."""
+    chain = [pro_form + NOVA, lite_form + LITE]
+    table = {**SCOPES, LITE: ["in_region", *NOVA_SCOPES]}
+    policies = build_policies(
+        models={}, fallback=chain, orgs={"acme": {"daily_quota_usd": {chain[0]: 0}}} if fallback else {},
+        quotas=None, priced=lambda m: True, family_of=family_of, can_translate=can_translate,
+        model_scopes=parse_model_scopes(table),
+    )
+    admission = Admission(policies, QuotaSelector(MemoryQuotaStore()), PriceTable(PRICES), RateLimiter())
+    path = f"/model/{spell(requested)}/converse"
+    document = {"messages": [{"role": "user", "content": [{"text": "hi"}]}]}
+    plan = asyncio.run(admission.plan(parse_route("POST", path), Caller("acme", "app"), path,
+                                      json.dumps(document).encode(), document))
+    if not fallback:
+        assert (plan.raw_path, plan.model, plan.fallback) == (path, requested, False)
+        return
+    scope = routing_scope(requested)
+    assert plan.fallback and base_model_id(plan.model) == LITE and plan.quota_model == chain[1]
+    if scope is None:
+        assert plan.model == chain[1]  # the chain's configured id, as configured
+    else:
+        assert routing_scope(plan.model) == scope
+        assert plan.model.startswith("arn:") == requested.startswith("arn:")
+    assert parse_route("POST", plan.raw_path).model_id == plan.model
