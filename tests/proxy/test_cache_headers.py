@@ -29,7 +29,8 @@ from proxy.ratelimit import RateLimiter
 from tests.metering.test_quotas import Clock, MemoryQuotaStore
 
 PRO, LITE = "amazon.nova-pro-v1:0", "amazon.nova-lite-v1:0"
-PRICES = {PRO: Price(0.8, 3.2), LITE: Price(0.06, 0.24)}
+PRICES = {PRO: Price.from_mapping(PRO, {"input": 0.8, "output": 3.2}),
+          LITE: Price.from_mapping(LITE, {"input": 0.06, "output": 0.24})}
 QUOTA = 1_000_000  # micro-USD a day on each model
 PATH = f"/model/{PRO}/converse"
 QUESTION = {"messages": [{"role": "user", "content": [{"text": "What is 6 times 7?"}]}]}
