@@ -28,6 +28,7 @@ from aiobotocore.session import get_session
 from botocore.exceptions import ClientError
 
 from metering.aggregate import COUNTER_FIELDS, Aggregate, Counters
+from metering.dynamodb_invocations import InvocationItems
 from metering.dynamodb_keys import KeyItems
 from metering.dynamodb_schema import (
     GSI,
@@ -101,8 +102,8 @@ def _counters(item: dict[str, Any]) -> Counters:
     return Counters(**{name: num(item, name) for name in COUNTER_FIELDS})
 
 
-class DynamoDBStore(KeyItems):
-    """`UsageStore`, `QuotaStore` and `KeyStore` on one DynamoDB table."""
+class DynamoDBStore(KeyItems, InvocationItems):
+    """`UsageStore`, `QuotaStore`, `KeyStore` and `InvocationStore` on one DynamoDB table."""
 
     def __init__(
         self,

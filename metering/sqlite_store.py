@@ -45,6 +45,7 @@ from metering.aggregate import Aggregate
 from metering.events import UsageEvent
 from metering.secret_box import SecretBox, generate_key
 from metering.secret_keys import KeyFile, KeySource, StaticKeys
+from metering.sqlite_invocations import INVOCATIONS_SCHEMA, InvocationRows
 from metering.sqlite_keys import KeyRows
 from metering.store import (
     ModelRate,
@@ -210,8 +211,8 @@ def _slot(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d#%H:%M")
 
 
-class SQLiteStore(KeyRows):
-    """`UsageStore`, `QuotaStore` and `KeyStore` in one SQLite file (or `":memory:"`).
+class SQLiteStore(KeyRows, InvocationRows):
+    """`UsageStore`, `QuotaStore`, `KeyStore` and `InvocationStore` in one SQLite file (or `":memory:"`).
 
     `key_source` gives the key for issued secrets; None → the key file
     `<path>.key`, created on first use (a fresh key per `":memory:"` store).
@@ -241,7 +242,7 @@ class SQLiteStore(KeyRows):
             self._conn.execute("PRAGMA busy_timeout=5000")
             # Freed content is zeroed: no secret survives its re-encryption in a free page.
             self._conn.execute("PRAGMA secure_delete=ON")
-            self._conn.executescript(_SCHEMA)
+            self._conn.executescript(_SCHEMA + INVOCATIONS_SCHEMA)
             self._add_missing_columns()
         except BaseException:
             self._conn.close()

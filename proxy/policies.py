@@ -19,6 +19,11 @@ through profiles, a profile that does not exist) and a chain whose fallback has
 no profile in a scope its earlier models are served in are refused at start-up,
 naming the model and the scope. A model the table does not list is taken to be
 served in every scope.
+
+`allowed_operations` (per org, an app's own replacing its org's) names the Bedrock
+Runtime operations an app may call; by default the inference operations
+(`proxy.routing.INFERENCE`). Anything else is refused with `AccessDeniedException`
+before it can reach the upstream with the proxy's credentials.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from adapters.modelid import IN_REGION, SCOPES, base_model_id, routing_scope
+from proxy.routing import INFERENCE, Operation
 
 __all__ = [
     "AppPolicy",
@@ -76,6 +82,8 @@ class AppPolicy:
     allowed_models: frozenset[str] | None = None
     rate_limits: Mapping[str, RateLimit] = field(default_factory=lambda: MappingProxyType({}))
     response_cache_ttl: float | None = None
+    #: Operation names; None → the org's.
+    allowed_operations: frozenset[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +92,8 @@ class OrgPolicy:
     chain: tuple[str, ...] | None = None
     daily_quota: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
     fail_closed: bool = False
+    #: Operation names; None → `proxy.routing.INFERENCE`.
+    allowed_operations: frozenset[str] | None = None
     apps: Mapping[str, AppPolicy] = field(default_factory=lambda: MappingProxyType({}))
 
 
@@ -99,6 +109,19 @@ class CallerPolicy:
     rate_limits: Mapping[str, RateLimit]
     response_cache_ttl: float | None
     fail_closed: bool
+    #: The operations the app may call (its own list, else its org's, else INFERENCE).
+    allowed_operations: frozenset[str] = INFERENCE
+
+    def allows_operation(self, operation: str) -> bool:
+        return operation in self.allowed_operations
+
+    def quota_key(self, model_id: str) -> str:
+        """The id `model_id`'s quota is configured under (its own, else its base model's):
+        one key per quota however the request names the model, so `us.` X and X share it."""
+        if model_id in self.daily_quota:
+            return model_id
+        base = base_model_id(model_id)
+        return base if base in self.daily_quota else model_id
 
     def chain_from(self, model_id: str) -> tuple[tuple[str, ...], bool]:
         """The chain to try for a requested model, and whether it is a chain at all.
@@ -168,6 +191,7 @@ class Policies:
             rate_limits=app_policy.rate_limits,
             response_cache_ttl=app_policy.response_cache_ttl,
             fail_closed=org_policy.fail_closed,
+            allowed_operations=_first(app_policy.allowed_operations, org_policy.allowed_operations, INFERENCE),
         )
 
 
@@ -322,8 +346,28 @@ def _usd_quotas(key: str, raw: Any, checker: _ChainChecker) -> Mapping[str, int]
     return MappingProxyType(quotas)
 
 
-_ORG_KEYS = {"quota_scope", "daily_quota_usd", "fallback", "fail_closed", "apps"}
-_APP_KEYS = {"fallback", "daily_quota_usd", "max_output_tokens", "allowed_models", "rate_limits", "response_cache"}
+_ORG_KEYS = {"quota_scope", "daily_quota_usd", "fallback", "fail_closed", "apps", "allowed_operations"}
+_APP_KEYS = {"fallback", "daily_quota_usd", "max_output_tokens", "allowed_models", "rate_limits", "response_cache",
+             "allowed_operations"}
+_OPERATIONS = frozenset(str(operation) for operation in Operation)
+
+
+def _first(*candidates: frozenset[str] | None) -> frozenset[str]:
+    return next(candidate for candidate in candidates if candidate is not None)
+
+
+def _operations(key: str, raw: Mapping[str, Any]) -> frozenset[str] | None:
+    """`allowed_operations`: Bedrock Runtime operation names, as in the API reference."""
+    listed = raw.get("allowed_operations")
+    if listed is None:
+        return None
+    if not isinstance(listed, list | tuple) or not all(isinstance(name, str) for name in listed):
+        raise PolicyError(f"{key}.allowed_operations: expected a list of operation names")
+    unknown = sorted(set(listed) - _OPERATIONS)
+    if unknown:
+        raise PolicyError(f"{key}.allowed_operations: unknown operation(s) {unknown}; expected some of "
+                          f"{sorted(_OPERATIONS)}")
+    return frozenset(listed)
 
 
 def _org(name: str, raw: Mapping[str, Any], labels: Mapping[str, str], checker: _ChainChecker) -> OrgPolicy:
@@ -344,6 +388,7 @@ def _org(name: str, raw: Mapping[str, Any], labels: Mapping[str, str], checker: 
         chain=checker.chain(f"{key}.fallback", raw["fallback"]) if "fallback" in raw else None,
         daily_quota=_usd_quotas(f"{key}.daily_quota_usd", raw.get("daily_quota_usd") or {}, checker),
         fail_closed=bool(raw.get("fail_closed", False)),
+        allowed_operations=_operations(key, raw),
         apps=MappingProxyType({str(app): _app(f"{key}.apps.{app}", app_raw or {}, checker)
                                for app, app_raw in apps_raw.items()}),
     )
@@ -374,6 +419,7 @@ def _app(key: str, raw: Mapping[str, Any], checker: _ChainChecker) -> AppPolicy:
         if allowed is not None else None,
         rate_limits=MappingProxyType(_rate_limits(f"{key}.rate_limits", raw.get("rate_limits") or {}, checker)),
         response_cache_ttl=cache_ttl,
+        allowed_operations=_operations(key, raw),
     )
 
 
