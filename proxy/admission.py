@@ -16,16 +16,17 @@ Quotas are kept per chain model (`Plan.quota_model`); metering and
 
 StartAsyncInvoke names its model in the body and InvokeModelWithBidirectionalStream
 streams a request that cannot be rewritten: neither falls back. Their model must be
-allowed, and its quota must hold the job's cost (its video seconds or images,
-priced before it runs) or, for a stream, not be spent yet. A label in a
-StartAsyncInvoke body resolves to its model id (the only rewrite of that body).
+allowed, and what is left of its quota must hold the job's cost (its video seconds
+or images, priced before it runs; reserved in the store whatever the mode, since one
+job can be a large share of a quota) or, for a stream, not be spent yet. A label in
+a StartAsyncInvoke body resolves to its model id (the only rewrite of that body).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -228,7 +229,18 @@ class Admission:
         if not policy.allows(model):
             raise AccessDeniedException(_NO_ACCESS)
         key = policy.quota_key(model)
-        selection = await self._select(policy, (key,), lambda _: worst_case)
+        quota = policy.quota_of(key)
+        selection = Selection(key, False, Mode.NORMAL)
+        if quota is not None:
+            # At least 1 micro-USD: a spent quota admits nothing, not even a stream of unknown cost.
+            amount = max(worst_case, 1)
+            reserved = await self._guarded(policy, key,
+                                           lambda: self._selector.reserve(policy.scope_key, key, amount, quota))
+            if reserved is None:
+                raise ServiceQuotaExceededException(
+                    f"Not enough of the daily quota of scope '{policy.scope_key}' is left on {key} "
+                    f"(${quota / 1e6:g}/day) for this request (${amount / 1e6:g}). Quotas reset at 00:00 UTC.")
+            selection = reserved
         if selection.use_ratio is not None:
             self._on_quota_use(policy.scope_key, key, selection.use_ratio)
         rate = self._admit_rate(caller, policy, key, lambda: 0, selection)
@@ -244,6 +256,20 @@ class Admission:
             day=selection.day,
             rate=rate,
         )
+
+    async def _guarded(self, policy: CallerPolicy, model: str,
+                       reserve: Callable[[], Awaitable[Selection | None]]) -> Selection | None:
+        """`reserve()` (a selector call) under the org's fail-open or fail-closed rule."""
+        if policy.fail_closed and not self._store_healthy():
+            raise ServiceUnavailableException(_FAIL_CLOSED)
+        try:
+            return await reserve()
+        except Exception as exc:  # the store is unreachable
+            if policy.fail_closed:
+                raise ServiceUnavailableException(_FAIL_CLOSED) from None
+            logger.warning("quota check failed for %s, serving %s unchecked (fail-open): %s",
+                           policy.scope_key, model, exc)
+            return Selection(model, False, Mode.NORMAL)
 
     async def _select(self, policy: CallerPolicy, chain: tuple[str, ...], worst_case: Any) -> Selection:
         if not any(policy.quota_of(model) is not None for model in chain):

@@ -64,6 +64,10 @@ def test_chains_scopes_and_quotas_resolve() -> None:
         ({"orgs": {"acme": {"apps": {"x": {"budget": 1}}}}}, r"unknown key\(s\) \['budget'\]"),
         ({"quotas": {"tight_threshold": 1.5}}, "tight_threshold"),
         ({"models": {"a": "b"}, "fallback": []}, None),
+        ({"orgs": {"acme": {"allowed_operations": ["InvokeModel", "StartAsyncJob"]}}},
+         r"orgs.acme.allowed_operations: unknown operation\(s\) \['StartAsyncJob'\]"),
+        ({"orgs": {"acme": {"apps": {"x": {"allowed_operations": "Converse"}}}}},
+         "orgs.acme.apps.x.allowed_operations: expected a list"),
     ],
 )
 def test_invalid_policies_are_refused_naming_the_key(kwargs: dict[str, Any], message: str | None) -> None:
@@ -72,3 +76,29 @@ def test_invalid_policies_are_refused_naming_the_key(kwargs: dict[str, Any], mes
         return
     with pytest.raises(PolicyError, match=message):
         _build(**kwargs)
+
+
+def test_allowed_operations_default_to_inference_and_an_apps_own_list_wins() -> None:
+    policies = _build(orgs={
+        "acme": {"allowed_operations": ["Converse", "StartAsyncInvoke", "GetAsyncInvoke"],
+                 "apps": {"chat": {"allowed_operations": ["Converse"]}, "studio": {}}},
+        "zeta": {"apps": {"api": {"allowed_operations": []}}},
+    })
+    studio, chat = policies.for_caller("acme", "studio"), policies.for_caller("acme", "chat")
+    assert studio.allows_operation("StartAsyncInvoke") and not studio.allows_operation("InvokeModel")
+    assert chat.allowed_operations == {"Converse"}
+    assert policies.for_caller("zeta", "api").allowed_operations == frozenset()  # an app may be allowed nothing
+    default = policies.for_caller("unknown", "app")
+    assert default.allowed_operations == {"InvokeModel", "InvokeModelWithResponseStream", "Converse",
+                                          "ConverseStream", "CountTokens"}
+    for operation in ("StartAsyncInvoke", "GetAsyncInvoke", "ListAsyncInvokes", "ApplyGuardrail",
+                      "InvokeGuardrailChecks", "InvokeModelWithBidirectionalStream"):
+        assert not default.allows_operation(operation)
+
+
+def test_a_quota_is_kept_under_the_id_it_is_configured_by() -> None:
+    policy = _build(orgs={"acme": {"daily_quota_usd": {"economy": 1}}}).for_caller("acme", "app")
+    assert policy.quota_key("us.amazon.nova-micro-v1:0") == "amazon.nova-micro-v1:0"
+    assert policy.quota_key("arn:aws:bedrock:us-east-1::foundation-model/amazon.nova-micro-v1:0") == (
+        "amazon.nova-micro-v1:0")
+    assert policy.quota_key("amazon.nova-reel-v1:1") == "amazon.nova-reel-v1:1"  # no quota: as named
