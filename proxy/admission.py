@@ -209,6 +209,12 @@ class Admission:
         if not isinstance(named, str) or not is_valid_model_id(named):
             raise ValidationException(_INVALID_MODEL)
         model = self._policies.resolve_model(named)
+        output = document.get("outputDataConfig")
+        s3 = output.get("s3OutputDataConfig") if isinstance(output, dict) else None
+        uri = s3.get("s3Uri") if isinstance(s3, dict) else None
+        if not self.caller_policy(caller).allows_s3_output(uri if isinstance(uri, str) else ""):
+            raise AccessDeniedException(f"This application may not write job output to {str(uri)[:300]!r} "
+                                        "(it is not in its allowed_s3_outputs).")
         if model != named:
             body = json.dumps({**document, "modelId": model}, separators=(",", ":")).encode()
         cost = 0

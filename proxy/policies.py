@@ -23,7 +23,10 @@ served in every scope.
 `allowed_operations` (per org, an app's own replacing its org's) names the Bedrock
 Runtime operations an app may call; by default the inference operations
 (`proxy.routing.INFERENCE`). Anything else is refused with `AccessDeniedException`
-before it can reach the upstream with the proxy's credentials.
+before it can reach the upstream with the proxy's credentials. `allowed_s3_outputs`
+(same inheritance) lists the `s3://bucket/prefix/` locations a StartAsyncInvoke may
+write its output to: Bedrock writes there with the proxy's role, so without it any
+app may write wherever that role may.
 """
 
 from __future__ import annotations
@@ -84,6 +87,8 @@ class AppPolicy:
     response_cache_ttl: float | None = None
     #: Operation names; None → the org's.
     allowed_operations: frozenset[str] | None = None
+    #: `s3://bucket/prefix/` locations for async-invocation output; None → the org's.
+    allowed_s3_outputs: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +99,8 @@ class OrgPolicy:
     fail_closed: bool = False
     #: Operation names; None → `proxy.routing.INFERENCE`.
     allowed_operations: frozenset[str] | None = None
+    #: `s3://bucket/prefix/` locations for async-invocation output; None → anywhere.
+    allowed_s3_outputs: tuple[str, ...] | None = None
     apps: Mapping[str, AppPolicy] = field(default_factory=lambda: MappingProxyType({}))
 
 
@@ -111,9 +118,17 @@ class CallerPolicy:
     fail_closed: bool
     #: The operations the app may call (its own list, else its org's, else INFERENCE).
     allowed_operations: frozenset[str] = INFERENCE
+    #: Where its async invocations may write (its own list, else its org's); None → anywhere.
+    allowed_s3_outputs: tuple[str, ...] | None = None
 
     def allows_operation(self, operation: str) -> bool:
         return operation in self.allowed_operations
+
+    def allows_s3_output(self, uri: str) -> bool:
+        """`uri` is one of the allowed locations or inside one (`s3://b/p` for `s3://b/p/`)."""
+        if self.allowed_s3_outputs is None:
+            return True
+        return any(uri == prefix[:-1] or uri.startswith(prefix) for prefix in self.allowed_s3_outputs)
 
     def quota_key(self, model_id: str) -> str:
         """The id `model_id`'s quota is configured under (its own, else its base model's):
@@ -192,6 +207,8 @@ class Policies:
             response_cache_ttl=app_policy.response_cache_ttl,
             fail_closed=org_policy.fail_closed,
             allowed_operations=_first(app_policy.allowed_operations, org_policy.allowed_operations, INFERENCE),
+            allowed_s3_outputs=(app_policy.allowed_s3_outputs if app_policy.allowed_s3_outputs is not None
+                                else org_policy.allowed_s3_outputs),
         )
 
 
@@ -346,9 +363,10 @@ def _usd_quotas(key: str, raw: Any, checker: _ChainChecker) -> Mapping[str, int]
     return MappingProxyType(quotas)
 
 
-_ORG_KEYS = {"quota_scope", "daily_quota_usd", "fallback", "fail_closed", "apps", "allowed_operations"}
+_ORG_KEYS = {"quota_scope", "daily_quota_usd", "fallback", "fail_closed", "apps", "allowed_operations",
+             "allowed_s3_outputs"}
 _APP_KEYS = {"fallback", "daily_quota_usd", "max_output_tokens", "allowed_models", "rate_limits", "response_cache",
-             "allowed_operations"}
+             "allowed_operations", "allowed_s3_outputs"}
 _OPERATIONS = frozenset(str(operation) for operation in Operation)
 
 
@@ -370,6 +388,22 @@ def _operations(key: str, raw: Mapping[str, Any]) -> frozenset[str] | None:
     return frozenset(listed)
 
 
+def _s3_outputs(key: str, raw: Mapping[str, Any]) -> tuple[str, ...] | None:
+    """`allowed_s3_outputs`: `s3://bucket/` or `s3://bucket/prefix/` locations; a
+    trailing `/` is added, so `s3://b/team` never lets a job write to `s3://b/team-other`."""
+    listed = raw.get("allowed_s3_outputs")
+    if listed is None:
+        return None
+    if not isinstance(listed, list | tuple):
+        raise PolicyError(f"{key}.allowed_s3_outputs: expected a list of s3://bucket/prefix/ locations")
+    prefixes = []
+    for location in listed:
+        if not isinstance(location, str) or not location.startswith("s3://") or len(location.rstrip("/")) <= 5:
+            raise PolicyError(f"{key}.allowed_s3_outputs: expected s3://bucket/prefix/ locations, got {location!r}")
+        prefixes.append(location.rstrip("/") + "/")
+    return tuple(prefixes)
+
+
 def _org(name: str, raw: Mapping[str, Any], labels: Mapping[str, str], checker: _ChainChecker) -> OrgPolicy:
     key = f"orgs.{name}"
     if not isinstance(raw, Mapping):
@@ -389,6 +423,7 @@ def _org(name: str, raw: Mapping[str, Any], labels: Mapping[str, str], checker: 
         daily_quota=_usd_quotas(f"{key}.daily_quota_usd", raw.get("daily_quota_usd") or {}, checker),
         fail_closed=bool(raw.get("fail_closed", False)),
         allowed_operations=_operations(key, raw),
+        allowed_s3_outputs=_s3_outputs(key, raw),
         apps=MappingProxyType({str(app): _app(f"{key}.apps.{app}", app_raw or {}, checker)
                                for app, app_raw in apps_raw.items()}),
     )
@@ -420,6 +455,7 @@ def _app(key: str, raw: Mapping[str, Any], checker: _ChainChecker) -> AppPolicy:
         rate_limits=MappingProxyType(_rate_limits(f"{key}.rate_limits", raw.get("rate_limits") or {}, checker)),
         response_cache_ttl=cache_ttl,
         allowed_operations=_operations(key, raw),
+        allowed_s3_outputs=_s3_outputs(key, raw),
     )
 
 

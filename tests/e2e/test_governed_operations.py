@@ -143,6 +143,7 @@ def gov_proxy(tmp_path_factory: pytest.TempPathFactory, simulator: Process) -> I
             "acme": {
                 "allowed_operations": [*ASYNC_OPERATIONS, "ApplyGuardrail", "InvokeModelWithBidirectionalStream",
                                        "Converse"],
+                "allowed_s3_outputs": ["s3://videos/"],
                 "apps": {
                     "studio": {"allowed_models": ["video", "voice"]},
                     "chat": {"allowed_operations": ["Converse"]},
@@ -174,6 +175,15 @@ def test_allowed_models_apply_to_the_model_in_the_body(clients: dict[str, Any], 
     with pytest.raises(studio.exceptions.AccessDeniedException, match="don't have access"):
         studio.start_async_invoke(modelId="amazon.nova-canvas-v1:0", modelInput={"taskType": "TEXT_IMAGE"},
                                   outputDataConfig=OUTPUT)
+    assert all(r["operation"] != "StartAsyncInvoke" for r in _sim_requests(simulator)[before:])
+
+
+def test_job_output_goes_only_where_the_org_allows(clients: dict[str, Any], simulator: Process) -> None:
+    studio = clients["studio"]
+    before = len(_sim_requests(simulator))
+    elsewhere = {"s3OutputDataConfig": {"s3Uri": "s3://another-teams-bucket/reels"}}
+    with pytest.raises(studio.exceptions.AccessDeniedException, match="allowed_s3_outputs"):
+        studio.start_async_invoke(modelId=REEL, modelInput=video_input(), outputDataConfig=elsewhere)
     assert all(r["operation"] != "StartAsyncInvoke" for r in _sim_requests(simulator)[before:])
 
 

@@ -109,3 +109,15 @@ def test_check_operation_names_the_operation() -> None:
     assert raised.value.status == 403
     with pytest.raises(AccessDeniedException, match="StartAsyncInvoke"):
         admission.check_operation("StartAsyncInvoke", Caller("other", "app"))
+
+
+def test_output_outside_the_allowed_s3_locations_is_refused() -> None:
+    admission = _admission({"acme": {"allowed_s3_outputs": ["s3://videos/acme/"]}})
+    document = _video(REEL)
+    with pytest.raises(AccessDeniedException, match="s3://videos/out"):
+        _job(admission, document)
+    document["outputDataConfig"] = {"s3OutputDataConfig": {"s3Uri": "s3://videos/acme/clips"}}
+    assert _job(admission, document).model == REEL
+    document["outputDataConfig"] = {}
+    with pytest.raises(AccessDeniedException, match="allowed_s3_outputs"):
+        _job(admission, document)

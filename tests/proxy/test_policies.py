@@ -68,6 +68,10 @@ def test_chains_scopes_and_quotas_resolve() -> None:
          r"orgs.acme.allowed_operations: unknown operation\(s\) \['StartAsyncJob'\]"),
         ({"orgs": {"acme": {"apps": {"x": {"allowed_operations": "Converse"}}}}},
          "orgs.acme.apps.x.allowed_operations: expected a list"),
+        ({"orgs": {"acme": {"allowed_s3_outputs": "s3://videos/"}}}, "allowed_s3_outputs: expected a list"),
+        ({"orgs": {"acme": {"apps": {"x": {"allowed_s3_outputs": ["https://videos/"]}}}}},
+         r"orgs.acme.apps.x.allowed_s3_outputs: expected s3://bucket/prefix/ locations, got 'https://videos/'"),
+        ({"orgs": {"acme": {"allowed_s3_outputs": ["s3://"]}}}, "allowed_s3_outputs"),
     ],
 )
 def test_invalid_policies_are_refused_naming_the_key(kwargs: dict[str, Any], message: str | None) -> None:
@@ -102,3 +106,17 @@ def test_a_quota_is_kept_under_the_id_it_is_configured_by() -> None:
     assert policy.quota_key("arn:aws:bedrock:us-east-1::foundation-model/amazon.nova-micro-v1:0") == (
         "amazon.nova-micro-v1:0")
     assert policy.quota_key("amazon.nova-reel-v1:1") == "amazon.nova-reel-v1:1"  # no quota: as named
+
+
+def test_allowed_s3_outputs_are_prefixes_that_end_at_a_slash() -> None:
+    policies = _build(orgs={"acme": {"allowed_s3_outputs": ["s3://videos/acme", "s3://shared/"],
+                                     "apps": {"own": {"allowed_s3_outputs": ["s3://own-bucket"]}}}})
+    acme = policies.for_caller("acme", "any")
+    assert acme.allowed_s3_outputs == ("s3://videos/acme/", "s3://shared/")
+    for uri in ("s3://videos/acme", "s3://videos/acme/", "s3://videos/acme/reel/1", "s3://shared/x", "s3://shared"):
+        assert acme.allows_s3_output(uri), uri
+    for uri in ("s3://videos/acme-other/x", "s3://videos/", "s3://own-bucket/x", "", "s3://sharedx"):
+        assert not acme.allows_s3_output(uri), uri
+    assert policies.for_caller("acme", "own").allows_s3_output("s3://own-bucket/clip")
+    assert not policies.for_caller("acme", "own").allows_s3_output("s3://shared/x")  # its own list replaces the org's
+    assert policies.for_caller("zeta", "app").allows_s3_output("s3://anywhere/")  # unset: the IAM policy decides
