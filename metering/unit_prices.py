@@ -10,8 +10,9 @@ or a unit price, never both:
 
 `guardrail` prices every ApplyGuardrail call (its usage events name the model
 `guardrail`): USD per 1,000 text units of each policy (`adapters.units.GUARDRAIL_POLICIES`)
-and per image its content filter checked. The AWS prices above were checked on the
-Amazon Bedrock pricing page in 2025-11; they change, configure your own.
+and per image its content filter checked. The rates above are examples of the
+kind the Amazon Bedrock pricing page lists (Nova Reel per second of 720p video);
+they change and differ by Region: configure the ones AWS bills you.
 
 A request is priced only if every unit it reports with a non-zero amount has a
 rate, and at least one of its units does: a video job whose duration cannot be read,
