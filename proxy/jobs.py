@@ -82,9 +82,8 @@ class Jobs:
             raise ResourceNotFoundException(f"The specified invocation {arn[:300]} was not found.")
         return record
 
-    async def started(self, caller: Caller, plan: Plan, response_body: bytes) -> Started:
-        """Record who started the job a 200 StartAsyncInvoke answered with."""
-        cost = self.job_cost(plan)
+    async def started(self, caller: Caller, plan: Plan, response_body: bytes, cost: int | None) -> Started:
+        """Record who started the job a 200 StartAsyncInvoke answered with; `cost`: the job's (`job_cost`)."""
         arn = _field(response_body, "invocationArn")
         if arn is None:
             logger.warning("a StartAsyncInvoke answer without an invocationArn: its owner is not recorded")

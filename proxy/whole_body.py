@@ -93,17 +93,14 @@ class WholeBodyOperations:
             reason = "Timed out waiting for" if exc.timed_out else "Could not reach"
             raise ServiceUnavailableException(f"{reason} the upstream Bedrock endpoint.") from None
         request_id = response.headers.get("x-amzn-requestid") or new_request_id()
+        status, error, body = response.status, None, b""
+        # A started job runs whatever happens from here: metered even if its answer is lost.
+        cost = self._jobs.job_cost(plan) if status == 200 and operation is Operation.START_ASYNC_INVOKE else 0
         try:
             body = await self._read(response)
-        except BedrockError:
-            self._meter(route, caller, plan, requested, model, 503, request_id, 0, started)
-            raise
-        status, error = response.status, None
-        cost: int | None = 0
-        try:
             if status == 200:
                 if operation is Operation.START_ASYNC_INVOKE:
-                    outcome = await self._jobs.started(caller, plan, body)
+                    outcome = await self._jobs.started(caller, plan, body, cost)
                     cost, error = outcome.cost, outcome.error
                 elif operation is Operation.LIST_ASYNC_INVOKES:
                     body = await self._jobs.listed(caller, body)
@@ -113,6 +110,10 @@ class WholeBodyOperations:
                     cost = None  # no price is known for it yet
         except BedrockError as exc:
             error = exc
+        finally:
+            # Also when cancelled (the server shutting down): usage is never lost.
+            event = self._meter(route, caller, plan, requested, model, error.status if error else status,
+                                request_id, cost, started)
         if error is not None:
             status, out_headers, body = error_parts(error, request_id)
         else:
@@ -121,7 +122,6 @@ class WholeBodyOperations:
             if plan.model:
                 out_headers += [(b"x-costkeeper-model-id", plan.model.encode()), (b"x-costkeeper-fallback", b"false"),
                                 (b"x-costkeeper-mode", plan.mode.encode())]
-        event = self._meter(route, caller, plan, requested, model, status, request_id, cost, started)
         await send({"type": "http.response.start", "status": status, "headers": out_headers})
         await send({"type": "http.response.body", "body": body, "more_body": False})
         self._observe(event, False)
