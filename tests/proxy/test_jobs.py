@@ -9,6 +9,8 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from metering.invocations import Invocation
 from metering.sqlite_store import SQLiteStore
@@ -107,3 +109,31 @@ def test_a_store_outage_is_a_retryable_error_and_a_started_job_is_still_charged(
     assert outcome.error.status == 500  # SDKs retry it, with the same clientRequestToken
     no_arn = run(broken.started(STUDIO, plan(), b"{}", 1))
     assert (no_arn.cost, no_arn.error) == (1, None)
+
+
+CALLERS = (STUDIO, RIVAL, Caller("acme", "other-app"))
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 40), st.sampled_from([*range(len(CALLERS)), None])), max_size=30),
+       st.sampled_from(range(len(CALLERS))))
+def test_a_listed_page_holds_exactly_the_callers_own_jobs_in_the_upstreams_order(
+        page: list[tuple[int, int | None]], asking: int) -> None:
+    """Whatever the upstream lists (others' jobs, unknown ones, repeats), a caller sees
+    its own and only its own, in the upstream's order."""
+    async def check() -> None:
+        with SQLiteStore(":memory:") as store:
+            jobs = Jobs(store, PRICES)
+            owners: dict[str, int] = {}
+            for number, owner in page:
+                if owner is not None and arn(str(number)) not in owners:
+                    caller = CALLERS[owner]
+                    await store.record_invocation(Invocation(arn(str(number)), caller.org, caller.app, REEL, 0.0))
+                    owners[arn(str(number))] = owner
+            listed = [{"invocationArn": arn(str(number))} for number, _ in page]
+            answer = json.loads(await jobs.listed(CALLERS[asking], json.dumps({"asyncInvokeSummaries": listed})
+                                                  .encode()))
+            assert answer["asyncInvokeSummaries"] == [item for item in listed
+                                                      if owners.get(item["invocationArn"]) == asking]
+
+    asyncio.run(check())
