@@ -15,6 +15,7 @@ scope is `org` (ORG quotas) or `org/app` (APP quotas).
 | lease | `LEASE#<name>` | `LEASE` | `owner`, `expires_at` |
 | issued key | `KEY#<access key id>` | `KEY` | `org`, `app`, `secret` (encrypted, `metering/secret_box.py`), `created_at`, `revoked_at`, `gsi2pk` = `KEYS`, `gsi2sk` = `<created_at>#<id>` |
 | meta | `META#<name>` | `META` | `value`: the key-check marker, the KMS-wrapped data key (`metering/secret_keys.py`) |
+| async invocation owner | `INVOCATION#<invocation ARN>` | `INVOCATION` | `arn`, `org`, `app`, `model`, `started_at` (`metering/dynamodb_invocations.py`) |
 
 * Usage counters are sharded: a flush adds to one of `shards` items per
   (org, app, model, day), picked by a hash of the batch id — random across
@@ -37,7 +38,7 @@ scope is `org` (ORG quotas) or `org/app` (APP quotas).
   update), so its condition sees the whole committed spend.
 * TTL: rate items after `metrics_ttl_days`, batch markers after
   `marker_ttl_days` (a journal older than that must not be replayed), quota
-  items 35 days after their day. Usage, totals and keys never expire.
+  items 35 days after their day. Usage, totals, keys and invocation owners never expire.
 """
 
 from __future__ import annotations

@@ -34,6 +34,7 @@ from metering.aggregate import (
     regroup_by_base_model,
     stored_groups,
 )
+from metering.dynamodb_invocations import InvocationItems
 from metering.dynamodb_keys import KeyItems
 from metering.dynamodb_schema import (
     GSI,
@@ -115,8 +116,8 @@ def _counters(item: dict[str, Any]) -> Counters:
     return counters
 
 
-class DynamoDBStore(KeyItems):
-    """`UsageStore`, `QuotaStore` and `KeyStore` on one DynamoDB table."""
+class DynamoDBStore(KeyItems, InvocationItems):
+    """`UsageStore`, `QuotaStore`, `KeyStore` and `InvocationStore` on one DynamoDB table."""
 
     def __init__(
         self,

@@ -181,6 +181,22 @@ class QuotaSelector:
             await self._mark_exhausted(scope, day, model)
         raise QuotaExhausted(scope, chain, quotas)
 
+    async def reserve(self, scope: str, model: str, amount: int, quota: int) -> Selection | None:
+        """Reserve `amount` in the store whatever the mode, or None if it does not fit.
+
+        For a request whose cost is known before it runs and may be a large share of
+        the quota (an async video job): NORMAL mode's cached read would let one such
+        request overrun the quota. One that does not fit is refused for itself only;
+        the model is not marked exhausted, a cheaper request may still fit."""
+        day = utc_day(self._clock())
+        if model in await self._exhausted_for(scope, day):
+            return None
+        spent = await self._spent(scope, day, model, fresh=True)
+        if spent + amount > quota or not await self._store.reserve(scope, day, model, amount, quota):
+            return None
+        mode = Mode.TIGHT if spent >= self._threshold * quota else Mode.NORMAL
+        return Selection(model, False, mode, amount, day, _ratio(spent, quota))
+
     async def release(self, scope: str, selection: Selection) -> None:
         """Give back a reservation whose request will produce no usage event."""
         if selection.reserved:

@@ -50,6 +50,7 @@ from metering.events import UsageEvent
 from metering.money import PICO_PER_MICRO
 from metering.secret_box import SecretBox, generate_key
 from metering.secret_keys import KeyFile, KeySource, StaticKeys
+from metering.sqlite_invocations import INVOCATIONS_SCHEMA, InvocationRows
 from metering.sqlite_keys import KeyRows
 from metering.sqlite_units import convert_to_pico_usd
 from metering.store import (
@@ -219,8 +220,8 @@ def _slot(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d#%H:%M")
 
 
-class SQLiteStore(KeyRows):
-    """`UsageStore`, `QuotaStore` and `KeyStore` in one SQLite file (or `":memory:"`).
+class SQLiteStore(KeyRows, InvocationRows):
+    """`UsageStore`, `QuotaStore`, `KeyStore` and `InvocationStore` in one SQLite file (or `":memory:"`).
 
     `key_source` gives the key for issued secrets; None → the key file
     `<path>.key`, created on first use (a fresh key per `":memory:"` store).
@@ -250,7 +251,7 @@ class SQLiteStore(KeyRows):
             self._conn.execute("PRAGMA busy_timeout=5000")
             # Freed content is zeroed: no secret survives its re-encryption in a free page.
             self._conn.execute("PRAGMA secure_delete=ON")
-            self._conn.executescript(_SCHEMA)
+            self._conn.executescript(_SCHEMA + INVOCATIONS_SCHEMA)
             #: What opening converted from micro-USD, if anything (`store init` reports it).
             self.converted = convert_to_pico_usd(self._conn)
             self._add_missing_columns()

@@ -1,6 +1,7 @@
 """What any metering backend offers: usage in, summaries out, quotas, issued keys.
 
-Three async protocols — `UsageStore`, `QuotaStore`, `KeyStore` — that both
+Three async protocols — `UsageStore`, `QuotaStore`, `KeyStore` (and
+`InvocationStore`, metering/invocations.py) — that both
 backends implement: `SQLiteStore` (embedded, WAL; its sync calls run in
 `asyncio.to_thread`) doubles as the test double, and `DynamoDBStore`
 (aiobotocore) serves many replicas. One parametrized test suite runs against
@@ -31,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol, cast, get_args, runtime_checkable
 
 from metering.events import UsageEvent
+from metering.invocations import InvocationStore
 
 __all__ = [
     "ACCESS_KEY_PREFIX",
@@ -304,7 +306,7 @@ class KeyStore(Protocol):
         ...
 
 
-class Store(UsageStore, QuotaStore, KeyStore, Protocol):
+class Store(UsageStore, QuotaStore, KeyStore, InvocationStore, Protocol):
     """Everything the proxy needs from one backend."""
 
     async def open(self) -> None:

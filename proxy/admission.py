@@ -13,13 +13,20 @@ request is served by the fallback's `us.` profile, an inference-profile ARN by
 the same ARN of the fallback's profile, a bare id by the chain's configured id.
 Quotas are kept per chain model (`Plan.quota_model`); metering and
 `x-costkeeper-model-id` name the id actually sent (`Plan.model`).
+
+StartAsyncInvoke names its model in the body and InvokeModelWithBidirectionalStream
+streams a request that cannot be rewritten: neither falls back. Their model must be
+allowed, and what is left of its quota must hold the job's cost (its video seconds
+or images, priced before it runs; reserved in the store whatever the mode, since one
+job can be a large share of a quota) or, for a stream, not be spent yet. A label in
+a StartAsyncInvoke body resolves to its model id (the only rewrite of that body).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,10 +34,13 @@ from adapters import family_of
 from adapters import translate as translation
 from adapters.estimate import estimate_usage
 from adapters.maxtokens import clamp_max_output_tokens, max_output_tokens
-from adapters.modelid import encode_model_id, in_scope, routing_scope
+from adapters.modelid import encode_model_id, in_scope, is_valid_model_id, routing_scope
+from adapters.units import job_units
 from adapters.usage import Usage
+from metering.money import format_usd
 from metering.pricing import PriceTable
 from metering.quotas import Mode, QuotaExhausted, QuotaSelector, Selection
+from metering.unit_prices import UnitPrices
 from proxy.errors import (
     AccessDeniedException,
     ServiceQuotaExceededException,
@@ -49,6 +59,7 @@ logger = logging.getLogger(__name__)
 
 _INVOKE = frozenset({Operation.INVOKE_MODEL, Operation.INVOKE_MODEL_STREAM})
 _NO_ACCESS = "You don't have access to the model with the specified model ID."
+_INVALID_MODEL = "The provided model identifier is invalid."
 _FAIL_CLOSED = "Quota state is unavailable and this organization fails closed; please try again shortly."
 
 
@@ -83,7 +94,9 @@ class Admission:
         limiter: RateLimiter,
         store_healthy: Callable[[], bool] = lambda: True,
         on_quota_use: Callable[[str, str, float], None] = lambda scope, model, ratio: None,
+        unit_prices: UnitPrices | None = None,
     ) -> None:
+        self._unit_prices = unit_prices or UnitPrices({})
         self._on_quota_use = on_quota_use
         self._store_healthy = store_healthy
         self._policies = policies
@@ -99,12 +112,22 @@ class Admission:
             policy = self._callers[key] = self._policies.for_caller(caller.org, caller.app)
         return policy
 
+    def check_operation(self, operation: str, caller: Caller) -> None:
+        """Refuse an operation the caller's `allowed_operations` does not name."""
+        if not self.caller_policy(caller).allows_operation(operation):
+            raise AccessDeniedException(f"You are not allowed to call {operation} through this proxy "
+                                        f"(it is not in your application's allowed_operations).")
+
     async def plan(
         self, route: Route, caller: Caller, raw_path: str, body: bytes, document: dict[str, Any] | None
     ) -> Plan:
+        if route.operation is Operation.START_ASYNC_INVOKE:
+            return await self._plan_job(caller, raw_path, body, document or {})
         if route.model_id is None:
             return Plan(raw_path, body)
         requested = self._policies.resolve_model(route.model_id)
+        if route.operation is Operation.INVOKE_MODEL_BIDI:
+            return await self._plan_one(caller, _rewritten(raw_path, route.model_id, requested), body, requested, 0)
         if route.operation not in METERED or document is None:
             return Plan(_rewritten(raw_path, route.model_id, requested), body, model=requested,
                         family_model=self._policies.base_of(requested))
@@ -174,6 +197,80 @@ class Admission:
         if changed:
             plan.body = json.dumps(document, separators=(",", ":")).encode()
         return plan
+
+    async def _plan_job(self, caller: Caller, raw_path: str, body: bytes, document: dict[str, Any]) -> Plan:
+        """StartAsyncInvoke: the model from the body, admitted by the job's priced cost."""
+        named = document.get("modelId")
+        if not isinstance(named, str) or not is_valid_model_id(named):
+            raise ValidationException(_INVALID_MODEL)
+        model = self._policies.resolve_model(named)
+        output = document.get("outputDataConfig")
+        s3 = output.get("s3OutputDataConfig") if isinstance(output, dict) else None
+        uri = s3.get("s3Uri") if isinstance(s3, dict) else None
+        if not self.caller_policy(caller).allows_s3_output(uri if isinstance(uri, str) else ""):
+            raise AccessDeniedException(f"This application may not write job output to {str(uri)[:300]!r} "
+                                        "(it is not in its allowed_s3_outputs).")
+        if model != named:
+            body = json.dumps({**document, "modelId": model}, separators=(",", ":")).encode()
+        cost = 0
+        price = self._unit_prices.price_of(model)
+        if price is not None:
+            priced = price.cost_pico_usd(job_units(document.get("modelInput")))
+            if priced is None:
+                # Forwarded, it could not be metered: a job of unknown cost never runs unchecked.
+                raise ValidationException(
+                    f"The cost of this {model} job cannot be read from its modelInput: set "
+                    "videoGenerationConfig.durationSeconds (video) or imageGenerationConfig.numberOfImages (images).")
+            cost = priced
+        return await self._plan_one(caller, raw_path, body, model, cost)
+
+    async def _plan_one(self, caller: Caller, raw_path: str, body: bytes, model: str, worst_case: int) -> Plan:
+        """One model, no fallback: allowed, under its rate limit, and under its quota by `worst_case`."""
+        policy = self.caller_policy(caller)
+        if not policy.allows(model):
+            raise AccessDeniedException(_NO_ACCESS)
+        key = policy.quota_key(model)
+        quota = policy.quota_of(key)
+        selection = Selection(key, False, Mode.NORMAL)
+        if quota is not None:
+            # At least 1 pico-USD: a spent quota admits nothing, not even a stream of unknown cost.
+            amount = max(worst_case, 1)
+            reserved = await self._guarded(policy, key,
+                                           lambda: self._selector.reserve(policy.scope_key, key, amount, quota))
+            if reserved is None:
+                raise ServiceQuotaExceededException(
+                    f"Not enough of the daily quota of scope '{policy.scope_key}' is left on {key} "
+                    f"({format_usd(quota)}/day) for this request ({format_usd(amount)}). Quotas reset at 00:00 UTC.")
+            selection = reserved
+        if selection.use_ratio is not None:
+            self._on_quota_use(policy.scope_key, key, selection.use_ratio)
+        rate = self._admit_rate(caller, policy, key, lambda: 0, selection)
+        return Plan(
+            raw_path,
+            body,
+            model=model,
+            quota_model=key,
+            family_model=self._policies.base_of(model),
+            mode=str(selection.mode),
+            quota_scope=policy.scope_key if policy.quota_of(key) is not None else "",
+            reserved=selection.reserved,
+            day=selection.day,
+            rate=rate,
+        )
+
+    async def _guarded(self, policy: CallerPolicy, model: str,
+                       reserve: Callable[[], Awaitable[Selection | None]]) -> Selection | None:
+        """`reserve()` (a selector call) under the org's fail-open or fail-closed rule."""
+        if policy.fail_closed and not self._store_healthy():
+            raise ServiceUnavailableException(_FAIL_CLOSED)
+        try:
+            return await reserve()
+        except Exception as exc:  # the store is unreachable
+            if policy.fail_closed:
+                raise ServiceUnavailableException(_FAIL_CLOSED) from None
+            logger.warning("quota check failed for %s, serving %s unchecked (fail-open): %s",
+                           policy.scope_key, model, exc)
+            return Selection(model, False, Mode.NORMAL)
 
     async def _select(self, policy: CallerPolicy, chain: tuple[str, ...], worst_case: Any) -> Selection:
         if not any(policy.quota_of(model) is not None for model in chain):

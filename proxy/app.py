@@ -26,6 +26,7 @@ from metering.recorder import UsageRecorder
 from metering.secret_box import SecretKeyError
 from metering.secret_keys import key_source
 from metering.sqlite_store import SQLiteStore
+from metering.unit_prices import UnitPrices
 from proxy.admission import Admission
 from proxy.alerts import Alerter
 from proxy.config import Config
@@ -34,10 +35,12 @@ from proxy.data_app import DataApp
 from proxy.eventlog import EventLog
 from proxy.forward import ProxyHandler
 from proxy.identity import Authenticator
+from proxy.jobs import Jobs
 from proxy.metrics import ProxyMetrics
 from proxy.ratelimit import RateLimiter
 from proxy.upstream import Upstream
 from proxy.usage_api import usage_routes
+from proxy.whole_body import WholeBodyOperations
 
 __all__ = ["CostKeeper", "create_app", "create_admin_app", "create_store"]
 
@@ -76,6 +79,7 @@ class CostKeeper:
         self.config = config
         self.store = create_store(config)
         self.prices = PriceTable(config.pricing, config.policies.profiles)
+        self.unit_prices = UnitPrices(config.unit_pricing, config.policies.profiles)
         metering = config.metering
         self.recorder = UsageRecorder(
             self.store,
@@ -101,7 +105,8 @@ class CostKeeper:
         self.admission = Admission(config.policies, self.selector, self.prices, RateLimiter(),
                                    store_healthy=lambda: self.recorder.healthy,
                                    on_quota_use=lambda scope, model, ratio: self.metrics.set_quota_use(
-                                       scope, model, ratio))
+                                       scope, model, ratio),
+                                   unit_prices=self.unit_prices)
         self.metrics = ProxyMetrics(config.observability.max_model_labels)
         self.metrics.watch_store(self.store.stats)
         self.event_log = EventLog(access=config.observability.access_log, emf=config.observability.emf)
@@ -114,6 +119,11 @@ class CostKeeper:
             prices=self.prices,
             limits=config.limits,
             observe=self._observe,
+            whole_body=WholeBodyOperations(
+                upstream=self.upstream, jobs=Jobs(self.store, self.unit_prices), admission=self.admission,
+                recorder=self.recorder, unit_prices=self.unit_prices,
+                max_body_bytes=config.limits.max_usage_body_bytes, observe=self._observe,
+            ),
         )
         #: DynamoDB only: one replica at a time sums the counter shards into daily totals.
         self.consolidator = (

@@ -19,6 +19,7 @@ from adapters import family_of
 from adapters.translate import can_translate
 from metering.pricing import Price, PriceTable
 from metering.secret_box import decode_key
+from metering.unit_prices import UnitPrice, is_unit_price
 from proxy.config_checks import (
     ConfigError,
     check_alerts,
@@ -255,6 +256,8 @@ class Config:
     secret_key: bytes | None = field(default=None, repr=False)
     previous_secret_keys: tuple[bytes, ...] = field(default=(), repr=False)
     pricing: Mapping[str, Price] = field(default_factory=lambda: MappingProxyType({}))
+    #: Entries of `pricing` billed per second, image or guardrail text unit (metering/unit_prices.py).
+    unit_pricing: Mapping[str, UnitPrice] = field(default_factory=lambda: MappingProxyType({}))
     #: Labels → model ids, the default chain and per-org settings (used by quotas).
     models: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     fallback: tuple[str, ...] = ()
@@ -415,8 +418,10 @@ def _build(raw: Mapping[str, Any]) -> Config:
     if not isinstance(pricing_raw, dict):
         raise ConfigError("pricing: expected a mapping of model id → prices")
     try:
+        unit_pricing = {str(model): UnitPrice.from_mapping(str(model), prices)
+                        for model, prices in pricing_raw.items() if isinstance(prices, dict) and is_unit_price(prices)}
         pricing = {str(model): Price.from_mapping(str(model), prices or {})
-                   for model, prices in pricing_raw.items()}
+                   for model, prices in pricing_raw.items() if str(model) not in unit_pricing}
     except (ValueError, TypeError) as exc:
         raise ConfigError(str(exc)) from None
     models = raw.get("models") or {}
@@ -448,6 +453,7 @@ def _build(raw: Mapping[str, Any]) -> Config:
         policies=policies,
         region=region,
         pricing=MappingProxyType(pricing),
+        unit_pricing=MappingProxyType(unit_pricing),
         models=MappingProxyType({str(k): str(v) for k, v in models.items()}),
         fallback=tuple(str(x) for x in fallback),
         orgs=MappingProxyType(dict(orgs)),

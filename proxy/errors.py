@@ -3,10 +3,12 @@
     BedrockError
     ├── ValidationException            400  malformed input, invalid model id, body too large
     ├── ServiceQuotaExceededException  400  daily quota spent on every model of the chain
+    ├── ConflictException              400  a clientRequestToken another caller's job holds
     ├── AccessDeniedException          403
     ├── MissingAuthenticationTokenException 403
     ├── UnrecognizedClientException    403  unknown or revoked access key
     ├── InvalidSignatureException      403  bad signature, stale or future date
+    ├── ResourceNotFoundException      404  an async invocation the caller did not start
     ├── UnknownOperationException      404  a path that is no Bedrock Runtime operation
     ├── ThrottlingException            429  (retried by SDKs)
     ├── InternalServerException        500
@@ -29,11 +31,13 @@ __all__ = [
     "BedrockError",
     "ValidationException",
     "ServiceQuotaExceededException",
+    "ConflictException",
     "AccessDeniedException",
     "MissingAuthenticationTokenException",
     "UnrecognizedClientException",
     "InvalidSignatureException",
     "UnknownOperationException",
+    "ResourceNotFoundException",
     "ThrottlingException",
     "InternalServerException",
     "ServiceUnavailableException",
@@ -61,6 +65,14 @@ class ValidationException(BedrockError):
 
 class ServiceQuotaExceededException(BedrockError):
     status, code, stream_member = 400, "ServiceQuotaExceededException", "validationException"
+
+
+class ConflictException(BedrockError):
+    status, code = 400, "ConflictException"
+
+
+class ResourceNotFoundException(BedrockError):
+    status, code = 404, "ResourceNotFoundException"
 
 
 class AccessDeniedException(BedrockError):

@@ -49,8 +49,9 @@ from proxy.identity import Authenticator, Caller
 from proxy.limits import check_request_head
 from proxy.request import ClientGone, header, json_body, read_body
 from proxy.response_cache import CachedResponse, ResponseCache
-from proxy.routing import METERED, Operation, Route, parse_route
+from proxy.routing import METERED, STREAMING, Operation, Route, parse_route
 from proxy.upstream import Upstream, UpstreamBroken, UpstreamResponse, UpstreamUnavailable
+from proxy.whole_body import WHOLE_BODY, WholeBodyOperations
 
 __all__ = ["ProxyHandler"]
 
@@ -58,6 +59,8 @@ logger = logging.getLogger(__name__)
 
 _EVENTSTREAM = "application/vnd.amazon.eventstream"
 _CACHEABLE = frozenset({Operation.INVOKE_MODEL, Operation.CONVERSE})
+#: Relayed by `_relay` and metered there (tokens, or zero for the bidirectional stream).
+_RECORDED = METERED | {Operation.COUNT_TOKENS, Operation.INVOKE_MODEL_BIDI}
 
 
 class ProxyHandler:
@@ -70,11 +73,14 @@ class ProxyHandler:
         recorder: Any,
         prices: PriceTable,
         limits: LimitsConfig,
+        whole_body: WholeBodyOperations,
         cache: ResponseCache | None = None,
         observe: Callable[[UsageEvent, bool], None] | None = None,
     ) -> None:
         #: Request head and body sizes; how much of a response body is read for usage.
         self._limits = limits
+        #: Async invocations and guardrails: answers read whole (ownership, filtering, units).
+        self._whole_body = whole_body
         self._cache = cache or ResponseCache()
         #: Metrics and event logs see every metered event (after the recorder).
         self._observe = observe or (lambda event, fallback: None)
@@ -104,6 +110,7 @@ class ProxyHandler:
                 host=header(scope, b"host") or "",
                 body=body,
             )
+            self._admission.check_operation(route.operation, caller)
             document = json_body(route, scope, body)
             cache_key = None
             if document is not None and route.operation in _CACHEABLE:
@@ -120,6 +127,10 @@ class ProxyHandler:
                             return
             plan = await self._admission.plan(route, caller, raw_path, body, document)
             headers = request_headers_for_upstream(scope["headers"])
+            if route.operation in WHOLE_BODY:
+                await self._whole_body.serve(send, method=method, route=route, caller=caller, plan=plan,
+                                             raw_query=raw_query, headers=headers, document=document, started=started)
+                return
             try:
                 response = await self._upstream.send(method, plan.raw_path, raw_query, headers, plan.body,
                                                      caller.region)
@@ -146,7 +157,8 @@ class ProxyHandler:
         cache_key: str | None = None,
     ) -> None:
         status = response.status
-        is_stream = status == 200 and response.headers.get("content-type", "").startswith(_EVENTSTREAM)
+        is_stream = (status == 200 and route.operation in STREAMING
+                     and response.headers.get("content-type", "").startswith(_EVENTSTREAM))
         family_model = plan.family_model or plan.model
         stream_watcher = StreamUsageWatcher(route.operation, family_model, plan.body) if is_stream else None
         body_watcher = None if is_stream else BodyUsageWatcher(route.operation, family_model, plan.body,
@@ -174,7 +186,7 @@ class ProxyHandler:
             if metered:
                 return
             metered = True
-            if route.operation in METERED or route.operation == Operation.COUNT_TOKENS:
+            if route.operation in _RECORDED:
                 if stream_watcher is not None:
                     usage = stream_watcher.finish()
                 else:

@@ -19,6 +19,14 @@ through profiles, a profile that does not exist) and a chain whose fallback has
 no profile in a scope its earlier models are served in are refused at start-up,
 naming the model and the scope. A model the table does not list is taken to be
 served in every scope.
+
+`allowed_operations` (per org, an app's own replacing its org's) names the Bedrock
+Runtime operations an app may call; by default the inference operations
+(`proxy.routing.INFERENCE`). Anything else is refused with `AccessDeniedException`
+before it can reach the upstream with the proxy's credentials. `allowed_s3_outputs`
+(same inheritance) lists the `s3://bucket/prefix/` locations a StartAsyncInvoke may
+write its output to: Bedrock writes there with the proxy's role, so without it any
+app may write wherever that role may.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ from typing import Any, Literal
 
 from adapters.modelid import IN_REGION, SCOPES, base_model_id, routing_scope
 from metering.money import daily_quota_pico
+from proxy.routing import INFERENCE, Operation
 
 __all__ = [
     "AppPolicy",
@@ -77,6 +86,10 @@ class AppPolicy:
     allowed_models: frozenset[str] | None = None
     rate_limits: Mapping[str, RateLimit] = field(default_factory=lambda: MappingProxyType({}))
     response_cache_ttl: float | None = None
+    #: Operation names; None → the org's.
+    allowed_operations: frozenset[str] | None = None
+    #: `s3://bucket/prefix/` locations for async-invocation output; None → the org's.
+    allowed_s3_outputs: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +98,10 @@ class OrgPolicy:
     chain: tuple[str, ...] | None = None
     daily_quota: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
     fail_closed: bool = False
+    #: Operation names; None → `proxy.routing.INFERENCE`.
+    allowed_operations: frozenset[str] | None = None
+    #: `s3://bucket/prefix/` locations for async-invocation output; None → anywhere.
+    allowed_s3_outputs: tuple[str, ...] | None = None
     apps: Mapping[str, AppPolicy] = field(default_factory=lambda: MappingProxyType({}))
 
 
@@ -100,6 +117,27 @@ class CallerPolicy:
     rate_limits: Mapping[str, RateLimit]
     response_cache_ttl: float | None
     fail_closed: bool
+    #: The operations the app may call (its own list, else its org's, else INFERENCE).
+    allowed_operations: frozenset[str] = INFERENCE
+    #: Where its async invocations may write (its own list, else its org's); None → anywhere.
+    allowed_s3_outputs: tuple[str, ...] | None = None
+
+    def allows_operation(self, operation: str) -> bool:
+        return operation in self.allowed_operations
+
+    def allows_s3_output(self, uri: str) -> bool:
+        """`uri` is one of the allowed locations or inside one (`s3://b/p` for `s3://b/p/`)."""
+        if self.allowed_s3_outputs is None:
+            return True
+        return any(uri == prefix[:-1] or uri.startswith(prefix) for prefix in self.allowed_s3_outputs)
+
+    def quota_key(self, model_id: str) -> str:
+        """The id `model_id`'s quota is configured under (its own, else its base model's):
+        one key per quota however the request names the model, so `us.` X and X share it."""
+        if model_id in self.daily_quota:
+            return model_id
+        base = base_model_id(model_id)
+        return base if base in self.daily_quota else model_id
 
     def chain_from(self, model_id: str) -> tuple[tuple[str, ...], bool]:
         """The chain to try for a requested model, and whether it is a chain at all.
@@ -169,6 +207,9 @@ class Policies:
             rate_limits=app_policy.rate_limits,
             response_cache_ttl=app_policy.response_cache_ttl,
             fail_closed=org_policy.fail_closed,
+            allowed_operations=_first(app_policy.allowed_operations, org_policy.allowed_operations, INFERENCE),
+            allowed_s3_outputs=(app_policy.allowed_s3_outputs if app_policy.allowed_s3_outputs is not None
+                                else org_policy.allowed_s3_outputs),
         )
 
 
@@ -327,8 +368,45 @@ def _usd_quotas(key: str, raw: Any, checker: _ChainChecker) -> Mapping[str, int]
     return MappingProxyType(quotas)
 
 
-_ORG_KEYS = {"quota_scope", "daily_quota_usd", "fallback", "fail_closed", "apps"}
-_APP_KEYS = {"fallback", "daily_quota_usd", "max_output_tokens", "allowed_models", "rate_limits", "response_cache"}
+_ORG_KEYS = {"quota_scope", "daily_quota_usd", "fallback", "fail_closed", "apps", "allowed_operations",
+             "allowed_s3_outputs"}
+_APP_KEYS = {"fallback", "daily_quota_usd", "max_output_tokens", "allowed_models", "rate_limits", "response_cache",
+             "allowed_operations", "allowed_s3_outputs"}
+_OPERATIONS = frozenset(str(operation) for operation in Operation)
+
+
+def _first(*candidates: frozenset[str] | None) -> frozenset[str]:
+    return next(candidate for candidate in candidates if candidate is not None)
+
+
+def _operations(key: str, raw: Mapping[str, Any]) -> frozenset[str] | None:
+    """`allowed_operations`: Bedrock Runtime operation names, as in the API reference."""
+    listed = raw.get("allowed_operations")
+    if listed is None:
+        return None
+    if not isinstance(listed, list | tuple) or not all(isinstance(name, str) for name in listed):
+        raise PolicyError(f"{key}.allowed_operations: expected a list of operation names")
+    unknown = sorted(set(listed) - _OPERATIONS)
+    if unknown:
+        raise PolicyError(f"{key}.allowed_operations: unknown operation(s) {unknown}; expected some of "
+                          f"{sorted(_OPERATIONS)}")
+    return frozenset(listed)
+
+
+def _s3_outputs(key: str, raw: Mapping[str, Any]) -> tuple[str, ...] | None:
+    """`allowed_s3_outputs`: `s3://bucket/` or `s3://bucket/prefix/` locations; a
+    trailing `/` is added, so `s3://b/team` never lets a job write to `s3://b/team-other`."""
+    listed = raw.get("allowed_s3_outputs")
+    if listed is None:
+        return None
+    if not isinstance(listed, list | tuple):
+        raise PolicyError(f"{key}.allowed_s3_outputs: expected a list of s3://bucket/prefix/ locations")
+    prefixes = []
+    for location in listed:
+        if not isinstance(location, str) or not location.startswith("s3://") or len(location.rstrip("/")) <= 5:
+            raise PolicyError(f"{key}.allowed_s3_outputs: expected s3://bucket/prefix/ locations, got {location!r}")
+        prefixes.append(location.rstrip("/") + "/")
+    return tuple(prefixes)
 
 
 def _org(name: str, raw: Mapping[str, Any], labels: Mapping[str, str], checker: _ChainChecker) -> OrgPolicy:
@@ -349,6 +427,8 @@ def _org(name: str, raw: Mapping[str, Any], labels: Mapping[str, str], checker: 
         chain=checker.chain(f"{key}.fallback", raw["fallback"]) if "fallback" in raw else None,
         daily_quota=_usd_quotas(f"{key}.daily_quota_usd", raw.get("daily_quota_usd") or {}, checker),
         fail_closed=bool(raw.get("fail_closed", False)),
+        allowed_operations=_operations(key, raw),
+        allowed_s3_outputs=_s3_outputs(key, raw),
         apps=MappingProxyType({str(app): _app(f"{key}.apps.{app}", app_raw or {}, checker)
                                for app, app_raw in apps_raw.items()}),
     )
@@ -379,6 +459,8 @@ def _app(key: str, raw: Mapping[str, Any], checker: _ChainChecker) -> AppPolicy:
         if allowed is not None else None,
         rate_limits=MappingProxyType(_rate_limits(f"{key}.rate_limits", raw.get("rate_limits") or {}, checker)),
         response_cache_ttl=cache_ttl,
+        allowed_operations=_operations(key, raw),
+        allowed_s3_outputs=_s3_outputs(key, raw),
     )
 
 

@@ -16,7 +16,7 @@ from urllib.parse import unquote
 from adapters.modelid import MAX_MODEL_ID_LENGTH, is_valid_model_id
 from proxy.errors import UnknownOperationException, ValidationException
 
-__all__ = ["Operation", "Route", "parse_route", "METERED", "STREAMING"]
+__all__ = ["Operation", "Route", "parse_route", "INFERENCE", "METERED", "STREAMING"]
 
 
 class Operation(StrEnum):
@@ -26,7 +26,7 @@ class Operation(StrEnum):
     CONVERSE_STREAM = "ConverseStream"
     COUNT_TOKENS = "CountTokens"
     APPLY_GUARDRAIL = "ApplyGuardrail"
-    # Forwarded as they are (re-signed), not metered by tokens:
+    # Not metered by tokens (per unit, or not at all):
     INVOKE_MODEL_BIDI = "InvokeModelWithBidirectionalStream"
     INVOKE_GUARDRAIL_CHECKS = "InvokeGuardrailChecks"
     START_ASYNC_INVOKE = "StartAsyncInvoke"
@@ -43,6 +43,16 @@ _MODEL_ACTIONS = {
     "invoke-with-bidirectional-stream": Operation.INVOKE_MODEL_BIDI,
 }
 
+#: What an app may call unless its `allowed_operations` says otherwise: model inference
+#: the proxy meters by tokens. Jobs, guardrails and the bidirectional stream bill other
+#: units, reach shared account state or outlive the request, so an operator opts in.
+INFERENCE = frozenset({
+    Operation.INVOKE_MODEL,
+    Operation.INVOKE_MODEL_STREAM,
+    Operation.CONVERSE,
+    Operation.CONVERSE_STREAM,
+    Operation.COUNT_TOKENS,
+})
 #: Operations whose responses carry token usage the proxy meters.
 METERED = frozenset({
     Operation.INVOKE_MODEL,
@@ -58,6 +68,7 @@ JSON_BODY = frozenset({
     Operation.CONVERSE_STREAM,
     Operation.COUNT_TOKENS,
     Operation.APPLY_GUARDRAIL,
+    Operation.START_ASYNC_INVOKE,
 })
 
 _INVALID_MODEL = "The provided model identifier is invalid."

@@ -3,6 +3,8 @@
 Enough for a proxy to forward, meter (guardrail text units) and route them:
 ApplyGuardrail never intervenes and bills one text unit per 1,000 characters
 per policy (AWS pricing unit); an async invocation is "Completed" at once.
+ListAsyncInvokes pages like Bedrock: `maxResults` (1-1000) jobs a page, newest
+first, and an opaque `nextToken` while more remain.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, ClassVar
+from urllib.parse import parse_qs
 
 from adapters.modelid import base_model_id, is_valid_model_id
 from proxy.errors import BedrockError, ValidationException
@@ -23,6 +26,7 @@ __all__ = ["HANDLERS", "ResourceNotFoundException"]
 _ACCOUNT = "123456789012"
 _CHARACTERS_PER_UNIT = 1000
 _MAX_JOBS = 1000
+_TOKEN_PREFIX = "page-"
 
 
 class ResourceNotFoundException(BedrockError):
@@ -112,8 +116,22 @@ async def get_async_invoke(call: Call) -> None:
 
 
 async def list_async_invokes(call: Call) -> None:
-    summaries = sorted(call.state.async_jobs.values(), key=lambda job: job["submitTime"], reverse=True)
-    await send_json(call, {"asyncInvokeSummaries": summaries})
+    # Newest first; jobs of one millisecond keep the order they were started in, reversed.
+    summaries = list(reversed(call.state.async_jobs.values()))
+    summaries.sort(key=lambda job: job["submitTime"], reverse=True)
+    query = parse_qs(call.record.get("query") or "")
+    try:
+        size = int(query.get("maxResults", ["1000"])[0])
+        token = query.get("nextToken", [f"{_TOKEN_PREFIX}0"])[0]
+        start = int(token.removeprefix(_TOKEN_PREFIX)) if token.startswith(_TOKEN_PREFIX) else -1
+    except ValueError:
+        size, start = 0, -1
+    if not 1 <= size <= 1000 or start < 0:
+        raise ValidationException("maxResults must be 1-1000 and nextToken one this service returned.")
+    page: dict[str, Any] = {"asyncInvokeSummaries": summaries[start:start + size]}
+    if start + size < len(summaries):
+        page["nextToken"] = f"{_TOKEN_PREFIX}{start + size}"
+    await send_json(call, page)
 
 
 HANDLERS: dict[str, Callable[[Call], Awaitable[None]]] = {

@@ -19,12 +19,14 @@ _ACTIONS = {
     "get_item": {"dynamodb:GetItem"}, "put_item": {"dynamodb:PutItem"},
     "update_item": {"dynamodb:UpdateItem"}, "batch_write_item": {"dynamodb:BatchWriteItem"},
     "query": {"dynamodb:Query"}, "transact_write_items": {"dynamodb:PutItem", "dynamodb:UpdateItem"},
+    "batch_get_item": {"dynamodb:BatchGetItem"},
 }
 
 
 def _store_calls() -> set[str]:
-    # Every module the running proxy calls DynamoDB from (the store and its key items).
-    source = "".join((REPO / "metering" / name).read_text() for name in ("dynamodb_store.py", "dynamodb_keys.py"))
+    # Every module the running proxy calls DynamoDB from (the store, its key and invocation items).
+    source = "".join((REPO / "metering" / name).read_text()
+                     for name in ("dynamodb_store.py", "dynamodb_keys.py", "dynamodb_invocations.py"))
     calls = set(re.findall(r"_api\(\)\.(\w+)\(", source))
     calls |= set(re.findall(r'get_paginator\("(\w+)"\)', source))
     calls.discard("get_paginator")
@@ -52,7 +54,8 @@ def test_iam_policy_grants_exactly_what_the_store_calls() -> None:
     assert any(r.endswith(f"/index/{dynamodb_schema.GSI}") for r in table["Resource"])
     assert all("*" not in r for r in table["Resource"])
     bedrock = _statement(policy, "BedrockRuntimeInvoke")
-    assert set(bedrock["Action"]) == {"bedrock:InvokeModel", "bedrock:InvokeModelWithResponseStream"}
+    assert set(bedrock["Action"]) == {"bedrock:InvokeModel", "bedrock:InvokeModelWithResponseStream",
+                                      "bedrock:CountTokens"}
     cfn = yaml.load((DEPLOY / "dynamodb-table.cfn.yaml").read_text(), Loader=_CfnLoader)  # noqa: S506
     cfn_statements = cfn["Resources"]["ProxyPolicy"]["Properties"]["PolicyDocument"]["Statement"]
     assert set(_statement({"Statement": cfn_statements}, "CostKeeperUsageTable")["Action"]) == needed

@@ -113,16 +113,18 @@ def test_invoke_model_with_response_stream(client: Any, proxy: Proxy, family: st
     assert (event.input_tokens, event.output_tokens) == (metrics["inputTokenCount"], metrics["outputTokenCount"])
 
 
-def test_count_tokens_and_apply_guardrail_pass_through(client: Any) -> None:
+def test_count_tokens_passes_through_and_apply_guardrail_needs_allowing(client: Any) -> None:
     counted = client.count_tokens(
         modelId="anthropic.claude-sonnet-4-5-20250929-v1:0",
         input={"converse": {"messages": _messages("Hello, world!")}},
     )
     assert counted["inputTokens"] > 0
-    guarded = client.apply_guardrail(
-        guardrailIdentifier="gr1", guardrailVersion="1", source="INPUT", content=[{"text": {"text": "hi"}}]
-    )
-    assert guarded["action"] in ("NONE", "GUARDRAIL_INTERVENED")
+    # Not an inference operation: refused unless `allowed_operations` names it
+    # (allowed and metered: tests/e2e/test_governed_operations.py).
+    with pytest.raises(client.exceptions.AccessDeniedException, match="ApplyGuardrail"):
+        client.apply_guardrail(
+            guardrailIdentifier="gr1", guardrailVersion="1", source="INPUT", content=[{"text": {"text": "hi"}}]
+        )
 
 
 def test_arn_and_raw_model_ids_route(client: Any, proxy: Proxy) -> None:

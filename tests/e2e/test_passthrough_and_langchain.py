@@ -1,38 +1,12 @@
-"""Operations the proxy forwards as they are (re-signed), and LangChain unchanged."""
+"""LangChain unchanged through the proxy. (Async invocations, which the proxy used to
+forward as they were, are governed now: tests/e2e/test_governed_operations.py.)"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
-
 import pytest
 
-from tests.e2e.clients import NOVA, bedrock_client, wait_for_event
+from tests.e2e.clients import NOVA, wait_for_event
 from tests.processes import Proxy
-
-
-@pytest.fixture
-def client(proxy: Proxy, caller_key: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    monkeypatch.setenv("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", proxy.url)
-    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
-    bedrock = bedrock_client(caller_key)
-    yield bedrock
-    bedrock.close()
-
-
-def test_async_invoke_operations_are_forwarded(client: Any) -> None:
-    """GET paths with a percent-encoded ARN and a query string survive re-signing."""
-    started = client.start_async_invoke(
-        modelId="amazon.nova-reel-v1:0",
-        modelInput={"taskType": "TEXT_VIDEO", "textToVideoParams": {"text": "waves"}},
-        outputDataConfig={"s3OutputDataConfig": {"s3Uri": "s3://bucket/out"}},
-    )
-    arn = started["invocationArn"]
-    assert arn.startswith("arn:aws:bedrock:")
-    fetched = client.get_async_invoke(invocationArn=arn)
-    assert fetched["invocationArn"] == arn
-    listed = client.list_async_invokes(maxResults=5, sortOrder="Descending")
-    assert any(item["invocationArn"] == arn for item in listed["asyncInvokeSummaries"])
 
 
 def test_langchain_chat_bedrock_converse(proxy: Proxy, caller_key: dict[str, str],

@@ -20,18 +20,21 @@ from adapters.translate import can_translate
 from metering.events import UsageEvent, utc_day
 from metering.pricing import Price, PriceTable
 from metering.quotas import QuotaSelector
+from metering.unit_prices import UnitPrices
 from proxy.admission import Admission
 from proxy.config import AuthConfig, LimitsConfig
 from proxy.forward import ProxyHandler
 from proxy.identity import Authenticator
+from proxy.jobs import Jobs
 from proxy.policies import build_policies
 from proxy.ratelimit import RateLimiter
+from proxy.whole_body import WholeBodyOperations
 from tests.metering.test_quotas import Clock, MemoryQuotaStore
 
 PRO, LITE = "amazon.nova-pro-v1:0", "amazon.nova-lite-v1:0"
 PRICES = {PRO: Price.from_mapping(PRO, {"input": 0.8, "output": 3.2}),
           LITE: Price.from_mapping(LITE, {"input": 0.06, "output": 0.24})}
-QUOTA = 1_000_000  # micro-USD a day on each model
+QUOTA = 10**12  # pico-USD a day on each model ($1)
 PATH = f"/model/{PRO}/converse"
 QUESTION = {"messages": [{"role": "user", "content": [{"text": "What is 6 times 7?"}]}]}
 
@@ -79,7 +82,7 @@ class Scene:
     def __init__(self) -> None:
         policies = build_policies(
             models={"premium": PRO, "standard": LITE}, fallback=["premium", "standard"],
-            orgs={"acme": {"daily_quota_usd": {"premium": QUOTA / 1e6, "standard": QUOTA / 1e6},
+            orgs={"acme": {"daily_quota_usd": {"premium": QUOTA / 1e12, "standard": QUOTA / 1e12},
                            "apps": {"app": {"response_cache": {"ttl": 600}}}}},
             quotas={"normal_ttl": 0, "tight_ttl": 0, "tight_threshold": 0.8},
             priced=lambda m: m in PRICES, family_of=family_of, can_translate=can_translate, profiles={},
@@ -91,17 +94,23 @@ class Scene:
                                  clock=self.clock)
         self.upstream = _Upstream()
         self.recorder = _Recorder()
+        admission = Admission(policies, selector, PriceTable(PRICES), RateLimiter())
         self.handler = ProxyHandler(
             authenticator=Authenticator(AuthConfig(mode="trust", trust_org="acme", trust_app="app"), None),  # type: ignore[arg-type]
-            admission=Admission(policies, selector, PriceTable(PRICES), RateLimiter()),
+            admission=admission,
             upstream=self.upstream,  # type: ignore[arg-type]
             recorder=self.recorder,
             prices=PriceTable(PRICES),
             limits=LimitsConfig(),
+            whole_body=WholeBodyOperations(
+                upstream=self.upstream, jobs=Jobs(None, UnitPrices({})), admission=admission,  # type: ignore[arg-type]
+                recorder=self.recorder, unit_prices=UnitPrices({}), max_body_bytes=1 << 20,
+                observe=lambda event, fallback: None,
+            ),
         )
 
-    def spend(self, model: str, micro_usd: int) -> None:
-        self.store.committed[("acme", utc_day(self.clock()), model)] = micro_usd
+    def spend(self, model: str, pico_usd: int) -> None:
+        self.store.committed[("acme", utc_day(self.clock()), model)] = pico_usd
 
     def ask(self, path: str = PATH) -> httpx.Response:
         async def go() -> httpx.Response:

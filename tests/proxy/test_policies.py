@@ -70,6 +70,14 @@ def test_chains_scopes_and_quotas_resolve() -> None:
         ({"orgs": {"acme": {"apps": {"x": {"budget": 1}}}}}, r"unknown key\(s\) \['budget'\]"),
         ({"quotas": {"tight_threshold": 1.5}}, "tight_threshold"),
         ({"models": {"a": "b"}, "fallback": []}, None),
+        ({"orgs": {"acme": {"allowed_operations": ["InvokeModel", "StartAsyncJob"]}}},
+         r"orgs.acme.allowed_operations: unknown operation\(s\) \['StartAsyncJob'\]"),
+        ({"orgs": {"acme": {"apps": {"x": {"allowed_operations": "Converse"}}}}},
+         "orgs.acme.apps.x.allowed_operations: expected a list"),
+        ({"orgs": {"acme": {"allowed_s3_outputs": "s3://videos/"}}}, "allowed_s3_outputs: expected a list"),
+        ({"orgs": {"acme": {"apps": {"x": {"allowed_s3_outputs": ["https://videos/"]}}}}},
+         r"orgs.acme.apps.x.allowed_s3_outputs: expected s3://bucket/prefix/ locations, got 'https://videos/'"),
+        ({"orgs": {"acme": {"allowed_s3_outputs": ["s3://"]}}}, "allowed_s3_outputs"),
     ],
 )
 def test_invalid_policies_are_refused_naming_the_key(kwargs: dict[str, Any], message: str | None) -> None:
@@ -78,3 +86,43 @@ def test_invalid_policies_are_refused_naming_the_key(kwargs: dict[str, Any], mes
         return
     with pytest.raises(PolicyError, match=message):
         _build(**kwargs)
+
+
+def test_allowed_operations_default_to_inference_and_an_apps_own_list_wins() -> None:
+    policies = _build(orgs={
+        "acme": {"allowed_operations": ["Converse", "StartAsyncInvoke", "GetAsyncInvoke"],
+                 "apps": {"chat": {"allowed_operations": ["Converse"]}, "studio": {}}},
+        "zeta": {"apps": {"api": {"allowed_operations": []}}},
+    })
+    studio, chat = policies.for_caller("acme", "studio"), policies.for_caller("acme", "chat")
+    assert studio.allows_operation("StartAsyncInvoke") and not studio.allows_operation("InvokeModel")
+    assert chat.allowed_operations == {"Converse"}
+    assert policies.for_caller("zeta", "api").allowed_operations == frozenset()  # an app may be allowed nothing
+    default = policies.for_caller("unknown", "app")
+    assert default.allowed_operations == {"InvokeModel", "InvokeModelWithResponseStream", "Converse",
+                                          "ConverseStream", "CountTokens"}
+    for operation in ("StartAsyncInvoke", "GetAsyncInvoke", "ListAsyncInvokes", "ApplyGuardrail",
+                      "InvokeGuardrailChecks", "InvokeModelWithBidirectionalStream"):
+        assert not default.allows_operation(operation)
+
+
+def test_a_quota_is_kept_under_the_id_it_is_configured_by() -> None:
+    policy = _build(orgs={"acme": {"daily_quota_usd": {"economy": 1}}}).for_caller("acme", "app")
+    assert policy.quota_key("us.amazon.nova-micro-v1:0") == "amazon.nova-micro-v1:0"
+    assert policy.quota_key("arn:aws:bedrock:us-east-1::foundation-model/amazon.nova-micro-v1:0") == (
+        "amazon.nova-micro-v1:0")
+    assert policy.quota_key("amazon.nova-reel-v1:1") == "amazon.nova-reel-v1:1"  # no quota: as named
+
+
+def test_allowed_s3_outputs_are_prefixes_that_end_at_a_slash() -> None:
+    policies = _build(orgs={"acme": {"allowed_s3_outputs": ["s3://videos/acme", "s3://shared/"],
+                                     "apps": {"own": {"allowed_s3_outputs": ["s3://own-bucket"]}}}})
+    acme = policies.for_caller("acme", "any")
+    assert acme.allowed_s3_outputs == ("s3://videos/acme/", "s3://shared/")
+    for uri in ("s3://videos/acme", "s3://videos/acme/", "s3://videos/acme/reel/1", "s3://shared/x", "s3://shared"):
+        assert acme.allows_s3_output(uri), uri
+    for uri in ("s3://videos/acme-other/x", "s3://videos/", "s3://own-bucket/x", "", "s3://sharedx"):
+        assert not acme.allows_s3_output(uri), uri
+    assert policies.for_caller("acme", "own").allows_s3_output("s3://own-bucket/clip")
+    assert not policies.for_caller("acme", "own").allows_s3_output("s3://shared/x")  # its own list replaces the org's
+    assert policies.for_caller("zeta", "app").allows_s3_output("s3://anywhere/")  # unset: the IAM policy decides
