@@ -99,7 +99,7 @@ class ProxyHandler:
                 host=header(scope, b"host") or "",
                 body=body,
             )
-            document = json_body(route, scope, body)
+            document = json_body(route, body)
             cache_key = None
             if document is not None and route.operation in _CACHEABLE:
                 if self._admission.caller_policy(caller).response_cache_ttl:
