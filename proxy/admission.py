@@ -1,7 +1,8 @@
 """From "who asked for what" to "what is sent upstream": the request's plan.
 
-For a model call: resolve a label, find the caller's chain from the requested
-model, keep the models the app may use, clamp max-output-tokens, choose the
+For a model call: resolve a label, refuse a max-tokens value that is not an
+integer within the model's limit (`model_limits`), find the caller's chain from
+the requested model, keep the models the app may use, clamp max-output-tokens, choose the
 first model under its daily quota (reserving the worst case in TIGHT mode),
 check the app's TPM/RPM limits, and rewrite path and body for the chosen model
 (translating the body when a fallback crosses model families).
@@ -26,7 +27,12 @@ from typing import Any
 from adapters import family_of
 from adapters import translate as translation
 from adapters.estimate import estimate_usage
-from adapters.maxtokens import clamp_max_output_tokens, max_output_tokens
+from adapters.maxtokens import (
+    MaxTokensError,
+    checked_max_output_tokens,
+    clamp_max_output_tokens,
+    max_output_tokens,
+)
 from adapters.modelid import encode_model_id, in_scope, routing_scope
 from adapters.usage import Usage
 from metering.pricing import PriceTable
@@ -108,6 +114,14 @@ class Admission:
         if route.operation not in METERED or document is None:
             return Plan(_rewritten(raw_path, route.model_id, requested), body, model=requested,
                         family_model=self._policies.base_of(requested))
+        converse = route.operation not in _INVOKE
+        client_family = "converse" if converse else family_of(self._policies.base_of(requested))
+        limits = self._policies.model_limits
+        try:
+            # Before any quota or limit sees it: a value the model cannot honour is refused.
+            checked_max_output_tokens(client_family, document, limits.output_limit(self._policies.base_of(requested)))
+        except MaxTokensError as exc:
+            raise ValidationException(str(exc)) from None
         policy = self.caller_policy(caller)
         chain, _ = policy.chain_from(requested)
         entry = chain[0]
@@ -123,8 +137,6 @@ class Admission:
             """The id sent upstream when `member` of the chain serves the request."""
             return requested if member == entry else in_scope(member, requested)
 
-        converse = route.operation not in _INVOKE
-        client_family = "converse" if converse else family_of(self._policies.base_of(requested))
         changed = False
         if policy.max_output_tokens is not None:
             changed = clamp_max_output_tokens(client_family, document, policy.max_output_tokens)
@@ -138,8 +150,11 @@ class Admission:
             return estimate[0]
 
         def worst_case(member: str) -> int:
-            """Priced as the id that would be sent: a geo profile can cost more than its base."""
-            return self._prices.cost_micro_usd(sent_id(member), Usage(tokens() - max_output, max_output)) or 0
+            """Priced as the id that would be sent: a geo profile can cost more than its base.
+            A fallback that produces fewer tokens than asked for costs at most its limit."""
+            sent = sent_id(member)
+            output = min(max_output, limits.output_limit(self._policies.base_of(sent)))
+            return self._prices.cost_micro_usd(sent, Usage(tokens() - max_output, output)) or 0
 
         selection = await self._select(policy, chain, worst_case)
         member = selection.model

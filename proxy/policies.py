@@ -29,6 +29,7 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from adapters.modelid import IN_REGION, SCOPES, base_model_id, routing_scope
+from proxy.model_limits import ModelLimits
 
 __all__ = [
     "AppPolicy",
@@ -134,6 +135,8 @@ class Policies:
     profiles: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     #: Base model id → the routing scopes Bedrock serves it in (`in_region`, `us`, …, `global`).
     model_scopes: Mapping[str, frozenset[str]] = field(default_factory=lambda: MappingProxyType({}))
+    #: Output-token limits per model (`model_limits`, proxy/model_limits.py).
+    model_limits: ModelLimits = field(default_factory=ModelLimits)
 
     def serves(self, model_id: str, scope: str) -> bool:
         """Whether Bedrock serves `model_id` in `scope`; a model the table omits: yes."""
@@ -180,6 +183,7 @@ def build_policies(
     priced: Callable[[str], bool],
     profiles: Mapping[str, str] | None = None,
     model_scopes: Mapping[str, frozenset[str]] | None = None,
+    model_limits: ModelLimits | None = None,
     family_of: Callable[[str], str],
     can_translate: Callable[[str, str], bool],
 ) -> Policies:
@@ -200,6 +204,7 @@ def build_policies(
         quotas=_quota_settings(quotas or {}),
         profiles=MappingProxyType(profile_map),
         model_scopes=MappingProxyType(dict(model_scopes or {})),
+        model_limits=model_limits or ModelLimits(),
     )
 
 

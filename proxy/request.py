@@ -7,13 +7,14 @@ anything is sent upstream and answer a bad request with a `ValidationException`.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from starlette.types import Receive, Scope
 
+from proxy import strict_json
 from proxy.errors import ValidationException
 from proxy.routing import JSON_BODY, Operation, Route
+from proxy.strict_json import BadNumber
 
 __all__ = ["ClientGone", "header", "json_body", "read_body"]
 
@@ -67,7 +68,9 @@ def json_body(route: Route, body: bytes) -> dict[str, Any] | None:
     if route.operation not in _INVOKE_OPS and route.operation not in JSON_BODY:
         return None
     try:
-        document = json.loads(body)
+        document = strict_json.loads(body)
+    except BadNumber as exc:
+        raise ValidationException(f"Malformed input request: {exc}, please reformat your input and try again.") from None
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise ValidationException(
             f"Malformed input request: {exc.__class__.__name__}, please reformat your input and try again."

@@ -37,6 +37,7 @@ def governed_proxy(tmp_path_factory: pytest.TempPathFactory, simulator: Process)
         "pricing": PRICING,
         "models": {"premium": PRO, "standard": LITE},
         "fallback": ["premium", "standard"],
+        "model_limits": {PRO: {"max_output_tokens": 10000}, LITE: {"max_output_tokens": 10000}},
         "orgs": {
             "acme": {
                 "daily_quota_usd": {"premium": 10, "standard": 10},
@@ -170,3 +171,26 @@ def test_repeated_content_length_is_refused(governed_proxy: Proxy, tmp_path: Pat
     status_line, _, rest = received.partition(b"\r\n")
     assert b" 400 " in status_line, received[:500]
     assert b"ValidationException" in rest or b"Invalid HTTP request" in rest
+
+
+@pytest.mark.parametrize("literal", ["1000000000", "NaN", "Infinity", "-1", "1e400", "9" * 5000])
+def test_bad_max_tokens_are_refused_before_admission(client_for: Any, literal: str) -> None:
+    """A value the model cannot honour is a ValidationException naming the field, and the
+    model stays available to everyone (issue #17 item 3: it used to exhaust it for the org)."""
+    client = client_for("chat")
+    body = ('{"schemaVersion": "messages-v1", "messages": [{"role": "user", "content": [{"text": "hi"}]}], '
+            '"inferenceConfig": {"maxTokens": ' + literal + "}}").encode()
+    with pytest.raises(client.exceptions.ValidationException, match=r"inferenceConfig\.maxTokens"):
+        client.invoke_model(modelId="premium", body=body)
+    with pytest.raises(client.exceptions.ValidationException, match=r"inferenceConfig\.maxTokens"):
+        client.invoke_model_with_response_stream(modelId="premium", body=body)
+    response = client.converse(modelId="premium", messages=[{"role": "user", "content": [{"text": "hi"}]}],
+                               inferenceConfig={"maxTokens": 20})
+    assert response["ResponseMetadata"]["HTTPHeaders"]["x-costkeeper-model-id"] == PRO
+
+
+def test_converse_max_tokens_beyond_the_model_limit_is_refused(client_for: Any) -> None:
+    client = client_for("chat")
+    with pytest.raises(client.exceptions.ValidationException, match="limit of 10000 output tokens"):
+        client.converse(modelId="premium", messages=[{"role": "user", "content": [{"text": "hi"}]}],
+                        inferenceConfig={"maxTokens": 1_000_000_000})
