@@ -88,6 +88,14 @@ class UsageEvent:
         return self.quota_model or self.model
 
     @property
+    def refused(self) -> bool:
+        """Bedrock refused the request (a 4xx) and billed nothing. Such an event is
+        journaled and stored as the error it is, but makes no usage row, no rate and
+        no metric label of its own: its model id is the client's choice, unbounded
+        (issue #17 item 5). Its reservation is still settled (`Aggregate.committed`)."""
+        return 400 <= self.status < 500 and self.total_tokens == 0
+
+    @property
     def total_tokens(self) -> int:
         return self.input_tokens + self.output_tokens + self.cache_read_tokens + self.cache_write_tokens
 

@@ -11,7 +11,9 @@ pays that tier's rates for all of its tokens.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
 from adapters.modelid import base_model_id, price_id
@@ -23,6 +25,8 @@ logger = logging.getLogger(__name__)
 
 
 _RATES = ("input", "output", "cache_read", "cache_write")
+#: Characters of a model id shown in a log line (a client can send 2,048).
+_SHOWN = 200
 
 
 def _rate(model: str, name: str, value: object) -> float:
@@ -112,7 +116,7 @@ class PriceTable:
         self._prices = dict(prices)
         #: Application-inference-profile ARNs → their base model (configured; the ARN names none).
         self._profiles = dict(profiles or {})
-        self._warned: set[str] = set()
+        self._unpriced = _UnpricedWarnings()
 
     def __contains__(self, model_id: str) -> bool:
         return self.price_of(model_id) is not None
@@ -128,12 +132,11 @@ class PriceTable:
         return price
 
     def cost_micro_usd(self, model_id: str, usage: Usage) -> int | None:
-        """Cost in micro-USD, or None when the model has no price (warned once)."""
+        """Cost in micro-USD, or None when the model has no price (warned, see `_UnpricedWarnings`)."""
         price = self.price_of(model_id)
         if price is None:
-            if model_id not in self._warned:
-                self._warned.add(model_id)
-                logger.warning("no price configured for model %s; metering it at cost 0", model_id)
+            if usage.total_tokens:  # nothing used (a refusal) costs 0 whatever the price: no warning
+                self._unpriced.warn(model_id)
             return None
         rates = price.rates_for(usage.input_tokens + usage.cache_read_tokens + usage.cache_write_tokens)
         return round(
@@ -142,3 +145,46 @@ class PriceTable:
             + usage.cache_read_tokens * rates.cache_read
             + usage.cache_write_tokens * rates.cache_write
         )
+
+
+class _UnpricedWarnings:
+    """"No price for model X", once per id, in bounded memory and at a bounded rate.
+
+    Model ids are the client's choice: a set of every id warned about would grow
+    without end, and a line per invented id would flood the log. The last
+    `remembered` ids are kept (each warned once while remembered); at most
+    `per_minute` lines a minute are written, and the next line says how many
+    were left out.
+    """
+
+    def __init__(self, remembered: int = 1024, per_minute: int = 10,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._remembered = remembered
+        self._per_minute = per_minute
+        self._clock = clock
+        self._window = -1
+        self._written = 0
+        self._left_out = 0
+
+    def warn(self, model_id: str) -> None:
+        if model_id in self._seen:
+            self._seen.move_to_end(model_id)
+            return
+        self._seen[model_id] = None
+        if len(self._seen) > self._remembered:
+            self._seen.popitem(last=False)
+        window = int(self._clock() // 60)
+        if window != self._window:
+            self._window, self._written = window, 0
+        if self._written >= self._per_minute:
+            self._left_out += 1
+            return
+        self._written += 1
+        shown = model_id if len(model_id) <= _SHOWN else model_id[:_SHOWN] + "…"
+        if self._left_out:
+            logger.warning("no price configured for model %s; metering it at cost 0 "
+                           "(%d more unpriced models not logged)", shown, self._left_out)
+            self._left_out = 0
+        else:
+            logger.warning("no price configured for model %s; metering it at cost 0", shown)

@@ -55,7 +55,7 @@ from metering.store import (
 )
 from metering.store_stats import StoreStats
 
-__all__ = ["SQLiteStore"]
+__all__ = ["COUNTED_SQL", "SQLiteStore"]
 
 logger = logging.getLogger(__name__)
 
@@ -160,6 +160,10 @@ _SUMS = """
     COUNT(*), SUM(input_tokens), SUM(output_tokens), SUM(cache_read_tokens),
     SUM(cache_write_tokens), SUM(cost_micro_usd), SUM(estimated), SUM(1 - priced)
 """
+#: Rows that count as usage: not a request Bedrock refused (`UsageEvent.refused`: a 4xx
+#: that billed nothing). Those stay stored as the errors they were, out of every sum.
+COUNTED_SQL = ("NOT (status BETWEEN 400 AND 499 AND input_tokens = 0 AND output_tokens = 0 "
+               "AND cache_read_tokens = 0 AND cache_write_tokens = 0)")
 _MEMORY = ":memory:"
 
 
@@ -361,7 +365,7 @@ class SQLiteStore(KeyRows):
         groups = normalize_group_by(by)
         # Column names come from the validated `groups`, never from the caller.
         columns = ", ".join(groups)
-        where, params = "ts >= ?", [since]
+        where, params = f"ts >= ? AND {COUNTED_SQL}", [since]
         if until is not None:
             where += " AND ts < ?"
             params.append(until)
@@ -391,7 +395,7 @@ class SQLiteStore(KeyRows):
 
     async def scope_totals(self, scope: str, day: str) -> dict[str, UsageRow]:
         org, app = parse_scope(scope)
-        where, params = "day = ? AND org = ?", [day, org]
+        where, params = f"day = ? AND org = ? AND {COUNTED_SQL}", [day, org]
         if app is not None:
             where += " AND app = ?"
             params.append(app)

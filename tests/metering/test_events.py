@@ -6,7 +6,7 @@ import pytest
 
 from adapters.usage import Usage
 from metering.events import UsageEvent, utc_day
-from metering.pricing import Price, PriceTable
+from metering.pricing import Price, PriceTable, _UnpricedWarnings
 
 PRICES = PriceTable({
     "amazon.nova-micro-v1:0": Price(input=0.035, output=0.14),
@@ -144,3 +144,29 @@ def test_events_round_trip_through_the_journal_format() -> None:
     assert UsageEvent.from_record({**event.to_record(), "from_a_newer_version": 1}) == event
     old = {k: v for k, v in event.to_record().items() if k not in ("quota_scope", "reserved_micro_usd")}
     assert UsageEvent.from_record(old).quota_scope == ""
+
+
+def test_refused_means_a_4xx_that_billed_nothing() -> None:
+    base = dict(request_id="r", timestamp=0.0, org="o", app="a", operation="InvokeModel", requested_model="m",
+                model="m", input_tokens=0, output_tokens=0, cache_read_tokens=0, cache_write_tokens=0,
+                cost_micro_usd=0, priced=False, latency_ms=1.0, first_byte_ms=None, estimated=False)
+    assert UsageEvent(**base, status=400).refused and UsageEvent(**base, status=429).refused  # type: ignore[arg-type]
+    assert not UsageEvent(**base, status=200).refused  # type: ignore[arg-type]
+    assert not UsageEvent(**base, status=503).refused  # type: ignore[arg-type]
+    assert not UsageEvent(**{**base, "output_tokens": 3}, status=400).refused  # type: ignore[arg-type]
+
+
+def test_unpriced_warnings_are_bounded_and_rate_limited(caplog: pytest.LogCaptureFixture) -> None:
+    now = [0.0]
+    table = PriceTable({})
+    table._unpriced = _UnpricedWarnings(remembered=5, per_minute=3, clock=lambda: now[0])
+    with caplog.at_level("WARNING", logger="metering.pricing"):
+        for i in range(100):
+            assert table.cost_micro_usd(f"invented-{i}-" + "x" * 1900, Usage(1, 1)) is None
+        assert table.cost_micro_usd("nothing-used", Usage()) is None  # a refusal: no warning at all
+        now[0] = 61.0
+        table.cost_micro_usd("later", Usage(1, 1))
+    lines = [record.getMessage() for record in caplog.records]
+    assert len(lines) == 4 and all(len(line) < 400 for line in lines)
+    assert "97 more unpriced models not logged" in lines[-1] and "later" in lines[-1]
+    assert len(table._unpriced._seen) <= 5
