@@ -77,6 +77,10 @@ class UsageEvent:
     quota_model: str = ""
     #: Served from the proxy's response cache: no upstream call, no cost.
     cached: bool = False
+    #: The service tier ("" standard, "priority", "flex" …) and latency mode ("" standard,
+    #: "optimized") the request was priced at: what served it, as Bedrock said, else what it asked for.
+    service_tier: str = ""
+    latency: str = ""
 
     @property
     def day(self) -> str:
@@ -164,6 +168,8 @@ class UsageEvent:
             quota_model="" if quota_model == model else quota_model,
             reserved_micro_usd=reserved_micro_usd,
             cached=cached,
+            service_tier=usage.service_tier or "",
+            latency=usage.latency or "",
         )
 
 

@@ -6,6 +6,14 @@ Inference-profile ids (`us.`, `global.` …) fall back to their base model's pri
 unless the profile is priced itself (geo profiles can cost ~10 % more). A price
 may have tiers (`PriceTier`): a request whose prompt exceeds a tier's threshold
 pays that tier's rates for all of its tokens.
+
+Bedrock's service tiers and latency-optimized inference are billed differently
+(adapters/tiers.py): `service_tiers` multiplies every rate for a tier
+(`{priority: 1.75, flex: 0.5}`), `latency_optimized` gives the rates of a
+latency-optimized request. A request is priced by the tier that served it
+(`Usage.service_tier`, `Usage.latency`); one asking for a tier its model's price
+does not list is refused before it is sent (`unpriced_tier`), so the quota
+never counts a priority request at the standard price.
 """
 
 from __future__ import annotations
@@ -14,12 +22,13 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 
 from adapters.modelid import base_model_id, price_id
 from adapters.usage import Usage
 
-__all__ = ["Price", "PriceTable", "PriceTier"]
+__all__ = ["PRICED_SERVICE_TIERS", "Price", "PriceTable", "PriceTier"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,9 +61,14 @@ class PriceTier:
     cache_write: float
 
 
+#: The service tiers a price may list (`default` is the standard tier: the base rates).
+PRICED_SERVICE_TIERS = ("priority", "flex", "reserved")
+
+
 @dataclass(frozen=True, slots=True)
 class Price:
-    """USD per 1M tokens, with optional long-context tiers."""
+    """USD per 1M tokens, with optional long-context tiers, service-tier multipliers
+    and latency-optimized rates."""
 
     input: float
     output: float
@@ -62,6 +76,10 @@ class Price:
     cache_write: float = 0.0
     #: Ascending by threshold; the highest one a request exceeds applies.
     tiers: tuple[PriceTier, ...] = ()
+    #: Service tier (`priority`, `flex`, `reserved`) → multiplier of every rate.
+    service_tiers: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+    #: The rates of a request served latency-optimized; None: not priced (refused).
+    latency_optimized: Price | None = None
 
     def rates_for(self, prompt_tokens: int) -> Price | PriceTier:
         """The rates a request with `prompt_tokens` prompt tokens pays."""
@@ -71,9 +89,15 @@ class Price:
                 chosen = tier
         return chosen
 
+    def multiplier(self, service_tier: str | None) -> float | None:
+        """The factor on every rate for `service_tier`; None when the price does not list it."""
+        if not service_tier or service_tier == "default":
+            return 1.0
+        return self.service_tiers.get(service_tier)
+
     @classmethod
     def from_mapping(cls, model: str, raw: Mapping[str, object]) -> Price:
-        known = {*_RATES, "tiers"}
+        known = {*_RATES, "tiers", "service_tiers", "latency_optimized"}
         unknown = set(raw) - known
         if unknown:
             raise ValueError(f"pricing.{model}: unknown field(s) {sorted(unknown)}; expected {sorted(known)}")
@@ -89,7 +113,42 @@ class Price:
         thresholds = [tier.above_input_tokens for tier in tiers]
         if len(set(thresholds)) != len(thresholds):
             raise ValueError(f"pricing.{model}.tiers: two tiers share a threshold {thresholds}")
-        return replace(base, tiers=tuple(sorted(tiers, key=lambda tier: tier.above_input_tokens)))
+        return replace(base, tiers=tuple(sorted(tiers, key=lambda tier: tier.above_input_tokens)),
+                       service_tiers=_service_tiers(model, raw.get("service_tiers")),
+                       latency_optimized=_latency_optimized(model, raw.get("latency_optimized"), base))
+
+
+def _service_tiers(model: str, raw: object) -> Mapping[str, float]:
+    """`{priority: 1.75, flex: 0.5}`: a multiplier of every rate per service tier."""
+    key = f"pricing.{model}.service_tiers"
+    if raw is None:
+        return MappingProxyType({})
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"{key}: expected a mapping of service tier → multiplier, e.g. {{priority: 1.75}}")
+    unknown = set(raw) - set(PRICED_SERVICE_TIERS)
+    if unknown:
+        raise ValueError(f"{key}: unknown service tier(s) {sorted(map(str, unknown))}; "
+                         f"expected some of {list(PRICED_SERVICE_TIERS)} (default is the base price)")
+    return MappingProxyType({str(tier): _rate(f"{model}.service_tiers", str(tier), factor)
+                             for tier, factor in raw.items()})
+
+
+def _latency_optimized(model: str, raw: object, base: Price) -> Price | None:
+    """Latency-optimized rates: `input` and `output`; a cache rate left out is the base rate."""
+    if raw is None:
+        return None
+    where = f"{model}.latency_optimized"
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"pricing.{where}: expected {{input: …, output: …}}")
+    unknown = set(raw) - set(_RATES)
+    if unknown:
+        raise ValueError(f"pricing.{where}: unknown field(s) {sorted(unknown)}; expected {list(_RATES)}")
+    if "input" not in raw or "output" not in raw:
+        raise ValueError(f"pricing.{where}: 'input' and 'output' prices are required")
+    rates: dict[str, float] = {name: _rate(where, name, raw[name]) if name in raw else getattr(base, name)
+                               for name in _RATES}
+    return Price(input=rates["input"], output=rates["output"], cache_read=rates["cache_read"],
+                 cache_write=rates["cache_write"])
 
 
 def _tier(model: str, index: int, raw: object, base: Price) -> PriceTier:
@@ -138,13 +197,32 @@ class PriceTable:
             if usage.total_tokens:  # nothing used (a refusal) costs 0 whatever the price: no warning
                 self._unpriced.warn(model_id)
             return None
-        rates = price.rates_for(usage.input_tokens + usage.cache_read_tokens + usage.cache_write_tokens)
-        return round(
+        # Served latency-optimized but not priced so (admission refuses asking for it): base rates.
+        rated = price.latency_optimized if usage.latency == "optimized" and price.latency_optimized else price
+        # A tier the price does not list (Bedrock served `reserved` unasked): the base rates.
+        factor = price.multiplier(usage.service_tier)
+        factor = 1.0 if factor is None else factor
+        rates = rated.rates_for(usage.input_tokens + usage.cache_read_tokens + usage.cache_write_tokens)
+        return round(factor * (
             usage.input_tokens * rates.input
             + usage.output_tokens * rates.output
             + usage.cache_read_tokens * rates.cache_read
             + usage.cache_write_tokens * rates.cache_write
-        )
+        ))
+
+    def unpriced_tier(self, model_id: str, service_tier: str, latency: str) -> str | None:
+        """The `pricing` key a request for this tier needs and `model_id`'s price lacks, or
+        None when it can be priced (or the model has no price at all: metered unpriced)."""
+        price = self.price_of(model_id)
+        if price is None:
+            return None
+        if price.multiplier(service_tier) is None:
+            return f"service_tiers.{service_tier}"
+        if latency == "optimized" and price.latency_optimized is None:
+            return "latency_optimized"
+        if latency not in ("", "optimized"):
+            return f"latency {latency}"
+        return None
 
 
 class _UnpricedWarnings:

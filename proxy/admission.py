@@ -34,6 +34,7 @@ from adapters.maxtokens import (
     max_output_tokens,
 )
 from adapters.modelid import encode_model_id, in_scope, routing_scope
+from adapters.tiers import STANDARD, Tier
 from adapters.usage import Usage
 from metering.pricing import PriceTable
 from metering.quotas import Mode, QuotaExhausted, QuotaSelector, Selection
@@ -78,6 +79,8 @@ class Plan:
     #: (limiter key, model, tokens counted at admission) for the TPM correction.
     rate: tuple[str, str, int] | None = None
     cache_ttl: float | None = None
+    #: The service tier and latency mode asked for: the price when the response does not say.
+    tier: Tier = STANDARD
 
 
 class Admission:
@@ -106,7 +109,8 @@ class Admission:
         return policy
 
     async def plan(
-        self, route: Route, caller: Caller, raw_path: str, body: bytes, document: dict[str, Any] | None
+        self, route: Route, caller: Caller, raw_path: str, body: bytes, document: dict[str, Any] | None,
+        tier: Tier = STANDARD,
     ) -> Plan:
         if route.model_id is None:
             return Plan(raw_path, body)
@@ -123,6 +127,10 @@ class Admission:
         except MaxTokensError as exc:
             raise ValidationException(str(exc)) from None
         policy = self.caller_policy(caller)
+        allowed_tiers = policy.allowed_service_tiers
+        if allowed_tiers is not None and (tier.service_tier or "default") not in allowed_tiers:
+            raise AccessDeniedException(f"This application may not use the {tier.service_tier or 'default'} service tier "
+                                        "(allowed_service_tiers).")
         chain, _ = policy.chain_from(requested)
         entry = chain[0]
         scope = routing_scope(requested)
@@ -136,6 +144,9 @@ class Admission:
         def sent_id(member: str) -> str:
             """The id sent upstream when `member` of the chain serves the request."""
             return requested if member == entry else in_scope(member, requested)
+
+        if tier != STANDARD:
+            chain = self._priced_in_tier(chain, sent_id, tier)
 
         changed = False
         if policy.max_output_tokens is not None:
@@ -154,7 +165,8 @@ class Admission:
             A fallback that produces fewer tokens than asked for costs at most its limit."""
             sent = sent_id(member)
             output = min(max_output, limits.output_limit(self._policies.base_of(sent)))
-            return self._prices.cost_micro_usd(sent, Usage(tokens() - max_output, output)) or 0
+            worst = Usage(tokens() - max_output, output, service_tier=tier.service_tier, latency=tier.latency)
+            return self._prices.cost_micro_usd(sent, worst) or 0
 
         selection = await self._select(policy, chain, worst_case)
         member = selection.model
@@ -176,6 +188,7 @@ class Admission:
             day=selection.day,
             rate=rate,
             cache_ttl=policy.response_cache_ttl,
+            tier=tier,
         )
         if model != requested:
             try:
@@ -195,6 +208,18 @@ class Admission:
         if changed:
             plan.body = json.dumps(document, separators=(",", ":")).encode()
         return plan
+
+    def _priced_in_tier(self, chain: tuple[str, ...], sent_id: Callable[[str], str], tier: Tier) -> tuple[str, ...]:
+        """The chain without fallbacks whose price lacks `tier`; refuse the request when
+        its first model's does: the quota must count what Bedrock bills for the tier."""
+        first = sent_id(chain[0])
+        missing = self._prices.unpriced_tier(first, tier.service_tier, tier.latency)
+        if missing is not None:
+            raise ValidationException(
+                f"Cost Keeper has no price for the {tier} tier of {first} (pricing: {missing}), so it cannot "
+                "count it against a quota; ask without it, or have the proxy's operator price it.")
+        return (chain[0], *(model for model in chain[1:]
+                            if self._prices.unpriced_tier(sent_id(model), tier.service_tier, tier.latency) is None))
 
     async def _select(self, policy: CallerPolicy, chain: tuple[str, ...], worst_case: Any) -> Selection:
         if not any(policy.quota_of(model) is not None for model in chain):

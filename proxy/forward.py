@@ -24,6 +24,7 @@ from typing import Any
 
 from starlette.types import Receive, Scope, Send
 
+from adapters.tiers import STANDARD, requested_tier, served_tier
 from adapters.translate import StreamTranslator, TranslationError, translate_response
 from adapters.usage import Usage
 from adapters.watch import BodyUsageWatcher, StreamUsageWatcher
@@ -53,6 +54,7 @@ logger = logging.getLogger(__name__)
 
 _EVENTSTREAM = "application/vnd.amazon.eventstream"
 _CACHEABLE = frozenset({Operation.INVOKE_MODEL, Operation.CONVERSE})
+_CONVERSE = frozenset({Operation.CONVERSE, Operation.CONVERSE_STREAM})
 
 
 class ProxyHandler:
@@ -109,7 +111,8 @@ class ProxyHandler:
                     if hit is not None:
                         await self._send_cached(send, route, caller, hit, started)
                         return
-            plan = await self._admission.plan(route, caller, raw_path, body, document)
+            tier = requested_tier(route.operation in _CONVERSE, scope["headers"], document) if document else STANDARD
+            plan = await self._admission.plan(route, caller, raw_path, body, document, tier)
             headers = request_headers_for_upstream(scope["headers"])
             try:
                 response = await self._upstream.send(method, plan.raw_path, raw_query, headers, plan.body,
@@ -174,6 +177,7 @@ class ProxyHandler:
                     usage = stream_watcher.finish()
                 else:
                     usage = body_watcher.finish(status, response.headers)  # type: ignore[union-attr]
+                usage = served_tier(plan.tier, response.headers, usage)
                 unobserved = self._record(route, caller, plan, status, response.headers.get("x-amzn-requestid"),
                                           usage, started, first_byte)
 

@@ -77,6 +77,8 @@ class AppPolicy:
     allowed_models: frozenset[str] | None = None
     rate_limits: Mapping[str, RateLimit] = field(default_factory=lambda: MappingProxyType({}))
     response_cache_ttl: float | None = None
+    #: Service tiers the app may ask for (`default`, `priority`, `flex`, `reserved`); None: any priced one.
+    allowed_service_tiers: frozenset[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +102,7 @@ class CallerPolicy:
     rate_limits: Mapping[str, RateLimit]
     response_cache_ttl: float | None
     fail_closed: bool
+    allowed_service_tiers: frozenset[str] | None = None
 
     def chain_from(self, model_id: str) -> tuple[tuple[str, ...], bool]:
         """The chain to try for a requested model, and whether it is a chain at all.
@@ -171,6 +174,7 @@ class Policies:
             rate_limits=app_policy.rate_limits,
             response_cache_ttl=app_policy.response_cache_ttl,
             fail_closed=org_policy.fail_closed,
+            allowed_service_tiers=app_policy.allowed_service_tiers,
         )
 
 
@@ -328,7 +332,9 @@ def _usd_quotas(key: str, raw: Any, checker: _ChainChecker) -> Mapping[str, int]
 
 
 _ORG_KEYS = {"quota_scope", "daily_quota_usd", "fallback", "fail_closed", "apps"}
-_APP_KEYS = {"fallback", "daily_quota_usd", "max_output_tokens", "allowed_models", "rate_limits", "response_cache"}
+_APP_KEYS = {"fallback", "daily_quota_usd", "max_output_tokens", "allowed_models", "rate_limits", "response_cache",
+             "allowed_service_tiers"}
+_SERVICE_TIERS = ("default", "priority", "flex", "reserved")
 
 
 def _org(name: str, raw: Mapping[str, Any], labels: Mapping[str, str], checker: _ChainChecker) -> OrgPolicy:
@@ -379,7 +385,16 @@ def _app(key: str, raw: Mapping[str, Any], checker: _ChainChecker) -> AppPolicy:
         if allowed is not None else None,
         rate_limits=MappingProxyType(_rate_limits(f"{key}.rate_limits", raw.get("rate_limits") or {}, checker)),
         response_cache_ttl=cache_ttl,
+        allowed_service_tiers=_service_tiers(f"{key}.allowed_service_tiers", raw.get("allowed_service_tiers")),
     )
+
+
+def _service_tiers(key: str, raw: Any) -> frozenset[str] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, list | tuple) or not all(tier in _SERVICE_TIERS for tier in raw):
+        raise PolicyError(f"{key}: expected a list of service tiers from {list(_SERVICE_TIERS)}, got {raw!r}")
+    return frozenset(str(tier) for tier in raw)
 
 
 def _rate_limits(key: str, raw: Any, checker: _ChainChecker) -> dict[str, RateLimit]:

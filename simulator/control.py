@@ -11,6 +11,9 @@ or pause without reconfiguring the simulator, through any proxy in between:
     [[sim:hold=KEY]]      wait for `POST /_sim/release/KEY` (streams: after a few events;
                           other operations: before the response head)
     [[sim:words=N]]       exactly N output words (still capped by the max tokens)
+    [[sim:served-tier=T]] answer that service tier T served the request (Bedrock says what served)
+    [[sim:served-latency=L]]  answer that latency mode L served it (`standard` once the
+                          latency-optimized quota is used up)
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ class Directives:
     stream_error: bool = False
     hold: str | None = None
     words: int | None = None
+    served_tier: str | None = None
+    served_latency: str | None = None
 
 
 NO_DIRECTIVES = Directives()
@@ -58,6 +63,8 @@ def parse_directives(body: bytes) -> Directives:
             found["hold"] = value.decode()
         elif name == "words" and value and value.isdigit():
             found["words"] = int(value)
+        elif name in ("served-tier", "served-latency") and value:
+            found[name.replace("-", "_")] = value.decode()
     return Directives(**found) if found else NO_DIRECTIVES  # type: ignore[arg-type]
 
 
