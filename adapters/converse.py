@@ -1,11 +1,12 @@
 """Converse and ConverseStream: one body shape for every model family.
 
 Usage is `usage` in the Converse response and in the last ConverseStream event,
-`metadata` (BEDROCK_WIRE.md §3.4); both also say which service tier and latency
-mode served the request (`serviceTier`, `performanceConfig`), which the price depends on. Since 2025 Bedrock sends the cache counts
+`metadata` (BEDROCK_WIRE.md §3.4). Since 2025 Bedrock sends the cache counts
 twice, as `cacheReadInputTokens` (modelled) and `cacheReadInputTokenCount`
 (legacy), with equal values (dd-trace-py `bedrock_converse_prompt_caching.yaml`,
 pydantic-ai `test_bedrock_cache_write_and_read.yaml`): take one, never add both.
+Both also say which service tier and latency mode served the request
+(`serviceTier`, `performanceConfig`): the price depends on them.
 """
 
 from __future__ import annotations

@@ -49,12 +49,8 @@ def max_tokens_fields(family: str) -> tuple[tuple[str, ...], ...]:
 
 
 def _get(document: Mapping[str, Any], path: tuple[str, ...]) -> Any:
-    node: Any = document
-    for key in path:
-        if not isinstance(node, Mapping) or key not in node:
-            return None
-        node = node[key]
-    return node
+    value = _present(document, path)
+    return None if value is _MISSING else value
 
 
 class MaxTokensError(ValueError):

@@ -42,6 +42,8 @@ SERVICE_TIER_HEADER = "x-amzn-bedrock-service-tier"
 LATENCY_HEADER = "x-amzn-bedrock-performanceconfig-latency"
 #: The service tiers of Bedrock's `ServiceTier.type` ("default" is the standard tier).
 SERVICE_TIERS = ("priority", "default", "flex", "reserved")
+_SERVICE_TIER_BYTES, _LATENCY_BYTES = SERVICE_TIER_HEADER.encode(), LATENCY_HEADER.encode()
+_HEADER_LENGTHS = frozenset({len(_SERVICE_TIER_BYTES), len(_LATENCY_BYTES)})
 #: Longest value kept: the client chose it (Bedrock refuses anything but the enum).
 _MAX_VALUE = 32
 
@@ -110,8 +112,15 @@ def requested_tier(converse: bool, headers: Iterable[tuple[bytes, bytes]], docum
     (raw ASGI header pairs)."""
     if converse:
         return from_converse(document)
-    service, latency = _from_headers((name.decode("latin-1"), value.decode("latin-1")) for name, value in headers)
-    return Tier(service or "", latency or "")
+    service = latency = ""
+    for name, value in headers:
+        if len(name) in _HEADER_LENGTHS:  # most fields are neither: no lower() or decode for them
+            lowered = name.lower()
+            if lowered == _SERVICE_TIER_BYTES:
+                service = _service_tier(value.decode("latin-1"))
+            elif lowered == _LATENCY_BYTES:
+                latency = _latency(value.decode("latin-1"))
+    return Tier(service, latency)
 
 
 def served_tier(requested: Tier, response_headers: Mapping[str, str], usage: Usage) -> Usage:

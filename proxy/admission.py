@@ -123,13 +123,14 @@ class Admission:
         limits = self._policies.model_limits
         try:
             # Before any quota or limit sees it: a value the model cannot honour is refused.
-            checked_max_output_tokens(client_family, document, limits.output_limit(self._policies.base_of(requested)))
+            limit = limits.output_limit(self._policies.base_of(requested))
+            checked_max_output_tokens(client_family, document, limit)
         except MaxTokensError as exc:
             raise ValidationException(str(exc)) from None
         policy = self.caller_policy(caller)
-        allowed_tiers = policy.allowed_service_tiers
-        if allowed_tiers is not None and (tier.service_tier or "default") not in allowed_tiers:
-            raise AccessDeniedException(f"This application may not use the {tier.service_tier or 'default'} service tier "
+        asked_tier = tier.service_tier or "default"
+        if policy.allowed_service_tiers is not None and asked_tier not in policy.allowed_service_tiers:
+            raise AccessDeniedException(f"This application may not use the {asked_tier} service tier "
                                         "(allowed_service_tiers).")
         chain, _ = policy.chain_from(requested)
         entry = chain[0]

@@ -70,7 +70,9 @@ def json_body(route: Route, body: bytes) -> dict[str, Any] | None:
     try:
         document = strict_json.loads(body)
     except BadNumber as exc:
-        raise ValidationException(f"Malformed input request: {exc}, please reformat your input and try again.") from None
+        raise ValidationException(
+            f"Malformed input request: {exc}, please reformat your input and try again."
+        ) from None
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise ValidationException(
             f"Malformed input request: {exc.__class__.__name__}, please reformat your input and try again."

@@ -24,7 +24,8 @@ def test_converse_requests(document: dict[str, object], expected: Tier) -> None:
 
 
 def test_invoke_model_requests_read_the_headers_in_any_case() -> None:
-    headers = [(b"X-Amzn-Bedrock-Service-Tier", b"priority"), (b"x-amzn-bedrock-performanceconfig-latency", b"optimized")]
+    headers = [(b"X-Amzn-Bedrock-Service-Tier", b"priority"),
+               (b"x-amzn-bedrock-performanceconfig-latency", b"optimized")]
     assert requested_tier(False, headers, {"serviceTier": {"type": "flex"}}) == Tier("priority", "optimized")
     assert requested_tier(False, [], {}) == STANDARD
     assert requested_tier(False, [(b"x-amzn-bedrock-service-tier", b"x" * 1000)], {}).service_tier == "x" * 32
