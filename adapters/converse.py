@@ -5,6 +5,8 @@ Usage is `usage` in the Converse response and in the last ConverseStream event,
 twice, as `cacheReadInputTokens` (modelled) and `cacheReadInputTokenCount`
 (legacy), with equal values (dd-trace-py `bedrock_converse_prompt_caching.yaml`,
 pydantic-ai `test_bedrock_cache_write_and_read.yaml`): take one, never add both.
+Both also say which service tier and latency mode served the request
+(`serviceTier`, `performanceConfig`): the price depends on them.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from adapters._fields import child, first_count, usage_or_none
+from adapters.tiers import said_by_converse
 from adapters.usage import Usage
 
 __all__ = ["usage_from_token_usage", "usage_from_response", "usage_from_event", "output_text", "delta_text"]
@@ -29,15 +32,22 @@ def usage_from_token_usage(usage: Mapping[str, Any]) -> Usage | None:
 
 
 def usage_from_response(body: Mapping[str, Any]) -> Usage | None:
-    """A non-streamed Converse response body."""
-    return usage_from_token_usage(child(body, "usage"))
+    """A non-streamed Converse response body, with the tier it says served it."""
+    return _with_tier(usage_from_token_usage(child(body, "usage")), body)
 
 
 def usage_from_event(event_type: str, payload: Mapping[str, Any]) -> Usage | None:
-    """One ConverseStream event; only `metadata` carries usage."""
+    """One ConverseStream event; only `metadata` carries usage (and the serving tier)."""
     if event_type != "metadata":
         return None
-    return usage_from_token_usage(child(payload, "usage"))
+    return _with_tier(usage_from_token_usage(child(payload, "usage")), payload)
+
+
+def _with_tier(usage: Usage | None, document: Mapping[str, Any]) -> Usage | None:
+    if usage is None:
+        return None
+    service_tier, latency = said_by_converse(document)
+    return usage.merged(service_tier=service_tier, latency=latency)
 
 
 def output_text(event_type: str, payload: Mapping[str, Any]) -> str:

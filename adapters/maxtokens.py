@@ -4,14 +4,24 @@ A per-app cap (`max_output_tokens`) is enforced by rewriting the request body:
 the value is lowered to the cap, or set to the cap when the request left it to
 the model's (possibly much larger) default. The same value bounds the
 worst-case cost the quota reserves.
+
+Before either, `checked_max_output_tokens` refuses a value that is not an integer
+from 0 to the model's limit (`MaxTokensError`, naming the field): a negative,
+fractional, string or boolean value, or one beyond what the model can produce.
+`NaN`, `Infinity`, `1e400` and integers too long to convert never get this far
+(proxy/strict_json.py refuses them while parsing).
 """
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Mapping, MutableMapping
 from typing import Any
 
-__all__ = ["max_output_tokens", "clamp_max_output_tokens"]
+__all__ = [
+    "MaxTokensError", "checked_max_output_tokens", "clamp_max_output_tokens", "max_output_tokens",
+    "max_tokens_fields",
+]
 
 #: family (or "converse") → key paths; the first is the one written when absent.
 _PATHS: Mapping[str, tuple[tuple[str, ...], ...]] = {
@@ -33,11 +43,60 @@ def _paths(family: str) -> tuple[tuple[str, ...], ...]:
     return _PATHS.get(family, _PATHS["generic"])
 
 
+def max_tokens_fields(family: str) -> tuple[tuple[str, ...], ...]:
+    """The key paths where `family` (or "converse") keeps its max-output-tokens."""
+    return _paths(family)
+
+
 def _get(document: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    value = _present(document, path)
+    return None if value is _MISSING else value
+
+
+class MaxTokensError(ValueError):
+    """A max-tokens value Bedrock would refuse; the message names the field."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+_MISSING = object()
+#: Renders a refused value in a message, cut short: the client chose it.
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxstring, _REPR.maxother = 2, 4, 4, 40, 40
+
+
+def checked_max_output_tokens(family: str, document: Mapping[str, Any], limit: int) -> int | None:
+    """The request's own max-output-tokens after checking every field the family
+    reads: each must be an integer from 0 to `limit`. An absent or `null` field is
+    left to the model's default. Raises `MaxTokensError` naming the field."""
+    for path in _paths(family):
+        value = _present(document, path)
+        if value is _MISSING or value is None:
+            continue
+        field = ".".join(path)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise MaxTokensError(field, f"expected a non-negative integer, got {_shown(value)}")
+        if value > limit:
+            raise MaxTokensError(field, f"{_shown(value)} exceeds the model's limit of {limit} output tokens; "
+                                        f"try again with {limit} or less")
+    return max_output_tokens(family, document)
+
+
+def _shown(value: Any) -> str:
+    """A short rendering of a client's value: never the whole of a huge one."""
+    if isinstance(value, int) and value.bit_length() > 128:
+        return f"a {len(str(value))}-digit integer"  # below the interpreter's conversion limit here
+    return _REPR.repr(value)
+
+
+def _present(document: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    """The value at `path`, `_MISSING` when a step is absent or not an object."""
     node: Any = document
     for key in path:
         if not isinstance(node, Mapping) or key not in node:
-            return None
+            return _MISSING
         node = node[key]
     return node
 

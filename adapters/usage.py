@@ -3,6 +3,8 @@
 `input_tokens` never includes cached tokens: Bedrock reports uncached input,
 cache reads and cache writes separately and prices them separately
 (see BEDROCK_WIRE.md §3.4: `totalTokens = input + output + cacheRead + cacheWrite`).
+The service tier and latency mode that served the tokens are part of how they
+are billed, so they travel with them.
 """
 
 from __future__ import annotations
@@ -21,6 +23,10 @@ class Usage:
     cache_write_tokens: int = 0
     #: True when Bedrock reported no number and the proxy had to estimate.
     estimated: bool = False
+    #: The service tier that served the request ("" standard, "priority", "flex" …) and its
+    #: latency mode ("" standard, "optimized"), as Bedrock said; None: not said (adapters/tiers.py).
+    service_tier: str | None = None
+    latency: str | None = None
 
     @property
     def total_tokens(self) -> int:

@@ -62,6 +62,8 @@ def _prefer(primary: Usage | None, secondary: Usage | None) -> Usage | None:
         cache_read_tokens=primary.cache_read_tokens or secondary.cache_read_tokens,
         cache_write_tokens=primary.cache_write_tokens or secondary.cache_write_tokens,
         estimated=primary.estimated or secondary.estimated,
+        service_tier=primary.service_tier if primary.service_tier is not None else secondary.service_tier,
+        latency=primary.latency if primary.latency is not None else secondary.latency,
     )
 
 

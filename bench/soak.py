@@ -65,6 +65,10 @@ from bench.soak_traffic import (
 from bench.soak_verdict import judge, proxy_log_problems, report, write_section
 from tests.processes import REPO, Process, Proxy, base_env, costkeeper, start_proxy, start_simulator
 
+#: Fault outcomes with no usage row: the proxy's own refusal of a bad signature, a
+#: keep-alive race, and Bedrock's 4xx refusals (they bill nothing: UsageEvent.refused).
+_NOT_METERED = frozenset({"InvalidSignatureException", KEEPALIVE, "ThrottlingException", "ValidationException"})
+
 
 # ----------------------------------------------------------------- soak
 @dataclass
@@ -139,8 +143,9 @@ class Soak:
                     tally.served[(scenario.app, served, result.headers.get("x-costkeeper-mode", ""))] += 1
             else:
                 # Errors that reached the simulator are metered (zero or estimated tokens);
-                # refusals by the proxy itself (signature, quota, rate limit) are not.
-                if scenario.app == "faults" and outcome not in ("InvalidSignatureException", KEEPALIVE):
+                # refusals by the proxy itself (signature, quota, rate limit) are not, nor
+                # are Bedrock's own 4xx refusals, which bill nothing (UsageEvent.refused).
+                if scenario.app == "faults" and outcome not in _NOT_METERED:
                     tally.client_usage[("faults", "*")][0] += 1
                     tally.no_tokens.add(("faults", "*"))
 

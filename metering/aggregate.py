@@ -2,7 +2,10 @@
 
 However many requests a batch holds, it writes one usage counter per
 (org, app, model, day), one rate counter per (day, minute, model) and one
-committed-spend delta per (quota scope, day, model). Folding is exact integer
+committed-spend delta per (quota scope, day, model). A request Bedrock refused
+(`UsageEvent.refused`: a 4xx, nothing billed) adds only its committed delta,
+which settles its reservation: its model id is the client's, and would
+otherwise make a row per id a client cares to invent. Folding is exact integer
 addition, so any split of the same events sums to the same totals.
 """
 
@@ -114,6 +117,14 @@ class Aggregate:
     def add(self, event: UsageEvent) -> None:
         self.events += 1
         day, minute = utc_day_and_minute(event.timestamp)
+        if not event.refused:  # a refusal billed nothing: no row or rate for a client-chosen id
+            self._add_usage(event, day, minute)
+        if event.quota_scope:
+            commit_key = (event.quota_scope, day, event.quota_key)
+            delta = event.cost_pico_usd - event.reserved_pico_usd
+            self.committed[commit_key] = self.committed.get(commit_key, 0) + delta
+
+    def _add_usage(self, event: UsageEvent, day: str, minute: str) -> None:
         key = (event.org, event.app, event.model, day)
         counters = self.usage.get(key)
         if counters is None:
@@ -125,10 +136,6 @@ class Aggregate:
             rate = self.rates[rate_key] = Rate()
         rate.tokens += event.total_tokens
         rate.requests += 1
-        if event.quota_scope:
-            commit_key = (event.quota_scope, day, event.quota_key)
-            delta = event.cost_pico_usd - event.reserved_pico_usd
-            self.committed[commit_key] = self.committed.get(commit_key, 0) + delta
 
     def merge(self, other: Aggregate) -> None:
         self.events += other.events

@@ -88,6 +88,10 @@ class UsageEvent:
     #: count if the upstream delivered it within `limits.hangup_tail_*` after the
     #: client left, else an estimate (`estimated`).
     hung_up: bool = False
+    #: The service tier ("" standard, "priority", "flex" …) and latency mode ("" standard,
+    #: "optimized") the request was priced at: what served it, as Bedrock said, else what it asked for.
+    service_tier: str = ""
+    latency: str = ""
 
     @property
     def day(self) -> str:
@@ -97,6 +101,14 @@ class UsageEvent:
     def quota_key(self) -> str:
         """The model id the committed spend of `quota_scope` is kept under."""
         return self.quota_model or self.model
+
+    @property
+    def refused(self) -> bool:
+        """Bedrock refused the request (a 4xx) and billed nothing. Such an event is
+        journaled and stored as the error it is, but makes no usage row, no rate and
+        no metric label of its own: its model id is the client's choice, unbounded
+        (issue #17 item 5). Its reservation is still settled (`Aggregate.committed`)."""
+        return 400 <= self.status < 500 and self.total_tokens == 0
 
     @property
     def total_tokens(self) -> int:
@@ -174,6 +186,8 @@ class UsageEvent:
             reserved_pico_usd=reserved_pico_usd,
             cached=cached,
             hung_up=hung_up,
+            service_tier=usage.service_tier or "",
+            latency=usage.latency or "",
         )
 
 

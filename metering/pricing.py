@@ -10,24 +10,39 @@ may have tiers (`PriceTier`): a request whose prompt exceeds a tier's threshold
 pays that tier's rates for all of its tokens — so across tiers the sum of requests'
 costs is not the cost of their summed tokens (each request is priced by its own
 prompt, as Bedrock bills it), though each cost is still exact.
+
+Bedrock's service tiers and latency-optimized inference are billed differently
+(adapters/tiers.py): `service_tiers` multiplies every rate for a tier
+(`{priority: 1.75, flex: 0.5}`, kept as exact fractions; such a request's cost is
+rounded once, to the pico-USD), `latency_optimized` gives the rates of a
+latency-optimized request. A request is priced by the tier that served it
+(`Usage.service_tier`, `Usage.latency`); one asking for a tier its model's price
+does not list is refused before it is sent (`unpriced_tier`), so the quota
+never counts a priority request at the standard price.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from dataclasses import dataclass, replace
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from fractions import Fraction
+from types import MappingProxyType
 
 from adapters.modelid import base_model_id, price_id
 from adapters.usage import Usage
 from metering.money import pico_per_token
 
-__all__ = ["Price", "PriceTable", "PriceTier"]
+__all__ = ["PRICED_SERVICE_TIERS", "Price", "PriceTable", "PriceTier"]
 
 logger = logging.getLogger(__name__)
 
 
 _RATES = ("input", "output", "cache_read", "cache_write")
+#: Characters of a model id shown in a log line (a client can send 2,048).
+_SHOWN = 200
 
 
 def _rate(model: str, name: str, value: object) -> int:
@@ -65,9 +80,14 @@ class PriceTier:
         _check_rates(self)
 
 
+#: The service tiers a price may list (`default` is the standard tier: the base rates).
+PRICED_SERVICE_TIERS = ("priority", "flex", "reserved")
+
+
 @dataclass(frozen=True, slots=True)
 class Price:
-    """Pico-USD per token (USD per 1M tokens × 10⁶), with optional long-context tiers."""
+    """Pico-USD per token (USD per 1M tokens × 10⁶), with optional long-context tiers,
+    service-tier multipliers and latency-optimized rates."""
 
     input: int
     output: int
@@ -75,6 +95,10 @@ class Price:
     cache_write: int = 0
     #: Ascending by threshold; the highest one a request exceeds applies.
     tiers: tuple[PriceTier, ...] = ()
+    #: Service tier (`priority`, `flex`, `reserved`) → multiplier of every rate (exact).
+    service_tiers: Mapping[str, Fraction] = field(default_factory=lambda: MappingProxyType({}))
+    #: The rates of a request served latency-optimized; None: not priced (refused).
+    latency_optimized: Price | None = None
 
     def __post_init__(self) -> None:
         _check_rates(self)
@@ -87,11 +111,17 @@ class Price:
                 chosen = tier
         return chosen
 
+    def multiplier(self, service_tier: str | None) -> Fraction | None:
+        """The factor on every rate for `service_tier`; None when the price does not list it."""
+        if not service_tier or service_tier == "default":
+            return Fraction(1)
+        return self.service_tiers.get(service_tier)
+
     @classmethod
     def from_mapping(cls, model: str, raw: Mapping[str, object]) -> Price:
         """From `config.yaml`'s `pricing.<model>`: USD per 1M tokens, each exact at
         pico-USD per token (at most 6 decimals) or refused naming its key."""
-        known = {*_RATES, "tiers"}
+        known = {*_RATES, "tiers", "service_tiers", "latency_optimized"}
         unknown = set(raw) - known
         if unknown:
             raise ValueError(f"pricing.{model}: unknown field(s) {sorted(unknown)}; expected {sorted(known)}")
@@ -107,7 +137,48 @@ class Price:
         thresholds = [tier.above_input_tokens for tier in tiers]
         if len(set(thresholds)) != len(thresholds):
             raise ValueError(f"pricing.{model}.tiers: two tiers share a threshold {thresholds}")
-        return replace(base, tiers=tuple(sorted(tiers, key=lambda tier: tier.above_input_tokens)))
+        return replace(base, tiers=tuple(sorted(tiers, key=lambda tier: tier.above_input_tokens)),
+                       service_tiers=_service_tiers(model, raw.get("service_tiers")),
+                       latency_optimized=_latency_optimized(model, raw.get("latency_optimized"), base))
+
+
+def _multiplier(key: str, value: object) -> Fraction:
+    """A configured multiplier, exactly as written (1.75 is 7/4, not the nearest float)."""
+    if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"{key}: expected a non-negative multiplier, got {value!r}")
+    return Fraction(str(value))
+
+
+def _service_tiers(model: str, raw: object) -> Mapping[str, Fraction]:
+    """`{priority: 1.75, flex: 0.5}`: a multiplier of every rate per service tier."""
+    key = f"pricing.{model}.service_tiers"
+    if raw is None:
+        return MappingProxyType({})
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"{key}: expected a mapping of service tier → multiplier, e.g. {{priority: 1.75}}")
+    unknown = set(raw) - set(PRICED_SERVICE_TIERS)
+    if unknown:
+        raise ValueError(f"{key}: unknown service tier(s) {sorted(map(str, unknown))}; "
+                         f"expected some of {list(PRICED_SERVICE_TIERS)} (default is the base price)")
+    return MappingProxyType({str(tier): _multiplier(f"{key}.{tier}", factor) for tier, factor in raw.items()})
+
+
+def _latency_optimized(model: str, raw: object, base: Price) -> Price | None:
+    """Latency-optimized rates: `input` and `output`; a cache rate left out is the base rate."""
+    if raw is None:
+        return None
+    where = f"{model}.latency_optimized"
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"pricing.{where}: expected {{input: …, output: …}}")
+    unknown = set(raw) - set(_RATES)
+    if unknown:
+        raise ValueError(f"pricing.{where}: unknown field(s) {sorted(unknown)}; expected {list(_RATES)}")
+    if "input" not in raw or "output" not in raw:
+        raise ValueError(f"pricing.{where}: 'input' and 'output' prices are required")
+    rates: dict[str, int] = {name: _rate(where, name, raw[name]) if name in raw else getattr(base, name)
+                               for name in _RATES}
+    return Price(input=rates["input"], output=rates["output"], cache_read=rates["cache_read"],
+                 cache_write=rates["cache_write"])
 
 
 def _tier(model: str, index: int, raw: object, base: Price) -> PriceTier:
@@ -134,7 +205,7 @@ class PriceTable:
         self._prices = dict(prices)
         #: Application-inference-profile ARNs → their base model (configured; the ARN names none).
         self._profiles = dict(profiles or {})
-        self._warned: set[str] = set()
+        self._unpriced = _UnpricedWarnings()
 
     def __contains__(self, model_id: str) -> bool:
         return self.price_of(model_id) is not None
@@ -150,17 +221,78 @@ class PriceTable:
         return price
 
     def cost_pico_usd(self, model_id: str, usage: Usage) -> int | None:
-        """Exact cost in pico-USD, or None when the model has no price (warned once)."""
+        """Exact cost in pico-USD, or None when the model has no price (warned, see `_UnpricedWarnings`)."""
         price = self.price_of(model_id)
         if price is None:
-            if model_id not in self._warned:
-                self._warned.add(model_id)
-                logger.warning("no price configured for model %s; metering it at cost 0", model_id)
+            if usage.total_tokens:  # nothing used (a refusal) costs 0 whatever the price: no warning
+                self._unpriced.warn(model_id)
             return None
-        rates = price.rates_for(usage.input_tokens + usage.cache_read_tokens + usage.cache_write_tokens)
-        return (
+        # Served latency-optimized but not priced so (admission refuses asking for it): base rates.
+        rated = price.latency_optimized if usage.latency == "optimized" and price.latency_optimized else price
+        # A tier the price does not list (Bedrock served `reserved` unasked): the base rates.
+        factor = price.multiplier(usage.service_tier)
+        rates = rated.rates_for(usage.input_tokens + usage.cache_read_tokens + usage.cache_write_tokens)
+        cost = (
             usage.input_tokens * rates.input
             + usage.output_tokens * rates.output
             + usage.cache_read_tokens * rates.cache_read
             + usage.cache_write_tokens * rates.cache_write
         )
+        return cost if factor is None or factor == 1 else round(factor * cost)
+
+    def unpriced_tier(self, model_id: str, service_tier: str, latency: str) -> str | None:
+        """The `pricing` key a request for this tier needs and `model_id`'s price lacks, or
+        None when it can be priced (or the model has no price at all: metered unpriced)."""
+        price = self.price_of(model_id)
+        if price is None:
+            return None
+        if price.multiplier(service_tier) is None:
+            return f"service_tiers.{service_tier}"
+        if latency == "optimized" and price.latency_optimized is None:
+            return "latency_optimized"
+        if latency not in ("", "optimized"):
+            return f"latency {latency}"
+        return None
+
+
+class _UnpricedWarnings:
+    """"No price for model X", once per id, in bounded memory and at a bounded rate.
+
+    Model ids are the client's choice: a set of every id warned about would grow
+    without end, and a line per invented id would flood the log. The last
+    `remembered` ids are kept (each warned once while remembered); at most
+    `per_minute` lines a minute are written, and the next line says how many
+    were left out.
+    """
+
+    def __init__(self, remembered: int = 1024, per_minute: int = 10,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._remembered = remembered
+        self._per_minute = per_minute
+        self._clock = clock
+        self._window = -1
+        self._written = 0
+        self._left_out = 0
+
+    def warn(self, model_id: str) -> None:
+        if model_id in self._seen:
+            self._seen.move_to_end(model_id)
+            return
+        self._seen[model_id] = None
+        if len(self._seen) > self._remembered:
+            self._seen.popitem(last=False)
+        window = int(self._clock() // 60)
+        if window != self._window:
+            self._window, self._written = window, 0
+        if self._written >= self._per_minute:
+            self._left_out += 1
+            return
+        self._written += 1
+        shown = model_id if len(model_id) <= _SHOWN else model_id[:_SHOWN] + "…"
+        if self._left_out:
+            logger.warning("no price configured for model %s; metering it at cost 0 "
+                           "(%d more unpriced models not logged)", shown, self._left_out)
+            self._left_out = 0
+        else:
+            logger.warning("no price configured for model %s; metering it at cost 0", shown)

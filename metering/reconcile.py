@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from metering.sqlite_store import COUNTED_SQL
 from metering.store import UnsupportedQuery
 
 __all__ = ["HourDiff", "cloudwatch_hourly_tokens", "compare", "format_diffs", "sqlite_hourly_tokens"]
@@ -52,7 +53,8 @@ class HourDiff:
 def sqlite_hourly_tokens(path: str, since: float, until: float) -> Hourly:
     """Input/output tokens per (model, hour) from the SQLite store's per-request rows
     (read-only connection: the proxy may be writing the file meanwhile). Responses the
-    proxy served from its cache never reached Bedrock and are left out."""
+    proxy served from its cache never reached Bedrock and are left out, as are requests
+    Bedrock refused (their model ids are the clients', and they billed nothing)."""
     try:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     except sqlite3.OperationalError as exc:
@@ -60,7 +62,7 @@ def sqlite_hourly_tokens(path: str, since: float, until: float) -> Hourly:
     try:
         rows = conn.execute(
             "SELECT model, CAST(ts / ? AS INTEGER) * ?, SUM(input_tokens), SUM(output_tokens) "
-            "FROM usage_events WHERE ts >= ? AND ts < ? AND NOT cached GROUP BY 1, 2",
+            f"FROM usage_events WHERE ts >= ? AND ts < ? AND NOT cached AND {COUNTED_SQL} GROUP BY 1, 2",
             (HOUR, HOUR, since, until),
         ).fetchall()
     finally:

@@ -62,7 +62,7 @@ from metering.store import (
 )
 from metering.store_stats import StoreStats
 
-__all__ = ["SQLiteStore"]
+__all__ = ["COUNTED_SQL", "SQLiteStore"]
 
 logger = logging.getLogger(__name__)
 
@@ -170,6 +170,10 @@ _SUMS = f"""
     SUM(cache_write_tokens), SUM(cost_pico_usd / {PICO_PER_MICRO}), SUM(cost_pico_usd % {PICO_PER_MICRO}),
     SUM(estimated), SUM(1 - priced)
 """
+#: Rows that count as usage: not a request Bedrock refused (`UsageEvent.refused`: a 4xx
+#: that billed nothing). Those stay stored as the errors they were, out of every sum.
+COUNTED_SQL = ("NOT (status BETWEEN 400 AND 499 AND input_tokens = 0 AND output_tokens = 0 "
+               "AND cache_read_tokens = 0 AND cache_write_tokens = 0)")
 _MEMORY = ":memory:"
 
 
@@ -251,9 +255,12 @@ class SQLiteStore(KeyRows, InvocationRows):
             self._conn.execute("PRAGMA busy_timeout=5000")
             # Freed content is zeroed: no secret survives its re-encryption in a free page.
             self._conn.execute("PRAGMA secure_delete=ON")
-            self._conn.executescript(_SCHEMA + INVOCATIONS_SCHEMA)
+            self._conn.executescript(_SCHEMA)
             #: What opening converted from micro-USD, if anything (`store init` reports it).
+            #: Before any table is created: a creation waits only the usual 5 s for a
+            #: file another process is converting, the conversion itself waits longer.
             self.converted = convert_to_pico_usd(self._conn)
+            self._conn.executescript(INVOCATIONS_SCHEMA)
             self._add_missing_columns()
         except BaseException:
             self._conn.close()
@@ -374,7 +381,7 @@ class SQLiteStore(KeyRows, InvocationRows):
         groups = stored_groups(wanted)
         # Column names come from the validated `groups`, never from the caller.
         columns = ", ".join(groups)
-        where, params = "ts >= ?", [since]
+        where, params = f"ts >= ? AND {COUNTED_SQL}", [since]
         if until is not None:
             where += " AND ts < ?"
             params.append(until)
@@ -404,7 +411,7 @@ class SQLiteStore(KeyRows, InvocationRows):
 
     async def scope_totals(self, scope: str, day: str) -> dict[str, UsageRow]:
         org, app = parse_scope(scope)
-        where, params = "day = ? AND org = ?", [day, org]
+        where, params = f"day = ? AND org = ? AND {COUNTED_SQL}", [day, org]
         if app is not None:
             where += " AND app = ?"
             params.append(app)

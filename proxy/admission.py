@@ -1,7 +1,8 @@
 """From "who asked for what" to "what is sent upstream": the request's plan.
 
-For a model call: resolve a label, find the caller's chain from the requested
-model, keep the models the app may use, clamp max-output-tokens, choose the
+For a model call: resolve a label, refuse a max-tokens value that is not an
+integer within the model's limit (`model_limits`), find the caller's chain from
+the requested model, keep the models the app may use, clamp max-output-tokens, choose the
 first model under its daily quota (reserving the worst case in TIGHT mode),
 check the app's TPM/RPM limits, and rewrite path and body for the chosen model
 (translating the body when a fallback crosses model families).
@@ -33,8 +34,14 @@ from typing import Any
 from adapters import family_of
 from adapters import translate as translation
 from adapters.estimate import estimate_usage
-from adapters.maxtokens import clamp_max_output_tokens, max_output_tokens
+from adapters.maxtokens import (
+    MaxTokensError,
+    checked_max_output_tokens,
+    clamp_max_output_tokens,
+    max_output_tokens,
+)
 from adapters.modelid import encode_model_id, in_scope, is_valid_model_id, routing_scope
+from adapters.tiers import STANDARD, Tier
 from adapters.units import job_units
 from adapters.usage import Usage
 from metering.money import format_usd
@@ -83,6 +90,8 @@ class Plan:
     #: (limiter key, model, tokens counted at admission) for the TPM correction.
     rate: tuple[str, str, int] | None = None
     cache_ttl: float | None = None
+    #: The service tier and latency mode asked for: the price when the response does not say.
+    tier: Tier = STANDARD
 
 
 class Admission:
@@ -119,7 +128,8 @@ class Admission:
                                         f"(it is not in your application's allowed_operations).")
 
     async def plan(
-        self, route: Route, caller: Caller, raw_path: str, body: bytes, document: dict[str, Any] | None
+        self, route: Route, caller: Caller, raw_path: str, body: bytes, document: dict[str, Any] | None,
+        tier: Tier = STANDARD,
     ) -> Plan:
         if route.operation is Operation.START_ASYNC_INVOKE:
             return await self._plan_job(caller, raw_path, body, document or {})
@@ -131,7 +141,20 @@ class Admission:
         if route.operation not in METERED or document is None:
             return Plan(_rewritten(raw_path, route.model_id, requested), body, model=requested,
                         family_model=self._policies.base_of(requested))
+        converse = route.operation not in _INVOKE
+        client_family = "converse" if converse else family_of(self._policies.base_of(requested))
+        limits = self._policies.model_limits
+        try:
+            # Before any quota or limit sees it: a value the model cannot honour is refused.
+            limit = limits.output_limit(self._policies.base_of(requested))
+            checked_max_output_tokens(client_family, document, limit)
+        except MaxTokensError as exc:
+            raise ValidationException(str(exc)) from None
         policy = self.caller_policy(caller)
+        asked_tier = tier.service_tier or "default"
+        if policy.allowed_service_tiers is not None and asked_tier not in policy.allowed_service_tiers:
+            raise AccessDeniedException(f"This application may not use the {asked_tier} service tier "
+                                        "(allowed_service_tiers).")
         entry, chain = self._chain(policy, requested)
         if not chain:
             raise AccessDeniedException(_NO_ACCESS)
@@ -140,8 +163,9 @@ class Admission:
             """The id sent upstream when `member` of the chain serves the request."""
             return requested if member == entry else in_scope(member, requested)
 
-        converse = route.operation not in _INVOKE
-        client_family = "converse" if converse else family_of(self._policies.base_of(requested))
+        if tier != STANDARD:
+            chain = self._priced_in_tier(chain, sent_id, tier)
+
         changed = False
         if policy.max_output_tokens is not None:
             changed = clamp_max_output_tokens(client_family, document, policy.max_output_tokens)
@@ -155,8 +179,12 @@ class Admission:
             return estimate[0]
 
         def worst_case(member: str) -> int:
-            """Priced as the id that would be sent: a geo profile can cost more than its base."""
-            return self._prices.cost_pico_usd(sent_id(member), Usage(tokens() - max_output, max_output)) or 0
+            """Priced as the id that would be sent: a geo profile can cost more than its base.
+            A fallback that produces fewer tokens than asked for costs at most its limit."""
+            sent = sent_id(member)
+            output = min(max_output, limits.output_limit(self._policies.base_of(sent)))
+            worst = Usage(tokens() - max_output, output, service_tier=tier.service_tier, latency=tier.latency)
+            return self._prices.cost_pico_usd(sent, worst) or 0
 
         selection = await self._select(policy, chain, worst_case)
         member = selection.model
@@ -178,6 +206,7 @@ class Admission:
             day=selection.day,
             rate=rate,
             cache_ttl=policy.response_cache_ttl,
+            tier=tier,
         )
         if model != requested:
             try:
@@ -197,6 +226,7 @@ class Admission:
         if changed:
             plan.body = json.dumps(document, separators=(",", ":")).encode()
         return plan
+
 
     async def _plan_job(self, caller: Caller, raw_path: str, body: bytes, document: dict[str, Any]) -> Plan:
         """StartAsyncInvoke: the model from the body, admitted by the job's priced cost."""
@@ -271,6 +301,18 @@ class Admission:
             logger.warning("quota check failed for %s, serving %s unchecked (fail-open): %s",
                            policy.scope_key, model, exc)
             return Selection(model, False, Mode.NORMAL)
+
+    def _priced_in_tier(self, chain: tuple[str, ...], sent_id: Callable[[str], str], tier: Tier) -> tuple[str, ...]:
+        """The chain without fallbacks whose price lacks `tier`; refuse the request when
+        its first model's does: the quota must count what Bedrock bills for the tier."""
+        first = sent_id(chain[0])
+        missing = self._prices.unpriced_tier(first, tier.service_tier, tier.latency)
+        if missing is not None:
+            raise ValidationException(
+                f"Cost Keeper has no price for the {tier} tier of {first} (pricing: {missing}), so it cannot "
+                "count it against a quota; ask without it, or have the proxy's operator price it.")
+        return (chain[0], *(model for model in chain[1:]
+                            if self._prices.unpriced_tier(sent_id(model), tier.service_tier, tier.latency) is None))
 
     async def _select(self, policy: CallerPolicy, chain: tuple[str, ...], worst_case: Any) -> Selection:
         if not any(policy.quota_of(model) is not None for model in chain):

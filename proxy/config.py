@@ -28,6 +28,7 @@ from proxy.config_checks import (
     check_store,
     section,
 )
+from proxy.model_limits import parse_model_limits
 from proxy.policies import Policies, PolicyError, build_policies, parse_model_scopes
 
 __all__ = [
@@ -394,7 +395,7 @@ def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
 
 def _build(raw: Mapping[str, Any]) -> Config:
     known = {"region", "pricing", "models", "fallback", "orgs", "quotas", "inference_profiles", "model_scopes",
-             *_SECTIONS}
+             "model_limits", *_SECTIONS}
     unknown = set(raw) - known
     if unknown:
         raise ConfigError(f"unknown top-level key(s) {sorted(unknown)}; expected {sorted(known)}")
@@ -444,6 +445,7 @@ def _build(raw: Mapping[str, Any]) -> Config:
         policies = build_policies(
             models=models, fallback=fallback, orgs=orgs, quotas=quotas, profiles=profiles,
             model_scopes=parse_model_scopes(raw.get("model_scopes")),
+            model_limits=parse_model_limits(raw.get("model_limits")),
             priced=lambda model: prices.price_of(model) is not None,
             family_of=family_of, can_translate=can_translate,
         )

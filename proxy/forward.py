@@ -28,6 +28,7 @@ from typing import Any
 
 from starlette.types import Receive, Scope, Send
 
+from adapters.tiers import STANDARD, requested_tier, served_tier
 from adapters.translate import StreamTranslator, TranslationError, translate_response
 from adapters.usage import Usage
 from adapters.watch import BodyUsageWatcher, StreamUsageWatcher
@@ -61,6 +62,7 @@ _EVENTSTREAM = "application/vnd.amazon.eventstream"
 _CACHEABLE = frozenset({Operation.INVOKE_MODEL, Operation.CONVERSE})
 #: Relayed by `_relay` and metered there (tokens, or zero for the bidirectional stream).
 _RECORDED = METERED | {Operation.COUNT_TOKENS, Operation.INVOKE_MODEL_BIDI}
+_CONVERSE = frozenset({Operation.CONVERSE, Operation.CONVERSE_STREAM})
 
 
 class ProxyHandler:
@@ -111,7 +113,7 @@ class ProxyHandler:
                 body=body,
             )
             self._admission.check_operation(route.operation, caller)
-            document = json_body(route, scope, body)
+            document = json_body(route, body)
             cache_key = None
             if document is not None and route.operation in _CACHEABLE:
                 if self._admission.caller_policy(caller).response_cache_ttl:
@@ -125,7 +127,8 @@ class ProxyHandler:
                         if choice is not None and choice[0] == hit.model:
                             await self._send_cached(send, route, caller, hit, started, *choice[1:])
                             return
-            plan = await self._admission.plan(route, caller, raw_path, body, document)
+            tier = requested_tier(route.operation in _CONVERSE, scope["headers"], document) if document else STANDARD
+            plan = await self._admission.plan(route, caller, raw_path, body, document, tier)
             headers = request_headers_for_upstream(scope["headers"])
             if route.operation in WHOLE_BODY:
                 await self._whole_body.serve(send, method=method, route=route, caller=caller, plan=plan,
@@ -191,6 +194,7 @@ class ProxyHandler:
                     usage = stream_watcher.finish()
                 else:
                     usage = body_watcher.finish(status, response.headers)  # type: ignore[union-attr]
+                usage = served_tier(plan.tier, response.headers, usage)
                 unobserved = self._record(route, caller, plan, status, response.headers.get("x-amzn-requestid"),
                                           usage, started, first_byte, hung_up)
 

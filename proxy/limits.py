@@ -10,6 +10,9 @@
   obs-text (bytes ≥ 0x80), which RFC 9110 §5.5 lets a recipient refuse (with
   the httpx upstream client of 2026-11, a non-ASCII value was a 500 and a
   traceback: it encodes header values as ASCII);
+* a repeated `Content-Type` or `Content-Length` field: which one a reader takes
+  decides how the body is framed and read (RFC 9110 §5.3, §8.6; request
+  smuggling), so two of them are refused rather than guessed between;
 * a request target with bytes outside visible ASCII, or a path segment that is
   a dot segment (`.`, `..`, RFC 3986 §5.2.4) or holds one, a control character
   or a backslash once percent-decoded (`%2e%2e`, `..%2F..`, `%252e`): the path
@@ -88,7 +91,24 @@ def check_request_head(
         )
     if names.translate(None, _TOKEN_BYTES) or values.translate(None, _VALUE_BYTES):
         raise _bad_header(headers)
+    _check_single(headers)
     _check_target(raw_path, raw_query)
+
+
+#: Fields a request may carry once, lower-case → as messages spell them.
+_SINGLE = {b"content-type": "Content-Type", b"content-length": "Content-Length"}
+
+
+def _check_single(headers: Sequence[tuple[bytes, bytes]]) -> None:
+    """Refuse a repeated framing field; one pass, names compared in lower case."""
+    seen: set[bytes] = set()
+    for key, _ in headers:
+        if len(key) in (12, 14):  # the lengths of the two names: most fields skip the lower()
+            name = key.lower()
+            if name in _SINGLE:
+                if name in seen:
+                    raise ValidationException(f"The request has more than one {_SINGLE[name]} header; send one.")
+                seen.add(name)
 
 
 def _bad_header(headers: Sequence[tuple[bytes, bytes]]) -> ValidationException:

@@ -4,6 +4,12 @@ One private `CollectorRegistry` per proxy (served on the admin port at
 `/metrics`), never the global one, so tests and several apps in one process do
 not share counters. Label cardinality is bounded: org/app come from issued keys
 or config, and models beyond `max_models` distinct ids are reported as `other`.
+Model ids are the client's choice, so only an id Bedrock has served takes a
+label slot: a request Bedrock refused (`UsageEvent.refused`) counts under its
+id's label if it has one, else under `other` (issue #17 item 5: 300 invented
+ids used to fill every slot and push real models into `other`). A label value
+is at most `MAX_LABEL_CHARS` long: a longer id is cut and suffixed with a hash
+of the whole, so two ids never share a label by accident.
 
 With several workers (proxy/workers.py) every process writes its values to
 prometheus-client's multiprocess files and the scrape sums them
@@ -12,6 +18,8 @@ prometheus-client's multiprocess files and the scrape sums them
 
 from __future__ import annotations
 
+import hashlib
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
@@ -19,8 +27,10 @@ from metering.events import UsageEvent
 from metering.money import PICO_PER_USD
 from metering.store_stats import FLUSH_BUCKETS, StoreStats
 
-__all__ = ["ProxyMetrics"]
+__all__ = ["MAX_LABEL_CHARS", "ProxyMetrics"]
 
+#: Longest model label value; SDKs' ids and ARNs are below 130 characters.
+MAX_LABEL_CHARS = 160
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900)
 _DIRECTIONS = (("input", "input_tokens"), ("output", "output_tokens"),
                ("cache_read", "cache_read_tokens"), ("cache_write", "cache_write_tokens"))
@@ -67,16 +77,19 @@ class ProxyMetrics:
         self.store_flushed = Counter("costkeeper_store_flushed_events", "Usage events stored by the flushes.",
                                      registry=self.registry)
 
-    def _model(self, model: str) -> str:
-        if model in self._models:
-            return model
-        if len(self._models) >= self._max_models:
+    def _model(self, model: str, claim: bool = True) -> str:
+        """The label for `model`: its own (a slot is taken when `claim`), else `other`."""
+        label = _label_value(model)
+        if label in self._models:
+            return label
+        if not claim or len(self._models) >= self._max_models:
             return "other"
-        self._models.add(model)
-        return model
+        self._models.add(label)
+        return label
 
     def observe(self, event: UsageEvent, fallback: bool = False) -> None:
-        model = self._model(event.model)
+        claim = not event.refused
+        model = self._model(event.model, claim)
         labels = (event.org, event.app, model)
         for direction, field in _DIRECTIONS:
             count = getattr(event, field)
@@ -89,7 +102,7 @@ class ProxyMetrics:
         if event.first_byte_ms is not None:
             self.first_byte.labels(*labels, event.operation).observe(event.first_byte_ms / 1000)
         if fallback:
-            self.fallbacks.labels(event.org, event.app, self._model(event.requested_model), model).inc()
+            self.fallbacks.labels(event.org, event.app, self._model(event.requested_model, claim), model).inc()
         if event.cached:
             self.cached.labels(*labels).inc()
         if event.estimated:
@@ -124,3 +137,10 @@ class ProxyMetrics:
         registry = CollectorRegistry()
         MultiProcessCollector(registry, path=self._multiprocess_dir)
         return generate_latest(registry)
+
+
+def _label_value(model: str) -> str:
+    if len(model) <= MAX_LABEL_CHARS:
+        return model
+    digest = hashlib.sha256(model.encode()).hexdigest()[:12]
+    return f"{model[:MAX_LABEL_CHARS - 14]}…{digest}"

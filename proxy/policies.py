@@ -38,6 +38,7 @@ from typing import Any, Literal
 
 from adapters.modelid import IN_REGION, SCOPES, base_model_id, routing_scope
 from metering.money import daily_quota_pico
+from proxy.model_limits import ModelLimits
 from proxy.routing import INFERENCE, Operation
 
 __all__ = [
@@ -90,6 +91,8 @@ class AppPolicy:
     allowed_operations: frozenset[str] | None = None
     #: `s3://bucket/prefix/` locations for async-invocation output; None → the org's.
     allowed_s3_outputs: tuple[str, ...] | None = None
+    #: Service tiers the app may ask for (`default`, `priority`, `flex`, `reserved`); None: any priced one.
+    allowed_service_tiers: frozenset[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +120,7 @@ class CallerPolicy:
     rate_limits: Mapping[str, RateLimit]
     response_cache_ttl: float | None
     fail_closed: bool
+    allowed_service_tiers: frozenset[str] | None = None
     #: The operations the app may call (its own list, else its org's, else INFERENCE).
     allowed_operations: frozenset[str] = INFERENCE
     #: Where its async invocations may write (its own list, else its org's); None → anywhere.
@@ -173,6 +177,8 @@ class Policies:
     profiles: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     #: Base model id → the routing scopes Bedrock serves it in (`in_region`, `us`, …, `global`).
     model_scopes: Mapping[str, frozenset[str]] = field(default_factory=lambda: MappingProxyType({}))
+    #: Output-token limits per model (`model_limits`, proxy/model_limits.py).
+    model_limits: ModelLimits = field(default_factory=ModelLimits)
 
     def serves(self, model_id: str, scope: str) -> bool:
         """Whether Bedrock serves `model_id` in `scope`; a model the table omits: yes."""
@@ -210,6 +216,7 @@ class Policies:
             allowed_operations=_first(app_policy.allowed_operations, org_policy.allowed_operations, INFERENCE),
             allowed_s3_outputs=(app_policy.allowed_s3_outputs if app_policy.allowed_s3_outputs is not None
                                 else org_policy.allowed_s3_outputs),
+            allowed_service_tiers=app_policy.allowed_service_tiers,
         )
 
 
@@ -222,6 +229,7 @@ def build_policies(
     priced: Callable[[str], bool],
     profiles: Mapping[str, str] | None = None,
     model_scopes: Mapping[str, frozenset[str]] | None = None,
+    model_limits: ModelLimits | None = None,
     family_of: Callable[[str], str],
     can_translate: Callable[[str, str], bool],
 ) -> Policies:
@@ -242,6 +250,7 @@ def build_policies(
         quotas=_quota_settings(quotas or {}),
         profiles=MappingProxyType(profile_map),
         model_scopes=MappingProxyType(dict(model_scopes or {})),
+        model_limits=model_limits or ModelLimits(),
     )
 
 
@@ -371,7 +380,8 @@ def _usd_quotas(key: str, raw: Any, checker: _ChainChecker) -> Mapping[str, int]
 _ORG_KEYS = {"quota_scope", "daily_quota_usd", "fallback", "fail_closed", "apps", "allowed_operations",
              "allowed_s3_outputs"}
 _APP_KEYS = {"fallback", "daily_quota_usd", "max_output_tokens", "allowed_models", "rate_limits", "response_cache",
-             "allowed_operations", "allowed_s3_outputs"}
+             "allowed_operations", "allowed_s3_outputs", "allowed_service_tiers"}
+_SERVICE_TIERS = ("default", "priority", "flex", "reserved")
 _OPERATIONS = frozenset(str(operation) for operation in Operation)
 
 
@@ -461,7 +471,16 @@ def _app(key: str, raw: Mapping[str, Any], checker: _ChainChecker) -> AppPolicy:
         response_cache_ttl=cache_ttl,
         allowed_operations=_operations(key, raw),
         allowed_s3_outputs=_s3_outputs(key, raw),
+        allowed_service_tiers=_service_tiers(f"{key}.allowed_service_tiers", raw.get("allowed_service_tiers")),
     )
+
+
+def _service_tiers(key: str, raw: Any) -> frozenset[str] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, list | tuple) or not all(tier in _SERVICE_TIERS for tier in raw):
+        raise PolicyError(f"{key}: expected a list of service tiers from {list(_SERVICE_TIERS)}, got {raw!r}")
+    return frozenset(str(tier) for tier in raw)
 
 
 def _rate_limits(key: str, raw: Any, checker: _ChainChecker) -> dict[str, RateLimit]:

@@ -7,13 +7,14 @@ anything is sent upstream and answer a bad request with a `ValidationException`.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from starlette.types import Receive, Scope
 
+from proxy import strict_json
 from proxy.errors import ValidationException
 from proxy.routing import JSON_BODY, Operation, Route
+from proxy.strict_json import BadNumber
 
 __all__ = ["ClientGone", "header", "json_body", "read_body"]
 
@@ -55,17 +56,23 @@ async def read_body(receive: Receive, headers: list[tuple[bytes, bytes]], limit:
             return b"".join(chunks)
 
 
-def json_body(route: Route, scope: Scope, body: bytes) -> dict[str, Any] | None:
+def json_body(route: Route, body: bytes) -> dict[str, Any] | None:
     """The body as a JSON object where Bedrock expects one; refuse a malformed one
-    before it costs an upstream call. None for bodies that are not JSON."""
-    if route.operation in _INVOKE_OPS:
-        content_type = header(scope, b"content-type")
-        if content_type is not None and "json" not in content_type:
-            return None
-    elif route.operation not in JSON_BODY:
+    before it costs an upstream call. None for operations whose body is not read.
+
+    Every InvokeModel body is read, whatever `Content-Type` the client declared
+    (in any case, `text/plain`, or none): Bedrock model bodies are JSON, and a
+    body the proxy did not read would skip every per-app policy and the quota.
+    One it cannot read is refused here rather than forwarded ungoverned.
+    """
+    if route.operation not in _INVOKE_OPS and route.operation not in JSON_BODY:
         return None
     try:
-        document = json.loads(body)
+        document = strict_json.loads(body)
+    except BadNumber as exc:
+        raise ValidationException(
+            f"Malformed input request: {exc}, please reformat your input and try again."
+        ) from None
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise ValidationException(
             f"Malformed input request: {exc.__class__.__name__}, please reformat your input and try again."

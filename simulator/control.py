@@ -13,6 +13,9 @@ or pause without reconfiguring the simulator, through any proxy in between:
     [[sim:hold-last=KEY]] streams: wait for the release before the last event, the one
                           with the usage (a client may leave after `messageStop`)
     [[sim:words=N]]       exactly N output words (still capped by the max tokens)
+    [[sim:served-tier=T]] answer that service tier T served the request (Bedrock says what served)
+    [[sim:served-latency=L]]  answer that latency mode L served it (`standard` once the
+                          latency-optimized quota is used up)
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ class Directives:
     hold: str | None = None
     hold_last: str | None = None
     words: int | None = None
+    served_tier: str | None = None
+    served_latency: str | None = None
 
 
 NO_DIRECTIVES = Directives()
@@ -61,6 +66,8 @@ def parse_directives(body: bytes) -> Directives:
             found[name.replace("-", "_")] = value.decode()
         elif name == "words" and value and value.isdigit():
             found["words"] = int(value)
+        elif name in ("served-tier", "served-latency") and value:
+            found[name.replace("-", "_")] = value.decode()
     return Directives(**found) if found else NO_DIRECTIVES  # type: ignore[arg-type]
 
 

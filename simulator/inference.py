@@ -100,14 +100,33 @@ async def _hold_before_head(call: Call) -> None:
         call.record["outcome"] = "ok" if released else "hold-timeout"
 
 
+_LATENCY, _TIER = b"x-amzn-bedrock-performanceconfig-latency", b"x-amzn-bedrock-service-tier"
+
+
 def _echoed_headers(call: Call) -> list[tuple[bytes, bytes]]:
-    """InvokeModel echoes the performance and service-tier headers it applied."""
-    echoed = []
+    """InvokeModel echoes the performance and service-tier headers it applied
+    (`[[sim:served-tier=…]]` / `[[sim:served-latency=…]]`: what it says served instead)."""
+    served = {_TIER: call.directives.served_tier, _LATENCY: call.directives.served_latency}
+    echoed = {}
     for name, value in call.record["raw_headers"]:
         lowered = name.lower()
-        if lowered in (b"x-amzn-bedrock-performanceconfig-latency", b"x-amzn-bedrock-service-tier"):
-            echoed.append((lowered, value))
-    return echoed
+        if lowered in served:
+            echoed[lowered] = value
+    echoed.update({name: value.encode() for name, value in served.items() if value})
+    return list(echoed.items())
+
+
+def _as_served(call: Call, request: dict[str, Any]) -> dict[str, Any]:
+    """The Converse request as the response echoes it, with the served-tier directives applied."""
+    directives = call.directives
+    if directives.served_tier is None and directives.served_latency is None:
+        return request
+    request = dict(request)
+    if directives.served_tier:
+        request["serviceTier"] = {"type": directives.served_tier}
+    if directives.served_latency:
+        request["performanceConfig"] = {"latency": directives.served_latency}
+    return request
 
 
 async def _embed(call: Call, request: dict[str, Any]) -> None:
@@ -154,7 +173,7 @@ async def converse_once(call: Call) -> None:
     request = _json_object(call.body)
     completion = _complete(call, converse.parse_request(request))
     await _hold_before_head(call)
-    await send_json(call, converse.response_body(completion, request, elapsed_ms(call.started)))
+    await send_json(call, converse.response_body(completion, _as_served(call, request), elapsed_ms(call.started)))
     call.record.setdefault("outcome", "ok")
 
 
@@ -166,7 +185,8 @@ async def converse_stream(call: Call) -> None:
         event[1]["metrics"]["latencyMs"] = latency
 
     headers = stream_headers(call.request_id, invoke=False)
-    await run_stream(call, headers, converse.stream_events(completion, request), converse_frame, finalize)
+    events = converse.stream_events(completion, _as_served(call, request))
+    await run_stream(call, headers, events, converse_frame, finalize)
 
 
 async def count_tokens(call: Call) -> None:

@@ -7,7 +7,7 @@ import pytest
 
 from adapters.usage import Usage
 from metering.events import UsageEvent, utc_day
-from metering.pricing import Price, PriceTable
+from metering.pricing import Price, PriceTable, _UnpricedWarnings
 
 #: pico-USD per token of USD per 1M tokens: ×10⁶.
 P = 10**6
@@ -200,3 +200,81 @@ def test_journal_lines_written_in_micro_usd_are_read_in_pico_usd() -> None:
     older = {k: v for k, v in before.items() if k not in ("quota_scope", "reserved_micro_usd")}
     assert UsageEvent.from_record(older).reserved_pico_usd == 0
     assert "cost_micro_usd" not in record and record["cost_pico_usd"] == 175 * P
+
+
+def test_refused_means_a_4xx_that_billed_nothing() -> None:
+    base = dict(request_id="r", timestamp=0.0, org="o", app="a", operation="InvokeModel", requested_model="m",
+                model="m", input_tokens=0, output_tokens=0, cache_read_tokens=0, cache_write_tokens=0,
+                cost_pico_usd=0, priced=False, latency_ms=1.0, first_byte_ms=None, estimated=False)
+    assert UsageEvent(**base, status=400).refused and UsageEvent(**base, status=429).refused  # type: ignore[arg-type]
+    assert not UsageEvent(**base, status=200).refused  # type: ignore[arg-type]
+    assert not UsageEvent(**base, status=503).refused  # type: ignore[arg-type]
+    assert not UsageEvent(**{**base, "output_tokens": 3}, status=400).refused  # type: ignore[arg-type]
+
+
+def test_unpriced_warnings_are_bounded_and_rate_limited(caplog: pytest.LogCaptureFixture) -> None:
+    now = [0.0]
+    table = PriceTable({})
+    table._unpriced = _UnpricedWarnings(remembered=5, per_minute=3, clock=lambda: now[0])
+    with caplog.at_level("WARNING", logger="metering.pricing"):
+        for i in range(100):
+            assert table.cost_pico_usd(f"invented-{i}-" + "x" * 1900, Usage(1, 1)) is None
+        assert table.cost_pico_usd("nothing-used", Usage()) is None  # a refusal: no warning at all
+        now[0] = 61.0
+        table.cost_pico_usd("later", Usage(1, 1))
+    lines = [record.getMessage() for record in caplog.records]
+    assert len(lines) == 4 and all(len(line) < 400 for line in lines)
+    assert "97 more unpriced models not logged" in lines[-1] and "later" in lines[-1]
+    assert len(table._unpriced._seen) <= 5
+
+
+SERVED = PriceTable({"amazon.nova-pro-v1:0": Price.from_mapping("amazon.nova-pro-v1:0", {
+    "input": 0.8, "output": 3.2, "cache_read": 0.2, "service_tiers": {"priority": 1.75, "flex": 0.5, "reserved": 0},
+    "latency_optimized": {"input": 1.0, "output": 4.0},
+})})
+
+
+@pytest.mark.parametrize(("usage", "micro_usd"), [  # in micro-USD for reading; compared in pico-USD
+    (Usage(1000, 1000), 4000),
+    (Usage(1000, 1000, service_tier=""), 4000),
+    (Usage(1000, 1000, service_tier="priority"), 7000),
+    (Usage(1000, 1000, service_tier="flex"), 2000),
+    (Usage(1000, 1000, service_tier="reserved"), 0),  # prepaid capacity, as configured
+    (Usage(1000, 1000, service_tier="unlisted"), 4000),  # served unasked, unpriced: the base rates
+    (Usage(1000, 1000, latency="optimized"), 5000),
+    (Usage(1000, 1000, service_tier="priority", latency="optimized"), 8750),
+    (Usage(1000, 0, cache_read_tokens=1000, latency="optimized"), 1200),  # cache rate left out: the base rate
+])
+def test_service_tiers_and_latency_optimized_prices(usage: Usage, micro_usd: int) -> None:
+    assert SERVED.cost_pico_usd("us.amazon.nova-pro-v1:0", usage) == micro_usd * P
+
+
+def test_unpriced_tiers_are_named() -> None:
+    plain = PriceTable({"m.x-v1:0": Price.from_mapping("m.x-v1:0", {"input": 1, "output": 1})})
+    assert plain.unpriced_tier("m.x-v1:0", "", "") is None
+    assert plain.unpriced_tier("m.x-v1:0", "priority", "") == "service_tiers.priority"
+    assert plain.unpriced_tier("m.x-v1:0", "", "optimized") == "latency_optimized"
+    assert plain.unpriced_tier("m.x-v1:0", "", "warp") == "latency warp"
+    assert plain.unpriced_tier("unpriced.model-v1:0", "priority", "optimized") is None  # metered unpriced
+    assert SERVED.unpriced_tier("amazon.nova-pro-v1:0", "flex", "optimized") is None
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    ({"service_tiers": {"default": 1}}, r"unknown service tier\(s\) \['default'\]"),
+    ({"service_tiers": {"priority": -1}}, "non-negative multiplier"),
+    ({"service_tiers": [1.75]}, "expected a mapping of service tier"),
+    ({"latency_optimized": {"input": 1}}, "'input' and 'output' prices are required"),
+    ({"latency_optimized": {"input": 1, "output": 1, "tiers": []}}, "unknown field"),
+])
+def test_bad_tier_prices_are_refused(raw: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Price.from_mapping("m", {"input": 1, "output": 1, **raw})
+
+
+def test_events_record_the_tier_they_were_priced_at() -> None:
+    event = UsageEvent.from_usage(
+        Usage(1000, 1000, service_tier="priority", latency="optimized"), SERVED, request_id="r", timestamp=0.0,
+        org="o", app="a", operation="Converse", requested_model="m", model="amazon.nova-pro-v1:0",
+        latency_ms=1.0, status=200)
+    assert (event.service_tier, event.latency, event.cost_pico_usd) == ("priority", "optimized", 8750 * P)
+    assert UsageEvent.from_record(event.to_record()) == event

@@ -191,6 +191,26 @@ async def test_flush_settles_reservations(store: Store, make_event: MakeEvent) -
     assert await store.committed_spend("acme/chatbot", "2025-03-11") == {}
 
 
+async def test_refused_requests_make_no_usage_row_but_settle_their_reservation(
+    store: Store, make_event: MakeEvent
+) -> None:
+    """A 4xx Bedrock billed nothing for names a client-chosen model: no usage row, no
+    rate, but its reservation is released (issue #17 item 5)."""
+    model = "amazon.nova-pro-v1:0"
+    assert await store.reserve("acme", DAY, model, 500, 10_000)
+    zero = dict(input_tokens=0, output_tokens=0, cache_read_tokens=0, cache_write_tokens=0, cost_pico_usd=0)
+    await store.write_batch("b", [
+        make_event("served"),
+        *(make_event(f"bogus-{i}", model=f"acme.invented-{i}-v1:0", status=400, **zero) for i in range(5)),
+        make_event("throttled", status=429, quota_scope="acme", reserved_pico_usd=500, **zero),
+    ])
+    rows = await store.usage_summary(0, None, ["model"])
+    assert [(row.model, row.requests) for row in rows] == [(model, 1)]
+    assert set(await store.scope_totals("acme", DAY)) <= {model}
+    assert await store.committed_spend("acme", DAY) == {model: 0}
+    assert await store.model_rates("acme.invented-0-v1:0", T0 - 60, T0 + 60) == []
+
+
 async def test_reserve_is_atomic_and_never_exceeds_the_quota(store: Store) -> None:
     quota, amount = 1_000, 70
     results = await asyncio.gather(*(store.reserve("acme", DAY, "m", amount, quota) for _ in range(40)))

@@ -182,3 +182,15 @@ def test_a_bad_model_segment_gets_bedrocks_message(path: str, message: str) -> N
     with pytest.raises(ValidationException) as raised:
         check_request_head([], path, "", LIMITS)
     assert raised.value.message == message
+
+
+@pytest.mark.parametrize("name", [b"content-type", b"content-length", b"Content-Type"])
+def test_a_repeated_framing_header_is_refused(name: bytes) -> None:
+    head = boto3_head()
+    value = dict(head)[name.lower()]
+    with pytest.raises(ValidationException, match="more than one Content-"):
+        check_request_head([*head, (name, value)], CONVERSE, "", LIMITS)
+
+
+def test_other_repeated_headers_pass() -> None:
+    check_request_head([*boto3_head(), (b"x-amzn-trace-id", b"a"), (b"x-amzn-trace-id", b"b")], CONVERSE, "", LIMITS)

@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from metering.events import UsageEvent
 from proxy.eventlog import EventLog, access_record, emf_record
-from proxy.metrics import ProxyMetrics
+from proxy.metrics import MAX_LABEL_CHARS, ProxyMetrics
 
 
 def _event(**changes: object) -> UsageEvent:
@@ -58,6 +58,32 @@ def test_model_label_cardinality_is_bounded() -> None:
         metrics.observe(_event(model=f"m{i}", requested_model=f"m{i}"))
     models = {dict(labels).get("model") for name, labels in _samples(metrics) if name == "costkeeper_requests_total"}
     assert models == {"m0", "m1", "m2", "other"}
+
+
+def test_refused_ids_take_no_label_slot() -> None:
+    """Ids Bedrock refused (4xx, nothing billed) count under `other` unless already labelled."""
+    metrics = ProxyMetrics(max_models=3)
+    refused = dict(status=400, input_tokens=0, output_tokens=0, cache_read_tokens=0, cost_pico_usd=0)
+    metrics.observe(_event(model="served"))
+    for i in range(50):
+        metrics.observe(_event(model=f"invented-{i}", requested_model=f"invented-{i}", **refused), fallback=True)
+    metrics.observe(_event(model="served", status=429, **{k: v for k, v in refused.items() if k != "status"}))
+    metrics.observe(_event(model="real"))
+    requests = {(dict(labels)["model"], dict(labels)["status"]): value for (name, labels), value
+                in _samples(metrics).items() if name == "costkeeper_requests_total"}
+    assert requests == {("served", "200"): 1, ("other", "400"): 50, ("served", "429"): 1, ("real", "200"): 1}
+    fallbacks = {dict(labels)["requested_model"] for name, labels in _samples(metrics)
+                 if name == "costkeeper_fallbacks_total"}
+    assert fallbacks == {"other"}
+
+
+def test_model_label_values_are_capped() -> None:
+    metrics = ProxyMetrics()
+    long_a, long_b = "a" * 1900 + "-1", "a" * 1900 + "-2"
+    metrics.observe(_event(model=long_a))
+    metrics.observe(_event(model=long_b))
+    models = {dict(labels)["model"] for name, labels in _samples(metrics) if name == "costkeeper_requests_total"}
+    assert len(models) == 2 and all(len(model) <= MAX_LABEL_CHARS for model in models)
 
 
 def test_access_record_has_the_request_and_no_secret() -> None:
