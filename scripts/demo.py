@@ -1,86 +1,208 @@
-"""`make demo`: the simulator, the proxy, real boto3 traffic, the usage report.
+"""`make demo`: what Cost Keeper is for, in one run of under a minute.
 
-Starts a Bedrock Runtime simulator and a Cost Keeper proxy on loopback, issues
-a key with `costkeeper keys create`, drives boto3 through the proxy with nothing
-but `AWS_ENDPOINT_URL_BEDROCK_RUNTIME` changed (all four inference operations,
-Nova and Claude, streamed and not), prints `costkeeper usage`, and stops
-everything it started.
+Starts a Bedrock Runtime simulator and a Cost Keeper proxy on loopback, issues a
+key, and tells the story in five steps:
+
+1. boto3, the Anthropic SDK (AnthropicBedrock) and LangChain go through the proxy
+   unchanged: nothing but the endpoint differs from calling Bedrock;
+2. org `demo` has a deliberately small daily quota on `premium` (Claude Haiku 4.5);
+   the Anthropic SDK spends it, and the next request is answered by the fallback,
+   Nova Lite, translated back into Claude's Messages format (`x-costkeeper-*` headers);
+3. boto3 spends the fallback's quota too: `ServiceQuotaExceededException`;
+4. `costkeeper usage` shows the costs, and one Prometheus line the token counter;
+5. the dashboard's URL, with its admin token.
+
+`--keep` (`make demo-serve`) leaves the simulator, the proxy and the dashboard up
+until Ctrl-C. `tests/e2e/test_demo.py` runs this script and checks the story.
 """
 
 from __future__ import annotations
 
-import json
+import argparse
 import os
+import secrets
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
+import anthropic
 import boto3
+import botocore.config
+import httpx
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.processes import costkeeper, start_proxy, start_simulator  # noqa: E402
+from tests.processes import Process, Proxy, costkeeper, start_proxy, start_simulator  # noqa: E402
 
-MODELS = {"Nova": "us.amazon.nova-micro-v1:0", "Claude": "us.anthropic.claude-haiku-4-5-20251001-v1:0"}
-
-
-def _body(family: str, prompt: str) -> bytes:
-    if family == "Claude":
-        return json.dumps({"anthropic_version": "bedrock-2023-05-31", "max_tokens": 60,
-                           "messages": [{"role": "user", "content": prompt}]}).encode()
-    return json.dumps({"messages": [{"role": "user", "content": [{"text": prompt}]}],
-                       "inferenceConfig": {"maxTokens": 60}}).encode()
-
-
-def drive(client: object) -> None:
-    messages = [{"role": "user", "content": [{"text": "Explain quotas in one paragraph."}]}]
-    for family, model in MODELS.items():
-        reply = client.converse(modelId=model, messages=messages)  # type: ignore[attr-defined]
-        print(f"  {family:<7} Converse                       usage {reply['usage']}")
-        stream = client.converse_stream(modelId=model, messages=messages)  # type: ignore[attr-defined]
-        usage = next(e["metadata"]["usage"] for e in stream["stream"] if "metadata" in e)
-        print(f"  {family:<7} ConverseStream                 usage {usage}")
-        invoked = client.invoke_model(modelId=model, body=_body(family, "Name three rivers."))  # type: ignore[attr-defined]
-        document = json.loads(invoked["body"].read())
-        print(f"  {family:<7} InvokeModel                    usage {document['usage']}")
-        streamed = client.invoke_model_with_response_stream(modelId=model, body=_body(family, "Count to five."))  # type: ignore[attr-defined]
-        chunks = [json.loads(e["chunk"]["bytes"]) for e in streamed["body"]]
-        metrics = chunks[-1]["amazon-bedrock-invocationMetrics"]
-        print(f"  {family:<7} InvokeModelWithResponseStream  {len(chunks)} chunks, "
-              f"input {metrics['inputTokenCount']}, output {metrics['outputTokenCount']}")
+#: Claude Haiku 4.5 is served only through inference profiles; a `us.` request falls
+#: back in its routing scope, to `us.amazon.nova-lite-v1:0`.
+CLAUDE = "us.anthropic.claude-haiku-4-5-20251001-v1:0"
+NOVA_LITE, NOVA_MICRO = "amazon.nova-lite-v1:0", "us.amazon.nova-micro-v1:0"
+#: A few requests' worth of each: the chain is spent in a dozen requests.
+DEMO_POLICY: dict[str, Any] = {
+    "models": {"premium": CLAUDE, "standard": NOVA_LITE},
+    "fallback": ["premium", "standard"],
+    "orgs": {"demo": {"daily_quota_usd": {"premium": 0.0015, "standard": 0.0002}}},
+}
+MAX_TOKENS = 60
+#: Bounds on the loops that spend a quota (they end far sooner).
+MAX_REQUESTS = 40
+HEADERS = ("x-costkeeper-model-id", "x-costkeeper-fallback", "x-costkeeper-mode")
 
 
-def main() -> int:
-    work = REPO / ".demo"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir()
-    pricing = yaml.safe_load((REPO / "config.yaml").read_text())["pricing"]
-    print("Starting the Bedrock simulator and the Cost Keeper proxy …")
-    simulator = start_simulator(work)
-    proxy = None
+def step(title: str) -> None:
+    print(f"\n== {title}", flush=True)
+
+
+def costkeeper_headers(headers: Any) -> str:
+    return "  ".join(f"{name}: {headers.get(name)}" for name in HEADERS)
+
+
+def boto3_client(key: dict[str, str]) -> Any:
+    """bedrock-runtime as any application makes it; the endpoint comes from
+    AWS_ENDPOINT_URL_BEDROCK_RUNTIME. One attempt: a demo shows errors as they are."""
+    session = boto3.session.Session(aws_access_key_id=key["AWS_ACCESS_KEY_ID"],
+                                    aws_secret_access_key=key["AWS_SECRET_ACCESS_KEY"], region_name="us-east-1")
+    return session.client("bedrock-runtime", config=botocore.config.Config(retries={"total_max_attempts": 1}))
+
+
+def anthropic_client(proxy: Proxy, key: dict[str, str]) -> anthropic.AnthropicBedrock:
+    return anthropic.AnthropicBedrock(base_url=proxy.url, aws_access_key=key["AWS_ACCESS_KEY_ID"],
+                                      aws_secret_key=key["AWS_SECRET_ACCESS_KEY"], aws_region="us-east-1",
+                                      max_retries=0)
+
+
+def converse(client: Any, model: str, prompt: str) -> Any:
+    return client.converse(modelId=model, messages=[{"role": "user", "content": [{"text": prompt}]}],
+                           inferenceConfig={"maxTokens": MAX_TOKENS})
+
+
+def unchanged_clients(proxy: Proxy, key: dict[str, str]) -> None:
+    step("1. boto3, the Anthropic SDK and LangChain, unchanged (only the endpoint points at the proxy)")
+    client = boto3_client(key)
+    reply = converse(client, NOVA_MICRO, "Explain quotas in one paragraph.")
+    print(f"boto3 Converse {NOVA_MICRO}: usage {reply['usage']}")
+    print(f"  {costkeeper_headers(reply['ResponseMetadata']['HTTPHeaders'])}")
+    stream = client.converse_stream(modelId=NOVA_MICRO, messages=[{"role": "user", "content": [{"text": "Count."}]}],
+                                    inferenceConfig={"maxTokens": MAX_TOKENS})
+    usage = next(event["metadata"]["usage"] for event in stream["stream"] if "metadata" in event)
+    print(f"boto3 ConverseStream {NOVA_MICRO}: usage {usage}")
+    raw = anthropic_client(proxy, key).messages.with_raw_response.create(
+        model=CLAUDE, max_tokens=MAX_TOKENS, messages=[{"role": "user", "content": "Name three rivers."}])
+    message = raw.parse()
+    print(f"Anthropic SDK messages.create {CLAUDE}: {message.type}, "
+          f"{message.usage.input_tokens} in / {message.usage.output_tokens} out")
+    print(f"  {costkeeper_headers(raw.headers)}")
+    from langchain_aws import ChatBedrockConverse  # imported here: it takes a second or two
+
+    chat = ChatBedrockConverse(model=NOVA_MICRO, region_name="us-east-1", max_tokens=MAX_TOKENS,
+                               aws_access_key_id=key["AWS_ACCESS_KEY_ID"],  # type: ignore[arg-type]
+                               aws_secret_access_key=key["AWS_SECRET_ACCESS_KEY"])  # type: ignore[arg-type]
+    answer = chat.invoke("What is the capital of France?")
+    print(f"LangChain ChatBedrockConverse {NOVA_MICRO}: usage {answer.usage_metadata}")
+
+
+def spend_premium(proxy: Proxy, key: dict[str, str]) -> None:
+    quota = DEMO_POLICY["orgs"]["demo"]["daily_quota_usd"]["premium"]
+    step(f"2. A ${quota} daily quota on premium ({CLAUDE}) is spent; the fallback answers")
+    client = anthropic_client(proxy, key)
+    for number in range(1, MAX_REQUESTS + 1):
+        raw = client.messages.with_raw_response.create(
+            model=CLAUDE, max_tokens=MAX_TOKENS, messages=[{"role": "user", "content": f"Tell me fact {number}."}])
+        print(f"Anthropic SDK request {number:>2}: {costkeeper_headers(raw.headers)}", flush=True)
+        if raw.headers.get("x-costkeeper-fallback") == "true":
+            message = raw.parse()
+            print(f"Served by {raw.headers['x-costkeeper-model-id']}, translated back: the Anthropic SDK parsed a "
+                  f"Claude Messages {message.type} (role {message.role}, stop_reason {message.stop_reason}, "
+                  f"{message.usage.output_tokens} output tokens): {message.content[0].text[:48]!r}…")  # type: ignore[union-attr]
+            return
+    raise SystemExit(f"premium was not spent in {MAX_REQUESTS} requests")
+
+
+def spend_the_chain(key: dict[str, str]) -> None:
+    quota = DEMO_POLICY["orgs"]["demo"]["daily_quota_usd"]["standard"]
+    step(f"3. boto3 spends the fallback's ${quota} quota too (standard, {NOVA_LITE})")
+    client = boto3_client(key)
+    for number in range(1, MAX_REQUESTS + 1):
+        try:
+            reply = converse(client, CLAUDE, f"Give me tip {number}.")
+        except client.exceptions.ServiceQuotaExceededException as error:
+            status = error.response["ResponseMetadata"]["HTTPStatusCode"]
+            print(f"boto3 raised ServiceQuotaExceededException (HTTP {status}, not retried): "
+                  f"{error.response['Error']['Message']}")
+            return
+        print(f"boto3 Converse {CLAUDE} request {number:>2}: "
+              f"{costkeeper_headers(reply['ResponseMetadata']['HTTPHeaders'])}", flush=True)
+    raise SystemExit(f"the chain was not spent in {MAX_REQUESTS} requests")
+
+
+def report(proxy: Proxy, admin_token: str) -> None:
+    step("4. What it cost: costkeeper usage, and the token counter in /metrics")
+    time.sleep(0.5)  # the recorder flushes every 0.1 s here
+    print(costkeeper("usage", "--config", str(proxy.config_path), "--days", "1").stdout.rstrip())
+    metrics = httpx.get(f"{proxy.admin_url}/metrics", headers={"Authorization": f"Bearer {admin_token}"},
+                        timeout=5).text
+    line = next(line for line in metrics.splitlines()
+                if line.startswith("costkeeper_tokens_total{") and f'model="us.{NOVA_LITE}"' in line)
+    print(f"\n{line}")
+
+
+def serve_until_interrupted() -> None:
+    print("\nThe simulator, the proxy and the dashboard stay up: Ctrl-C stops them.", flush=True)
     try:
-        proxy = start_proxy(work, simulator.url, {"pricing": pricing})
-        print(f"  simulator {simulator.url}   proxy {proxy.url}   admin {proxy.admin_url}")
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        print()
+
+
+def _interrupt(_signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt  # SIGTERM stops the demo as Ctrl-C does, children included
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--keep", action="store_true", help="leave everything up until Ctrl-C")
+    parser.add_argument("--work", type=Path, default=REPO / ".demo", help="scratch directory (emptied first)")
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)
+    shutil.rmtree(args.work, ignore_errors=True)
+    args.work.mkdir(parents=True)
+    pricing = yaml.safe_load((REPO / "config.yaml").read_text())["pricing"]
+    admin_token = secrets.token_urlsafe(24)
+    print("Starting the Bedrock simulator and the Cost Keeper proxy …", flush=True)
+    simulator: Process | None = None
+    proxy: Proxy | None = None
+    try:
+        simulator = start_simulator(args.work)
+        proxy = start_proxy(args.work, simulator.url, {"pricing": pricing, **DEMO_POLICY},
+                            env={"COSTKEEPER_ADMIN_TOKEN": admin_token})
+        print(f"simulator {simulator.url}   proxy {proxy.url}   admin {proxy.admin_url}")
         key = proxy.issue_key("demo", "notebook")
-        print(f"Issued a key for org 'demo', app 'notebook': {key['AWS_ACCESS_KEY_ID']}")
+        print(f"costkeeper keys create --org demo --app notebook → {key['AWS_ACCESS_KEY_ID']}")
         os.environ["AWS_ENDPOINT_URL_BEDROCK_RUNTIME"] = proxy.url
-        client = boto3.session.Session(
-            aws_access_key_id=key["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=key["AWS_SECRET_ACCESS_KEY"],
-            region_name="us-east-1",
-        ).client("bedrock-runtime")
-        print(f"boto3 through the proxy (AWS_ENDPOINT_URL_BEDROCK_RUNTIME={proxy.url}):")
-        drive(client)
-        time.sleep(0.5)  # let the recorder's next flush (every 0.1 s here) land
-        print("\ncostkeeper usage --days 1 --by org,app,model:")
-        print(costkeeper("usage", "--config", str(proxy.config_path), "--days", "1").stdout)
+        print(f"export AWS_ENDPOINT_URL_BEDROCK_RUNTIME={proxy.url}")
+        unchanged_clients(proxy, key)
+        spend_premium(proxy, key)
+        spend_the_chain(key)
+        report(proxy, admin_token)
+        step("5. The dashboard (spend vs quota, today's fallbacks, charts)")
+        print(f"{proxy.admin_url}/dashboard?token={admin_token}", flush=True)
+        if args.keep:
+            serve_until_interrupted()
+    except KeyboardInterrupt:
+        print("\nInterrupted.")
     finally:
         if proxy is not None:
             proxy.stop()
-        simulator.stop()
+        if simulator is not None:
+            simulator.stop()
     print("Stopped the simulator and the proxy.")
     return 0
 
