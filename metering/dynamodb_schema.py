@@ -9,7 +9,7 @@ scope is `org` (ORG quotas) or `org/app` (APP quotas).
 | usage counter shard | `USAGE#<day>#<shard>` | `<org>#<app>#<model>` | `org`, `app`, `model`, `day`, `requests`, `input_tokens`, `output_tokens`, `cache_read_tokens`, `cache_write_tokens`, `cost_pico_usd`, `estimated_requests`, `unpriced_requests` |
 | daily total (consolidated) | `TOTAL#<day>` | `<scope>` | `scope`, `day`, `models` (map model → the counters above), `consolidated_at` |
 | model rate per minute | `METRICS#<day>` | `<HH:MM>#MODEL_RATE#<model>` | `tpm`, `rpm`, `gsi2pk` = `MODEL_RATE#<model>`, `gsi2sk` = `<day>#<HH:MM>`, `ttl` |
-| quota (committed spend, sticky state) | `QUOTA#<scope>` | `<day>` | `committed_pico_usd#<model>` (one number per model), `exhausted` (string set), `ttl` |
+| quota (committed spend, sticky state) | `QUOTA#<scope>` | `<day>` | `committed_pico_usd#<model>` (one number per model), `exhausted` (string set), `exhausted_at#<model>` (epoch seconds of its first mark), `ttl` |
 | days with usage | `DAYS` | `<YYYY>` | `days` (string set of `YYYY-MM-DD`, added once per day and process) |
 | batch marker | `BATCH#<batch id>#<part>` | `BATCH` | `applied_at`, `ttl` |
 | lease | `LEASE#<name>` | `LEASE` | `owner`, `expires_at` |
@@ -61,6 +61,7 @@ __all__ = [
     "committed_attribute",
     "committed_by_model",
     "create_table",
+    "exhausted_at_attribute",
     "legacy_committed_attribute",
     "n",
     "num",
@@ -76,6 +77,7 @@ QUOTA_TTL_DAYS = 35
 LEGACY_COST = "cost_micro_usd"
 _COMMITTED = "committed_pico_usd#"
 _LEGACY_COMMITTED = "committed#"
+_EXHAUSTED_AT = "exhausted_at#"
 
 _ATTRIBUTES = [
     {"AttributeName": name, "AttributeType": "S"} for name in ("pk", "sk", "gsi2pk", "gsi2sk")
@@ -112,6 +114,11 @@ def num(item: Mapping[str, Any], name: str) -> int:
 def committed_attribute(model: str) -> str:
     """The quota item's attribute of `model`'s committed spend, in pico-USD."""
     return _COMMITTED + model
+
+
+def exhausted_at_attribute(model: str) -> str:
+    """The quota item's attribute of when `model` was first marked exhausted (epoch seconds)."""
+    return _EXHAUSTED_AT + model
 
 
 def legacy_committed_attribute(model: str) -> str:

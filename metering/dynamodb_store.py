@@ -44,6 +44,7 @@ from metering.dynamodb_schema import (
     committed_by_model,
     create_table,
     error_code,
+    exhausted_at_attribute,
     legacy_committed_attribute,
     n,
     num,
@@ -465,10 +466,16 @@ class DynamoDBStore(KeyItems, InvocationItems):
     async def mark_exhausted(self, scope: str, day: str, model: str) -> None:
         await self._update_item({
             "Key": self._quota_key(scope, day),
-            "UpdateExpression": "ADD exhausted :model SET #ttl = if_not_exists(#ttl, :ttl)",
-            "ExpressionAttributeNames": {"#ttl": "ttl"},
-            "ExpressionAttributeValues": {":model": {"SS": [model]}, ":ttl": n(_epoch(day) + QUOTA_TTL_DAYS * _DAY)},
+            "UpdateExpression": "ADD exhausted :model SET #ttl = if_not_exists(#ttl, :ttl), #at = if_not_exists(#at, :at)",
+            "ExpressionAttributeNames": {"#ttl": "ttl", "#at": exhausted_at_attribute(model)},
+            "ExpressionAttributeValues": {":model": {"SS": [model]}, ":ttl": n(_epoch(day) + QUOTA_TTL_DAYS * _DAY),
+                                          ":at": {"N": repr(time.time())}},
         })
+
+    async def exhaustion_times(self, scope: str, day: str) -> dict[str, float | None]:
+        item = await self._quota_item(scope, day)
+        at = {model: item.get(exhausted_at_attribute(model)) for model in item.get("exhausted", {}).get("SS", [])}
+        return {model: None if value is None else float(value["N"]) for model, value in at.items()}
 
     async def _update_item(self, update: dict[str, Any]) -> None:
         """UpdateItem, retrying the conflicts a concurrent flush transaction causes."""

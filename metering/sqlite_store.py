@@ -125,11 +125,13 @@ CREATE TABLE IF NOT EXISTS quota_committed (
     committed_pico_usd INTEGER NOT NULL,
     PRIMARY KEY (scope, day, model)
 );
--- Sticky fallback state: models exhausted for a scope until the day ends.
+-- Sticky fallback state: models exhausted for a scope until the day ends, and
+-- since when (NULL in rows written before the time was kept).
 CREATE TABLE IF NOT EXISTS quota_exhausted (
     scope TEXT NOT NULL,
     day   TEXT NOT NULL,
     model TEXT NOT NULL,
+    marked_at REAL,
     PRIMARY KEY (scope, day, model)
 );
 -- `secret`: `v1:<key id>:<base64>` (AES-256-GCM), or the bare secret in rows
@@ -273,6 +275,8 @@ class SQLiteStore(KeyRows, InvocationRows):
             name = "ts" if f.name == "timestamp" else f.name
             if name not in present:
                 self._conn.execute(f"ALTER TABLE usage_events ADD COLUMN {_column(f)}")
+        if "marked_at" not in {row[1] for row in self._conn.execute("PRAGMA table_info(quota_exhausted)")}:
+            self._conn.execute("ALTER TABLE quota_exhausted ADD COLUMN marked_at REAL")
 
     async def open(self) -> None:
         """Nothing to do: the file is opened by the constructor."""
@@ -450,6 +454,14 @@ class SQLiteStore(KeyRows, InvocationRows):
         return frozenset(model for (model,) in rows)
 
     async def mark_exhausted(self, scope: str, day: str, model: str) -> None:
+        now = time.time()
         await self._run(lambda: self._conn.execute(
-            "INSERT OR IGNORE INTO quota_exhausted (scope, day, model) VALUES (?, ?, ?)", (scope, day, model)
+            "INSERT OR IGNORE INTO quota_exhausted (scope, day, model, marked_at) VALUES (?, ?, ?, ?)",
+            (scope, day, model, now),
         ))
+
+    async def exhaustion_times(self, scope: str, day: str) -> dict[str, float | None]:
+        rows = await self._run(lambda: self._conn.execute(
+            "SELECT model, marked_at FROM quota_exhausted WHERE scope = ? AND day = ?", (scope, day)
+        ).fetchall())
+        return dict(rows)

@@ -271,7 +271,13 @@ class QuotaStore(Protocol):
         ...
 
     async def mark_exhausted(self, scope: str, day: str, model: str) -> None:
-        """Idempotent."""
+        """Idempotent; the first mark's time (this process's clock) is kept."""
+        ...
+
+    async def exhaustion_times(self, scope: str, day: str) -> dict[str, float | None]:
+        """Each model marked exhausted for the scope and day → when it first was (epoch
+        seconds): the moment the scope fell back from it. None for a mark made before
+        the time was kept. The usage API's fallback events read it."""
         ...
 
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from starlette.requests import Request
@@ -30,7 +31,7 @@ from metering.store import ModelRate, UsageRow, normalize_group_by
 if TYPE_CHECKING:
     from proxy.app import CostKeeper
 
-__all__ = ["usage_routes", "cache_efficiency", "rate_summary"]
+__all__ = ["usage_routes", "cache_efficiency", "fallback_events", "rate_summary"]
 
 _COUNTS = ("requests", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
            "cost_pico_usd", "estimated_requests", "unpriced_requests")
@@ -47,6 +48,28 @@ class _BadParameter(ValueError):
 def cache_efficiency(reads: int, writes: int) -> float | None:
     """cache reads / (cache reads + cache writes); None when nothing touched a cache."""
     return reads / (reads + writes) if reads + writes else None
+
+
+def _iso(timestamp: float | None) -> str | None:
+    return None if timestamp is None else datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def fallback_events(chain: Sequence[str], marked: Mapping[str, float | None]) -> list[dict[str, object]]:
+    """A scope's fallbacks of the day, oldest first: each model marked exhausted (`from`),
+    when (`time`, UTC; None for a mark older than the kept time) and the chain model that
+    took over (`to`: the first one after it not yet exhausted then; None once the chain
+    was spent, when requests are refused). Marks may be kept under a profile id: a chain
+    id matches its base model too."""
+    def same(one: str, other: str) -> bool:
+        return one == other or base_model_id(one) == base_model_id(other)
+
+    events: list[dict[str, object]] = []
+    for model, at in sorted(marked.items(), key=lambda item: (item[1] is not None, item[1] or 0.0, item[0])):
+        gone = [other for other, then in marked.items() if then is None or (at is not None and then <= at)]
+        position = next((index for index, entry in enumerate(chain) if same(entry, model)), -1)
+        to = next((entry for entry in chain[position + 1:] if not any(same(entry, g) for g in gone)), None)
+        events.append({"time": _iso(at), "from": model, "to": to})
+    return events
 
 
 def _row(row: UsageRow, groups: Sequence[str]) -> dict[str, object]:
@@ -135,8 +158,9 @@ def usage_routes(keeper: CostKeeper, authorized: Callable[[Request], bool]) -> l
         quotas = dict(policy.daily_quota)
         if not quotas:
             return None
-        committed, exhausted = await asyncio.gather(store.committed_spend(policy.scope_key, day),
-                                                    store.exhausted_models(policy.scope_key, day))
+        committed, marked = await asyncio.gather(store.committed_spend(policy.scope_key, day),
+                                                 store.exhaustion_times(policy.scope_key, day))
+        exhausted = set(marked)
         threshold = policies.quotas.tight_threshold
         models = []
         exhausted_bases = {*exhausted, *(base_model_id(model) for model in exhausted)}
@@ -150,7 +174,7 @@ def usage_routes(keeper: CostKeeper, authorized: Callable[[Request], bool]) -> l
                            "mode": "TIGHT" if ratio >= threshold else "NORMAL", "exhausted": model in exhausted_bases})
         active = next((model for model in policy.chain if model not in exhausted_bases), None)
         return {"scope": policy.scope_key, "org": org, "app": app, "chain": list(policy.chain),
-                "active_model": active, "models": models}
+                "active_model": active, "models": models, "fallbacks": fallback_events(policy.chain, marked)}
 
     async def quotas(_request: Request) -> dict[str, object]:
         day = utc_day(time.time())

@@ -149,6 +149,23 @@ async def test_a_file_of_the_previous_version_gains_the_new_columns(tmp_path: Pa
         assert (await store.get_event("new")) == make_event("new", quota_scope="acme", reserved_pico_usd=5)
 
 
+async def test_exhaustion_marks_of_the_previous_version_keep_no_time(tmp_path: Path) -> None:
+    """A file whose sticky fallback state predates its time opens; its marks have no time."""
+    path = tmp_path / "old.db"
+    with contextlib.closing(sqlite3.connect(path)) as old:
+        old.executescript("""
+            CREATE TABLE quota_exhausted (scope TEXT NOT NULL, day TEXT NOT NULL, model TEXT NOT NULL,
+              PRIMARY KEY (scope, day, model));
+            INSERT INTO quota_exhausted VALUES ('acme', '2025-03-10', 'm-a');
+        """)
+    async with SQLiteStore(path) as store:
+        assert await store.exhaustion_times("acme", "2025-03-10") == {"m-a": None}
+        await store.mark_exhausted("acme", "2025-03-10", "m-b")
+        times = await store.exhaustion_times("acme", "2025-03-10")
+        assert times["m-a"] is None and isinstance(times["m-b"], float)
+        assert await store.exhausted_models("acme", "2025-03-10") == {"m-a", "m-b"}
+
+
 async def test_in_memory_store(make_event: MakeEvent) -> None:
     async with SQLiteStore(":memory:") as store:
         await store.write_events([make_event()])

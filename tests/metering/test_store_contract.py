@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import calendar
 import random
+import time
 from collections.abc import Callable
 
 import pytest
@@ -245,6 +246,22 @@ async def test_sticky_exhaustion(store: Store) -> None:
     assert await store.exhausted_models("acme", DAY) == {"m-a", "m-b"}
     assert await store.exhausted_models("acme", "2025-03-11") == frozenset()
     assert await store.exhausted_models("acme/chatbot", DAY) == frozenset()
+
+
+async def test_exhaustion_times_keep_the_first_mark(store: Store) -> None:
+    """When a scope fell back from a model: the first mark's time, never moved by a later one."""
+    assert await store.exhaustion_times("acme", DAY) == {}
+    before = time.time()
+    await store.mark_exhausted("acme", DAY, "m-a")
+    first = (await store.exhaustion_times("acme", DAY))["m-a"]
+    assert first is not None and before <= first <= time.time()
+    await asyncio.gather(*(store.mark_exhausted("acme", DAY, "m-a") for _ in range(3)))
+    await store.mark_exhausted("acme", DAY, "m-b")
+    times = await store.exhaustion_times("acme", DAY)
+    assert set(times) == {"m-a", "m-b"} and times["m-a"] == first
+    assert (times["m-b"] or 0) >= first
+    assert await store.exhaustion_times("acme", "2025-03-11") == {}
+    assert await store.exhaustion_times("acme/chatbot", DAY) == {}
 
 
 async def test_keys(store: Store) -> None:
