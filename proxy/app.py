@@ -30,7 +30,7 @@ from metering.unit_prices import UnitPrices
 from proxy.admission import Admission
 from proxy.alerts import Alerter
 from proxy.config import Config
-from proxy.dashboard import dashboard_route
+from proxy.dashboard import dashboard_routes
 from proxy.data_app import DataApp
 from proxy.eventlog import EventLog
 from proxy.forward import ProxyHandler
@@ -220,7 +220,7 @@ def create_admin_app(keeper: CostKeeper) -> Starlette:
         return JSONResponse({"ready": ready, **checks}, status_code=200 if ready else 503)
 
     return Starlette(routes=[
-        Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", metrics), dashboard_route(),
+        Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", metrics), *dashboard_routes(),
         *usage_routes(keeper, lambda request: admin_authorized(keeper.config, request)),
     ])
 

@@ -2,7 +2,7 @@
 token in the query} × {admin token configured or not} × {metrics_public,
 healthz_public}, against real proxy processes.
 
-Expected: `/dashboard` is an inert page and always answers; `/healthz` and
+Expected: `/dashboard` (and its script and style sheet) is an inert page and always answers; `/healthz` and
 `/readyz` answer unless `observability.healthz_public: false`, `/metrics` unless
 `metrics_public: false`, and then only to `Authorization: Bearer <token>`; the
 usage API always needs that header, so with no token configured it is closed.
@@ -30,7 +30,7 @@ CONFIGS = {
     "no-token": (False, True, True),
     "no-token-private": (False, False, False),
 }
-ROUTES = ["/healthz", "/readyz", "/metrics", "/dashboard", "/v1/usage", "/v1/quotas",
+ROUTES = ["/healthz", "/readyz", "/metrics", "/dashboard", "/dashboard.js", "/dashboard.css", "/v1/usage", "/v1/quotas",
           "/v1/rates?model=amazon.nova-micro-v1:0"]
 CREDENTIALS = {
     "none": {},
@@ -101,7 +101,7 @@ def _first_usage(proxy: Proxy) -> httpx.Response:
 def expected_open(config: str, route: str, credential: str) -> bool:
     with_token, metrics_public, healthz_public = CONFIGS[config]
     authorized = with_token and credential in ("right", "lowercase-scheme")
-    if route == "/dashboard":
+    if route.startswith("/dashboard"):
         return True
     if route in ("/healthz", "/readyz"):
         return healthz_public or authorized
