@@ -46,6 +46,13 @@ def check_limits(limits: LimitsConfig) -> None:
     for key in ("max_body_bytes", "max_usage_body_bytes", "max_header_bytes", "max_header_count"):
         if getattr(limits, key) < 1:
             raise ConfigError(f"limits.{key}: expected at least 1, got {getattr(limits, key)}")
+    for key in ("head_timeout", "body_timeout"):
+        if getattr(limits, key) <= 0:
+            raise ConfigError(f"limits.{key}: expected a positive number of seconds, got {getattr(limits, key)}")
+    if limits.max_inflight_body_bytes < limits.max_body_bytes:
+        raise ConfigError(f"limits.max_inflight_body_bytes ({limits.max_inflight_body_bytes}) is below "
+                          f"limits.max_body_bytes ({limits.max_body_bytes}): a body of the largest allowed "
+                          "size could never be read")
 
 
 def check_regions(upstream: UpstreamConfig, region: str) -> UpstreamConfig:

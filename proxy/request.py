@@ -7,12 +7,14 @@ anything is sent upstream and answer a bad request with a `ValidationException`.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
 from starlette.types import Receive, Scope
 
-from proxy.errors import ValidationException
+from proxy.errors import RequestTimeoutException, ValidationException, refusal
+from proxy.inflight import Reservation
 from proxy.routing import JSON_BODY, Operation, Route
 
 __all__ = ["ClientGone", "header", "json_body", "read_body"]
@@ -31,25 +33,53 @@ def header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-async def read_body(receive: Receive, headers: list[tuple[bytes, bytes]], limit: int) -> bytes:
+async def read_body(
+    receive: Receive,
+    headers: list[tuple[bytes, bytes]],
+    limit: int,
+    *,
+    chunk_timeout: float | None = None,
+    reservation: Reservation | None = None,
+) -> bytes:
+    """The whole body, within `limit` bytes (400 `ValidationException` beyond).
+
+    `chunk_timeout`: seconds to wait for each chunk; a body that stalls longer is answered
+    408 `RequestTimeoutException` (the caller then closes the connection: the rest of
+    the body may still come). `reservation`: holds the declared length before
+    anything is read, or a chunked body's bytes as they come (503 beyond the budget).
+    """
+    declared: int | None = None
     for key, value in headers:
         if key == b"content-length":
             try:
-                declared = int(value)
+                declared = max(declared or 0, int(value))
             except ValueError:
                 raise ValidationException("Invalid Content-Length header.") from None
             if declared > limit:
                 raise ValidationException(f"The request body of {declared} bytes exceeds the limit of {limit} bytes.")
+    if reservation is not None and declared is not None:
+        reservation.hold(declared)
     chunks: list[bytes] = []
     size = 0
     while True:
-        message = await receive()
+        if chunk_timeout is None:
+            message = await receive()
+        else:
+            try:
+                async with asyncio.timeout(chunk_timeout):
+                    message = await receive()
+            except TimeoutError:
+                raise refusal(RequestTimeoutException(
+                    f"Your request body was not received within the timeout period ({chunk_timeout:g} s without data)."
+                ), "body_timeout") from None
         if message["type"] == "http.disconnect":
             raise ClientGone()
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise ValidationException(f"The request body exceeds the limit of {limit} bytes.")
+        if reservation is not None and declared is None:
+            reservation.hold(size)
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
