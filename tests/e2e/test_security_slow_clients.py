@@ -230,6 +230,40 @@ def test_a_slow_loris_head_is_cut(env: tuple[Proxy, dict[str, str]]) -> None:
     assert serves(proxy, key)
 
 
+def read_response(sock: socket.socket) -> int:
+    """One response on a kept-alive connection (the proxy's error and JSON responses
+    carry a Content-Length); its status."""
+    sock.settimeout(DEADLINE)
+    received = b""
+    while b"\r\n\r\n" not in received:
+        chunk = sock.recv(65536)
+        assert chunk, "the connection closed before a response"
+        received += chunk
+    head_bytes, _, body = received.partition(b"\r\n\r\n")
+    length = next(int(line.split(b":", 1)[1]) for line in head_bytes.split(b"\r\n")[1:]
+                  if line.lower().startswith(b"content-length:"))
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        assert chunk, "the connection closed inside a response"
+        body += chunk
+    return int(head_bytes.split(b" ", 2)[1])
+
+
+def test_an_idle_kept_alive_connection_is_left_to_the_keepalive_timeout(env: tuple[Proxy, dict[str, str]]) -> None:
+    """The head timeout runs from a request's first byte: a kept-alive connection idle
+    between requests (a load balancer's pool) is not cut by it, but its next head is timed."""
+    proxy, key = env
+    with connect(proxy) as sock:
+        sock.sendall(head(proxy, length=len(BODY), key=key) + BODY)
+        assert read_response(sock) == 200
+        time.sleep(3 * HEAD_TIMEOUT)  # idle, as between two requests of a pool: longer than the head timeout
+        sock.sendall(head(proxy, length=len(BODY), key=key) + BODY)
+        assert read_response(sock) == 200
+        reply = trickle_head(sock)  # a third request whose head never ends
+        if reply:
+            assert status_and_error(reply)[:2] == (408, "RequestTimeoutException"), reply[:300]
+
+
 def test_the_inflight_budget_refuses_a_body_that_would_not_fit(env: tuple[Proxy, dict[str, str]]) -> None:
     """A slow but live upload holds 24 MB of the 30 MB budget: a second 24 MB body is
     refused before it is read (503, retryable), a small one still passes, and the
