@@ -218,6 +218,7 @@ def create_admin_app(keeper: CostKeeper) -> Starlette:
     async def metrics(request: Request) -> Response:
         if not keeper.config.observability.metrics_public and not admin_authorized(keeper.config, request):
             return JSONResponse({"message": "A valid admin token is required."}, status_code=401)
+        keeper.metrics.inflight_bodies.set(keeper.handler.inflight_body_bytes)  # read at scrape: nothing per request
         return Response(keeper.metrics.exposition(keeper.recorder.backlog), media_type=CONTENT_TYPE_LATEST)
 
     async def readyz(request: Request) -> JSONResponse:

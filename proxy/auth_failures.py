@@ -152,6 +152,7 @@ class FailureTally:
         """The rows of every worker publishing beside this one, this one's live."""
         if self._publish_to is None:
             return self.rows(now)
+        # Room for every worker's rows (each at most max_entries + 1): nothing is folded twice.
         merged = FailureTally(max_entries=self.max_entries * 64, window=self.window, bucket=self.bucket)
         self._merge_into(merged, self._entries_as_published())
         for path in self._publish_to.parent.glob(f"{_FILE_PREFIX}*.json"):

@@ -87,6 +87,11 @@ class ProxyHandler:
         #: Every refused credential (and other 403): access log, metric, tally (proxy/auth_failures.py).
         self._on_refused = on_refused or (lambda refused, scope, request_id: None)
 
+    @property
+    def inflight_body_bytes(self) -> int:
+        """Request-body bytes the requests in flight hold (for the metrics)."""
+        return self._bodies.held
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return

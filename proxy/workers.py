@@ -108,6 +108,7 @@ class Worker:
                 self._report_serving()
             # Other workers' gauges are only read from their files: keep this one's fresh.
             keeper.metrics.backlog.set(keeper.recorder.backlog)
+            keeper.metrics.inflight_bodies.set(keeper.handler.inflight_body_bytes)
             keeper.auth_failures.publish()  # worker 0's /v1/auth-failures reads every worker's
             if os.getppid() != self.supervisor_pid:
                 logger.error("worker %d: the supervisor (pid %d) is gone; shutting down",

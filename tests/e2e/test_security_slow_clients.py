@@ -22,13 +22,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import botocore.auth
+import httpx
 import pytest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import TEST_PRICING
-from tests.processes import Proxy, start_proxy, start_simulator
+from tests.processes import Proxy, start_proxy, start_simulator, wait_for
 
 CONVERSE = "/model/us.amazon.nova-micro-v1%3A0/converse"
 BODY = json.dumps({"messages": [{"role": "user", "content": [{"text": "hi"}]}]}).encode()
@@ -129,6 +131,13 @@ def rss_kib(proxy: Proxy, field: str = "VmRSS") -> int:
         if line.startswith(f"{field}:"):
             return int(line.split()[1])
     raise AssertionError(f"no {field} for the proxy process")
+
+
+def inflight(proxy: Proxy) -> float:
+    """The proxy's `costkeeper_inflight_body_bytes`."""
+    text = httpx.get(f"{proxy.admin_url}/metrics", timeout=5).text
+    return sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
+               if sample.name == "costkeeper_inflight_body_bytes")
 
 
 def serves(proxy: Proxy, key: dict[str, str]) -> bool:
@@ -284,7 +293,7 @@ def test_the_inflight_budget_refuses_a_body_that_would_not_fit(env: tuple[Proxy,
     thread = threading.Thread(target=trickle, daemon=True)
     thread.start()
     try:
-        time.sleep(0.5)  # only lets the holder's head arrive first; the assertions wait for nothing
+        wait_for(lambda: inflight(proxy) >= DECLARED, DEADLINE, "the holder's 24 MB to be reserved")
         status, code, _ = refusal_before_the_body(proxy, head(proxy, length=DECLARED, key=key))
         assert (status, code) == (503, "ServiceUnavailableException")
         assert serves(proxy, key)
@@ -293,11 +302,8 @@ def test_the_inflight_budget_refuses_a_body_that_would_not_fit(env: tuple[Proxy,
         thread.join()
         holder.close()
     # The holder's 24 MB are released: a new 24 MB body is admitted, and then times out waiting.
-    deadline = time.monotonic() + DEADLINE
-    while True:
-        status, code, _ = refusal_before_the_body(proxy, head(proxy, length=DECLARED, key=key))
-        if status != 503 or time.monotonic() > deadline:
-            break
+    wait_for(lambda: inflight(proxy) == 0, DEADLINE, "the holder's reservation to be released")
+    status, code, _ = refusal_before_the_body(proxy, head(proxy, length=DECLARED, key=key))
     assert (status, code) == (408, "RequestTimeoutException")
 
 
