@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from proxy.errors import RequestTimeoutException, ServiceUnavailableException, ValidationException
 from proxy.inflight import BodyBudget
-from proxy.request import read_body
+from proxy.request import _StallWatch, read_body
 
 pytestmark = pytest.mark.anyio
 
@@ -113,3 +113,13 @@ def test_the_budget_never_exceeds_its_limit_and_releases_exactly(steps: list[tup
     for reservation in reservations:
         reservation.release()
     assert budget.held == 0
+
+
+async def test_the_stall_watch_moves_on_while_chunks_arrive() -> None:
+    """One timer per body: when it comes due after a recent chunk it is armed again
+    from that chunk, and only a real stall cancels the read (checked without a clock race)."""
+    watch = _StallWatch(100.0)
+    first = watch._handle
+    watch._check()  # not due: armed again for last chunk + timeout
+    assert not watch.fired and watch._handle is not first
+    watch.stop()
