@@ -9,9 +9,9 @@ parser each. The data port's own checks (proxy/limits.py, proxy/identity.py)
 only run once a head is complete.
 
 `head_timeout_protocol(seconds)` is uvicorn's httptools protocol with one more
-timer, installed through uvicorn's `http=` setting (proxy/cli.py): armed when a
+timer, installed through uvicorn's `http=` setting (proxy/cli.py): from when a
 connection opens, or when the first byte of a kept-alive connection's next
-request arrives; cancelled when the head is complete. When it fires, a client
+request arrives, until the head is complete. When it fires, a client
 that had begun a head is told why (a Bedrock-shaped 408
 `RequestTimeoutException`, which SDKs retry), then the connection is closed.
 The body has its own timeout (`limits.body_timeout`, proxy/request.py).
@@ -43,7 +43,11 @@ def timeout_response(seconds: float) -> bytes:
 
 
 class HeadTimeoutProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, cutting connections whose request head stalls."""
+    """uvicorn's httptools protocol, cutting connections whose request head stalls.
+
+    A head that arrives in one read (what SDKs send) never arms a timer: one is armed
+    only when a read ends inside a head, due `head_timeout` after that head began; the
+    only other timer is the one a new connection gets until its first head is in."""
 
     #: Seconds from connection (or next request) start to the head's end.
     head_timeout: ClassVar[float] = 20.0
@@ -51,6 +55,7 @@ class HeadTimeoutProtocol(HttpToolsProtocol):
     _head_timer: asyncio.TimerHandle | None = None
     #: Bytes of a head have arrived (a connection that said nothing is closed unanswered).
     _in_head = False
+    _head_started = 0.0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -60,11 +65,15 @@ class HeadTimeoutProtocol(HttpToolsProtocol):
         self._stop_head_timer()
         super().connection_lost(exc)
 
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self._in_head and self._head_timer is None and not self.transport.is_closing():
+            self._head_timer = self.loop.call_at(self._head_started + self.head_timeout, self._head_timed_out)
+
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._in_head = True
-        if self._head_timer is None:
-            self._head_timer = self.loop.call_later(self.head_timeout, self._head_timed_out)
+        self._head_started = self.loop.time()
 
     def on_headers_complete(self) -> None:
         self._stop_head_timer()
