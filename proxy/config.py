@@ -167,7 +167,7 @@ class LimitsConfig:
     #: Seconds a request head may take, from the connection's opening (or a kept-alive
     #: connection's next request's first byte) to its blank line; then the connection is
     #: closed (proxy/head_timeout.py). SDKs send a head in one packet; 20 s like Apache's
-    #: RequestReadTimeout, well below the never of a server without one (slow loris).
+    #: RequestReadTimeout (uvicorn alone never closes a slow-loris connection).
     head_timeout: float = 20.0
     #: Seconds between two chunks of a request body before the request is answered 408
     #: `RequestTimeoutException` and the connection closed (nginx: 60 s between reads).
