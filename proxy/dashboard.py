@@ -16,9 +16,10 @@ from starlette.routing import Route
 
 __all__ = ["dashboard_route"]
 
-#: The page calls only its own origin; no CDN, no inline event handlers.
+#: The page calls only its own origin; no CDN, no inline event handlers; no other site
+#: may frame it (clickjacking the token form).
 _CSP = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
-        "connect-src 'self'; img-src 'self' data:; form-action 'self'")
+        "connect-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'")
 
 
 @functools.cache

@@ -9,11 +9,20 @@ from typing import Any
 
 import httpx
 import pytest
+from starlette.applications import Starlette
+from starlette.testclient import TestClient
 
 from metering.events import UsageEvent
 from metering.money import usd_fields
 from metering.report import format_usd
-from tests.e2e.test_usage_api import ADMIN_TOKEN, MICRO, seed_traffic, start_usage_proxy
+from proxy.dashboard import dashboard_route
+from tests.e2e.test_usage_api import (
+    ADMIN_TOKEN,
+    MICRO,
+    seed_refusals,
+    seed_traffic,
+    start_usage_proxy,
+)
 from tests.processes import Process, Proxy
 
 CHROMIUM = "/usr/bin/chromium"
@@ -28,6 +37,7 @@ def seeded(tmp_path_factory: pytest.TempPathFactory, simulator: Process) -> Iter
     proxy = start_usage_proxy(tmp_path_factory.mktemp("dashboard"), simulator)
     with pytest.MonkeyPatch.context() as monkeypatch:
         events = seed_traffic(proxy, monkeypatch)
+    seed_refusals(proxy)
     yield proxy, events
     proxy.stop()
 
@@ -78,6 +88,29 @@ def test_dashboard_shows_the_seeded_numbers(seeded: tuple[Proxy, list[UsageEvent
     tab.wait_for_timeout(5500)  # one live refresh
     assert tab.locator("#error").text_content() == ""
     assert problems == []
+
+
+def test_dashboard_shows_repeated_authentication_failures(seeded: tuple[Proxy, list[UsageEvent]],
+                                                          page: tuple[Any, list[str]]) -> None:
+    proxy, _ = seeded
+    tab, problems = page
+    tab.goto(f"{proxy.admin_url}/dashboard?token={ADMIN_TOKEN}")
+    failures = tab.locator("#auth-failures")
+    row = failures.locator('tr[data-reason="bad_signature"]')
+    sync_api.expect(row).to_contain_text("acme / leaky")
+    sync_api.expect(row.locator("td").nth(3)).to_have_text("3")
+    sync_api.expect(failures.locator('tr[data-key="CKIAUNKNOWNKEY000000"]')).to_contain_text("unknown_key")
+    sync_api.expect(failures.locator('tr[data-reason="missing"]')).to_contain_text("(none or malformed)")
+    assert problems == []
+
+
+def test_dashboard_may_not_be_framed() -> None:
+    """`frame-ancestors 'none'`: no other site can frame the page and its token form."""
+    with TestClient(Starlette(routes=[dashboard_route()])) as client:
+        policy = client.get("/dashboard").headers["content-security-policy"]
+    directives = {part.strip().split(" ", 1)[0]: part.strip() for part in policy.split(";")}
+    assert directives["frame-ancestors"] == "frame-ancestors 'none'"
+    assert directives["default-src"] == "default-src 'none'" and directives["connect-src"] == "connect-src 'self'"
 
 
 def test_dashboard_asks_for_the_token_once(seeded: tuple[Proxy, list[UsageEvent]],
