@@ -30,7 +30,7 @@ __all__ = ["STAGES", "main", "measure_timeline", "table"]
 STAGES = [
     ("read", "the proxy reads the request (kernel, wake-up, uvicorn)"),
     ("handler", "uvicorn parses it and calls the handler"),
-    ("identified", "head checks, route, the body read, identity (SigV4 verification in sigv4 mode)"),
+    ("identified", "head checks, route, identity from the head, the body read, SigV4 verification"),
     ("admitted", "the body's JSON, admission (policy, quota, rate), upstream headers"),
     ("signed", "credentials, botocore SigV4 re-signing"),
     ("upstream_head", "aiohttp sends it; the upstream answers; aiohttp parses the head"),

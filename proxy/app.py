@@ -16,6 +16,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
+from starlette.types import Scope
 
 from metering.consolidate import Consolidator
 from metering.dynamodb_store import DynamoDBStore
@@ -29,12 +30,13 @@ from metering.sqlite_store import SQLiteStore
 from metering.unit_prices import UnitPrices
 from proxy.admission import Admission
 from proxy.alerts import Alerter
+from proxy.auth_failures import FailureTally
 from proxy.config import Config
 from proxy.dashboard import dashboard_routes
 from proxy.data_app import DataApp
-from proxy.eventlog import EventLog
+from proxy.eventlog import EventLog, refusal_record
 from proxy.forward import ProxyHandler
-from proxy.identity import Authenticator
+from proxy.identity import Authenticator, AuthRefused
 from proxy.jobs import Jobs
 from proxy.metrics import ProxyMetrics
 from proxy.ratelimit import RateLimiter
@@ -110,6 +112,8 @@ class CostKeeper:
         self.metrics = ProxyMetrics(config.observability.max_model_labels)
         self.metrics.watch_store(self.store.stats)
         self.event_log = EventLog(access=config.observability.access_log, emf=config.observability.emf)
+        #: Refused credentials by access key id and reason, for the dashboard (bounded).
+        self.auth_failures = FailureTally()
         self.alerter = Alerter(config.alerts, config.policies, self.store)
         self.handler = ProxyHandler(
             authenticator=self.authenticator,
@@ -124,6 +128,7 @@ class CostKeeper:
                 recorder=self.recorder, unit_prices=self.unit_prices,
                 max_body_bytes=config.limits.max_usage_body_bytes, observe=self._observe,
             ),
+            on_refused=self._on_refused,
         )
         #: DynamoDB only: one replica at a time sums the counter shards into daily totals.
         self.consolidator = (
@@ -136,6 +141,18 @@ class CostKeeper:
         self.metrics.observe(event, fallback)
         self.event_log.write(event, fallback)
         self.alerter.observe(event)
+
+    def _on_refused(self, refused: AuthRefused, scope: Scope, request_id: str) -> None:
+        """Every 403: a count by reason, a line in the access log, a row in the tally."""
+        reason, caller = refused.reason, refused.caller
+        org, app = (caller.org, caller.app) if caller is not None else (None, None)
+        self.metrics.auth_failures.labels(reason).inc()
+        self.auth_failures.record(refused.access_key_id, reason, org, app)
+        client = scope.get("client")
+        self.event_log.write_refusal(refusal_record(
+            request_id=request_id, status=refused.error.status, error=refused.error.code, reason=reason,
+            access_key_id=refused.access_key_id, org=org, app=app, client=client[0] if client else None,
+        ))
 
     async def unlock_secrets(self) -> None:
         """Before the proxy listens (`costkeeper serve`): no key, or a wrong one, for the
@@ -211,6 +228,7 @@ def create_admin_app(keeper: CostKeeper) -> Starlette:
     async def metrics(request: Request) -> Response:
         if not keeper.config.observability.metrics_public and not admin_authorized(keeper.config, request):
             return JSONResponse({"message": "A valid admin token is required."}, status_code=401)
+        keeper.metrics.inflight_bodies.set(keeper.handler.inflight_body_bytes)  # read at scrape: nothing per request
         return Response(keeper.metrics.exposition(keeper.recorder.backlog), media_type=CONTENT_TYPE_LATEST)
 
     async def readyz(request: Request) -> JSONResponse:

@@ -171,6 +171,7 @@ async def _serve_async(config: Config, worker: Worker | None = None) -> int:
     """The proxy in this process: all of it, or one of `server.workers` (proxy/workers.py)."""
     from metering.secret_box import SecretKeyError
     from proxy.app import CostKeeper, create_admin_app, create_app
+    from proxy.head_timeout import head_timeout_protocol
     from proxy.workers import recover_retired_journals
 
     keeper = CostKeeper(config)
@@ -183,8 +184,11 @@ async def _serve_async(config: Config, worker: Worker | None = None) -> int:
     if worker is None or worker.index == 0:
         await recover_retired_journals(config)
     server = config.server
+    # uvicorn has no timeout for a request head of its own (a slow loris holds a connection for ever).
+    protocol = head_timeout_protocol(config.limits.head_timeout)
     data = _Server(uvicorn.Config(
         create_app(config, keeper),
+        http=protocol,
         host=server.host,
         port=server.port,
         ssl_certfile=server.tls_cert,
@@ -200,6 +204,7 @@ async def _serve_async(config: Config, worker: Worker | None = None) -> int:
     ))
     admin = _Server(uvicorn.Config(
         create_admin_app(keeper),
+        http=protocol,
         host=server.admin_host,
         port=server.admin_port,
         lifespan="off",
@@ -331,8 +336,8 @@ def _keys_create(config: Config, args: argparse.Namespace) -> int:
     print(f"AWS_ACCESS_KEY_ID={issued.access_key_id}")
     print(f"AWS_SECRET_ACCESS_KEY={issued.secret}")
     # A comment, so pasting all lines keeps SigV4: boto3 prefers a bearer token
-    # when one is set, and sends it only over HTTPS.
-    print(f"# Bedrock API-key style (Claude Code, AnthropicBedrock; boto3 needs TLS): "
+    # when one is set, and the proxy takes it only over HTTPS (auth.allow_bearer_over_http).
+    print(f"# Bedrock API-key style (Claude Code, AnthropicBedrock; over HTTPS only): "
           f"AWS_BEARER_TOKEN_BEDROCK={issued.bearer_token}")
     return 0
 

@@ -101,6 +101,10 @@ class AuthConfig:
     #: How long a looked-up key (or its absence) is cached; also how long a
     #: revocation takes to reach a running proxy.
     key_cache_ttl: float = 30.0
+    #: Accept bearer tokens on a plain-HTTP data port. A token carries the SigV4 secret
+    #: too, so one sniffed request gives away both; true only for a sidecar on localhost
+    #: or behind a TLS-terminating load balancer on a private hop.
+    allow_bearer_over_http: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +174,18 @@ class LimitsConfig:
     #: the bound is short. 0 → close at once and estimate.
     hangup_tail_seconds: float = 2.0
     hangup_tail_bytes: int = 64 * 1024
+    #: Seconds a request head may take, from the connection's opening (or a kept-alive
+    #: connection's next request's first byte) to its blank line; then the connection is
+    #: closed (proxy/head_timeout.py). SDKs send a head in one packet; 20 s like Apache's
+    #: RequestReadTimeout (uvicorn alone never closes a slow-loris connection).
+    head_timeout: float = 20.0
+    #: Seconds between two chunks of a request body before the request is answered 408
+    #: `RequestTimeoutException` and the connection closed (nginx: 60 s between reads).
+    body_timeout: float = 30.0
+    #: Request-body bytes this process holds at once (declared lengths are reserved
+    #: before reading, chunked bodies counted as they arrive, released when the request
+    #: ends); beyond, 503 `ServiceUnavailableException`, which SDKs retry.
+    max_inflight_body_bytes: int = 256 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,6 +49,13 @@ def check_limits(limits: LimitsConfig) -> None:
     for key in ("hangup_tail_seconds", "hangup_tail_bytes"):
         if getattr(limits, key) < 0:
             raise ConfigError(f"limits.{key}: expected 0 (off) or more, got {getattr(limits, key)}")
+    for key in ("head_timeout", "body_timeout"):
+        if getattr(limits, key) <= 0:
+            raise ConfigError(f"limits.{key}: expected a positive number of seconds, got {getattr(limits, key)}")
+    if limits.max_inflight_body_bytes < limits.max_body_bytes:
+        raise ConfigError(f"limits.max_inflight_body_bytes ({limits.max_inflight_body_bytes}) is below "
+                          f"limits.max_body_bytes ({limits.max_body_bytes}): a body of the largest allowed "
+                          "size could never be read")
 
 
 def check_regions(upstream: UpstreamConfig, region: str) -> UpstreamConfig:

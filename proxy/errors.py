@@ -10,6 +10,7 @@
     ├── InvalidSignatureException      403  bad signature, stale or future date
     ├── ResourceNotFoundException      404  an async invocation the caller did not start
     ├── UnknownOperationException      404  a path that is no Bedrock Runtime operation
+    ├── RequestTimeoutException        408  a request body stalled (retried by SDKs)
     ├── ThrottlingException            429  (retried by SDKs)
     ├── InternalServerException        500
     └── ServiceUnavailableException    503  upstream unreachable (retried by SDKs)
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from adapters.eventstream import exception_message
 
@@ -38,10 +39,12 @@ __all__ = [
     "InvalidSignatureException",
     "UnknownOperationException",
     "ResourceNotFoundException",
+    "RequestTimeoutException",
     "ThrottlingException",
     "InternalServerException",
     "ServiceUnavailableException",
     "error_parts",
+    "refusal",
 ]
 
 _ERROR_TYPE_SUFFIX = ":http://internal.amazon.com/coral/com.amazon.bedrock/"
@@ -52,6 +55,8 @@ class BedrockError(Exception):
     code: ClassVar[str] = "InternalServerException"
     #: lowerCamel union member used when the error must be sent inside an event stream.
     stream_member: ClassVar[str] = "internalServerException"
+    #: Why, as a short label for logs and metrics (`refusal`); never sent to the client.
+    reason: str = ""
 
     def __init__(self, message: str, **extra: Any) -> None:
         super().__init__(message)
@@ -95,6 +100,15 @@ class UnknownOperationException(BedrockError):
     status, code = 404, "UnknownOperationException"
 
 
+class RequestTimeoutException(BedrockError):
+    """Not one of Bedrock's modelled errors: the code botocore's standard retry mode and
+    the AWS SDK for JavaScript v3 treat as transient, on the status the Anthropic SDK
+    retries (BEDROCK_WIRE.md §2.1 lists 408 only for ModelTimeoutException, which would
+    blame the model)."""
+
+    status, code = 408, "RequestTimeoutException"
+
+
 class ThrottlingException(BedrockError):
     status, code, stream_member = 429, "ThrottlingException", "throttlingException"
 
@@ -105,6 +119,15 @@ class InternalServerException(BedrockError):
 
 class ServiceUnavailableException(BedrockError):
     status, code, stream_member = 503, "ServiceUnavailableException", "serviceUnavailableException"
+
+
+_E = TypeVar("_E", bound=BedrockError)
+
+
+def refusal(error: _E, reason: str) -> _E:
+    """`error`, labelled with why (e.g. `unknown_key`) for the logs and metrics."""
+    error.reason = reason
+    return error
 
 
 def new_request_id() -> str:

@@ -2,7 +2,9 @@
 
 The access log carries what an operator needs to trace a request (ids, who,
 which model was asked and which served, tokens, cost, latency, status) and
-never a credential: nothing from the request headers or body is written.
+never a credential: nothing from the request headers or body is written. A
+refused request (403) gets a line of its own type, `auth_failure`, naming the
+access key id it claimed (only an id of the issued shape) and why.
 
 EMF (CloudWatch Embedded Metric Format) lines use the namespace, metric names
 and dimension existing CloudWatch dashboards for Bedrock gateways expect:
@@ -16,12 +18,13 @@ import asyncio
 import json
 import logging
 import sys
+import time
 from typing import Any
 
 from metering.events import UsageEvent
 from metering.money import PICO_PER_USD
 
-__all__ = ["access_record", "emf_record", "EventLog", "json_lines_logger"]
+__all__ = ["access_record", "emf_record", "EventLog", "json_lines_logger", "refusal_record"]
 
 EMF_NAMESPACE = "AIGateway/TokenUsage"
 
@@ -51,6 +54,24 @@ def access_record(event: UsageEvent, fallback: bool) -> dict[str, Any]:
         "estimated": event.estimated,
         "cached": event.cached,
         "hung_up": event.hung_up,
+    }
+
+
+def refusal_record(*, request_id: str, status: int, error: str, reason: str, access_key_id: str | None,
+                   org: str | None, app: str | None, client: str | None) -> dict[str, Any]:
+    """The access-log line of a refused request (a 403: credentials or policy): who it
+    claimed to be by access key id, never by anything secret."""
+    return {
+        "type": "auth_failure",
+        "time": time.time(),
+        "request_id": request_id,
+        "status": status,
+        "error": error,
+        "reason": reason,
+        "access_key_id": access_key_id,
+        "org": org,
+        "app": app,
+        "client": client,
     }
 
 
@@ -129,6 +150,15 @@ class EventLog:
             self._lines.append(json.dumps(access_record(event, fallback), separators=(",", ":")))
         if self._emf:
             self._lines.append(json.dumps(emf_record(event), separators=(",", ":")))
+        self._schedule()
+
+    def write_refusal(self, record: dict[str, Any]) -> None:
+        """An access-log line for a request refused before it was metered (`refusal_record`)."""
+        if self._access:
+            self._lines.append(json.dumps(record, separators=(",", ":")))
+            self._schedule()
+
+    def _schedule(self) -> None:
         if not self._lines or self._timer is not None and len(self._lines) < self._max_lines:
             return
         try:

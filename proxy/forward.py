@@ -1,4 +1,5 @@
-"""The data-port ASGI handler: identify, admit, forward, relay, meter.
+"""The data-port ASGI handler: identify (from the head, then the body), admit, forward,
+relay, meter.
 
 One path for every operation (STYLE.md): build the upstream request, send it,
 relay the body chunk by chunk as it arrives, and record usage in a `finally`
@@ -42,11 +43,13 @@ from proxy.errors import (
     ServiceUnavailableException,
     error_parts,
     new_request_id,
+    refusal,
     stream_error_frame,
 )
 from proxy.hangup import HangUpWatch, read_tail
 from proxy.headers import request_headers_for_upstream, response_headers_for_client
-from proxy.identity import Authenticator, Caller
+from proxy.identity import Authenticator, AuthRefused, Caller
+from proxy.inflight import BodyBudget, Reservation
 from proxy.limits import check_request_head
 from proxy.request import ClientGone, header, json_body, read_body
 from proxy.response_cache import CachedResponse, ResponseCache
@@ -78,6 +81,7 @@ class ProxyHandler:
         whole_body: WholeBodyOperations,
         cache: ResponseCache | None = None,
         observe: Callable[[UsageEvent, bool], None] | None = None,
+        on_refused: Callable[[AuthRefused, Scope, str], None] | None = None,
     ) -> None:
         #: Request head and body sizes; how much of a response body is read for usage.
         self._limits = limits
@@ -91,27 +95,48 @@ class ProxyHandler:
         self._upstream = upstream
         self._recorder = recorder
         self._prices = prices
+        #: Request bodies held at once by this process (proxy/inflight.py).
+        self._bodies = BodyBudget(limits.max_inflight_body_bytes)
+        #: Every refused credential (and other 403): access log, metric, tally (proxy/auth_failures.py).
+        self._on_refused = on_refused or (lambda refused, scope, request_id: None)
+
+    @property
+    def inflight_body_bytes(self) -> int:
+        """Request-body bytes the requests in flight hold (for the metrics)."""
+        return self._bodies.held
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
+        reservation = self._bodies.reservation()
+        try:
+            await self._serve(scope, receive, send, reservation)
+        finally:
+            reservation.release()
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send, reservation: Reservation) -> None:
         started = time.perf_counter()
         raw_path, _, raw_query = scope.get("raw_path", scope["path"].encode()).decode("latin-1").partition("?")
         raw_query = raw_query or scope.get("query_string", b"").decode("latin-1")
         method = scope["method"]
+        body: bytes | None = None  # until it is read, a refusal closes the connection
+        caller: Caller | None = None
         try:
             check_request_head(scope["headers"], raw_path, raw_query, self._limits)
             route = parse_route(method, raw_path)
-            body = await read_body(receive, scope["headers"], self._limits.max_body_bytes)
-            caller = await self._auth.identify(
+            # Who is calling, from the head alone: nobody without a valid key gets a body read.
+            identified = await self._auth.identify_head(
                 method=method,
                 raw_path=raw_path,
                 raw_query=raw_query,
                 headers=scope["headers"],
                 authorization=header(scope, b"authorization"),
                 host=header(scope, b"host") or "",
-                body=body,
+                secure=scope.get("scheme") == "https",
             )
+            body = await read_body(receive, scope["headers"], self._limits.max_body_bytes,
+                                   chunk_timeout=self._limits.body_timeout, reservation=reservation)
+            caller = identified.verify(body)
             self._admission.check_operation(route.operation, caller)
             document = json_body(route, body)
             cache_key = None
@@ -141,8 +166,17 @@ class ProxyHandler:
                 self._meter(route, caller, plan, 503, None, Usage(), started, None)
                 reason = "Timed out waiting for" if exc.timed_out else "Could not reach"
                 raise ServiceUnavailableException(f"{reason} the upstream Bedrock endpoint.") from None
+        except AuthRefused as refused:
+            request_id = new_request_id()
+            self._on_refused(refused, scope, request_id)
+            await _send_error(send, refused.error, request_id, close=body is None)
+            return
         except BedrockError as error:
-            await _send_error(send, error)
+            request_id = new_request_id()
+            if error.status == 403 and caller is not None:  # a policy's refusal of a known caller
+                self._on_refused(AuthRefused(refusal(error, error.reason or "not_allowed"), caller.access_key_id,
+                                             caller), scope, request_id)
+            await _send_error(send, error, request_id, close=body is None)
             return
         except ClientGone:
             return
@@ -427,7 +461,12 @@ def _content_length(response: UpstreamResponse) -> int | None:
         return None
 
 
-async def _send_error(send: Send, error: BedrockError) -> None:
-    status, headers, payload = error_parts(error, new_request_id())
+async def _send_error(send: Send, error: BedrockError, request_id: str | None = None, *,
+                      close: bool = False) -> None:
+    """`close`: the body was not read (a refusal before it, a stalled or oversized one):
+    the connection cannot carry another request, and a refused body is never read."""
+    status, headers, payload = error_parts(error, request_id or new_request_id())
+    if close:
+        headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": payload, "more_body": False})

@@ -74,6 +74,12 @@ class ProxyMetrics:
                                    registry=self.registry)
         self.store_flush = Histogram("costkeeper_store_flush_seconds", "Time to store one batch of usage events.",
                                      buckets=FLUSH_BUCKETS, registry=self.registry)
+        self.inflight_bodies = Gauge("costkeeper_inflight_body_bytes", "Request-body bytes held by requests in "
+                                     "flight (capped by limits.max_inflight_body_bytes).", registry=self.registry,
+                                     multiprocess_mode="livesum")  # each worker its own budget
+        self.auth_failures = Counter("costkeeper_auth_failures", "Requests refused with a 403, by reason "
+                                     "(unknown_key, bad_signature, clock_skew, …).", ("reason",),
+                                     registry=self.registry)
         self.store_flushed = Counter("costkeeper_store_flushed_events", "Usage events stored by the flushes.",
                                      registry=self.registry)
 

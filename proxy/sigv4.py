@@ -1,5 +1,9 @@
 """Verify a client's AWS SigV4 signature against a secret Cost Keeper issued.
 
+Two steps, so a proxy can refuse a caller before reading its body
+(`check_signed_head`: service, date, skew, the declared payload hash's form) and
+check the signature once the body is in (`verify_payload`).
+
 The canonical request is rebuilt by botocore's own `SigV4Auth` (never a second
 implementation of SigV4), fed with the request exactly as it arrived: the raw,
 still percent-encoded path (botocore then double-encodes it, as every non-S3
@@ -23,9 +27,20 @@ from botocore.credentials import Credentials
 from proxy.errors import (
     InvalidSignatureException,
     MissingAuthenticationTokenException,
+    refusal,
 )
 
-__all__ = ["BytesRequest", "SignedHeaders", "SignedRequest", "parse_authorization", "verify_signature", "SIGNING_SERVICE"]
+__all__ = [
+    "BytesRequest",
+    "SIGNING_SERVICE",
+    "SignedHead",
+    "SignedHeaders",
+    "SignedRequest",
+    "check_signed_head",
+    "parse_authorization",
+    "verify_payload",
+    "verify_signature",
+]
 
 #: Bedrock Runtime's signing name is `bedrock`, not `bedrock-runtime` (service-2.json).
 SIGNING_SERVICE = "bedrock"
@@ -41,6 +56,8 @@ _AUTH_RE = re.compile(
     r"SignedHeaders=(?P<headers>[a-z0-9;._-]{1,2048})\s*,\s*"
     r"Signature=(?P<signature>[0-9a-f]{64})$"
 )
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}", re.ASCII)
+_DECLARED_HASH = "The provided 'x-amz-content-sha256' header does not match what was computed."
 _MISMATCH = (
     "The request signature we calculated does not match the signature you provided. "
     "Check your AWS Secret Access Key and signing method. "
@@ -64,12 +81,12 @@ def parse_authorization(value: str) -> SignedRequest:
     match = _AUTH_RE.match(value.strip())
     if match is None:
         if not value.startswith(_ALGORITHM):
-            raise MissingAuthenticationTokenException("Missing Authentication Token")
-        raise InvalidSignatureException("Authorization header requires 'Credential', "
-                                        "'SignedHeaders' and 'Signature' parameters.")
+            raise refusal(MissingAuthenticationTokenException("Missing Authentication Token"), "malformed")
+        raise refusal(InvalidSignatureException("Authorization header requires 'Credential', "
+                                                "'SignedHeaders' and 'Signature' parameters."), "malformed")
     signed = tuple(match["headers"].split(";"))
     if "host" not in signed:
-        raise InvalidSignatureException("'Host' must be a signed header.")
+        raise refusal(InvalidSignatureException("'Host' must be a signed header."), "malformed")
     return SignedRequest(
         access_key=match["key"],
         date=match["date"],
@@ -114,6 +131,86 @@ class _ClientSigner(SigV4Auth):
         return self._signed
 
 
+@dataclass(frozen=True, slots=True)
+class SignedHead:
+    """A SigV4 request whose head passed every check that needs neither the secret
+    nor the body: service, date, clock skew and the declared payload hash's form.
+    What is left (`verify_payload`) waits for the body."""
+
+    parsed: SignedRequest
+    #: The request's headers, lower-case name → values, as received.
+    by_name: dict[str, list[str]]
+    amz_date: str
+
+
+def check_signed_head(
+    parsed: SignedRequest,
+    headers: Iterable[tuple[str, str]],
+    *,
+    now: datetime | None = None,
+    max_skew_seconds: int = 300,
+) -> SignedHead:
+    """Raise `InvalidSignatureException` for what the head alone shows is wrong, so the
+    caller is refused before its body is read (a stale date, `UNSIGNED-PAYLOAD`)."""
+    if parsed.service != SIGNING_SERVICE:
+        raise refusal(InvalidSignatureException(
+            f"Credential should be scoped to correct service: '{SIGNING_SERVICE}'."
+        ), "wrong_service")
+    by_name: dict[str, list[str]] = {}
+    for name, value in headers:
+        by_name.setdefault(name.lower(), []).append(value)
+    amz_date = (by_name.get("x-amz-date") or [""])[0]
+    _check_date(amz_date, parsed.date, now or datetime.now(UTC), max_skew_seconds)
+    # The signature must cover the body: a declared hash has to be one (never
+    # UNSIGNED-PAYLOAD), and `verify_payload` checks it is the body's.
+    declared = by_name.get("x-amz-content-sha256")
+    if declared is not None and _SHA256_HEX.fullmatch(declared[0]) is None:
+        raise refusal(InvalidSignatureException(_DECLARED_HASH), "unsigned_payload")
+    return SignedHead(parsed, by_name, amz_date)
+
+
+def verify_payload(
+    head: SignedHead,
+    secret: str,
+    *,
+    method: str,
+    host: str,
+    raw_path: str,
+    raw_query: str,
+    body: bytes,
+) -> None:
+    """Raise `InvalidSignatureException` unless the request is signed with `secret`;
+    `host` must be the Host header as the client sent it (port included)."""
+    parsed = head.parsed
+    declared = head.by_name.get("x-amz-content-sha256")
+    if declared is not None and declared[0] != hashlib.sha256(body).hexdigest():
+        raise refusal(InvalidSignatureException(_DECLARED_HASH), "bad_signature")
+
+    # The request carries no headers: botocore reads them from `headers_to_sign`, and
+    # the body's hash is computed (a declared one was checked against it above).
+    request = BytesRequest(
+        method=method,
+        url=f"http://{host}{raw_path}" + (f"?{raw_query}" if raw_query else ""),
+        data=body,
+    )
+    signed = SignedHeaders()
+    for name in parsed.signed_headers:
+        values = [host] if name == "host" else head.by_name.get(name)
+        if values:  # a signed header the request lacks is left out: the signatures then differ
+            signed[name] = values
+    request.context["timestamp"] = head.amz_date
+    signer = _ClientSigner(Credentials(parsed.access_key, secret), parsed.service, parsed.region, signed)
+    try:
+        expected = signer.signature(signer.string_to_sign(request, signer.canonical_request(request)),
+                                    request)
+    except ValueError:
+        # botocore's URL split refuses a Host such as "[" (an unclosed IPv6 literal):
+        # a request nobody signed that way, so a mismatch rather than a crash.
+        raise refusal(InvalidSignatureException(_MISMATCH), "bad_signature") from None
+    if not hmac.compare_digest(expected, parsed.signature):
+        raise refusal(InvalidSignatureException(_MISMATCH), "bad_signature")
+
+
 def verify_signature(
     parsed: SignedRequest,
     secret: str,
@@ -127,51 +224,9 @@ def verify_signature(
     now: datetime | None = None,
     max_skew_seconds: int = 300,
 ) -> None:
-    """Raise `InvalidSignatureException` unless the request is signed with `secret`.
-
-    `headers` are the request's (name, value) pairs as received; `host` must be the
-    Host header as the client sent it (port included).
-    """
-    if parsed.service != SIGNING_SERVICE:
-        raise InvalidSignatureException(
-            f"Credential should be scoped to correct service: '{SIGNING_SERVICE}'."
-        )
-    by_name: dict[str, list[str]] = {}
-    for name, value in headers:
-        by_name.setdefault(name.lower(), []).append(value)
-    amz_date = (by_name.get("x-amz-date") or [""])[0]
-    _check_date(amz_date, parsed.date, now or datetime.now(UTC), max_skew_seconds)
-
-    # The signature must cover the body: a client-declared hash has to be the real one.
-    declared = by_name.get("x-amz-content-sha256")
-    if declared is not None and declared[0] != hashlib.sha256(body).hexdigest():
-        raise InvalidSignatureException(
-            "The provided 'x-amz-content-sha256' header does not match what was computed."
-        )
-
-    # The request carries no headers: botocore reads them from `headers_to_sign`, and
-    # the body's hash is computed (a declared one was checked against it above).
-    request = BytesRequest(
-        method=method,
-        url=f"http://{host}{raw_path}" + (f"?{raw_query}" if raw_query else ""),
-        data=body,
-    )
-    signed = SignedHeaders()
-    for name in parsed.signed_headers:
-        values = [host] if name == "host" else by_name.get(name)
-        if values:  # a signed header the request lacks is left out: the signatures then differ
-            signed[name] = values
-    request.context["timestamp"] = amz_date
-    signer = _ClientSigner(Credentials(parsed.access_key, secret), parsed.service, parsed.region, signed)
-    try:
-        expected = signer.signature(signer.string_to_sign(request, signer.canonical_request(request)),
-                                    request)
-    except ValueError:
-        # botocore's URL split refuses a Host such as "[" (an unclosed IPv6 literal):
-        # a request nobody signed that way, so a mismatch rather than a crash.
-        raise InvalidSignatureException(_MISMATCH) from None
-    if not hmac.compare_digest(expected, parsed.signature):
-        raise InvalidSignatureException(_MISMATCH)
+    """Both checks at once, for a request whose body is at hand (the simulator)."""
+    head = check_signed_head(parsed, headers, now=now, max_skew_seconds=max_skew_seconds)
+    verify_payload(head, secret, method=method, host=host, raw_path=raw_path, raw_query=raw_query, body=body)
 
 
 def _check_date(amz_date: str, scope_date: str, now: datetime, max_skew: int) -> None:
@@ -182,24 +237,24 @@ def _check_date(amz_date: str, scope_date: str, now: datetime, max_skew: int) ->
         year, month, day, hour, minute, second = map(int, match.groups())
         signed_at = datetime(year, month, day, hour, minute, second, tzinfo=UTC)
     except ValueError:
-        raise InvalidSignatureException(
+        raise refusal(InvalidSignatureException(
             "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header."
-        ) from None
+        ), "bad_date") from None
     if amz_date[:8] != scope_date:
-        raise InvalidSignatureException(
+        raise refusal(InvalidSignatureException(
             f"Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP: "
             f"'{scope_date}' != '{amz_date[:8]}', from '{amz_date}'."
-        )
+        ), "bad_date")
     skew = (now - signed_at).total_seconds()
     if -max_skew <= skew <= max_skew:
         return
     stamp = now.strftime(_AMZ_DATE)  # for the refusal only: strftime is costly on a cold CPU
     if skew > max_skew:
         earliest = datetime.fromtimestamp(now.timestamp() - max_skew, UTC).strftime(_AMZ_DATE)
-        raise InvalidSignatureException(
+        raise refusal(InvalidSignatureException(
             f"Signature expired: {amz_date} is now earlier than {earliest} ({stamp} - 5 min.)"
-        )
+        ), "clock_skew")
     latest = datetime.fromtimestamp(now.timestamp() + max_skew, UTC).strftime(_AMZ_DATE)
-    raise InvalidSignatureException(
+    raise refusal(InvalidSignatureException(
         f"Signature not yet current: {amz_date} is still later than {latest} ({stamp} + 5 min.)"
-    )
+    ), "clock_skew")

@@ -1,4 +1,5 @@
-"""The JSON usage API on the admin port: `/v1/usage`, `/v1/quotas`, `/v1/rates`.
+"""The JSON usage API on the admin port: `/v1/usage`, `/v1/quotas`, `/v1/rates`, and
+`/v1/auth-failures` (refused credentials of the last hour, proxy/auth_failures.py).
 
 Every endpoint answers 401 `{"message": …}` without `Authorization: Bearer
 <COSTKEEPER_ADMIN_TOKEN>` and 400 `{"message": …}` for a bad parameter. Amounts
@@ -194,5 +195,10 @@ def usage_routes(keeper: CostKeeper, authorized: Callable[[Request], bool]) -> l
                 "series": [{"time": f"{rate.day}T{rate.minute}Z", "tpm": rate.tpm, "rpm": rate.rpm} for rate in found],
                 "tpm": rate_summary(found, "tpm", now), "rpm": rate_summary(found, "rpm", now)}
 
+    async def auth_failures(_request: Request) -> dict[str, object]:
+        tally = keeper.auth_failures
+        rows = [row.as_dict() for row in tally.merged_rows()]
+        return {"window_minutes": int(tally.window // 60), "rows": rows, "total": sum(row["count"] for row in rows)}
+
     return [Route("/v1/usage", guarded(usage)), Route("/v1/quotas", guarded(quotas)),
-            Route("/v1/rates", guarded(rates))]
+            Route("/v1/rates", guarded(rates)), Route("/v1/auth-failures", guarded(auth_failures))]

@@ -16,7 +16,8 @@ whichever worker accepts it first. Worker 0 also serves the admin port.
   worker 0 stores what workers that no longer run (index ≥ N, after N shrank)
   left in theirs, so changing N between restarts loses nothing.
 * Metrics: every worker writes prometheus-client's multiprocess files; worker 0's
-  `/metrics` sums them (`ProxyMetrics.aggregate_processes`).
+  `/metrics` sums them (`ProxyMetrics.aggregate_processes`). The tally of refused
+  credentials goes to the same directory, one file a worker (proxy/auth_failures.py).
 * SIGTERM/SIGINT to the supervisor: forwarded to every worker, which stops
   accepting, lets its open streams finish and flushes its journal; the supervisor
   exits 0 once all have exited 0. A worker that dies otherwise is started again
@@ -96,6 +97,7 @@ class Worker:
     def watch(self, keeper: CostKeeper, server: uvicorn.Server, stop: Callable[[], None]) -> asyncio.Task[None]:
         """Report to the supervisor, publish this worker's backlog, and stop if the supervisor dies."""
         keeper.metrics.aggregate_processes(self.metrics_dir)
+        keeper.auth_failures.publish_to(self.metrics_dir)
         return asyncio.create_task(self._watch(keeper, server, stop), name=f"costkeeper-worker-{self.index}")
 
     async def _watch(self, keeper: CostKeeper, server: uvicorn.Server, stop: Callable[[], None]) -> None:
@@ -106,6 +108,8 @@ class Worker:
                 self._report_serving()
             # Other workers' gauges are only read from their files: keep this one's fresh.
             keeper.metrics.backlog.set(keeper.recorder.backlog)
+            keeper.metrics.inflight_bodies.set(keeper.handler.inflight_body_bytes)
+            keeper.auth_failures.publish()  # worker 0's /v1/auth-failures reads every worker's
             if os.getppid() != self.supervisor_pid:
                 logger.error("worker %d: the supervisor (pid %d) is gone; shutting down",
                              self.index, self.supervisor_pid)

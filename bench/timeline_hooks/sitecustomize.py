@@ -57,10 +57,10 @@ def _install(out: str) -> None:
         await handle(self, scope, receive, stamped_send)
         rows.append(dict(row))
 
-    identify = proxy.identity.Authenticator.identify
+    verify = proxy.identity.Identified.verify
 
-    async def identified(self: Any, **kwargs: Any) -> Any:
-        caller = await identify(self, **kwargs)
+    def identified(self: Any, body: bytes) -> Any:
+        caller = verify(self, body)
         row["identified"] = stamp()
         return caller
 
@@ -88,7 +88,7 @@ def _install(out: str) -> None:
     for owner, name, wrapper in (
         (httptools_impl.HttpToolsProtocol, "data_received", data_received),
         (proxy.forward.ProxyHandler, "__call__", handler),
-        (proxy.identity.Authenticator, "identify", identified),
+        (proxy.identity.Identified, "verify", identified),  # the body is in and verified
         (proxy.upstream.Upstream, "send", sent),
         (proxy.upstream, "sign", signed),  # looked up by `Upstream.send` at each call
         (adapters.watch.StreamUsageWatcher, "feed", fed),

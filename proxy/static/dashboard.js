@@ -249,6 +249,16 @@
         el("td", {}, pct(r.cache_efficiency)), money("td", r.cost_pico_usd)))));
   }
 
+  function renderFailures(data) {
+    if (!data.rows.length) { $("auth-failures").replaceChildren(el("p", { class: "empty" }, "No refused requests in the last hour.")); return; }
+    $("auth-failures").replaceChildren(table(["access key id", "org / app", "reason", "count", "last seen (UTC)"], data.rows.map((r) =>
+      el("tr", { "data-key": r.access_key_id || "", "data-reason": r.reason },
+        el("td", { class: "id" }, r.access_key_id || "(none or malformed)"),
+        el("td", { class: "id" }, r.org ? r.org + " / " + r.app : "—"),
+        el("td", { class: "id" }, r.reason), count("td", r.count),
+        el("td", {}, new Date(r.last_seen * 1000).toISOString().slice(0, 19).replace("T", " "))))));
+  }
+
   function render(d) {
     renderQuotas(d.quotas);
     renderFallbacks(d.quotas);
@@ -258,18 +268,19 @@
     renderCache(d.models.rows);
     renderApps(d.apps);
     renderModels(d.models);
+    renderFailures(d.failures);
   }
 
   async function refresh() {
     clearTimeout(timer);
     try {
       const days = Number($("days").value), chartDays = Math.max(days, MIN_CHART_DAYS);
-      const [quotas, apps, models, daily] = await Promise.all([
+      const [quotas, apps, models, daily, failures] = await Promise.all([
         api("/v1/quotas"), api(`/v1/usage?days=${days}&by=org,app`), api(`/v1/usage?days=${days}&by=model`),
-        api(`/v1/usage?days=${chartDays}&by=day,model`)]);
+        api(`/v1/usage?days=${chartDays}&by=day,model`), api("/v1/auth-failures")]);
       const top = [...models.rows].sort((a, b) => b.total_tokens - a.total_tokens).slice(0, MAX_RATE_MODELS);
       const rates = await Promise.all(top.map((m) => api(`/v1/rates?model=${encodeURIComponent(m.model)}&minutes=${RATE_MINUTES}`)));
-      last = { quotas, apps, models, daily, rates, chartDays };
+      last = { quotas, apps, models, daily, rates, chartDays, failures };
       render(last);
       $("error").textContent = "";
       const total = apps.total.cost_pico_usd;

@@ -65,3 +65,14 @@ def wait_for_event(proxy: Proxy, request_id: str, timeout: float = 10.0) -> Usag
     if event is None:
         raise AssertionError(f"no usage event for request {request_id}")
     return event
+
+
+def refusal_lines(proxy: Proxy, at_least: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+    """The proxy's `auth_failure` access-log lines, once at least `at_least` are out
+    (lines are written in batches); all there are after `timeout` otherwise."""
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = [json.loads(line) for line in proxy.output().splitlines() if line.startswith('{"type":"auth_failure"')]
+        if len(lines) >= at_least or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.05)

@@ -3,7 +3,8 @@
 One proxy per module, with real traffic behind it: the usage API tests' (orgs `acme`
 and `beta`), an org that spends its whole chain (`gamma`: two fallback events), prompt
 caching on Claude (`delta`), and the six days before today written to the store as the
-recorder writes them (a proxy keeps its history; a test cannot wait for days).
+recorder writes them (a proxy keeps its history; a test cannot wait for days), and
+refused requests (`seed_refusals`).
 
 `COSTKEEPER_SCREENSHOTS=docs` saves the README's screenshots there (otherwise in tmp).
 """
@@ -32,7 +33,15 @@ from metering.report import format_usd
 from metering.sqlite_store import SQLiteStore
 from proxy.dashboard import dashboard_routes
 from tests.e2e.clients import bedrock_client, wait_for_event
-from tests.e2e.test_usage_api import ADMIN_TOKEN, LITE, MICRO, USAGE_CONFIG, admin_get, seed_traffic
+from tests.e2e.test_usage_api import (
+    ADMIN_TOKEN,
+    LITE,
+    MICRO,
+    USAGE_CONFIG,
+    admin_get,
+    seed_refusals,
+    seed_traffic,
+)
 from tests.processes import REPO, Process, Proxy, start_proxy
 
 CHROMIUM = "/usr/bin/chromium"
@@ -106,6 +115,7 @@ def seeded(tmp_path_factory: pytest.TempPathFactory, simulator: Process) -> Iter
         events = seed_traffic(proxy, monkeypatch)
         events += _spend_the_chain(proxy) + _cached_prompts(proxy)
     _history(proxy)
+    seed_refusals(proxy)
     yield proxy, events
     proxy.stop()
 
@@ -248,6 +258,20 @@ def test_dashboard_asks_for_the_token_once(seeded: tuple[Proxy, list[UsageEvent]
     tab.reload()  # the token survives in sessionStorage
     sync_api.expect(batch).to_have_attribute("title", f"${format_usd(_cost(events, 'acme', 'batch'))}")
     assert form.is_hidden()
+    assert problems == []
+
+
+def test_dashboard_shows_repeated_authentication_failures(seeded: tuple[Proxy, list[UsageEvent]],
+                                                          page: tuple[Any, list[str]]) -> None:
+    proxy, _ = seeded
+    tab, problems = page
+    tab.goto(f"{proxy.admin_url}/dashboard?token={ADMIN_TOKEN}")
+    failures = tab.locator("#auth-failures")
+    row = failures.locator('tr[data-reason="bad_signature"]')
+    sync_api.expect(row).to_contain_text("acme / leaky")
+    sync_api.expect(row.locator("td").nth(3)).to_have_text("3")
+    sync_api.expect(failures.locator('tr[data-key="CKIAUNKNOWNKEY000000"]')).to_contain_text("unknown_key")
+    sync_api.expect(failures.locator('tr[data-reason="missing"]')).to_contain_text("(none or malformed)")
     assert problems == []
 
 

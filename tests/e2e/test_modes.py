@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import socket
 import uuid
@@ -13,38 +12,17 @@ import boto3
 import botocore.config
 import httpx
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from tests.e2e.clients import NOVA, bedrock_client, wait_for_event
 from tests.processes import Process, Proxy, costkeeper, start_proxy
+from tests.tls import self_signed
 
 MESSAGES = [{"role": "user", "content": [{"text": "hello"}]}]
 
 
-def _self_signed(tmp: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=1))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = tmp / "cert.pem", tmp / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return cert_path, key_path
-
-
 def test_tls_and_boto3_bearer_token(tmp_path: Path, simulator: Process, monkeypatch: pytest.MonkeyPatch) -> None:
     """boto3 sends Bedrock API keys only over HTTPS: with --tls-cert/--tls-key it works."""
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed(tmp_path)
     proxy = start_proxy(tmp_path, simulator.url, extra_args=("--tls-cert", str(cert), "--tls-key", str(key)))
     try:
         issued = proxy.issue_key("acme", "tls-app")

@@ -14,7 +14,7 @@ import pytest
 
 from metering.pricing import Price
 from tests.conftest import TEST_PRICING
-from tests.e2e.clients import bedrock_client, wait_for_event
+from tests.e2e.clients import bedrock_client, refusal_lines, wait_for_event
 from tests.processes import Process, Proxy, costkeeper, start_proxy
 
 PRO, LITE, MICRO = "amazon.nova-pro-v1:0", "amazon.nova-lite-v1:0", "amazon.nova-micro-v1:0"
@@ -108,14 +108,19 @@ def test_boto3_default_retries_do_not_retry_quota_errors(client_for: Any, quota_
     assert time.monotonic() - started < 2
 
 
-def test_max_output_tokens_is_clamped_and_allowed_models_enforced(client_for: Any) -> None:
+def test_max_output_tokens_is_clamped_and_allowed_models_enforced(client_for: Any, quota_proxy: Proxy) -> None:
     client = client_for("capped")
     response = client.converse(modelId="economy", messages=MESSAGES, inferenceConfig={"maxTokens": 500})
     assert response["usage"]["outputTokens"] <= 7 and response["stopReason"] == "max_tokens"
     body = json.dumps({"anthropic_version": "bedrock-2023-05-31", "max_tokens": 10,
                        "messages": [{"role": "user", "content": "hi"}]}).encode()
-    with pytest.raises(client.exceptions.AccessDeniedException, match="don't have access"):
+    with pytest.raises(client.exceptions.AccessDeniedException, match="don't have access") as refused:
         client.invoke_model(modelId="anthropic.claude-haiku-4-5-20251001-v1:0", body=body)
+    # A policy's 403 leaves an access-log line too, naming the key and the app.
+    request_id = refused.value.response["ResponseMetadata"]["RequestId"]
+    line = next(line for line in refusal_lines(quota_proxy, 1) if line["request_id"] == request_id)
+    assert (line["reason"], line["org"], line["app"], line["error"]) == (
+        "not_allowed", "acme", "capped", "AccessDeniedException")
 
 
 def test_response_cache_serves_repeats_at_no_cost(client_for: Any, quota_proxy: Proxy) -> None:

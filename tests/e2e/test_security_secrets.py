@@ -163,7 +163,8 @@ def scene(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scene]:
     simulator = start_simulator(tmp, "--access-key", UPSTREAM_KEY_ID, "--secret-key", UPSTREAM_SECRET)
     config = {
         "pricing": TEST_PRICING,
-        "auth": {"mode": "sigv4", "key_cache_ttl": 0},
+        # Bearer calls go over plain HTTP here, as a sidecar on localhost may.
+        "auth": {"mode": "sigv4", "key_cache_ttl": 0, "allow_bearer_over_http": True},
         "limits": {"max_body_bytes": 64 * 1024},
         "observability": {"emf": True, "metrics_public": False, "healthz_public": True},
         "models": {"economy": MICRO},

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+from prometheus_client.parser import text_string_to_metric_families
 
 from adapters.modelid import base_model_id
 from metering.events import UsageEvent
 from metering.money import micro_from_pico
 from tests.conftest import TEST_PRICING
-from tests.e2e.clients import bedrock_client, wait_for_event
+from tests.e2e.clients import bedrock_client, refusal_lines, wait_for_event
 from tests.processes import Process, Proxy, start_proxy
 
 ADMIN_TOKEN = "admin-token-for-usage-api-tests"
@@ -50,6 +55,27 @@ def seed_traffic(proxy: Proxy, monkeypatch: pytest.MonkeyPatch) -> list[UsageEve
     return events
 
 
+def seed_refusals(proxy: Proxy) -> dict[str, str]:
+    """Refused requests of several kinds: three bad signatures from one real key, an
+    unknown key, no credentials, a bearer token over plain HTTP. The key they used."""
+    key = proxy.issue_key("acme", "leaky")
+    url = f"{proxy.url}/model/{MICRO}/converse"
+    body = json.dumps({"messages": [{"role": "user", "content": [{"text": "hi"}]}]}).encode()
+
+    def sigv4(key_id: str, secret: str) -> httpx.Response:
+        request = AWSRequest("POST", url, data=body, headers={"Content-Type": "application/json"})
+        SigV4Auth(Credentials(key_id, secret), "bedrock", "us-east-1").add_auth(request)
+        return httpx.post(url, content=body, headers=dict(request.headers.items()), timeout=10)
+
+    responses = [sigv4(key["AWS_ACCESS_KEY_ID"], "not-the-secret") for _ in range(3)]
+    responses.append(sigv4("CKIAUNKNOWNKEY000000", "x" * 40))
+    responses.append(httpx.post(url, content=body, timeout=10))
+    responses.append(httpx.post(url, content=body, timeout=10,
+                                headers={"Authorization": f"Bearer {key['AWS_BEARER_TOKEN_BEDROCK']}"}))
+    assert [response.status_code for response in responses] == [403] * 6
+    return key
+
+
 def admin_get(proxy: Proxy, path: str, token: str | None = ADMIN_TOKEN) -> httpx.Response:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     return httpx.get(f"{proxy.admin_url}{path}", headers=headers, timeout=5)
@@ -64,7 +90,7 @@ def seeded(tmp_path_factory: pytest.TempPathFactory, simulator: Process) -> Iter
     proxy.stop()
 
 
-@pytest.mark.parametrize("path", ["/v1/usage", "/v1/quotas", f"/v1/rates?model={MICRO}"])
+@pytest.mark.parametrize("path", ["/v1/usage", "/v1/quotas", f"/v1/rates?model={MICRO}", "/v1/auth-failures"])
 @pytest.mark.parametrize("authorization", [None, "Bearer wrong-token", f"Basic {ADMIN_TOKEN}", f"Bearer {ADMIN_TOKEN}x"])
 def test_every_endpoint_needs_the_admin_token(seeded: tuple[Proxy, list[UsageEvent]], path: str,
                                               authorization: str | None) -> None:
@@ -156,3 +182,30 @@ def test_rates_sum_to_the_traffic(seeded: tuple[Proxy, list[UsageEvent]]) -> Non
         assert summary["recent_peak_5m"] == peak[field]  # the traffic is seconds old
         assert summary["avg_5m"] == pytest.approx(sum(point[field] for point in series) / 5)
     assert admin_get(proxy, "/v1/rates?model=no.such-model-v1:0").json()["series"] == []
+
+
+def test_refusals_are_logged_counted_and_tallied_by_key(seeded: tuple[Proxy, list[UsageEvent]]) -> None:
+    """Every 403: an access-log line naming the access key id (never a secret), a count in
+    `costkeeper_auth_failures_total{reason}`, and a row of `/v1/auth-failures` by key and reason."""
+    proxy, _ = seeded
+    key = seed_refusals(proxy)
+    key_id = key["AWS_ACCESS_KEY_ID"]
+    lines = refusal_lines(proxy, 6)
+    assert sorted((line["access_key_id"] or "", line["reason"]) for line in lines) == sorted([
+        (key_id, "bad_signature"), (key_id, "bad_signature"), (key_id, "bad_signature"),
+        ("CKIAUNKNOWNKEY000000", "unknown_key"), ("", "missing"), (key_id, "bearer_over_http")])
+    assert all(line["status"] == 403 and line["request_id"] and line["client"] == "127.0.0.1" for line in lines)
+    assert {(line["org"], line["app"]) for line in lines if line["reason"] == "bad_signature"} == {("acme", "leaky")}
+
+    metrics = httpx.get(f"{proxy.admin_url}/metrics", timeout=5).text
+    counts = {sample.labels["reason"]: sample.value for family in text_string_to_metric_families(metrics)
+              for sample in family.samples if sample.name == "costkeeper_auth_failures_total"}
+    assert counts == {"bad_signature": 3, "unknown_key": 1, "missing": 1, "bearer_over_http": 1}
+
+    document = admin_get(proxy, "/v1/auth-failures").json()
+    assert document["window_minutes"] == 60 and document["total"] == 6
+    first = document["rows"][0]
+    assert (first["access_key_id"], first["reason"], first["count"], first["org"], first["app"]) == (
+        key_id, "bad_signature", 3, "acme", "leaky")
+    everything = proxy.output() + metrics + json.dumps(document)
+    assert key["AWS_SECRET_ACCESS_KEY"] not in everything and "x" * 40 not in everything

@@ -268,6 +268,40 @@ def test_the_store_metrics_add_up_across_workers(tmp_path: Path, simulator: Proc
         proxy.stop(sig_timeout=30)
 
 
+def test_refused_credentials_are_tallied_across_workers(tmp_path: Path, simulator: Process, aws_home: None) -> None:
+    """Each worker counts the requests it refused; worker 0's `/v1/auth-failures` and
+    `/metrics` show them all (each worker publishes its tally beside its metrics)."""
+    token = "workers-admin-token"
+    proxy = start_proxy(tmp_path, simulator.url, _config(tmp_path, flush_interval=0.1),
+                        extra_args=("--workers", "2"), env={"COSTKEEPER_ADMIN_TOKEN": token})
+    try:
+        wait_for(lambda: len(_serving(proxy)) == 2, 30, "both workers to serve")
+        pids = _serving(proxy)
+        environ = Path(f"/proc/{pids[0]}/environ").read_bytes().split(b"\0")
+        metrics_dir = Path(next(v for v in environ if v.startswith(b"PROMETHEUS_MULTIPROC_DIR=")).split(b"=", 1)[1]
+                           .decode())
+        url = f"{proxy.url}/model/{NOVA}/converse"
+        sent = 0
+        with ThreadPoolExecutor(4) as pool:
+            for _ in range(10):  # rounds of 8 refusals, each on its own connection, until both workers refused some
+                statuses = list(pool.map(lambda _: httpx.post(url, content=b"{}", timeout=10).status_code, range(8)))
+                assert statuses == [403] * 8
+                sent += 8
+                if all(_own_metric(metrics_dir, pid, "costkeeper_auth_failures_total") > 0 for pid in pids.values()):
+                    break
+        assert all(_own_metric(metrics_dir, pid, "costkeeper_auth_failures_total") > 0 for pid in pids.values())
+
+        def tallied() -> int:
+            document = httpx.get(f"{proxy.admin_url}/v1/auth-failures", timeout=5,
+                                 headers={"Authorization": f"Bearer {token}"}).json()
+            return int(document["total"])
+
+        wait_for(lambda: tallied() == sent, 10, "/v1/auth-failures to count every worker's refusals")
+        assert _metric(proxy, "costkeeper_auth_failures_total", reason="missing") == sent
+    finally:
+        proxy.stop(sig_timeout=30)
+
+
 def test_sigterm_closes_the_port_at_once_and_lets_every_worker_finish_its_streams(
     two_workers: Proxy, simulator: Process, tmp_path: Path,
 ) -> None:

@@ -190,12 +190,12 @@ async def test_an_altered_or_moved_secret_is_refused_and_reported(backend: Backe
             await store.get_key(first.access_key_id)
         authenticator = Authenticator(AuthConfig(mode="bearer", key_cache_ttl=0), store)
         with caplog.at_level(logging.ERROR), pytest.raises(ServiceUnavailableException):
-            await authenticator.identify(method="POST", raw_path="/", raw_query="", headers=[], host="h", body=b"",
+            await authenticator.identify(method="POST", raw_path="/", raw_query="", headers=[], host="h", body=b"", secure=True,
                                          authorization=f"Bearer {first.bearer_token}")
         assert first.access_key_id in caplog.text
         assert first.secret not in caplog.text and second.secret not in caplog.text
         assert (await authenticator.identify(method="POST", raw_path="/", raw_query="", headers=[], host="h",
-                                             body=b"", authorization=f"Bearer {second.bearer_token}")).app == "two"
+                                             body=b"", secure=True, authorization=f"Bearer {second.bearer_token}")).app == "two"
         # A row under a key that is not configured names the key it needs.
         await backend.set_secret(store, second.access_key_id, "v1:0badbeef:AAAA")
         with pytest.raises(UnknownSecretKey, match="0badbeef"):
@@ -211,7 +211,7 @@ async def test_the_bearer_token_of_a_legacy_row_still_authenticates(backend: Bac
         await backend.insert_legacy(store, access_key_id, secret)
         authenticator = Authenticator(AuthConfig(mode="bearer", key_cache_ttl=0), store)
         caller = await authenticator.identify(method="POST", raw_path="/", raw_query="", headers=[], host="h",
-                                              body=b"", authorization=f"Bearer ck-{access_key_id}-{secret}")
+                                              body=b"", secure=True, authorization=f"Bearer ck-{access_key_id}-{secret}")
         assert (caller.org, caller.access_key_id) == ("legacy", access_key_id)
 
 

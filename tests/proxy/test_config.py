@@ -39,6 +39,9 @@ def test_precedence_flag_over_env_over_file(tmp_path: Path) -> None:
         ("server: {workers: 0}", "server.workers: expected at least 1"),
         ("server: {keepalive_timeout: 0}", "server.keepalive_timeout: expected seconds > 0"),
         ("[1, 2]", "mapping at the top level"),
+        ("limits: {head_timeout: 0}", "limits.head_timeout: expected a positive number of seconds"),
+        ("limits: {body_timeout: -1}", "limits.body_timeout: expected a positive number of seconds"),
+        ("limits: {max_inflight_body_bytes: 1000}", r"limits.max_inflight_body_bytes \(1000\) is below"),
     ],
 )
 def test_bad_config_is_refused_with_the_key_named(tmp_path: Path, text: str, message: str) -> None:
@@ -57,3 +60,16 @@ def test_chain_step_between_untranslatable_families_is_refused(tmp_path: Path) -
     )
     with pytest.raises(ConfigError, match=r"cannot fall back from anthropic\.claude.*\(anthropic\) to amazon\.titan"):
         load_config(path, environ={})
+
+
+def test_slow_client_limits_and_bearer_over_http(tmp_path: Path) -> None:
+    defaults = load_config(None, environ={})
+    assert (defaults.limits.head_timeout, defaults.limits.body_timeout) == (20.0, 30.0)
+    assert defaults.limits.max_inflight_body_bytes == 256 * 1024 * 1024
+    assert defaults.auth.allow_bearer_over_http is False
+    path = tmp_path / "c.yaml"
+    path.write_text("limits: {head_timeout: 5, body_timeout: 7.5, max_inflight_body_bytes: 30000000}\n"
+                    "auth: {allow_bearer_over_http: true}\n")
+    config = load_config(path, environ={})
+    assert (config.limits.head_timeout, config.limits.body_timeout) == (5.0, 7.5)
+    assert config.limits.max_inflight_body_bytes == 30_000_000 and config.auth.allow_bearer_over_http is True
