@@ -64,6 +64,7 @@
   const exact = (n) => Number(n).toLocaleString("en-US");
   function pct(r) {
     if (r === null || r === undefined) return "—";
+    if (r === 0) return "0%";
     if (r > 0 && r < 0.001) return "<0.1%";
     return (r * 100).toFixed(r < 0.1 ? 1 : 0) + "%";
   }
@@ -137,8 +138,8 @@
     const rows = events.map((f) => el("tr", { "data-scope": f.scope, "data-from": f.from },
       el("td", { title: f.time || "marked before times were kept" }, hhmmss(f.time)),
       el("td", { class: "id" }, f.scope),
-      el("td", { class: "id" }, f.from, el("span", { class: "arrow" }, "→"),
-        f.to || el("span", { class: "badge spent" }, "none: refused"))));
+      el("td", { class: "route" }, el("span", { class: "id" }, f.from), el("span", { class: "arrow" }, "→"), " ",  // a line may break here
+        f.to ? el("span", { class: "id" }, f.to) : el("span", { class: "badge spent" }, "none: refused"))));
     $("fallbacks").replaceChildren(el("div", { class: "scroll" }, el("table", { class: "text-table" }, el("thead", {}, head), el("tbody", {}, ...rows))));
   }
 

@@ -187,9 +187,9 @@ def test_spend_vs_quota_and_todays_fallbacks(seeded: tuple[Proxy, list[UsageEven
     tab.goto(f"{proxy.admin_url}/dashboard?token={ADMIN_TOKEN}")
     rows = tab.locator('#fallbacks tr[data-scope="gamma"]')
     sync_api.expect(rows).to_have_count(2)
-    sync_api.expect(rows.nth(0)).to_contain_text(f"{MICRO}→{LITE}")
+    sync_api.expect(rows.nth(0)).to_contain_text(f"{MICRO}→ {LITE}")
     sync_api.expect(rows.nth(0).locator("td").first).to_have_text(first["time"][11:19])
-    sync_api.expect(rows.nth(1)).to_contain_text(f"{LITE}→none: refused")
+    sync_api.expect(rows.nth(1)).to_contain_text(f"{LITE}→ none: refused")
     sync_api.expect(tab.locator('#quotas h3[data-scope="gamma"]')).to_contain_text("chain spent")
     for model in (MICRO, LITE):  # bars coloured by state
         row = tab.locator(f'#quotas .quota-row[data-scope="gamma"][data-model="{model}"]')
