@@ -307,7 +307,9 @@ def test_dashboard_shows_amounts_past_2_to_the_53_pico_usd_exactly(seeded: tuple
                                                                           **row}], "total": row},
         "quotas": {"day": "2025-03-10", "tight_threshold": 0.8, "scopes": [{
             "scope": "acme", "org": "acme", "app": None, "chain": [MICRO], "active_model": MICRO, "fallbacks": [],
+            # Quotas by budget leases add what replicas hold: the page shows it when given.
             "models": [{"model": MICRO, **usd_fields("spend", big), **usd_fields("quota", quota), "ratio": big / quota,
+                        **usd_fields("leased", 10**12), **usd_fields("remaining", quota - big - 10**12),
                         "mode": "NORMAL", "exhausted": False}]}]},
         "rates": {"model": MICRO, "minutes": 60, "series": [],
                   "tpm": {"recent_peak_5m": 0, "avg_5m": 0, "overall_peak": {"value": 0, "time": None}},
@@ -327,7 +329,8 @@ def test_dashboard_shows_amounts_past_2_to_the_53_pico_usd_exactly(seeded: tuple
     sync_api.expect(cost).to_have_attribute("title", "$9007.199254740993")
     sync_api.expect(cost).to_have_text("$9k")
     figures = tab.locator(f'#quotas .quota-row[data-model="{MICRO}"] .figures')
-    sync_api.expect(figures).to_have_attribute("title", "spent $9007.199254740993 of $10000000000.000000000007")
-    sync_api.expect(figures).to_contain_text("$9k of $10B")
+    sync_api.expect(figures).to_have_attribute("title", "spent $9007.199254740993 of $10000000000.000000000007, "
+                                               "leased $1.000000, remaining $9999990991.800745259014")
+    sync_api.expect(figures).to_contain_text("$9k of $10B · <0.1% · leased $1.00 · left $10B")
     sync_api.expect(tab.locator("#total")).to_have_attribute("title", "$9007.199254740993")
     assert problems == []
