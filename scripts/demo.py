@@ -172,6 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=REPO / ".demo", help="scratch directory (emptied first)")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)
+    # Ctrl-C even when started in the background of a non-interactive shell (`make demo-serve &`),
+    # which starts a process with SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True)
     pricing = yaml.safe_load((REPO / "config.yaml").read_text())["pricing"]
