@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import hmac
 import logging
+from dataclasses import dataclass
 
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
-from starlette.types import Scope
+from starlette.types import Receive, Scope, Send
 
 from metering.consolidate import Consolidator
 from metering.dynamodb_store import DynamoDBStore
@@ -37,14 +38,18 @@ from proxy.data_app import DataApp
 from proxy.eventlog import EventLog, refusal_record
 from proxy.forward import ProxyHandler
 from proxy.identity import Authenticator, AuthRefused
+from proxy.inflight import BodyBudget
 from proxy.jobs import Jobs
 from proxy.metrics import ProxyMetrics
+from proxy.policies import Policies
 from proxy.ratelimit import RateLimiter
+from proxy.reload import ConfigWatcher, public_config
+from proxy.response_cache import ResponseCache
 from proxy.upstream import Upstream
 from proxy.usage_api import usage_routes
 from proxy.whole_body import WholeBodyOperations
 
-__all__ = ["CostKeeper", "create_app", "create_admin_app", "create_store"]
+__all__ = ["CostKeeper", "Runtime", "create_app", "create_admin_app", "create_store"]
 
 logger = logging.getLogger(__name__)
 
@@ -74,14 +79,25 @@ def create_store(config: Config) -> SQLiteStore | DynamoDBStore:
     return SQLiteStore(store.path, key_source=secrets)
 
 
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    """What one configuration makes of the request path, immutable: a request takes
+    the CostKeeper's current runtime once, when it starts, and finishes on it even if
+    a reload (proxy/reload.py) swaps in another meanwhile."""
+
+    config: Config
+    prices: PriceTable
+    unit_prices: UnitPrices
+    admission: Admission
+    handler: ProxyHandler
+
+
 class CostKeeper:
-    """The proxy's long-lived parts, built once from the Config."""
+    """The proxy's long-lived parts, built once from the Config; the parts a config
+    reload changes live in `runtime`, rebuilt around the same long-lived state."""
 
     def __init__(self, config: Config) -> None:
-        self.config = config
         self.store = create_store(config)
-        self.prices = PriceTable(config.pricing, config.policies.profiles)
-        self.unit_prices = UnitPrices(config.unit_pricing, config.policies.profiles)
         metering = config.metering
         self.recorder = UsageRecorder(
             self.store,
@@ -104,38 +120,97 @@ class CostKeeper:
             tight_ttl=quotas.tight_ttl,
             flush_lag=config.metering.flush_interval,
         )
-        self.admission = Admission(config.policies, self.selector, self.prices, RateLimiter(),
-                                   store_healthy=lambda: self.recorder.healthy,
-                                   on_quota_use=lambda scope, model, ratio: self.metrics.set_quota_use(
-                                       scope, model, ratio),
-                                   unit_prices=self.unit_prices)
+        #: Kept across reloads: the windows of the rate limits, the cached responses, the body budget.
+        self._limiter = RateLimiter()
+        self._cache = ResponseCache()
+        self._bodies = BodyBudget(config.limits.max_inflight_body_bytes)
         self.metrics = ProxyMetrics(config.observability.max_model_labels)
         self.metrics.watch_store(self.store.stats)
         self.event_log = EventLog(access=config.observability.access_log, emf=config.observability.emf)
         #: Refused credentials by access key id and reason, for the dashboard (bounded).
         self.auth_failures = FailureTally()
         self.alerter = Alerter(config.alerts, config.policies, self.store)
-        self.handler = ProxyHandler(
-            authenticator=self.authenticator,
-            admission=self.admission,
-            upstream=self.upstream,
-            recorder=self.recorder,
-            prices=self.prices,
-            limits=config.limits,
-            observe=self._observe,
-            whole_body=WholeBodyOperations(
-                upstream=self.upstream, jobs=Jobs(self.store, self.unit_prices), admission=self.admission,
-                recorder=self.recorder, unit_prices=self.unit_prices,
-                max_body_bytes=config.limits.max_usage_body_bytes, observe=self._observe,
-            ),
-            on_refused=self._on_refused,
-        )
+        self.runtime = self._build_runtime(config)
+        self.metrics.config_info.labels(config.source.sha256).set(1)
         #: DynamoDB only: one replica at a time sums the counter shards into daily totals.
         self.consolidator = (
             Consolidator(self.store, config.store.consolidation_interval)
             if isinstance(self.store, DynamoDBStore) else None
         )
+        self.watcher = ConfigWatcher(lambda: self.config, self.reload, self._on_reload_error)
         self.started = False
+
+    def _build_runtime(self, config: Config) -> Runtime:
+        prices = PriceTable(config.pricing, config.policies.profiles)
+        unit_prices = UnitPrices(config.unit_pricing, config.policies.profiles)
+        admission = Admission(config.policies, self.selector, prices, self._limiter,
+                              store_healthy=lambda: self.recorder.healthy,
+                              on_quota_use=lambda scope, model, ratio: self.metrics.set_quota_use(
+                                  scope, model, ratio),
+                              unit_prices=unit_prices)
+        handler = ProxyHandler(
+            authenticator=self.authenticator,
+            admission=admission,
+            upstream=self.upstream,
+            recorder=self.recorder,
+            prices=prices,
+            limits=config.limits,
+            observe=self._observe,
+            whole_body=WholeBodyOperations(
+                upstream=self.upstream, jobs=Jobs(self.store, unit_prices), admission=admission,
+                recorder=self.recorder, unit_prices=unit_prices,
+                max_body_bytes=config.limits.max_usage_body_bytes, observe=self._observe,
+            ),
+            cache=self._cache,
+            bodies=self._bodies,
+            on_refused=self._on_refused,
+        )
+        return Runtime(config, prices, unit_prices, admission, handler)
+
+    @property
+    def config(self) -> Config:
+        return self.runtime.config
+
+    @property
+    def policies(self) -> Policies:
+        """The policies requests run on now: the configuration's, with the quota overrides."""
+        return self.runtime.config.policies
+
+    @property
+    def prices(self) -> PriceTable:
+        return self.runtime.prices
+
+    @property
+    def unit_prices(self) -> UnitPrices:
+        return self.runtime.unit_prices
+
+    @property
+    def admission(self) -> Admission:
+        return self.runtime.admission
+
+    @property
+    def handler(self) -> ProxyHandler:
+        return self.runtime.handler
+
+    async def serve(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The data port's handler: the request runs on the runtime current when it starts."""
+        await self.runtime.handler(scope, receive, send)
+
+    async def reload(self, config: Config) -> None:
+        """Run `config` (validated, restart-only settings already kept: proxy/reload.py)
+        from the next request on."""
+        old = self.runtime.config
+        runtime = self._build_runtime(config)
+        self.alerter.reconfigure(config.alerts, config.policies)
+        self.runtime = runtime  # one assignment: no request sees half of each
+        if old.source.sha256 != config.source.sha256:
+            self.metrics.config_info.labels(old.source.sha256).set(0)
+        self.metrics.config_info.labels(config.source.sha256).set(1)
+        if self.started:
+            await self.alerter.start()
+
+    def _on_reload_error(self, message: str) -> None:
+        self.metrics.config_reload_errors.inc()
 
     def _observe(self, event: UsageEvent, fallback: bool) -> None:
         self.metrics.observe(event, fallback)
@@ -176,11 +251,13 @@ class CostKeeper:
         if self.consolidator is not None:
             await self.consolidator.start()
         await self.alerter.start()
+        self.watcher.start()
         self.started = True
 
     async def shutdown(self) -> None:
         """Flush what was metered, then let go of the upstream and the store."""
         self.started = False
+        await self.watcher.stop()
         try:
             if self.consolidator is not None:
                 await self.consolidator.stop()
@@ -210,7 +287,7 @@ class CostKeeper:
 def create_app(config: Config, keeper: CostKeeper | None = None) -> DataApp:
     """Every path goes to the handler, which answers Bedrock-shaped errors itself."""
     keeper = keeper or CostKeeper(config)
-    return DataApp(keeper.handler, keeper.startup, keeper.shutdown)
+    return DataApp(keeper.serve, keeper.startup, keeper.shutdown)
 
 
 def create_admin_app(keeper: CostKeeper) -> Starlette:
@@ -237,8 +314,15 @@ def create_admin_app(keeper: CostKeeper) -> Starlette:
         ready, checks = keeper.readiness()
         return JSONResponse({"ready": ready, **checks}, status_code=200 if ready else 503)
 
+    async def running_config(request: Request) -> JSONResponse:
+        """Which configuration this replica runs (its sha256 and content, no secret)."""
+        if not admin_authorized(keeper.config, request):
+            return JSONResponse({"message": "A valid admin token is required."}, status_code=401)
+        return JSONResponse(public_config(keeper.config))
+
     return Starlette(routes=[
         Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", metrics), dashboard_route(),
+        Route("/v1/config", running_config),
         *usage_routes(keeper, lambda request: admin_authorized(keeper.config, request)),
     ])
 

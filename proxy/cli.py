@@ -219,6 +219,8 @@ async def _serve_async(config: Config, worker: Worker | None = None) -> int:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop)
+    # Re-read config.yaml (proxy/reload.py); a supervisor passes its SIGHUP to every worker.
+    loop.add_signal_handler(signal.SIGHUP, keeper.watcher.trigger)
     # A worker serves the sockets its supervisor bound; only worker 0 the admin port.
     data_sockets = admin_sockets = None
     watcher = admin_task = None

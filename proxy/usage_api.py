@@ -89,8 +89,7 @@ def rate_summary(rates: Sequence[ModelRate], field: str, now: float) -> dict[str
 
 
 def usage_routes(keeper: CostKeeper, authorized: Callable[[Request], bool]) -> list[Route]:
-    config, store = keeper.config, keeper.store
-    policies = config.policies
+    store = keeper.store
 
     def guarded(handler: Callable[[Request], Awaitable[dict[str, object]]]) -> Callable[..., Awaitable[JSONResponse]]:
         async def endpoint(request: Request) -> JSONResponse:
@@ -117,6 +116,7 @@ def usage_routes(keeper: CostKeeper, authorized: Callable[[Request], bool]) -> l
     async def _scopes(day: str) -> list[tuple[str, str | None]]:
         """(org, app) of every quota scope: ORG-scoped orgs, and for APP-scoped orgs
         their configured apps plus any app seen today (they inherit the org's quota)."""
+        policies = keeper.policies  # the running ones: a config reload or an override changes them
         scopes: dict[str, tuple[str, str | None]] = {}
         app_scoped = {org for org, policy in policies.orgs.items() if policy.scope == "APP"}
         for org, policy in policies.orgs.items():
@@ -132,6 +132,7 @@ def usage_routes(keeper: CostKeeper, authorized: Callable[[Request], bool]) -> l
         return [scopes[key] for key in sorted(scopes)]
 
     async def _scope_state(org: str, app: str | None, day: str) -> dict[str, object] | None:
+        policies = keeper.policies
         policy = policies.for_caller(org, app or "")
         quotas = dict(policy.daily_quota)
         if not quotas:
@@ -155,6 +156,7 @@ def usage_routes(keeper: CostKeeper, authorized: Callable[[Request], bool]) -> l
 
     async def quotas(_request: Request) -> dict[str, object]:
         day = utc_day(time.time())
+        policies = keeper.policies
         states = await asyncio.gather(*(_scope_state(org, app, day) for org, app in await _scopes(day)))
         return {"day": day, "tight_threshold": policies.quotas.tight_threshold,
                 "scopes": [state for state in states if state is not None]}
