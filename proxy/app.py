@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hmac
 import logging
+import time
 from dataclasses import dataclass
+from types import MappingProxyType
 
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
@@ -21,7 +23,8 @@ from starlette.types import Receive, Scope, Send
 
 from metering.consolidate import Consolidator
 from metering.dynamodb_store import DynamoDBStore
-from metering.events import UsageEvent
+from metering.events import UsageEvent, utc_day
+from metering.overrides import ActiveOverrides
 from metering.pricing import PriceTable
 from metering.quotas import QuotaSelector
 from metering.recorder import UsageRecorder
@@ -41,6 +44,8 @@ from proxy.identity import Authenticator, AuthRefused
 from proxy.inflight import BodyBudget
 from proxy.jobs import Jobs
 from proxy.metrics import ProxyMetrics
+from proxy.override_api import override_routes
+from proxy.overrides import OverrideRefresher, callers_of, grown_quotas, with_overrides
 from proxy.policies import Policies
 from proxy.ratelimit import RateLimiter
 from proxy.reload import ConfigWatcher, public_config
@@ -86,6 +91,8 @@ class Runtime:
     a reload (proxy/reload.py) swaps in another meanwhile."""
 
     config: Config
+    #: `config.policies` with the runtime quota overrides in force (proxy/overrides.py).
+    policies: Policies
     prices: PriceTable
     unit_prices: UnitPrices
     admission: Admission
@@ -129,6 +136,10 @@ class CostKeeper:
         self.event_log = EventLog(access=config.observability.access_log, emf=config.observability.emf)
         #: Refused credentials by access key id and reason, for the dashboard (bounded).
         self.auth_failures = FailureTally()
+        #: Runtime quota overrides in force today, read from the store in the background.
+        self._overrides: ActiveOverrides = MappingProxyType({})
+        self.overrides = OverrideRefresher(self.store, lambda: self.config.policies.quotas.normal_ttl,
+                                           self.apply_overrides, time.time)
         self.alerter = Alerter(config.alerts, config.policies, self.store)
         self.runtime = self._build_runtime(config)
         self.metrics.config_info.labels(config.source.sha256).set(1)
@@ -141,9 +152,10 @@ class CostKeeper:
         self.started = False
 
     def _build_runtime(self, config: Config) -> Runtime:
+        policies = with_overrides(config.policies, self._overrides)
         prices = PriceTable(config.pricing, config.policies.profiles)
         unit_prices = UnitPrices(config.unit_pricing, config.policies.profiles)
-        admission = Admission(config.policies, self.selector, prices, self._limiter,
+        admission = Admission(policies, self.selector, prices, self._limiter,
                               store_healthy=lambda: self.recorder.healthy,
                               on_quota_use=lambda scope, model, ratio: self.metrics.set_quota_use(
                                   scope, model, ratio),
@@ -165,7 +177,7 @@ class CostKeeper:
             bodies=self._bodies,
             on_refused=self._on_refused,
         )
-        return Runtime(config, prices, unit_prices, admission, handler)
+        return Runtime(config, policies, prices, unit_prices, admission, handler)
 
     @property
     def config(self) -> Config:
@@ -174,7 +186,7 @@ class CostKeeper:
     @property
     def policies(self) -> Policies:
         """The policies requests run on now: the configuration's, with the quota overrides."""
-        return self.runtime.config.policies
+        return self.runtime.policies
 
     @property
     def prices(self) -> PriceTable:
@@ -200,14 +212,45 @@ class CostKeeper:
         """Run `config` (validated, restart-only settings already kept: proxy/reload.py)
         from the next request on."""
         old = self.runtime.config
-        runtime = self._build_runtime(config)
-        self.alerter.reconfigure(config.alerts, config.policies)
-        self.runtime = runtime  # one assignment: no request sees half of each
+        await self._swap(self._build_runtime(config))
         if old.source.sha256 != config.source.sha256:
             self.metrics.config_info.labels(old.source.sha256).set(0)
         self.metrics.config_info.labels(config.source.sha256).set(1)
         if self.started:
             await self.alerter.start()
+
+    async def apply_overrides(self, active: ActiveOverrides) -> None:
+        """Run the quota overrides in force today from the next request (OverrideRefresher)."""
+        self._overrides = active
+        await self._swap(self._build_runtime(self.config))
+
+    async def _swap(self, runtime: Runtime) -> None:
+        old = self.runtime
+        self.alerter.reconfigure(runtime.config.alerts, runtime.policies)
+        self.runtime = runtime  # one assignment: no request sees half of each
+        await self._forget_grown(old.policies, runtime.policies)
+
+    async def _forget_grown(self, old: Policies, new: Policies) -> None:
+        """A quota that grew lifts its sticky exhausted mark, here and in the store, so a
+        scope that had fallen back returns to its first model. Lowering needs nothing:
+        the next selection compares the spend with the new quota."""
+        day = utc_day(time.time())
+        for _org, scope, model in grown_quotas(old, new, callers_of(old, new)):
+            # "org/" is an APP-scoped org's own quota: the default of all its apps.
+            def matches(candidate: str, scope: str = scope) -> bool:
+                return candidate == scope or (scope.endswith("/") and candidate.startswith(scope))
+
+            scopes = set(self.selector.forget_exhausted(model, matches))
+            if not scope.endswith("/"):
+                scopes.add(scope)
+            try:
+                for each in sorted(scopes):
+                    await self.store.clear_exhausted(each, day, model)
+            except Exception as exc:
+                logger.warning("could not clear the exhausted mark of %s for %s (%s)", model, scope,
+                               type(exc).__name__)
+            self.selector.forget_exhausted(model, matches)  # marks read back meanwhile
+            logger.info("the quota of %s on %s grew: its exhausted mark is lifted", scope, model)
 
     def _on_reload_error(self, message: str) -> None:
         self.metrics.config_reload_errors.inc()
@@ -251,6 +294,11 @@ class CostKeeper:
         if self.consolidator is not None:
             await self.consolidator.start()
         await self.alerter.start()
+        try:
+            await self.overrides.refresh()
+        except Exception as exc:  # the store may be down at start-up: the refresher tries again
+            logger.warning("quota overrides not read yet (%s)", type(exc).__name__)
+        self.overrides.start()
         self.watcher.start()
         self.started = True
 
@@ -258,6 +306,7 @@ class CostKeeper:
         """Flush what was metered, then let go of the upstream and the store."""
         self.started = False
         await self.watcher.stop()
+        await self.overrides.stop()
         try:
             if self.consolidator is not None:
                 await self.consolidator.stop()
@@ -324,6 +373,7 @@ def create_admin_app(keeper: CostKeeper) -> Starlette:
         Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", metrics), dashboard_route(),
         Route("/v1/config", running_config),
         *usage_routes(keeper, lambda request: admin_authorized(keeper.config, request)),
+        *override_routes(keeper, lambda request: admin_authorized(keeper.config, request)),
     ])
 
 

@@ -5,6 +5,7 @@
     costkeeper keys       create | list | revoke | encrypt caller credentials
     costkeeper usage      usage and cost report from the store
     costkeeper store init create the store's tables
+    costkeeper quota      set | list | unset runtime quota overrides (shared by every replica)
     costkeeper reconcile  metered tokens vs Bedrock's CloudWatch metrics, per model and hour
 
 Every flag has an environment twin COSTKEEPER_<FLAG> (see `proxy.config.FLAG_KEYS`).
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import uvicorn
 
 from proxy.config import Config, ConfigError, load_config
+from proxy.quota_cli import add_quota_commands
 
 if TYPE_CHECKING:
     from proxy.workers import Worker
@@ -134,6 +136,8 @@ def _parser() -> argparse.ArgumentParser:
                            help="allowed difference as a share of Bedrock's count (default 0.01); exit 1 beyond it")
     reconcile.add_argument("--format", default="table", choices=["table", "json"])
     reconcile.set_defaults(run=_reconcile)
+
+    add_quota_commands(commands, common, _with_store)
 
     store = commands.add_parser("store", help="the usage store").add_subparsers(metavar="action")
     init = store.add_parser("init", parents=[common], help="create the store's tables (idempotent)")

@@ -149,7 +149,10 @@ def usage_routes(keeper: CostKeeper, authorized: Callable[[Request], bool]) -> l
             spend = sum(value for used, value in committed.items() if used == model or base_model_id(used) == base)
             ratio = spend / quota if quota else (1.0 if spend else 0.0)
             models.append({"model": model, **usd_fields("spend", spend), **usd_fields("quota", quota), "ratio": ratio,
-                           "mode": "TIGHT" if ratio >= threshold else "NORMAL", "exhausted": model in exhausted_bases})
+                           "mode": "TIGHT" if ratio >= threshold else "NORMAL", "exhausted": model in exhausted_bases,
+                           # Where the quota comes from: config.yaml, or a runtime override and who set it.
+                           "source": "override" if model in policy.overridden else "config",
+                           "set_by": policy.overridden.get(model)})
         active = next((model for model in policy.chain if model not in exhausted_bases), None)
         return {"scope": policy.scope_key, "org": org, "app": app, "chain": list(policy.chain),
                 "active_model": active, "models": models}
