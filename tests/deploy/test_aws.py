@@ -26,7 +26,8 @@ _ACTIONS = {
 def _store_calls() -> set[str]:
     # Every module the running proxy calls DynamoDB from (the store, its key and invocation items).
     source = "".join((REPO / "metering" / name).read_text()
-                     for name in ("dynamodb_store.py", "dynamodb_keys.py", "dynamodb_invocations.py"))
+                     for name in ("dynamodb_store.py", "dynamodb_keys.py", "dynamodb_invocations.py",
+                                  "dynamodb_overrides.py"))
     calls = set(re.findall(r"_api\(\)\.(\w+)\(", source))
     calls |= set(re.findall(r'get_paginator\("(\w+)"\)', source))
     calls.discard("get_paginator")
