@@ -8,6 +8,7 @@ nothing, is counted, and the proxy stays ready.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -189,3 +190,29 @@ def _with_ports(proxy: Proxy, document: dict[str, Any]) -> dict[str, Any]:
     """The running file's server, upstream and metering settings, with `document`'s others."""
     running = yaml.safe_load(Path(proxy.config_path).read_text())
     return {**running, **document, "server": running["server"]}
+
+
+def test_sighup_to_the_supervisor_reloads_every_worker(tmp_path: Path, simulator: Process) -> None:
+    """With polling off, only the signal the supervisor passes on can reload a worker."""
+    pricing = {**TEST_PRICING, PRO: {"input": 0.8, "output": 3.2}}
+    document = _document({"backend": "sqlite", "path": str(tmp_path / "store.db")}, pricing, 10.0)
+    document["server"] = {"workers": 2, "config_poll_interval": 0}
+    proxy = start_proxy(tmp_path, simulator.url, document, env={"COSTKEEPER_ADMIN_TOKEN": ADMIN_TOKEN})
+    try:
+        def running(sha: str) -> int:
+            text = httpx.get(f"{proxy.admin_url}/metrics", timeout=5).text
+            return sum(1 for line in text.splitlines()
+                       if line.startswith("costkeeper_config_info{") and f'sha256="{sha}"' in line
+                       and line.endswith(" 1.0"))
+
+        first = _admin(proxy, "/v1/config").json()["sha256"]
+        wait_for(lambda: running(first) == 2, 15, "both workers to report their configuration")
+        changed = _with_ports(proxy, _document(document["store"], {**pricing, PRO: {"input": 1, "output": 4}}, 5.0))
+        proxy.config_path.write_text(yaml.safe_dump(changed))
+        proxy.popen.send_signal(signal.SIGHUP)
+        new = hashlib.sha256(proxy.config_path.read_bytes()).hexdigest()
+        wait_for(lambda: running(new) == 2, 15, "both workers to reload")
+        assert running(first) == 0 and _admin(proxy, "/v1/config").json()["sha256"] == new
+        assert proxy.popen.poll() is None and "Traceback" not in proxy.output()
+    finally:
+        proxy.stop()
