@@ -36,6 +36,7 @@ from metering.aggregate import (
 )
 from metering.dynamodb_invocations import InvocationItems
 from metering.dynamodb_keys import KeyItems
+from metering.dynamodb_overrides import OverrideItems
 from metering.dynamodb_schema import (
     GSI,
     LEGACY_COST,
@@ -117,7 +118,7 @@ def _counters(item: dict[str, Any]) -> Counters:
     return counters
 
 
-class DynamoDBStore(KeyItems, InvocationItems):
+class DynamoDBStore(KeyItems, InvocationItems, OverrideItems):
     """`UsageStore`, `QuotaStore`, `KeyStore` and `InvocationStore` on one DynamoDB table."""
 
     def __init__(

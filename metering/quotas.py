@@ -275,6 +275,20 @@ class QuotaSelector:
                 del self._local[old]
         return shared | self._local_exhausted.get(key, set())
 
+    def forget_exhausted(self, model: str, scopes: Callable[[str], bool]) -> list[str]:
+        """`model`'s quota grew for the scopes `scopes` accepts: forget this replica's
+        exhausted marks of it there, and the cached shared ones (re-read at the next
+        request). The scopes whose local mark was dropped, for the caller to clear the
+        store's mark too (metering/overrides.py `clear_exhausted`)."""
+        forgotten = []
+        for key, marks in self._local_exhausted.items():
+            if model in marks and scopes(key[0]):
+                marks.discard(model)
+                forgotten.append(key[0])
+        for key in [key for key in self._exhausted if scopes(key[0])]:
+            self._exhausted.pop(key, None)
+        return forgotten
+
     async def _mark_exhausted(self, scope: str, day: str, model: str) -> None:
         marks = self._local_exhausted.setdefault((scope, day), set())
         if model not in marks:

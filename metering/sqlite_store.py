@@ -52,6 +52,7 @@ from metering.secret_box import SecretBox, generate_key
 from metering.secret_keys import KeyFile, KeySource, StaticKeys
 from metering.sqlite_invocations import INVOCATIONS_SCHEMA, InvocationRows
 from metering.sqlite_keys import KeyRows
+from metering.sqlite_overrides import OVERRIDES_SCHEMA, OverrideRows
 from metering.sqlite_units import convert_to_pico_usd
 from metering.store import (
     ModelRate,
@@ -226,7 +227,7 @@ def _slot(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d#%H:%M")
 
 
-class SQLiteStore(KeyRows, InvocationRows):
+class SQLiteStore(KeyRows, InvocationRows, OverrideRows):
     """`UsageStore`, `QuotaStore`, `KeyStore` and `InvocationStore` in one SQLite file (or `":memory:"`).
 
     `key_source` gives the key for issued secrets; None → the key file
@@ -263,6 +264,7 @@ class SQLiteStore(KeyRows, InvocationRows):
             #: file another process is converting, the conversion itself waits longer.
             self.converted = convert_to_pico_usd(self._conn)
             self._conn.executescript(INVOCATIONS_SCHEMA)
+            self._conn.executescript(OVERRIDES_SCHEMA)
             self._add_missing_columns()
         except BaseException:
             self._conn.close()

@@ -91,8 +91,15 @@ class Alerter:
             minute = int(event.timestamp // 60)
             self._minutes[minute] = self._minutes.get(minute, 0) + event.cost_pico_usd
 
+    def reconfigure(self, config: AlertsConfig, policies: Policies) -> None:
+        """A config reload's thresholds, webhook and quotas, from the next check on
+        (the alerts already raised today are not raised again); `start` again to
+        begin checking if alerts were off."""
+        self._config = config
+        self._policies = policies
+
     async def start(self) -> None:
-        if self.enabled:
+        if self.enabled and not self._tasks:
             self._tasks = [asyncio.create_task(self._check_loop()), asyncio.create_task(self._send_loop())]
 
     async def stop(self, drain_timeout: float = 5.0) -> None:

@@ -10,17 +10,21 @@ from __future__ import annotations
 
 import hmac
 import logging
+import time
+from dataclasses import dataclass
+from types import MappingProxyType
 
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
-from starlette.types import Scope
+from starlette.types import Receive, Scope, Send
 
 from metering.consolidate import Consolidator
 from metering.dynamodb_store import DynamoDBStore
-from metering.events import UsageEvent
+from metering.events import UsageEvent, utc_day
+from metering.overrides import ActiveOverrides
 from metering.pricing import PriceTable
 from metering.quotas import QuotaSelector
 from metering.recorder import UsageRecorder
@@ -37,14 +41,20 @@ from proxy.data_app import DataApp
 from proxy.eventlog import EventLog, refusal_record
 from proxy.forward import ProxyHandler
 from proxy.identity import Authenticator, AuthRefused
+from proxy.inflight import BodyBudget
 from proxy.jobs import Jobs
 from proxy.metrics import ProxyMetrics
+from proxy.override_api import override_routes
+from proxy.overrides import OverrideRefresher, callers_of, grown_quotas, with_overrides
+from proxy.policies import Policies
 from proxy.ratelimit import RateLimiter
+from proxy.reload import ConfigWatcher, public_config
+from proxy.response_cache import ResponseCache
 from proxy.upstream import Upstream
 from proxy.usage_api import usage_routes
 from proxy.whole_body import WholeBodyOperations
 
-__all__ = ["CostKeeper", "create_app", "create_admin_app", "create_store"]
+__all__ = ["CostKeeper", "Runtime", "create_app", "create_admin_app", "create_store"]
 
 logger = logging.getLogger(__name__)
 
@@ -74,14 +84,27 @@ def create_store(config: Config) -> SQLiteStore | DynamoDBStore:
     return SQLiteStore(store.path, key_source=secrets)
 
 
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    """What one configuration makes of the request path, immutable: a request takes
+    the CostKeeper's current runtime once, when it starts, and finishes on it even if
+    a reload (proxy/reload.py) swaps in another meanwhile."""
+
+    config: Config
+    #: `config.policies` with the runtime quota overrides in force (proxy/overrides.py).
+    policies: Policies
+    prices: PriceTable
+    unit_prices: UnitPrices
+    admission: Admission
+    handler: ProxyHandler
+
+
 class CostKeeper:
-    """The proxy's long-lived parts, built once from the Config."""
+    """The proxy's long-lived parts, built once from the Config; the parts a config
+    reload changes live in `runtime`, rebuilt around the same long-lived state."""
 
     def __init__(self, config: Config) -> None:
-        self.config = config
         self.store = create_store(config)
-        self.prices = PriceTable(config.pricing, config.policies.profiles)
-        self.unit_prices = UnitPrices(config.unit_pricing, config.policies.profiles)
         metering = config.metering
         self.recorder = UsageRecorder(
             self.store,
@@ -104,38 +127,133 @@ class CostKeeper:
             tight_ttl=quotas.tight_ttl,
             flush_lag=config.metering.flush_interval,
         )
-        self.admission = Admission(config.policies, self.selector, self.prices, RateLimiter(),
-                                   store_healthy=lambda: self.recorder.healthy,
-                                   on_quota_use=lambda scope, model, ratio: self.metrics.set_quota_use(
-                                       scope, model, ratio),
-                                   unit_prices=self.unit_prices)
+        #: Kept across reloads: the windows of the rate limits, the cached responses, the body budget.
+        self._limiter = RateLimiter()
+        self._cache = ResponseCache()
+        self._bodies = BodyBudget(config.limits.max_inflight_body_bytes)
         self.metrics = ProxyMetrics(config.observability.max_model_labels)
         self.metrics.watch_store(self.store.stats)
         self.event_log = EventLog(access=config.observability.access_log, emf=config.observability.emf)
         #: Refused credentials by access key id and reason, for the dashboard (bounded).
         self.auth_failures = FailureTally()
+        #: Runtime quota overrides in force today, read from the store in the background.
+        self._overrides: ActiveOverrides = MappingProxyType({})
+        self.overrides = OverrideRefresher(self.store, lambda: self.config.policies.quotas.normal_ttl,
+                                           self.apply_overrides, time.time)
         self.alerter = Alerter(config.alerts, config.policies, self.store)
-        self.handler = ProxyHandler(
-            authenticator=self.authenticator,
-            admission=self.admission,
-            upstream=self.upstream,
-            recorder=self.recorder,
-            prices=self.prices,
-            limits=config.limits,
-            observe=self._observe,
-            whole_body=WholeBodyOperations(
-                upstream=self.upstream, jobs=Jobs(self.store, self.unit_prices), admission=self.admission,
-                recorder=self.recorder, unit_prices=self.unit_prices,
-                max_body_bytes=config.limits.max_usage_body_bytes, observe=self._observe,
-            ),
-            on_refused=self._on_refused,
-        )
+        self.runtime = self._build_runtime(config)
+        self.metrics.config_info.labels(config.source.sha256).set(1)
         #: DynamoDB only: one replica at a time sums the counter shards into daily totals.
         self.consolidator = (
             Consolidator(self.store, config.store.consolidation_interval)
             if isinstance(self.store, DynamoDBStore) else None
         )
+        self.watcher = ConfigWatcher(lambda: self.config, self.reload, self._on_reload_error)
         self.started = False
+
+    def _build_runtime(self, config: Config) -> Runtime:
+        policies = with_overrides(config.policies, self._overrides)
+        prices = PriceTable(config.pricing, config.policies.profiles)
+        unit_prices = UnitPrices(config.unit_pricing, config.policies.profiles)
+        admission = Admission(policies, self.selector, prices, self._limiter,
+                              store_healthy=lambda: self.recorder.healthy,
+                              on_quota_use=lambda scope, model, ratio: self.metrics.set_quota_use(
+                                  scope, model, ratio),
+                              unit_prices=unit_prices)
+        handler = ProxyHandler(
+            authenticator=self.authenticator,
+            admission=admission,
+            upstream=self.upstream,
+            recorder=self.recorder,
+            prices=prices,
+            limits=config.limits,
+            observe=self._observe,
+            whole_body=WholeBodyOperations(
+                upstream=self.upstream, jobs=Jobs(self.store, unit_prices), admission=admission,
+                recorder=self.recorder, unit_prices=unit_prices,
+                max_body_bytes=config.limits.max_usage_body_bytes, observe=self._observe,
+            ),
+            cache=self._cache,
+            bodies=self._bodies,
+            on_refused=self._on_refused,
+        )
+        return Runtime(config, policies, prices, unit_prices, admission, handler)
+
+    @property
+    def config(self) -> Config:
+        return self.runtime.config
+
+    @property
+    def policies(self) -> Policies:
+        """The policies requests run on now: the configuration's, with the quota overrides."""
+        return self.runtime.policies
+
+    @property
+    def prices(self) -> PriceTable:
+        return self.runtime.prices
+
+    @property
+    def unit_prices(self) -> UnitPrices:
+        return self.runtime.unit_prices
+
+    @property
+    def admission(self) -> Admission:
+        return self.runtime.admission
+
+    @property
+    def handler(self) -> ProxyHandler:
+        return self.runtime.handler
+
+    async def serve(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The data port's handler: the request runs on the runtime current when it starts."""
+        await self.runtime.handler(scope, receive, send)
+
+    async def reload(self, config: Config) -> None:
+        """Run `config` (validated, restart-only settings already kept: proxy/reload.py)
+        from the next request on."""
+        old = self.runtime.config
+        await self._swap(self._build_runtime(config))
+        if old.source.sha256 != config.source.sha256:
+            self.metrics.config_info.labels(old.source.sha256).set(0)
+        self.metrics.config_info.labels(config.source.sha256).set(1)
+        if self.started:
+            await self.alerter.start()
+
+    async def apply_overrides(self, active: ActiveOverrides) -> None:
+        """Run the quota overrides in force today from the next request (OverrideRefresher)."""
+        self._overrides = active
+        await self._swap(self._build_runtime(self.config))
+
+    async def _swap(self, runtime: Runtime) -> None:
+        old = self.runtime
+        self.alerter.reconfigure(runtime.config.alerts, runtime.policies)
+        self.runtime = runtime  # one assignment: no request sees half of each
+        await self._forget_grown(old.policies, runtime.policies)
+
+    async def _forget_grown(self, old: Policies, new: Policies) -> None:
+        """A quota that grew lifts its sticky exhausted mark, here and in the store, so a
+        scope that had fallen back returns to its first model. Lowering needs nothing:
+        the next selection compares the spend with the new quota."""
+        day = utc_day(time.time())
+        for _org, scope, model in grown_quotas(old, new, callers_of(old, new)):
+            # "org/" is an APP-scoped org's own quota: the default of all its apps.
+            def matches(candidate: str, scope: str = scope) -> bool:
+                return candidate == scope or (scope.endswith("/") and candidate.startswith(scope))
+
+            scopes = set(self.selector.forget_exhausted(model, matches))
+            if not scope.endswith("/"):
+                scopes.add(scope)
+            try:
+                for each in sorted(scopes):
+                    await self.store.clear_exhausted(each, day, model)
+            except Exception as exc:
+                logger.warning("could not clear the exhausted mark of %s for %s (%s)", model, scope,
+                               type(exc).__name__)
+            self.selector.forget_exhausted(model, matches)  # marks read back meanwhile
+            logger.info("the quota of %s on %s grew: its exhausted mark is lifted", scope, model)
+
+    def _on_reload_error(self, message: str) -> None:
+        self.metrics.config_reload_errors.inc()
 
     def _observe(self, event: UsageEvent, fallback: bool) -> None:
         self.metrics.observe(event, fallback)
@@ -176,11 +294,19 @@ class CostKeeper:
         if self.consolidator is not None:
             await self.consolidator.start()
         await self.alerter.start()
+        try:
+            await self.overrides.refresh()
+        except Exception as exc:  # the store may be down at start-up: the refresher tries again
+            logger.warning("quota overrides not read yet (%s)", type(exc).__name__)
+        self.overrides.start()
+        self.watcher.start()
         self.started = True
 
     async def shutdown(self) -> None:
         """Flush what was metered, then let go of the upstream and the store."""
         self.started = False
+        await self.watcher.stop()
+        await self.overrides.stop()
         try:
             if self.consolidator is not None:
                 await self.consolidator.stop()
@@ -210,7 +336,7 @@ class CostKeeper:
 def create_app(config: Config, keeper: CostKeeper | None = None) -> DataApp:
     """Every path goes to the handler, which answers Bedrock-shaped errors itself."""
     keeper = keeper or CostKeeper(config)
-    return DataApp(keeper.handler, keeper.startup, keeper.shutdown)
+    return DataApp(keeper.serve, keeper.startup, keeper.shutdown)
 
 
 def create_admin_app(keeper: CostKeeper) -> Starlette:
@@ -237,9 +363,17 @@ def create_admin_app(keeper: CostKeeper) -> Starlette:
         ready, checks = keeper.readiness()
         return JSONResponse({"ready": ready, **checks}, status_code=200 if ready else 503)
 
+    async def running_config(request: Request) -> JSONResponse:
+        """Which configuration this replica runs (its sha256 and content, no secret)."""
+        if not admin_authorized(keeper.config, request):
+            return JSONResponse({"message": "A valid admin token is required."}, status_code=401)
+        return JSONResponse(public_config(keeper.config))
+
     return Starlette(routes=[
         Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", metrics), *dashboard_routes(),
+        Route("/v1/config", running_config),
         *usage_routes(keeper, lambda request: admin_authorized(keeper.config, request)),
+        *override_routes(keeper, lambda request: admin_authorized(keeper.config, request)),
     ])
 
 

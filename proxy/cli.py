@@ -5,6 +5,7 @@
     costkeeper keys       create | list | revoke | encrypt caller credentials
     costkeeper usage      usage and cost report from the store
     costkeeper store init create the store's tables
+    costkeeper quota      set | list | unset runtime quota overrides (shared by every replica)
     costkeeper reconcile  metered tokens vs Bedrock's CloudWatch metrics, per model and hour
 
 Every flag has an environment twin COSTKEEPER_<FLAG> (see `proxy.config.FLAG_KEYS`).
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import uvicorn
 
 from proxy.config import Config, ConfigError, load_config
+from proxy.quota_cli import add_quota_commands
 
 if TYPE_CHECKING:
     from proxy.workers import Worker
@@ -135,6 +137,8 @@ def _parser() -> argparse.ArgumentParser:
     reconcile.add_argument("--format", default="table", choices=["table", "json"])
     reconcile.set_defaults(run=_reconcile)
 
+    add_quota_commands(commands, common, _with_store)
+
     store = commands.add_parser("store", help="the usage store").add_subparsers(metavar="action")
     init = store.add_parser("init", parents=[common], help="create the store's tables (idempotent)")
     init.set_defaults(run=_store_init)
@@ -219,6 +223,8 @@ async def _serve_async(config: Config, worker: Worker | None = None) -> int:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop)
+    # Re-read config.yaml (proxy/reload.py); a supervisor passes its SIGHUP to every worker.
+    loop.add_signal_handler(signal.SIGHUP, keeper.watcher.trigger)
     # A worker serves the sockets its supervisor bound; only worker 0 the admin port.
     data_sockets = admin_sockets = None
     watcher = admin_task = None

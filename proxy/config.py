@@ -6,6 +6,7 @@ Precedence: command-line flag > `COSTKEEPER_*` environment variable > `config.ya
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -43,6 +44,7 @@ __all__ = [
     "SimulatorConfig",
     "AlertsConfig",
     "load_config",
+    "ConfigSource",
     "FLAG_KEYS",
 ]
 
@@ -65,6 +67,9 @@ class ServerConfig:
     #: on a connection the proxy is closing at that moment would fail (uvicorn's
     #: default of 5 s loses that race under steady traffic).
     keepalive_timeout: int = 75
+    #: Seconds between two checks of config.yaml for a new content (proxy/reload.py):
+    #: a Kubernetes ConfigMap update swaps a symlink and sends no signal. 0 → SIGHUP only.
+    config_poll_interval: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,6 +260,18 @@ class SimulatorConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ConfigSource:
+    """Where a Config came from, so a reload (proxy/reload.py) reads the same file with
+    the same flags, and tells which file content each replica runs (its sha256)."""
+
+    path: str | None = None
+    #: The command-line flags given (FLAG_KEYS names), re-applied on every reload.
+    flags: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    #: sha256 of the file's bytes ("" without a file).
+    sha256: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     region: str = "us-east-1"
     server: ServerConfig = field(default_factory=ServerConfig)
@@ -281,6 +298,7 @@ class Config:
     orgs: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     #: The above, resolved and validated: chains, quotas and per-app policies.
     policies: Policies = field(default_factory=Policies)
+    source: ConfigSource = field(default_factory=ConfigSource, compare=False)
 
     @property
     def upstream_url(self) -> str:
@@ -353,9 +371,12 @@ def load_config(
     environ = os.environ if environ is None else environ
     path = path or environ.get("COSTKEEPER_CONFIG")
     raw: dict[str, Any] = {}
+    digest = ""
     if path:
         try:
-            loaded = yaml.safe_load(Path(path).read_text()) or {}
+            content = Path(path).read_bytes()
+            digest = hashlib.sha256(content).hexdigest()
+            loaded = yaml.safe_load(content) or {}
         except OSError as exc:
             raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
         except yaml.YAMLError as exc:
@@ -370,7 +391,8 @@ def load_config(
     for flag, value in (flags or {}).items():
         if value is not None and flag in FLAG_KEYS:
             _set_dotted(raw, FLAG_KEYS[flag], value)
-    config = _build(raw)
+    given = {flag: value for flag, value in (flags or {}).items() if value is not None and flag in FLAG_KEYS}
+    config = replace(_build(raw), source=ConfigSource(str(path) if path else None, MappingProxyType(given), digest))
     token = environ.get("COSTKEEPER_ADMIN_TOKEN") or None
     config = replace(config, admin_token=token) if token else config
     return _with_secret_keys(config, environ)
@@ -427,6 +449,8 @@ def _build(raw: Mapping[str, Any]) -> Config:
         raise ConfigError("server.tls_cert and server.tls_key must be given together")
     if server.keepalive_timeout <= 0:
         raise ConfigError(f"server.keepalive_timeout: expected seconds > 0, got {server.keepalive_timeout}")
+    if server.config_poll_interval < 0:
+        raise ConfigError(f"server.config_poll_interval: expected seconds ≥ 0, got {server.config_poll_interval}")
     if server.workers < 1:
         raise ConfigError(f"server.workers: expected at least 1, got {server.workers}")
     region = str(raw.get("region") or "us-east-1")

@@ -24,7 +24,7 @@ from typing import Any
 from metering.events import UsageEvent
 from metering.money import PICO_PER_USD
 
-__all__ = ["access_record", "emf_record", "EventLog", "json_lines_logger", "refusal_record"]
+__all__ = ["access_record", "emf_record", "EventLog", "json_lines_logger", "quota_change_record", "refusal_record"]
 
 EMF_NAMESPACE = "AIGateway/TokenUsage"
 
@@ -55,6 +55,14 @@ def access_record(event: UsageEvent, fallback: bool) -> dict[str, Any]:
         "cached": event.cached,
         "hung_up": event.hung_up,
     }
+
+
+def quota_change_record(*, action: str, who: str, org: str, app: str, model: str, day: str,
+                        old: int | None, new: int | None, at: float) -> dict[str, Any]:
+    """A runtime quota override set or unset (proxy/overrides.py): who, what, old and new
+    pico-USD per day (None: no override)."""
+    return {"type": "quota_override", "time": at, "action": action, "who": who, "org": org, "app": app or None,
+            "model": model, "day": day or None, "old_quota_pico_usd": old, "new_quota_pico_usd": new}
 
 
 def refusal_record(*, request_id: str, status: int, error: str, reason: str, access_key_id: str | None,
@@ -157,6 +165,12 @@ class EventLog:
         if self._access:
             self._lines.append(json.dumps(record, separators=(",", ":")))
             self._schedule()
+
+    def write_change(self, record: dict[str, Any]) -> None:
+        """An audit line for a change made while running (`quota_change_record`): always
+        written, whatever `access_log` says — who changed a budget must not be lost."""
+        self._lines.append(json.dumps(record, separators=(",", ":")))
+        self._schedule()
 
     def _schedule(self) -> None:
         if not self._lines or self._timer is not None and len(self._lines) < self._max_lines:

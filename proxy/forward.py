@@ -80,6 +80,7 @@ class ProxyHandler:
         limits: LimitsConfig,
         whole_body: WholeBodyOperations,
         cache: ResponseCache | None = None,
+        bodies: BodyBudget | None = None,
         observe: Callable[[UsageEvent, bool], None] | None = None,
         on_refused: Callable[[AuthRefused, Scope, str], None] | None = None,
     ) -> None:
@@ -96,7 +97,8 @@ class ProxyHandler:
         self._recorder = recorder
         self._prices = prices
         #: Request bodies held at once by this process (proxy/inflight.py).
-        self._bodies = BodyBudget(limits.max_inflight_body_bytes)
+        #: Shared by the handlers of successive config reloads (proxy/reload.py).
+        self._bodies = bodies if bodies is not None else BodyBudget(limits.max_inflight_body_bytes)
         #: Every refused credential (and other 403): access log, metric, tally (proxy/auth_failures.py).
         self._on_refused = on_refused or (lambda refused, scope, request_id: None)
 

@@ -35,6 +35,9 @@ CLIENT_AUTH = frozenset({
 _RECOMPUTED = frozenset({"host", "content-length", "accept-encoding", "expect"})
 
 _DROP_TO_UPSTREAM = HOP_BY_HOP | CLIENT_AUTH | _RECOMPUTED
+#: The proxy's own request headers (`x-costkeeper-tag-<key>`, issue #22): meant for
+#: Cost Keeper, never for Bedrock.
+_OWN_PREFIX = "x-costkeeper-"
 
 
 def _connection_named(headers: Sequence[tuple[bytes, bytes]]) -> frozenset[str]:
@@ -46,12 +49,13 @@ def _connection_named(headers: Sequence[tuple[bytes, bytes]]) -> frozenset[str]:
 
 
 def request_headers_for_upstream(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
-    """The client's headers minus hop-by-hop, auth and recomputed ones (lower-case names)."""
+    """The client's headers minus hop-by-hop, auth, recomputed and the proxy's own
+    `x-costkeeper-*` ones (lower-case names)."""
     named = _connection_named(raw)
     out: dict[str, str] = {}
     for raw_name, raw_value in raw:
         name = raw_name.decode("latin-1").lower()
-        if name in _DROP_TO_UPSTREAM or name in named:
+        if name in _DROP_TO_UPSTREAM or name in named or name.startswith(_OWN_PREFIX):
             continue
         value = raw_value.decode("latin-1")
         out[name] = f"{out[name]},{value}" if name in out else value

@@ -80,6 +80,12 @@ class ProxyMetrics:
         self.auth_failures = Counter("costkeeper_auth_failures", "Requests refused with a 403, by reason "
                                      "(unknown_key, bad_signature, clock_skew, …).", ("reason",),
                                      registry=self.registry)
+        self.config_info = Gauge("costkeeper_config_info", "1 for the configuration this process runs "
+                                 "(sha256 of config.yaml's bytes), 0 for one it ran before a reload.",
+                                 ("sha256",), registry=self.registry, multiprocess_mode="liveall")
+        self.config_reload_errors = Counter("costkeeper_config_reload_errors", "Config reloads refused (an "
+                                            "invalid file: the running configuration was kept).",
+                                            registry=self.registry)
         self.store_flushed = Counter("costkeeper_store_flushed_events", "Usage events stored by the flushes.",
                                      registry=self.registry)
 

@@ -125,6 +125,9 @@ class CallerPolicy:
     allowed_operations: frozenset[str] = INFERENCE
     #: Where its async invocations may write (its own list, else its org's); None → anywhere.
     allowed_s3_outputs: tuple[str, ...] | None = None
+    #: Model id → who set its quota, for models whose quota a runtime override sets
+    #: (metering/overrides.py); the others come from config.yaml.
+    overridden: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
     def allows_operation(self, operation: str) -> bool:
         return operation in self.allowed_operations
@@ -179,6 +182,10 @@ class Policies:
     model_scopes: Mapping[str, frozenset[str]] = field(default_factory=lambda: MappingProxyType({}))
     #: Output-token limits per model (`model_limits`, proxy/model_limits.py).
     model_limits: ModelLimits = field(default_factory=ModelLimits)
+    #: Runtime quota overrides in force today, (org, app or "") → model id → (pico-USD, who
+    #: set it); they win over the configured quotas (metering/overrides.py, proxy/overrides.py).
+    overrides: Mapping[tuple[str, str], Mapping[str, tuple[int, str]]] = field(
+        default_factory=lambda: MappingProxyType({}))
 
     def serves(self, model_id: str, scope: str) -> bool:
         """Whether Bedrock serves `model_id` in `scope`; a model the table omits: yes."""
@@ -204,10 +211,23 @@ class Policies:
             scope_key = org
             quota = org_policy.daily_quota
         chain = app_policy.chain or org_policy.chain or self.default_chain
+        # An org's override is its APP-scoped apps' default too; an app's own wins over it.
+        layers = [self.overrides.get((org, ""), {})]
+        if org_policy.scope == "APP":
+            layers.append(self.overrides.get((org, app), {}))
+        overridden: dict[str, str] = {}
+        if any(layers):
+            merged = dict(quota)
+            for layer in layers:
+                for model, (pico, who) in layer.items():
+                    merged[model] = pico
+                    overridden[model] = who
+            quota = MappingProxyType(merged)
         return CallerPolicy(
             scope_key=scope_key,
             chain=chain,
             daily_quota=quota,
+            overridden=MappingProxyType(overridden),
             max_output_tokens=app_policy.max_output_tokens,
             allowed_models=app_policy.allowed_models,
             rate_limits=app_policy.rate_limits,

@@ -112,8 +112,7 @@ def rate_summary(rates: Sequence[ModelRate], field: str, now: float) -> dict[str
 
 
 def usage_routes(keeper: CostKeeper, authorized: Callable[[Request], bool]) -> list[Route]:
-    config, store = keeper.config, keeper.store
-    policies = config.policies
+    store = keeper.store
 
     def guarded(handler: Callable[[Request], Awaitable[dict[str, object]]]) -> Callable[..., Awaitable[JSONResponse]]:
         async def endpoint(request: Request) -> JSONResponse:
@@ -140,6 +139,7 @@ def usage_routes(keeper: CostKeeper, authorized: Callable[[Request], bool]) -> l
     async def _scopes(day: str) -> list[tuple[str, str | None]]:
         """(org, app) of every quota scope: ORG-scoped orgs, and for APP-scoped orgs
         their configured apps plus any app seen today (they inherit the org's quota)."""
+        policies = keeper.policies  # the running ones: a config reload or an override changes them
         scopes: dict[str, tuple[str, str | None]] = {}
         app_scoped = {org for org, policy in policies.orgs.items() if policy.scope == "APP"}
         for org, policy in policies.orgs.items():
@@ -155,6 +155,7 @@ def usage_routes(keeper: CostKeeper, authorized: Callable[[Request], bool]) -> l
         return [scopes[key] for key in sorted(scopes)]
 
     async def _scope_state(org: str, app: str | None, day: str) -> dict[str, object] | None:
+        policies = keeper.policies
         policy = policies.for_caller(org, app or "")
         quotas = dict(policy.daily_quota)
         if not quotas:
@@ -172,13 +173,17 @@ def usage_routes(keeper: CostKeeper, authorized: Callable[[Request], bool]) -> l
             spend = sum(value for used, value in committed.items() if used == model or base_model_id(used) == base)
             ratio = spend / quota if quota else (1.0 if spend else 0.0)
             models.append({"model": model, **usd_fields("spend", spend), **usd_fields("quota", quota), "ratio": ratio,
-                           "mode": "TIGHT" if ratio >= threshold else "NORMAL", "exhausted": model in exhausted_bases})
+                           "mode": "TIGHT" if ratio >= threshold else "NORMAL", "exhausted": model in exhausted_bases,
+                           # Where the quota comes from: config.yaml, or a runtime override and who set it.
+                           "source": "override" if model in policy.overridden else "config",
+                           "set_by": policy.overridden.get(model)})
         active = next((model for model in policy.chain if model not in exhausted_bases), None)
         return {"scope": policy.scope_key, "org": org, "app": app, "chain": list(policy.chain),
                 "active_model": active, "models": models, "fallbacks": fallback_events(policy.chain, marked)}
 
     async def quotas(_request: Request) -> dict[str, object]:
         day = utc_day(time.time())
+        policies = keeper.policies
         states = await asyncio.gather(*(_scope_state(org, app, day) for org, app in await _scopes(day)))
         return {"day": day, "tight_threshold": policies.quotas.tight_threshold,
                 "scopes": [state for state in states if state is not None]}

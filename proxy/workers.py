@@ -23,6 +23,8 @@ whichever worker accepts it first. Worker 0 also serves the admin port.
   exits 0 once all have exited 0. A worker that dies otherwise is started again
   (logged; with a growing delay if it keeps dying within seconds); one that fails
   before it first served stops them all, as a failed start does with one process.
+* SIGHUP to the supervisor: passed to every worker, which re-reads config.yaml
+  (proxy/reload.py). Each worker also polls the file, so all follow a change.
 * A worker whose supervisor is gone (killed) shuts down the same graceful way.
 
 `server.workers: 1` (the default) runs none of this: `costkeeper serve` is the
@@ -130,6 +132,9 @@ def _worker_main(config: Config, worker: Worker) -> None:
     """The worker process: the same serving code as a single process (proxy/cli.py)."""
     from proxy.cli import _configure_logging, _loop_factory, _serve_async
 
+    # A SIGHUP passed on while this worker starts must not end it; once it serves, its
+    # event loop handles SIGHUP, and its first poll reads a file changed meanwhile.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     _configure_logging(config)
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         code = runner.run(_serve_async(config, worker))
@@ -294,7 +299,7 @@ class _Supervisor:
         os.set_blocking(wakeup_read, False)
         os.set_blocking(wakeup_write, False)
         previous_wakeup = signal.set_wakeup_fd(wakeup_write)
-        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
         try:
             for slot in self._slots:
                 self._spawn(slot)
@@ -331,6 +336,9 @@ class _Supervisor:
                     break
         while self._signals:
             signum = self._signals.pop(0)
+            if signum == signal.SIGHUP:
+                self._reload()
+                continue
             logger.info("%s: stopping %d workers (open streams finish, journals are flushed)",
                         signal.Signals(signum).name, sum(slot.process is not None for slot in self._slots))
             self._stop()
@@ -408,6 +416,17 @@ class _Supervisor:
         logger.error("worker %d (pid %s) %s; starting it again%s", slot.index, pid, _exit_reason(code),
                      f" in {delay:g} s" if delay else "")
         slot.restart_at = time.monotonic() + delay
+
+    def _reload(self) -> None:
+        """Pass SIGHUP to every running worker: each re-reads config.yaml itself."""
+        logger.info("SIGHUP: the %d workers re-read the configuration",
+                    sum(slot.process is not None for slot in self._slots))
+        for slot in self._slots:
+            if slot.process is not None and slot.process.pid is not None:
+                try:
+                    os.kill(slot.process.pid, signal.SIGHUP)
+                except ProcessLookupError:
+                    pass
 
     def _stop(self) -> None:
         """Forward SIGTERM to every worker, and let go of the listening sockets so the

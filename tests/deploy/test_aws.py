@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 #: Low-level client calls → the IAM action they need (transactions: per item action).
 _ACTIONS = {
-    "get_item": {"dynamodb:GetItem"}, "put_item": {"dynamodb:PutItem"},
+    "get_item": {"dynamodb:GetItem"}, "put_item": {"dynamodb:PutItem"}, "delete_item": {"dynamodb:DeleteItem"},
     "update_item": {"dynamodb:UpdateItem"}, "batch_write_item": {"dynamodb:BatchWriteItem"},
     "query": {"dynamodb:Query"}, "transact_write_items": {"dynamodb:PutItem", "dynamodb:UpdateItem"},
     "batch_get_item": {"dynamodb:BatchGetItem"},
@@ -24,9 +24,10 @@ _ACTIONS = {
 
 
 def _store_calls() -> set[str]:
-    # Every module the running proxy calls DynamoDB from (the store, its key and invocation items).
+    # Every module the running proxy calls DynamoDB from (the store, its key, invocation and override items).
     source = "".join((REPO / "metering" / name).read_text()
-                     for name in ("dynamodb_store.py", "dynamodb_keys.py", "dynamodb_invocations.py"))
+                     for name in ("dynamodb_store.py", "dynamodb_keys.py", "dynamodb_invocations.py",
+                                  "dynamodb_overrides.py"))
     calls = set(re.findall(r"_api\(\)\.(\w+)\(", source))
     calls |= set(re.findall(r'get_paginator\("(\w+)"\)', source))
     calls.discard("get_paginator")

@@ -185,3 +185,14 @@ def test_sidecar_templates_make_a_working_pod(native: bool) -> None:
     config = config_of(documents)
     assert config["auth"] == {"mode": "trust", "trust_org": "acme", "trust_app": "chatbot"}
     assert config["store"]["backend"] == "dynamodb" and config["store"]["table"] == "shared"
+
+
+def test_config_reload_live_keeps_pods_on_a_config_change() -> None:
+    """configReload: live drops the checksum annotation that rolls pods when the config changes."""
+
+    def annotations(values: dict[str, Any]) -> dict[str, str]:
+        (deployment,) = [m for m in render(values) if m["kind"] == "Deployment"]
+        return dict(deployment["spec"]["template"]["metadata"].get("annotations") or {})
+
+    assert "checksum/config" in annotations({})
+    assert "checksum/config" not in annotations({"configReload": "live"})
