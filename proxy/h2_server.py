@@ -59,6 +59,13 @@ ASGIApp = Callable[[MutableMapping[str, Any], Callable[[], Awaitable[Any]], Call
 _CONNECTION_HEADERS = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"})
 
 
+#: Request-body bytes a client may send ahead of the app's `receive()`, per stream and per
+#: connection. HTTP/2's default of 64 KiB would cap an upload at 64 KiB per round trip
+#: (1.3 MB/s at 50 ms); what is held is still bounded (and counted by proxy/inflight.py).
+_STREAM_WINDOW = 1024 * 1024
+_CONNECTION_WINDOW = 4 * 1024 * 1024
+
+
 class H2Settings:
     """What the data port's HTTP/2 needs from the configuration (proxy/config.py `limits`)."""
 
@@ -68,9 +75,11 @@ class H2Settings:
                  idle_timeout: float) -> None:
         self.max_concurrent_streams = max_concurrent_streams
         # RFC 9113 counts 32 bytes per field on top of name and value; HTTP/1.1's count
-        # (proxy/limits.py) adds 4 (": " and CRLF). Advertise the larger, so a head the
-        # HTTP/1.1 check would refuse reaches that check and gets its Bedrock-shaped 400.
-        self.max_header_list_size = max_header_bytes + 32 * (max_header_count + 1)
+        # (proxy/limits.py) adds 4 (": " and CRLF). Four times the HTTP/1.1 limit (64 KiB at
+        # least), so a head a little over that limit reaches the handler's check and gets its
+        # Bedrock-shaped 400, as on HTTP/1.1; a block beyond is refused by the HPACK decoder
+        # (connection error ENHANCE_YOUR_CALM) before it takes memory.
+        self.max_header_list_size = max(4 * max_header_bytes, 64 * 1024) + 32 * (max_header_count + 1)
         self.idle_timeout = idle_timeout
 
 
@@ -109,6 +118,7 @@ class H2Protocol(asyncio.Protocol):
         config = h2.config.H2Configuration(client_side=False, header_encoding=None)
         self.conn = h2.connection.H2Connection(config=config)
         self.conn.local_settings = h2.settings.Settings(client=False, initial_values={
+            h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: _STREAM_WINDOW,
             h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: settings.max_concurrent_streams,
             h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: settings.max_header_list_size,
         })
@@ -133,6 +143,7 @@ class H2Protocol(asyncio.Protocol):
         self.server = _address(transport.get_extra_info("sockname"))
         self.client = _address(transport.get_extra_info("peername"))
         self.conn.initiate_connection()
+        self.conn.increment_flow_control_window(_CONNECTION_WINDOW - 65535)
         # The decoder refuses a header block above the advertised size (h2 leaves it at 64 KiB).
         self.conn.decoder.max_header_list_size = self.settings.max_header_list_size
         self._flush()
@@ -287,10 +298,12 @@ class H2Protocol(asyncio.Protocol):
                 # The app returned without finishing its response (a cut it could not frame).
                 self._reset(stream, h2.errors.ErrorCodes.INTERNAL_ERROR)
         finally:
-            # No RST_STREAM(NO_ERROR) when the client's END_STREAM is still to come (a body
-            # read to its Content-Length, then an empty DATA frame): Node.js discards a
-            # response it has not read yet on any reset. Late DATA is acknowledged and dropped.
             if self.streams.pop(stream.stream_id, None) is not None:
+                if not stream.ended and not stream.closed:
+                    # Answered before the request body ended (refused by its declared length,
+                    # say): the client would wait for window to send the rest. Ask it to stop
+                    # (RFC 9113 §8.1), after the complete response.
+                    self._reset(stream, h2.errors.ErrorCodes.NO_ERROR)
                 self._stream_done()
 
     async def _receive(self, stream: _Stream) -> dict[str, Any]:

@@ -279,6 +279,30 @@ async def test_client_goaway_lets_open_streams_finish() -> None:
         assert body == b"body after goaway"
 
 
+@run
+async def test_early_answer_stops_the_upload() -> None:
+    """An answer before the request body ended (a refused declared length): the response,
+    then RST_STREAM NO_ERROR so the client stops sending (RFC 9113 §8.1)."""
+
+    async def refuse(scope: dict[str, Any], receive: Callable[[], Awaitable[Any]],
+                     send: Callable[[Any], Awaitable[None]]) -> None:
+        await send({"type": "http.response.start", "status": 400, "headers": []})
+        await send({"type": "http.response.body", "body": b"too big"})
+
+    async with serve(refuse) as (port, _, _):
+        client = await Client.connect(port)
+        stream_id = client.conn.get_next_available_stream_id()
+        client.conn.send_headers(stream_id, [(b":method", b"POST"), (b":path", b"/"), (b":scheme", b"http"),
+                                             (b":authority", b"x")])
+        client.conn.send_data(stream_id, b"x" * 1000)
+        client.flush()
+        events = await client.until(lambda e: isinstance(e, h2.events.StreamReset))
+        assert [type(e).__name__ for e in events if getattr(e, "stream_id", None) == stream_id][-3:] == [
+            "DataReceived", "StreamEnded", "StreamReset"]
+        reset = next(e for e in events if isinstance(e, h2.events.StreamReset))
+        assert reset.error_code == h2.errors.ErrorCodes.NO_ERROR
+
+
 def test_preface_constant() -> None:
     assert h2.connection.H2Connection(h2.config.H2Configuration(client_side=True)).initiate_connection() is None
     client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))

@@ -1,0 +1,83 @@
+"""HTTP/2 on the data port with a second client (httpx + h2, prior knowledge): the same
+identity, errors, limits and metering as HTTP/1.1, concurrent streams on one connection."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+from tests.conftest import MAX_BODY_BYTES
+from tests.e2e.clients import NOVA, wait_for_event
+from tests.processes import Proxy
+
+CONVERSE = f"/model/{NOVA}/converse"
+BODY = json.dumps({"messages": [{"role": "user", "content": [{"text": "hello"}]}]}).encode()
+
+
+def signed(proxy: Proxy, key: dict[str, str], path: str, body: bytes) -> dict[str, str]:
+    request = AWSRequest("POST", f"{proxy.url}{path}", data=body, headers={"content-type": "application/json"})
+    SigV4Auth(Credentials(key["AWS_ACCESS_KEY_ID"], key["AWS_SECRET_ACCESS_KEY"]), "bedrock", "us-east-1").add_auth(
+        request)
+    return dict(request.headers.items())
+
+
+def h2_client() -> httpx.Client:
+    return httpx.Client(http1=False, http2=True, timeout=20)
+
+
+def test_signed_converse_over_h2_is_metered(proxy: Proxy) -> None:
+    key = proxy.issue_key("acme", "h2-python")
+    with h2_client() as client:
+        response = client.post(f"{proxy.url}{CONVERSE}", content=BODY, headers=signed(proxy, key, CONVERSE, BODY))
+    assert response.http_version == "HTTP/2"
+    assert response.status_code == 200, response.text
+    event = wait_for_event(proxy, response.headers["x-amzn-requestid"])
+    assert (event.org, event.app, event.output_tokens) == ("acme", "h2-python", response.json()["usage"]["outputTokens"])
+
+
+def test_errors_are_bedrock_shaped_over_h2(proxy: Proxy) -> None:
+    with h2_client() as client:
+        response = client.post(f"{proxy.url}{CONVERSE}", content=BODY, headers={"content-type": "application/json"})
+    assert response.http_version == "HTTP/2"
+    assert response.status_code == 403
+    assert response.headers["x-amzn-errortype"].startswith(("MissingAuthenticationTokenException",
+                                                            "InvalidSignatureException"))
+    assert "message" in response.json()
+
+
+def test_head_limits_apply_over_h2(proxy: Proxy) -> None:
+    with h2_client() as client:
+        big = client.post(f"{proxy.url}{CONVERSE}", content=BODY, headers={"x-big": "a" * 20_000})
+        many = client.post(f"{proxy.url}{CONVERSE}", content=BODY, headers={f"x-many-{i}": "v" for i in range(150)})
+    assert big.status_code == 400 and "more than the limit of 16384 bytes" in big.json()["message"]
+    assert many.status_code == 400 and "more than the limit of 100" in many.json()["message"]
+    assert big.headers["x-amzn-errortype"].startswith("ValidationException")
+
+
+def test_body_limit_applies_over_h2(proxy: Proxy) -> None:
+    key = proxy.issue_key("acme", "h2-big")
+    body = json.dumps({"messages": [{"role": "user", "content": [{"text": "a" * MAX_BODY_BYTES}]}]}).encode()
+    with h2_client() as client:
+        response = client.post(f"{proxy.url}{CONVERSE}", content=body, headers=signed(proxy, key, CONVERSE, body))
+    assert response.status_code == 400, response.text
+    assert response.headers["x-amzn-errortype"].startswith("ValidationException")
+
+
+def test_concurrent_streams_on_one_connection(proxy: Proxy) -> None:
+    key = proxy.issue_key("acme", "h2-many")
+
+    async def main() -> list[httpx.Response]:
+        async with httpx.AsyncClient(http1=False, http2=True, timeout=30) as client:
+            return await asyncio.gather(*(
+                client.post(f"{proxy.url}{CONVERSE}", content=BODY, headers=signed(proxy, key, CONVERSE, BODY))
+                for _ in range(8)))
+
+    responses = asyncio.run(main())
+    assert [r.status_code for r in responses] == [200] * 8
+    for response in responses:
+        assert wait_for_event(proxy, response.headers["x-amzn-requestid"]).app == "h2-many"
