@@ -5,15 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import uuid
+from pathlib import Path
 
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
 import httpx
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from tests.conftest import MAX_BODY_BYTES
+from tests.conftest import MAX_BODY_BYTES, TEST_PRICING
 from tests.e2e.clients import NOVA, wait_for_event
-from tests.processes import Proxy
+from tests.processes import Process, Proxy, start_proxy, wait_for
 
 CONVERSE = f"/model/{NOVA}/converse"
 BODY = json.dumps({"messages": [{"role": "user", "content": [{"text": "hello"}]}]}).encode()
@@ -81,3 +88,42 @@ def test_concurrent_streams_on_one_connection(proxy: Proxy) -> None:
     assert [r.status_code for r in responses] == [200] * 8
     for response in responses:
         assert wait_for_event(proxy, response.headers["x-amzn-requestid"]).app == "h2-many"
+
+
+def test_cancelled_stream_is_a_hang_up(tmp_path: Path, simulator: Process) -> None:
+    """RST_STREAM(CANCEL) on one stream, the connection left open (what an aborted SDK call
+    sends): the proxy sees the client hang up on that request and meters it so."""
+    proxy = start_proxy(tmp_path, simulator.url, {"pricing": TEST_PRICING,
+                                                  "limits": {"hangup_tail_seconds": 0.5}})
+    key, hold = proxy.issue_key("acme", "h2-cancel"), uuid.uuid4().hex
+    path = f"/model/{NOVA}/converse-stream"
+    body = json.dumps({"messages": [{"role": "user", "content": [
+        {"text": f"[[sim:hold={hold}]] [[sim:words=2000]] tell me"}]}]}).encode()
+    port = int(proxy.url.rsplit(":", 1)[1])
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+            conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
+            conn.initiate_connection()
+            headers = [(b":method", b"POST"), (b":path", path.encode()), (b":scheme", b"http"),
+                       (b":authority", f"127.0.0.1:{port}".encode())]
+            headers += [(k.lower().encode(), v.encode()) for k, v in signed(proxy, key, path, body).items()]
+            conn.send_headers(1, headers)
+            conn.send_data(1, body, end_stream=True)
+            sock.sendall(conn.data_to_send())
+            request_id = None
+            while request_id is None:
+                for event in conn.receive_data(sock.recv(65536)):
+                    if isinstance(event, h2.events.ResponseReceived):
+                        fields = dict(event.headers or [])
+                        assert fields[b":status"] == b"200", fields
+                        request_id = fields[b"x-amzn-requestid"].decode()
+                sock.sendall(conn.data_to_send())
+            conn.reset_stream(1, h2.errors.ErrorCodes.CANCEL)
+            sock.sendall(conn.data_to_send())
+            line = f"client hung up on ConverseStream {request_id}"
+            wait_for(lambda: line in proxy.output(), 10, f"the proxy to notice the hang-up ({line!r})")
+            event = wait_for_event(proxy, request_id)
+        assert event.hung_up and event.estimated and event.input_tokens > 0
+    finally:
+        httpx.post(f"{simulator.url}/_sim/release/{hold}", timeout=5)
+        proxy.stop()
