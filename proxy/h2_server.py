@@ -4,13 +4,23 @@ Why: since 3.798.0 the AWS SDK for JavaScript's Bedrock Runtime client speaks
 HTTP/2 only by default (`NodeHttp2Handler`): the connection preface as prior
 knowledge on cleartext, ALPN `h2` over TLS (issue #19). uvicorn speaks HTTP/1.1
 only. Rather than change the server (Granian, Hypercorn), HTTP/1.1 stays on
-uvicorn + httptools, which nothing here slows down, and only a connection that
-opens with the HTTP/2 preface or negotiates `h2` is handed to this protocol
-(proxy/protocol_sniff.py). Measured (bench/RESULTS.md, "HTTP/2"): HTTP/1.1
-throughput is unchanged (the sniff is one byte comparison on a connection's first
-read); Hypercorn, the pure-Python `h2` server, was ~6× slower than uvicorn for
-HTTP/1.1 (/work/shared/TOOLING.md), and Granian would replace a server whose
-timeouts, workers and graceful shutdown are already tested here.
+uvicorn + httptools and only a connection that opens with the HTTP/2 preface or
+negotiates `h2` is handed to this protocol (proxy/protocol_sniff.py).
+
+Measured with `make bench` smoke settings (`--concurrency 1,16 --duration 3`, trust
+and sigv4 proxies, the machine shared and loaded), server CPU per Converse:
+
+    HTTP/1.1, before (main)    trust c=1 743 µs  c=16 658 µs   sigv4 c=1 944 µs  c=16 799 µs
+    HTTP/1.1, with the sniff   trust c=1 738 µs  c=16 678 µs   sigv4 c=1 880 µs  c=16 803 µs
+    HTTP/2 (this module)       trust c=1 1210 µs c=16 987 µs   sigv4 c=1 1386 µs c=16 1232 µs
+
+HTTP/1.1 is unchanged within the noise (the sniff is one comparison on a
+connection's first read). HTTP/2 costs ~300–450 µs more per request here: `h2`'s
+pure-Python framing and HPACK. Hypercorn is built on the same `h2` and measured ~6×
+slower than uvicorn for HTTP/1.1 too (/work/shared/TOOLING.md), so it would cost every
+client; Granian (Rust) would likely serve HTTP/2 cheaper but replaces the server whose
+head timeout, workers, graceful shutdown and lifespan are built and tested on uvicorn
+here — a larger change than this, left for when HTTP/2 traffic dominates.
 
 Each stream is one ASGI `http` call into the same app as HTTP/1.1, so identity,
 metering, errors and streaming are the handler's (proxy/forward.py). What this
