@@ -192,7 +192,8 @@ async def _serve_async(config: Config, worker: Worker | None = None) -> int:
     # HTTP/1.1 and HTTP/2 on one port (proxy/protocol_sniff.py).
     data_protocol = data_port_protocol(limits.head_timeout, H2Settings(
         max_concurrent_streams=limits.max_concurrent_streams, max_header_bytes=limits.max_header_bytes,
-        max_header_count=limits.max_header_count, idle_timeout=server.keepalive_timeout))
+        max_header_count=limits.max_header_count, idle_timeout=server.keepalive_timeout,
+        first_request_timeout=limits.head_timeout))
     data_config = uvicorn.Config(
         create_app(config, keeper),
         http=data_protocol,

@@ -79,10 +79,10 @@ _CONNECTION_WINDOW = 4 * 1024 * 1024
 class H2Settings:
     """What the data port's HTTP/2 needs from the configuration (proxy/config.py `limits`)."""
 
-    __slots__ = ("idle_timeout", "max_concurrent_streams", "max_header_list_size")
+    __slots__ = ("first_request_timeout", "idle_timeout", "max_concurrent_streams", "max_header_list_size")
 
     def __init__(self, *, max_concurrent_streams: int, max_header_bytes: int, max_header_count: int,
-                 idle_timeout: float) -> None:
+                 idle_timeout: float, first_request_timeout: float | None = None) -> None:
         self.max_concurrent_streams = max_concurrent_streams
         # RFC 9113 counts 32 bytes per field on top of name and value; HTTP/1.1's count
         # (proxy/limits.py) adds 4 (": " and CRLF). Four times the HTTP/1.1 limit (64 KiB at
@@ -91,6 +91,10 @@ class H2Settings:
         # (connection error ENHANCE_YOUR_CALM) before it takes memory.
         self.max_header_list_size = max(4 * max_header_bytes, 64 * 1024) + 32 * (max_header_count + 1)
         self.idle_timeout = idle_timeout
+        #: From the connection's opening to its first complete request head (HTTP/1.1's
+        #: `limits.head_timeout`): a client that sends the preface, then nothing or a
+        #: header block that never ends, is closed then, not after the idle timeout.
+        self.first_request_timeout = idle_timeout if first_request_timeout is None else first_request_timeout
 
 
 class _Stream:
@@ -157,7 +161,7 @@ class H2Protocol(asyncio.Protocol):
         # The decoder refuses a header block above the advertised size (h2 leaves it at 64 KiB).
         self.conn.decoder.max_header_list_size = self.settings.max_header_list_size
         self._flush()
-        self._arm_idle_timer()
+        self._arm_idle_timer(self.settings.first_request_timeout)
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -415,9 +419,10 @@ class H2Protocol(asyncio.Protocol):
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
 
-    def _arm_idle_timer(self) -> None:
+    def _arm_idle_timer(self, seconds: float | None = None) -> None:
         self._cancel_idle_timer()
-        self._idle_timer = self.loop.call_later(self.settings.idle_timeout, self._idle)
+        self._idle_timer = self.loop.call_later(self.settings.idle_timeout if seconds is None else seconds,
+                                                self._idle)
 
     def _cancel_idle_timer(self) -> None:
         if self._idle_timer is not None:

@@ -303,6 +303,18 @@ async def test_early_answer_stops_the_upload() -> None:
         assert reset.error_code == h2.errors.ErrorCodes.NO_ERROR
 
 
+@run
+async def test_a_connection_without_a_request_is_closed_after_the_head_timeout() -> None:
+    """The preface, then nothing (an HTTP/2 slow loris): closed after the first-request
+    timeout, as HTTP/1.1 after `limits.head_timeout`, not after the idle timeout."""
+    settings = H2Settings(max_concurrent_streams=4, max_header_bytes=16384, max_header_count=100,
+                          idle_timeout=3600, first_request_timeout=0.2)
+    async with serve(echo, settings) as (port, _, _):
+        client = await Client.connect(port)
+        with pytest.raises(ConnectionError):
+            await client.until(lambda e: False)
+
+
 def test_preface_constant() -> None:
     assert h2.connection.H2Connection(h2.config.H2Configuration(client_side=True)).initiate_connection() is None
     client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
