@@ -21,7 +21,15 @@ $(DDB_STAMP): $(DDB)/package.json $(DDB)/package-lock.json
 	npm ci --prefix $(DDB) --no-audit --no-fund --loglevel=error
 	touch $(DDB_STAMP)
 
-install: $(STAMP) $(DDB_STAMP)
+# The AWS SDK for JavaScript (its default HTTP/2 handler) for tests/e2e/test_node_sdk.py: pinned in tools/node-sdk.
+NODE_SDK       := tools/node-sdk
+NODE_SDK_STAMP := $(NODE_SDK)/node_modules/.installed-$(shell cksum < $(NODE_SDK)/package-lock.json | cut -d' ' -f1)
+
+$(NODE_SDK_STAMP): $(NODE_SDK)/package.json $(NODE_SDK)/package-lock.json
+	npm ci --prefix $(NODE_SDK) --no-audit --no-fund --loglevel=error
+	touch $(NODE_SDK_STAMP)
+
+install: $(STAMP) $(DDB_STAMP) $(NODE_SDK_STAMP)
 
 ## demo: the whole story in under a minute: a simulator and the proxy; boto3, the Anthropic SDK
 ## and LangChain unchanged; a small quota spent, the fallback (Claude answered by Nova), the
@@ -36,7 +44,7 @@ demo-serve: $(STAMP)
 ## test: install, then lint, type-check and the whole test suite (what .ci/run calls).
 ## The tests run in a private network namespace (tools/isolated): DynamoDB Local
 ## listens on every interface, so it only ever runs where loopback is all there is.
-test: $(STAMP) $(DDB_STAMP)
+test: $(STAMP) $(DDB_STAMP) $(NODE_SDK_STAMP)
 	tools/isolated $(MAKE) --no-print-directory test-isolated
 
 test-isolated: lint
@@ -50,7 +58,7 @@ lint: $(STAMP)
 ## (≈ 5 minutes on 2 cores; see bench/README.md). BENCH_ARGS=... passes options to bench.run.
 ## Under tools/isolated: the metering point starts DynamoDB Local (it listens on every interface).
 BENCH_ARGS ?=
-bench: $(STAMP) $(DDB_STAMP)
+bench: $(STAMP) $(DDB_STAMP) $(NODE_SDK_STAMP)
 	tools/isolated $(BIN)/python -m bench.run $(BENCH_ARGS)
 
 ## soak: a bounded soak on 127.0.0.1 (10 min of mixed boto3 traffic, expected errors included,

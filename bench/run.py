@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.client import Point, build_request, load
+from bench.h2load import load_h2
 from bench.memory import open_streams, rss_kib
 from bench.micro import micro
 from bench.processes import cpu_seconds, start_floor, start_upstream
@@ -40,6 +41,16 @@ class Target:
     key: tuple[str, str] | None = None
     #: The server process whose CPU is measured (None: the upstream itself).
     pid: int | None = None
+
+
+async def measure_h2(target: Target, concurrency: int, duration: float, max_requests: int) -> Point:
+    """Converse over HTTP/2 (one connection, `concurrency` streams): the proxy's second protocol."""
+    before = cpu_seconds(target.pid) if target.pid else 0.0
+    point = await load_h2(target.port, build_request(target.port, "converse", target.key),
+                          Point(f"{target.name} h2", "converse", concurrency), duration, max_requests)
+    if target.pid:
+        point.cpu = cpu_seconds(target.pid) - before
+    return point
 
 
 async def measure(target: Target, op: str, concurrency: int, duration: float, max_requests: int,
@@ -87,6 +98,13 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                 point = await measure(target, "converse", c, args.duration, args.max_requests)
                 results["points"].append(point)
                 print(f"converse {target.name:13} c={c:<4} {point.rps:8,.0f} req/s  p50 {fmt(point.pct(0.5))} ms  "
+                      f"p99 {fmt(point.pct(0.99))} ms  cpu/req {fmt(point.cpu_us)} us  errors {point.errors}",
+                      flush=True)
+            # The same proxies over HTTP/2 (what the AWS SDK for JavaScript speaks), one connection.
+            for target in [t for t in targets if t.name.startswith("proxy-")] if args.h2 else []:
+                point = await measure_h2(target, c, args.duration, args.max_requests)
+                results["points"].append(point)
+                print(f"converse {point.target:13} c={c:<4} {point.rps:8,.0f} req/s  p50 {fmt(point.pct(0.5))} ms  "
                       f"p99 {fmt(point.pct(0.99))} ms  cpu/req {fmt(point.cpu_us)} us  errors {point.errors}",
                       flush=True)
         if args.rates:
@@ -220,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cold-rounds", type=int, default=20,
                         help="calls per step measured after 0.2 s of 1 ms naps (bench/micro.py; 0: skip)")
     parser.add_argument("--modes", default="trust,sigv4", help="proxy auth modes to measure")
+    parser.add_argument("--no-h2", dest="h2", action="store_false",
+                        help="skip the HTTP/2 Converse points (one connection, c streams)")
     parser.add_argument("--no-floor", dest="floor", action="store_false",
                         help="skip the floor (bare uvicorn + aiohttp pass-through)")
     parser.add_argument("--open-streams", type=int, default=1_000, help="concurrent open streams for RSS (0: skip)")

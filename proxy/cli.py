@@ -175,7 +175,9 @@ async def _serve_async(config: Config, worker: Worker | None = None) -> int:
     """The proxy in this process: all of it, or one of `server.workers` (proxy/workers.py)."""
     from metering.secret_box import SecretKeyError
     from proxy.app import CostKeeper, create_admin_app, create_app
+    from proxy.h2_server import H2Settings
     from proxy.head_timeout import head_timeout_protocol
+    from proxy.protocol_sniff import data_port_protocol, offer_h2_over_tls
     from proxy.workers import recover_retired_journals
 
     keeper = CostKeeper(config)
@@ -190,9 +192,15 @@ async def _serve_async(config: Config, worker: Worker | None = None) -> int:
     server = config.server
     # uvicorn has no timeout for a request head of its own (a slow loris holds a connection for ever).
     protocol = head_timeout_protocol(config.limits.head_timeout)
-    data = _Server(uvicorn.Config(
+    limits = config.limits
+    # HTTP/1.1 and HTTP/2 on one port (proxy/protocol_sniff.py).
+    data_protocol = data_port_protocol(limits.head_timeout, H2Settings(
+        max_concurrent_streams=limits.max_concurrent_streams, max_header_bytes=limits.max_header_bytes,
+        max_header_count=limits.max_header_count, idle_timeout=server.keepalive_timeout,
+        first_request_timeout=limits.head_timeout))
+    data_config = uvicorn.Config(
         create_app(config, keeper),
-        http=protocol,
+        http=data_protocol,
         host=server.host,
         port=server.port,
         ssl_certfile=server.tls_cert,
@@ -205,7 +213,10 @@ async def _serve_async(config: Config, worker: Worker | None = None) -> int:
         # Nothing reads the client address, so uvicorn's X-Forwarded-For rewriting
         # (a middleware layer on every request) has no job here.
         proxy_headers=False,
-    ))
+    )
+    data_config.load()
+    offer_h2_over_tls(data_config.ssl)
+    data = _Server(data_config)
     admin = _Server(uvicorn.Config(
         create_admin_app(keeper),
         http=protocol,

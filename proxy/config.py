@@ -171,6 +171,9 @@ class LimitsConfig:
     max_header_bytes: int = 16 * 1024
     #: Header fields per request; 100 like Apache httpd and Tomcat. SDKs send 10–25.
     max_header_count: int = 100
+    #: HTTP/2 streams a client may have open at once on one connection
+    #: (SETTINGS_MAX_CONCURRENT_STREAMS, proxy/h2_server.py); 100 as RFC 9113 recommends at least.
+    max_concurrent_streams: int = 100
     #: A client that hangs up before the usage arrived (often right after `messageStop`,
     #: before the `metadata` frame) must not choose to be billed an estimate: the proxy
     #: keeps reading the upstream for at most this many seconds and bytes, without

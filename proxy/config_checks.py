@@ -43,7 +43,8 @@ def check_store(store: StoreConfig, metering: MeteringConfig) -> None:
 
 
 def check_limits(limits: LimitsConfig) -> None:
-    for key in ("max_body_bytes", "max_usage_body_bytes", "max_header_bytes", "max_header_count"):
+    for key in ("max_body_bytes", "max_usage_body_bytes", "max_header_bytes", "max_header_count",
+                "max_concurrent_streams"):
         if getattr(limits, key) < 1:
             raise ConfigError(f"limits.{key}: expected at least 1, got {getattr(limits, key)}")
     for key in ("hangup_tail_seconds", "hangup_tail_bytes"):

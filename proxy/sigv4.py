@@ -53,9 +53,12 @@ _AUTH_RE = re.compile(
     r"^AWS4-HMAC-SHA256\s+"
     r"Credential=(?P<key>[^/,\s]{1,128})/(?P<date>\d{8})/(?P<region>[a-z0-9-]{1,32})/"
     r"(?P<service>[a-z0-9-]{1,64})/aws4_request\s*,\s*"
-    r"SignedHeaders=(?P<headers>[a-z0-9;._-]{1,2048})\s*,\s*"
+    r"SignedHeaders=(?P<headers>[a-z0-9;:._-]{1,2048})\s*,\s*"
     r"Signature=(?P<signature>[0-9a-f]{64})$"
 )
+#: The AWS SDK for JavaScript over HTTP/2 signs the host as the `:authority` pseudo-header,
+#: under that name (NodeHttp2Handler; Bedrock accepts it). Its value is the request's host.
+_AUTHORITY = ":authority"
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}", re.ASCII)
 _DECLARED_HASH = "The provided 'x-amz-content-sha256' header does not match what was computed."
 _MISMATCH = (
@@ -85,7 +88,7 @@ def parse_authorization(value: str) -> SignedRequest:
         raise refusal(InvalidSignatureException("Authorization header requires 'Credential', "
                                                 "'SignedHeaders' and 'Signature' parameters."), "malformed")
     signed = tuple(match["headers"].split(";"))
-    if "host" not in signed:
+    if "host" not in signed and _AUTHORITY not in signed:
         raise refusal(InvalidSignatureException("'Host' must be a signed header."), "malformed")
     return SignedRequest(
         access_key=match["key"],
@@ -195,7 +198,7 @@ def verify_payload(
     )
     signed = SignedHeaders()
     for name in parsed.signed_headers:
-        values = [host] if name == "host" else head.by_name.get(name)
+        values = [host] if name in ("host", _AUTHORITY) else head.by_name.get(name)
         if values:  # a signed header the request lacks is left out: the signatures then differ
             signed[name] = values
     request.context["timestamp"] = head.amz_date

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import botocore.auth
+import botocore.awsrequest
 import pytest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
@@ -127,3 +128,26 @@ def test_wrong_service_and_declared_hash(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_malformed_authorization(header: str, error: type[Exception]) -> None:
     with pytest.raises(error):
         parse_authorization(header)
+
+
+class _Http2Signer(SigV4Auth):
+    """How the AWS SDK for JavaScript signs over HTTP/2 (NodeHttp2Handler, issue #19): the
+    host is the `:authority` pseudo-header, and it is signed under that name."""
+
+    def headers_to_sign(self, request: AWSRequest) -> botocore.awsrequest.HTTPHeaders:
+        headers = super().headers_to_sign(request)
+        host = headers["host"]
+        del headers["host"]
+        headers[":authority"] = host
+        return headers
+
+
+def test_http2_authority_signed_instead_of_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda: NOW)
+    path, body = PATHS[0], b'{"messages":[]}'
+    request = AWSRequest("POST", f"http://{HOST}{path}", data=body, headers={"Content-Type": "application/json"})
+    _Http2Signer(Credentials("CKIATEST", "s3cret"), "bedrock", "eu-west-1").add_auth(request)
+    assert "SignedHeaders=:authority;" in request.headers["Authorization"]
+    _verify(request, path, body)
+    with pytest.raises(InvalidSignatureException):
+        _verify(request, path, body, secret="other")
