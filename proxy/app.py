@@ -70,6 +70,7 @@ def create_store(config: Config) -> SQLiteStore | DynamoDBStore:
             metrics_ttl_days=store.metrics_ttl_days,
             marker_ttl_days=store.marker_ttl_days,
             key_source=secrets,
+            index_name=store.index_name,
         )
     return SQLiteStore(store.path, key_source=secrets)
 

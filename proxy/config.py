@@ -135,6 +135,9 @@ class StoreConfig:
     read_timeout: float = 5.0
     #: Days the per-minute model-rate items live (DynamoDB TTL).
     metrics_ttl_days: int = 8
+    #: DynamoDB GSI on (`gsi2pk`, `gsi2sk`): per-minute model rates and the key list. The
+    #: default is the name existing rate widgets query; `gsi2` before issue #23.
+    index_name: str = "MetricTypeIndex"
     #: Days a batch marker lives; a journal older than this must not be replayed.
     marker_ttl_days: int = 30
     #: Key file for issued secrets (base64 keys, one a line, the first current); "" →
