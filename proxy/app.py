@@ -112,7 +112,10 @@ class CostKeeper:
                                    unit_prices=self.unit_prices)
         self.metrics = ProxyMetrics(config.observability.max_model_labels)
         self.metrics.watch_store(self.store.stats)
-        self.event_log = EventLog(access=config.observability.access_log, emf=config.observability.emf)
+        observability = config.observability
+        self.event_log = EventLog(access=observability.access_log, emf=observability.emf,
+                                  emf_namespace=observability.emf_namespace,
+                                  emf_dimensions=observability.emf_dimensions)
         #: Refused credentials by access key id and reason, for the dashboard (bounded).
         self.auth_failures = FailureTally()
         self.alerter = Alerter(config.alerts, config.policies, self.store)

@@ -23,6 +23,7 @@ from metering.unit_prices import UnitPrice, is_unit_price
 from proxy.config_checks import (
     ConfigError,
     check_alerts,
+    check_emf,
     check_limits,
     check_regions,
     check_store,
@@ -195,8 +196,12 @@ class LimitsConfig:
 class ObservabilityConfig:
     #: One JSON access-log line per request on stdout.
     access_log: bool = True
-    #: One CloudWatch EMF line per request on stdout (namespace AIGateway/TokenUsage).
+    #: One CloudWatch EMF line per request on stdout (proxy/eventlog.py).
     emf: bool = False
+    #: Its CloudWatch namespace.
+    emf_namespace: str = "AIGateway/TokenUsage"
+    #: Dimensions added to `ModelId` with a fixed value each, e.g. `{Environment: prod}`.
+    emf_dimensions: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     #: Distinct model ids labelled in Prometheus metrics; the rest count as "other".
     max_model_labels: int = 200
     #: Serve /metrics without the admin token (scrapers rarely carry one).
@@ -424,6 +429,7 @@ def _build(raw: Mapping[str, Any]) -> Config:
         raise ConfigError(f"auth.mode: expected sigv4, bearer or trust, got {auth.mode!r}")
     check_store(sections["store"], sections["metering"])
     check_limits(sections["limits"])
+    check_emf(sections["observability"])
     sections["alerts"] = check_alerts(sections["alerts"])
     server = sections["server"]
     if bool(server.tls_cert) != bool(server.tls_key):
