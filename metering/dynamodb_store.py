@@ -37,6 +37,7 @@ from metering.aggregate import (
 from metering.dynamodb_invocations import InvocationItems
 from metering.dynamodb_keys import KeyItems
 from metering.dynamodb_rates import migrate_rate_items, query_rates, rate_update
+from metering.dynamodb_reports import claim_report
 from metering.dynamodb_schema import (
     GSI,
     LEGACY_COST,
@@ -285,6 +286,10 @@ class DynamoDBStore(KeyItems, InvocationItems):
                     raise
                 await asyncio.sleep(random.uniform(0.01, 0.05) * 2**attempt)  # noqa: S311 - jitter
         raise AssertionError("unreachable")
+
+    async def claim_report(self, report_id: str) -> bool:
+        """Claim a reported usage's id once (`metering/dynamodb_reports.py`): False if claimed before."""
+        return await claim_report(self._api(), self.table, report_id, self._clock(), self._marker_ttl)
 
     async def get_event(self, request_id: str) -> UsageEvent | None:
         raise UnsupportedQuery(

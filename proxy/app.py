@@ -31,6 +31,7 @@ from metering.unit_prices import UnitPrices
 from proxy.admission import Admission
 from proxy.alerts import Alerter
 from proxy.auth_failures import FailureTally
+from proxy.client_api import client_routes
 from proxy.config import Config
 from proxy.dashboard import dashboard_route
 from proxy.data_app import DataApp
@@ -244,6 +245,7 @@ def create_admin_app(keeper: CostKeeper) -> Starlette:
     return Starlette(routes=[
         Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", metrics), dashboard_route(),
         *usage_routes(keeper, lambda request: admin_authorized(keeper.config, request)),
+        *client_routes(keeper),
     ])
 
 
