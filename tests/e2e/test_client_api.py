@@ -5,9 +5,14 @@ proxied usage share one quota, and a report counts once per request id."""
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,7 +25,9 @@ from metering.pricing import Price
 from tests.conftest import TEST_PRICING
 from tests.dynamodb_local import start_dynamodb_local
 from tests.e2e.clients import bedrock_client
-from tests.processes import Process, Proxy, start_proxy
+from tests.processes import SIM_ACCESS_KEY, SIM_SECRET_KEY, Process, Proxy, start_proxy
+
+REPO = Path(__file__).resolve().parents[2]
 
 ADMIN_TOKEN = "admin-token-for-client-api-tests"
 MICRO, LITE = "amazon.nova-micro-v1:0", "amazon.nova-lite-v1:0"
@@ -35,7 +42,7 @@ def proxy(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     tmp = tmp_path_factory.mktemp(f"client-api-{request.param}")
     config: dict[str, Any] = {
         "pricing": TEST_PRICING,
-        "models": {"small": MICRO, "medium": LITE},
+        "models": {"small": MICRO, "medium": LITE, "premium": LITE},
         "fallback": ["small", "medium"],
         "quotas": {"tight_threshold": 0.8, "normal_ttl": 0.1, "tight_ttl": 0.05},
         "orgs": {"acme": {"daily_quota_usd": {"small": QUOTA_USD}}},
@@ -205,3 +212,24 @@ def test_the_api_needs_an_issued_key(proxy: Proxy) -> None:
     key = proxy.issue_key("acme", "forged")
     forged = signed(proxy, {**key, "AWS_SECRET_ACCESS_KEY": "x" * 40}, "GET", "/v1/select?label=small")
     assert forged.status_code == 403 and "message" in forged.json()
+
+
+def test_the_readme_example_runs(proxy: Proxy, simulator: Process) -> None:
+    """The README's batch job, as written: Bedrock here is the simulator, reached directly."""
+    readme = (REPO / "README.md").read_text()
+    [code] = re.findall(r"<!-- client-api-example -->\n```python\n(.*?)```", readme, re.S)
+    assert len(code.strip().splitlines()) <= 25
+    key = proxy.issue_key("acme", "readme")
+    env = {**os.environ, "COSTKEEPER_API": proxy.admin_url, "COSTKEEPER_KEY": key["AWS_BEARER_TOKEN_BEDROCK"],
+           "AWS_ENDPOINT_URL_BEDROCK_RUNTIME": simulator.url, "AWS_ACCESS_KEY_ID": SIM_ACCESS_KEY,
+           "AWS_SECRET_ACCESS_KEY": SIM_SECRET_KEY, "AWS_DEFAULT_REGION": "us-east-1"}
+    for name in ("AWS_BEARER_TOKEN_BEDROCK", "AWS_PROFILE", "AWS_SESSION_TOKEN"):
+        env.pop(name, None)
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines() == [f"using {LITE} (NORMAL, fallback: False)", "2 recorded, 0 already counted"]
+    again = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert again.stdout.splitlines()[-1] == "2 recorded, 0 already counted"  # new Bedrock requests: new ids
+    row = until(lambda: (r := usage_of(proxy, "acme", "readme").get(LITE)) and r["requests"] == 4 and r,
+                "the example's reports")
+    assert row["input_tokens"] > 0 and row["cost_pico_usd"] > 0
