@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import boto3
 import httpx
 import pytest
 from botocore.auth import SigV4Auth
@@ -26,6 +27,7 @@ from tests.conftest import TEST_PRICING
 from tests.dynamodb_local import start_dynamodb_local
 from tests.e2e.clients import bedrock_client
 from tests.processes import SIM_ACCESS_KEY, SIM_SECRET_KEY, Process, Proxy, start_proxy
+from tests.rate_widget import widget_figures
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -54,6 +56,7 @@ def proxy(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         config["store"] = {"backend": "dynamodb", "table": f"client-api-{uuid.uuid4().hex[:8]}",
                            "endpoint_url": dynamodb.endpoint_url, "journal_dir": str(tmp / "journal")}
     started = start_proxy(tmp, simulator.url, config, env={"COSTKEEPER_ADMIN_TOKEN": ADMIN_TOKEN})
+    started.store_config = config.get("store")  # type: ignore[attr-defined]
     try:
         yield started
     finally:
@@ -233,3 +236,45 @@ def test_the_readme_example_runs(proxy: Proxy, simulator: Process) -> None:
     row = until(lambda: (r := usage_of(proxy, "acme", "readme").get(LITE)) and r["requests"] == 4 and r,
                 "the example's reports")
     assert row["input_tokens"] > 0 and row["cost_pico_usd"] > 0
+
+
+def test_the_widget_query_on_the_table_agrees_with_the_rates_api(proxy: Proxy) -> None:
+    """Existing CloudWatch widgets read the rates straight from the DynamoDB table:
+    `query --index-name MetricTypeIndex --key-condition-expression "gsi2pk = :pk"`. Their
+    three figures, computed from the items, equal what `/v1/rates` answers."""
+    store = proxy.store_config  # type: ignore[attr-defined]
+    if store is None:
+        pytest.skip("the widgets read DynamoDB")
+    key = proxy.issue_key("acme", "widget")
+    reports = {"records": [report(f"w{i}", 1000 * (i + 1), timestamp=time.time() - 60 * (3 * i)) for i in range(4)]}
+    assert bearer(proxy, key, "POST", "/v1/usage-reports", reports).json()["recorded"] == 4
+    table = boto3.client("dynamodb", endpoint_url=store["endpoint_url"], region_name="us-east-1",
+                         aws_access_key_id=proxy.aws_env["AWS_ACCESS_KEY_ID"],
+                         aws_secret_access_key=proxy.aws_env["AWS_SECRET_ACCESS_KEY"])
+
+    def items() -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = table.query(
+            TableName=store["table"], IndexName="MetricTypeIndex", KeyConditionExpression="gsi2pk = :pk",
+            ExpressionAttributeValues={":pk": {"S": f"MODEL_RATE#{MICRO}"}})["Items"]
+        return found
+
+    def flushed() -> bool:
+        api = admin(proxy, f"/v1/rates?model={MICRO}&minutes=60")
+        return sum(int(item["rpm"]["N"]) for item in items()) >= 4 and sum(p["rpm"] for p in api["series"]) >= 4
+
+    until(flushed, "the reports in the rate items")
+    for _ in range(3):  # the two reads straddle a minute boundary at most once in a row
+        before = time.time()
+        api, found = admin(proxy, f"/v1/rates?model={MICRO}&minutes=60"), items()
+        if int(before // 60) == int(time.time() // 60):
+            break
+    series = {point["time"][:-1] + ":00Z": (point["tpm"], point["rpm"]) for point in api["series"]}
+    assert {item["timestamp"]["S"]: (int(item["tpm"]["N"]), int(item["rpm"]["N"])) for item in found
+            if item["timestamp"]["S"] in series} == series
+    for field in ("tpm", "rpm"):
+        widget = widget_figures(found, field, before)
+        expected = api[field]
+        assert widget["recent_peak_5m"] == expected["recent_peak_5m"]
+        assert widget["avg_5m"] == pytest.approx(expected["avg_5m"])
+        assert widget["overall_peak"] == {"value": expected["overall_peak"]["value"],
+                                          "time": expected["overall_peak"]["time"][:-1] + ":00Z"}

@@ -14,6 +14,7 @@ from metering.dynamodb_schema import create_table
 from metering.dynamodb_store import DynamoDBStore
 from metering.events import UsageEvent
 from proxy.usage_api import rate_summary
+from tests.rate_widget import widget_figures
 
 pytestmark = pytest.mark.anyio
 
@@ -38,19 +39,6 @@ async def widget_query(store: DynamoDBStore, model: str, index: str = "MetricTyp
             return items
         await asyncio.sleep(0.05)
     return items
-
-
-def widget_figures(items: list[dict[str, Any]], field: str, now: float) -> dict[str, object]:
-    """The widget's three figures, computed as its Lambda does, from items alone:
-    the peak and average of the last five minutes (missing minutes are 0) and the
-    overall peak with its timestamp."""
-    values = {item["timestamp"]["S"]: int(item[field]["N"]) for item in items}
-    minute = int(now // 60) * 60
-    recent = [time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(minute - 60 * back)) for back in range(5)]
-    in_recent = [values.get(stamp, 0) for stamp in recent]
-    peak = max(values, key=lambda stamp: (values[stamp], stamp))
-    return {"recent_peak_5m": max(in_recent), "avg_5m": sum(in_recent) / 5,
-            "overall_peak": {"value": values[peak], "time": peak}}
 
 
 async def test_rate_items_have_the_widget_layout(dynamodb_store: DynamoDBStore, make_event: MakeEvent) -> None:
