@@ -13,7 +13,7 @@ scope is `org` (ORG quotas) or `org/app` (APP quotas).
 | days with usage | `DAYS` | `<YYYY>` | `days` (string set of `YYYY-MM-DD`, added once per day and process) |
 | batch marker | `BATCH#<batch id>#<part>` | `BATCH` | `applied_at`, `ttl` |
 | lease | `LEASE#<name>` | `LEASE` | `owner`, `expires_at` |
-| reported usage's claim | `REPORT#<org>/<app>#<request id>` | `REPORT` | `claimed_at`, `ttl` (`metering/dynamodb_reports.py`) |
+| reported usage's claim | `REPORT#report:<org>/<app>:<request id>` | `REPORT` | `claimed_at`, `ttl` (`metering/dynamodb_reports.py`) |
 | issued key | `KEY#<access key id>` | `KEY` | `org`, `app`, `secret` (encrypted, `metering/secret_box.py`), `created_at`, `revoked_at`, `gsi2pk` = `KEYS`, `gsi2sk` = `<created_at>#<id>` |
 | meta | `META#<name>` | `META` | `value`: the key-check marker, the KMS-wrapped data key (`metering/secret_keys.py`) |
 | async invocation owner | `INVOCATION#<invocation ARN>` | `INVOCATION` | `arn`, `org`, `app`, `model`, `started_at` (`metering/dynamodb_invocations.py`) |
