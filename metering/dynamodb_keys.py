@@ -1,8 +1,8 @@
 """Issued caller credentials as DynamoDB items (`pk=KEY#<access key id>`, `sk=KEY`).
 
 A mixin of `DynamoDBStore`: it needs the store's open client (`_api()`), its
-`table`, its `_clock` and its `_key_source`. Keys are listed through GSI `gsi2`
-(`gsi2pk=KEYS`). The `secret` attribute holds the secret encrypted
+`table`, its `_clock` and its `_key_source`. Keys are listed through its GSI
+(`index_name`, `MetricTypeIndex`; `gsi2pk=KEYS`). The `secret` attribute holds the secret encrypted
 (`metering/secret_box.py`), or the bare secret in items written before
 encryption existed until `costkeeper keys encrypt` converts them. Meta items
 (`pk=META#<name>`, `sk=META`, `value`) hold the key-check marker and, with KMS,
@@ -16,7 +16,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from metering.dynamodb_schema import GSI, error_code, n, s
+from metering.dynamodb_schema import error_code, n, s
 from metering.secret_box import SecretBox, SecretKeyError
 from metering.secret_keys import SecretsMixin, reencrypt_marker
 from metering.store import (
@@ -32,6 +32,7 @@ __all__ = ["KeyItems"]
 class KeyItems(SecretsMixin):
     # Provided by DynamoDBStore (and `_key_source` for SecretsMixin):
     table: str
+    index_name: str
     _clock: Callable[[], float]
     _api: Callable[[], Any]
 
@@ -76,7 +77,7 @@ class KeyItems(SecretsMixin):
         items: list[dict[str, Any]] = []
         paginator = self._api().get_paginator("query")
         async for page in paginator.paginate(
-            TableName=self.table, IndexName=GSI, KeyConditionExpression="gsi2pk = :keys",
+            TableName=self.table, IndexName=self.index_name, KeyConditionExpression="gsi2pk = :keys",
             ExpressionAttributeValues={":keys": s("KEYS")},
         ):
             items.extend(page["Items"])

@@ -8,11 +8,12 @@ scope is `org` (ORG quotas) or `org/app` (APP quotas).
 |---|---|---|---|
 | usage counter shard | `USAGE#<day>#<shard>` | `<org>#<app>#<model>` | `org`, `app`, `model`, `day`, `requests`, `input_tokens`, `output_tokens`, `cache_read_tokens`, `cache_write_tokens`, `cost_pico_usd`, `estimated_requests`, `unpriced_requests` |
 | daily total (consolidated) | `TOTAL#<day>` | `<scope>` | `scope`, `day`, `models` (map model → the counters above), `consolidated_at` |
-| model rate per minute | `METRICS#<day>` | `<HH:MM>#MODEL_RATE#<model>` | `tpm`, `rpm`, `gsi2pk` = `MODEL_RATE#<model>`, `gsi2sk` = `<day>#<HH:MM>`, `ttl` |
+| model rate per minute | `METRICS#<day>` | `<HH:MM>:00#MODEL_RATE#<model>` | `model`, `tpm`, `rpm`, `timestamp` = `<day>T<HH:MM>:00Z`, `gsi2pk` = `MODEL_RATE#<model>`, `gsi2sk` = `<day>#<HH:MM>:00`, `ttl` (`metering/dynamodb_rates.py`) |
 | quota (committed spend, sticky state) | `QUOTA#<scope>` | `<day>` | `committed_pico_usd#<model>` (one number per model), `exhausted` (string set), `exhausted_at#<model>` (epoch seconds of its first mark), `ttl` |
 | days with usage | `DAYS` | `<YYYY>` | `days` (string set of `YYYY-MM-DD`, added once per day and process) |
 | batch marker | `BATCH#<batch id>#<part>` | `BATCH` | `applied_at`, `ttl` |
 | lease | `LEASE#<name>` | `LEASE` | `owner`, `expires_at` |
+| reported usage's claim | `REPORT#report:<org>/<app>:<request id>` | `REPORT` | `claimed_at`, `ttl` (`metering/dynamodb_reports.py`) |
 | issued key | `KEY#<access key id>` | `KEY` | `org`, `app`, `secret` (encrypted, `metering/secret_box.py`), `created_at`, `revoked_at`, `gsi2pk` = `KEYS`, `gsi2sk` = `<created_at>#<id>` |
 | meta | `META#<name>` | `META` | `value`: the key-check marker, the KMS-wrapped data key (`metering/secret_keys.py`) |
 | async invocation owner | `INVOCATION#<invocation ARN>` | `INVOCATION` | `arn`, `org`, `app`, `model`, `started_at` (`metering/dynamodb_invocations.py`) |
@@ -27,8 +28,11 @@ scope is `org` (ORG quotas) or `org/app` (APP quotas).
 * Committed spend needs an atomic check-and-add (`reserve`), which a sharded
   counter cannot give: it is one numeric attribute per model on the scope's
   quota item, added to with `ADD` under `attribute_not_exists(#c) OR #c <= :limit`.
-* GSI `gsi2` (`gsi2pk`, `gsi2sk`, all attributes projected) answers "rates of
-  model M between two minutes" and lists issued keys in creation order.
+* GSI `MetricTypeIndex` (configurable: `store.index_name`; `gsi2pk`, `gsi2sk`, all
+  attributes projected) answers "rates of model M between two minutes" and lists
+  issued keys in creation order. Before issue #23 it was named `gsi2` and rate items
+  had `HH:MM` sort keys: `store init` adds the new index (DynamoDB backfills it) and
+  folds old rate items into new ones; readers count both meanwhile.
 * Money before issue #16 was micro-USD, in attributes named `cost_micro_usd`
   (usage counters, and the counters of `TOTAL` maps) and `committed#<model>`
   (quota items). Nothing rewrites them: a reader adds an old attribute ×10⁶ to its
@@ -57,11 +61,13 @@ __all__ = [
     "error_code",
     "GSI",
     "LEGACY_COST",
+    "LEGACY_GSI",
     "QUOTA_TTL_DAYS",
     "committed_attribute",
     "committed_by_model",
     "create_table",
     "exhausted_at_attribute",
+    "gsi_definition",
     "legacy_committed_attribute",
     "n",
     "num",
@@ -71,7 +77,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-GSI = "gsi2"
+#: The GSI on (`gsi2pk`, `gsi2sk`), by the name existing rate widgets query (issue #23);
+#: `store.index_name` in the config. `LEGACY_GSI` is its name before issue #23.
+GSI = "MetricTypeIndex"
+LEGACY_GSI = "gsi2"
 QUOTA_TTL_DAYS = 35
 #: The micro-USD counter attribute written before issue #16 (read ×10⁶).
 LEGACY_COST = "cost_micro_usd"
@@ -82,7 +91,7 @@ _EXHAUSTED_AT = "exhausted_at#"
 _ATTRIBUTES = [
     {"AttributeName": name, "AttributeType": "S"} for name in ("pk", "sk", "gsi2pk", "gsi2sk")
 ]
-_GSI_DEFINITION = {
+_GSI_DEFINITION: dict[str, Any] = {
     "IndexName": GSI,
     "KeySchema": [
         {"AttributeName": "gsi2pk", "KeyType": "HASH"},
@@ -146,8 +155,15 @@ def shard_of(batch_id: str, key: str, shards: int) -> int:
     return int.from_bytes(digest[:4], "big") % shards
 
 
-async def create_table(client: Any, table: str) -> str:
-    """Create the table, its GSI and TTL, whatever of them is missing; idempotent."""
+def gsi_definition(index: str = GSI) -> dict[str, Any]:
+    """The GSI on (`gsi2pk`, `gsi2sk`), all attributes projected, named `index`."""
+    return {**_GSI_DEFINITION, "IndexName": index}
+
+
+async def create_table(client: Any, table: str, index: str = GSI) -> str:
+    """Create the table, its GSI (named `index`) and TTL, whatever of them is missing;
+    idempotent. An existing GSI of another name (`gsi2` before issue #23) is left for
+    replicas of the previous version; delete it once none runs."""
     done = []
     try:
         await client.create_table(
@@ -155,21 +171,21 @@ async def create_table(client: Any, table: str) -> str:
             AttributeDefinitions=_ATTRIBUTES,
             KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
             BillingMode="PAY_PER_REQUEST",
-            GlobalSecondaryIndexes=[_GSI_DEFINITION],
+            GlobalSecondaryIndexes=[gsi_definition(index)],
         )
         done.append("created the table and its GSI")
     except ClientError as exc:
         if exc.response["Error"]["Code"] != "ResourceInUseException":
             raise
     description = await _wait_active(client, table)
-    if not any(index["IndexName"] == GSI for index in description.get("GlobalSecondaryIndexes", [])):
+    if not any(found["IndexName"] == index for found in description.get("GlobalSecondaryIndexes", [])):
         await client.update_table(
             TableName=table,
             AttributeDefinitions=_ATTRIBUTES,
-            GlobalSecondaryIndexUpdates=[{"Create": _GSI_DEFINITION}],
+            GlobalSecondaryIndexUpdates=[{"Create": gsi_definition(index)}],
         )
         await _wait_active(client, table)
-        done.append(f"added GSI {GSI}")
+        done.append(f"added GSI {index}")
     ttl = (await client.describe_time_to_live(TableName=table))["TimeToLiveDescription"]
     if ttl.get("TimeToLiveStatus") not in ("ENABLED", "ENABLING"):
         try:

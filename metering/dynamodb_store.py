@@ -37,6 +37,8 @@ from metering.aggregate import (
 from metering.dynamodb_invocations import InvocationItems
 from metering.dynamodb_keys import KeyItems
 from metering.dynamodb_overrides import OverrideItems
+from metering.dynamodb_rates import migrate_rate_items, query_rates, rate_update
+from metering.dynamodb_reports import claim_report
 from metering.dynamodb_schema import (
     GSI,
     LEGACY_COST,
@@ -136,10 +138,13 @@ class DynamoDBStore(KeyItems, InvocationItems, OverrideItems):
         max_transaction_items: int = MAX_TRANSACTION_ITEMS,
         clock: Callable[[], float] = time.time,
         key_source: KeySource | None = None,
+        index_name: str = GSI,
     ) -> None:
         if shards < 1 or max_transaction_items < 2:
             raise ValueError("shards must be at least 1 and max_transaction_items at least 2")
         self.table = table
+        #: The GSI on (`gsi2pk`, `gsi2sk`): rates and the key list (`MetricTypeIndex`).
+        self.index_name = index_name
         self._region = region
         self._endpoint_url = endpoint_url
         self._shards = shards
@@ -186,8 +191,11 @@ class DynamoDBStore(KeyItems, InvocationItems, OverrideItems):
         await self.aclose()
 
     async def init(self) -> str:
-        """`costkeeper store init`: the table, its GSI and TTL (idempotent)."""
-        return await create_table(self._api(), self.table)
+        """`costkeeper store init`: the table, its GSI and TTL, and rate items of the
+        layout before issue #23 folded into today's (idempotent)."""
+        summary = await create_table(self._api(), self.table, self.index_name)
+        folded = await migrate_rate_items(self._api(), self.table)
+        return summary + (f"; folded {folded} rate items into the HH:MM:00 layout" if folded else "")
 
     def _api(self) -> Any:
         if self._client is None:
@@ -247,12 +255,8 @@ class DynamoDBStore(KeyItems, InvocationItems, OverrideItems):
                 sets={"org": s(org), "app": s(app), "model": s(model), "day": s(day)},
             ))
         for (day, minute, model), rate in sorted(aggregate.rates.items()):
-            updates.append(_update(
-                {"pk": s(f"METRICS#{day}"), "sk": s(f"{minute}#MODEL_RATE#{model}")},
-                {"tpm": rate.tokens, "rpm": rate.requests},
-                sets={"gsi2pk": s(f"MODEL_RATE#{model}"), "gsi2sk": s(f"{day}#{minute}"),
-                      "ttl": n(_epoch(day, minute) + self._metrics_ttl)},
-            ))
+            updates.append(rate_update(day, minute, model, rate.tokens, rate.requests,
+                                       _epoch(day, minute) + self._metrics_ttl))
         for (scope, day), deltas in sorted(aggregate.committed_by_scope().items()):
             updates.append(_update(
                 self._quota_key(scope, day),
@@ -284,6 +288,10 @@ class DynamoDBStore(KeyItems, InvocationItems, OverrideItems):
                     raise
                 await asyncio.sleep(random.uniform(0.01, 0.05) * 2**attempt)  # noqa: S311 - jitter
         raise AssertionError("unreachable")
+
+    async def claim_report(self, report_id: str) -> bool:
+        """Claim a reported usage's id once (`metering/dynamodb_reports.py`): False if claimed before."""
+        return await claim_report(self._api(), self.table, report_id, self._clock(), self._marker_ttl)
 
     async def get_event(self, request_id: str) -> UsageEvent | None:
         raise UnsupportedQuery(
@@ -326,21 +334,10 @@ class DynamoDBStore(KeyItems, InvocationItems, OverrideItems):
         return items
 
     async def model_rates(self, model: str, since: float, until: float) -> list[ModelRate]:
-        first, last = _slot(since), _slot(until - 1e-6)
         if until <= since:
             return []
-        rates = []
-        paginator = self._api().get_paginator("query")
-        async for page in paginator.paginate(
-            TableName=self.table, IndexName=GSI,
-            KeyConditionExpression="gsi2pk = :model AND gsi2sk BETWEEN :first AND :last",
-            ExpressionAttributeValues={":model": s(f"MODEL_RATE#{model}"), ":first": s(first), ":last": s(last)},
-        ):
-            for item in page["Items"]:
-                day, _, minute = item["gsi2sk"]["S"].partition("#")
-                rates.append(ModelRate(model=model, day=day, minute=minute, tpm=num(item, "tpm"),
-                                       rpm=num(item, "rpm")))
-        return rates
+        return await query_rates(self._api(), self.table, self.index_name, model,
+                                 _slot(since), _slot(until - 1e-6))
 
     async def scope_totals(self, scope: str, day: str) -> dict[str, UsageRow]:
         response = await self._api().get_item(

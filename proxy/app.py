@@ -35,6 +35,7 @@ from metering.unit_prices import UnitPrices
 from proxy.admission import Admission
 from proxy.alerts import Alerter
 from proxy.auth_failures import FailureTally
+from proxy.client_api import client_routes
 from proxy.config import Config
 from proxy.dashboard import dashboard_routes
 from proxy.data_app import DataApp
@@ -80,6 +81,7 @@ def create_store(config: Config) -> SQLiteStore | DynamoDBStore:
             metrics_ttl_days=store.metrics_ttl_days,
             marker_ttl_days=store.marker_ttl_days,
             key_source=secrets,
+            index_name=store.index_name,
         )
     return SQLiteStore(store.path, key_source=secrets)
 
@@ -133,7 +135,10 @@ class CostKeeper:
         self._bodies = BodyBudget(config.limits.max_inflight_body_bytes)
         self.metrics = ProxyMetrics(config.observability.max_model_labels)
         self.metrics.watch_store(self.store.stats)
-        self.event_log = EventLog(access=config.observability.access_log, emf=config.observability.emf)
+        observability = config.observability
+        self.event_log = EventLog(access=observability.access_log, emf=observability.emf,
+                                  emf_namespace=observability.emf_namespace,
+                                  emf_dimensions=observability.emf_dimensions)
         #: Refused credentials by access key id and reason, for the dashboard (bounded).
         self.auth_failures = FailureTally()
         #: Runtime quota overrides in force today, read from the store in the background.
@@ -374,6 +379,7 @@ def create_admin_app(keeper: CostKeeper) -> Starlette:
         Route("/v1/config", running_config),
         *usage_routes(keeper, lambda request: admin_authorized(keeper.config, request)),
         *override_routes(keeper, lambda request: admin_authorized(keeper.config, request)),
+        *client_routes(keeper),
     ])
 
 

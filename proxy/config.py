@@ -24,6 +24,7 @@ from metering.unit_prices import UnitPrice, is_unit_price
 from proxy.config_checks import (
     ConfigError,
     check_alerts,
+    check_emf,
     check_limits,
     check_regions,
     check_store,
@@ -140,6 +141,9 @@ class StoreConfig:
     read_timeout: float = 5.0
     #: Days the per-minute model-rate items live (DynamoDB TTL).
     metrics_ttl_days: int = 8
+    #: DynamoDB GSI on (`gsi2pk`, `gsi2sk`): per-minute model rates and the key list. The
+    #: default is the name existing rate widgets query; `gsi2` before issue #23.
+    index_name: str = "MetricTypeIndex"
     #: Days a batch marker lives; a journal older than this must not be replayed.
     marker_ttl_days: int = 30
     #: Key file for issued secrets (base64 keys, one a line, the first current); "" →
@@ -200,8 +204,12 @@ class LimitsConfig:
 class ObservabilityConfig:
     #: One JSON access-log line per request on stdout.
     access_log: bool = True
-    #: One CloudWatch EMF line per request on stdout (namespace AIGateway/TokenUsage).
+    #: One CloudWatch EMF line per request on stdout (proxy/eventlog.py).
     emf: bool = False
+    #: Its CloudWatch namespace.
+    emf_namespace: str = "AIGateway/TokenUsage"
+    #: Dimensions added to `ModelId` with a fixed value each, e.g. `{Environment: prod}`.
+    emf_dimensions: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     #: Distinct model ids labelled in Prometheus metrics; the rest count as "other".
     max_model_labels: int = 200
     #: Serve /metrics without the admin token (scrapers rarely carry one).
@@ -446,6 +454,7 @@ def _build(raw: Mapping[str, Any]) -> Config:
         raise ConfigError(f"auth.mode: expected sigv4, bearer or trust, got {auth.mode!r}")
     check_store(sections["store"], sections["metering"])
     check_limits(sections["limits"])
+    check_emf(sections["observability"])
     sections["alerts"] = check_alerts(sections["alerts"])
     server = sections["server"]
     if bool(server.tls_cert) != bool(server.tls_key):

@@ -14,9 +14,16 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from proxy.config import AlertsConfig, LimitsConfig, MeteringConfig, StoreConfig, UpstreamConfig
+    from proxy.config import (
+        AlertsConfig,
+        LimitsConfig,
+        MeteringConfig,
+        ObservabilityConfig,
+        StoreConfig,
+        UpstreamConfig,
+    )
 
-__all__ = ["ConfigError", "check_alerts", "check_limits", "check_regions", "check_store", "section"]
+__all__ = ["ConfigError", "check_alerts", "check_emf", "check_limits", "check_regions", "check_store", "section"]
 
 _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-[0-9]{1,2}$")
 
@@ -40,6 +47,28 @@ def check_store(store: StoreConfig, metering: MeteringConfig) -> None:
                         ("metering.fsync_interval", metering.fsync_interval)):
         if number <= 0:
             raise ConfigError(f"{key}: expected a positive number of seconds, got {number}")
+
+
+#: Names an EMF line already uses (proxy/eventlog.py): a dimension may not take one.
+_EMF_TAKEN = {"ModelId", "RequestId", "Org", "App", "_aws", "InputTokens", "OutputTokens", "TotalTokens",
+              "CachedResponses", "ResponseLatency", "CacheReadTokens", "CacheCreationTokens", "BedrockCost",
+              "BedrockAPILatency"}
+
+
+def check_emf(observability: ObservabilityConfig) -> None:
+    """CloudWatch takes a namespace of 1–255 characters and at most 30 dimensions, each
+    a name and a non-empty string value; a name must not shadow a metric of the line."""
+    if not 1 <= len(observability.emf_namespace) <= 255 or observability.emf_namespace.startswith(":"):
+        raise ConfigError(f"observability.emf_namespace: expected 1 to 255 characters, got "
+                          f"{observability.emf_namespace!r}")
+    dimensions = observability.emf_dimensions
+    if len(dimensions) > 29:
+        raise ConfigError("observability.emf_dimensions: at most 29 (with ModelId, CloudWatch's 30)")
+    for name, value in dimensions.items():
+        if not isinstance(name, str) or not name or name in _EMF_TAKEN:
+            raise ConfigError(f"observability.emf_dimensions: {name!r} is not a free dimension name")
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"observability.emf_dimensions.{name}: expected a non-empty string, got {value!r}")
 
 
 def check_limits(limits: LimitsConfig) -> None:

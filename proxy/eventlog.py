@@ -9,7 +9,13 @@ access key id it claimed (only an id of the issued shape) and why.
 EMF (CloudWatch Embedded Metric Format) lines use the namespace, metric names
 and dimension existing CloudWatch dashboards for Bedrock gateways expect:
 `AIGateway/TokenUsage`, `InputTokens`, `OutputTokens`, `TotalTokens`,
-`CachedResponses`, `ResponseLatency`, dimension `ModelId`.
+`CachedResponses`, `ResponseLatency`, dimension `ModelId`; and, under the names
+first-generation cost trackers publish (issue #23), `CacheReadTokens` and
+`CacheCreationTokens` (a cache-efficiency widget divides reads by reads +
+creation), `BedrockCost` (USD, unit None) and `BedrockAPILatency` (ms; left out of
+a response served from the proxy's cache, which made no Bedrock call). The
+namespace and extra dimensions (`Environment: prod` …) come from
+`observability.emf_namespace` and `observability.emf_dimensions`.
 """
 
 from __future__ import annotations
@@ -19,12 +25,14 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from metering.events import UsageEvent
 from metering.money import PICO_PER_USD
 
-__all__ = ["access_record", "emf_record", "EventLog", "json_lines_logger", "quota_change_record", "refusal_record"]
+__all__ = ["EMF_METRICS", "EMF_NAMESPACE", "EMF_PROPERTIES", "access_record", "emf_record", "EventLog", "json_lines_logger",
+           "quota_change_record", "refusal_record"]
 
 EMF_NAMESPACE = "AIGateway/TokenUsage"
 
@@ -83,28 +91,53 @@ def refusal_record(*, request_id: str, status: int, error: str, reason: str, acc
     }
 
 
-def emf_record(event: UsageEvent) -> dict[str, Any]:
+#: Metric name → unit, in output order: the five dashboards have read since before
+#: issue #23, then the four it added.
+EMF_METRICS: dict[str, str] = {
+    "InputTokens": "Count",
+    "OutputTokens": "Count",
+    "TotalTokens": "Count",
+    "CachedResponses": "Count",
+    "ResponseLatency": "Milliseconds",
+    "CacheReadTokens": "Count",
+    "CacheCreationTokens": "Count",
+    "BedrockCost": "None",
+    "BedrockAPILatency": "Milliseconds",
+}
+#: Members of an EMF line that are neither metrics nor dimensions.
+EMF_PROPERTIES = ("RequestId", "Org", "App")
+
+
+def emf_record(event: UsageEvent, namespace: str = EMF_NAMESPACE,
+               dimensions: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The EMF line of one request: `dimensions` are added to `ModelId` in the one
+    dimension set (metrics with extra dimensions are other CloudWatch metrics, so
+    none are added unless configured)."""
+    extra = dict(dimensions or {})
+    values: dict[str, float | int] = {
+        "InputTokens": event.input_tokens,
+        "OutputTokens": event.output_tokens,
+        "TotalTokens": event.total_tokens,
+        "CachedResponses": 1 if event.cached else 0,
+        "ResponseLatency": round(event.latency_ms, 3),
+        "CacheReadTokens": event.cache_read_tokens,
+        "CacheCreationTokens": event.cache_write_tokens,
+        "BedrockCost": event.cost_pico_usd / PICO_PER_USD,
+    }
+    if not event.cached:
+        values["BedrockAPILatency"] = round(event.latency_ms, 3)
     return {
         "_aws": {
             "Timestamp": int(event.timestamp * 1000),
             "CloudWatchMetrics": [{
-                "Namespace": EMF_NAMESPACE,
-                "Dimensions": [["ModelId"]],
-                "Metrics": [
-                    {"Name": "InputTokens", "Unit": "Count"},
-                    {"Name": "OutputTokens", "Unit": "Count"},
-                    {"Name": "TotalTokens", "Unit": "Count"},
-                    {"Name": "CachedResponses", "Unit": "Count"},
-                    {"Name": "ResponseLatency", "Unit": "Milliseconds"},
-                ],
+                "Namespace": namespace,
+                "Dimensions": [["ModelId", *extra]],
+                "Metrics": [{"Name": name, "Unit": unit} for name, unit in EMF_METRICS.items() if name in values],
             }],
         },
         "ModelId": event.model,
-        "InputTokens": event.input_tokens,
-        "OutputTokens": event.output_tokens,
-        "TotalTokens": event.input_tokens + event.output_tokens + event.cache_read_tokens + event.cache_write_tokens,
-        "CachedResponses": 1 if event.cached else 0,
-        "ResponseLatency": round(event.latency_ms, 3),
+        **extra,
+        **values,
         "RequestId": event.request_id,
         "Org": event.org,
         "App": event.app,
@@ -145,9 +178,12 @@ class EventLog:
     """
 
     def __init__(self, access: bool = True, emf: bool = False, *,
-                 flush_interval: float = 0.05, max_lines: int = 512) -> None:
+                 flush_interval: float = 0.05, max_lines: int = 512,
+                 emf_namespace: str = EMF_NAMESPACE, emf_dimensions: Mapping[str, str] | None = None) -> None:
         self._access = access
         self._emf = emf
+        self._emf_namespace = emf_namespace
+        self._emf_dimensions = dict(emf_dimensions or {})
         self._flush_interval = flush_interval
         self._max_lines = max_lines
         self._lines: list[str] = []
@@ -157,7 +193,7 @@ class EventLog:
         if self._access:
             self._lines.append(json.dumps(access_record(event, fallback), separators=(",", ":")))
         if self._emf:
-            self._lines.append(json.dumps(emf_record(event), separators=(",", ":")))
+            self._lines.append(json.dumps(emf_record(event, self._emf_namespace, self._emf_dimensions), separators=(",", ":")))
         self._schedule()
 
     def write_refusal(self, record: dict[str, Any]) -> None:

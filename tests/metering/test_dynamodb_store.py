@@ -40,7 +40,7 @@ async def test_init_creates_table_gsi_and_ttl_idempotently(dynamodb_store: Dynam
     table = (await client.describe_table(TableName=dynamodb_store.table))["Table"]
     assert {k["AttributeName"]: k["KeyType"] for k in table["KeySchema"]} == {"pk": "HASH", "sk": "RANGE"}
     [index] = table["GlobalSecondaryIndexes"]
-    assert index["IndexName"] == "gsi2"
+    assert index["IndexName"] == "MetricTypeIndex"
     assert [k["AttributeName"] for k in index["KeySchema"]] == ["gsi2pk", "gsi2sk"]
     ttl = (await client.describe_time_to_live(TableName=dynamodb_store.table))["TimeToLiveDescription"]
     assert (ttl["TimeToLiveStatus"], ttl["AttributeName"]) == ("ENABLED", "ttl")
@@ -51,10 +51,10 @@ async def test_items_have_the_documented_keys_and_ttl(dynamodb_store: DynamoDBSt
         make_event("a", timestamp=T0 + 5, input_tokens=10, output_tokens=2, quota_scope="acme/chatbot",
                    cost_pico_usd=40, reserved_pico_usd=100),
     ])
-    rate = await item(dynamodb_store, f"METRICS#{DAY}", f"12:00#MODEL_RATE#{MODEL}")
+    rate = await item(dynamodb_store, f"METRICS#{DAY}", f"12:00:00#MODEL_RATE#{MODEL}")
     assert {k: v for k, v in rate.items() if k not in ("pk", "sk")} == {
-        "tpm": {"N": "12"}, "rpm": {"N": "1"},
-        "gsi2pk": {"S": f"MODEL_RATE#{MODEL}"}, "gsi2sk": {"S": f"{DAY}#12:00"},
+        "tpm": {"N": "12"}, "rpm": {"N": "1"}, "model": {"S": MODEL}, "timestamp": {"S": f"{DAY}T12:00:00Z"},
+        "gsi2pk": {"S": f"MODEL_RATE#{MODEL}"}, "gsi2sk": {"S": f"{DAY}#12:00:00"},
         "ttl": {"N": str(int(T0) + EIGHT_DAYS)},
     }
     quota = await item(dynamodb_store, "QUOTA#acme/chatbot", DAY)

@@ -102,7 +102,8 @@ def test_emf_record_is_valid_embedded_metric_format() -> None:
     directive = record["_aws"]["CloudWatchMetrics"][0]
     assert directive["Namespace"] == "AIGateway/TokenUsage" and directive["Dimensions"] == [["ModelId"]]
     names = [metric["Name"] for metric in directive["Metrics"]]
-    assert names == ["InputTokens", "OutputTokens", "TotalTokens", "CachedResponses", "ResponseLatency"]
+    assert names[:5] == ["InputTokens", "OutputTokens", "TotalTokens", "CachedResponses", "ResponseLatency"]
+    assert names[5:] == ["CacheReadTokens", "CacheCreationTokens", "BedrockCost"]  # cached: no Bedrock call
     for name in [*names, "ModelId"]:  # every metric and dimension is a top-level member
         assert name in record
     assert record["TotalTokens"] == 35 and record["CachedResponses"] == 1
