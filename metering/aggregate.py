@@ -15,7 +15,7 @@ from typing import Any
 from metering.events import UsageEvent, utc_day_and_minute
 from metering.store import UsageRow
 
-__all__ = ["COUNTER_FIELDS", "Aggregate", "CommitKey", "Counters", "Rate", "RateKey", "UsageKey"]
+__all__ = ["COUNTER_FIELDS", "Aggregate", "CommitKey", "Counters", "Rate", "RateKey", "SettleKey", "UsageKey"]
 
 #: (org, app, model, day)
 UsageKey = tuple[str, str, str, str]
@@ -23,6 +23,8 @@ UsageKey = tuple[str, str, str, str]
 RateKey = tuple[str, str, str]
 #: (quota scope, day, model)
 CommitKey = tuple[str, str, str]
+#: (quota scope, day, model, lease holder)
+SettleKey = tuple[str, str, str, str]
 
 
 @dataclass(slots=True)
@@ -74,7 +76,7 @@ class Rate:
 class Aggregate:
     """Counters of a set of events; `add` is O(1) so the hot path can call it."""
 
-    __slots__ = ("events", "usage", "rates", "committed")
+    __slots__ = ("events", "usage", "rates", "committed", "settled")
 
     def __init__(self, events: Iterable[UsageEvent] = ()) -> None:
         self.events = 0
@@ -82,6 +84,8 @@ class Aggregate:
         self.rates: dict[RateKey, Rate] = {}
         #: cost - reserved: what a flush adds to each scope's committed spend.
         self.committed: dict[CommitKey, int] = {}
+        #: Σ reserved per budget lease: what a flush moves from each lease to spent.
+        self.settled: dict[SettleKey, int] = {}
         for event in events:
             self.add(event)
 
@@ -103,6 +107,9 @@ class Aggregate:
             commit_key = (event.quota_scope, day, event.quota_key)
             delta = event.cost_micro_usd - event.reserved_micro_usd
             self.committed[commit_key] = self.committed.get(commit_key, 0) + delta
+            if event.lease:
+                settle_key = (*commit_key, event.lease)
+                self.settled[settle_key] = self.settled.get(settle_key, 0) + event.reserved_micro_usd
 
     def merge(self, other: Aggregate) -> None:
         self.events += other.events
@@ -114,6 +121,8 @@ class Aggregate:
             mine.requests += rate.requests
         for commit_key, delta in other.committed.items():
             self.committed[commit_key] = self.committed.get(commit_key, 0) + delta
+        for settle_key, reserved in other.settled.items():
+            self.settled[settle_key] = self.settled.get(settle_key, 0) + reserved
 
     def committed_by_scope(self) -> dict[tuple[str, str], dict[str, int]]:
         """{(scope, day): {model: delta}}, zero deltas left out."""
@@ -121,4 +130,12 @@ class Aggregate:
         for (scope, day, model), delta in sorted(self.committed.items()):
             if delta:
                 result.setdefault((scope, day), {})[model] = delta
+        return result
+
+    def settled_by_scope(self) -> dict[tuple[str, str], dict[tuple[str, str], int]]:
+        """{(scope, day): {(model, lease holder): Σ reserved}}, zeros left out."""
+        result: dict[tuple[str, str], dict[tuple[str, str], int]] = {}
+        for (scope, day, model, holder), reserved in sorted(self.settled.items()):
+            if reserved:
+                result.setdefault((scope, day), {})[(model, holder)] = reserved
         return result

@@ -70,11 +70,14 @@ class UsageEvent:
     #: The quota scope charged ("acme" for ORG scope, "acme/chatbot" for APP
     #: scope); "" when the model has no quota for the caller.
     quota_scope: str = ""
-    #: micro-USD reserved before forwarding (TIGHT mode); the flush settles it.
+    #: The part of the cost the budget lease `lease` covered (at most the worst case the
+    #: request was admitted with); the flush moves it from the lease to spent.
     reserved_micro_usd: int = 0
     #: The chain model whose quota the cost counts against (its configured id, e.g.
     #: `anthropic.claude-haiku-…` when `model` is the `us.` profile sent); "" → `model`.
     quota_model: str = ""
+    #: The budget lease (its holder id) the request was admitted against; "" for none.
+    lease: str = ""
     #: Served from the proxy's response cache: no upstream call, no cost.
     cached: bool = False
 
@@ -126,6 +129,7 @@ class UsageEvent:
         quota_scope: str = "",
         quota_model: str = "",
         reserved_micro_usd: int = 0,
+        lease: str = "",
         cached: bool = False,
     ) -> UsageEvent:
         """Price `usage` for `model` (the model used, not the one requested).
@@ -155,6 +159,7 @@ class UsageEvent:
             quota_scope=quota_scope,
             quota_model="" if quota_model == model else quota_model,
             reserved_micro_usd=reserved_micro_usd,
+            lease=lease,
             cached=cached,
         )
 

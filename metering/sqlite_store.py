@@ -11,8 +11,8 @@ journal still holds whatever such a transaction carried.
 
 Unlike DynamoDB, SQLite keeps one row per request (`usage_events`), which
 makes reports exact to the second and lets `get_event` answer; per-minute model
-rates and committed quota spend live in their own tables, written in the same
-transaction as the events and the batch marker. A batch applies once per id
+rates, committed quota spend and budget leases live in their own tables, written
+in the same transaction as the events and the batch marker. A batch applies once per id
 and an event once per request id (first write wins).
 
 Issued secrets (the rows of `metering/sqlite_keys.py`) are stored encrypted
@@ -34,7 +34,7 @@ import sqlite3
 import stat
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import MISSING, fields
 from datetime import UTC, datetime
 from operator import attrgetter
@@ -42,6 +42,7 @@ from types import TracebackType
 from typing import Any
 
 from metering.aggregate import Aggregate
+from metering.budget import LeaseRecord, ModelBudget, ScopeBudget
 from metering.events import UsageEvent
 from metering.secret_box import SecretBox, generate_key
 from metering.secret_keys import KeyFile, KeySource, StaticKeys
@@ -110,13 +111,23 @@ CREATE TABLE IF NOT EXISTS model_rates (
     rpm   INTEGER NOT NULL,
     PRIMARY KEY (model, slot)
 );
--- Spent + outstanding reservations per quota scope, UTC day and model.
+-- Spent + outstanding budget leases per quota scope, UTC day and model (metering/budget.py).
 CREATE TABLE IF NOT EXISTS quota_committed (
     scope     TEXT NOT NULL,
     day       TEXT NOT NULL,
     model     TEXT NOT NULL,
     committed INTEGER NOT NULL,
     PRIMARY KEY (scope, day, model)
+);
+-- Budget leases: what each holder (a proxy process) holds of a quota; expires_at NULL: an orphan.
+CREATE TABLE IF NOT EXISTS quota_leases (
+    scope      TEXT NOT NULL,
+    day        TEXT NOT NULL,
+    model      TEXT NOT NULL,
+    holder     TEXT NOT NULL,
+    amount     INTEGER NOT NULL,
+    expires_at REAL,
+    PRIMARY KEY (scope, day, model, holder)
 );
 -- Sticky fallback state: models exhausted for a scope until the day ends.
 CREATE TABLE IF NOT EXISTS quota_exhausted (
@@ -155,6 +166,10 @@ ON CONFLICT (model, slot) DO UPDATE SET tpm = tpm + excluded.tpm, rpm = rpm + ex
 _ADD_COMMITTED = """
 INSERT INTO quota_committed (scope, day, model, committed) VALUES (?, ?, ?, ?)
 ON CONFLICT (scope, day, model) DO UPDATE SET committed = committed + excluded.committed
+"""
+_SETTLE = """
+INSERT INTO quota_leases (scope, day, model, holder, amount, expires_at) VALUES (?, ?, ?, ?, ?, NULL)
+ON CONFLICT (scope, day, model, holder) DO UPDATE SET amount = amount + excluded.amount
 """
 _SUMS = """
     COUNT(*), SUM(input_tokens), SUM(output_tokens), SUM(cache_read_tokens),
@@ -211,7 +226,7 @@ def _slot(timestamp: float) -> str:
 
 
 class SQLiteStore(KeyRows):
-    """`UsageStore`, `QuotaStore` and `KeyStore` in one SQLite file (or `":memory:"`).
+    """`UsageStore`, `LeaseStore` and `KeyStore` in one SQLite file (or `":memory:"`).
 
     `key_source` gives the key for issued secrets; None → the key file
     `<path>.key`, created on first use (a fresh key per `":memory:"` store).
@@ -334,6 +349,10 @@ class SQLiteStore(KeyRows):
         self._conn.executemany(_ADD_COMMITTED, [
             (scope, day, model, delta) for (scope, day, model), delta in sorted(counted.committed.items())
         ])
+        self._conn.executemany(_SETTLE, [
+            (scope, day, model, holder, -reserved)
+            for (scope, day, model, holder), reserved in sorted(counted.settled.items()) if reserved
+        ])
         return True
 
     def _unseen(self, events: list[UsageEvent]) -> list[UsageEvent]:
@@ -399,29 +418,89 @@ class SQLiteStore(KeyRows):
         rows = await self._run(lambda: self._conn.execute(sql, params).fetchall())
         return {row[0]: _usage_row({"model": row[0], "day": day}, row[1:]) for row in rows}
 
-    # -- QuotaStore --------------------------------------------------------
+    # -- LeaseStore (metering/budget.py) ------------------------------------
 
-    async def committed_spend(self, scope: str, day: str) -> dict[str, int]:
-        rows = await self._run(lambda: self._conn.execute(
-            "SELECT model, committed FROM quota_committed WHERE scope = ? AND day = ?", (scope, day)
-        ).fetchall())
-        return {model: committed for model, committed in rows}
+    def _budget(self, scope: str, day: str) -> ScopeBudget:
+        committed = dict(self._conn.execute(
+            "SELECT model, committed FROM quota_committed WHERE scope = ? AND day = ?", (scope, day)).fetchall())
+        leases: dict[str, dict[str, LeaseRecord]] = {}
+        for model, holder, amount, expires_at in self._conn.execute(
+                "SELECT model, holder, amount, expires_at FROM quota_leases WHERE scope = ? AND day = ?",
+                (scope, day)):
+            leases.setdefault(model, {})[holder] = LeaseRecord(amount, expires_at)
+        exhausted = frozenset(model for (model,) in self._conn.execute(
+            "SELECT model FROM quota_exhausted WHERE scope = ? AND day = ?", (scope, day)))
+        return ScopeBudget(
+            models={model: ModelBudget(committed.get(model, 0), leases.get(model, {}))
+                    for model in committed.keys() | leases.keys()},
+            exhausted=exhausted,
+        )
 
-    async def reserve(self, scope: str, day: str, model: str, amount: int, quota: int) -> bool:
-        def reserve() -> bool:
+    async def read_budget(self, scope: str, day: str) -> ScopeBudget:
+        budget: ScopeBudget = await self._run(self._budget, scope, day)
+        return budget
+
+    async def claim_lease(self, scope: str, day: str, model: str, holder: str, amount: int, quota: int,
+                          expires_at: float) -> tuple[bool, ScopeBudget]:
+        def claim() -> tuple[bool, ScopeBudget]:
             row = self._conn.execute(
                 "SELECT committed FROM quota_committed WHERE scope = ? AND day = ? AND model = ?",
-                (scope, day, model),
-            ).fetchone()
+                (scope, day, model)).fetchone()
             if (row[0] if row else 0) + amount > quota:
-                return False
+                return False, self._budget(scope, day)
             self._conn.execute(_ADD_COMMITTED, (scope, day, model, amount))
+            self._conn.execute(
+                "INSERT INTO quota_leases (scope, day, model, holder, amount, expires_at) VALUES (?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (scope, day, model, holder) DO UPDATE SET amount = amount + excluded.amount, "
+                "expires_at = excluded.expires_at", (scope, day, model, holder, amount, expires_at))
+            return True, self._budget(scope, day)
+
+        result: tuple[bool, ScopeBudget] = await self._run(self._transaction, claim)
+        return result
+
+    async def renew_lease(self, scope: str, day: str, model: str, holder: str, give_back: int,
+                          expires_at: float | None, *, drop: bool = False) -> bool:
+        def renew() -> bool:
+            key = (scope, day, model, holder)
+            row = self._conn.execute(
+                "SELECT amount FROM quota_leases WHERE scope = ? AND day = ? AND model = ? AND holder = ?",
+                key).fetchone()
+            if row is None:
+                return False
+            if give_back:
+                self._conn.execute(_ADD_COMMITTED, (scope, day, model, -give_back))
+            if drop and row[0] == give_back:
+                self._conn.execute(
+                    "DELETE FROM quota_leases WHERE scope = ? AND day = ? AND model = ? AND holder = ?", key)
+                return True
+            self._conn.execute(
+                "UPDATE quota_leases SET amount = amount - ?, expires_at = COALESCE(?, expires_at) "
+                "WHERE scope = ? AND day = ? AND model = ? AND holder = ?", (give_back, expires_at, *key))
             return True
 
-        return bool(await self._run(self._transaction, reserve))
+        return bool(await self._run(self._transaction, renew))
 
-    async def release(self, scope: str, day: str, model: str, amount: int) -> None:
-        await self._run(lambda: self._conn.execute(_ADD_COMMITTED, (scope, day, model, -amount)))
+    async def reclaim_leases(self, scope: str, day: str, model: str, expired: Mapping[str, LeaseRecord]) -> bool:
+        def reclaim() -> bool:
+            total = 0
+            for holder, lease in expired.items():
+                key = (scope, day, model, holder)
+                row = self._conn.execute(
+                    "SELECT amount, expires_at FROM quota_leases "
+                    "WHERE scope = ? AND day = ? AND model = ? AND holder = ?", key).fetchone()
+                if row is None or LeaseRecord(*row) != lease:
+                    raise _Changed
+                self._conn.execute(
+                    "DELETE FROM quota_leases WHERE scope = ? AND day = ? AND model = ? AND holder = ?", key)
+                total += lease.amount
+            if total:
+                self._conn.execute(_ADD_COMMITTED, (scope, day, model, -total))
+            return True
+
+        try:
+            return bool(await self._run(self._transaction, reclaim))
+        except _Changed:
+            return False
 
     async def exhausted_models(self, scope: str, day: str) -> frozenset[str]:
         rows = await self._run(lambda: self._conn.execute(
@@ -433,3 +512,7 @@ class SQLiteStore(KeyRows):
         await self._run(lambda: self._conn.execute(
             "INSERT OR IGNORE INTO quota_exhausted (scope, day, model) VALUES (?, ?, ?)", (scope, day, model)
         ))
+
+
+class _Changed(Exception):
+    """A lease to reclaim changed since it was read: the transaction is rolled back."""

@@ -1,10 +1,14 @@
 """From "who asked for what" to "what is sent upstream": the request's plan.
 
 For a model call: resolve a label, find the caller's chain from the requested
-model, keep the models the app may use, clamp max-output-tokens, choose the
-first model under its daily quota (reserving the worst case in TIGHT mode),
-check the app's TPM/RPM limits, and rewrite path and body for the chosen model
-(translating the body when a fallback crosses model families).
+model (any id form of a chain model, application-inference-profile ARNs included
+through `inference_profiles`), keep the models the app may use, clamp
+max-output-tokens, choose the first model whose daily quota admits the request's
+worst-case cost (held against a budget lease, `metering/leases.py`), check the
+app's TPM/RPM limits, and rewrite path and body for the chosen model (translating
+the body when a fallback crosses model families). Anything that stops the request
+after its worst case was admitted gives it back (`release`); a request that was
+sent settles what it cost (`settle`). The request's UTC day is its admission's.
 
 When nothing changes, the client's exact path and body bytes go upstream: the
 profile, the ARN, `%3A` or a raw `:` as the client sent them. A fallback model is
@@ -19,18 +23,20 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from adapters import family_of
 from adapters import translate as translation
-from adapters.estimate import estimate_usage
+from adapters.input_bound import input_token_bound
 from adapters.maxtokens import clamp_max_output_tokens, max_output_tokens
 from adapters.modelid import encode_model_id, in_scope, routing_scope
 from adapters.usage import Usage
+from metering.events import utc_day
 from metering.pricing import PriceTable
-from metering.quotas import Mode, QuotaExhausted, QuotaSelector, Selection
+from metering.quotas import Mode, QuotaExhausted, QuotaSelector, QuotaUnavailable, Selection
 from proxy.errors import (
     AccessDeniedException,
     ServiceQuotaExceededException,
@@ -50,6 +56,8 @@ logger = logging.getLogger(__name__)
 _INVOKE = frozenset({Operation.INVOKE_MODEL, Operation.INVOKE_MODEL_STREAM})
 _NO_ACCESS = "You don't have access to the model with the specified model ID."
 _FAIL_CLOSED = "Quota state is unavailable and this organization fails closed; please try again shortly."
+#: The worst case of a request whose size cannot even be priced: no quota admits it.
+_UNAFFORDABLE = 2**62
 
 
 @dataclass(slots=True)
@@ -65,13 +73,20 @@ class Plan:
     fallback: bool = False
     mode: str = "NORMAL"
     quota_scope: str = ""
-    reserved: int = 0
-    day: str = ""
+    #: The request's worst case as admitted against a quota (settled once when it ends).
+    selection: Selection | None = None
+    #: Epoch seconds of the admission: the usage event's timestamp, so the request is
+    #: reserved, settled, aggregated and reported on the same UTC day.
+    admitted_at: float = 0.0
     #: Client family and served family when the body was translated (InvokeModel).
     translate: tuple[str, str] | None = None
-    #: (limiter key, model, tokens counted at admission) for the TPM correction.
-    rate: tuple[str, str, int] | None = None
+    #: (limiter key, model, tokens counted at admission, the second admitted) for the TPM correction.
+    rate: tuple[str, str, int, int] | None = None
     cache_ttl: float | None = None
+
+    @property
+    def day(self) -> str:
+        return utc_day(self.admitted_at)
 
 
 class Admission:
@@ -81,11 +96,11 @@ class Admission:
         selector: QuotaSelector,
         prices: PriceTable,
         limiter: RateLimiter,
-        store_healthy: Callable[[], bool] = lambda: True,
         on_quota_use: Callable[[str, str, float], None] = lambda scope, model, ratio: None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._on_quota_use = on_quota_use
-        self._store_healthy = store_healthy
+        self._clock = clock
         self._policies = policies
         self._selector = selector
         self._prices = prices
@@ -104,12 +119,14 @@ class Admission:
     ) -> Plan:
         if route.model_id is None:
             return Plan(raw_path, body)
+        admitted_at = self._clock()
         requested = self._policies.resolve_model(route.model_id)
         if route.operation not in METERED or document is None:
             return Plan(_rewritten(raw_path, route.model_id, requested), body, model=requested,
-                        family_model=self._policies.base_of(requested))
+                        family_model=self._policies.base_of(requested), admitted_at=admitted_at)
         policy = self.caller_policy(caller)
-        chain, _ = policy.chain_from(requested)
+        # An application inference profile names no model: its mapped model finds the chain.
+        chain, _ = policy.chain_from(self._policies.base_of(requested))
         entry = chain[0]
         scope = routing_scope(requested)
         if scope is not None:
@@ -129,42 +146,57 @@ class Admission:
         if policy.max_output_tokens is not None:
             changed = clamp_max_output_tokens(client_family, document, policy.max_output_tokens)
         max_output = max_output_tokens(client_family, document) or self._policies.quotas.default_max_output_tokens
-        estimate: list[int] = []
+        bounds: dict[str, int] = {}
 
-        def tokens() -> int:
-            """Estimated input + max output; computed only when a quota or a limit needs it."""
-            if not estimate:
-                estimate.append(estimate_usage(body, 0).input_tokens + max_output)
-            return estimate[0]
+        def input_bound(member: str) -> int:
+            """An upper bound of the input tokens on `member` (its family sets the image formula);
+            computed only when a quota or a limit needs it."""
+            family = family_of(self._policies.base_of(sent_id(member)))
+            if family not in bounds:
+                bounds[family] = input_token_bound(document, family)
+            return bounds[family]
 
         def worst_case(member: str) -> int:
-            """Priced as the id that would be sent: a geo profile can cost more than its base."""
-            return self._prices.cost_micro_usd(sent_id(member), Usage(tokens() - max_output, max_output)) or 0
+            """Priced as the id that would be sent (a geo profile can cost more than its base),
+            prompt tokens at the dearer of the input and cache-write prices."""
+            return self._worst_cost(sent_id(member), input_bound(member), max_output)
 
-        selection = await self._select(policy, chain, worst_case)
+        selection = await self._select(policy, chain, worst_case, utc_day(admitted_at))
+        try:
+            return self._planned(route, caller, raw_path, body, document, policy, selection, requested, entry,
+                                 sent_id(selection.model), client_family, changed,
+                                 lambda: input_bound(selection.model) + max_output, admitted_at)
+        except BaseException:
+            # Not sent: its worst case goes back (no usage event will settle it).
+            self._selector.release(selection)
+            raise
+
+    def _planned(self, route: Route, caller: Caller, raw_path: str, body: bytes, document: dict[str, Any],
+                 policy: CallerPolicy, selection: Selection, requested: str, entry: str, model: str,
+                 client_family: str, changed: bool, tokens: Callable[[], int], admitted_at: float) -> Plan:
         member = selection.model
-        model = sent_id(member)
         if selection.use_ratio is not None:
             self._on_quota_use(policy.scope_key, member, selection.use_ratio)
-        rate = self._admit_rate(caller, policy, member, tokens, selection)
+        rate = self._admit_rate(caller, policy, member, tokens)
+        quota = policy.quota_entry(member)
         plan = Plan(
             raw_path,
             body,
             model=model,
-            quota_model=member,
+            quota_model=quota[0] if quota is not None else member,
             family_model=self._policies.base_of(model),
             # Not the model asked for, whether a quota or `allowed_models` moved it.
             fallback=member != entry,
             mode=str(selection.mode),
-            quota_scope=policy.scope_key if policy.quota_of(member) is not None else "",
-            reserved=selection.reserved,
-            day=selection.day,
+            quota_scope=policy.scope_key if quota is not None else "",
+            selection=selection if selection.grant is not None else None,
+            admitted_at=admitted_at,
             rate=rate,
             cache_ttl=policy.response_cache_ttl,
         )
         if model != requested:
             try:
-                if converse:
+                if route.operation not in _INVOKE:
                     document = translation.translate_converse_request(document, model)
                 else:
                     served_family = family_of(self._policies.base_of(model))
@@ -172,54 +204,67 @@ class Admission:
                         document = translation.translate_request(client_family, served_family, document)
                         plan.translate = (client_family, served_family)
             except translation.TranslationError as exc:
-                await self._selector.release(policy.scope_key, selection)
                 raise ValidationException(f"Cannot serve this request with fallback model {model}: {exc}") from None
             changed = True
         if model != route.model_id:
-            plan.raw_path = _rewritten(raw_path, route.model_id, model)
+            plan.raw_path = _rewritten(raw_path, route.model_id or "", model)
         if changed:
             plan.body = json.dumps(document, separators=(",", ":")).encode()
         return plan
 
-    async def _select(self, policy: CallerPolicy, chain: tuple[str, ...], worst_case: Any) -> Selection:
-        if not any(policy.quota_of(model) is not None for model in chain):
-            return Selection(chain[0], False, Mode.NORMAL)
-        if policy.fail_closed and not self._store_healthy():
-            # Spend cannot be counted right now: a fail-closed org is not served on a stale view.
-            raise ServiceUnavailableException(_FAIL_CLOSED)
+    def _worst_cost(self, model: str, input_tokens: int, output_tokens: int) -> int:
+        """The most a request can cost on `model`; never raises (absurd sizes cost a lot)."""
         try:
-            return await self._selector.select(policy.scope_key, chain, policy.quota_of, worst_case)
+            as_input = self._prices.cost_micro_usd(model, Usage(input_tokens, output_tokens)) or 0
+            as_write = self._prices.cost_micro_usd(model, Usage(0, output_tokens, cache_write_tokens=input_tokens)) or 0
+        except (OverflowError, ValueError):
+            return _UNAFFORDABLE
+        return max(as_input, as_write)
+
+    async def _select(self, policy: CallerPolicy, chain: tuple[str, ...], worst_case: Callable[[str], int],
+                      day: str) -> Selection:
+        if not any(policy.quota_of(model) is not None for model in chain):
+            return Selection(chain[0], False, Mode.NORMAL, day=day)
+        try:
+            return await self._selector.select(policy.scope_key, day, chain, policy.quota_entry, worst_case,
+                                               fail_closed=policy.fail_closed)
         except QuotaExhausted as exc:
             raise ServiceQuotaExceededException(str(exc)) from None
-        except Exception as exc:  # the store is unreachable
-            if policy.fail_closed:
-                raise ServiceUnavailableException(_FAIL_CLOSED) from None
-            logger.warning("quota check failed for %s, serving %s unchecked (fail-open): %s",
-                           policy.scope_key, chain[0], exc)
-            return Selection(chain[0], False, Mode.NORMAL)
+        except QuotaUnavailable:
+            # Spend cannot be counted right now: a fail-closed org is not served beyond what it holds.
+            raise ServiceUnavailableException(_FAIL_CLOSED) from None
 
-    def _admit_rate(self, caller: Caller, policy: CallerPolicy, model: str, tokens: Callable[[], int],
-                    selection: Selection) -> tuple[str, str, int] | None:
+    def _admit_rate(self, caller: Caller, policy: CallerPolicy, model: str,
+                    tokens: Callable[[], int]) -> tuple[str, str, int, int] | None:
         limit: RateLimit | None = policy.rate_limits.get(model)
         if limit is None:
             return None
         key = f"{caller.org}/{caller.app}"
         counted = tokens()
-        refusal = self._limiter.admit(key, model, limit, counted)
+        second = self._limiter.second()
+        refusal = self._limiter.admit(key, model, limit, counted, at=second)
         if refusal is not None:
-            if selection.reserved:
-                # Not forwarded: the reservation would otherwise only settle with a usage event.
-                self._selector.release_later(policy.scope_key, selection)
             raise ThrottlingException(refusal)
-        return key, model, counted
+        return key, model, counted, second
 
-    def note_spend(self, plan: Plan, delta: int) -> None:
-        self._selector.note_spend(plan.quota_scope, plan.day, plan.quota_model or plan.model, delta)
+    def settle(self, plan: Plan, usage: Usage) -> tuple[int, str]:
+        """The request ended having used `usage`: (what its lease covered of the cost, the
+        lease's holder id), for its usage event. Once per plan; no I/O."""
+        selection, plan.selection = plan.selection, None
+        if selection is None:
+            return 0, ""
+        return self._selector.settle(selection, self._prices.cost_micro_usd(plan.model, usage) or 0)
+
+    def release(self, plan: Plan) -> None:
+        """The request ends without a usage event: its worst case goes back."""
+        selection, plan.selection = plan.selection, None
+        if selection is not None:
+            self._selector.release(selection)
 
     def settle_rate(self, plan: Plan, usage: Usage) -> None:
         if plan.rate is not None:
-            key, model, counted = plan.rate
-            self._limiter.correct(key, model, counted, usage.input_tokens + usage.output_tokens)
+            key, model, counted, second = plan.rate
+            self._limiter.correct(key, model, counted, usage.input_tokens + usage.output_tokens, second)
 
 
 def _rewritten(raw_path: str, requested: str, model: str) -> str:

@@ -110,14 +110,22 @@ class ProxyHandler:
                         await self._send_cached(send, route, caller, hit, started)
                         return
             plan = await self._admission.plan(route, caller, raw_path, body, document)
-            headers = request_headers_for_upstream(scope["headers"])
             try:
+                headers = request_headers_for_upstream(scope["headers"])
                 response = await self._upstream.send(method, plan.raw_path, raw_query, headers, plan.body,
                                                      caller.region)
             except UpstreamUnavailable as exc:
                 self._meter(route, caller, plan, 503, None, Usage(), started, None)
                 reason = "Timed out waiting for" if exc.timed_out else "Could not reach"
                 raise ServiceUnavailableException(f"{reason} the upstream Bedrock endpoint.") from None
+            except BaseException as exc:
+                # Never sent (a credential refresh failed, a bug, a cancellation): recorded,
+                # and what admission held for it goes back (issue #18).
+                self._meter(route, caller, plan, 500, None, Usage(), started, None)
+                if not isinstance(exc, Exception):
+                    raise
+                logger.exception("request to the upstream failed before it was sent")
+                raise InternalServerException("The request could not be sent upstream.") from None
         except BedrockError as error:
             await _send_error(send, error)
             return
@@ -339,11 +347,13 @@ class ProxyHandler:
         if not plan.model:
             return None
         self._admission.settle_rate(plan, usage)
+        reserved, lease = self._admission.settle(plan, usage)
         event = UsageEvent.from_usage(
             usage,
             self._prices,
             request_id=request_id or new_request_id(),
-            timestamp=time.time(),
+            # The admission's time: reserved, settled, aggregated and reported on its UTC day.
+            timestamp=plan.admitted_at or time.time(),
             org=caller.org,
             app=caller.app,
             operation=str(route.operation),
@@ -354,11 +364,10 @@ class ProxyHandler:
             status=status,
             quota_scope=plan.quota_scope,
             quota_model=plan.quota_model,
-            reserved_micro_usd=plan.reserved,
+            reserved_micro_usd=reserved,
+            lease=lease,
         )
         self._recorder.record(event)
-        if plan.quota_scope:
-            self._admission.note_spend(plan, event.cost_micro_usd - plan.reserved)
         return event
 
 

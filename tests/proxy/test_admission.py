@@ -10,29 +10,38 @@ import pytest
 
 from adapters import family_of
 from adapters.translate import can_translate
+from metering.leases import BudgetLeases
 from metering.pricing import Price, PriceTable
 from metering.quotas import QuotaSelector
-from proxy.admission import Admission
-from proxy.errors import ServiceUnavailableException, ValidationException
+from proxy.admission import Admission, Plan
+from proxy.errors import (
+    ServiceQuotaExceededException,
+    ServiceUnavailableException,
+    ThrottlingException,
+    ValidationException,
+)
 from proxy.identity import Caller
 from proxy.policies import build_policies
 from proxy.ratelimit import RateLimiter
 from proxy.routing import parse_route
-from tests.metering.test_quotas import MemoryQuotaStore
+from tests.metering.test_quotas import CountingStore
 
 CLAUDE, NOVA = "anthropic.claude-haiku-4-5-20251001-v1:0", "amazon.nova-lite-v1:0"
 PROFILE = "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/abc123"
 PRICES = {CLAUDE: Price(1.0, 5.0), NOVA: Price(0.06, 0.24)}
 
 
-def _admission(orgs: dict[str, Any], healthy: bool = True) -> Admission:
+def _admission(orgs: dict[str, Any], healthy: bool = True, store: CountingStore | None = None,
+               profiles: dict[str, str] | None = None) -> Admission:
+    profiles = {PROFILE: NOVA} if profiles is None else profiles
     policies = build_policies(
         models={"smart": CLAUDE, "cheap": NOVA}, fallback=["smart", "cheap"], orgs=orgs, quotas=None,
-        priced=lambda m: PriceTable(PRICES, {PROFILE: NOVA}).price_of(m) is not None,
-        family_of=family_of, can_translate=can_translate, profiles={PROFILE: NOVA},
+        priced=lambda m: PriceTable(PRICES, profiles).price_of(m) is not None,
+        family_of=family_of, can_translate=can_translate, profiles=profiles,
     )
-    return Admission(policies, QuotaSelector(MemoryQuotaStore()), PriceTable(PRICES, {PROFILE: NOVA}),
-                     RateLimiter(), store_healthy=lambda: healthy)
+    store = store or CountingStore()
+    store.down = not healthy
+    return Admission(policies, QuotaSelector(BudgetLeases(store)), PriceTable(PRICES, profiles), RateLimiter())
 
 
 def _plan(admission: Admission, path: str, document: dict[str, Any], org: str = "acme") -> Any:
@@ -86,3 +95,85 @@ def test_untranslatable_request_is_a_validation_error_naming_the_fallback() -> N
     with pytest.raises(ValidationException, match="fallback model amazon.nova-lite-v1:0"):
         _plan(_admission({"acme": {"daily_quota_usd": {"smart": 0}}}),
               "/model/anthropic.claude-haiku-4-5-20251001-v1:0/invoke", body)
+
+
+def _spent(store: CountingStore, org: str = "acme") -> dict[str, tuple[int, int]]:
+    """model → (committed, leased) of the org's quota today."""
+    found: dict[str, tuple[int, int]] = {}
+    for (scope, _, model), committed in store.committed.items():
+        if scope == org:
+            leased = sum(lease.amount for lease in store.leases.get((scope, _, model), {}).values())
+            found[model] = (committed, leased)
+    return found
+
+
+def _held(admission: Admission) -> int:
+    """What this process holds for requests in flight (their worst cases)."""
+    selector: Any = admission._selector  # noqa: SLF001 - the test looks inside
+    return sum(inflight for _, inflight in selector.leases.held().values())
+
+
+def test_an_application_profile_mapped_to_a_chain_model_counts_against_its_quota() -> None:
+    """Issue #18 item 11: the ARN goes through the chain, quota and rate limits of its model."""
+    profile = "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/team01"
+    admission = _admission({"acme": {"daily_quota_usd": {"smart": 0}}}, profiles={profile: CLAUDE})
+    encoded = profile.replace(":", "%3A").replace("/", "%2F")
+    plan = _plan(admission, f"/model/{encoded}/converse", {"messages": [{"role": "user", "content": [{"text": "hi"}]}]})
+    assert (plan.model, plan.fallback, plan.quota_model) == (NOVA, True, NOVA)  # premium's quota is spent
+    limited = _admission({"acme": {"apps": {"app": {"rate_limits": {"smart": {"rpm": 1}}}}}},
+                         profiles={profile: CLAUDE})
+    first = _plan(limited, f"/model/{encoded}/converse", {"messages": [{"role": "user", "content": [{"text": "a"}]}]})
+    assert (first.model, first.quota_model, first.rate is not None) == (profile, CLAUDE, True)
+    with pytest.raises(ThrottlingException):
+        _plan(limited, f"/model/{encoded}/converse", {"messages": [{"role": "user", "content": [{"text": "b"}]}]})
+
+
+def test_every_id_form_of_a_model_is_one_quota() -> None:
+    store = CountingStore()
+    admission = _admission({"acme": {"daily_quota_usd": {"smart": 1}}}, store=store)
+    body = {"messages": [{"role": "user", "content": [{"text": "hi"}]}], "inferenceConfig": {"maxTokens": 10}}
+    for path in ("/model/smart/converse", f"/model/{CLAUDE}/converse", f"/model/us.{CLAUDE}/converse",
+                 f"/model/arn%3Aaws%3Abedrock%3Aus-east-1%3A1%3Ainference-profile%2Fglobal.{CLAUDE}/converse"):
+        plan = _plan(admission, path, dict(body))
+        assert plan.quota_model == CLAUDE and plan.quota_scope == "acme"
+    assert set(_spent(store)) == {CLAUDE}
+
+
+def test_a_request_refused_after_its_worst_case_was_admitted_gives_it_back() -> None:
+    store = CountingStore()
+    admission = _admission({"acme": {"daily_quota_usd": {"smart": 10}, "apps": {
+        "app": {"rate_limits": {"smart": {"tpm": 1}}}}}}, store=store)
+    with pytest.raises(ThrottlingException):
+        _plan(admission, f"/model/{CLAUDE}/invoke", dict(CLAUDE_BODY))
+    assert _held(admission) == 0
+    untranslatable = {**CLAUDE_BODY, "messages": [{"role": "user", "content": [
+        {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "AA=="}}]}]}
+    spent = _admission({"acme": {"daily_quota_usd": {"smart": 0, "cheap": 10}}})
+    with pytest.raises(ValidationException):
+        _plan(spent, f"/model/{CLAUDE}/invoke", untranslatable)
+    assert _held(spent) == 0
+
+
+def test_settling_a_plan_covers_its_cost_up_to_its_worst_case_once() -> None:
+    from adapters.usage import Usage
+
+    admission = _admission({"acme": {"daily_quota_usd": {"smart": 10}}})
+    plan: Plan = _plan(admission, f"/model/{CLAUDE}/invoke", dict(CLAUDE_BODY))
+    assert plan.selection is not None and _held(admission) > 0
+    reserved, lease = admission.settle(plan, Usage(10, 5))
+    assert reserved == 10 * 1 + 5 * 5 and lease
+    assert admission.settle(plan, Usage(10, 5)) == (0, "") and _held(admission) == 0
+
+
+def test_the_day_is_the_admissions_day() -> None:
+    plan = _plan(_admission({"acme": {"daily_quota_usd": {"smart": 10}}}), f"/model/{CLAUDE}/invoke",
+                 dict(CLAUDE_BODY))
+    assert plan.selection is not None and plan.selection.day == plan.day
+    assert plan.selection.grant is not None and plan.selection.grant.key[1] == plan.day
+
+
+@pytest.mark.parametrize("max_tokens", [10**4000, 2**70], ids=["4001-digits", "2^70"])
+def test_an_absurd_max_tokens_is_refused_by_the_quota_without_raising(max_tokens: int) -> None:
+    admission = _admission({"acme": {"daily_quota_usd": {"smart": 10, "cheap": 10}}})
+    with pytest.raises(ServiceQuotaExceededException, match="worst-case cost"):
+        _plan(admission, f"/model/{CLAUDE}/invoke", {**CLAUDE_BODY, "max_tokens": max_tokens})

@@ -62,7 +62,9 @@ def test_chains_scopes_and_quotas_resolve() -> None:
         ({"orgs": {"acme": {"apps": {"x": {"max_output_tokens": 0}}}}}, "max_output_tokens"),
         ({"orgs": {"acme": {"apps": {"x": {"rate_limits": {"premium": {"tpd": 1}}}}}}}, "tpm: N, rpm: N"),
         ({"orgs": {"acme": {"apps": {"x": {"budget": 1}}}}}, r"unknown key\(s\) \['budget'\]"),
-        ({"quotas": {"tight_threshold": 1.5}}, "tight_threshold"),
+        ({"quotas": {"lease_ttl": 0}}, "lease_ttl"),
+        ({"quotas": {"lease_ttl": "soon"}}, "quotas"),
+        ({"quotas": {"lease_tll": 30}}, r"unknown key\(s\) \['lease_tll'\]"),
         ({"models": {"a": "b"}, "fallback": []}, None),
     ],
 )
@@ -72,3 +74,9 @@ def test_invalid_policies_are_refused_naming_the_key(kwargs: dict[str, Any], mes
         return
     with pytest.raises(PolicyError, match=message):
         _build(**kwargs)
+
+
+def test_the_settings_leases_replaced_are_accepted_and_ignored_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    policies = _build(quotas={"tight_threshold": 0.8, "normal_ttl": 2, "tight_ttl": 0.25})
+    assert policies.quotas.lease_ttl == 30.0
+    assert "normal_ttl, tight_threshold, tight_ttl no longer apply" in caplog.text
