@@ -20,7 +20,6 @@ USAGE_CONFIG: dict[str, Any] = {
     "pricing": TEST_PRICING,
     "models": {"small": MICRO, "medium": LITE},
     "fallback": ["small", "medium"],
-    "quotas": {"tight_threshold": 0.8},
     "orgs": {
         "acme": {"daily_quota_usd": {"small": 1.0, "medium": 2.0}},
         "beta": {"quota_scope": "APP", "daily_quota_usd": {"small": 0.5}, "apps": {"bot": {}}},
@@ -113,6 +112,10 @@ def test_quota_state_per_scope_and_model(seeded: tuple[Proxy, list[UsageEvent]])
     assert models[MICRO]["quota_micro_usd"] == 1_000_000
     assert models[MICRO]["ratio"] == pytest.approx(spend / 1_000_000)
     assert models[MICRO]["mode"] == "NORMAL" and models[MICRO]["exhausted"] is False
+    # What replicas' slices hold beside it (issue #18 item 7): spent + leased + remaining = quota.
+    leased = models[MICRO]["leased_micro_usd"]
+    assert leased >= 0 and models[MICRO]["remaining_micro_usd"] == 1_000_000 - spend - leased
+    assert document["lease_ttl"] == 30.0
     assert models[LITE]["spend_micro_usd"] == 0 and models[LITE]["quota_micro_usd"] == 2_000_000
     bot = {model["model"]: model for model in scopes["beta/bot"]["models"]}
     assert set(bot) == {MICRO}
