@@ -67,6 +67,8 @@ def test_dashboard_shows_the_seeded_numbers(seeded: tuple[Proxy, list[UsageEvent
     sync_api.expect(apps.locator('tr[data-row="beta / bot"]')).to_contain_text(format_usd(_cost(events, "beta")))
     quota = tab.locator(f'#quotas .figures[data-scope="acme"][data-model="{MICRO}"]')
     sync_api.expect(quota).to_contain_text(f"${format_usd(_cost(events, 'acme'))} of $1.000000")
+    sync_api.expect(quota).to_contain_text(" leased · ")  # what replicas' budget leases hold (issue #18)
+    sync_api.expect(quota).to_contain_text(" remaining")
     tokens = sum(event.input_tokens + event.output_tokens for event in events)
     sync_api.expect(tab.locator(f'#rates .chart[data-model="{MICRO}"] svg')).to_have_count(2)
     sync_api.expect(tab.locator(f'#rates .chart[data-model="{MICRO}"]')).to_contain_text("overall peak")

@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.dynamodb_local import DynamoDBLocal, start_dynamodb_local
 from tests.e2e.clients import bedrock_client
@@ -68,6 +69,7 @@ def test_sequential_requests_switch_before_the_one_that_would_pass_the_quota(
     try:
         client = bedrock_client(proxy.issue_key("acme", "seq"), endpoint_url=proxy.url)
         served: list[tuple[str, int]] = [_ask(client, f"Tell me about harbours, part {n}.") for n in range(40)]
+        client.close()
     finally:
         proxy.stop()
     models = [model for model, _ in served]
@@ -98,6 +100,7 @@ def test_failed_and_cut_requests_give_back_what_they_held(
         impatient = bedrock_client(proxy.issue_key("acme", "impatient"), endpoint_url=proxy.url, read_timeout=1)
         with pytest.raises(Exception):  # noqa: B017, PT011 - botocore's read timeout: the client hangs up
             _ask(impatient, f"[[sim:hold={hold}]] held before its first byte")
+        impatient.close()
         assert _premium(proxy)["leased_micro_usd"] > 0  # still in flight upstream: its worst case is held
         httpx.post(f"{simulator.url}/_sim/release/{hold}", timeout=5)
         wait_for(lambda: _premium(proxy)["leased_micro_usd"] == 0, 10, "the hung-up request's slice to come back")
@@ -108,6 +111,8 @@ def test_failed_and_cut_requests_give_back_what_they_held(
         with pytest.raises(Exception):  # noqa: B017, PT011 - the SDK raises what the cut frame says
             for _ in stream["stream"]:
                 pass
+        stream["stream"].close()
+        client.close()
         def settled() -> bool:
             line = _premium(proxy)
             return line["leased_micro_usd"] == 0 and line["spend_micro_usd"] > metered
@@ -118,6 +123,14 @@ def test_failed_and_cut_requests_give_back_what_they_held(
         [metered_row] = [row for row in usage["rows"] if row["model"] == PRO]
         assert metered_row["estimated_requests"] >= 1
         assert _premium(proxy)["spend_micro_usd"] == metered_row["cost_micro_usd"]
+        # /metrics shows the same budget, as this replica last read it, and the lease writes.
+        families = {family.name: family for family in text_string_to_metric_families(
+            httpx.get(f"{proxy.admin_url}/metrics", timeout=10).text)}
+        states = {sample.labels["state"] for sample in families["costkeeper_quota_budget_usd"].samples
+                  if sample.labels["scope"] == "acme" and sample.labels["model"] == PRO}
+        assert states == {"spent", "leased", "remaining"}
+        kinds = {sample.labels["kind"] for sample in families["costkeeper_quota_lease_writes"].samples}
+        assert {"claim", "give_back"} <= kinds
     finally:
         proxy.stop()
 
@@ -130,7 +143,9 @@ def test_a_killed_replicas_slice_comes_back_once_its_lease_expires(
     survivor = _proxy(tmp_path, simulator, dynamodb, table, quota / 1e6, journal="journal-survivor")
     try:
         key = doomed.issue_key("acme", "app")
-        model, _ = _ask(bedrock_client(key, endpoint_url=doomed.url), "one request claims a slice")
+        first = bedrock_client(key, endpoint_url=doomed.url)
+        model, _ = _ask(first, "one request claims a slice")
+        first.close()
         assert model == PRO
         held = _premium(doomed)["leased_micro_usd"]
         assert held >= quota // 8  # a slice for many requests, far from the quota
@@ -143,6 +158,7 @@ def test_a_killed_replicas_slice_comes_back_once_its_lease_expires(
         while _ask(client, "after the lease expires")[0] != PRO:
             assert time.monotonic() - killed < 30 + 15, "the dead replica's slice never came back"
             time.sleep(1)
+        client.close()
         line = _premium(survivor)
         assert line["spend_micro_usd"] + line["leased_micro_usd"] <= quota
     finally:

@@ -134,7 +134,7 @@ def _drive(proxies: list[Proxy]) -> _Result:
             except Exception as exc:  # collected and asserted on: no error is expected
                 with result.lock:
                     result.errors.append(repr(exc))
-                return
+                break
             model = response["ResponseMetadata"]["HTTPHeaders"]["x-costkeeper-model-id"]
             with result.lock:
                 result.served[model] += 1
