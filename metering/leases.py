@@ -5,7 +5,10 @@ Why leases. The quota used to be enforced from cached reads of the store's spend
 read cannot see a burst that starts after it, so the bound depended on timing:
 four replicas on the default settings spent 3.3 times a quota (issue #18). Here
 no request is served on budget this replica does not hold, so the bound holds by
-construction, whatever the timing, the number of replicas or the burst.
+construction, whatever the timing, the number of replicas or the burst. A
+conditional write per request would hold it too, with a store round-trip on every
+request; a lease pays that round-trip once per slice (prior art for leased
+capacity: youtube/doorman, a lease length plus a refresh interval).
 
 How. Per (quota scope, UTC day, model) the store keeps `committed` = spent + Σ
 leases (`metering/budget.py`):
@@ -14,7 +17,7 @@ leases (`metering/budget.py`):
   one conditional write: `committed += n` only if `committed + n <= quota`, and
   the same `n` on its own lease, with an expiry (`lease_ttl`, 30 s by default).
 * **Admit locally.** A request is admitted against the replica's free slice by its
-  worst-case cost W: an upper bound of its input tokens (`adapters/estimate.py`)
+  worst-case cost W: an upper bound of its input tokens (`adapters/input_bound.py`)
   plus its max output tokens, priced as the id sent. No store call while the slice
   covers it.
 * **Settle.** When the request ends, the part of its cost the slice covers,
