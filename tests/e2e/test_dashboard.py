@@ -79,6 +79,8 @@ def test_dashboard_shows_the_seeded_numbers(seeded: tuple[Proxy, list[UsageEvent
     sync_api.expect(apps.locator('tr[data-row="beta / bot"]')).to_contain_text(format_usd(_cost(events, "beta")))
     quota = tab.locator(f'#quotas .figures[data-scope="acme"][data-model="{MICRO}"]')
     sync_api.expect(quota).to_contain_text(f"${format_usd(_cost(events, 'acme'))} of $1.000000")
+    sync_api.expect(quota).to_contain_text(" leased · ")  # what replicas' budget leases hold (issue #18)
+    sync_api.expect(quota).to_contain_text(" remaining")
     tokens = sum(event.input_tokens + event.output_tokens for event in events)
     sync_api.expect(tab.locator(f'#rates .chart[data-model="{MICRO}"] svg')).to_have_count(2)
     sync_api.expect(tab.locator(f'#rates .chart[data-model="{MICRO}"]')).to_contain_text("overall peak")
@@ -144,10 +146,11 @@ def test_dashboard_shows_amounts_past_2_to_the_53_pico_usd_exactly(seeded: tuple
     bodies = {
         "usage": {"days": 1, "since": 0, "by": ["org", "app"], "rows": [{"org": "acme", "app": "chat", "model": MICRO,
                                                                           **row}], "total": row},
-        "quotas": {"day": "2025-03-10", "tight_threshold": 0.8, "scopes": [{
+        "quotas": {"day": "2025-03-10", "lease_ttl": 30.0, "scopes": [{
             "scope": "acme", "org": "acme", "app": None, "chain": [MICRO], "active_model": MICRO,
-            "models": [{"model": MICRO, **usd_fields("spend", big), **usd_fields("quota", quota), "ratio": big / quota,
-                        "mode": "NORMAL", "exhausted": False}]}]},
+            "models": [{"model": MICRO, **usd_fields("spend", big), **usd_fields("leased", 7),
+                        **usd_fields("remaining", quota - big - 7), **usd_fields("quota", quota), "ratio": big / quota,
+                        "holders": 1, "mode": "NORMAL", "exhausted": False}]}]},
         "rates": {"model": MICRO, "minutes": 60, "series": [],
                   "tpm": {"recent_peak_5m": 0, "avg_5m": 0, "overall_peak": {"value": 0, "time": None}},
                   "rpm": {"recent_peak_5m": 0, "avg_5m": 0, "overall_peak": {"value": 0, "time": None}}},
@@ -165,5 +168,7 @@ def test_dashboard_shows_amounts_past_2_to_the_53_pico_usd_exactly(seeded: tuple
     sync_api.expect(tab.locator('#apps tr[data-row="acme / chat"]')).to_contain_text("$9007.199254740993")
     sync_api.expect(tab.locator(f'#quotas .figures[data-model="{MICRO}"]')).to_contain_text(
         "$9007.199254740993 of $10000000000.000000000007")
+    sync_api.expect(tab.locator(f'#quotas .figures[data-model="{MICRO}"]')).to_contain_text(
+        "$0.000000000007 leased · $9999990992.800745259007 remaining")
     sync_api.expect(tab.locator("#status")).to_contain_text("total $9007.199254740993")
     assert problems == []

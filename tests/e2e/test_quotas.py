@@ -30,7 +30,6 @@ def quota_proxy(tmp_path_factory: pytest.TempPathFactory, simulator: Process) ->
         "pricing": PRICING,
         "models": {"premium": PRO, "standard": LITE, "economy": MICRO},
         "fallback": ["premium", "standard"],
-        "quotas": {"normal_ttl": 0.2, "tight_ttl": 0.05, "tight_threshold": 0.8},
         "inference_profiles": {APP_PROFILE: MICRO},
         "orgs": {
             "acme": {
@@ -195,7 +194,9 @@ def test_config_refusing_a_bad_chain_stops_start_up(tmp_path: Path) -> None:
 
 def test_cost_of_each_request_lands_on_the_served_model(client_for: Any, quota_proxy: Proxy) -> None:
     client = client_for("billing")
-    response = client.converse(modelId="standard", messages=MESSAGES)
+    # Its worst case (input bound + 20 output tokens) fits standard's tiny quota; the model's
+    # default of 4,096 output tokens would not.
+    response = client.converse(modelId="standard", messages=MESSAGES, inferenceConfig={"maxTokens": 20})
     event = wait_for_event(quota_proxy, response["ResponseMetadata"]["RequestId"])
     assert (event.requested_model, event.model, event.quota_scope) == ("standard", LITE, "acme/billing")
     price = Price.from_mapping(LITE, PRICING[LITE])  # pico-USD per token, exact
