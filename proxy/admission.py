@@ -21,6 +21,7 @@ Quotas are kept per chain model (`Plan.quota_model`); metering and
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -146,15 +147,19 @@ class Admission:
         if policy.max_output_tokens is not None:
             changed = clamp_max_output_tokens(client_family, document, policy.max_output_tokens)
         max_output = max_output_tokens(client_family, document) or self._policies.quotas.default_max_output_tokens
-        bounds: dict[str, int] = {}
+        by_member: dict[str, int] = {}
+        by_family: dict[str, int] = {}
 
         def input_bound(member: str) -> int:
             """An upper bound of the input tokens on `member` (its family sets the image formula);
             computed only when a quota or a limit needs it."""
-            family = family_of(self._policies.base_of(sent_id(member)))
-            if family not in bounds:
-                bounds[family] = input_token_bound(document, family)
-            return bounds[family]
+            bound = by_member.get(member)
+            if bound is None:
+                family = _family_of(self._policies.base_of(sent_id(member)))
+                if family not in by_family:
+                    by_family[family] = input_token_bound(document, family)
+                bound = by_member[member] = by_family[family]
+            return bound
 
         def worst_case(member: str) -> int:
             """Priced as the id that would be sent (a geo profile can cost more than its base),
@@ -215,11 +220,15 @@ class Admission:
     def _worst_cost(self, model: str, input_tokens: int, output_tokens: int) -> int:
         """The most a request can cost on `model`; never raises (absurd sizes cost a lot)."""
         try:
-            as_input = self._prices.cost_micro_usd(model, Usage(input_tokens, output_tokens)) or 0
-            as_write = self._prices.cost_micro_usd(model, Usage(0, output_tokens, cache_write_tokens=input_tokens)) or 0
+            worst = self._prices.cost_micro_usd(model, Usage(input_tokens, output_tokens)) or 0
+            price = self._prices.price_of(model)
+            if price is not None and (price.cache_write > price.input
+                                      or any(tier.cache_write > tier.input for tier in price.tiers)):
+                worst = max(worst, self._prices.cost_micro_usd(
+                    model, Usage(0, output_tokens, cache_write_tokens=input_tokens)) or 0)
         except (OverflowError, ValueError):
             return _UNAFFORDABLE
-        return max(as_input, as_write)
+        return worst
 
     async def _select(self, policy: CallerPolicy, chain: tuple[str, ...], worst_case: Callable[[str], int],
                       day: str) -> Selection:
@@ -265,6 +274,12 @@ class Admission:
         if plan.rate is not None:
             key, model, counted, second = plan.rate
             self._limiter.correct(key, model, counted, usage.input_tokens + usage.output_tokens, second)
+
+
+@functools.lru_cache(maxsize=1024)
+def _family_of(model_id: str) -> str:
+    """`adapters.family_of`, remembered: it runs for every request a quota admits."""
+    return family_of(model_id)
 
 
 def _rewritten(raw_path: str, requested: str, model: str) -> str:
