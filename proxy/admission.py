@@ -31,6 +31,7 @@ from typing import Any
 
 from adapters import family_of
 from adapters import translate as translation
+from adapters.estimate import estimate_usage
 from adapters.input_bound import input_token_bound
 from adapters.maxtokens import clamp_max_output_tokens, max_output_tokens
 from adapters.modelid import encode_model_id, in_scope, routing_scope
@@ -168,9 +169,11 @@ class Admission:
 
         selection = await self._select(policy, chain, worst_case, utc_day(admitted_at))
         try:
+            # Rate limits count an estimate of the tokens (≈ 4 bytes a token), as before
+            # leases: a throttle, corrected to the usage when the request ends.
             return self._planned(route, caller, raw_path, body, document, policy, selection, requested, entry,
                                  sent_id(selection.model), client_family, changed,
-                                 lambda: input_bound(selection.model) + max_output, admitted_at)
+                                 lambda: estimate_usage(body, 0).input_tokens + max_output, admitted_at)
         except BaseException:
             # Not sent: its worst case goes back (no usage event will settle it).
             self._selector.release(selection)
