@@ -92,14 +92,18 @@ class _Counter:
         return total + (TOOL_PROMPT_TOKENS if self._tools else 0)
 
     def _walk(self, root: Any) -> int:
+        # A JSON document holds dicts, lists and scalars only: exact type checks, no ABCs
+        # (this runs on every request a quota admits: bench it before making it general).
         total = 0
         stack: list[tuple[Any, str]] = [(root, "")]
         while stack:  # iterative: a deeply nested body cannot exhaust the stack
             node, key = stack.pop()
-            if isinstance(node, str):
+            kind = type(node)
+            if kind is str:
                 total += self._string(node, key)
-            elif isinstance(node, Mapping):
-                media = self._media(node)
+            elif kind is dict:
+                media = (self._media(node) if "type" in node or "image" in node or "document" in node
+                         or "video" in node else None)
                 if media is not None:
                     total += media + PART_TOKENS
                     continue
@@ -108,20 +112,23 @@ class _Counter:
                     name = str(name)
                     if name in _SETTINGS:
                         continue
-                    total += len(name.encode("utf-8", "surrogatepass"))
+                    total += _utf8_size(name)
                     if name in _JSON_KEYS:
                         self._tools |= name in ("tools", "toolConfig", "functions")
-                        total += len(json.dumps(value, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+                        total += _utf8_size(json.dumps(value, ensure_ascii=False))
                         continue
                     stack.append((value, name))
-            elif isinstance(node, list):
+            elif kind is list:
                 stack.extend((item, key) for item in node)
+            elif isinstance(node, Mapping | list | str):  # not from json.loads: the general path
+                stack.append((dict(node) if isinstance(node, Mapping) else list(node) if isinstance(node, list)
+                              else str(node), key))
         return total
 
     def _string(self, text: str, key: str) -> int:
         if key in ("images", "inputImage") or text.startswith("data:image/"):
             return self._image
-        return len(text.encode("utf-8", "surrogatepass"))
+        return _utf8_size(text)
 
     def _media(self, block: Mapping[str, Any]) -> int | None:
         """Tokens of an image, document or video block (Converse, Nova, Anthropic, OpenAI shapes)."""
@@ -142,13 +149,17 @@ class _Counter:
         return None
 
 
+def _utf8_size(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
 def _document(fmt: Any, source: Any) -> int:
     fmt = str(fmt or "").lower().rsplit("/", 1)[-1]
     if not isinstance(source, Mapping):
         return MAX_DOCUMENT_TOKENS
     text = source.get("text")
     if isinstance(text, str):
-        return len(text.encode("utf-8", "surrogatepass"))
+        return _utf8_size(text)
     content = source.get("content")
     if isinstance(content, list):
         return _Counter("").count(content)

@@ -30,6 +30,7 @@ a StartAsyncInvoke body resolves to its model id (the only rewrite of that body)
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -39,6 +40,7 @@ from typing import Any
 
 from adapters import family_of
 from adapters import translate as translation
+from adapters.estimate import estimate_usage
 from adapters.input_bound import input_token_bound
 from adapters.maxtokens import (
     MaxTokensError,
@@ -188,15 +190,19 @@ class Admission:
         if policy.max_output_tokens is not None:
             changed = clamp_max_output_tokens(client_family, document, policy.max_output_tokens)
         max_output = max_output_tokens(client_family, document) or self._policies.quotas.default_max_output_tokens
-        bounds: dict[str, int] = {}
+        by_member: dict[str, int] = {}
+        by_family: dict[str, int] = {}
 
         def input_bound(member: str) -> int:
             """An upper bound of the input tokens on `member` (its family sets the image formula);
             computed only when a quota or a limit needs it."""
-            family = family_of(self._policies.base_of(sent_id(member)))
-            if family not in bounds:
-                bounds[family] = input_token_bound(document, family)
-            return bounds[family]
+            bound = by_member.get(member)
+            if bound is None:
+                family = _family_of(self._policies.base_of(sent_id(member)))
+                if family not in by_family:
+                    by_family[family] = input_token_bound(document, family)
+                bound = by_member[member] = by_family[family]
+            return bound
 
         def worst_case(member: str) -> int:
             """Priced as the id that would be sent (a geo profile can cost more than its base),
@@ -208,9 +214,11 @@ class Admission:
 
         selection = await self._select(policy, chain, worst_case, utc_day(admitted_at))
         try:
+            # Rate limits count an estimate of the tokens (≈ 4 bytes a token), as before
+            # leases: a throttle, corrected to the usage when the request ends.
             return self._planned(route, caller, raw_path, body, document, policy, selection, requested, entry,
                                  sent_id(selection.model), client_family, changed,
-                                 lambda: input_bound(selection.model) + max_output, admitted_at, tier)
+                                 lambda: estimate_usage(body, 0).input_tokens + max_output, admitted_at, tier)
         except BaseException:
             # Not sent: its worst case goes back (no usage event will settle it).
             self._selector.release(selection)
@@ -263,15 +271,18 @@ class Admission:
     def _worst_cost(self, model: str, input_tokens: int, output_tokens: int, tier: Tier) -> int:
         """The most a request can cost on `model` in `tier`; never raises (absurd sizes cost a lot)."""
         try:
-            as_input = self._prices.cost_pico_usd(model, Usage(input_tokens, output_tokens,
-                                                               service_tier=tier.service_tier,
-                                                               latency=tier.latency)) or 0
-            as_write = self._prices.cost_pico_usd(model, Usage(0, output_tokens, cache_write_tokens=input_tokens,
-                                                               service_tier=tier.service_tier,
-                                                               latency=tier.latency)) or 0
+            worst = self._prices.cost_pico_usd(model, Usage(input_tokens, output_tokens, service_tier=tier.service_tier,
+                                                            latency=tier.latency)) or 0
+            price = self._prices.price_of(model)
+            dearer = [price, *price.tiers, *((price.latency_optimized,) if price.latency_optimized else ())
+                      ] if price is not None else []
+            if any(rates.cache_write > rates.input for rates in dearer):
+                worst = max(worst, self._prices.cost_pico_usd(model, Usage(
+                    0, output_tokens, cache_write_tokens=input_tokens, service_tier=tier.service_tier,
+                    latency=tier.latency)) or 0)
         except (OverflowError, ValueError):
             return _UNAFFORDABLE
-        return max(as_input, as_write)
+        return worst
 
     async def _plan_job(self, caller: Caller, raw_path: str, body: bytes, document: dict[str, Any],
                         admitted_at: float) -> Plan:
@@ -446,6 +457,12 @@ class Admission:
                 return None
         member = selection.model
         return (requested if member == entry else in_scope(member, requested)), member != entry, str(selection.mode)
+
+
+@functools.lru_cache(maxsize=1024)
+def _family_of(model_id: str) -> str:
+    """`adapters.family_of`, remembered: it runs for every request a quota admits."""
+    return family_of(model_id)
 
 
 def _rewritten(raw_path: str, requested: str, model: str) -> str:

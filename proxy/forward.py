@@ -169,8 +169,9 @@ class ProxyHandler:
             except BaseException as exc:
                 # Never sent (a credential refresh failed, a bug, a cancellation): recorded,
                 # and what admission held for it goes back (issue #18).
-                self._meter(route, caller, plan, 500, None, Usage(), started, None)
-                if not isinstance(exc, Exception):
+                status = exc.status if isinstance(exc, BedrockError) else 500
+                self._meter(route, caller, plan, status, None, Usage(), started, None)
+                if not isinstance(exc, Exception) or isinstance(exc, BedrockError):
                     raise
                 logger.exception("request to the upstream failed before it was sent")
                 raise InternalServerException("The request could not be sent upstream.") from None
