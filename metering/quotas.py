@@ -142,12 +142,14 @@ class QuotaSelector:
             return None
         return Selection(model, False, result.mode, result, day, self._use_ratio(scope, day, key_model, quota))
 
-    async def peek(self, scope: str, day: str, chain: Sequence[str], quota_of: QuotaOf) -> Selection:
+    async def peek(self, scope: str, day: str, chain: Sequence[str], quota_of: QuotaOf,
+                   worst_case: Callable[[str], int] = lambda model: 1) -> Selection:
         """What `select` would choose now, read-only: no claim, no hold, no write (the last
         read of the store, one read when there is none, and this process's leases). For an
         answer that costs nothing — a response-cache hit reports the model, fallback and
         mode of a fresh request. A model is passed over once it is exhausted for the scope,
-        or when neither this process's slice nor the quota as last read has anything left.
+        or when the request's `worst_case` fits neither this process's free slice nor that
+        plus what the quota had left to claim when last read.
         Raises QuotaExhausted as `select` would, BudgetUnavailable when the store is needed
         and unreachable."""
         quotas: dict[str, int] = {}
@@ -162,9 +164,9 @@ class QuotaSelector:
             quotas[model] = quota
             if self._leases.exhausted(key) or (view is not None and key_model in view.exhausted):
                 continue
-            free = held.get(key, (0, 0))[0]
+            free = max(held.get(key, (0, 0))[0], 0)
             remaining = view.model(key_model).remaining(quota) if view is not None else quota
-            if free > 0 or remaining > 0:
+            if free + max(remaining, 0) >= max(worst_case(model), 1):
                 # This process's lease says; without one, near the quota slices are one request.
                 mode = self._leases.mode(key) if key in held else (Mode.TIGHT if remaining * 10 < quota
                                                                    else Mode.NORMAL)

@@ -435,11 +435,13 @@ class Admission:
             chain = (entry, *(model for model in chain[1:] if self._policies.serves(model, scope)))
         return entry, tuple(model for model in chain if policy.allows(model))
 
-    async def current_choice(self, route: Route, caller: Caller) -> tuple[str, bool, str] | None:
-        """(model id sent, fallback, mode) that a fresh request for `route` would get now,
-        read-only (no reservation, no rate counted): what a response-cache hit reports.
-        None when a fresh request would be refused or the quota state cannot be read
-        (`plan` then answers). The chain is `plan`'s (`_chain`)."""
+    async def current_choice(self, route: Route, caller: Caller, document: dict[str, Any] | None = None,
+                             tier: Tier = STANDARD) -> tuple[str, bool, str] | None:
+        """(model id sent, fallback, mode) that a fresh request for `route` (body `document`)
+        would get now, read-only (nothing held, no rate counted): what a response-cache hit
+        reports. A model is passed over when the request's worst case does not fit what is
+        left of its quota, as `plan` would. None when a fresh request would be refused or
+        the quota state cannot be read (`plan` then answers). The chain is `plan`'s (`_chain`)."""
         if route.model_id is None:
             return None
         requested = self._policies.resolve_model(route.model_id)
@@ -451,12 +453,35 @@ class Admission:
             selection = Selection(chain[0], False, Mode.NORMAL)
         else:
             try:
+                worst_case = self._peek_worst_case(route, policy, requested, entry, document, tier)
                 selection = await self._selector.peek(policy.scope_key, utc_day(self._clock()), chain,
-                                                      policy.quota_entry)
+                                                      policy.quota_entry, worst_case)
             except Exception:  # exhausted everywhere, or the store is unreachable
                 return None
         member = selection.model
         return (requested if member == entry else in_scope(member, requested)), member != entry, str(selection.mode)
+
+
+    def _peek_worst_case(self, route: Route, policy: CallerPolicy, requested: str, entry: str,
+                         document: dict[str, Any] | None, tier: Tier) -> Callable[[str], int]:
+        """`plan`'s worst case of a request, read-only (the document is not clamped)."""
+        if document is None:
+            return lambda member: 1
+        converse = route.operation not in _INVOKE
+        client_family = "converse" if converse else family_of(self._policies.base_of(requested))
+        asked = max_output_tokens(client_family, document)
+        if policy.max_output_tokens is not None:
+            asked = min(asked or policy.max_output_tokens, policy.max_output_tokens)
+        max_output = asked or self._policies.quotas.default_max_output_tokens
+        limits = self._policies.model_limits
+
+        def worst_case(member: str) -> int:
+            sent = requested if member == entry else in_scope(member, requested)
+            output = min(max_output, limits.output_limit(self._policies.base_of(sent)))
+            bound = input_token_bound(document, _family_of(self._policies.base_of(sent)))
+            return self._worst_cost(sent, bound, output, tier)
+
+        return worst_case
 
 
 @functools.lru_cache(maxsize=1024)

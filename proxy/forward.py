@@ -148,7 +148,8 @@ class ProxyHandler:
                     if hit is not None:
                         # Served only from the model a fresh request would get now, and
                         # with its fallback and mode (README "Response cache").
-                        choice = await self._admission.current_choice(route, caller)
+                        tier = requested_tier(route.operation in _CONVERSE, scope["headers"], document)
+                        choice = await self._admission.current_choice(route, caller, document, tier)
                         if choice is not None and choice[0] == hit.model:
                             await self._send_cached(send, route, caller, hit, started, *choice[1:])
                             return
