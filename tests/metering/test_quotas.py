@@ -383,3 +383,18 @@ def test_peek_skips_a_model_select_marked_exhausted() -> None:
         assert no_quota.model == "amazon.titan-text-v1"  # no quota: unlimited
 
     run(scenario())
+
+
+def test_peek_passes_over_a_model_the_requests_worst_case_does_not_fit() -> None:
+    store, clock = CountingStore(), Clock()
+    store.committed[("acme", DAY, A)] = 900
+    selector = QuotaSelector(leases(store, clock))
+    quota_of = {A: (A, 1_000), B: (B, 1_000)}.get
+
+    async def scenario() -> None:
+        assert (await selector.peek("acme", DAY, (A, B), quota_of, lambda model: 100)).model == A
+        moved = await selector.peek("acme", DAY, (A, B), quota_of, lambda model: 101)
+        assert (moved.model, moved.fallback) == (B, True)
+        assert "claim_lease" not in store.calls
+
+    run(scenario())
