@@ -147,11 +147,16 @@ def write_results(path: Path, args: argparse.Namespace, results: dict[str, Any])
             out.append(f"Skipped: {store.skipped}. Run `make bench` (it runs under tools/isolated).")
         else:
             calls = ", ".join(f"{op} {count:,.0f}" for op, count in sorted(store.calls.items()))
+            leases = ", ".join(f"{kind} {count:,.0f}" for kind, count in sorted(store.lease_writes.items()))
             out += [f"{store.requests:,} Converse requests in {store.seconds:.1f} s (until the backlog was "
-                    f"empty). Store calls: {calls}.", "",
-                    "| write calls / 1,000 req | items written / 1,000 req | flushes | events / flush "
-                    "| flush mean ms | flush p50 ≤ ms | flush max ≤ ms |", "|---:|---:|---:|---:|---:|---:|---:|",
-                    f"| {fmt(store.per_thousand(store.writes))} | {fmt(store.per_thousand(store.items_written))} "
+                    f"empty), on a daily quota far from reached. Store calls: {calls}; of which budget lease "
+                    f"writes: {leases or 'none'}.", "",
+                    "| write calls / 1,000 req | lease writes / 1,000 req | items written / 1,000 req | flushes "
+                    "| events / flush | flush mean ms | flush p50 ≤ ms | flush max ≤ ms |",
+                    "|---:|---:|---:|---:|---:|---:|---:|---:|",
+                    f"| {fmt(store.per_thousand(store.writes))} "
+                    f"| {fmt(store.per_thousand(sum(store.lease_writes.values())))} "
+                    f"| {fmt(store.per_thousand(store.items_written))} "
                     f"| {store.flushes:,.0f} | {fmt(store.requests / store.flushes if store.flushes else float('nan'))} "
                     f"| {fmt(store.flush_seconds_sum / store.flushes * 1000 if store.flushes else float('nan'))} "
                     f"| {fmt(store.flush_quantile(0.5) * 1000)} | {fmt(store.flush_quantile(1.0) * 1000)} |"]

@@ -59,10 +59,10 @@ WORDS = ("alpha", "bravo", "delta", "echo", "kilo", "lima", "oscar", "sierra", "
 def proxy_config() -> dict[str, Any]:
     """Quota scope APP: each app its own chain, quotas and policies.
 
-    `tight_threshold` is tiny so every quota'd scope is in TIGHT mode (a worst-case
-    reservation in the store before each request, settled by its flush) for almost
-    the whole run, while the $10 economy quotas are never reached: premium is
-    exhausted after a few requests (sticky fallback), `broke` is refused outright.
+    Quotas and leases on their defaults (metering/leases.py): premium's and standard's
+    quotas are a few requests' worst cases, so their slices are one request each (TIGHT
+    mode, a lease claim per request) until the requests no longer fit and fall back; the
+    $10 economy quotas are never reached (large NORMAL slices); `broke` is refused outright.
     """
     return {
         "auth": {"mode": "sigv4"},
@@ -73,7 +73,6 @@ def proxy_config() -> dict[str, Any]:
         "pricing": PRICING,
         "models": {"premium": PRO, "standard": LITE, "economy": MICRO},
         "fallback": ["premium", "standard", "economy"],
-        "quotas": {"tight_threshold": 0.0001, "normal_ttl": 1.0, "tight_ttl": 0.25},
         "orgs": {ORG: {"quota_scope": "APP", "apps": {
             "mixed": {},
             "quota": {"daily_quota_usd": {"premium": 0.0005, "standard": 0.002, "economy": 10}},

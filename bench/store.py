@@ -2,9 +2,12 @@
 
 A proxy with the DynamoDB backend on DynamoDB Local (production metering
 defaults: one flush a second) serves `requests` Converse calls from 16
-clients (trust mode, one caller); once its metering backlog is empty, its
-own store metrics (`costkeeper_store_*` on /metrics, counted by a botocore
-hook on every DynamoDB call) give calls, items written and flush times. Only
+clients (trust mode, one caller whose org has a daily quota far from reached,
+so every request is admitted against a budget lease: metering/leases.py);
+once its metering backlog is empty, its own store metrics (`costkeeper_store_*`
+on /metrics, counted by a botocore hook on every DynamoDB call) give calls,
+items written and flush times, and `costkeeper_quota_lease_writes_total` the
+lease writes among them (claims, renewals, give-backs). Only
 where DynamoDB Local may run (a private network namespace: `make bench` runs
 under tools/isolated); elsewhere the point is skipped with the reason.
 """
@@ -20,6 +23,7 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.client import MODEL
 from metering.store_stats import WRITE_OPERATIONS
 from tests.dynamodb_local import DynamoDBLocalUnavailable, new_table_name, start_dynamodb_local
 from tests.processes import start_proxy
@@ -36,6 +40,8 @@ class StorePoint:
     flushes: float = 0.0
     flush_seconds_sum: float = 0.0
     flush_buckets: list[tuple[float, float]] = field(default_factory=list)
+    #: Budget lease writes by kind (claim, renew, give_back, reclaim, exhausted), included in `calls`.
+    lease_writes: dict[str, float] = field(default_factory=dict)
     skipped: str = ""
 
     @property
@@ -71,6 +77,9 @@ async def measure_store(tmp: Path, upstream_url: str, requests: int,
     proxy = None
     try:
         config = {"auth": {"mode": "trust"}, "metering": {},
+                  # A quota far from reached: the steady state of budget leases (large slices).
+                  "pricing": {MODEL: {"input": 1.0, "output": 5.0}},
+                  "orgs": {"default": {"daily_quota_usd": {MODEL: 10_000}}},
                   "store": {"backend": "dynamodb", "table": new_table_name(),
                             "endpoint_url": dynamodb.endpoint_url, "journal_dir": str(tmp / "journal")}}
         proxy = start_proxy(tmp, upstream_url, config, upstream_credentials=("AKIDBENCHUPSTREAM001", "bench-secret"))
@@ -93,6 +102,11 @@ async def measure_store(tmp: Path, upstream_url: str, requests: int,
 
         calls_after, calls_before = counted("costkeeper_store_calls", after), counted("costkeeper_store_calls", before)
         point.calls = {op: calls_after[op] - calls_before.get(op, 0) for op in calls_after}
+        leases_after = {s.labels.get("kind", ""): s.value for s in after.get("costkeeper_quota_lease_writes", [])
+                        if s.name.endswith("_total")}
+        leases_before = {s.labels.get("kind", ""): s.value for s in before.get("costkeeper_quota_lease_writes", [])
+                         if s.name.endswith("_total")}
+        point.lease_writes = {kind: leases_after[kind] - leases_before.get(kind, 0) for kind in leases_after}
         point.items_written = (sum(counted("costkeeper_store_items_written", after).values())
                                - sum(counted("costkeeper_store_items_written", before).values()))
         flush = {(s.name, s.labels.get("le")): s.value for s in after.get("costkeeper_store_flush_seconds", [])}

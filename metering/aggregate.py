@@ -2,9 +2,10 @@
 
 However many requests a batch holds, it writes one usage counter per
 (org, app, model, day), one rate counter per (day, minute, model) and one
-committed-spend delta per (quota scope, day, model). A request Bedrock refused
-(`UsageEvent.refused`: a 4xx, nothing billed) adds only its committed delta,
-which settles its reservation: its model id is the client's, and would
+committed-spend delta per (quota scope, day, model), plus what each budget lease
+settles (`metering/leases.py`). A request Bedrock refused (`UsageEvent.refused`: a
+4xx, nothing billed) adds only its committed delta and settlement, which give back
+what admission held for it: its model id is the client's, and would
 otherwise make a row per id a client cares to invent. Folding is exact integer
 addition, so any split of the same events sums to the same totals.
 """
@@ -19,7 +20,7 @@ from adapters.modelid import base_model_id
 from metering.events import UsageEvent, utc_day_and_minute
 from metering.store import UsageRow
 
-__all__ = ["COUNTER_FIELDS", "Aggregate", "CommitKey", "Counters", "Rate", "RateKey", "UsageKey",
+__all__ = ["COUNTER_FIELDS", "Aggregate", "CommitKey", "Counters", "Rate", "RateKey", "SettleKey", "UsageKey",
            "regroup_by_base_model", "stored_groups"]
 
 #: (org, app, model, day)
@@ -28,6 +29,8 @@ UsageKey = tuple[str, str, str, str]
 RateKey = tuple[str, str, str]
 #: (quota scope, day, model)
 CommitKey = tuple[str, str, str]
+#: (quota scope, day, model, lease holder)
+SettleKey = tuple[str, str, str, str]
 
 
 @dataclass(slots=True)
@@ -103,7 +106,7 @@ class Rate:
 class Aggregate:
     """Counters of a set of events; `add` is O(1) so the hot path can call it."""
 
-    __slots__ = ("events", "usage", "rates", "committed")
+    __slots__ = ("events", "usage", "rates", "committed", "settled")
 
     def __init__(self, events: Iterable[UsageEvent] = ()) -> None:
         self.events = 0
@@ -111,6 +114,8 @@ class Aggregate:
         self.rates: dict[RateKey, Rate] = {}
         #: cost - reserved: what a flush adds to each scope's committed spend.
         self.committed: dict[CommitKey, int] = {}
+        #: Σ reserved per budget lease: what a flush moves from each lease to spent.
+        self.settled: dict[SettleKey, int] = {}
         for event in events:
             self.add(event)
 
@@ -123,6 +128,9 @@ class Aggregate:
             commit_key = (event.quota_scope, day, event.quota_key)
             delta = event.cost_pico_usd - event.reserved_pico_usd
             self.committed[commit_key] = self.committed.get(commit_key, 0) + delta
+            if event.lease:
+                settle_key = (*commit_key, event.lease)
+                self.settled[settle_key] = self.settled.get(settle_key, 0) + event.reserved_pico_usd
 
     def _add_usage(self, event: UsageEvent, day: str, minute: str) -> None:
         key = (event.org, event.app, event.model, day)
@@ -147,6 +155,8 @@ class Aggregate:
             mine.requests += rate.requests
         for commit_key, delta in other.committed.items():
             self.committed[commit_key] = self.committed.get(commit_key, 0) + delta
+        for settle_key, reserved in other.settled.items():
+            self.settled[settle_key] = self.settled.get(settle_key, 0) + reserved
 
     def committed_by_scope(self) -> dict[tuple[str, str], dict[str, int]]:
         """{(scope, day): {model: delta}}, zero deltas left out."""
@@ -154,4 +164,12 @@ class Aggregate:
         for (scope, day, model), delta in sorted(self.committed.items()):
             if delta:
                 result.setdefault((scope, day), {})[model] = delta
+        return result
+
+    def settled_by_scope(self) -> dict[tuple[str, str], dict[tuple[str, str], int]]:
+        """{(scope, day): {(model, lease holder): Σ reserved}}, zeros left out."""
+        result: dict[tuple[str, str], dict[tuple[str, str], int]] = {}
+        for (scope, day, model, holder), reserved in sorted(self.settled.items()):
+            if reserved:
+                result.setdefault((scope, day), {})[(model, holder)] = reserved
         return result

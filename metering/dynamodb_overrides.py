@@ -3,7 +3,7 @@
 One item per override, all under one partition: `pk=OVERRIDES`,
 `sk=<org>#<app>#<model>#<day>` (`app` and `day` empty when unset), with the
 fields as attributes. The set is small (set by hand), so a replica reads the
-whole partition in one strongly consistent Query every `quotas.normal_ttl`.
+whole partition in one strongly consistent Query every `quotas.overrides_refresh`.
 
 A mixin of `DynamoDBStore`: it needs the store's open client (`_api()`), its
 `table`, `_quota_key` and `_update_item`.
@@ -41,7 +41,7 @@ class OverrideItems:
     table: str
     _api: Callable[[], Any]
     _quota_key: Callable[[str, str], dict[str, Any]]
-    _update_item: Callable[[dict[str, Any]], Awaitable[None]]
+    _update_item: Callable[..., Awaitable[Any]]
 
     async def quota_overrides(self) -> list[QuotaOverride]:
         items: list[dict[str, Any]] = []

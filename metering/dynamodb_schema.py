@@ -9,7 +9,7 @@ scope is `org` (ORG quotas) or `org/app` (APP quotas).
 | usage counter shard | `USAGE#<day>#<shard>` | `<org>#<app>#<model>` | `org`, `app`, `model`, `day`, `requests`, `input_tokens`, `output_tokens`, `cache_read_tokens`, `cache_write_tokens`, `cost_pico_usd`, `estimated_requests`, `unpriced_requests` |
 | daily total (consolidated) | `TOTAL#<day>` | `<scope>` | `scope`, `day`, `models` (map model → the counters above), `consolidated_at` |
 | model rate per minute | `METRICS#<day>` | `<HH:MM>:00#MODEL_RATE#<model>` | `model`, `tpm`, `rpm`, `timestamp` = `<day>T<HH:MM>:00Z`, `gsi2pk` = `MODEL_RATE#<model>`, `gsi2sk` = `<day>#<HH:MM>:00`, `ttl` (`metering/dynamodb_rates.py`) |
-| quota (committed spend, sticky state) | `QUOTA#<scope>` | `<day>` | `committed_pico_usd#<model>` (one number per model), `exhausted` (string set), `exhausted_at#<model>` (epoch seconds of its first mark), `ttl` |
+| quota (budget, leases, sticky state) | `QUOTA#<scope>` | `<day>` | `committed_pico_usd#<model>` (spent + leased, per model), `lease#<model>#<holder>` and `lexp#<model>#<holder>` (each budget lease's amount in pico-USD and its expiry), `exhausted` (string set), `exhausted_at#<model>` (epoch seconds of its first mark), `ttl` |
 | days with usage | `DAYS` | `<YYYY>` | `days` (string set of `YYYY-MM-DD`, added once per day and process) |
 | batch marker | `BATCH#<batch id>#<part>` | `BATCH` | `applied_at`, `ttl` |
 | lease | `LEASE#<name>` | `LEASE` | `owner`, `expires_at` |
@@ -25,9 +25,13 @@ scope is `org` (ORG quotas) or `org/app` (APP quotas).
   writes over `shards` partitions. Reports query the shards of each day.
 * A lease-holding replica sums the shards into one `TOTAL` item per scope and
   day about every minute, so a scope's usage is one item read.
-* Committed spend needs an atomic check-and-add (`reserve`), which a sharded
-  counter cannot give: it is one numeric attribute per model on the scope's
-  quota item, added to with `ADD` under `attribute_not_exists(#c) OR #c <= :limit`.
+* A budget lease claim needs an atomic check-and-add, which a sharded counter
+  cannot give: `committed_pico_usd#<model>` is one number on the scope's quota item, and a
+  claim is one `UpdateItem` that ADDs to it and to the holder's `lease#…` under
+  `attribute_not_exists(#c) OR #c <= :limit`, returning the item (`ALL_NEW`, or
+  `ALL_OLD` when refused) so the claimer sees what is left without another read.
+  A flush settles leases in its own transaction (ADD to `committed_pico_usd#…` and `lease#…`),
+  so every lease and the scope's `committed` stay on one item (metering/budget.py).
 * GSI `MetricTypeIndex` (configurable: `store.index_name`; `gsi2pk`, `gsi2sk`, all
   attributes projected) answers "rates of model M between two minutes" and lists
   issued keys in creation order. Before issue #23 it was named `gsi2` and rate items
@@ -37,7 +41,7 @@ scope is `org` (ORG quotas) or `org/app` (APP quotas).
   (usage counters, and the counters of `TOTAL` maps) and `committed#<model>`
   (quota items). Nothing rewrites them: a reader adds an old attribute ×10⁶ to its
   pico-USD namesake, so old items, and items a replica of the previous version
-  still adds to during a rolling upgrade, count at their true value. A `reserve`
+  still adds to during a rolling upgrade, count at their true value. A lease claim
   first folds a quota item's old attribute into the new one (one conditional
   update), so its condition sees the whole committed spend.
 * TTL: rate items after `metrics_ttl_days`, batch markers after

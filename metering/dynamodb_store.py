@@ -19,7 +19,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,6 +34,7 @@ from metering.aggregate import (
     regroup_by_base_model,
     stored_groups,
 )
+from metering.budget import LeaseRecord, ModelBudget, ScopeBudget
 from metering.dynamodb_invocations import InvocationItems
 from metering.dynamodb_keys import KeyItems
 from metering.dynamodb_overrides import OverrideItems
@@ -120,8 +121,44 @@ def _counters(item: dict[str, Any]) -> Counters:
     return counters
 
 
+#: A budget lease's amount (pico-USD) and expiry (epoch seconds) on the scope's QUOTA item.
+_LEASE, _EXPIRY = "lease#", "lexp#"
+
+
+def _lease_name(model: str, holder: str) -> str:
+    return f"{_LEASE}{model}#{holder}"
+
+
+def _expiry_name(model: str, holder: str) -> str:
+    return f"{_EXPIRY}{model}#{holder}"
+
+
+def _budget(item: Mapping[str, Any]) -> ScopeBudget:
+    """A QUOTA item as a ScopeBudget: `committed_pico_usd#<model>` (and the micro-USD
+    `committed#<model>` written before issue #16, ×10⁶), `lease#<model>#<holder>`,
+    `lexp#<model>#<holder>` (epoch seconds) and the `exhausted` set."""
+    committed = committed_by_model(item)
+    amounts: dict[tuple[str, str], int] = {}
+    expiries: dict[tuple[str, str], float] = {}
+    for name, value in item.items():
+        if name.startswith(_LEASE):
+            model, _, holder = name[len(_LEASE):].rpartition("#")
+            amounts[(model, holder)] = int(value["N"])
+        elif name.startswith(_EXPIRY):
+            model, _, holder = name[len(_EXPIRY):].rpartition("#")
+            expiries[(model, holder)] = float(value["N"])
+    leases: dict[str, dict[str, LeaseRecord]] = {}
+    for (model, holder), amount in amounts.items():
+        leases.setdefault(model, {})[holder] = LeaseRecord(amount, expiries.get((model, holder)))
+    return ScopeBudget(
+        models={model: ModelBudget(committed.get(model, 0), leases.get(model, {}))
+                for model in committed.keys() | leases.keys()},
+        exhausted=frozenset(item.get("exhausted", {}).get("SS", [])),
+    )
+
+
 class DynamoDBStore(KeyItems, InvocationItems, OverrideItems):
-    """`UsageStore`, `QuotaStore`, `KeyStore` and `InvocationStore` on one DynamoDB table."""
+    """`UsageStore`, `LeaseStore`, `KeyStore` and `InvocationStore` on one DynamoDB table."""
 
     def __init__(
         self,
@@ -257,12 +294,14 @@ class DynamoDBStore(KeyItems, InvocationItems, OverrideItems):
         for (day, minute, model), rate in sorted(aggregate.rates.items()):
             updates.append(rate_update(day, minute, model, rate.tokens, rate.requests,
                                        _epoch(day, minute) + self._metrics_ttl))
-        for (scope, day), deltas in sorted(aggregate.committed_by_scope().items()):
-            updates.append(_update(
-                self._quota_key(scope, day),
-                {committed_attribute(model): delta for model, delta in deltas.items()},
-                set_if_absent={"ttl": n(_epoch(day) + QUOTA_TTL_DAYS * _DAY)},
-            ))
+        committed, settled = aggregate.committed_by_scope(), aggregate.settled_by_scope()
+        for scope, day in sorted(committed.keys() | settled.keys()):
+            # Cost beyond what leases covered goes to committed; what they covered leaves them.
+            adds = {committed_attribute(model): delta for model, delta in committed.get((scope, day), {}).items()}
+            adds.update({_lease_name(model, holder): -reserved
+                         for (model, holder), reserved in settled.get((scope, day), {}).items()})
+            updates.append(_update(self._quota_key(scope, day), adds,
+                                   set_if_absent={"ttl": n(_epoch(day) + QUOTA_TTL_DAYS * _DAY)}))
         return [{"Update": {"TableName": self.table, **update}} for update in updates]
 
     async def _apply_part(self, marker_id: str, updates: list[dict[str, Any]]) -> bool:
@@ -396,7 +435,7 @@ class DynamoDBStore(KeyItems, InvocationItems, OverrideItems):
                 raise RuntimeError(f"consolidation of {day}: items left unprocessed after retries")
         return len(requests)
 
-    # -- QuotaStore --------------------------------------------------------
+    # -- LeaseStore (metering/budget.py) ------------------------------------
 
     def _quota_key(self, scope: str, day: str) -> dict[str, Any]:
         return {"pk": s(f"QUOTA#{scope}"), "sk": s(day)}
@@ -408,30 +447,35 @@ class DynamoDBStore(KeyItems, InvocationItems, OverrideItems):
         item: dict[str, Any] = response.get("Item", {})
         return item
 
-    async def committed_spend(self, scope: str, day: str) -> dict[str, int]:
-        return committed_by_model(await self._quota_item(scope, day))
+    async def read_budget(self, scope: str, day: str) -> ScopeBudget:
+        return _budget(await self._quota_item(scope, day))
 
-    async def reserve(self, scope: str, day: str, model: str, amount: int, quota: int) -> bool:
+    async def claim_lease(self, scope: str, day: str, model: str, holder: str, amount: int, quota: int,
+                          expires_at: float) -> tuple[bool, ScopeBudget]:
         if amount > quota:
-            return False
+            return False, await self.read_budget(scope, day)
         # Condition expressions have no arithmetic: compare with quota - amount, and only
         # once no micro-USD attribute holds part of the spend (`_fold_legacy`).
-        update = _update(self._quota_key(scope, day), {committed_attribute(model): amount},
+        update = _update(self._quota_key(scope, day),
+                         {committed_attribute(model): amount, _lease_name(model, holder): amount},
+                         sets={_expiry_name(model, holder): n(expires_at)},
                          set_if_absent={"ttl": n(_epoch(day) + QUOTA_TTL_DAYS * _DAY)})
         update["ConditionExpression"] = "(attribute_not_exists(#a0) OR #a0 <= :limit) AND attribute_not_exists(#old)"
         update["ExpressionAttributeNames"]["#old"] = legacy_committed_attribute(model)
         update["ExpressionAttributeValues"][":limit"] = n(quota - amount)
         for _ in range(_CONFLICT_RETRIES):
             try:
-                await self._update_item(update)
+                response = await self._update_item(update, ReturnValues="ALL_NEW",
+                                                   ReturnValuesOnConditionCheckFailure="ALL_OLD")
             except ClientError as exc:
                 if error_code(exc) != "ConditionalCheckFailedException":
                     raise
-                if not await self._fold_legacy(scope, day, model):
-                    return False  # no old attribute in the way: the quota refused it
-                continue
-            return True
-        raise StoreError(f"reserve on {scope} {day} {model}: its micro-USD spend kept coming back "
+                if await self._fold_legacy(scope, day, model):
+                    continue  # the old attribute was in the way: look again
+                old = exc.response.get("Item")
+                return False, _budget(old) if old is not None else await self.read_budget(scope, day)
+            return True, _budget(response.get("Attributes", {}))
+        raise StoreError(f"lease claim on {scope} {day} {model}: its micro-USD spend kept coming back "
                          "(replicas of a version before issue #16 still running?)")
 
     async def _fold_legacy(self, scope: str, day: str, model: str) -> bool:
@@ -454,8 +498,65 @@ class DynamoDBStore(KeyItems, InvocationItems, OverrideItems):
                 raise  # else it changed since the read (folded or added to): the caller looks again
         return True
 
-    async def release(self, scope: str, day: str, model: str, amount: int) -> None:
-        await self._update_item(_update(self._quota_key(scope, day), {committed_attribute(model): -amount}))
+    async def renew_lease(self, scope: str, day: str, model: str, holder: str, give_back: int,
+                          expires_at: float | None, *, drop: bool = False) -> bool:
+        lease, expiry = _lease_name(model, holder), _expiry_name(model, holder)
+        key = self._quota_key(scope, day)
+        if drop:
+            try:
+                await self._update_item({
+                    "Key": key, "UpdateExpression": "ADD #c :back REMOVE #l, #e",
+                    "ConditionExpression": "#l = :amount",
+                    "ExpressionAttributeNames": {"#c": committed_attribute(model), "#l": lease, "#e": expiry},
+                    "ExpressionAttributeValues": {":back": n(-give_back), ":amount": n(give_back)},
+                })
+                return True
+            except ClientError as exc:
+                if error_code(exc) != "ConditionalCheckFailedException":
+                    raise  # it holds more than it gives back (or is gone): give back only
+        adds = {committed_attribute(model): -give_back, lease: -give_back} if give_back else {}
+        sets = {expiry: n(expires_at)} if expires_at is not None else {}
+        update = _update(key, adds, sets=sets)
+        if not update["UpdateExpression"]:
+            update["UpdateExpression"] = "SET #l = #l"
+        update["ExpressionAttributeNames"]["#l"] = lease
+        update["ConditionExpression"] = "attribute_exists(#l)"
+        try:
+            await self._update_item(update)
+        except ClientError as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    async def reclaim_leases(self, scope: str, day: str, model: str, expired: Mapping[str, LeaseRecord]) -> bool:
+        if not expired:
+            return True
+        names: dict[str, str] = {"#c": committed_attribute(model)}
+        values: dict[str, Any] = {":delta": n(-sum(lease.amount for lease in expired.values()))}
+        removed: list[str] = []
+        conditions: list[str] = []
+        for i, (holder, lease) in enumerate(sorted(expired.items())):
+            names[f"#l{i}"], names[f"#e{i}"] = _lease_name(model, holder), _expiry_name(model, holder)
+            values[f":a{i}"] = n(lease.amount)
+            removed += [f"#l{i}", f"#e{i}"]
+            if lease.expires_at is None:
+                conditions.append(f"(#l{i} = :a{i} AND attribute_not_exists(#e{i}))")
+            else:
+                values[f":x{i}"] = n(lease.expires_at)
+                conditions.append(f"(#l{i} = :a{i} AND #e{i} = :x{i})")
+        try:
+            await self._update_item({
+                "Key": self._quota_key(scope, day),
+                "UpdateExpression": f"ADD #c :delta REMOVE {', '.join(removed)}",
+                "ConditionExpression": " AND ".join(conditions),
+                "ExpressionAttributeNames": names, "ExpressionAttributeValues": values,
+            })
+        except ClientError as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
 
     async def exhausted_models(self, scope: str, day: str) -> frozenset[str]:
         item = await self._quota_item(scope, day)
@@ -475,13 +576,14 @@ class DynamoDBStore(KeyItems, InvocationItems, OverrideItems):
         at = {model: item.get(exhausted_at_attribute(model)) for model in item.get("exhausted", {}).get("SS", [])}
         return {model: None if value is None else float(value["N"]) for model, value in at.items()}
 
-    async def _update_item(self, update: dict[str, Any]) -> None:
+    async def _update_item(self, update: dict[str, Any], **options: str) -> dict[str, Any]:
         """UpdateItem, retrying the conflicts a concurrent flush transaction causes."""
         for attempt in range(_CONFLICT_RETRIES):
             try:
-                await self._api().update_item(TableName=self.table, **update)
-                return
+                response: dict[str, Any] = await self._api().update_item(TableName=self.table, **update, **options)
+                return response
             except ClientError as exc:
                 if error_code(exc) != "TransactionConflictException" or attempt == _CONFLICT_RETRIES - 1:
                     raise
                 await asyncio.sleep(random.uniform(0.005, 0.02) * 2**attempt)  # noqa: S311 - jitter
+        raise AssertionError("unreachable")

@@ -77,11 +77,14 @@ class UsageEvent:
     #: The quota scope charged ("acme" for ORG scope, "acme/chatbot" for APP
     #: scope); "" when the model has no quota for the caller.
     quota_scope: str = ""
-    #: pico-USD reserved before forwarding (TIGHT mode); the flush settles it.
+    #: The part of the cost (pico-USD) the budget lease `lease` covered (at most the worst
+    #: case the request was admitted with); the flush moves it from the lease to spent.
     reserved_pico_usd: int = 0
     #: The chain model whose quota the cost counts against (its configured id, e.g.
     #: `anthropic.claude-haiku-…` when `model` is the `us.` profile sent); "" → `model`.
     quota_model: str = ""
+    #: The budget lease (its holder id) the request was admitted against; "" for none.
+    lease: str = ""
     #: Served from the proxy's response cache: no upstream call, no cost.
     cached: bool = False
     #: The client left before the response was complete. The usage is Bedrock's own
@@ -154,6 +157,7 @@ class UsageEvent:
         quota_scope: str = "",
         quota_model: str = "",
         reserved_pico_usd: int = 0,
+        lease: str = "",
         cached: bool = False,
         hung_up: bool = False,
     ) -> UsageEvent:
@@ -184,6 +188,7 @@ class UsageEvent:
             quota_scope=quota_scope,
             quota_model="" if quota_model == model else quota_model,
             reserved_pico_usd=reserved_pico_usd,
+            lease=lease,
             cached=cached,
             hung_up=hung_up,
             service_tier=usage.service_tier or "",

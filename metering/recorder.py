@@ -21,8 +21,9 @@ and the proxy keeps serving. A batch's id is the journal range it covers, so
 after a crash (or a write that landed but was not acknowledged) the replay
 carries the same id and the store applies it at most once.
 
-`pending_spend(scope, day)` is this replica's committed spend not yet in the
-store (Σ cost − reserved per model), for quota checks that add it to the store's.
+`on_stored` hears what each stored batch settled of each budget lease (Σ reserved
+per lease, `Aggregate.settled`): a lease is kept alive until its settlements are in
+the store (metering/leases.py).
 """
 
 from __future__ import annotations
@@ -34,9 +35,10 @@ import random
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from metering.aggregate import Aggregate
+from metering.aggregate import Aggregate, SettleKey
 from metering.events import UsageEvent
 from metering.journal import Journal, JournalError, encode
 from metering.store import UsageStore
@@ -63,6 +65,7 @@ class UsageRecorder:
         retry_base: float = 0.5,
         max_backoff: float = 30.0,
         stats: StoreStats | None = None,
+        on_stored: Callable[[Mapping[SettleKey, int]], None] | None = None,
     ) -> None:
         if flush_interval <= 0 or batch_size <= 0 or fsync_interval <= 0:
             raise ValueError("flush_interval, batch_size and fsync_interval must be positive")
@@ -93,8 +96,7 @@ class UsageRecorder:
         self._intents: list[tuple[int, int]] = []
         #: Events not in the journal yet: recorded before `start`, or while it failed.
         self._unwritten: deque[tuple[bytes, UsageEvent]] = deque()
-        #: (scope, day) → model → committed pico-USD not yet stored.
-        self._pending: dict[tuple[str, str], dict[str, int]] = {}
+        self._on_stored = on_stored
         self._backlog = 0
         self._store_ok = True
         self._journal_ok = True
@@ -118,21 +120,12 @@ class UsageRecorder:
         """The last store write succeeded and the journal accepts writes."""
         return self._store_ok and self._journal_ok
 
-    def pending_spend(self, scope: str, day: str) -> dict[str, int]:
-        """model → pico-USD this replica committed to `scope` on `day` (cost minus
-        reservation of each event) that the store does not have yet."""
-        with self._mutex:
-            return dict(self._pending.get((scope, day), {}))
-
     def record(self, event: UsageEvent) -> None:
         """Journal and aggregate `event`. O(1); never blocks, awaits or raises."""
         try:
             line = encode(event)
             with self._mutex:
                 self._backlog += 1
-                if event.quota_scope:
-                    pending = self._pending.setdefault((event.quota_scope, event.day), {})
-                    pending[event.quota_key] = pending.get(event.quota_key, 0) + event.cost_pico_usd - event.reserved_pico_usd
                 # Behind an unwritten event, queue: the journal keeps recording order.
                 if not self._opened or self._unwritten:
                     self._unwritten.append((line, event))
@@ -170,7 +163,6 @@ class UsageRecorder:
                     continue
                 self._sealed[number] = aggregate
                 self._backlog += aggregate.events
-                self._add_pending(aggregate, +1)
             self._intents = list(recovered.intents)
             self._opened = True
         if self._sealed:
@@ -324,13 +316,18 @@ class UsageRecorder:
                 logger.info("batch %s was already stored; not counted again", batch_id)
             await asyncio.to_thread(self._journal.end_batch, first, last)
             self._intents.remove(batch)
+            stored: list[Aggregate] = []
             with self._mutex:
                 for number in range(first, last + 1):
                     aggregate = self._sealed.pop(number, None)
                     self._kept_count -= len(self._kept.pop(number, ()))
                     if aggregate is not None:
                         self._backlog -= aggregate.events
-                        self._add_pending(aggregate, -1)
+                        stored.append(aggregate)
+            if self._on_stored is not None:
+                for aggregate in stored:
+                    if aggregate.settled:
+                        self._on_stored(aggregate.settled)
 
     def _next_batch(self) -> tuple[int, int] | None:
         """The oldest written-down batch, else sealed segments from the oldest
@@ -347,17 +344,6 @@ class UsageRecorder:
                 break
             last, total = number, total + self._sealed[number].events
         return first, last
-
-    def _add_pending(self, aggregate: Aggregate, sign: int) -> None:
-        for (scope, day, model), delta in aggregate.committed.items():
-            pending = self._pending.setdefault((scope, day), {})
-            value = pending.get(model, 0) + sign * delta
-            if value:
-                pending[model] = value
-            else:
-                pending.pop(model, None)
-                if not pending:
-                    del self._pending[(scope, day)]
 
     def _backoff(self, attempt: int) -> float:
         """Exponential from `retry_base`, capped, with jitter so that replicas

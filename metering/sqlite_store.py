@@ -11,9 +11,9 @@ journal still holds whatever such a transaction carried.
 
 Unlike DynamoDB, SQLite keeps one row per request (`usage_events`), which
 makes reports exact to the second and lets `get_event` answer; per-minute model
-rates and committed quota spend live in their own tables, written in the same
-transaction as the events and the batch marker. A batch applies once per id
-and an event once per request id (first write wins). Money is integer pico-USD;
+rates, committed quota spend and budget leases live in their own tables, written
+in the same transaction as the events and the batch marker. A batch applies once
+per id and an event once per request id (first write wins). Money is integer pico-USD;
 a file written in micro-USD is converted once on open (`metering/sqlite_units.py`).
 A sum of costs is taken in two parts (whole micro-USD and the rest) so that no
 SQL SUM overflows 64 bits however long the window: only a single row is bound by
@@ -38,7 +38,7 @@ import sqlite3
 import stat
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import MISSING, fields
 from datetime import UTC, datetime
 from operator import attrgetter
@@ -46,6 +46,7 @@ from types import TracebackType
 from typing import Any
 
 from metering.aggregate import Aggregate, regroup_by_base_model, stored_groups
+from metering.budget import LeaseRecord, ModelBudget, ScopeBudget
 from metering.events import UsageEvent
 from metering.money import PICO_PER_MICRO
 from metering.secret_box import SecretBox, generate_key
@@ -118,13 +119,23 @@ CREATE TABLE IF NOT EXISTS model_rates (
     rpm   INTEGER NOT NULL,
     PRIMARY KEY (model, slot)
 );
--- Spent + outstanding reservations per quota scope, UTC day and model.
+-- Spent + outstanding budget leases per quota scope, UTC day and model (metering/budget.py).
 CREATE TABLE IF NOT EXISTS quota_committed (
     scope     TEXT NOT NULL,
     day       TEXT NOT NULL,
     model     TEXT NOT NULL,
     committed_pico_usd INTEGER NOT NULL,
     PRIMARY KEY (scope, day, model)
+);
+-- Budget leases: what each holder (a proxy process) holds of a quota; expires_at NULL: an orphan.
+CREATE TABLE IF NOT EXISTS quota_leases (
+    scope      TEXT NOT NULL,
+    day        TEXT NOT NULL,
+    model      TEXT NOT NULL,
+    holder     TEXT NOT NULL,
+    amount     INTEGER NOT NULL,
+    expires_at REAL,
+    PRIMARY KEY (scope, day, model, holder)
 );
 -- Sticky fallback state: models exhausted for a scope until the day ends, and
 -- since when (NULL in rows written before the time was kept).
@@ -165,6 +176,10 @@ ON CONFLICT (model, slot) DO UPDATE SET tpm = tpm + excluded.tpm, rpm = rpm + ex
 _ADD_COMMITTED = """
 INSERT INTO quota_committed (scope, day, model, committed_pico_usd) VALUES (?, ?, ?, ?)
 ON CONFLICT (scope, day, model) DO UPDATE SET committed_pico_usd = committed_pico_usd + excluded.committed_pico_usd
+"""
+_SETTLE = """
+INSERT INTO quota_leases (scope, day, model, holder, amount, expires_at) VALUES (?, ?, ?, ?, ?, NULL)
+ON CONFLICT (scope, day, model, holder) DO UPDATE SET amount = amount + excluded.amount
 """
 # SUM of a 64-bit column raises on overflow: the cost is summed as whole micro-USD
 # and the rest (integer division and remainder), exact far beyond 2^63 pico-USD.
@@ -228,7 +243,7 @@ def _slot(timestamp: float) -> str:
 
 
 class SQLiteStore(KeyRows, InvocationRows, OverrideRows):
-    """`UsageStore`, `QuotaStore`, `KeyStore` and `InvocationStore` in one SQLite file (or `":memory:"`).
+    """`UsageStore`, `LeaseStore`, `KeyStore` and `InvocationStore` in one SQLite file (or `":memory:"`).
 
     `key_source` gives the key for issued secrets; None → the key file
     `<path>.key`, created on first use (a fresh key per `":memory:"` store).
@@ -359,6 +374,10 @@ class SQLiteStore(KeyRows, InvocationRows, OverrideRows):
         self._conn.executemany(_ADD_COMMITTED, [
             (scope, day, model, delta) for (scope, day, model), delta in sorted(counted.committed.items())
         ])
+        self._conn.executemany(_SETTLE, [
+            (scope, day, model, holder, -reserved)
+            for (scope, day, model, holder), reserved in sorted(counted.settled.items()) if reserved
+        ])
         return True
 
     def _unseen(self, events: list[UsageEvent]) -> list[UsageEvent]:
@@ -425,29 +444,90 @@ class SQLiteStore(KeyRows, InvocationRows, OverrideRows):
         rows = await self._run(lambda: self._conn.execute(sql, params).fetchall())
         return {row[0]: _usage_row({"model": row[0], "day": day}, row[1:]) for row in rows}
 
-    # -- QuotaStore --------------------------------------------------------
+    # -- LeaseStore (metering/budget.py) ------------------------------------
 
-    async def committed_spend(self, scope: str, day: str) -> dict[str, int]:
-        rows = await self._run(lambda: self._conn.execute(
-            "SELECT model, committed_pico_usd FROM quota_committed WHERE scope = ? AND day = ?", (scope, day)
-        ).fetchall())
-        return {model: committed for model, committed in rows}
+    def _budget(self, scope: str, day: str) -> ScopeBudget:
+        committed = dict(self._conn.execute(
+            "SELECT model, committed_pico_usd FROM quota_committed WHERE scope = ? AND day = ?", (scope, day)).fetchall())
+        leases: dict[str, dict[str, LeaseRecord]] = {}
+        for model, holder, amount, expires_at in self._conn.execute(
+                "SELECT model, holder, amount, expires_at FROM quota_leases WHERE scope = ? AND day = ?",
+                (scope, day)):
+            leases.setdefault(model, {})[holder] = LeaseRecord(amount, expires_at)
+        exhausted = frozenset(model for (model,) in self._conn.execute(
+            "SELECT model FROM quota_exhausted WHERE scope = ? AND day = ?", (scope, day)))
+        return ScopeBudget(
+            models={model: ModelBudget(committed.get(model, 0), leases.get(model, {}))
+                    for model in committed.keys() | leases.keys()},
+            exhausted=exhausted,
+        )
 
-    async def reserve(self, scope: str, day: str, model: str, amount: int, quota: int) -> bool:
-        def reserve() -> bool:
+    async def read_budget(self, scope: str, day: str) -> ScopeBudget:
+        budget: ScopeBudget = await self._run(self._budget, scope, day)
+        return budget
+
+    async def claim_lease(self, scope: str, day: str, model: str, holder: str, amount: int, quota: int,
+                          expires_at: float) -> tuple[bool, ScopeBudget]:
+        def claim() -> tuple[bool, ScopeBudget]:
             row = self._conn.execute(
                 "SELECT committed_pico_usd FROM quota_committed WHERE scope = ? AND day = ? AND model = ?",
                 (scope, day, model),
             ).fetchone()
             if (row[0] if row else 0) + amount > quota:
-                return False
+                return False, self._budget(scope, day)
             self._conn.execute(_ADD_COMMITTED, (scope, day, model, amount))
+            self._conn.execute(
+                "INSERT INTO quota_leases (scope, day, model, holder, amount, expires_at) VALUES (?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (scope, day, model, holder) DO UPDATE SET amount = amount + excluded.amount, "
+                "expires_at = excluded.expires_at", (scope, day, model, holder, amount, expires_at))
+            return True, self._budget(scope, day)
+
+        result: tuple[bool, ScopeBudget] = await self._run(self._transaction, claim)
+        return result
+
+    async def renew_lease(self, scope: str, day: str, model: str, holder: str, give_back: int,
+                          expires_at: float | None, *, drop: bool = False) -> bool:
+        def renew() -> bool:
+            key = (scope, day, model, holder)
+            row = self._conn.execute(
+                "SELECT amount FROM quota_leases WHERE scope = ? AND day = ? AND model = ? AND holder = ?",
+                key).fetchone()
+            if row is None:
+                return False
+            if give_back:
+                self._conn.execute(_ADD_COMMITTED, (scope, day, model, -give_back))
+            if drop and row[0] == give_back:
+                self._conn.execute(
+                    "DELETE FROM quota_leases WHERE scope = ? AND day = ? AND model = ? AND holder = ?", key)
+                return True
+            self._conn.execute(
+                "UPDATE quota_leases SET amount = amount - ?, expires_at = COALESCE(?, expires_at) "
+                "WHERE scope = ? AND day = ? AND model = ? AND holder = ?", (give_back, expires_at, *key))
             return True
 
-        return bool(await self._run(self._transaction, reserve))
+        return bool(await self._run(self._transaction, renew))
 
-    async def release(self, scope: str, day: str, model: str, amount: int) -> None:
-        await self._run(lambda: self._conn.execute(_ADD_COMMITTED, (scope, day, model, -amount)))
+    async def reclaim_leases(self, scope: str, day: str, model: str, expired: Mapping[str, LeaseRecord]) -> bool:
+        def reclaim() -> bool:
+            total = 0
+            for holder, lease in expired.items():
+                key = (scope, day, model, holder)
+                row = self._conn.execute(
+                    "SELECT amount, expires_at FROM quota_leases "
+                    "WHERE scope = ? AND day = ? AND model = ? AND holder = ?", key).fetchone()
+                if row is None or LeaseRecord(*row) != lease:
+                    raise _Changed
+                self._conn.execute(
+                    "DELETE FROM quota_leases WHERE scope = ? AND day = ? AND model = ? AND holder = ?", key)
+                total += lease.amount
+            if total:
+                self._conn.execute(_ADD_COMMITTED, (scope, day, model, -total))
+            return True
+
+        try:
+            return bool(await self._run(self._transaction, reclaim))
+        except _Changed:
+            return False
 
     async def exhausted_models(self, scope: str, day: str) -> frozenset[str]:
         rows = await self._run(lambda: self._conn.execute(
@@ -467,3 +547,6 @@ class SQLiteStore(KeyRows, InvocationRows, OverrideRows):
             "SELECT model, marked_at FROM quota_exhausted WHERE scope = ? AND day = ?", (scope, day)
         ).fetchall())
         return dict(rows)
+
+class _Changed(Exception):
+    """A lease to reclaim changed since it was read: the transaction is rolled back."""

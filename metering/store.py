@@ -1,7 +1,7 @@
 """What any metering backend offers: usage in, summaries out, quotas, issued keys.
 
-Three async protocols — `UsageStore`, `QuotaStore`, `KeyStore` (and
-`InvocationStore`, metering/invocations.py) — that both
+Four async protocols — `UsageStore`, `LeaseStore` (`metering/budget.py`: daily
+budgets and their leases), `KeyStore` and `InvocationStore` (metering/invocations.py) — that both
 backends implement: `SQLiteStore` (embedded, WAL; its sync calls run in
 `asyncio.to_thread`) doubles as the test double, and `DynamoDBStore`
 (aiobotocore) serves many replicas. One parametrized test suite runs against
@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, cast, get_args, runtime_checkable
 
+from metering.budget import LeaseStore
 from metering.events import UsageEvent
 from metering.invocations import InvocationStore
 
@@ -43,7 +44,7 @@ __all__ = [
     "KeyStore",
     "ModelRate",
     "ReencryptResult",
-    "QuotaStore",
+    "LeaseStore",
     "Store",
     "StoreError",
     "UnsupportedQuery",
@@ -211,7 +212,8 @@ class UsageStore(Protocol):
     async def write_batch(self, batch_id: str, events: Sequence[UsageEvent]) -> bool:
         """Apply `events` once per `batch_id`, atomically: usage counters,
         per-minute model rates and, for events with a `quota_scope`, committed
-        spend (`cost - reserved`) — with the batch marker in one transaction.
+        spend (`cost - reserved`) and their leases' settlements (`- reserved`,
+        metering/budget.py) — with the batch marker in one transaction.
         True if applied now; False if `batch_id` had been applied before (so a
         replay after a crash or a lost acknowledgement counts nothing twice).
         Raises on failure, having applied nothing."""
@@ -251,37 +253,6 @@ class UsageStore(Protocol):
 
 
 @runtime_checkable
-class QuotaStore(Protocol):
-    """Committed spend per (scope, UTC day, model): spent + outstanding reservations."""
-
-    async def committed_spend(self, scope: str, day: str) -> dict[str, int]:
-        """model → committed pico-USD; one strongly consistent item read on DynamoDB."""
-        ...
-
-    async def reserve(self, scope: str, day: str, model: str, amount: int, quota: int) -> bool:
-        """Atomically: if committed + amount <= quota, add amount and return True; else False."""
-        ...
-
-    async def release(self, scope: str, day: str, model: str, amount: int) -> None:
-        """committed -= amount (a reservation that was not used)."""
-        ...
-
-    async def exhausted_models(self, scope: str, day: str) -> frozenset[str]:
-        """Models marked exhausted for the scope and day (sticky fallback state)."""
-        ...
-
-    async def mark_exhausted(self, scope: str, day: str, model: str) -> None:
-        """Idempotent; the first mark's time (this process's clock) is kept."""
-        ...
-
-    async def exhaustion_times(self, scope: str, day: str) -> dict[str, float | None]:
-        """Each model marked exhausted for the scope and day → when it first was (epoch
-        seconds): the moment the scope fell back from it. None for a mark made before
-        the time was kept. The usage API's fallback events read it."""
-        ...
-
-
-@runtime_checkable
 class KeyStore(Protocol):
     """Issued credentials. Methods that write or read a secret raise `SecretKeyError`
     (`metering/secret_box.py`) when no key is configured or it does not fit."""
@@ -312,7 +283,7 @@ class KeyStore(Protocol):
         ...
 
 
-class Store(UsageStore, QuotaStore, KeyStore, InvocationStore, Protocol):
+class Store(UsageStore, LeaseStore, KeyStore, InvocationStore, Protocol):
     """Everything the proxy needs from one backend."""
 
     async def open(self) -> None:

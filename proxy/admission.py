@@ -2,10 +2,14 @@
 
 For a model call: resolve a label, refuse a max-tokens value that is not an
 integer within the model's limit (`model_limits`), find the caller's chain from
-the requested model, keep the models the app may use, clamp max-output-tokens, choose the
-first model under its daily quota (reserving the worst case in TIGHT mode),
-check the app's TPM/RPM limits, and rewrite path and body for the chosen model
-(translating the body when a fallback crosses model families).
+the requested model (any id form of a chain model, application-inference-profile
+ARNs included through `inference_profiles`), keep the models the app may use, clamp
+max-output-tokens, choose the first model whose daily quota admits the request's
+worst-case cost (held against a budget lease, `metering/leases.py`), check the
+app's TPM/RPM limits, and rewrite path and body for the chosen model (translating
+the body when a fallback crosses model families). Anything that stops the request
+after its worst case was admitted gives it back (`release`); a request that was
+sent settles what it cost (`settle`). The request's UTC day is its admission's.
 
 When nothing changes, the client's exact path and body bytes go upstream: the
 profile, the ARN, `%3A` or a raw `:` as the client sent them. A fallback model is
@@ -18,22 +22,26 @@ Quotas are kept per chain model (`Plan.quota_model`); metering and
 StartAsyncInvoke names its model in the body and InvokeModelWithBidirectionalStream
 streams a request that cannot be rewritten: neither falls back. Their model must be
 allowed, and what is left of its quota must hold the job's cost (its video seconds
-or images, priced before it runs; reserved in the store whatever the mode, since one
-job can be a large share of a quota) or, for a stream, not be spent yet. A label in
+or images, priced before it runs; admitted by exactly that cost against a budget
+lease and settled at it, since one job can be a large share of a quota) or, for a
+stream, not be spent yet. A label in
 a StartAsyncInvoke body resolves to its model id (the only rewrite of that body).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from adapters import family_of
 from adapters import translate as translation
 from adapters.estimate import estimate_usage
+from adapters.input_bound import input_token_bound
 from adapters.maxtokens import (
     MaxTokensError,
     checked_max_output_tokens,
@@ -44,9 +52,10 @@ from adapters.modelid import encode_model_id, in_scope, is_valid_model_id, routi
 from adapters.tiers import STANDARD, Tier
 from adapters.units import job_units
 from adapters.usage import Usage
+from metering.events import utc_day
 from metering.money import format_usd
 from metering.pricing import PriceTable
-from metering.quotas import Mode, QuotaExhausted, QuotaSelector, Selection
+from metering.quotas import Mode, QuotaExhausted, QuotaSelector, QuotaUnavailable, Selection
 from metering.unit_prices import UnitPrices
 from proxy.errors import (
     AccessDeniedException,
@@ -68,6 +77,8 @@ _INVOKE = frozenset({Operation.INVOKE_MODEL, Operation.INVOKE_MODEL_STREAM})
 _NO_ACCESS = "You don't have access to the model with the specified model ID."
 _INVALID_MODEL = "The provided model identifier is invalid."
 _FAIL_CLOSED = "Quota state is unavailable and this organization fails closed; please try again shortly."
+#: The worst case of a request whose size cannot even be priced: no quota admits it.
+_UNAFFORDABLE = 2**62
 
 
 @dataclass(slots=True)
@@ -83,15 +94,22 @@ class Plan:
     fallback: bool = False
     mode: str = "NORMAL"
     quota_scope: str = ""
-    reserved: int = 0
-    day: str = ""
+    #: The request's worst case as admitted against a quota (settled once when it ends).
+    selection: Selection | None = None
+    #: Epoch seconds of the admission: the usage event's timestamp, so the request is
+    #: reserved, settled, aggregated and reported on the same UTC day.
+    admitted_at: float = 0.0
     #: Client family and served family when the body was translated (InvokeModel).
     translate: tuple[str, str] | None = None
-    #: (limiter key, model, tokens counted at admission) for the TPM correction.
-    rate: tuple[str, str, int] | None = None
+    #: (limiter key, model, tokens counted at admission, the second admitted) for the TPM correction.
+    rate: tuple[str, str, int, int] | None = None
     cache_ttl: float | None = None
     #: The service tier and latency mode asked for: the price when the response does not say.
     tier: Tier = STANDARD
+
+    @property
+    def day(self) -> str:
+        return utc_day(self.admitted_at)
 
 
 class Admission:
@@ -101,13 +119,13 @@ class Admission:
         selector: QuotaSelector,
         prices: PriceTable,
         limiter: RateLimiter,
-        store_healthy: Callable[[], bool] = lambda: True,
         on_quota_use: Callable[[str, str, float], None] = lambda scope, model, ratio: None,
         unit_prices: UnitPrices | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._unit_prices = unit_prices or UnitPrices({})
         self._on_quota_use = on_quota_use
-        self._store_healthy = store_healthy
+        self._clock = clock
         self._policies = policies
         self._selector = selector
         self._prices = prices
@@ -131,16 +149,18 @@ class Admission:
         self, route: Route, caller: Caller, raw_path: str, body: bytes, document: dict[str, Any] | None,
         tier: Tier = STANDARD,
     ) -> Plan:
+        admitted_at = self._clock()
         if route.operation is Operation.START_ASYNC_INVOKE:
-            return await self._plan_job(caller, raw_path, body, document or {})
+            return await self._plan_job(caller, raw_path, body, document or {}, admitted_at)
         if route.model_id is None:
             return Plan(raw_path, body)
         requested = self._policies.resolve_model(route.model_id)
         if route.operation is Operation.INVOKE_MODEL_BIDI:
-            return await self._plan_one(caller, _rewritten(raw_path, route.model_id, requested), body, requested, 0)
+            return await self._plan_one(caller, _rewritten(raw_path, route.model_id, requested), body, requested, 0,
+                                        admitted_at)
         if route.operation not in METERED or document is None:
             return Plan(_rewritten(raw_path, route.model_id, requested), body, model=requested,
-                        family_model=self._policies.base_of(requested))
+                        family_model=self._policies.base_of(requested), admitted_at=admitted_at)
         converse = route.operation not in _INVOKE
         client_family = "converse" if converse else family_of(self._policies.base_of(requested))
         limits = self._policies.model_limits
@@ -170,40 +190,62 @@ class Admission:
         if policy.max_output_tokens is not None:
             changed = clamp_max_output_tokens(client_family, document, policy.max_output_tokens)
         max_output = max_output_tokens(client_family, document) or self._policies.quotas.default_max_output_tokens
-        estimate: list[int] = []
+        by_member: dict[str, int] = {}
+        by_family: dict[str, int] = {}
 
-        def tokens() -> int:
-            """Estimated input + max output; computed only when a quota or a limit needs it."""
-            if not estimate:
-                estimate.append(estimate_usage(body, 0).input_tokens + max_output)
-            return estimate[0]
+        def input_bound(member: str) -> int:
+            """An upper bound of the input tokens on `member` (its family sets the image formula);
+            computed only when a quota or a limit needs it."""
+            bound = by_member.get(member)
+            if bound is None:
+                family = _family_of(self._policies.base_of(sent_id(member)))
+                if family not in by_family:
+                    by_family[family] = input_token_bound(document, family)
+                bound = by_member[member] = by_family[family]
+            return bound
 
         def worst_case(member: str) -> int:
-            """Priced as the id that would be sent: a geo profile can cost more than its base.
-            A fallback that produces fewer tokens than asked for costs at most its limit."""
+            """Priced as the id that would be sent (a geo profile can cost more than its base),
+            in the requested tier, prompt tokens at the dearer of the input and cache-write
+            prices. A fallback that produces fewer tokens than asked for costs at most its limit."""
             sent = sent_id(member)
             output = min(max_output, limits.output_limit(self._policies.base_of(sent)))
-            worst = Usage(tokens() - max_output, output, service_tier=tier.service_tier, latency=tier.latency)
-            return self._prices.cost_pico_usd(sent, worst) or 0
+            return self._worst_cost(sent, input_bound(member), output, tier)
 
-        selection = await self._select(policy, chain, worst_case)
+        selection = await self._select(policy, chain, worst_case, utc_day(admitted_at))
+        try:
+            # Rate limits count an estimate of the tokens (≈ 4 bytes a token), as before
+            # leases: a throttle, corrected to the usage when the request ends.
+            return self._planned(route, caller, raw_path, body, document, policy, selection, requested, entry,
+                                 sent_id(selection.model), client_family, changed,
+                                 lambda: estimate_usage(body, 0).input_tokens + max_output, admitted_at, tier)
+        except BaseException:
+            # Not sent: its worst case goes back (no usage event will settle it).
+            self._selector.release(selection)
+            raise
+
+    def _planned(self, route: Route, caller: Caller, raw_path: str, body: bytes, document: dict[str, Any],
+                 policy: CallerPolicy, selection: Selection, requested: str, entry: str, model: str,
+                 client_family: str, changed: bool, tokens: Callable[[], int], admitted_at: float,
+                 tier: Tier) -> Plan:
         member = selection.model
-        model = sent_id(member)
+        converse = route.operation not in _INVOKE
         if selection.use_ratio is not None:
             self._on_quota_use(policy.scope_key, member, selection.use_ratio)
-        rate = self._admit_rate(caller, policy, member, tokens, selection)
+        rate = self._admit_rate(caller, policy, member, tokens)
+        quota = policy.quota_entry(member)
         plan = Plan(
             raw_path,
             body,
             model=model,
-            quota_model=member,
+            quota_model=quota[0] if quota is not None else member,
             family_model=self._policies.base_of(model),
             # Not the model asked for, whether a quota or `allowed_models` moved it.
             fallback=member != entry,
             mode=str(selection.mode),
-            quota_scope=policy.scope_key if policy.quota_of(member) is not None else "",
-            reserved=selection.reserved,
-            day=selection.day,
+            quota_scope=policy.scope_key if quota is not None else "",
+            selection=selection if selection.grant is not None else None,
+            admitted_at=admitted_at,
             rate=rate,
             cache_ttl=policy.response_cache_ttl,
             tier=tier,
@@ -218,17 +260,32 @@ class Admission:
                         document = translation.translate_request(client_family, served_family, document)
                         plan.translate = (client_family, served_family)
             except translation.TranslationError as exc:
-                await self._selector.release(policy.scope_key, selection)
                 raise ValidationException(f"Cannot serve this request with fallback model {model}: {exc}") from None
             changed = True
         if model != route.model_id:
-            plan.raw_path = _rewritten(raw_path, route.model_id, model)
+            plan.raw_path = _rewritten(raw_path, route.model_id or "", model)
         if changed:
             plan.body = json.dumps(document, separators=(",", ":")).encode()
         return plan
 
+    def _worst_cost(self, model: str, input_tokens: int, output_tokens: int, tier: Tier) -> int:
+        """The most a request can cost on `model` in `tier`; never raises (absurd sizes cost a lot)."""
+        try:
+            worst = self._prices.cost_pico_usd(model, Usage(input_tokens, output_tokens, service_tier=tier.service_tier,
+                                                            latency=tier.latency)) or 0
+            price = self._prices.price_of(model)
+            dearer = [price, *price.tiers, *((price.latency_optimized,) if price.latency_optimized else ())
+                      ] if price is not None else []
+            if any(rates.cache_write > rates.input for rates in dearer):
+                worst = max(worst, self._prices.cost_pico_usd(model, Usage(
+                    0, output_tokens, cache_write_tokens=input_tokens, service_tier=tier.service_tier,
+                    latency=tier.latency)) or 0)
+        except (OverflowError, ValueError):
+            return _UNAFFORDABLE
+        return worst
 
-    async def _plan_job(self, caller: Caller, raw_path: str, body: bytes, document: dict[str, Any]) -> Plan:
+    async def _plan_job(self, caller: Caller, raw_path: str, body: bytes, document: dict[str, Any],
+                        admitted_at: float) -> Plan:
         """StartAsyncInvoke: the model from the body, admitted by the job's priced cost."""
         named = document.get("modelId")
         if not isinstance(named, str) or not is_valid_model_id(named):
@@ -252,29 +309,36 @@ class Admission:
                     f"The cost of this {model} job cannot be read from its modelInput: set "
                     "videoGenerationConfig.durationSeconds (video) or imageGenerationConfig.numberOfImages (images).")
             cost = priced
-        return await self._plan_one(caller, raw_path, body, model, cost)
+        return await self._plan_one(caller, raw_path, body, model, cost, admitted_at)
 
-    async def _plan_one(self, caller: Caller, raw_path: str, body: bytes, model: str, worst_case: int) -> Plan:
+    async def _plan_one(self, caller: Caller, raw_path: str, body: bytes, model: str, worst_case: int,
+                        admitted_at: float) -> Plan:
         """One model, no fallback: allowed, under its rate limit, and under its quota by `worst_case`."""
         policy = self.caller_policy(caller)
         if not policy.allows(model):
             raise AccessDeniedException(_NO_ACCESS)
-        key = policy.quota_key(model)
-        quota = policy.quota_of(key)
-        selection = Selection(key, False, Mode.NORMAL)
-        if quota is not None:
+        day = utc_day(admitted_at)
+        entry = policy.quota_entry(model)
+        key = entry[0] if entry is not None else policy.quota_key(model)
+        selection = Selection(key, False, Mode.NORMAL, day=day)
+        if entry is not None:
+            quota = entry[1]
             # At least 1 pico-USD: a spent quota admits nothing, not even a stream of unknown cost.
             amount = max(worst_case, 1)
-            reserved = await self._guarded(policy, key,
-                                           lambda: self._selector.reserve(policy.scope_key, key, amount, quota))
+            reserved = await self._guarded(policy, lambda: self._selector.reserve(
+                policy.scope_key, day, key, key, quota, amount, fail_closed=policy.fail_closed))
             if reserved is None:
                 raise ServiceQuotaExceededException(
                     f"Not enough of the daily quota of scope '{policy.scope_key}' is left on {key} "
                     f"({format_usd(quota)}/day) for this request ({format_usd(amount)}). Quotas reset at 00:00 UTC.")
             selection = reserved
-        if selection.use_ratio is not None:
-            self._on_quota_use(policy.scope_key, key, selection.use_ratio)
-        rate = self._admit_rate(caller, policy, key, lambda: 0, selection)
+        try:
+            if selection.use_ratio is not None:
+                self._on_quota_use(policy.scope_key, key, selection.use_ratio)
+            rate = self._admit_rate(caller, policy, key, lambda: 0)
+        except BaseException:
+            self._selector.release(selection)  # not sent: what it held goes back
+            raise
         return Plan(
             raw_path,
             body,
@@ -282,25 +346,21 @@ class Admission:
             quota_model=key,
             family_model=self._policies.base_of(model),
             mode=str(selection.mode),
-            quota_scope=policy.scope_key if policy.quota_of(key) is not None else "",
-            reserved=selection.reserved,
-            day=selection.day,
+            quota_scope=policy.scope_key if entry is not None else "",
+            selection=selection if selection.grant is not None else None,
+            admitted_at=admitted_at,
             rate=rate,
         )
 
-    async def _guarded(self, policy: CallerPolicy, model: str,
-                       reserve: Callable[[], Awaitable[Selection | None]]) -> Selection | None:
-        """`reserve()` (a selector call) under the org's fail-open or fail-closed rule."""
-        if policy.fail_closed and not self._store_healthy():
-            raise ServiceUnavailableException(_FAIL_CLOSED)
+    @staticmethod
+    async def _guarded(policy: CallerPolicy, reserve: Callable[[], Any]) -> Selection | None:
+        """`reserve()` (a selector call) under the org's fail-open or fail-closed rule: the
+        selector serves unchecked (fail-open) or raises QuotaUnavailable (fail-closed)."""
         try:
-            return await reserve()
-        except Exception as exc:  # the store is unreachable
-            if policy.fail_closed:
-                raise ServiceUnavailableException(_FAIL_CLOSED) from None
-            logger.warning("quota check failed for %s, serving %s unchecked (fail-open): %s",
-                           policy.scope_key, model, exc)
-            return Selection(model, False, Mode.NORMAL)
+            result: Selection | None = await reserve()
+        except QuotaUnavailable:
+            raise ServiceUnavailableException(_FAIL_CLOSED) from None
+        return result
 
     def _priced_in_tier(self, chain: tuple[str, ...], sent_id: Callable[[str], str], tier: Tier) -> tuple[str, ...]:
         """The chain without fallbacks whose price lacks `tier`; refuse the request when
@@ -314,62 +374,74 @@ class Admission:
         return (chain[0], *(model for model in chain[1:]
                             if self._prices.unpriced_tier(sent_id(model), tier.service_tier, tier.latency) is None))
 
-    async def _select(self, policy: CallerPolicy, chain: tuple[str, ...], worst_case: Any) -> Selection:
+    async def _select(self, policy: CallerPolicy, chain: tuple[str, ...], worst_case: Callable[[str], int],
+                      day: str) -> Selection:
         if not any(policy.quota_of(model) is not None for model in chain):
-            return Selection(chain[0], False, Mode.NORMAL)
-        if policy.fail_closed and not self._store_healthy():
-            # Spend cannot be counted right now: a fail-closed org is not served on a stale view.
-            raise ServiceUnavailableException(_FAIL_CLOSED)
+            return Selection(chain[0], False, Mode.NORMAL, day=day)
         try:
-            return await self._selector.select(policy.scope_key, chain, policy.quota_of, worst_case)
+            return await self._selector.select(policy.scope_key, day, chain, policy.quota_entry, worst_case,
+                                               fail_closed=policy.fail_closed)
         except QuotaExhausted as exc:
             raise ServiceQuotaExceededException(str(exc)) from None
-        except Exception as exc:  # the store is unreachable
-            if policy.fail_closed:
-                raise ServiceUnavailableException(_FAIL_CLOSED) from None
-            logger.warning("quota check failed for %s, serving %s unchecked (fail-open): %s",
-                           policy.scope_key, chain[0], exc)
-            return Selection(chain[0], False, Mode.NORMAL)
+        except QuotaUnavailable:
+            # Spend cannot be counted right now: a fail-closed org is not served beyond what it holds.
+            raise ServiceUnavailableException(_FAIL_CLOSED) from None
 
-    def _admit_rate(self, caller: Caller, policy: CallerPolicy, model: str, tokens: Callable[[], int],
-                    selection: Selection) -> tuple[str, str, int] | None:
+    def _admit_rate(self, caller: Caller, policy: CallerPolicy, model: str,
+                    tokens: Callable[[], int]) -> tuple[str, str, int, int] | None:
         limit: RateLimit | None = policy.rate_limits.get(model)
         if limit is None:
             return None
         key = f"{caller.org}/{caller.app}"
         counted = tokens()
-        refusal = self._limiter.admit(key, model, limit, counted)
+        second = self._limiter.second()
+        refusal = self._limiter.admit(key, model, limit, counted, at=second)
         if refusal is not None:
-            if selection.reserved:
-                # Not forwarded: the reservation would otherwise only settle with a usage event.
-                self._selector.release_later(policy.scope_key, selection)
             raise ThrottlingException(refusal)
-        return key, model, counted
+        return key, model, counted, second
 
-    def note_spend(self, plan: Plan, delta: int) -> None:
-        self._selector.note_spend(plan.quota_scope, plan.day, plan.quota_model or plan.model, delta)
+    def settle(self, plan: Plan, usage: Usage) -> tuple[int, str]:
+        """The request ended having used `usage`: (what its lease covered of the cost, the
+        lease's holder id), for its usage event. Once per plan; no I/O."""
+        return self.settle_cost(plan, self._prices.cost_pico_usd(plan.model, usage) or 0)
+
+    def settle_cost(self, plan: Plan, cost: int) -> tuple[int, str]:
+        """`settle` for a request whose cost (pico-USD) is known without tokens (an async job)."""
+        selection, plan.selection = plan.selection, None
+        if selection is None:
+            return 0, ""
+        return self._selector.settle(selection, cost)
+
+    def release(self, plan: Plan) -> None:
+        """The request ends without a usage event: its worst case goes back."""
+        selection, plan.selection = plan.selection, None
+        if selection is not None:
+            self._selector.release(selection)
 
     def settle_rate(self, plan: Plan, usage: Usage) -> None:
         if plan.rate is not None:
-            key, model, counted = plan.rate
-            self._limiter.correct(key, model, counted, usage.input_tokens + usage.output_tokens)
+            key, model, counted, second = plan.rate
+            self._limiter.correct(key, model, counted, usage.input_tokens + usage.output_tokens, second)
 
     def _chain(self, policy: CallerPolicy, requested: str) -> tuple[str, tuple[str, ...]]:
         """The model asked for (the chain's entry) and the chain models that may serve
         the request, in order: a fallback stays in the request's routing scope (one with
         no profile there is skipped), and only models the app may use are kept."""
-        chain, _ = policy.chain_from(requested)
+        # An application inference profile names no model: its mapped model finds the chain.
+        chain, _ = policy.chain_from(self._policies.base_of(requested))
         entry = chain[0]
         scope = routing_scope(requested)
         if scope is not None:
             chain = (entry, *(model for model in chain[1:] if self._policies.serves(model, scope)))
         return entry, tuple(model for model in chain if policy.allows(model))
 
-    async def current_choice(self, route: Route, caller: Caller) -> tuple[str, bool, str] | None:
-        """(model id sent, fallback, mode) that a fresh request for `route` would get now,
-        read-only (no reservation, no rate counted): what a response-cache hit reports.
-        None when a fresh request would be refused or the quota state cannot be read
-        (`plan` then answers). The chain is `plan`'s (`_chain`)."""
+    async def current_choice(self, route: Route, caller: Caller, document: dict[str, Any] | None = None,
+                             tier: Tier = STANDARD) -> tuple[str, bool, str] | None:
+        """(model id sent, fallback, mode) that a fresh request for `route` (body `document`)
+        would get now, read-only (nothing held, no rate counted): what a response-cache hit
+        reports. A model is passed over when the request's worst case does not fit what is
+        left of its quota, as `plan` would. None when a fresh request would be refused or
+        the quota state cannot be read (`plan` then answers). The chain is `plan`'s (`_chain`)."""
         if route.model_id is None:
             return None
         requested = self._policies.resolve_model(route.model_id)
@@ -379,15 +451,43 @@ class Admission:
             return None
         if not any(policy.quota_of(model) is not None for model in chain):
             selection = Selection(chain[0], False, Mode.NORMAL)
-        elif policy.fail_closed and not self._store_healthy():
-            return None
         else:
             try:
-                selection = await self._selector.peek(policy.scope_key, chain, policy.quota_of)
+                worst_case = self._peek_worst_case(route, policy, requested, entry, document, tier)
+                selection = await self._selector.peek(policy.scope_key, utc_day(self._clock()), chain,
+                                                      policy.quota_entry, worst_case)
             except Exception:  # exhausted everywhere, or the store is unreachable
                 return None
         member = selection.model
         return (requested if member == entry else in_scope(member, requested)), member != entry, str(selection.mode)
+
+
+    def _peek_worst_case(self, route: Route, policy: CallerPolicy, requested: str, entry: str,
+                         document: dict[str, Any] | None, tier: Tier) -> Callable[[str], int]:
+        """`plan`'s worst case of a request, read-only (the document is not clamped)."""
+        if document is None:
+            return lambda member: 1
+        converse = route.operation not in _INVOKE
+        client_family = "converse" if converse else family_of(self._policies.base_of(requested))
+        asked = max_output_tokens(client_family, document)
+        if policy.max_output_tokens is not None:
+            asked = min(asked or policy.max_output_tokens, policy.max_output_tokens)
+        max_output = asked or self._policies.quotas.default_max_output_tokens
+        limits = self._policies.model_limits
+
+        def worst_case(member: str) -> int:
+            sent = requested if member == entry else in_scope(member, requested)
+            output = min(max_output, limits.output_limit(self._policies.base_of(sent)))
+            bound = input_token_bound(document, _family_of(self._policies.base_of(sent)))
+            return self._worst_cost(sent, bound, output, tier)
+
+        return worst_case
+
+
+@functools.lru_cache(maxsize=1024)
+def _family_of(model_id: str) -> str:
+    """`adapters.family_of`, remembered: it runs for every request a quota admits."""
+    return family_of(model_id)
 
 
 def _rewritten(raw_path: str, requested: str, model: str) -> str:

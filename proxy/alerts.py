@@ -2,14 +2,14 @@
 
 Two kinds, each sent once per UTC day by this process:
 
-* `quota`: the committed spend of a (quota scope, model) reaches a share of its
-  daily quota (`alerts.thresholds`, default 80 % and 100 %). A model marked
-  exhausted for the scope counts as 100 % (reservations stop short of the quota).
+* `quota`: the spend of a (quota scope, model) reaches a share of its daily quota
+  (`alerts.thresholds`, default 80 % and 100 %). A model marked exhausted for the
+  scope counts as 100 % (admission by worst case stops short of the quota).
 * `hourly_cost`: the cost of the last 60 minutes of this process's traffic, all
   orgs together, reaches `alerts.hourly_cost_usd`.
 
 Nothing here runs on the request path beyond noting the event (`observe`): a
-background task reads the committed spend from the store (all replicas), and a
+background task reads the settled spend from the store (all replicas), and a
 second one POSTs queued alerts with a timeout and a few retries. A webhook that
 is down costs a warning in the log, never a request. With several replicas each
 may send its own copy of an alert (dedupe is per process).
@@ -31,9 +31,9 @@ from typing import Any
 
 import httpx
 
+from metering.budget import LeaseStore
 from metering.events import UsageEvent, utc_day
 from metering.money import PICO_PER_USD
-from metering.quotas import QuotaStore
 from proxy.config import AlertsConfig
 from proxy.eventlog import json_lines_logger
 from proxy.policies import Policies
@@ -59,7 +59,7 @@ class Alerter:
         self,
         config: AlertsConfig,
         policies: Policies,
-        store: QuotaStore,
+        store: LeaseStore,
         *,
         clock: Callable[[], float] = time.time,
         transport: httpx.AsyncBaseTransport | None = None,
@@ -141,9 +141,10 @@ class Alerter:
         pending = [t for t in self._config.thresholds if (day, "quota", scope, model, t) not in self._raised]
         if not quota or not pending:
             return []
-        spent = (await self._store.committed_spend(scope, day)).get(model, 0)
+        budget = await self._store.read_budget(scope, day)
+        spent = budget.model(model).spent
         ratio = spent / quota
-        if pending[-1] >= 1.0 > ratio and model in await self._store.exhausted_models(scope, day):
+        if pending[-1] >= 1.0 > ratio and model in budget.exhausted:
             ratio = 1.0
         alerts = []
         for threshold in pending:

@@ -24,6 +24,7 @@ from starlette.types import Receive, Scope, Send
 from metering.consolidate import Consolidator
 from metering.dynamodb_store import DynamoDBStore
 from metering.events import UsageEvent, utc_day
+from metering.leases import BudgetLeases
 from metering.overrides import ActiveOverrides
 from metering.pricing import PriceTable
 from metering.quotas import QuotaSelector
@@ -31,6 +32,7 @@ from metering.recorder import UsageRecorder
 from metering.secret_box import SecretKeyError
 from metering.secret_keys import key_source
 from metering.sqlite_store import SQLiteStore
+from metering.store import parse_scope
 from metering.unit_prices import UnitPrices
 from proxy.admission import Admission
 from proxy.alerts import Alerter
@@ -107,6 +109,11 @@ class CostKeeper:
 
     def __init__(self, config: Config) -> None:
         self.store = create_store(config)
+        self.metrics = ProxyMetrics(config.observability.max_model_labels)
+        self.metrics.watch_store(self.store.stats)
+        #: This process's budget leases: quotas hold however many replicas and workers share them.
+        self.leases = BudgetLeases(self.store, ttl=config.policies.quotas.lease_ttl,
+                                   on_write=self.metrics.on_lease_write)
         metering = config.metering
         self.recorder = UsageRecorder(
             self.store,
@@ -117,24 +124,16 @@ class CostKeeper:
             retry_base=config.store.retry_base,
             max_backoff=config.store.retry_max,
             stats=self.store.stats,
+            on_stored=self.leases.on_stored,
         )
         self.authenticator = Authenticator(config.auth, self.store,
                                            frozenset(config.upstream.regions or (config.region,)))
         self.upstream = Upstream(config)
-        quotas = config.policies.quotas
-        self.selector = QuotaSelector(
-            self.store,
-            tight_threshold=quotas.tight_threshold,
-            normal_ttl=quotas.normal_ttl,
-            tight_ttl=quotas.tight_ttl,
-            flush_lag=config.metering.flush_interval,
-        )
+        self.selector = QuotaSelector(self.leases, on_unchecked=self.metrics.on_unchecked)
         #: Kept across reloads: the windows of the rate limits, the cached responses, the body budget.
         self._limiter = RateLimiter()
         self._cache = ResponseCache()
         self._bodies = BodyBudget(config.limits.max_inflight_body_bytes)
-        self.metrics = ProxyMetrics(config.observability.max_model_labels)
-        self.metrics.watch_store(self.store.stats)
         observability = config.observability
         self.event_log = EventLog(access=observability.access_log, emf=observability.emf,
                                   emf_namespace=observability.emf_namespace,
@@ -143,7 +142,7 @@ class CostKeeper:
         self.auth_failures = FailureTally()
         #: Runtime quota overrides in force today, read from the store in the background.
         self._overrides: ActiveOverrides = MappingProxyType({})
-        self.overrides = OverrideRefresher(self.store, lambda: self.config.policies.quotas.normal_ttl,
+        self.overrides = OverrideRefresher(self.store, lambda: self.config.policies.quotas.overrides_refresh,
                                            self.apply_overrides, time.time)
         self.alerter = Alerter(config.alerts, config.policies, self.store)
         self.runtime = self._build_runtime(config)
@@ -161,10 +160,7 @@ class CostKeeper:
         prices = PriceTable(config.pricing, config.policies.profiles)
         unit_prices = UnitPrices(config.unit_pricing, config.policies.profiles)
         admission = Admission(policies, self.selector, prices, self._limiter,
-                              store_healthy=lambda: self.recorder.healthy,
-                              on_quota_use=lambda scope, model, ratio: self.metrics.set_quota_use(
-                                  scope, model, ratio),
-                              unit_prices=unit_prices)
+                              on_quota_use=self.metrics.set_quota_use, unit_prices=unit_prices)
         handler = ProxyHandler(
             authenticator=self.authenticator,
             admission=admission,
@@ -296,6 +292,7 @@ class CostKeeper:
         await self.store.open()
         await self.upstream.start()
         await self.recorder.start()
+        await self.leases.start()
         if self.consolidator is not None:
             await self.consolidator.start()
         await self.alerter.start()
@@ -316,11 +313,26 @@ class CostKeeper:
             if self.consolidator is not None:
                 await self.consolidator.stop()
             await self.recorder.stop(self.config.metering.drain_timeout)
+            # After the flush: settled leases are removed, and every free slice is given back.
+            await self.leases.close()
             await self.alerter.stop()
         finally:
             self.event_log.flush()
             await self.upstream.aclose()
             await self.store.aclose()
+
+    def budget_gauges(self) -> None:
+        """Today's budget per scope and model, as this process last read it, into /metrics."""
+        today = utc_day(time.time())
+        for (scope, day), budget in self.leases.views().items():
+            if day != today:
+                continue
+            org, app = parse_scope(scope)
+            policy = self.config.policies.for_caller(org, app or "")
+            for model, kept in budget.models.items():
+                quota = policy.quota_of(model)
+                if quota is not None:
+                    self.metrics.set_quota_budget(scope, model, kept.spent, kept.leased, quota - kept.committed)
 
     def readiness(self) -> tuple[bool, dict[str, object]]:
         """Ready while started, the upstream is usable and the metering backlog
@@ -360,6 +372,7 @@ def create_admin_app(keeper: CostKeeper) -> Starlette:
         if not keeper.config.observability.metrics_public and not admin_authorized(keeper.config, request):
             return JSONResponse({"message": "A valid admin token is required."}, status_code=401)
         keeper.metrics.inflight_bodies.set(keeper.handler.inflight_body_bytes)  # read at scrape: nothing per request
+        keeper.budget_gauges()
         return Response(keeper.metrics.exposition(keeper.recorder.backlog), media_type=CONTENT_TYPE_LATEST)
 
     async def readyz(request: Request) -> JSONResponse:

@@ -281,8 +281,8 @@ def client_routes(keeper: CostKeeper) -> list[HttpRoute]:
         )
         keeper.recorder.record(event)
         reported.add(report_id)
-        if scope:
-            keeper.selector.note_spend(scope, event.day, quota_model, event.cost_pico_usd)
+        # Its cost reaches the scope's committed spend with the next flush (no lease covers
+        # it), which every replica's next lease claim sees.
         keeper._observe(event, False)
         return {"request_id": item.request_id, "status": "recorded", "model": item.model,
                 **usd_fields("cost", event.cost_pico_usd), "quota_scope": scope or None}

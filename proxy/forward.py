@@ -150,13 +150,14 @@ class ProxyHandler:
                     if hit is not None:
                         # Served only from the model a fresh request would get now, and
                         # with its fallback and mode (README "Response cache").
-                        choice = await self._admission.current_choice(route, caller)
+                        tier = requested_tier(route.operation in _CONVERSE, scope["headers"], document)
+                        choice = await self._admission.current_choice(route, caller, document, tier)
                         if choice is not None and choice[0] == hit.model:
                             await self._send_cached(send, route, caller, hit, started, *choice[1:])
                             return
             tier = requested_tier(route.operation in _CONVERSE, scope["headers"], document) if document else STANDARD
-            plan = await self._admission.plan(route, caller, raw_path, body, document, tier)
             headers = request_headers_for_upstream(scope["headers"])
+            plan = await self._admission.plan(route, caller, raw_path, body, document, tier)
             if route.operation in WHOLE_BODY:
                 await self._whole_body.serve(send, method=method, route=route, caller=caller, plan=plan,
                                              raw_query=raw_query, headers=headers, document=document, started=started)
@@ -168,6 +169,15 @@ class ProxyHandler:
                 self._meter(route, caller, plan, 503, None, Usage(), started, None)
                 reason = "Timed out waiting for" if exc.timed_out else "Could not reach"
                 raise ServiceUnavailableException(f"{reason} the upstream Bedrock endpoint.") from None
+            except BaseException as exc:
+                # Never sent (a credential refresh failed, a bug, a cancellation): recorded,
+                # and what admission held for it goes back (issue #18).
+                status = exc.status if isinstance(exc, BedrockError) else 500
+                self._meter(route, caller, plan, status, None, Usage(), started, None)
+                if not isinstance(exc, Exception) or isinstance(exc, BedrockError):
+                    raise
+                logger.exception("request to the upstream failed before it was sent")
+                raise InternalServerException("The request could not be sent upstream.") from None
         except AuthRefused as refused:
             request_id = new_request_id()
             self._on_refused(refused, scope, request_id)
@@ -421,11 +431,13 @@ class ProxyHandler:
         if not plan.model:
             return None
         self._admission.settle_rate(plan, usage)
+        reserved, lease = self._admission.settle(plan, usage)
         event = UsageEvent.from_usage(
             usage,
             self._prices,
             request_id=request_id or new_request_id(),
-            timestamp=time.time(),
+            # The admission's time: reserved, settled, aggregated and reported on its UTC day.
+            timestamp=plan.admitted_at or time.time(),
             org=caller.org,
             app=caller.app,
             operation=str(route.operation),
@@ -436,12 +448,11 @@ class ProxyHandler:
             status=status,
             quota_scope=plan.quota_scope,
             quota_model=plan.quota_model,
-            reserved_pico_usd=plan.reserved,
+            reserved_pico_usd=reserved,
+            lease=lease,
             hung_up=hung_up,
         )
         self._recorder.record(event)
-        if plan.quota_scope:
-            self._admission.note_spend(plan, event.cost_pico_usd - plan.reserved)
         return event
 
 

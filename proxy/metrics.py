@@ -65,6 +65,17 @@ class ProxyMetrics:
         self.quota_use = Gauge("costkeeper_quota_use_ratio", "Committed spend / daily quota, per scope and model.",
                                ("scope", "model"), registry=self.registry,
                                multiprocess_mode="livemostrecent")  # workers read the same store
+        # Today's budget of each scope and model as this process last read it from the store
+        # (metering/leases.py): spent (settled), leased (held by every replica), remaining.
+        self.quota_budget = Gauge("costkeeper_quota_budget_usd", "Today's quota budget per scope and model, by "
+                                  "state: spent (settled), leased (held by replicas' slices), remaining.",
+                                  ("scope", "model", "state"), registry=self.registry,
+                                  multiprocess_mode="livemostrecent")
+        self.quota_unchecked = Counter("costkeeper_quota_unchecked", "Requests served without quota budget "
+                                       "(store unreachable, fail-open).", ("scope", "model"), registry=self.registry)
+        self.lease_writes = Counter("costkeeper_quota_lease_writes", "Budget lease writes to the store, by kind "
+                                    "(claim, renew, give_back, reclaim, exhausted).", ("kind",),
+                                    registry=self.registry)
         self.backlog = Gauge("costkeeper_metering_backlog", "Usage events not yet written to the store.",
                              registry=self.registry, multiprocess_mode="livesum")  # each worker its own journal
         self.store_calls = Counter("costkeeper_store_calls", "Calls to the usage store, by operation "
@@ -136,6 +147,18 @@ class ProxyMetrics:
 
     def set_quota_use(self, scope: str, model: str, ratio: float) -> None:
         self.quota_use.labels(scope, self._model(model)).set(ratio)
+
+    def set_quota_budget(self, scope: str, model: str, spent: int, leased: int, remaining: int) -> None:
+        """Amounts in pico-USD."""
+        model = self._model(model)
+        for state, amount in (("spent", spent), ("leased", leased), ("remaining", remaining)):
+            self.quota_budget.labels(scope, model, state).set(amount / PICO_PER_USD)
+
+    def on_unchecked(self, scope: str, model: str) -> None:
+        self.quota_unchecked.labels(scope, self._model(model)).inc()
+
+    def on_lease_write(self, kind: str) -> None:
+        self.lease_writes.labels(kind).inc()
 
     def aggregate_processes(self, directory: str) -> None:
         """Scrapes sum the metrics of every process writing to `directory` (the

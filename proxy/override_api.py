@@ -5,7 +5,7 @@
     DELETE  ?org=&app=&model=|label=&day= → the removed override (404 if there was none)
 
 Admin token only. A change is written to the store (shared by every replica, which
-apply it within `quotas.normal_ttl`), applied on this replica at once, and logged as a
+apply it within `quotas.overrides_refresh`), applied on this replica at once, and logged as a
 `quota_override` event-log line with who made it.
 """
 

@@ -3,7 +3,7 @@
 `new_override` turns `costkeeper quota set` / `PUT /v1/quotas/overrides` input into
 a `QuotaOverride` (a label resolved to its model id, the model priced, the org's
 quota scope respected, the day not past). `OverrideRefresher` reads every override
-from the store every `quotas.normal_ttl` seconds, in the background (never on a
+from the store every `quotas.overrides_refresh` seconds, in the background (never on a
 request's path), and hands those in force today to the CostKeeper, which runs them
 from the next request (proxy/app.py). `grown_quotas` tells which (scope, model)
 quotas grew with a change, so their sticky exhausted marks are dropped and a scope

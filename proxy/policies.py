@@ -31,6 +31,8 @@ app may write wherever that role may.
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -55,6 +57,8 @@ __all__ = [
 
 Scope = Literal["ORG", "APP"]
 
+logger = logging.getLogger(__name__)
+
 
 class PolicyError(ValueError):
     """The policy configuration cannot work; the message names the key."""
@@ -68,14 +72,18 @@ class RateLimit:
 
 @dataclass(frozen=True, slots=True)
 class QuotaSettings:
-    #: Share of a quota from which a scope is in TIGHT mode (fresh reads, reservations).
-    tight_threshold: float = 0.8
-    #: How stale a NORMAL-mode spend read may be (seconds); refreshed in the background.
-    normal_ttl: float = 2.0
-    #: TIGHT mode re-reads spend this often.
-    tight_ttl: float = 0.25
     #: Worst-case output when a request sets no max-tokens of its own.
     default_max_output_tokens: int = 4096
+    #: Seconds a budget lease lives unless renewed (metering/leases.py): a dead replica's
+    #: slices come back after this, and replicas' clocks must agree within a sixth of it.
+    lease_ttl: float = 30.0
+    #: Seconds between two reads of the runtime quota overrides (`costkeeper quota set`):
+    #: every replica applies a change within this time, in the background.
+    overrides_refresh: float = 2.0
+
+
+#: Settings of the enforcement leases replaced (issue #18): accepted, ignored, warned about.
+_RETIRED_QUOTA_KEYS = frozenset({"tight_threshold", "normal_ttl", "tight_ttl"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,10 +167,20 @@ class CallerPolicy:
         return (model_id,), False
 
     def quota_of(self, model_id: str) -> int | None:
+        entry = self.quota_entry(model_id)
+        return entry[1] if entry is not None else None
+
+    def quota_entry(self, model_id: str) -> tuple[str, int] | None:
+        """(the id the quota is configured and kept under, the quota) for any form of a
+        model: its configured id, base id, profile or ARN; None when it has no quota."""
         quota = self.daily_quota.get(model_id)
-        if quota is None:
-            quota = self.daily_quota.get(base_model_id(model_id))
-        return quota
+        if quota is not None:
+            return model_id, quota
+        base = base_model_id(model_id)
+        for key, quota in self.daily_quota.items():
+            if key == base or base_model_id(key) == base:
+                return key, quota
+        return None
 
     def allows(self, model_id: str) -> bool:
         if self.allowed_models is None:
@@ -520,10 +538,20 @@ def _rate_limits(key: str, raw: Any, checker: _ChainChecker) -> dict[str, RateLi
 
 def _quota_settings(raw: Mapping[str, Any]) -> QuotaSettings:
     known = set(QuotaSettings.__dataclass_fields__)
-    unknown = set(raw) - known
+    unknown = set(raw) - known - _RETIRED_QUOTA_KEYS
     if unknown:
         raise PolicyError(f"quotas: unknown key(s) {sorted(unknown)}; expected {sorted(known)}")
-    settings = QuotaSettings(**{k: type(getattr(QuotaSettings(), k))(v) for k, v in raw.items()})
-    if not 0 < settings.tight_threshold <= 1:
-        raise PolicyError(f"quotas.tight_threshold: expected a share in (0, 1], got {settings.tight_threshold}")
+    retired = sorted(set(raw) & _RETIRED_QUOTA_KEYS)
+    if retired:
+        logger.warning("quotas: %s no longer apply (budget leases enforce quotas; see README \"Quotas and "
+                       "fallback\") and are ignored", ", ".join(retired))
+    try:
+        settings = QuotaSettings(**{k: type(getattr(QuotaSettings(), k))(v) for k, v in raw.items() if k in known})
+    except (TypeError, ValueError) as exc:
+        raise PolicyError(f"quotas: {exc}") from None
+    if not (math.isfinite(settings.lease_ttl) and settings.lease_ttl > 0):
+        raise PolicyError(f"quotas.lease_ttl: expected seconds > 0, got {settings.lease_ttl}")
+    if settings.default_max_output_tokens < 1:
+        raise PolicyError(f"quotas.default_max_output_tokens: expected a positive integer, "
+                          f"got {settings.default_max_output_tokens}")
     return settings

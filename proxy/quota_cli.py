@@ -5,7 +5,7 @@
     costkeeper quota unset --org O [--app A] --label L|--model M [--day YYYY-MM-DD]
 
 The override goes to the store the config names (shared by every replica, which
-apply it within `quotas.normal_ttl`); the change is printed as a `quota_override`
+apply it within `quotas.overrides_refresh`); the change is printed as a `quota_override`
 event-log line naming the user (`cli:<login>`). The store is opened through the
 `with_store` the CLI passes in (proxy/cli.py), so this module imports nothing of it.
 """

@@ -38,8 +38,8 @@ logger = logging.getLogger(__name__)
 _RESTART_ONLY = ("region", "server", "upstream", "auth", "store", "metering", "simulator", "observability")
 #: Fields of `limits` that sized something built once (the head-timeout protocol, the body budget).
 _RESTART_ONLY_LIMITS = ("head_timeout", "max_inflight_body_bytes")
-#: Fields of `quotas` the quota selector was built with (metering/quotas.py).
-_RESTART_ONLY_QUOTAS = ("tight_threshold", "normal_ttl", "tight_ttl")
+#: Fields of `quotas` the budget leases were built with (metering/leases.py).
+_RESTART_ONLY_QUOTAS = ("lease_ttl",)
 #: Never shown by `/v1/config`.
 _SECRET_FIELDS = frozenset({"admin_token", "secret_key", "previous_secret_keys", "webhook_url", "access_key",
                             "secret_key_file", "source"})

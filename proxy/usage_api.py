@@ -160,23 +160,32 @@ def usage_routes(keeper: CostKeeper, authorized: Callable[[Request], bool]) -> l
         quotas = dict(policy.daily_quota)
         if not quotas:
             return None
-        committed, marked = await asyncio.gather(store.committed_spend(policy.scope_key, day),
-                                                 store.exhaustion_times(policy.scope_key, day))
-        exhausted = set(marked)
-        threshold = policies.quotas.tight_threshold
+        budget, marked = await asyncio.gather(store.read_budget(policy.scope_key, day),
+                                              store.exhaustion_times(policy.scope_key, day))
+        now = time.time()
         models = []
-        exhausted_bases = {*exhausted, *(base_model_id(model) for model in exhausted)}
+        exhausted_bases = {*budget.exhausted, *(base_model_id(model) for model in budget.exhausted)}
         in_chain = [model for model in policy.chain if model in quotas]
         for model in in_chain + sorted(set(quotas) - set(in_chain)):
             quota, base = quotas[model], base_model_id(model)
-            # Spend is kept under the model id used; a geo-prefixed id counts for its base model.
-            spend = sum(value for used, value in committed.items() if used == model or base_model_id(used) == base)
-            ratio = spend / quota if quota else (1.0 if spend else 0.0)
-            models.append({"model": model, **usd_fields("spend", spend), **usd_fields("quota", quota), "ratio": ratio,
-                           "mode": "TIGHT" if ratio >= threshold else "NORMAL", "exhausted": model in exhausted_bases,
-                           # Where the quota comes from: config.yaml, or a runtime override and who set it.
-                           "source": "override" if model in policy.overridden else "config",
-                           "set_by": policy.overridden.get(model)})
+            # Kept under the quota's configured id; rows an older version kept under the
+            # id used (a geo profile) count for their base model too.
+            kept = [value for used, value in budget.models.items() if used == model or base_model_id(used) == base]
+            spent = sum(value.spent for value in kept)
+            leased = sum(value.leased for value in kept)
+            remaining = quota - spent - leased
+            models.append({
+                "model": model, **usd_fields("spend", spent), **usd_fields("leased", leased),
+                **usd_fields("remaining", remaining), **usd_fields("quota", quota),
+                "ratio": spent / quota if quota else (1.0 if spent else 0.0),
+                "holders": sum(value.holders(now) for value in kept),
+                # Near the quota (under a tenth of it left to claim) slices shrink to one request.
+                "mode": "TIGHT" if remaining * 10 < quota else "NORMAL",
+                "exhausted": model in exhausted_bases,
+                # Where the quota comes from: config.yaml, or a runtime override and who set it.
+                "source": "override" if model in policy.overridden else "config",
+                "set_by": policy.overridden.get(model),
+            })
         active = next((model for model in policy.chain if model not in exhausted_bases), None)
         return {"scope": policy.scope_key, "org": org, "app": app, "chain": list(policy.chain),
                 "active_model": active, "models": models, "fallbacks": fallback_events(policy.chain, marked)}
@@ -185,7 +194,7 @@ def usage_routes(keeper: CostKeeper, authorized: Callable[[Request], bool]) -> l
         day = utc_day(time.time())
         policies = keeper.policies
         states = await asyncio.gather(*(_scope_state(org, app, day) for org, app in await _scopes(day)))
-        return {"day": day, "tight_threshold": policies.quotas.tight_threshold,
+        return {"day": day, "lease_ttl": policies.quotas.lease_ttl,
                 "scopes": [state for state in states if state is not None]}
 
     async def rates(request: Request) -> dict[str, object]:

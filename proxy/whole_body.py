@@ -92,6 +92,9 @@ class WholeBodyOperations:
             self._meter(route, caller, plan, requested, model, 503, None, 0, started)
             reason = "Timed out waiting for" if exc.timed_out else "Could not reach"
             raise ServiceUnavailableException(f"{reason} the upstream Bedrock endpoint.") from None
+        except BaseException:
+            self._admission.release(plan)  # never sent: what admission held for it goes back
+            raise
         request_id = response.headers.get("x-amzn-requestid") or new_request_id()
         status, error, body = response.status, None, b""
         # A started job runs whatever happens from here: metered even if its answer is lost.
@@ -147,19 +150,20 @@ class WholeBodyOperations:
     def _meter(self, route: Route, caller: Caller, plan: Plan, requested: str, model: str, status: int,
                request_id: str | None, cost: int | None, started: float) -> UsageEvent:
         """Journal the call (zero tokens, `cost` pico-USD; None: unpriced) and settle
-        what admission reserved for it."""
+        what admission held for it (a job's exact cost: all of it comes from its lease)."""
         self._admission.settle_rate(plan, Usage())
+        reserved, lease = self._admission.settle_cost(plan, cost or 0)
         event = UsageEvent(
-            request_id=request_id or new_request_id(), timestamp=time.time(), org=caller.org, app=caller.app,
+            request_id=request_id or new_request_id(), timestamp=plan.admitted_at or time.time(), org=caller.org,
+            app=caller.app,
             operation=str(route.operation), requested_model=requested, model=model,
             input_tokens=0, output_tokens=0, cache_read_tokens=0, cache_write_tokens=0,
             cost_pico_usd=cost or 0, priced=cost is not None, latency_ms=(time.perf_counter() - started) * 1000,
             first_byte_ms=None, status=status, estimated=False, quota_scope=plan.quota_scope,
-            quota_model="" if plan.quota_model == model else plan.quota_model, reserved_pico_usd=plan.reserved,
+            quota_model="" if plan.quota_model == model else plan.quota_model, reserved_pico_usd=reserved,
+            lease=lease,
         )
         self._recorder.record(event)
-        if plan.quota_scope:
-            self._admission.note_spend(plan, event.cost_pico_usd - plan.reserved)
         return event
 
 

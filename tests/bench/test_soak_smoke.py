@@ -18,7 +18,7 @@ def test_soak_harness_passes_a_short_run(tmp_path: Path) -> None:
     raw, out = tmp_path / "soak.json", tmp_path / "RESULTS.md"
     out.write_text("# results\n\nkept\n")
     code = soak.main([
-        "--duration", "10", "--workers", "3", "--sample-interval", "0.5", "--idle-wait", "1",
+        "--duration", "10", "--workers", "3", "--sample-interval", "0.5", "--idle-wait", "3",
         "--progress", "0", "--out", str(out), "--json", str(raw),
         # 10 s is all warm-up (caches, pools and allocator arenas filling up): the RSS
         # slope is judged by the 10-minute run only.

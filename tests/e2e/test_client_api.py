@@ -46,7 +46,6 @@ def proxy(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         "pricing": TEST_PRICING,
         "models": {"small": MICRO, "medium": LITE, "premium": LITE},
         "fallback": ["small", "medium"],
-        "quotas": {"tight_threshold": 0.8, "normal_ttl": 0.1, "tight_ttl": 0.05},
         "orgs": {"acme": {"daily_quota_usd": {"small": QUOTA_USD}}},
         "auth": {"allow_bearer_over_http": True, "key_cache_ttl": 0},
     }

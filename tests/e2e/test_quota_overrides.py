@@ -1,6 +1,6 @@
 """Runtime quota overrides (issue 22 item 2): `costkeeper quota` and `/v1/quotas/overrides`.
 
-Two replicas on DynamoDB Local follow `quota set` within `quotas.normal_ttl`: a raise
+Two replicas on DynamoDB Local follow `quota set` within `quotas.overrides_refresh`: a raise
 brings a scope that had fallen back to its first model again, a lowering moves it at
 once. On SQLite, the admin API sets, lists and removes an override, each change in
 the event log with who made it.
@@ -36,7 +36,7 @@ def _config(store: dict[str, Any]) -> dict[str, Any]:
         "models": {"premium": PRO, "standard": LITE},
         "fallback": ["premium", "standard"],
         "orgs": {"acme": {"daily_quota_usd": {"premium": 0}}},  # premium: nothing, until overridden
-        "quotas": {"normal_ttl": 0.5},
+        "quotas": {"overrides_refresh": 0.5},
         "store": store,
     }
 

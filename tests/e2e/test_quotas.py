@@ -30,7 +30,6 @@ def quota_proxy(tmp_path_factory: pytest.TempPathFactory, simulator: Process) ->
         "pricing": PRICING,
         "models": {"premium": PRO, "standard": LITE, "economy": MICRO},
         "fallback": ["premium", "standard"],
-        "quotas": {"normal_ttl": 0.2, "tight_ttl": 0.05, "tight_threshold": 0.8},
         "inference_profiles": {APP_PROFILE: MICRO},
         "orgs": {
             "acme": {
@@ -40,7 +39,8 @@ def quota_proxy(tmp_path_factory: pytest.TempPathFactory, simulator: Process) ->
                     "capped": {"max_output_tokens": 7, "allowed_models": ["premium", "standard", "economy"],
                                "response_cache": {"ttl": 60}},
                     "limited": {"fallback": ["economy"], "rate_limits": {"economy": {"rpm": 2}}},
-                    "cached": {"response_cache": {"ttl": 600}},
+                    # Room for several requests' worst cases (budget leases admit by them).
+                    "cached": {"response_cache": {"ttl": 600}, "daily_quota_usd": {"premium": 0.002}},
                 },
             },
         },
@@ -157,11 +157,12 @@ def test_a_cache_hit_says_what_a_fresh_request_would(client_for: Any, quota_prox
 
     assert says(ask(question)) == (PRO, "false", False)
     assert says(ask(question)) == (PRO, "false", True)
-    for number in range(40):  # spend premium's quota with other questions
-        other = ask([{"role": "user", "content": [{"text": f"Question {number}: name a colour."}]}])
+    # Spend premium's quota with other, shorter questions: once their worst case no longer
+    # fits what is left, the cached question's (no smaller) does not either.
+    for number in range(60):
+        other = ask([{"role": "user", "content": [{"text": f"Q{number}: a colour?"}]}])
         if other["x-costkeeper-model-id"] == LITE:
             break
-        time.sleep(0.25)  # let the spend reach the store and the cache (NORMAL TTL 0.2 s)
     else:
         pytest.fail("premium's quota was never spent")
     assert says(ask(question)) == (LITE, "true", False)
@@ -195,7 +196,9 @@ def test_config_refusing_a_bad_chain_stops_start_up(tmp_path: Path) -> None:
 
 def test_cost_of_each_request_lands_on_the_served_model(client_for: Any, quota_proxy: Proxy) -> None:
     client = client_for("billing")
-    response = client.converse(modelId="standard", messages=MESSAGES)
+    # Its worst case (input bound + 20 output tokens) fits standard's tiny quota; the model's
+    # default of 4,096 output tokens would not.
+    response = client.converse(modelId="standard", messages=MESSAGES, inferenceConfig={"maxTokens": 20})
     event = wait_for_event(quota_proxy, response["ResponseMetadata"]["RequestId"])
     assert (event.requested_model, event.model, event.quota_scope) == ("standard", LITE, "acme/billing")
     price = Price.from_mapping(LITE, PRICING[LITE])  # pico-USD per token, exact

@@ -169,8 +169,8 @@ def scene(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scene]:
         "observability": {"emf": True, "metrics_public": False, "healthz_public": True},
         "models": {"economy": MICRO},
         "fallback": ["economy"],
-        "quotas": {"normal_ttl": 0.2, "tight_ttl": 0.05},
-        "orgs": {CAPPED_ORG: {"daily_quota_usd": {"economy": 0.00002}}},
+        # A few requests' worst cases (maxTokens 60): spent past the 50 % alert, then refused.
+        "orgs": {CAPPED_ORG: {"daily_quota_usd": {"economy": 0.00005}}},
         "alerts": {"thresholds": [0.5, 1.0], "hourly_cost_usd": 0.000001, "check_interval": 0.2,
                    "timeout": 2, "retries": 0},
     }
@@ -281,7 +281,7 @@ def drive(scene: Scene) -> None:
         sigv4("upstream stream error", path(NOVA, "converse-stream"), converse_body("[[sim:stream-error]] hi"))
         sigv4("upstream cut, body", path(NOVA, "converse"), converse_body("[[sim:cut]] hi"))
         sigv4("upstream unreachable", path(NOVA, "converse"), converse_body("hi"), as_key=down_key, target=scene.down)
-        # A quota spent: the capped org's one model is refused once its spend is committed.
+        # A quota spent: the capped org's one model is refused once a request no longer fits.
         for attempt in range(60):
             sigv4(f"capped {attempt}", path(MICRO, "converse"), converse_body("hi"), as_key=capped)
             if capture.statuses[f"capped {attempt}"] == 400:

@@ -27,7 +27,6 @@ USAGE_CONFIG: dict[str, Any] = {
     "pricing": TEST_PRICING,
     "models": {"small": MICRO, "medium": LITE},
     "fallback": ["small", "medium"],
-    "quotas": {"tight_threshold": 0.8},
     "orgs": {
         "acme": {"daily_quota_usd": {"small": 1.0, "medium": 2.0}},
         "beta": {"quota_scope": "APP", "daily_quota_usd": {"small": 0.5}, "apps": {"bot": {}}},
@@ -159,6 +158,11 @@ def test_quota_state_per_scope_and_model(seeded: tuple[Proxy, list[UsageEvent]])
     assert models[MICRO]["quota_usd"] == 1.0
     assert models[MICRO]["ratio"] == pytest.approx(spend / 10**12)
     assert models[MICRO]["mode"] == "NORMAL" and models[MICRO]["exhausted"] is False
+    # What replicas' slices hold beside it (issue #18 item 7): spent + leased + remaining = quota.
+    leased = models[MICRO]["leased_pico_usd"]
+    assert leased >= 0 and models[MICRO]["remaining_pico_usd"] == 10**12 - spend - leased
+    assert models[MICRO]["remaining_usd"] == pytest.approx((10**12 - spend - leased) / 1e12)
+    assert document["lease_ttl"] == 30.0
     assert models[LITE]["spend_pico_usd"] == 0 and models[LITE]["quota_pico_usd"] == 2 * 10**12
     bot = {model["model"]: model for model in scopes["beta/bot"]["models"]}
     assert set(bot) == {MICRO}

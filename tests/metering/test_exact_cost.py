@@ -19,10 +19,12 @@ from adapters.usage import Usage
 from metering.aggregate import Aggregate
 from metering.dynamodb_store import DynamoDBStore
 from metering.events import UsageEvent, utc_day
+from metering.leases import BudgetLeases
 from metering.money import format_usd, usd_to_pico
 from metering.pricing import Price, PriceTable
 from metering.quotas import Mode, QuotaSelector
 from metering.store import Store
+from tests.metering.budget_memory import committed_spend
 
 MakeEvent = Callable[..., UsageEvent]
 T0 = float(calendar.timegm((2025, 3, 10, 12, 0, 0)))
@@ -146,7 +148,7 @@ async def test_tiny_requests_are_stored_and_reported_exactly(store: Store) -> No
     [row] = await store.usage_summary(0, None, ["model"])
     assert (row.requests, row.cost_pico_usd) == (1000, 480_000_000)
     assert format_usd(row.cost_pico_usd) == "0.000480"
-    assert await store.committed_spend("acme", utc_day(T0)) == {TITAN: 480_000_000}
+    assert await committed_spend(store, "acme", utc_day(T0)) == {TITAN: 480_000_000}
     if isinstance(store, DynamoDBStore):
         await store.consolidate(utc_day(T0))
     assert (await store.scope_totals("acme", utc_day(T0)))[TITAN].cost_pico_usd == 480_000_000
@@ -159,12 +161,14 @@ async def test_tiny_requests_count_toward_a_quota(store: Store) -> None:
     quota = usd_to_pico(0.000005, "daily_quota_usd")
     assert quota == 5_000_000
     await store.write_events([titan_call(f"q{i}") for i in range(10)])
-    assert await store.committed_spend("acme", utc_day(T0)) == {TITAN: 4_800_000}
-    selector = QuotaSelector(store, clock=lambda: T0 + 1)
+    assert await committed_spend(store, "acme", utc_day(T0)) == {TITAN: 4_800_000}
+    selector = QuotaSelector(BudgetLeases(store, clock=lambda: T0 + 1))
     worst_case = PRICES.cost_pico_usd(TITAN, Usage(input_tokens=24)) or 0
-    selection = await selector.select("acme", (TITAN, NOVA), {TITAN: quota, NOVA: quota}.get, lambda model: worst_case)
+    selection = await selector.select("acme", utc_day(T0), (TITAN, NOVA), {TITAN: (TITAN, quota), NOVA: (NOVA, quota)}.get,
+                                      lambda model: worst_case)
     assert (selection.model, selection.fallback, selection.mode) == (NOVA, True, Mode.NORMAL)
-    assert TITAN in await store.exhausted_models("acme", utc_day(T0))
+    # For itself only: 96 % spent is not yet exhausted (99 %), a smaller request may still fit.
+    assert TITAN not in await store.exhausted_models("acme", utc_day(T0))
     # One call fewer would still fit: 9 × 0.48 µ$ + 0.48 µ$ ≤ 5 µ$.
     assert 9 * worst_case + worst_case <= quota
 

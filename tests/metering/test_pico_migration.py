@@ -24,6 +24,7 @@ from metering.events import UsageEvent
 from metering.recorder import UsageRecorder
 from metering.sqlite_store import _SCHEMA, SQLiteStore
 from metering.store import Store, StoreError
+from tests.metering.budget_memory import committed_spend, reserve
 
 pytestmark = pytest.mark.anyio
 
@@ -69,14 +70,14 @@ async def test_an_sqlite_file_in_micro_usd_is_converted_once(tmp_path: Path, mak
         assert await store.get_event("old-1") == make_event("old-1", quota_scope="acme")  # $0.001
         assert (await store.get_event("old-2")) == make_event("old-2", timestamp=1741608001.0, quota_scope="acme",
                                                                cost_pico_usd=MICRO, reserved_pico_usd=7 * MICRO)
-        assert await store.committed_spend("acme", DAY) == {MODEL: 994 * MICRO}
+        assert await committed_spend(store, "acme", DAY) == {MODEL: 994 * MICRO}
         await store.write_events([make_event("new", quota_scope="acme", cost_pico_usd=480_000)])
         [row] = await store.usage_summary(0, None, ["model"])
         assert (row.requests, row.cost_pico_usd) == (3, 1001 * MICRO + 480_000)
-        assert await store.committed_spend("acme", DAY) == {MODEL: 994 * MICRO + 480_000}
+        assert await committed_spend(store, "acme", DAY) == {MODEL: 994 * MICRO + 480_000}
         # The quota sees the converted spend: 994 µ$ + 0.48 µ$ committed, 6 µ$ left of a 1000 µ$ quota.
-        assert not await store.reserve("acme", DAY, MODEL, 6 * MICRO, 1000 * MICRO)
-        assert await store.reserve("acme", DAY, MODEL, 5 * MICRO, 1000 * MICRO)
+        assert not await reserve(store, "acme", DAY, MODEL, 6 * MICRO, 1000 * MICRO)
+        assert await reserve(store, "acme", DAY, MODEL, 5 * MICRO, 1000 * MICRO)
     async with SQLiteStore(path) as again:  # the column names say it is done: never ×10⁶ twice
         assert again.converted is None and "converted" not in await again.init()
         [row] = await again.usage_summary(0, None, [])
@@ -157,28 +158,28 @@ async def test_dynamodb_items_in_micro_usd_read_at_their_true_value(dynamodb_fac
         [row] = await store.usage_summary(0, None, ["model"])
         assert (row.requests, row.cost_pico_usd) == (2, 1001 * MICRO)
         assert (await store.scope_totals("acme", DAY))[MODEL].cost_pico_usd == 1001 * MICRO
-        assert await store.committed_spend("acme", DAY) == {MODEL: 994 * MICRO}
+        assert await committed_spend(store, "acme", DAY) == {MODEL: 994 * MICRO}
         # New usage adds to the same items under the new names; both count.
         await store.write_events([make_event("new", quota_scope="acme", cost_pico_usd=480_000)])
         [row] = await store.usage_summary(0, None, ["model"])
         assert (row.requests, row.cost_pico_usd) == (3, 1001 * MICRO + 480_000)
         committed = 994 * MICRO + 480_000
-        assert await store.committed_spend("acme", DAY) == {MODEL: committed}
+        assert await committed_spend(store, "acme", DAY) == {MODEL: committed}
         await store.consolidate(DAY)  # rewrites TOTAL in pico-USD
         assert (await store.scope_totals("acme", DAY))[MODEL].cost_pico_usd == 1001 * MICRO + 480_000
 
 
 async def test_a_dynamodb_reservation_sees_the_micro_usd_spend(dynamodb_factory: Callable[..., DynamoDBStore],
                                                                 make_event: MakeEvent) -> None:
-    """The condition of `reserve` reads one attribute: the old one is folded into it first,
+    """The condition of a lease claim reads one attribute: the old one is folded into it first,
     also when a replica of the previous version adds to it again during the upgrade."""
     async with dynamodb_factory() as store:
         await store.init()
         await _put_old_items(store)
         quota = 1000 * MICRO
-        assert not await store.reserve("acme", DAY, MODEL, 6 * MICRO + 1, quota)  # 994 µ$ spent
-        assert await store.reserve("acme", DAY, MODEL, 6 * MICRO, quota)
-        assert not await store.reserve("acme", DAY, MODEL, 1, quota)
+        assert not await reserve(store, "acme", DAY, MODEL, 6 * MICRO + 1, quota)  # 994 µ$ spent
+        assert await reserve(store, "acme", DAY, MODEL, 6 * MICRO, quota)
+        assert not await reserve(store, "acme", DAY, MODEL, 1, quota)
         quota_item = (await store._api().get_item(TableName=store.table, Key={"pk": {"S": "QUOTA#acme"},
                                                                               "sk": {"S": DAY}}))["Item"]
         assert f"committed#{MODEL}" not in quota_item
@@ -187,11 +188,11 @@ async def test_a_dynamodb_reservation_sees_the_micro_usd_spend(dynamodb_factory:
             TableName=store.table, Key={"pk": {"S": "QUOTA#acme"}, "sk": {"S": DAY}},
             UpdateExpression="ADD #c :v", ExpressionAttributeNames={"#c": f"committed#{MODEL}"},
             ExpressionAttributeValues={":v": _n(3)})
-        assert await store.committed_spend("acme", DAY) == {MODEL: quota + 3 * MICRO}
-        assert not await store.reserve("acme", DAY, MODEL, 1, quota + 3 * MICRO)
-        assert await store.reserve("acme", DAY, MODEL, 1, quota + 3 * MICRO + 1)
-        await store.release("acme", DAY, MODEL, 1)
-        assert await store.committed_spend("acme", DAY) == {MODEL: quota + 3 * MICRO}
+        assert await committed_spend(store, "acme", DAY) == {MODEL: quota + 3 * MICRO}
+        assert not await reserve(store, "acme", DAY, MODEL, 1, quota + 3 * MICRO)
+        assert await reserve(store, "acme", DAY, MODEL, 1, quota + 3 * MICRO + 1)
+        assert await store.renew_lease("acme", DAY, MODEL, "test-holder", 1, None)  # given back
+        assert await committed_spend(store, "acme", DAY) == {MODEL: quota + 3 * MICRO}
 
 
 async def test_a_journal_written_in_micro_usd_replays_in_pico_usd(store: Store, make_event: MakeEvent,
@@ -211,9 +212,8 @@ async def test_a_journal_written_in_micro_usd_replays_in_pico_usd(store: Store, 
     recorder = UsageRecorder(store, journal, flush_interval=60)
     await recorder.start()
     assert recorder.backlog == 3
-    assert recorder.pending_spend("acme", DAY) == {MODEL: 3 * 1000 * MICRO}
     await recorder.flush()
     [row] = await store.usage_summary(0, None, [])
     assert (row.requests, row.cost_pico_usd) == (3, 3 * 1001 * MICRO)
-    assert await store.committed_spend("acme", DAY) == {MODEL: 3 * 1000 * MICRO}
+    assert await committed_spend(store, "acme", DAY) == {MODEL: 3 * 1000 * MICRO}
     await recorder.stop()

@@ -109,7 +109,7 @@ async def test_many_tasks_exact_totals(store: Store, make_event: MakeEvent, tmp_
     await recorder.stop()
     assert recorder.backlog == 0
     assert await stored(store) == (2000, 50 * sum(range(40)))
-    assert await store.committed_spend("acme", DAY) == {MODEL: 25 * sum(range(40))}
+    assert (await store.read_budget("acme", DAY)).model(MODEL).spent == 25 * sum(range(40))
 
 
 async def test_a_flush_writes_one_counter_per_key_not_one_per_request(
@@ -137,17 +137,21 @@ async def test_a_flush_writes_one_counter_per_key_not_one_per_request(
     await recorder.stop()
 
 
-async def test_pending_spend_until_flushed(store: Store, make_event: MakeEvent, tmp_path: Path) -> None:
-    recorder = UsageRecorder(store, tmp_path / "journal", flush_interval=60)
+async def test_stored_settlements_are_told_after_the_flush(store: Store, make_event: MakeEvent,
+                                                             tmp_path: Path) -> None:
+    """`on_stored` hears what each stored batch settled of each budget lease, only once stored."""
+    heard: list[dict[tuple[str, str, str, str], int]] = []
+    recorder = UsageRecorder(store, tmp_path / "journal", flush_interval=60, on_stored=lambda s: heard.append(dict(s)))
     await recorder.start()
-    recorder.record(make_event("a", quota_scope="acme", cost_pico_usd=100, reserved_pico_usd=30))
-    recorder.record(make_event("b", quota_scope="acme", cost_pico_usd=5))
-    recorder.record(make_event("c", quota_scope="", cost_pico_usd=1000))
-    assert recorder.pending_spend("acme", DAY) == {MODEL: 75}
-    assert recorder.pending_spend("zeta", DAY) == {}
+    recorder.record(make_event("a", quota_scope="acme", cost_pico_usd=100, reserved_pico_usd=30, lease="h1"))
+    recorder.record(make_event("b", quota_scope="acme", cost_pico_usd=5, reserved_pico_usd=5, lease="h1"))
+    recorder.record(make_event("c", quota_scope="acme", cost_pico_usd=7))  # served unchecked: no lease
+    recorder.record(make_event("d", quota_scope="", cost_pico_usd=1000))
+    assert heard == []
     await recorder.flush()
-    assert recorder.pending_spend("acme", DAY) == {}
-    assert await store.committed_spend("acme", DAY) == {MODEL: 75}
+    assert heard == [{("acme", DAY, MODEL, "h1"): 35}]
+    budget = (await store.read_budget("acme", DAY)).model(MODEL)
+    assert (budget.committed, budget.spent, budget.leases["h1"].amount) == (77, 112, -35)
     await recorder.stop()
 
 
@@ -161,7 +165,6 @@ async def test_store_outage_backlog_grows_then_drains(store: Store, make_event: 
         await asyncio.sleep(0.005)
     await wait_until(lambda: flaky.attempts >= 3)
     assert recorder.backlog == 30 and not recorder.healthy
-    assert recorder.pending_spend("acme", DAY) == {MODEL: 60}
     assert await stored(store) == (0, 0)
     flaky.failing = False
     await wait_until(lambda: recorder.backlog == 0 and recorder.healthy)
@@ -181,7 +184,7 @@ async def test_a_write_that_landed_but_raised_is_counted_once(store: Store, make
     await recorder.stop()
     assert flaky.attempts >= 3
     assert await stored(store) == (2, 14)
-    assert await store.committed_spend("acme", DAY) == {MODEL: 14}
+    assert (await store.read_budget("acme", DAY)).model(MODEL).spent == 14
 
 
 async def test_crash_before_any_flush_loses_nothing(store: Store, make_event: MakeEvent, tmp_path: Path) -> None:
@@ -226,7 +229,7 @@ async def test_crash_after_the_store_write_counts_it_once(store: Store, make_eve
     await second.flush()
     assert second.backlog == 0
     assert await stored(store) == (5, 50)
-    assert await store.committed_spend("acme", DAY) == {MODEL: 50}
+    assert (await store.read_budget("acme", DAY)).model(MODEL).spent == 50
     await second.stop()
     assert journal_files(journal) == []
 

@@ -45,7 +45,7 @@ async def test_same_request_id_is_counted_once(sqlite_store: SQLiteStore, make_e
     [row] = await sqlite_store.usage_summary(0, None, [])
     assert (row.requests, row.cost_pico_usd) == (2, 100 + 10**9)
     assert await sqlite_store.get_event("dup") == first  # first write wins
-    assert await sqlite_store.committed_spend("acme", "2025-03-10") == {"amazon.nova-pro-v1:0": 100}
+    assert (await sqlite_store.read_budget("acme", "2025-03-10")).model("amazon.nova-pro-v1:0").spent == 100
 
 
 async def test_a_large_batch_counts_each_new_request_once(sqlite_store: SQLiteStore, make_event: MakeEvent) -> None:
@@ -58,7 +58,7 @@ async def test_a_large_batch_counts_each_new_request_once(sqlite_store: SQLiteSt
     [row] = await sqlite_store.usage_summary(0, None, [])
     assert row.requests == 1200
     # The quota total counts what was new in each batch: 600 + 600, never a repeat.
-    assert await sqlite_store.committed_spend("acme", "2025-03-10") == {"amazon.nova-pro-v1:0": 1200}
+    assert (await sqlite_store.read_budget("acme", "2025-03-10")).model("amazon.nova-pro-v1:0").spent == 1200
 
 
 async def test_summary_by_operation(sqlite_store: SQLiteStore, make_event: MakeEvent) -> None:

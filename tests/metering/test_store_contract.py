@@ -11,7 +11,7 @@ from collections.abc import Callable
 import pytest
 
 from metering.events import UsageEvent
-from metering.store import KeyStore, QuotaStore, Store, UsageStore
+from metering.store import KeyStore, LeaseStore, Store, UsageStore
 
 pytestmark = pytest.mark.anyio
 
@@ -27,7 +27,7 @@ async def total_requests(store: Store) -> int:
 
 async def test_implements_the_protocols(store: Store) -> None:
     assert isinstance(store, UsageStore)
-    assert isinstance(store, QuotaStore)
+    assert isinstance(store, LeaseStore)
     assert isinstance(store, KeyStore)
 
 
@@ -38,7 +38,8 @@ async def test_a_batch_applies_once(store: Store, make_event: MakeEvent) -> None
     assert await store.write_batch("journal:2-2", [make_event("other", cost_pico_usd=1)]) is True
     [row] = await store.usage_summary(0, None, [])
     assert (row.requests, row.cost_pico_usd) == (6, 51)
-    assert await store.committed_spend("acme", DAY) == {"amazon.nova-pro-v1:0": 50}
+    budget = await store.read_budget("acme", DAY)
+    assert budget.model("amazon.nova-pro-v1:0").spent == budget.model("amazon.nova-pro-v1:0").committed == 50
 
 
 async def test_write_events_is_idempotent_for_the_same_events(store: Store, make_event: MakeEvent) -> None:
@@ -151,8 +152,8 @@ async def test_concurrent_writers_give_exact_totals(store: Store, make_event: Ma
     assert (row.requests, row.cost_pico_usd, row.input_tokens) == (2000, 200 * 45, 200 * 55)
     by_org = {r.org: r.requests for r in await store.usage_summary(0, None, ["org"])}
     assert by_org == {"acme": 1000, "zeta": 1000}
-    committed = await store.committed_spend("acme", DAY)
-    assert sum(committed.values()) == 200 * (0 + 2 + 4 + 6 + 8)
+    budget = await store.read_budget("acme", DAY)
+    assert sum(model.committed for model in budget.models.values()) == 200 * (0 + 2 + 4 + 6 + 8)
 
 
 async def test_model_rates_per_minute(store: Store, make_event: MakeEvent) -> None:
@@ -173,70 +174,47 @@ async def test_model_rates_per_minute(store: Store, make_event: MakeEvent) -> No
     assert await store.model_rates("amazon.nova-pro-v1:0", T0, T0 + 60) == rates[:1]
 
 
-async def test_flush_settles_reservations(store: Store, make_event: MakeEvent) -> None:
-    """committed = spent + outstanding reservations: a flushed event adds cost - reserved."""
-    model = "amazon.nova-pro-v1:0"
-    assert await store.reserve("acme/chatbot", DAY, model, 500, 10_000)
-    assert await store.reserve("acme/chatbot", DAY, model, 300, 10_000)
-    assert await store.committed_spend("acme/chatbot", DAY) == {model: 800}
-    await store.write_batch("b", [
-        make_event("r1", quota_scope="acme/chatbot", reserved_pico_usd=500, cost_pico_usd=120),
-        make_event("r2", quota_scope="acme/chatbot", reserved_pico_usd=0, cost_pico_usd=7),
-        make_event("r3", quota_scope="", cost_pico_usd=1_000_000),  # no quota: not committed
-    ])
-    assert await store.committed_spend("acme/chatbot", DAY) == {model: 300 + 120 + 7}
-    await store.write_batch("b", [make_event("r1", quota_scope="acme/chatbot", reserved_pico_usd=500)])
-    assert await store.committed_spend("acme/chatbot", DAY) == {model: 427}  # settled once
-    await store.release("acme/chatbot", DAY, model, 300)
-    assert await store.committed_spend("acme/chatbot", DAY) == {model: 127}
-    assert await store.committed_spend("acme/chatbot", "2025-03-11") == {}
-
-
-async def test_refused_requests_make_no_usage_row_but_settle_their_reservation(
+async def test_refused_requests_make_no_usage_row_but_settle_their_lease(
     store: Store, make_event: MakeEvent
 ) -> None:
     """A 4xx Bedrock billed nothing for names a client-chosen model: no usage row, no
-    rate, but its reservation is released (issue #17 item 5)."""
+    rate, and nothing spent of the lease it was admitted on (issue #17 item 5)."""
     model = "amazon.nova-pro-v1:0"
-    assert await store.reserve("acme", DAY, model, 500, 10_000)
+    granted, _ = await store.claim_lease("acme", DAY, model, "h1", 500, 10_000, T0 + 30)
+    assert granted
     zero = dict(input_tokens=0, output_tokens=0, cache_read_tokens=0, cache_write_tokens=0, cost_pico_usd=0)
     await store.write_batch("b", [
         make_event("served"),
         *(make_event(f"bogus-{i}", model=f"acme.invented-{i}-v1:0", status=400, **zero) for i in range(5)),
-        make_event("throttled", status=429, quota_scope="acme", reserved_pico_usd=500, **zero),
+        make_event("throttled", status=429, quota_scope="acme", reserved_pico_usd=0, lease="h1", **zero),
     ])
     rows = await store.usage_summary(0, None, ["model"])
     assert [(row.model, row.requests) for row in rows] == [(model, 1)]
     assert set(await store.scope_totals("acme", DAY)) <= {model}
-    assert await store.committed_spend("acme", DAY) == {model: 0}
+    budget = (await store.read_budget("acme", DAY)).model(model)
+    assert (budget.spent, budget.leased) == (0, 500)
     assert await store.model_rates("acme.invented-0-v1:0", T0 - 60, T0 + 60) == []
 
 
-async def test_reserve_is_atomic_and_never_exceeds_the_quota(store: Store) -> None:
-    quota, amount = 1_000, 70
-    results = await asyncio.gather(*(store.reserve("acme", DAY, "m", amount, quota) for _ in range(40)))
-    assert sum(results) == quota // amount  # 14 fit, 26 refused
-    assert await store.committed_spend("acme", DAY) == {"m": (quota // amount) * amount}
-    assert not await store.reserve("acme", DAY, "m", quota + 1, quota)
-    assert await store.reserve("acme", DAY, "m", quota - (quota // amount) * amount, quota)  # exactly full
-    assert not await store.reserve("acme", DAY, "m", 1, quota)
-    assert await store.reserve("acme", DAY, "other", 1, quota)  # per model
-
-
-async def test_reservations_and_flushes_race_without_losing_updates(store: Store, make_event: MakeEvent) -> None:
+async def test_claims_and_flushes_race_without_losing_updates(store: Store, make_event: MakeEvent) -> None:
+    """Lease claims (UpdateItem) and flushes (transactions) on one quota item at once."""
     model = "amazon.nova-pro-v1:0"
     rng = random.Random(4)
     amounts = [rng.randint(1, 50) for _ in range(30)]
 
     async def flusher(i: int) -> None:
-        await store.write_batch(f"f{i}", [make_event(f"f{i}", quota_scope="acme", cost_pico_usd=3)])
+        await store.write_batch(f"f{i}", [make_event(f"f{i}", quota_scope="acme", cost_pico_usd=3,
+                                                     reserved_pico_usd=2, lease="h0")])
 
     results = await asyncio.gather(
-        *(store.reserve("acme", DAY, model, amount, 10**9) for amount in amounts),
+        *(store.claim_lease("acme", DAY, model, f"h{i % 3}", amount, 10**9, T0 + 30)
+          for i, amount in enumerate(amounts)),
         *(flusher(i) for i in range(20)),
     )
-    assert all(results[:30])
-    assert await store.committed_spend("acme", DAY) == {model: sum(amounts) + 20 * 3}
+    assert all(granted for granted, _ in results[:30])
+    budget = (await store.read_budget("acme", DAY)).model(model)
+    assert budget.committed == sum(amounts) + 20 * (3 - 2)
+    assert budget.spent == 20 * 3 and budget.leased == sum(amounts) - 20 * 2
 
 
 async def test_sticky_exhaustion(store: Store) -> None:

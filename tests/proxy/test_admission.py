@@ -11,15 +11,21 @@ import pytest
 from adapters import family_of
 from adapters.tiers import STANDARD, Tier
 from adapters.translate import can_translate
+from metering.leases import BudgetLeases
 from metering.pricing import Price, PriceTable
 from metering.quotas import QuotaSelector
-from proxy.admission import Admission
-from proxy.errors import AccessDeniedException, ServiceUnavailableException, ValidationException
+from proxy.admission import Admission, Plan
+from proxy.errors import (
+    AccessDeniedException,
+    ServiceUnavailableException,
+    ThrottlingException,
+    ValidationException,
+)
 from proxy.identity import Caller
 from proxy.policies import PolicyError, build_policies
 from proxy.ratelimit import RateLimiter
 from proxy.routing import parse_route
-from tests.metering.test_quotas import MemoryQuotaStore
+from tests.metering.test_quotas import CountingStore
 
 CLAUDE, NOVA = "anthropic.claude-haiku-4-5-20251001-v1:0", "amazon.nova-lite-v1:0"
 PROFILE = "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/abc123"
@@ -27,14 +33,17 @@ PRICES = {CLAUDE: Price.from_mapping(CLAUDE, {"input": 1.0, "output": 5.0}),
           NOVA: Price.from_mapping(NOVA, {"input": 0.06, "output": 0.24})}
 
 
-def _admission(orgs: dict[str, Any], healthy: bool = True) -> Admission:
+def _admission(orgs: dict[str, Any], healthy: bool = True, store: CountingStore | None = None,
+               profiles: dict[str, str] | None = None) -> Admission:
+    profiles = {PROFILE: NOVA} if profiles is None else profiles
     policies = build_policies(
         models={"smart": CLAUDE, "cheap": NOVA}, fallback=["smart", "cheap"], orgs=orgs, quotas=None,
-        priced=lambda m: PriceTable(PRICES, {PROFILE: NOVA}).price_of(m) is not None,
-        family_of=family_of, can_translate=can_translate, profiles={PROFILE: NOVA},
+        priced=lambda m: PriceTable(PRICES, profiles).price_of(m) is not None,
+        family_of=family_of, can_translate=can_translate, profiles=profiles,
     )
-    return Admission(policies, QuotaSelector(MemoryQuotaStore()), PriceTable(PRICES, {PROFILE: NOVA}),
-                     RateLimiter(), store_healthy=lambda: healthy)
+    store = store or CountingStore()
+    store.down = not healthy
+    return Admission(policies, QuotaSelector(BudgetLeases(store)), PriceTable(PRICES, profiles), RateLimiter())
 
 
 def _plan(admission: Admission, path: str, document: dict[str, Any], org: str = "acme") -> Any:
@@ -145,3 +154,85 @@ def test_allowed_service_tiers_refuse_per_app() -> None:
     assert _tier_plan(admission, Tier("priority"), "chat").tier == Tier("priority")
     with pytest.raises(PolicyError, match="allowed_service_tiers"):
         _tier_admission({"acme": {"apps": {"x": {"allowed_service_tiers": ["turbo"]}}}}, {})
+def _spent(store: CountingStore, org: str = "acme") -> dict[str, tuple[int, int]]:
+    """model → (committed, leased) of the org's quota today."""
+    found: dict[str, tuple[int, int]] = {}
+    for (scope, _, model), committed in store.committed.items():
+        if scope == org:
+            leased = sum(lease.amount for lease in store.leases.get((scope, _, model), {}).values())
+            found[model] = (committed, leased)
+    return found
+
+
+def _held(admission: Admission) -> int:
+    """What this process holds for requests in flight (their worst cases)."""
+    selector: Any = admission._selector  # noqa: SLF001 - the test looks inside
+    return sum(inflight for _, inflight in selector.leases.held().values())
+
+
+def test_an_application_profile_mapped_to_a_chain_model_counts_against_its_quota() -> None:
+    """Issue #18 item 11: the ARN goes through the chain, quota and rate limits of its model."""
+    profile = "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/team01"
+    admission = _admission({"acme": {"daily_quota_usd": {"smart": 0}}}, profiles={profile: CLAUDE})
+    encoded = profile.replace(":", "%3A").replace("/", "%2F")
+    plan = _plan(admission, f"/model/{encoded}/converse", {"messages": [{"role": "user", "content": [{"text": "hi"}]}]})
+    assert (plan.model, plan.fallback, plan.quota_model) == (NOVA, True, NOVA)  # premium's quota is spent
+    limited = _admission({"acme": {"apps": {"app": {"rate_limits": {"smart": {"rpm": 1}}}}}},
+                         profiles={profile: CLAUDE})
+    first = _plan(limited, f"/model/{encoded}/converse", {"messages": [{"role": "user", "content": [{"text": "a"}]}]})
+    assert (first.model, first.quota_model, first.rate is not None) == (profile, CLAUDE, True)
+    with pytest.raises(ThrottlingException):
+        _plan(limited, f"/model/{encoded}/converse", {"messages": [{"role": "user", "content": [{"text": "b"}]}]})
+
+
+def test_every_id_form_of_a_model_is_one_quota() -> None:
+    store = CountingStore()
+    admission = _admission({"acme": {"daily_quota_usd": {"smart": 1}}}, store=store)
+    body = {"messages": [{"role": "user", "content": [{"text": "hi"}]}], "inferenceConfig": {"maxTokens": 10}}
+    for path in ("/model/smart/converse", f"/model/{CLAUDE}/converse", f"/model/us.{CLAUDE}/converse",
+                 f"/model/arn%3Aaws%3Abedrock%3Aus-east-1%3A1%3Ainference-profile%2Fglobal.{CLAUDE}/converse"):
+        plan = _plan(admission, path, dict(body))
+        assert plan.quota_model == CLAUDE and plan.quota_scope == "acme"
+    assert set(_spent(store)) == {CLAUDE}
+
+
+def test_a_request_refused_after_its_worst_case_was_admitted_gives_it_back() -> None:
+    store = CountingStore()
+    admission = _admission({"acme": {"daily_quota_usd": {"smart": 10}, "apps": {
+        "app": {"rate_limits": {"smart": {"tpm": 1}}}}}}, store=store)
+    with pytest.raises(ThrottlingException):
+        _plan(admission, f"/model/{CLAUDE}/invoke", dict(CLAUDE_BODY))
+    assert _held(admission) == 0
+    untranslatable = {**CLAUDE_BODY, "messages": [{"role": "user", "content": [
+        {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "AA=="}}]}]}
+    spent = _admission({"acme": {"daily_quota_usd": {"smart": 0, "cheap": 10}}})
+    with pytest.raises(ValidationException):
+        _plan(spent, f"/model/{CLAUDE}/invoke", untranslatable)
+    assert _held(spent) == 0
+
+
+def test_settling_a_plan_covers_its_cost_up_to_its_worst_case_once() -> None:
+    from adapters.usage import Usage
+
+    admission = _admission({"acme": {"daily_quota_usd": {"smart": 10}}})
+    plan: Plan = _plan(admission, f"/model/{CLAUDE}/invoke", dict(CLAUDE_BODY))
+    assert plan.selection is not None and _held(admission) > 0
+    reserved, lease = admission.settle(plan, Usage(10, 5))
+    assert reserved == (10 * 1 + 5 * 5) * 10**6 and lease  # pico-USD: $1 and $5 per million tokens
+    assert admission.settle(plan, Usage(10, 5)) == (0, "") and _held(admission) == 0
+
+
+def test_the_day_is_the_admissions_day() -> None:
+    plan = _plan(_admission({"acme": {"daily_quota_usd": {"smart": 10}}}), f"/model/{CLAUDE}/invoke",
+                 dict(CLAUDE_BODY))
+    assert plan.selection is not None and plan.selection.day == plan.day
+    assert plan.selection.grant is not None and plan.selection.grant.key[1] == plan.day
+
+
+@pytest.mark.parametrize("max_tokens", [10**4000, 2**70], ids=["4001-digits", "2^70"])
+def test_an_absurd_max_tokens_is_refused_before_the_quota_without_raising(max_tokens: int) -> None:
+    """Beyond the model's limit it is a ValidationException (issue #17 item 3) before any worst
+    case is priced; a worst case too large to price refuses by the quota (`_UNAFFORDABLE`)."""
+    admission = _admission({"acme": {"daily_quota_usd": {"smart": 10, "cheap": 10}}})
+    with pytest.raises(ValidationException, match="exceeds the model's limit"):
+        _plan(admission, f"/model/{CLAUDE}/invoke", {**CLAUDE_BODY, "max_tokens": max_tokens})

@@ -18,7 +18,7 @@ from metering.events import UsageEvent, utc_day
 from proxy.alerts import Alerter
 from proxy.config import AlertsConfig
 from proxy.policies import Policies, build_policies
-from tests.metering.test_quotas import MemoryQuotaStore
+from tests.metering.budget_memory import MemoryBudgetStore
 from tests.processes import free_port
 
 NOVA = "amazon.nova-lite-v1:0"
@@ -91,7 +91,7 @@ class Clock:
 
 
 def test_one_post_per_crossed_threshold_per_day(receiver: Receiver, capsys: pytest.CaptureFixture[str]) -> None:
-    store, clock = MemoryQuotaStore(), Clock()
+    store, clock = MemoryBudgetStore(), Clock()
     config = AlertsConfig(webhook_url=receiver.url, check_interval=0.05)
 
     async def scenario() -> None:
@@ -125,8 +125,8 @@ def test_one_post_per_crossed_threshold_per_day(receiver: Receiver, capsys: pyte
 
 
 def test_an_exhausted_model_counts_as_100_percent() -> None:
-    store = MemoryQuotaStore()
-    store.committed[("acme", DAY, NOVA)] = 9_700_000 * MICRO  # reservations stop short of the quota
+    store = MemoryBudgetStore()
+    store.committed[("acme", DAY, NOVA)] = 9_700_000 * MICRO  # worst-case admission stops short of the quota
     store.exhausted[("acme", DAY)] = {NOVA}
 
     async def scenario() -> list[dict[str, Any]]:
@@ -141,7 +141,7 @@ def test_hourly_cost_alert_counts_only_the_last_hour() -> None:
     clock = Clock()
 
     async def scenario() -> list[list[dict[str, Any]]]:
-        alerter = Alerter(AlertsConfig(thresholds=(), hourly_cost_usd=5.0), _policies(), MemoryQuotaStore(),
+        alerter = Alerter(AlertsConfig(thresholds=(), hourly_cost_usd=5.0), _policies(), MemoryBudgetStore(),
                           clock=clock)
         alerter.observe(_event(T0 - 3_700, cost=4_000_000 * MICRO, scope=""))  # older than an hour
         alerter.observe(_event(T0 - 60, cost=3_000_000 * MICRO, scope=""))
@@ -158,7 +158,7 @@ def test_hourly_cost_alert_counts_only_the_last_hour() -> None:
 
 
 def test_a_webhook_that_is_down_never_reaches_the_caller(caplog: pytest.LogCaptureFixture) -> None:
-    store = MemoryQuotaStore()
+    store = MemoryBudgetStore()
     store.committed[("acme", DAY, NOVA)] = 10_000_000 * MICRO
     config = AlertsConfig(webhook_url=f"http://127.0.0.1:{free_port()}/hook", timeout=0.5, retries=1,
                           check_interval=0.05)

@@ -18,6 +18,7 @@ import httpx
 from adapters import family_of
 from adapters.translate import can_translate
 from metering.events import UsageEvent, utc_day
+from metering.leases import BudgetLeases
 from metering.pricing import Price, PriceTable
 from metering.quotas import QuotaSelector
 from metering.unit_prices import UnitPrices
@@ -29,7 +30,8 @@ from proxy.jobs import Jobs
 from proxy.policies import build_policies
 from proxy.ratelimit import RateLimiter
 from proxy.whole_body import WholeBodyOperations
-from tests.metering.test_quotas import Clock, MemoryQuotaStore
+from tests.metering.budget_memory import MemoryBudgetStore
+from tests.metering.test_quotas import Clock
 
 PRO, LITE = "amazon.nova-pro-v1:0", "amazon.nova-lite-v1:0"
 PRICES = {PRO: Price.from_mapping(PRO, {"input": 0.8, "output": 3.2}),
@@ -84,17 +86,15 @@ class Scene:
             models={"premium": PRO, "standard": LITE}, fallback=["premium", "standard"],
             orgs={"acme": {"daily_quota_usd": {"premium": QUOTA / 1e12, "standard": QUOTA / 1e12},
                            "apps": {"app": {"response_cache": {"ttl": 600}}}}},
-            quotas={"normal_ttl": 0, "tight_ttl": 0, "tight_threshold": 0.8},
+            quotas=None,
             priced=lambda m: m in PRICES, family_of=family_of, can_translate=can_translate, profiles={},
         )
-        self.store = MemoryQuotaStore()
+        self.store = MemoryBudgetStore()
         self.clock = Clock()
-        # TTLs of 0: every check reads the store, so a test sets the spend it means.
-        selector = QuotaSelector(self.store, tight_threshold=0.8, normal_ttl=0, tight_ttl=0, flush_lag=0,
-                                 clock=self.clock)
+        self.selector = selector = QuotaSelector(BudgetLeases(self.store, clock=self.clock))
         self.upstream = _Upstream()
         self.recorder = _Recorder()
-        admission = Admission(policies, selector, PriceTable(PRICES), RateLimiter())
+        admission = Admission(policies, selector, PriceTable(PRICES), RateLimiter(), clock=self.clock)
         self.handler = ProxyHandler(
             authenticator=Authenticator(AuthConfig(mode="trust", trust_org="acme", trust_app="app"), None),  # type: ignore[arg-type]
             admission=admission,
@@ -110,7 +110,12 @@ class Scene:
         )
 
     def spend(self, model: str, pico_usd: int) -> None:
-        self.store.committed[("acme", utc_day(self.clock()), model)] = pico_usd
+        """Other replicas spent `pico_usd` on `model` today, and this process holds no lease
+        (as after a restart): the next check reads the store, so a test sets the spend it means."""
+        key = ("acme", utc_day(self.clock()), model)
+        self.store.committed[key] = pico_usd
+        self.store.leases.pop(key, None)
+        self.selector._leases = BudgetLeases(self.store, clock=self.clock)  # noqa: SLF001
 
     def ask(self, path: str = PATH) -> httpx.Response:
         async def go() -> httpx.Response:
@@ -129,7 +134,7 @@ def _says(response: httpx.Response) -> tuple[str, str, str, bool]:
 def test_a_hit_reports_todays_mode_not_the_stored_one() -> None:
     scene = Scene()
     assert _says(scene.ask()) == (PRO, "false", "NORMAL", False)
-    scene.spend(PRO, QUOTA * 9 // 10)  # past the TIGHT threshold, under the quota
+    scene.spend(PRO, QUOTA * 95 // 100)  # under a tenth of the quota left: TIGHT
     hit = scene.ask()
     assert _says(hit) == (PRO, "false", "TIGHT", True)  # stored: NORMAL
     assert scene.upstream.models == [PRO]

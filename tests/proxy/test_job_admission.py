@@ -11,6 +11,7 @@ import pytest
 
 from adapters import family_of
 from adapters.translate import can_translate
+from metering.leases import BudgetLeases
 from metering.pricing import Price, PriceTable
 from metering.quotas import QuotaSelector
 from metering.unit_prices import UnitPrice, UnitPrices
@@ -20,7 +21,7 @@ from proxy.identity import Caller
 from proxy.policies import build_policies
 from proxy.ratelimit import RateLimiter
 from proxy.routing import parse_route
-from tests.metering.test_quotas import MemoryQuotaStore
+from tests.metering.budget_memory import MemoryBudgetStore
 
 REEL, SONIC, NOVA = "amazon.nova-reel-v1:1", "amazon.nova-sonic-v1:0", "amazon.nova-lite-v1:0"
 OUTPUT = {"s3OutputDataConfig": {"s3Uri": "s3://videos/out"}}
@@ -32,7 +33,7 @@ def _admission(orgs: dict[str, Any]) -> Admission:
         models={"video": REEL, "voice": SONIC, "cheap": NOVA}, fallback=["cheap"], orgs=orgs, quotas=None,
         priced=lambda m: prices.price_of(m) is not None, family_of=family_of, can_translate=can_translate,
     )
-    return Admission(policies, QuotaSelector(MemoryQuotaStore()), prices, RateLimiter(),
+    return Admission(policies, QuotaSelector(BudgetLeases(MemoryBudgetStore())), prices, RateLimiter(),
                      unit_prices=UnitPrices({REEL: UnitPrice.from_mapping(REEL, {"per_second": 0.08})}))
 
 
@@ -82,7 +83,10 @@ def test_a_priced_job_whose_length_cannot_be_read_is_refused() -> None:
 def test_a_job_is_admitted_by_its_cost_against_the_quota() -> None:
     # $1 a day: a 6 s job ($0.48) is admitted, a 15 s one ($1.20) can never fit.
     first = _job(_admission({"acme": {"daily_quota_usd": {"video": 1.0}}}), _video("video", 6))
-    assert (first.quota_scope, first.quota_model, first.mode) == ("acme", REEL, "NORMAL")
+    # Half the quota: claimed for itself alone (TIGHT), exactly its cost held against the lease.
+    assert (first.quota_scope, first.quota_model, first.mode) == ("acme", REEL, "TIGHT")
+    assert first.selection is not None and first.selection.grant is not None
+    assert first.selection.grant.worst == 480_000_000_000
     with pytest.raises(ServiceQuotaExceededException):
         _job(_admission({"acme": {"daily_quota_usd": {"video": 1.0}}}), _video("video", 15))
 

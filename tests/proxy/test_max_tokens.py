@@ -21,7 +21,6 @@ from hypothesis import strategies as st
 from adapters import family_of
 from adapters.maxtokens import MaxTokensError, checked_max_output_tokens, max_tokens_fields
 from adapters.translate import can_translate
-from metering.events import utc_day
 from metering.pricing import Price, PriceTable
 from metering.quotas import Mode, Selection
 from proxy.admission import Admission
@@ -63,16 +62,16 @@ class RecordingSelector:
     def __init__(self) -> None:
         self.worst: list[int] = []
 
-    async def select(self, scope: str, chain: Sequence[str], quota_of: Any, worst_case: Callable[[str], int]
-                     ) -> Selection:
+    async def select(self, scope: str, day: str, chain: Sequence[str], quota_of: Any,
+                     worst_case: Callable[[str], int], *, fail_closed: bool = False) -> Selection:
         self.worst = [worst_case(model) for model in chain]
-        return Selection(chain[0], False, Mode.TIGHT, self.worst[0], utc_day(0))
+        return Selection(chain[0], False, Mode.TIGHT, None, day)
 
-    async def release(self, scope: str, selection: Selection) -> None:
+    def release(self, selection: Selection) -> None:
         return None
 
-    def release_later(self, scope: str, selection: Selection) -> None:
-        return None
+    def settle(self, selection: Selection, cost: int) -> tuple[int, str]:
+        return 0, ""
 
 
 def _admission(selector: RecordingSelector, family: str) -> Admission:

@@ -19,6 +19,7 @@ from adapters import family_of
 from adapters.modelid import IN_REGION, base_model_id, encode_model_id, routing_scope
 from adapters.translate import can_translate
 from adapters.usage import Usage
+from metering.leases import BudgetLeases
 from metering.pricing import Price, PriceTable
 from metering.quotas import QuotaSelector
 from proxy.admission import Admission, Plan
@@ -28,7 +29,7 @@ from proxy.policies import PolicyError, build_policies, parse_model_scopes
 from proxy.ratelimit import RateLimiter
 from proxy.routing import parse_route
 from tests.adapters.strategies import fuzz
-from tests.metering.test_quotas import MemoryQuotaStore
+from tests.metering.budget_memory import MemoryBudgetStore
 
 SONNET = "anthropic.claude-sonnet-4-5-20250929-v1:0"
 HAIKU = "anthropic.claude-haiku-4-5-20251001-v1:0"
@@ -67,7 +68,7 @@ def _plan(chain: list[str], path: str, *, exhausted_first: bool = False, app: di
     if app is not None:
         orgs.setdefault("acme", {})["apps"] = {"app": app}
     policies = _policies(chain, orgs, labels)
-    admission = Admission(policies, QuotaSelector(MemoryQuotaStore()), PriceTable(PRICES), RateLimiter())
+    admission = Admission(policies, QuotaSelector(BudgetLeases(MemoryBudgetStore())), PriceTable(PRICES), RateLimiter())
     body = json.dumps(BODY).encode()
     return asyncio.run(admission.plan(parse_route("POST", path), Caller("acme", "app"), path, body, dict(BODY)))
 
@@ -144,7 +145,7 @@ def test_a_fallback_without_a_profile_in_the_scope_is_skipped_never_moved() -> N
         family_of=family_of, can_translate=can_translate,
         model_scopes=parse_model_scopes({HAIKU: ["us"], NOVA: ["in_region", "us"]}),
     )
-    admission = Admission(narrow, QuotaSelector(MemoryQuotaStore()), PriceTable(PRICES), RateLimiter())
+    admission = Admission(narrow, QuotaSelector(BudgetLeases(MemoryBudgetStore())), PriceTable(PRICES), RateLimiter())
     path = f"/model/jp.{HAIKU}/invoke"
     plan = asyncio.run(admission.plan(parse_route("POST", path), Caller("acme", "app"), path,
                                       json.dumps(BODY).encode(), dict(BODY)))
@@ -154,7 +155,7 @@ def test_a_fallback_without_a_profile_in_the_scope_is_skipped_never_moved() -> N
         quotas=None, priced=lambda m: True, family_of=family_of, can_translate=can_translate,
         model_scopes=parse_model_scopes({HAIKU: ["us"], NOVA: ["in_region", "us"]}),
     )
-    admission = Admission(only_nova, QuotaSelector(MemoryQuotaStore()), PriceTable(PRICES), RateLimiter())
+    admission = Admission(only_nova, QuotaSelector(BudgetLeases(MemoryBudgetStore())), PriceTable(PRICES), RateLimiter())
     with pytest.raises(AccessDeniedException):
         asyncio.run(admission.plan(parse_route("POST", path), Caller("acme", "app"), path,
                                    json.dumps(BODY).encode(), dict(BODY)))
@@ -236,7 +237,7 @@ def test_every_id_form_of_an_on_demand_model_keeps_its_scope_or_takes_the_config
         quotas=None, priced=lambda m: True, family_of=family_of, can_translate=can_translate,
         model_scopes=parse_model_scopes(table),
     )
-    admission = Admission(policies, QuotaSelector(MemoryQuotaStore()), PriceTable(PRICES), RateLimiter())
+    admission = Admission(policies, QuotaSelector(BudgetLeases(MemoryBudgetStore())), PriceTable(PRICES), RateLimiter())
     path = f"/model/{spell(requested)}/converse"
     document = {"messages": [{"role": "user", "content": [{"text": "hi"}]}]}
     plan = asyncio.run(admission.plan(parse_route("POST", path), Caller("acme", "app"), path,

@@ -68,7 +68,9 @@ def test_chains_scopes_and_quotas_resolve() -> None:
         ({"orgs": {"acme": {"apps": {"x": {"max_output_tokens": 0}}}}}, "max_output_tokens"),
         ({"orgs": {"acme": {"apps": {"x": {"rate_limits": {"premium": {"tpd": 1}}}}}}}, "tpm: N, rpm: N"),
         ({"orgs": {"acme": {"apps": {"x": {"budget": 1}}}}}, r"unknown key\(s\) \['budget'\]"),
-        ({"quotas": {"tight_threshold": 1.5}}, "tight_threshold"),
+        ({"quotas": {"lease_ttl": 0}}, "lease_ttl"),
+        ({"quotas": {"lease_ttl": "soon"}}, "quotas"),
+        ({"quotas": {"lease_tll": 30}}, r"unknown key\(s\) \['lease_tll'\]"),
         ({"models": {"a": "b"}, "fallback": []}, None),
         ({"orgs": {"acme": {"allowed_operations": ["InvokeModel", "StartAsyncJob"]}}},
          r"orgs.acme.allowed_operations: unknown operation\(s\) \['StartAsyncJob'\]"),
@@ -126,3 +128,7 @@ def test_allowed_s3_outputs_are_prefixes_that_end_at_a_slash() -> None:
     assert policies.for_caller("acme", "own").allows_s3_output("s3://own-bucket/clip")
     assert not policies.for_caller("acme", "own").allows_s3_output("s3://shared/x")  # its own list replaces the org's
     assert policies.for_caller("zeta", "app").allows_s3_output("s3://anywhere/")  # unset: the IAM policy decides
+def test_the_settings_leases_replaced_are_accepted_and_ignored_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    policies = _build(quotas={"tight_threshold": 0.8, "normal_ttl": 2, "tight_ttl": 0.25})
+    assert policies.quotas.lease_ttl == 30.0
+    assert "normal_ttl, tight_threshold, tight_ttl no longer apply" in caplog.text

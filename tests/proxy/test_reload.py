@@ -20,16 +20,16 @@ def _load(tmp_path: Path, document: dict[str, object], environ: dict[str, str] |
 
 def test_restart_only_settings_keep_their_value_and_are_named(tmp_path: Path) -> None:
     running = _load(tmp_path, {"server": {"port": 9000}, "limits": {"head_timeout": 20},
-                               "quotas": {"normal_ttl": 2}, "pricing": {"amazon.nova-lite-v1:0": {"input": 1, "output": 1}}})
+                               "quotas": {"lease_ttl": 20}, "pricing": {"amazon.nova-lite-v1:0": {"input": 1, "output": 1}}})
     loaded = _load(tmp_path, {"server": {"port": 9001}, "limits": {"head_timeout": 5, "max_body_bytes": 1000},
-                              "quotas": {"normal_ttl": 9, "default_max_output_tokens": 100},
+                              "quotas": {"lease_ttl": 9, "default_max_output_tokens": 100},
                               "store": {"path": "elsewhere.db"},
                               "pricing": {"amazon.nova-lite-v1:0": {"input": 2, "output": 2}}})
     config, ignored = live_config(running, loaded)
-    assert sorted(ignored) == ["limits.head_timeout", "quotas.normal_ttl", "server.port", "store.path"]
+    assert sorted(ignored) == ["limits.head_timeout", "quotas.lease_ttl", "server.port", "store.path"]
     assert config.server.port == 9000 and config.store.path == running.store.path
     assert config.limits.head_timeout == 20 and config.limits.max_body_bytes == 1000
-    assert config.policies.quotas.normal_ttl == 2 and config.policies.quotas.default_max_output_tokens == 100
+    assert config.policies.quotas.lease_ttl == 20 and config.policies.quotas.default_max_output_tokens == 100
     assert config.pricing == loaded.pricing
     assert config.source.sha256 == loaded.source.sha256 != running.source.sha256
 
