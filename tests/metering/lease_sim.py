@@ -322,6 +322,8 @@ class Replica:
             # The process died mid-request: Bedrock bills what it generated; nothing meters it.
             partial = self.world.rng.randint(0, cost)
             outcome.true_spend += partial
+            # An input bound that was too low overshoots here too: the bound allows it.
+            outcome.shortfall += max(0, partial - worst)
             if selection.unchecked:
                 outcome.unchecked += partial
             raise
