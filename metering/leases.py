@@ -325,9 +325,14 @@ class BudgetLeases:
         seen = self._views.get((scope, day))
         return seen[0] if seen else None
 
-    async def look(self, scope: str, day: str) -> ScopeBudget:
-        """The scope's day as last read, else read now (read-only: nothing claimed)."""
-        return self.view(scope, day) or await self._read(scope, day)
+    async def look(self, scope: str, day: str, max_age: float = 1.0) -> ScopeBudget:
+        """The scope's day as last read if that read is under `max_age` seconds old, else
+        read now (read-only: nothing claimed). Bounded staleness: spend that no lease
+        covers (a usage report, another replica's flush) shows within a second."""
+        seen = self._views.get((scope, day))
+        if seen is not None and self._clock() - seen[1] <= max_age:
+            return seen[0]
+        return await self._read(scope, day)
 
     def views(self) -> dict[tuple[str, str], ScopeBudget]:
         """(scope, day) → the store's budget as this process last read it."""

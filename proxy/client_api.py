@@ -27,6 +27,7 @@ request id and counts an id once. A duplicate is answered `"status": "duplicate"
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import math
 import re
@@ -270,19 +271,38 @@ def client_routes(keeper: CostKeeper) -> list[HttpRoute]:
             return await store.claim_report(report_id)
         return await store.get_event(report_id) is None
 
-    def record(caller: Caller, item: _Record, report_id: str) -> dict[str, Any]:
+    async def record(caller: Caller, item: _Record, report_id: str) -> dict[str, Any]:
         policy = keeper.admission.caller_policy(caller)
-        quota_model = policy.quota_key(item.model)
-        scope = policy.scope_key if policy.quota_of(quota_model) is not None else ""
+        entry = policy.quota_entry(item.model)
+        quota_model = entry[0] if entry is not None else policy.quota_key(item.model)
+        scope = policy.scope_key if entry is not None else ""
         event = UsageEvent.from_usage(
             item.usage, keeper.prices, request_id=report_id, timestamp=item.timestamp, org=caller.org,
             app=caller.app, operation=OPERATION, requested_model=item.requested, model=item.model,
             latency_ms=0.0, status=200, quota_scope=scope, quota_model=quota_model,
         )
+        if entry is not None and event.cost_pico_usd:
+            # Charged to this process's budget lease like a proxied request, so a replica's
+            # slice shrinks by it at once; what no lease can hold (the quota is spent, or the
+            # store is out of reach) is still recorded — it was spent — and reaches the
+            # scope's committed spend with the next flush.
+            selector = keeper.selector
+            try:
+                held = await selector.reserve(scope, event.day, item.model, quota_model, entry[1],
+                                              event.cost_pico_usd)
+                if held is None:
+                    # More than fits what is left: it drains this process's slice, so no
+                    # later request is admitted against budget the report already spent.
+                    free = selector.leases.held().get((scope, event.day, quota_model), (0, 0))[0]
+                    if free > 0:
+                        held = await selector.reserve(scope, event.day, item.model, quota_model, entry[1], free)
+            except Exception:  # noqa: BLE001 - the store is unreachable: recorded without a lease
+                held = None
+            if held is not None and not held.unchecked:
+                reserved, lease = keeper.selector.settle(held, event.cost_pico_usd)
+                event = dataclasses.replace(event, reserved_pico_usd=reserved, lease=lease)
         keeper.recorder.record(event)
         reported.add(report_id)
-        # Its cost reaches the scope's committed spend with the next flush (no lease covers
-        # it), which every replica's next lease claim sees.
         keeper._observe(event, False)
         return {"request_id": item.request_id, "status": "recorded", "model": item.model,
                 **usd_fields("cost", event.cost_pico_usd), "quota_scope": scope or None}
@@ -308,7 +328,7 @@ def client_routes(keeper: CostKeeper) -> list[HttpRoute]:
         claims = await asyncio.gather(*(claimed(item) for item in records), return_exceptions=True)
         # Every record whose id is claimed is recorded, whatever happened to the others:
         # a claimed id answers "duplicate" from now on, so it must not be left unrecorded.
-        results = [record(caller, item, prefix + item.request_id) if new is True else
+        results = [await record(caller, item, prefix + item.request_id) if new is True else
                    {"request_id": item.request_id, "status": "duplicate"}
                    for item, new in zip(records, claims, strict=True) if not isinstance(new, BaseException)]
         failed = len(records) - len(results)
