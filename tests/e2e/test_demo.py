@@ -28,7 +28,7 @@ STORY = [
     rf"^Served by {re.escape(NOVA_US)}, translated back: the Anthropic SDK parsed a Claude Messages message "
     r"\(role assistant, stop_reason \w+, [1-9]\d* output tokens\)",
     rf"^boto3 Converse .* request +1: x-costkeeper-model-id: {re.escape(NOVA_US)}  x-costkeeper-fallback: true",
-    r"^boto3 raised ServiceQuotaExceededException \(HTTP 400, not retried\): .*scope 'demo' on every model",
+    r"^boto3 raised ServiceQuotaExceededException \(HTTP 400, not retried\): .*scope 'demo'",
     rf"^demo +notebook +{re.escape(NOVA_US)} +\d+ ",
     rf"^demo +notebook +{re.escape(CLAUDE)} +\d+ ",
     r"^TOTAL ",
