@@ -22,7 +22,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from metering.leases import BudgetLeases, BudgetUnavailable, Grant, Mode
+from metering.leases import BudgetLeases, BudgetUnavailable, Grant, Mode, Refusal
 from metering.money import format_usd
 
 __all__ = ["Mode", "QuotaExhausted", "QuotaSelector", "QuotaUnavailable", "Selection"]
@@ -103,19 +103,10 @@ class QuotaSelector:
             if found is None:
                 return Selection(model, index > 0, Mode.NORMAL, None, day)
             key_model, quota = found
-            key = (scope, day, key_model)
-            worst = worst_case(model)
-            try:
-                result = await self._leases.admit(key, quota, worst)
-            except BudgetUnavailable as exc:
-                if fail_closed:
-                    raise QuotaUnavailable(str(exc)) from exc
-                logger.warning("serving %s for %s unchecked (fail-open): %s", model, scope, exc)
-                self._on_unchecked(scope, key_model)
-                return Selection(model, index > 0, Mode.NORMAL, Grant(key, worst, Mode.NORMAL), day, unchecked=True)
-            if isinstance(result, Grant):
-                return Selection(model, index > 0, result.mode, result, day, self._use_ratio(scope, day, key_model,
-                                                                                              quota))
+            result = await self._admit(scope, day, model, key_model, quota, worst_case(model), index > 0,
+                                       fail_closed)
+            if isinstance(result, Selection):
+                return result
             quotas[model] = quota
             request_only |= not result.exhausted
         raise QuotaExhausted(scope, chain, quotas, request_only=request_only)
@@ -129,6 +120,14 @@ class QuotaSelector:
         quota (an async video job): held against a lease like any worst case, and settled
         at that cost, so the quota counts it exactly. One that does not fit is refused for
         itself only; a cheaper request may still fit."""
+        result = await self._admit(scope, day, model, key_model, quota, amount, False, fail_closed)
+        return result if isinstance(result, Selection) else None
+
+    async def _admit(self, scope: str, day: str, model: str, key_model: str, quota: int, amount: int,
+                     fallback: bool, fail_closed: bool) -> Selection | Refusal:
+        """`amount` against this process's lease on the quota, as a Selection; the lease's
+        Refusal when it does not fit; unchecked (fail-open) or QuotaUnavailable (fail-closed)
+        when the store is needed and out of reach."""
         key = (scope, day, key_model)
         try:
             result = await self._leases.admit(key, quota, amount)
@@ -137,10 +136,10 @@ class QuotaSelector:
                 raise QuotaUnavailable(str(exc)) from exc
             logger.warning("serving %s for %s unchecked (fail-open): %s", model, scope, exc)
             self._on_unchecked(scope, key_model)
-            return Selection(model, False, Mode.NORMAL, Grant(key, amount, Mode.NORMAL), day, unchecked=True)
-        if not isinstance(result, Grant):
-            return None
-        return Selection(model, False, result.mode, result, day, self._use_ratio(scope, day, key_model, quota))
+            return Selection(model, fallback, Mode.NORMAL, Grant(key, amount, Mode.NORMAL), day, unchecked=True)
+        if isinstance(result, Grant):
+            return Selection(model, fallback, result.mode, result, day, self._use_ratio(scope, day, key_model, quota))
+        return result
 
     def forget_exhausted(self, model: str, scopes: Callable[[str], bool]) -> list[str]:
         """`model`'s quota grew for the scopes `scopes` accepts (a runtime override or a
