@@ -144,7 +144,7 @@ def slice_size(need: int, want: int, remaining: int, holders: int, worst: int, r
 class _Lease:
     """One lease generation of this process on one key (a lost lease gets a new holder id)."""
 
-    __slots__ = ("key", "holder", "claimed", "consumed", "inflight", "unflushed", "expires_at", "mode",
+    __slots__ = ("key", "holder", "claimed", "quota", "consumed", "inflight", "unflushed", "expires_at", "mode",
                  "last_used", "last_claim_at", "admitted_since_claim", "rate", "waiting", "lock", "retired")
 
     def __init__(self, key: LeaseKey, holder: str) -> None:
@@ -152,6 +152,8 @@ class _Lease:
         self.holder = holder
         #: Claimed minus given back.
         self.claimed = 0
+        #: The quota of the last claim: a slice claimed under a larger one is not used.
+        self.quota = 0
         #: Σ r of settled requests (r leaves the lease when its event is flushed).
         self.consumed = 0
         #: Σ W of admitted requests not settled yet.
@@ -240,7 +242,7 @@ class BudgetLeases:
         worst = max(worst, 0)
         lease = self._current(key)
         now = self._clock()
-        if lease.usable_free(now, self._ttl) >= worst:
+        if lease.quota <= quota and lease.usable_free(now, self._ttl) >= worst:
             return self._take(lease, worst, now)
         waiting_on = lease
         waiting_on.waiting += worst
@@ -249,6 +251,8 @@ class BudgetLeases:
                 if key in self._exhausted:
                     return Refusal(exhausted=True)
                 lease = self._current(key)  # the lease may have been replaced while waiting
+                if lease.quota > quota:
+                    lease = await self._lowered(lease, quota)
                 now = self._clock()
                 if lease.usable_free(now, self._ttl) >= worst:
                     return self._take(lease, worst, now)
@@ -359,6 +363,8 @@ class BudgetLeases:
         fresh = False
         for _ in range(_CLAIM_ATTEMPTS):
             now = self._clock()
+            if lease.usable_free(now, self._ttl) >= worst:
+                return self._take(lease, worst, now)
             seen = self._views.get((scope, day))
             if seen is None:
                 seen = (await self._read(scope, day), now)
@@ -390,16 +396,34 @@ class BudgetLeases:
             self._views[(scope, day)] = (after, self._clock())
             fresh = True
             if granted:
-                self._note_claim(lease, amount, expires_at, tight, now)
-                return self._take(lease, worst, now)
+                # Requests that found enough free budget took it while the claim was on the
+                # wire: the top of the loop takes only if what is free still covers `worst`.
+                self._note_claim(lease, amount, expires_at, tight, now, quota)
+        now = self._clock()
+        if lease.usable_free(now, self._ttl) >= worst:
+            return self._take(lease, worst, now)
         return Refusal(exhausted=False)
 
-    def _note_claim(self, lease: _Lease, amount: int, expires_at: float, tight: bool, now: float) -> None:
+    async def _lowered(self, lease: _Lease, quota: int) -> _Lease:
+        """The quota was lowered (`quota set`, a reload) below the one `lease` was claimed
+        under: its free budget goes back to the store first, so the lowering holds from the
+        next request instead of once the old slice is spent. Returns the lease to claim on."""
+        if lease.free > 0:
+            try:
+                await self._give_back(lease)
+            except Exception as exc:
+                raise BudgetUnavailable(f"could not give back the quota budget of {lease.key[0]}: {exc}") from exc
+            self._views.pop(lease.key[:2], None)
+        lease.quota = quota
+        return self._current(lease.key)
+
+    def _note_claim(self, lease: _Lease, amount: int, expires_at: float, tight: bool, now: float, quota: int) -> None:
         if lease.last_claim_at:
             lease.rate = lease.admitted_since_claim / max(now - lease.last_claim_at, 0.05)
         lease.admitted_since_claim = 0
         lease.last_claim_at = now
         lease.claimed += amount
+        lease.quota = quota
         lease.expires_at = expires_at
         lease.mode = Mode.TIGHT if tight else Mode.NORMAL
 

@@ -249,7 +249,9 @@ class Replica:
         #: Sealed batches not yet stored (a batch keeps its id across retries), then the open one.
         self.journal = journal
         self.open: list[UsageEvent] = []
-        self.tasks: set[asyncio.Task[Any]] = set()
+        #: Insertion-ordered (a set would cancel them in address order, so the same Scenario
+        #: could draw its random numbers in another order from one run to the next).
+        self.tasks: dict[asyncio.Task[Any], None] = {}
         self.alive = True
         self.dead_busy: dict[str, int] = {}
         self.batch = 0
@@ -262,8 +264,8 @@ class Replica:
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        self.tasks[task] = None
+        task.add_done_callback(lambda done: self.tasks.pop(done, None))
 
     async def _tick(self) -> None:
         """Once a second, as the recorder's flush and the allocator's upkeep run."""

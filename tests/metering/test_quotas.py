@@ -398,3 +398,54 @@ def test_peek_passes_over_a_model_the_requests_worst_case_does_not_fit() -> None
         assert "claim_lease" not in store.calls
 
     run(scenario())
+
+
+def test_a_lowered_quota_holds_from_the_next_request_whatever_the_slice_held() -> None:
+    """Issue #22 item 2: `quota set` lowers a quota while this replica holds a slice
+    claimed under the old one. The free part of the slice goes back to the store and the
+    next request is judged against the new quota, not served from the old slice."""
+    store, clock = CountingStore(), Clock()
+    allocator = leases(store, clock)
+
+    async def scenario() -> None:
+        allocator.settle(grant(await allocator.admit(KEY, 10_000_000, 100)), 60)
+        assert store.budget("acme", DAY).model(A).leased > 1_000  # a slice of many requests
+        assert await allocator.admit(KEY, 0, 100) == Refusal(exhausted=True)
+        assert store.budget("acme", DAY).model(A).committed == 60  # the free slice went back
+        assert allocator.exhausted(KEY)
+
+    run(scenario())
+
+
+def test_a_quota_lowered_below_the_slice_but_above_the_spend_still_admits() -> None:
+    store, clock = CountingStore(), Clock()
+    allocator = leases(store, clock)
+
+    async def scenario() -> None:
+        allocator.settle(grant(await allocator.admit(KEY, 10_000_000, 100)), 60)
+        grant(await allocator.admit(KEY, 1_000, 100))
+        assert store.budget("acme", DAY).model(A).committed <= 1_000
+
+    run(scenario())
+
+
+def test_a_request_that_takes_free_budget_while_a_claim_is_on_the_wire_is_not_counted_twice() -> None:
+    """Found by the simulation (CI, 1 replica, no faults, +3 % over the quota): request A
+    needs a claim; while the claim is on the wire, request B takes the free slice that A's
+    claim was sized to top up. A must not be admitted on budget B already took."""
+    store, clock = CountingStore(), Clock()
+    allocator = leases(store, clock)
+
+    async def scenario() -> None:
+        first = grant(await allocator.admit(KEY, 1_000, 300))  # a TIGHT claim of 300
+        allocator.settle(first, 0)  # 300 free in the slice
+        needs_claim = asyncio.ensure_future(allocator.admit(KEY, 1_000, 500))  # claims 200 more
+        await asyncio.sleep(0)  # A is on the wire
+        fast = grant(await allocator.admit(KEY, 1_000, 300))  # B takes the 300 free at once
+        result = await needs_claim
+        admitted = fast.worst + (result.worst if isinstance(result, Grant) else 0)
+        assert admitted <= 1_000
+        held = store.budget("acme", DAY).model(A).committed
+        assert held <= 1_000 and admitted <= held
+
+    run(scenario())
