@@ -261,6 +261,13 @@ class Admission:
                         plan.translate = (client_family, served_family)
             except translation.TranslationError as exc:
                 raise ValidationException(f"Cannot serve this request with fallback model {model}: {exc}") from None
+            # A fallback that produces fewer tokens than asked for gets its own limit: Bedrock
+            # would refuse the larger value, and the worst case was priced at that limit.
+            served_family = "converse" if converse else family_of(self._policies.base_of(model))
+            limit = self._policies.model_limits.listed_limit(self._policies.base_of(model))
+            asked = max_output_tokens(served_family, document)
+            if limit is not None and asked is not None and asked > limit:
+                clamp_max_output_tokens(served_family, document, limit)
             changed = True
         if model != route.model_id:
             plan.raw_path = _rewritten(raw_path, route.model_id or "", model)

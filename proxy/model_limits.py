@@ -34,6 +34,10 @@ class ModelLimits:
     #: Base model id → the most output tokens one response may have.
     max_output_tokens: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
 
+    def listed_limit(self, model_id: str) -> int | None:
+        """The output-token limit of `model_id` if the table lists its model, else None."""
+        return self.max_output_tokens.get(base_model_id(model_id))
+
     def output_limit(self, model_id: str) -> int:
         """The output-token limit of `model_id` (any id form of the model), or the unlisted bound."""
         return self.max_output_tokens.get(base_model_id(model_id), UNLISTED_MAX_OUTPUT_TOKENS)

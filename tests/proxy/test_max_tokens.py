@@ -219,3 +219,41 @@ def test_a_fallbacks_worst_case_is_bounded_by_its_own_limit() -> None:
     claude_worst, nova_worst = selector.worst
     # Same prices and input: the difference is the output Nova cannot produce (60,000 asked, 10,000 max).
     assert claude_worst - nova_worst == (60000 - 10000) * 150 * 10**6  # pico-USD
+
+
+class FallbackSelector(RecordingSelector):
+    """Serves the chain's last model, as a spent quota on the others would."""
+
+    async def select(self, scope: str, day: str, chain: Sequence[str], quota_of: Any,
+                     worst_case: Callable[[str], int], *, fail_closed: bool = False) -> Selection:
+        await super().select(scope, day, chain, quota_of, worst_case, fail_closed=fail_closed)
+        return Selection(chain[-1], True, Mode.TIGHT, None, day)
+
+
+@pytest.mark.parametrize(("operation", "asked", "sent"), [
+    ("converse", {"inferenceConfig": {"maxTokens": 60000}}, {"inferenceConfig": {"maxTokens": 10000}}),
+    ("converse", {"inferenceConfig": {"maxTokens": 900}}, {"inferenceConfig": {"maxTokens": 900}}),
+    ("converse", {}, {}),
+    ("invoke", {"anthropic_version": "bedrock-2023-05-31", "max_tokens": 60000},
+     {"inferenceConfig": {"maxTokens": 10000}}),
+])
+def test_a_fallback_is_sent_at_most_its_own_output_limit(operation: str, asked: dict[str, Any],
+                                                        sent: dict[str, Any]) -> None:
+    """A Claude request for 60,000 output tokens, served by Nova (10,000 at most): Bedrock
+    would refuse the fallback's request, so the value sent is the fallback's limit. A value
+    within it, or none, is left as the client wrote it."""
+    claude, nova = MODELS["anthropic"], MODELS["nova"]
+    policies = build_policies(
+        models={}, fallback=[claude, nova], orgs={"acme": {"daily_quota_usd": {claude: 1000, nova: 1000}}},
+        quotas=None, priced=lambda m: m in PRICES, family_of=family_of, can_translate=can_translate,
+        model_limits=LIMITS,
+    )
+    admission = Admission(policies, FallbackSelector(), PriceTable(PRICES), RateLimiter())  # type: ignore[arg-type]
+    path = f"/model/{claude}/{operation}"
+    block = {"text": "hi"} if operation == "converse" else {"type": "text", "text": "hi"}
+    document = {"messages": [{"role": "user", "content": [block]}], **asked}
+    body = json.dumps(document).encode()
+    plan = asyncio.run(admission.plan(parse_route("POST", path), Caller("acme", "app"), path, body, document))
+    assert plan.model == nova
+    forwarded = json.loads(plan.body)
+    assert forwarded.get("inferenceConfig", {}).get("maxTokens") == sent.get("inferenceConfig", {}).get("maxTokens")
