@@ -421,7 +421,8 @@ class SQLiteStore(KeyRows, InvocationRows, OverrideRows):
         selected = [TAG_VALUE if name == f"tag:{tag}" else name for name in groups]
         columns = ", ".join(selected)
         order = ", ".join(f"{column} IS NULL, {column}" for column in selected)
-        source, params = ("usage_events" + TAG_JOIN, [tag]) if tag is not None else ("usage_events", [])
+        params: list[str | float] = [] if tag is None else [tag]
+        source = "usage_events" if tag is None else "usage_events" + TAG_JOIN
         where = f"ts >= ? AND {COUNTED_SQL}"
         params.append(since)
         if until is not None:

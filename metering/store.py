@@ -201,7 +201,8 @@ class UsageRow:
 
     def value(self, name: str) -> str | None:
         """The group field `name` (`tag:<key>` → `tag`)."""
-        return self.tag if name.startswith(TAG_PREFIX) else getattr(self, name)  # type: ignore[no-any-return]
+        value: str | None = self.tag if name.startswith(TAG_PREFIX) else getattr(self, name)
+        return value
 
     @property
     def total_tokens(self) -> int:
