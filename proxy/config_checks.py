@@ -167,11 +167,14 @@ def _coerce(key: str, default: Any, value: Any) -> Any:
 
 #: A tag key is also a header name's end (`x-costkeeper-tag-<key>`) and part of store keys.
 _TAG_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+#: One DynamoDB item (≤ 400 KB) holds a day's kept values: 1,000 of 64 characters fit
+#: even when every character takes 4 bytes of UTF-8.
+_MAX_TAG_VALUES = 1_000
 
 
 def check_attribution(attribution: AttributionConfig) -> AttributionConfig:
     """Keys usable as header names, distinct even ignoring case (headers are
-    case-insensitive); a bound of at least one value."""
+    case-insensitive); a bound of 1 to 1,000 values."""
     keys = tuple(str(key).strip() for key in attribution.request_metadata_keys if str(key).strip())
     for key in keys:
         if not _TAG_KEY.match(key):
@@ -180,6 +183,7 @@ def check_attribution(attribution: AttributionConfig) -> AttributionConfig:
     folded = [key.lower() for key in keys]
     if len(set(folded)) != len(folded):
         raise ConfigError(f"attribution.request_metadata_keys: keys differ only by case or repeat: {list(keys)}")
-    if attribution.max_tag_values < 1:
-        raise ConfigError(f"attribution.max_tag_values: expected at least 1, got {attribution.max_tag_values}")
+    if not 1 <= attribution.max_tag_values <= _MAX_TAG_VALUES:
+        raise ConfigError(f"attribution.max_tag_values: expected 1 to {_MAX_TAG_VALUES}, got "
+                          f"{attribution.max_tag_values}")
     return replace(attribution, request_metadata_keys=keys)

@@ -60,6 +60,7 @@ def test_attribution_config(tmp_path: Path) -> None:
     assert config.attribution.max_tag_values == 5
     for text, named in (("request_metadata_keys: ['a b']", "request_metadata_keys"),
                         ("request_metadata_keys: [Project, project]", "request_metadata_keys"),
-                        ("max_tag_values: 0", "max_tag_values"), ("keys: [a]", "unknown key")):
+                        ("max_tag_values: 0", "max_tag_values"), ("max_tag_values: 1001", "max_tag_values"),
+                        ("keys: [a]", "unknown key")):
         with pytest.raises(ConfigError, match=named):
             _config(tmp_path, f"attribution:\n  {text}\n")
