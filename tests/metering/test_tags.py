@@ -155,3 +155,11 @@ def test_cache_forgets_old_days() -> None:
     assert cache.resolve(("acme", "project", "2025-03-01"), "y") is None
     assert cache.resolve(("acme", "project", "2025-03-04"), "y") == OTHER
     assert cache.resolve(("acme", "project", "2025-03-04"), "x") == "x"
+
+
+async def test_sqlite_keeps_each_requests_value_as_counted(sqlite_store: SQLiteStore, make_event: MakeEvent) -> None:
+    sqlite_store.max_tag_values = 1
+    await sqlite_store.write_events([tagged(make_event, "a", project="x"), tagged(make_event, "b", project="y")])
+    first, second = await sqlite_store.get_event("a"), await sqlite_store.get_event("b")
+    assert first is not None and first.tags == (("project", "x"),)
+    assert second is not None and second.tags == (("project", OTHER),)
