@@ -64,7 +64,7 @@ from metering.store import (
     parse_scope,
 )
 from metering.store_stats import StoreStats
-from metering.tags import tag_key_of
+from metering.tags import TAG_PREFIX, tag_key_of
 
 __all__ = ["COUNTED_SQL", "SQLiteStore"]
 
@@ -416,9 +416,10 @@ class SQLiteStore(KeyRows, InvocationRows, OverrideRows):
         wanted = normalize_group_by(by)
         groups = stored_groups(wanted)
         tag = tag_key_of(groups)
+        tag_group = f"{TAG_PREFIX}{tag}"
         # Column names come from the validated `groups`, never from the caller; the tag
         # key is a bound parameter. A missing tag value (NULL) sorts last.
-        selected = [TAG_VALUE if name == f"tag:{tag}" else name for name in groups]
+        selected = [TAG_VALUE if name == tag_group else name for name in groups]
         columns = ", ".join(selected)
         order = ", ".join(f"{column} IS NULL, {column}" for column in selected)
         params: list[str | float] = [] if tag is None else [tag]
@@ -437,7 +438,7 @@ class SQLiteStore(KeyRows, InvocationRows, OverrideRows):
             keys, sums = row[: len(groups)], row[len(groups):]
             if sums[0] == 0:  # an aggregate without GROUP BY yields one row even when empty
                 continue
-            summary.append(_usage_row({("tag" if name == f"tag:{tag}" else name): key
+            summary.append(_usage_row({("tag" if name == tag_group else name): key
                                        for name, key in zip(groups, keys, strict=True)}, sums))
         return regroup_by_base_model(summary, wanted)
 
