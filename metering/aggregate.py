@@ -18,13 +18,16 @@ from typing import Any
 
 from adapters.modelid import base_model_id
 from metering.events import UsageEvent, utc_day_and_minute
-from metering.store import UsageRow
+from metering.store import UsageRow, group_order
+from metering.tags import TAG_PREFIX
 
-__all__ = ["COUNTER_FIELDS", "Aggregate", "CommitKey", "Counters", "Rate", "RateKey", "SettleKey", "UsageKey",
-           "regroup_by_base_model", "stored_groups"]
+__all__ = ["COUNTER_FIELDS", "Aggregate", "CommitKey", "Counters", "Rate", "RateKey", "SettleKey", "TaggedKey",
+           "UsageKey", "regroup_by_base_model", "stored_groups"]
 
 #: (org, app, model, day)
 UsageKey = tuple[str, str, str, str]
+#: (org, app, model, day, tag key, tag value as the request carried it)
+TaggedKey = tuple[str, str, str, str, str, str]
 #: (day `YYYY-MM-DD`, minute `HH:MM`, model)
 RateKey = tuple[str, str, str]
 #: (quota scope, day, model)
@@ -64,8 +67,10 @@ class Counters:
         return {name: getattr(self, name) for name in COUNTER_FIELDS}
 
     def row(self, **groups: str | None) -> UsageRow:
-        """These counters as a `UsageRow` with the given group fields."""
-        fields: dict[str, Any] = {**groups, **self.as_dict()}
+        """These counters as a `UsageRow` with the given group fields (`tag:<key>` → `tag`)."""
+        fields: dict[str, Any] = {("tag" if name.startswith(TAG_PREFIX) else name): value
+                                  for name, value in groups.items()}
+        fields.update(self.as_dict())
         return UsageRow(**fields)
 
 
@@ -89,11 +94,12 @@ def regroup_by_base_model(rows: Iterable[UsageRow], groups: Sequence[str]) -> li
         return list(rows)
     totals: dict[tuple[str | None, ...], Counters] = {}
     for row in rows:
-        values = {name: getattr(row, name) for name in groups}
+        values = {name: row.value(name) for name in groups}
         values["base_model"] = base_model_id(row.model or "")
         counters = totals.setdefault(tuple(values[name] for name in groups), Counters())
         counters.add(Counters(**{name: getattr(row, name) for name in COUNTER_FIELDS}))
-    return [counters.row(**dict(zip(groups, key, strict=True))) for key, counters in sorted(totals.items())]
+    return [counters.row(**dict(zip(groups, key, strict=True)))
+            for key, counters in sorted(totals.items(), key=group_order)]
 
 
 @dataclass(slots=True)
@@ -106,11 +112,14 @@ class Rate:
 class Aggregate:
     """Counters of a set of events; `add` is O(1) so the hot path can call it."""
 
-    __slots__ = ("events", "usage", "rates", "committed", "settled")
+    __slots__ = ("events", "usage", "tagged", "rates", "committed", "settled")
 
     def __init__(self, events: Iterable[UsageEvent] = ()) -> None:
         self.events = 0
         self.usage: dict[UsageKey, Counters] = {}
+        #: The usage of tagged events again, per tag (metering/tags.py): a store bounds
+        #: the values before it keeps them.
+        self.tagged: dict[TaggedKey, Counters] = {}
         self.rates: dict[RateKey, Rate] = {}
         #: cost - reserved: what a flush adds to each scope's committed spend.
         self.committed: dict[CommitKey, int] = {}
@@ -138,6 +147,12 @@ class Aggregate:
         if counters is None:
             counters = self.usage[key] = Counters()
         counters.add_event(event)
+        for tag_key, value in event.tags:
+            tagged_key = (*key, tag_key, value)
+            tagged = self.tagged.get(tagged_key)
+            if tagged is None:
+                tagged = self.tagged[tagged_key] = Counters()
+            tagged.add_event(event)
         rate_key = (day, minute, event.model)
         rate = self.rates.get(rate_key)
         if rate is None:
@@ -149,6 +164,8 @@ class Aggregate:
         self.events += other.events
         for key, counters in other.usage.items():
             self.usage.setdefault(key, Counters()).add(counters)
+        for tagged_key, counters in other.tagged.items():
+            self.tagged.setdefault(tagged_key, Counters()).add(counters)
         for rate_key, rate in other.rates.items():
             mine = self.rates.setdefault(rate_key, Rate())
             mine.tokens += rate.tokens

@@ -11,6 +11,8 @@ scope is `org` (ORG quotas) or `org/app` (APP quotas).
 | model rate per minute | `METRICS#<day>` | `<HH:MM>:00#MODEL_RATE#<model>` | `model`, `tpm`, `rpm`, `timestamp` = `<day>T<HH:MM>:00Z`, `gsi2pk` = `MODEL_RATE#<model>`, `gsi2sk` = `<day>#<HH:MM>:00`, `ttl` (`metering/dynamodb_rates.py`) |
 | quota (budget, leases, sticky state) | `QUOTA#<scope>` | `<day>` | `committed_pico_usd#<model>` (spent + leased, per model), `lease#<model>#<holder>` and `lexp#<model>#<holder>` (each budget lease's amount in pico-USD and its expiry), `exhausted` (string set), `exhausted_at#<model>` (epoch seconds of its first mark), `ttl` |
 | days with usage | `DAYS` | `<YYYY>` | `days` (string set of `YYYY-MM-DD`, added once per day and process) |
+| tag counter shard | `TAGGED#<key>#<day>#<shard>` | `<org>#<app>#<model>#<value>` | `org`, `app`, `model`, `day`, `tag_key`, `value` and the usage counters (`metering/dynamodb_tags.py`) |
+| kept tag values | `TAGVALUES#<org>#<key>` | `<day>` | `values` (string set, at most `max_tag_values`), `ttl` |
 | batch marker | `BATCH#<batch id>#<part>` | `BATCH` | `applied_at`, `ttl` |
 | lease | `LEASE#<name>` | `LEASE` | `owner`, `expires_at` |
 | reported usage's claim | `REPORT#report:<org>/<app>:<request id>` | `REPORT` | `claimed_at`, `ttl` (`metering/dynamodb_reports.py`) |
@@ -46,7 +48,8 @@ scope is `org` (ORG quotas) or `org/app` (APP quotas).
   update), so its condition sees the whole committed spend.
 * TTL: rate items after `metrics_ttl_days`, batch markers after
   `marker_ttl_days` (a journal older than that must not be replayed), quota
-  items 35 days after their day. Usage, totals, keys and invocation owners never expire.
+  items and kept tag values 35 days after their day. Usage, tag counters, totals, keys and
+  invocation owners never expire.
 """
 
 from __future__ import annotations

@@ -55,6 +55,7 @@ from metering.dynamodb_schema import (
     s,
     shard_of,
 )
+from metering.dynamodb_tags import TagItems, tag_rows
 from metering.events import UsageEvent, utc_day
 from metering.money import PICO_PER_MICRO
 from metering.secret_keys import KeySource
@@ -67,6 +68,7 @@ from metering.store import (
     normalize_group_by,
 )
 from metering.store_stats import StoreStats
+from metering.tags import tag_key_of
 
 __all__ = ["DynamoDBStore"]
 
@@ -121,6 +123,11 @@ def _counters(item: dict[str, Any]) -> Counters:
     return counters
 
 
+def _attributes(item: dict[str, Any]) -> dict[str, str]:
+    """The string attributes of a counter item (its group fields)."""
+    return {name: value["S"] for name, value in item.items() if "S" in value}
+
+
 #: A budget lease's amount (pico-USD) and expiry (epoch seconds) on the scope's QUOTA item.
 _LEASE, _EXPIRY = "lease#", "lexp#"
 
@@ -157,7 +164,7 @@ def _budget(item: Mapping[str, Any]) -> ScopeBudget:
     )
 
 
-class DynamoDBStore(KeyItems, InvocationItems, OverrideItems):
+class DynamoDBStore(KeyItems, InvocationItems, OverrideItems, TagItems):
     """`UsageStore`, `LeaseStore`, `KeyStore` and `InvocationStore` on one DynamoDB table."""
 
     def __init__(
@@ -176,6 +183,7 @@ class DynamoDBStore(KeyItems, InvocationItems, OverrideItems):
         clock: Callable[[], float] = time.time,
         key_source: KeySource | None = None,
         index_name: str = GSI,
+        max_tag_values: int = 100,
     ) -> None:
         if shards < 1 or max_transaction_items < 2:
             raise ValueError("shards must be at least 1 and max_transaction_items at least 2")
@@ -185,6 +193,8 @@ class DynamoDBStore(KeyItems, InvocationItems, OverrideItems):
         self._region = region
         self._endpoint_url = endpoint_url
         self._shards = shards
+        #: Distinct values kept per (org, tag key, day); more count as `other` (metering/tags.py).
+        self.max_tag_values = max_tag_values
         self._config = AioConfig(
             retries={"mode": "standard", "max_attempts": max_attempts},
             connect_timeout=connect_timeout,
@@ -245,6 +255,8 @@ class DynamoDBStore(KeyItems, InvocationItems, OverrideItems):
         if not events:
             return False
         aggregate = Aggregate(events)
+        if aggregate.tagged:
+            aggregate.tagged = await self.bounded_tags(aggregate.tagged)
         await self._register_days({day for (_, _, _, day) in aggregate.usage})
         updates = self._updates(batch_id, aggregate)
         size = self._max_items - 1  # each part carries its own marker
@@ -291,6 +303,8 @@ class DynamoDBStore(KeyItems, InvocationItems, OverrideItems):
                 counters.as_dict(),
                 sets={"org": s(org), "app": s(app), "model": s(model), "day": s(day)},
             ))
+        for key, adds, sets in self.tag_counter_updates(batch_id, aggregate.tagged):
+            updates.append(_update(key, adds, sets=sets))
         for (day, minute, model), rate in sorted(aggregate.rates.items()):
             updates.append(rate_update(day, minute, model, rate.tokens, rate.requests,
                                        _epoch(day, minute) + self._metrics_ttl))
@@ -346,7 +360,14 @@ class DynamoDBStore(KeyItems, InvocationItems, OverrideItems):
         first = utc_day(since)
         # No upper bound: include tomorrow, for replicas whose clocks run ahead.
         last = utc_day(until - 1e-6) if until is not None else utc_day(self._clock() + _DAY)
-        items = await self._shard_items(await self._usage_days(first, last))
+        days = await self._usage_days(first, last)
+        items = await self._shard_items(days)
+        tag = tag_key_of(groups)
+        if tag is not None:
+            tagged = await self._items(self.tagged_pks(tag, days))
+            return regroup_by_base_model(tag_rows(
+                [(_attributes(item), _counters(item)) for item in items],
+                [(_attributes(item), _counters(item)) for item in tagged], groups, f"tag:{tag}"), wanted)
         totals: dict[tuple[str | None, ...], Counters] = {}
         for item in items:
             key = tuple(item[name]["S"] for name in groups)
@@ -358,8 +379,10 @@ class DynamoDBStore(KeyItems, InvocationItems, OverrideItems):
         ], wanted)
 
     async def _shard_items(self, days: Iterable[str]) -> list[dict[str, Any]]:
-        queries = [self._query_all(pk=f"USAGE#{day}#{shard:02d}") for day in days for shard in range(self._shards)]
-        results = await asyncio.gather(*queries)
+        return await self._items([f"USAGE#{day}#{shard:02d}" for day in days for shard in range(self._shards)])
+
+    async def _items(self, pks: Iterable[str]) -> list[dict[str, Any]]:
+        results = await asyncio.gather(*(self._query_all(pk=pk) for pk in pks))
         return [item for result in results for item in result]
 
     async def _query_all(self, *, pk: str) -> list[dict[str, Any]]:

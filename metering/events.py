@@ -21,6 +21,7 @@ from typing import Any
 from adapters.usage import Usage
 from metering.money import PICO_PER_MICRO
 from metering.pricing import PriceTable
+from metering.tags import Tags, make_tags
 
 __all__ = ["UsageEvent", "utc_day", "utc_day_and_minute"]
 
@@ -95,6 +96,9 @@ class UsageEvent:
     #: "optimized") the request was priced at: what served it, as Bedrock said, else what it asked for.
     service_tier: str = ""
     latency: str = ""
+    #: Cost attribution tags (metering/tags.py), sorted by key; values already cut to
+    #: 64 characters. A store may count a value as `other` (its distinct-values bound).
+    tags: Tags = ()
 
     @property
     def day(self) -> str:
@@ -136,6 +140,8 @@ class UsageEvent:
         for old, new in _MICRO_FIELDS.items():
             if old in record and new not in values:
                 values[new] = record[old] * PICO_PER_MICRO
+        if "tags" in values:  # JSON made the pairs lists
+            values["tags"] = make_tags(values["tags"])
         return cls(**values)
 
     @classmethod
@@ -160,6 +166,7 @@ class UsageEvent:
         lease: str = "",
         cached: bool = False,
         hung_up: bool = False,
+        tags: Tags = (),
     ) -> UsageEvent:
         """Price `usage` for `model` (the model used, not the one requested).
 
@@ -193,6 +200,7 @@ class UsageEvent:
             hung_up=hung_up,
             service_tier=usage.service_tier or "",
             latency=usage.latency or "",
+            tags=tags,
         )
 
 

@@ -82,7 +82,7 @@ def _table_counts(row: UsageRow) -> list[str]:
 
 
 def _record(row: UsageRow, groups: Sequence[str]) -> dict[str, object]:
-    record: dict[str, object] = {name: getattr(row, name) for name in groups}
+    record: dict[str, object] = {name: row.value(name) for name in groups}
     for name, _ in _COUNTS:
         record[name] = getattr(row, name)
     record.update(usd_fields("cost", row.cost_pico_usd))

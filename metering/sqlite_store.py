@@ -39,7 +39,7 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import MISSING, fields
+from dataclasses import MISSING, fields, replace
 from datetime import UTC, datetime
 from operator import attrgetter
 from types import TracebackType
@@ -54,6 +54,7 @@ from metering.secret_keys import KeyFile, KeySource, StaticKeys
 from metering.sqlite_invocations import INVOCATIONS_SCHEMA, InvocationRows
 from metering.sqlite_keys import KeyRows
 from metering.sqlite_overrides import OVERRIDES_SCHEMA, OverrideRows
+from metering.sqlite_tags import TAG_JOIN, TAG_VALUE, TAGS_SCHEMA, event_tags, store_tags
 from metering.sqlite_units import convert_to_pico_usd
 from metering.store import (
     ModelRate,
@@ -63,6 +64,7 @@ from metering.store import (
     parse_scope,
 )
 from metering.store_stats import StoreStats
+from metering.tags import TAG_PREFIX, tag_key_of
 
 __all__ = ["COUNTED_SQL", "SQLiteStore"]
 
@@ -79,7 +81,8 @@ _SQL_TYPES = {
     "int | None": "INTEGER",
     "str | None": "TEXT",
 }
-_EVENT_FIELDS = tuple(f for f in fields(UsageEvent))
+#: `tags` live in their own table (metering/sqlite_tags.py).
+_EVENT_FIELDS = tuple(f for f in fields(UsageEvent) if f.name != "tags")
 #: `timestamp` is stored as `ts`; `day` (derived at write time) is indexed.
 _EVENT_COLUMNS = ("day", *("ts" if f.name == "timestamp" else f.name for f in _EVENT_FIELDS))
 _BOOL_FIELDS = frozenset(f.name for f in _EVENT_FIELDS if f.type == "bool")
@@ -250,8 +253,10 @@ class SQLiteStore(KeyRows, InvocationRows, OverrideRows):
     """
 
     def __init__(self, path: str | os.PathLike[str], *, clock: Callable[[], float] = time.time,
-                 key_source: KeySource | None = None) -> None:
+                 key_source: KeySource | None = None, max_tag_values: int = 100) -> None:
         self.path = os.fspath(path)
+        #: Distinct values kept per (org, tag key, day); more count as `other` (metering/tags.py).
+        self.max_tag_values = max_tag_values
         self._in_memory = self.path == _MEMORY
         self._clock = clock
         self._lock = threading.Lock()
@@ -280,6 +285,7 @@ class SQLiteStore(KeyRows, InvocationRows, OverrideRows):
             self.converted = convert_to_pico_usd(self._conn)
             self._conn.executescript(INVOCATIONS_SCHEMA)
             self._conn.executescript(OVERRIDES_SCHEMA)
+            self._conn.executescript(TAGS_SCHEMA)
             self._add_missing_columns()
         except BaseException:
             self._conn.close()
@@ -364,6 +370,7 @@ class SQLiteStore(KeyRows, InvocationRows, OverrideRows):
         # instead of a statement per event: a flush holds the GIL for less time.
         fresh = self._unseen(events)
         self._conn.executemany(_INSERT_EVENT, [_event_params(event) for event in fresh])
+        store_tags(self._conn, fresh, self.max_tag_values)
         counted = Aggregate()
         for event in fresh:
             counted.add(event)
@@ -396,30 +403,43 @@ class SQLiteStore(KeyRows, InvocationRows, OverrideRows):
         return fresh
 
     async def get_event(self, request_id: str) -> UsageEvent | None:
-        row = await self._run(lambda: self._conn.execute(
-            f"SELECT {', '.join(_EVENT_COLUMNS)} FROM usage_events WHERE request_id = ?", (request_id,)
-        ).fetchone())
-        return None if row is None else _row_to_event(row)
+        def read() -> UsageEvent | None:
+            row = self._conn.execute(
+                f"SELECT {', '.join(_EVENT_COLUMNS)} FROM usage_events WHERE request_id = ?", (request_id,)
+            ).fetchone()
+            return None if row is None else replace(_row_to_event(row), tags=event_tags(self._conn, request_id))
+
+        event: UsageEvent | None = await self._run(read)
+        return event
 
     async def usage_summary(self, since: float, until: float | None, by: Sequence[str]) -> list[UsageRow]:
         wanted = normalize_group_by(by)
         groups = stored_groups(wanted)
-        # Column names come from the validated `groups`, never from the caller.
-        columns = ", ".join(groups)
-        where, params = f"ts >= ? AND {COUNTED_SQL}", [since]
+        tag = tag_key_of(groups)
+        tag_group = f"{TAG_PREFIX}{tag}"
+        # Column names come from the validated `groups`, never from the caller; the tag
+        # key is a bound parameter. A missing tag value (NULL) sorts last.
+        selected = [TAG_VALUE if name == tag_group else name for name in groups]
+        columns = ", ".join(selected)
+        order = ", ".join(f"{column} IS NULL, {column}" for column in selected)
+        params: list[str | float] = [] if tag is None else [tag]
+        source = "usage_events" if tag is None else "usage_events" + TAG_JOIN
+        where = f"ts >= ? AND {COUNTED_SQL}"
+        params.append(since)
         if until is not None:
             where += " AND ts < ?"
             params.append(until)
-        sql = f"SELECT {columns + ',' if groups else ''} {_SUMS} FROM usage_events WHERE {where}"
+        sql = f"SELECT {columns + ',' if groups else ''} {_SUMS} FROM {source} WHERE {where}"
         if groups:
-            sql += f" GROUP BY {columns} ORDER BY {columns}"
+            sql += f" GROUP BY {columns} ORDER BY {order}"
         rows = await self._run(lambda: self._conn.execute(sql, params).fetchall())
         summary = []
         for row in rows:
             keys, sums = row[: len(groups)], row[len(groups):]
             if sums[0] == 0:  # an aggregate without GROUP BY yields one row even when empty
                 continue
-            summary.append(_usage_row(dict(zip(groups, keys, strict=True)), sums))
+            summary.append(_usage_row({("tag" if name == tag_group else name): key
+                                       for name, key in zip(groups, keys, strict=True)}, sums))
         return regroup_by_base_model(summary, wanted)
 
     async def model_rates(self, model: str, since: float, until: float) -> list[ModelRate]:

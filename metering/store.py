@@ -34,6 +34,7 @@ from typing import Literal, Protocol, cast, get_args, runtime_checkable
 from metering.budget import LeaseStore
 from metering.events import UsageEvent
 from metering.invocations import InvocationStore
+from metering.tags import TAG_PREFIX
 
 __all__ = [
     "ACCESS_KEY_PREFIX",
@@ -53,6 +54,7 @@ __all__ = [
     "events_batch_id",
     "generate_access_key_id",
     "generate_secret",
+    "group_order",
     "normalize_group_by",
     "parse_bearer_token",
     "parse_scope",
@@ -93,13 +95,30 @@ def parse_bearer_token(token: str) -> tuple[str, str] | None:
 
 
 def normalize_group_by(by: Sequence[str]) -> tuple[GroupBy, ...]:
-    """Validate and de-duplicate `by`, keeping its order. Raises ValueError."""
+    """Validate and de-duplicate `by`, keeping its order. Raises ValueError.
+
+    Besides `GROUP_BY_FIELDS`, one `tag:<key>` groups by the values of a cost
+    attribution tag (metering/tags.py); rows without that tag have the value None.
+    One only: stores count each tag apart, not their combinations."""
     if isinstance(by, str):
         raise ValueError(f"group-by must be a sequence of names, not the string {by!r}")
-    unknown = [name for name in by if name not in GROUP_BY_FIELDS]
+    unknown = [name for name in by if name not in GROUP_BY_FIELDS and not _is_tag_group(name)]
     if unknown:
-        raise ValueError(f"cannot group by {unknown}; expected a subset of {list(GROUP_BY_FIELDS)}")
-    return cast(tuple[GroupBy, ...], tuple(dict.fromkeys(by)))
+        raise ValueError(f"cannot group by {unknown}; expected a subset of {list(GROUP_BY_FIELDS)} "
+                         f"and at most one {TAG_PREFIX}<key>")
+    names = tuple(dict.fromkeys(by))
+    if len([name for name in names if name.startswith(TAG_PREFIX)]) > 1:
+        raise ValueError(f"cannot group by more than one tag at once, got {list(names)}")
+    return cast(tuple[GroupBy, ...], names)
+
+
+def _is_tag_group(name: str) -> bool:
+    return name.startswith(TAG_PREFIX) and bool(name[len(TAG_PREFIX):].strip())
+
+
+def group_order(item: tuple[tuple[str | None, ...], object]) -> tuple[tuple[bool, str], ...]:
+    """Sort key of a (group values, …) pair: by value, a missing (None) tag value last."""
+    return tuple((value is None, value or "") for value in item[0])
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +182,8 @@ class UsageRow:
     #: UTC `YYYY-MM-DD`.
     day: str | None = None
     operation: str | None = None
+    #: The value of the `tag:<key>` grouped by; None for usage without that tag.
+    tag: str | None = None
     requests: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
@@ -176,7 +197,12 @@ class UsageRow:
     unpriced_requests: int = 0
 
     def group(self, by: Sequence[str]) -> tuple[str | None, ...]:
-        return tuple(getattr(self, name) for name in by)
+        return tuple(self.value(name) for name in by)
+
+    def value(self, name: str) -> str | None:
+        """The group field `name` (`tag:<key>` → `tag`)."""
+        value: str | None = self.tag if name.startswith(TAG_PREFIX) else getattr(self, name)
+        return value
 
     @property
     def total_tokens(self) -> int:

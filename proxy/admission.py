@@ -56,6 +56,7 @@ from metering.events import utc_day
 from metering.money import format_usd
 from metering.pricing import PriceTable
 from metering.quotas import Mode, QuotaExhausted, QuotaSelector, QuotaUnavailable, Selection
+from metering.tags import Tags
 from metering.unit_prices import UnitPrices
 from proxy.errors import (
     AccessDeniedException,
@@ -106,6 +107,8 @@ class Plan:
     cache_ttl: float | None = None
     #: The service tier and latency mode asked for: the price when the response does not say.
     tier: Tier = STANDARD
+    #: Cost attribution tags of the request (proxy/tags.py), set by the handler.
+    tags: Tags = ()
 
     @property
     def day(self) -> str:

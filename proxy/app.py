@@ -53,6 +53,7 @@ from proxy.policies import Policies
 from proxy.ratelimit import RateLimiter
 from proxy.reload import ConfigWatcher, public_config
 from proxy.response_cache import ResponseCache
+from proxy.tags import TagReader
 from proxy.upstream import Upstream
 from proxy.usage_api import usage_routes
 from proxy.whole_body import WholeBodyOperations
@@ -84,8 +85,9 @@ def create_store(config: Config) -> SQLiteStore | DynamoDBStore:
             marker_ttl_days=store.marker_ttl_days,
             key_source=secrets,
             index_name=store.index_name,
+            max_tag_values=config.attribution.max_tag_values,
         )
-    return SQLiteStore(store.path, key_source=secrets)
+    return SQLiteStore(store.path, key_source=secrets, max_tag_values=config.attribution.max_tag_values)
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +179,7 @@ class CostKeeper:
             cache=self._cache,
             bodies=self._bodies,
             on_refused=self._on_refused,
+            tags=TagReader(config.attribution.request_metadata_keys),
         )
         return Runtime(config, policies, prices, unit_prices, admission, handler)
 
@@ -213,6 +216,7 @@ class CostKeeper:
         """Run `config` (validated, restart-only settings already kept: proxy/reload.py)
         from the next request on."""
         old = self.runtime.config
+        self.store.max_tag_values = config.attribution.max_tag_values
         await self._swap(self._build_runtime(config))
         if old.source.sha256 != config.source.sha256:
             self.metrics.config_info.labels(old.source.sha256).set(0)

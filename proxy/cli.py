@@ -123,7 +123,8 @@ def _parser() -> argparse.ArgumentParser:
 
     usage = commands.add_parser("usage", parents=[common], help="usage and cost report")
     usage.add_argument("--days", type=int, default=1, help="the last N UTC days, today included (default 1)")
-    usage.add_argument("--by", default="org,app,model", help="comma-separated: org, app, model, base_model, operation, day")
+    usage.add_argument("--by", default="org,app,model", help="comma-separated: org, app, model, base_model, operation, day, "
+                       "and one tag:<key> (an attribution.request_metadata_keys key)")
     usage.add_argument("--format", default="table", choices=["table", "json", "csv"])
     usage.set_defaults(run=_usage)
 

@@ -24,6 +24,7 @@ from metering.unit_prices import UnitPrice, is_unit_price
 from proxy.config_checks import (
     ConfigError,
     check_alerts,
+    check_attribution,
     check_emf,
     check_limits,
     check_regions,
@@ -44,6 +45,7 @@ __all__ = [
     "MeteringConfig",
     "SimulatorConfig",
     "AlertsConfig",
+    "AttributionConfig",
     "load_config",
     "ConfigSource",
     "FLAG_KEYS",
@@ -237,6 +239,17 @@ class AlertsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AttributionConfig:
+    """Cost attribution by tag (metering/tags.py, proxy/tags.py)."""
+
+    #: Keys metered as dimensions: from Converse `requestMetadata`, or any operation's
+    #: `x-costkeeper-tag-<key>` header. Other keys are ignored.
+    request_metadata_keys: tuple[str, ...] = ()
+    #: Distinct values kept per (org, key, UTC day); any further value counts as `other`.
+    max_tag_values: int = 100
+
+
+@dataclass(frozen=True, slots=True)
 class MeteringConfig:
     #: Seconds between two flushes of the aggregated usage to the store.
     flush_interval: float = 1.0
@@ -294,6 +307,7 @@ class Config:
     simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
     observability: ObservabilityConfig = field(default_factory=ObservabilityConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
+    attribution: AttributionConfig = field(default_factory=AttributionConfig)
     #: Bearer token for the admin API (`COSTKEEPER_ADMIN_TOKEN`, never in config.yaml).
     admin_token: str | None = field(default=None, repr=False)
     #: The key encrypting issued secrets (`COSTKEEPER_SECRET_KEY`, base64 of 32 bytes) and
@@ -370,6 +384,7 @@ _SECTIONS: Mapping[str, type] = MappingProxyType({
     "simulator": SimulatorConfig,
     "observability": ObservabilityConfig,
     "alerts": AlertsConfig,
+    "attribution": AttributionConfig,
 })
 
 
@@ -456,6 +471,7 @@ def _build(raw: Mapping[str, Any]) -> Config:
     check_limits(sections["limits"])
     check_emf(sections["observability"])
     sections["alerts"] = check_alerts(sections["alerts"])
+    sections["attribution"] = check_attribution(sections["attribution"])
     server = sections["server"]
     if bool(server.tls_cert) != bool(server.tls_key):
         raise ConfigError("server.tls_cert and server.tls_key must be given together")

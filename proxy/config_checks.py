@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from proxy.config import (
         AlertsConfig,
+        AttributionConfig,
         LimitsConfig,
         MeteringConfig,
         ObservabilityConfig,
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
         UpstreamConfig,
     )
 
-__all__ = ["ConfigError", "check_alerts", "check_emf", "check_limits", "check_regions", "check_store", "section"]
+__all__ = ["ConfigError", "check_alerts", "check_attribution", "check_emf", "check_limits", "check_regions", "check_store", "section"]
 
 _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-[0-9]{1,2}$")
 
@@ -162,3 +163,27 @@ def _coerce(key: str, default: Any, value: Any) -> Any:
     except (TypeError, ValueError):
         raise ConfigError(f"{key}: expected a {type(default).__name__}, got {value!r}") from None
     return str(value) if not isinstance(value, str) else value
+
+
+#: A tag key is also a header name's end (`x-costkeeper-tag-<key>`) and part of store keys.
+_TAG_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+#: One DynamoDB item (≤ 400 KB) holds a day's kept values: 1,000 of 64 characters fit
+#: even when every character takes 4 bytes of UTF-8.
+_MAX_TAG_VALUES = 1_000
+
+
+def check_attribution(attribution: AttributionConfig) -> AttributionConfig:
+    """Keys usable as header names, distinct even ignoring case (headers are
+    case-insensitive); a bound of 1 to 1,000 values."""
+    keys = tuple(str(key).strip() for key in attribution.request_metadata_keys if str(key).strip())
+    for key in keys:
+        if not _TAG_KEY.match(key):
+            raise ConfigError(f"attribution.request_metadata_keys: {key!r} is not a tag key "
+                              "(1 to 64 letters, digits, '_', '.' or '-')")
+    folded = [key.lower() for key in keys]
+    if len(set(folded)) != len(folded):
+        raise ConfigError(f"attribution.request_metadata_keys: keys differ only by case or repeat: {list(keys)}")
+    if not 1 <= attribution.max_tag_values <= _MAX_TAG_VALUES:
+        raise ConfigError(f"attribution.max_tag_values: expected 1 to {_MAX_TAG_VALUES}, got "
+                          f"{attribution.max_tag_values}")
+    return replace(attribution, request_metadata_keys=keys)

@@ -62,6 +62,7 @@ def access_record(event: UsageEvent, fallback: bool) -> dict[str, Any]:
         "estimated": event.estimated,
         "cached": event.cached,
         "hung_up": event.hung_up,
+        "tags": dict(event.tags),
     }
 
 

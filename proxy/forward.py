@@ -35,6 +35,7 @@ from adapters.usage import Usage
 from adapters.watch import BodyUsageWatcher, StreamUsageWatcher
 from metering.events import UsageEvent
 from metering.pricing import PriceTable
+from metering.tags import Tags
 from proxy.admission import Admission, Plan
 from proxy.config import LimitsConfig
 from proxy.errors import (
@@ -54,6 +55,7 @@ from proxy.limits import check_request_head
 from proxy.request import ClientGone, header, json_body, read_body
 from proxy.response_cache import CachedResponse, ResponseCache
 from proxy.routing import METERED, STREAMING, Operation, Route, parse_route
+from proxy.tags import TagReader
 from proxy.upstream import Upstream, UpstreamBroken, UpstreamResponse, UpstreamUnavailable
 from proxy.whole_body import WHOLE_BODY, WholeBodyOperations
 
@@ -83,6 +85,7 @@ class ProxyHandler:
         bodies: BodyBudget | None = None,
         observe: Callable[[UsageEvent, bool], None] | None = None,
         on_refused: Callable[[AuthRefused, Scope, str], None] | None = None,
+        tags: TagReader | None = None,
     ) -> None:
         #: Request head and body sizes; how much of a response body is read for usage.
         self._limits = limits
@@ -101,6 +104,8 @@ class ProxyHandler:
         self._bodies = bodies if bodies is not None else BodyBudget(limits.max_inflight_body_bytes)
         #: Every refused credential (and other 403): access log, metric, tally (proxy/auth_failures.py).
         self._on_refused = on_refused or (lambda refused, scope, request_id: None)
+        #: Cost attribution tags: `requestMetadata` keys and `x-costkeeper-tag-*` headers.
+        self._tags = tags or TagReader()
 
     @property
     def inflight_body_bytes(self) -> int:
@@ -141,6 +146,7 @@ class ProxyHandler:
             caller = identified.verify(body)
             self._admission.check_operation(route.operation, caller)
             document = json_body(route, body)
+            tags = self._tags.read(scope["headers"], document if route.operation in _CONVERSE else None)
             cache_key = None
             if document is not None and route.operation in _CACHEABLE:
                 if self._admission.caller_policy(caller).response_cache_ttl:
@@ -153,11 +159,12 @@ class ProxyHandler:
                         tier = requested_tier(route.operation in _CONVERSE, scope["headers"], document)
                         choice = await self._admission.current_choice(route, caller, document, tier)
                         if choice is not None and choice[0] == hit.model:
-                            await self._send_cached(send, route, caller, hit, started, *choice[1:])
+                            await self._send_cached(send, route, caller, hit, started, *choice[1:], tags=tags)
                             return
             tier = requested_tier(route.operation in _CONVERSE, scope["headers"], document) if document else STANDARD
             headers = request_headers_for_upstream(scope["headers"])
             plan = await self._admission.plan(route, caller, raw_path, body, document, tier)
+            plan.tags = tags
             if route.operation in WHOLE_BODY:
                 await self._whole_body.serve(send, method=method, route=route, caller=caller, plan=plan,
                                              raw_query=raw_query, headers=headers, document=document, started=started)
@@ -390,7 +397,7 @@ class ProxyHandler:
 
     async def _send_cached(
         self, send: Send, route: Route, caller: Caller, hit: CachedResponse, started: float,
-        fallback: bool, mode: str,
+        fallback: bool, mode: str, *, tags: Tags = (),
     ) -> None:
         """Answer from the cache: a fresh request id, no upstream call, metered at zero cost.
         The fallback and mode headers are today's, not those of the day it was stored."""
@@ -402,6 +409,7 @@ class ProxyHandler:
             Usage(), self._prices, request_id=request_id, timestamp=time.time(), org=caller.org,
             app=caller.app, operation=str(route.operation), requested_model=route.model_id or "",
             model=hit.model, latency_ms=(time.perf_counter() - started) * 1000, status=hit.status, cached=True,
+            tags=tags,
         )
         self._recorder.record(event)
         self._observe(event, fallback)
@@ -451,6 +459,7 @@ class ProxyHandler:
             reserved_pico_usd=reserved,
             lease=lease,
             hung_up=hung_up,
+            tags=plan.tags,
         )
         self._recorder.record(event)
         return event

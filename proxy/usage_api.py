@@ -74,7 +74,7 @@ def fallback_events(chain: Sequence[str], marked: Mapping[str, float | None]) ->
 
 
 def _row(row: UsageRow, groups: Sequence[str]) -> dict[str, object]:
-    record: dict[str, object] = {name: getattr(row, name) for name in groups}
+    record: dict[str, object] = {name: row.value(name) for name in groups}
     record.update({name: getattr(row, name) for name in _COUNTS})
     record["total_tokens"] = row.total_tokens
     record.update(usd_fields("cost", row.cost_pico_usd))

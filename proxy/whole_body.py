@@ -161,7 +161,7 @@ class WholeBodyOperations:
             cost_pico_usd=cost or 0, priced=cost is not None, latency_ms=(time.perf_counter() - started) * 1000,
             first_byte_ms=None, status=status, estimated=False, quota_scope=plan.quota_scope,
             quota_model="" if plan.quota_model == model else plan.quota_model, reserved_pico_usd=reserved,
-            lease=lease,
+            lease=lease, tags=plan.tags,
         )
         self._recorder.record(event)
         return event

@@ -114,8 +114,18 @@
       tooltip += ", leased " + usdExact(leased) + ", remaining " + usdExact(m.remaining_pico_usd);
     }
     return el("div", { class: "quota-row", "data-scope": scope.scope, "data-model": m.model },
-      el("span", { class: "id" }, m.model), el("span", { class: "badge " + state }, STATE_LABEL[state] || state),
+      el("span", { class: "id" }, m.model),
+      el("span", { class: "state" }, el("span", { class: "badge " + state }, STATE_LABEL[state] || state), quotaSource(m)),
       bar, el("span", { class: "figures", title: tooltip }, shown));
+  }
+
+  // Where the quota comes from (/v1/quotas `source`, `set_by`): config.yaml, or a runtime override and who set it.
+  function quotaSource(m) {
+    if (!m.source) return "";
+    const override = m.source === "override";
+    return el("span", { class: "source " + m.source, "data-source": m.source,
+                        title: override ? "runtime override, set by " + (m.set_by || "unknown") : "from config.yaml" },
+      override ? "override" : "config");
   }
 
   function renderQuotas(data) {

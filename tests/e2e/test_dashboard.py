@@ -339,3 +339,26 @@ def test_dashboard_shows_amounts_past_2_to_the_53_pico_usd_exactly(seeded: tuple
     sync_api.expect(figures).to_contain_text("$9k of $10B · <0.1% · leased $1.00 · left $10B")
     sync_api.expect(tab.locator("#total")).to_have_attribute("title", "$9007.199254740993")
     assert problems == []
+
+
+def test_each_quota_shows_where_it_comes_from(seeded: tuple[Proxy, list[UsageEvent]],
+                                             page: tuple[Any, list[str]]) -> None:
+    """A quota from config.yaml says so; one a runtime override set says who set it (issue 22).
+    The override keeps acme's `medium` quota at its configured $2, so no other figure moves."""
+    proxy, _ = seeded
+    overrides, auth = f"{proxy.admin_url}/v1/quotas/overrides", {"authorization": f"Bearer {ADMIN_TOKEN}"}
+    put = httpx.put(overrides, headers=auth, json={"org": "acme", "label": "medium", "usd": 2}, timeout=10)
+    assert put.status_code == 200, put.text
+    try:
+        tab, problems = page
+        tab.goto(f"{proxy.admin_url}/dashboard?token={ADMIN_TOKEN}")
+        configured = tab.locator(f'#quotas .quota-row[data-scope="acme"][data-model="{MICRO}"] .source')
+        sync_api.expect(configured).to_have_text("config")
+        sync_api.expect(configured).to_have_attribute("title", "from config.yaml")
+        overridden = tab.locator(f'#quotas .quota-row[data-scope="acme"][data-model="{LITE}"] .source')
+        sync_api.expect(overridden).to_have_text("override")
+        sync_api.expect(overridden).to_have_attribute("title", "runtime override, set by admin-token")
+        assert problems == []
+    finally:
+        params = {"org": "acme", "label": "medium"}
+        assert httpx.delete(overrides, headers=auth, params=params, timeout=10).status_code == 200

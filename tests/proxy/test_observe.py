@@ -94,7 +94,8 @@ def test_access_record_has_the_request_and_no_secret() -> None:
     assert set(record) == {"type", "time", "request_id", "org", "app", "operation", "model_requested", "model",
                            "fallback", "status", "input_tokens", "output_tokens", "cache_read_tokens",
                            "cache_write_tokens", "cost_usd", "cost_pico_usd", "latency_ms", "first_byte_ms", "estimated",
-                           "cached", "hung_up"}
+                           "cached", "hung_up", "tags"}
+    assert record["tags"] == {}
 
 
 def test_emf_record_is_valid_embedded_metric_format() -> None:
