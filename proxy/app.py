@@ -34,27 +34,27 @@ from metering.secret_keys import key_source
 from metering.sqlite_store import SQLiteStore
 from metering.store import parse_scope
 from metering.unit_prices import UnitPrices
+from proxy.admin.alerts import Alerter
+from proxy.admin.client_api import client_routes
+from proxy.admin.dashboard import dashboard_routes
+from proxy.admin.metrics import ProxyMetrics
+from proxy.admin.override_api import override_routes
+from proxy.admin.overrides import OverrideRefresher, callers_of, grown_quotas, with_overrides
+from proxy.admin.reload import ConfigWatcher, public_config
+from proxy.admin.usage_api import usage_routes
 from proxy.admission import Admission
-from proxy.alerts import Alerter
 from proxy.auth_failures import FailureTally
-from proxy.client_api import client_routes
 from proxy.config import Config
-from proxy.dashboard import dashboard_routes
 from proxy.data_app import DataApp
 from proxy.eventlog import EventLog, refusal_record
 from proxy.forward import ProxyHandler
 from proxy.identity import Authenticator, AuthRefused
 from proxy.inflight import BodyBudget
 from proxy.jobs import Jobs
-from proxy.metrics import ProxyMetrics
-from proxy.override_api import override_routes
-from proxy.overrides import OverrideRefresher, callers_of, grown_quotas, with_overrides
 from proxy.policies import Policies
 from proxy.ratelimit import RateLimiter
-from proxy.reload import ConfigWatcher, public_config
 from proxy.response_cache import ResponseCache
 from proxy.upstream import Upstream
-from proxy.usage_api import usage_routes
 from proxy.whole_body import WholeBodyOperations
 
 __all__ = ["CostKeeper", "Runtime", "create_app", "create_admin_app", "create_store"]

@@ -33,7 +33,7 @@ from metering.money import usd_fields
 from metering.pricing import Price
 from metering.report import format_usd
 from metering.sqlite_store import SQLiteStore
-from proxy.dashboard import dashboard_routes
+from proxy.admin.dashboard import dashboard_routes
 from tests.conftest import TEST_PRICING
 from tests.e2e.clients import bedrock_client, wait_for_event
 from tests.e2e.test_usage_api import (

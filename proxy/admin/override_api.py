@@ -22,8 +22,8 @@ from starlette.routing import Route
 
 from metering.money import usd_fields
 from metering.overrides import QuotaOverride
+from proxy.admin.overrides import OverrideError, new_override
 from proxy.eventlog import quota_change_record
-from proxy.overrides import OverrideError, new_override
 
 if TYPE_CHECKING:
     from proxy.app import CostKeeper
