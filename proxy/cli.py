@@ -174,7 +174,8 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 async def _serve_async(config: Config, worker: Worker | None = None) -> int:
     """The proxy in this process: all of it, or one of `server.workers` (proxy/workers.py)."""
     from metering.secret_box import SecretKeyError
-    from proxy.app import CostKeeper, create_admin_app, create_app
+    from proxy.admin.app import create_admin_app
+    from proxy.app import CostKeeper, create_app
     from proxy.h2_server import H2Settings
     from proxy.head_timeout import head_timeout_protocol
     from proxy.protocol_sniff import data_port_protocol, offer_h2_over_tls
