@@ -1,4 +1,4 @@
-"""The admin port opens only once the data port listens (proxy/cli.py).
+"""The admin port opens only once the data port listens (proxy/serve.py).
 
 A probe, script or test that waited for /healthz must find the data port
 taking connections: before, the admin server started first and a client that
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from proxy.cli import _serve_admin_once_started
+from proxy.serve import _serve_admin_once_started
 
 pytestmark = pytest.mark.anyio
 
