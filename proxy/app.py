@@ -83,10 +83,10 @@ def create_store(config: Config) -> SQLiteStore | DynamoDBStore:
 class Runtime:
     """What one configuration makes of the request path, immutable: a request takes
     the CostKeeper's current runtime once, when it starts, and finishes on it even if
-    a reload (proxy/reload.py) swaps in another meanwhile."""
+    a reload (proxy/admin/reload.py) swaps in another meanwhile."""
 
     config: Config
-    #: `config.policies` with the runtime quota overrides in force (proxy/overrides.py).
+    #: `config.policies` with the runtime quota overrides in force (proxy/admin/overrides.py).
     policies: Policies
     prices: PriceTable
     unit_prices: UnitPrices
@@ -201,7 +201,7 @@ class CostKeeper:
         await self.runtime.handler(scope, receive, send)
 
     async def reload(self, config: Config) -> None:
-        """Run `config` (validated, restart-only settings already kept: proxy/reload.py)
+        """Run `config` (validated, restart-only settings already kept: proxy/admin/reload.py)
         from the next request on."""
         old = self.runtime.config
         await self._swap(self._build_runtime(config))

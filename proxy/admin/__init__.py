@@ -11,9 +11,9 @@ caller's issued key, not the admin token). `app` assembles the admin port's rout
 
 The data plane (the Bedrock Runtime API on the data port: `proxy/forward.py`,
 `proxy/admission.py` and what they use) stays in `proxy/`. The request path feeds the
-admin plane (it counts metrics and events) but never imports from it: the long-lived
-owner of both, `proxy/app.py`'s `CostKeeper`, wires them together. Admin modules may
-name `CostKeeper` (the admin routes read its parts); `proxy/app.py` imports no admin
-route module, so the two never import each other in a circle
-(`tests/test_import_cycles.py` keeps it so).
+admin plane (it counts metrics and events through callbacks) but never imports it:
+only the assembler (`proxy/app.py`, whose `CostKeeper` owns the parts of both), the
+serving code (`proxy/serve.py`) and the CLI (`proxy/quota_cli.py`) do. Admin routes
+read the `CostKeeper`; `proxy/app.py` imports no admin route, so the two never import
+each other in a circle (`tests/test_import_cycles.py` keeps it so).
 """

@@ -1,4 +1,4 @@
-"""`/v1/quotas/overrides` on the admin port: runtime quota overrides (proxy/overrides.py).
+"""`/v1/quotas/overrides` on the admin port: runtime quota overrides (proxy/admin/overrides.py).
 
     GET     → {"overrides": [...]}: every stored override, with `quota_usd`
     PUT     {"org", "app"?, "label"|"model", "usd", "day"?} → the override, and the one it replaced

@@ -44,6 +44,6 @@ async def test_admin_never_serves_when_the_data_port_did_not_start() -> None:
     data, admin = _FakeServer(), _FakeServer()
     task = asyncio.create_task(_serve_admin_once_started(data, admin, None))  # type: ignore[arg-type]
     await asyncio.sleep(0.02)
-    admin.should_exit = True  # what _serve_async's clean-up does when data.serve() returned
+    admin.should_exit = True  # what serve_async's clean-up does when data.serve() returned
     await asyncio.wait_for(task, 1)
     assert admin.served == []

@@ -1,5 +1,5 @@
 """Runtime quota overrides: which one is in force, how it layers over config.yaml,
-and which quota grew (metering/overrides.py, proxy/overrides.py)."""
+and which quota grew (metering/overrides.py, proxy/admin/overrides.py)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""What a config reload may change, and what `/v1/config` shows (proxy/reload.py)."""
+"""What a config reload may change, and what `/v1/config` shows (proxy/admin/reload.py)."""
 
 from __future__ import annotations
 
