@@ -45,7 +45,7 @@ from tests.e2e.test_usage_api import (
     seed_refusals,
     seed_traffic,
 )
-from tests.processes import REPO, Process, Proxy, start_proxy
+from tests.processes import REPO, Process, Proxy, start_proxy, words_for_half
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
@@ -63,16 +63,11 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="the test extra ins
 
 
 def _spend_the_chain(proxy: Proxy) -> list[UsageEvent]:
-    """`gamma/agent` spends its whole chain, each model to its last percent: budget leases
-    mark a model exhausted (the scope's fallback event) only when a request does not fit
-    and >= 99 % of its quota is spent; sooner, a request that does not fit moves for itself.
-
-    Each request's output is exact (`[[sim:words=N]]`, maxTokens N) and costs about half of
-    what the model the chain is on has left (read from the admin API), so requests shrink to
-    the smallest there are, whose worst case is under 1 % of the quota: the first refused
-    marks the model. A request refused or moved on a read of the store younger than
-    `RECHECK` (one that missed the last flush) is followed by one after RECHECK, which
-    reads the store again. Bounded."""
+    """`gamma/agent` spends its whole chain, each model to its last percent (`words_for_half`:
+    each request costs about half of what the model the chain is on has left, read from the
+    admin API), so each model is marked exhausted: the scope's fallback events. A request
+    refused or moved on a read of the store younger than `RECHECK` (one that missed the
+    last flush) is followed by one after RECHECK, which reads the store again. Bounded."""
     client = bedrock_client(proxy.issue_key("gamma", "agent"))
     events: list[UsageEvent] = []
     for number in range(120):
@@ -83,7 +78,7 @@ def _spend_the_chain(proxy: Proxy) -> list[UsageEvent]:
             return events
         left = state[on]["quota_pico_usd"] - state[on]["spend_pico_usd"]
         price = Price.from_mapping(on, TEST_PRICING[on])
-        words = max(1, min(2000, (left - 300 * price.input) // (2 * price.output)))
+        words = words_for_half(left, price.input, price.output)
         try:
             response = client.converse(
                 modelId="small", messages=[{"role": "user", "content": [{"text": f"[[sim:words={words}]] Fact {number}."}]}],
