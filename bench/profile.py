@@ -28,7 +28,7 @@ COMPONENTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("HTTP server (uvicorn, httptools)", ("uvicorn/", "httptools/")),
     ("usage parsing (adapters)", ("adapters/",)),
     ("metering (journal, aggregation, store)", ("metering/", "sqlite3/")),
-    ("observability (access log, metrics)", ("proxy/eventlog.py", "proxy/metrics.py", "proxy/alerts.py",
+    ("observability (access log, metrics)", ("proxy/eventlog.py", "proxy/admin/metrics.py", "proxy/admin/alerts.py",
                                              "prometheus_client/")),
     ("admission (policies, quotas, limits)", ("proxy/admission.py", "proxy/policies.py", "proxy/ratelimit.py",
                                               "proxy/limits.py", "proxy/routing.py", "proxy/response_cache.py")),

@@ -41,7 +41,6 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +61,7 @@ from bench.soak_traffic import (
     error_code,
     proxy_config,
 )
-from bench.soak_verdict import judge, proxy_log_problems, report, write_section
+from bench.soak_verdict import Sample, judge, proxy_log_problems, report, write_section
 from tests.processes import REPO, Process, Proxy, base_env, costkeeper, start_proxy, start_simulator
 
 #: Fault outcomes with no usage row: the proxy's own refusal of a bad signature, a
@@ -71,13 +70,6 @@ _NOT_METERED = frozenset({"InvalidSignatureException", KEEPALIVE, "ThrottlingExc
 
 
 # ----------------------------------------------------------------- soak
-@dataclass
-class Sample:
-    t: float
-    rss_kib: int
-    fds: int
-
-
 def fd_count(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 

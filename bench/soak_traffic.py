@@ -3,6 +3,7 @@ of real boto3 calls with the errors they provoke, and the tally of what came bac
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import http.client
 import json
@@ -13,9 +14,10 @@ import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
+import boto3
 import botocore.config
 import botocore.exceptions
 import httpx
@@ -23,10 +25,8 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
+from tests.processes import Process, Proxy
 from tests.simulator.test_families import EMBEDDING_MODELS, TEXT_MODELS
-
-if TYPE_CHECKING:
-    from bench.soak import Soak
 
 #: Idle seconds after which a boto3 connection may meet the proxy closing it (the soak
 #: sets `server.keepalive_timeout` to 5 s, counted from the end of the previous response).
@@ -151,8 +151,22 @@ def _claude_body(prompt: str) -> bytes:
 
 
 # ----------------------------------------------------------------- worker
+class SoakRun(Protocol):
+    """What a worker uses of the soak running it (bench/soak.py's `Soak`, which imports
+    this module: named by its fields here, so the two do not import each other)."""
+
+    args: argparse.Namespace
+    keys: dict[str, dict[str, str]]
+    session: boto3.session.Session
+    proxy: Proxy
+    simulator: Process
+    stop: threading.Event
+
+    def run_one(self, worker: Worker, scenario: Scenario) -> None: ...
+
+
 class Worker(threading.Thread):
-    def __init__(self, index: int, soak: Soak) -> None:
+    def __init__(self, index: int, soak: SoakRun) -> None:
         super().__init__(name=f"soak-worker-{index}", daemon=True)
         self.index = index
         self.soak = soak

@@ -12,13 +12,10 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from bench.report import sh
-from bench.soak_traffic import KEEPALIVE, KEEPALIVE_RACE, SCENARIOS
-
-if TYPE_CHECKING:
-    from bench.soak import Sample, Soak
+from bench.soak_traffic import KEEPALIVE, KEEPALIVE_RACE, SCENARIOS, Tally
 
 START, END = "<!-- soak:start -->", "<!-- soak:end -->"
 #: Samples whose median is "open fds after the warm-up" and "at the end".
@@ -26,6 +23,22 @@ FD_WINDOW = 5
 #: Idle seconds after which every keep-alive connection has closed (uvicorn closes an
 #: idle one after 5 s, on the proxy's data port and on the simulator's side of its pool).
 IDLE_KEEPALIVE = 6.0
+
+
+@dataclass
+class Sample:
+    """The proxy's RSS and open fds, `t` seconds into the soak."""
+
+    t: float
+    rss_kib: int
+    fds: int
+
+
+class SoakRun(Protocol):
+    """What the verdict reads of the soak (bench/soak.py's `Soak`, which imports this module)."""
+
+    tally: Tally
+    samples: list[Sample]
 
 
 def _by_minute(samples: list[Sample]) -> list[tuple[float, int]]:
@@ -102,7 +115,7 @@ class Verdict:
 
 
 def judge(args: argparse.Namespace, results: dict[str, Any]) -> tuple[Verdict, dict[str, Any]]:
-    soak: Soak = results["soak"]
+    soak: SoakRun = results["soak"]
     tally = soak.tally
     samples = sorted(soak.samples, key=lambda s: s.t)
     warm = args.duration * args.warmup
@@ -191,7 +204,7 @@ def judge(args: argparse.Namespace, results: dict[str, Any]) -> tuple[Verdict, d
 # ----------------------------------------------------------------- report
 def report(args: argparse.Namespace, results: dict[str, Any], verdict: Verdict, figures: dict[str, Any],
            command: str) -> str:
-    soak: Soak = results["soak"]
+    soak: SoakRun = results["soak"]
     tally = soak.tally
     total = sum(tally.by_scenario.values())
     elapsed = results["elapsed"]

@@ -3,7 +3,7 @@
 `costkeeper quota set` and `PUT /v1/quotas/overrides` write a `QuotaOverride` to the
 store (SQLite rows in metering/sqlite_overrides.py, DynamoDB items in
 metering/dynamodb_overrides.py); every replica reads them all in the background,
-every `quotas.overrides_refresh` seconds (proxy/overrides.py), and they win over
+every `quotas.overrides_refresh` seconds (proxy/admin/overrides.py), and they win over
 config.yaml: for one UTC day when `day` is set, until unset otherwise. A dated
 override wins over an undated one for the same org, app and model on its day.
 

@@ -3,7 +3,7 @@
 DynamoDB bills every write, and a store round-trip per request would put the
 database on the hot path; these counts are how a platform team (and
 `make bench`) checks that metering stays a few batched writes per thousand
-requests. They are exported as Prometheus metrics (proxy/metrics.py).
+requests. They are exported as Prometheus metrics (proxy/admin/metrics.py).
 
 DynamoDB calls are counted with a botocore `before-parameter-build` hook: once per API
 call (a retried call counts once), the operation's name as the label.
@@ -27,7 +27,7 @@ FLUSH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
 class StoreListener(Protocol):
-    """Told of every count as it happens (proxy/metrics.py exports them)."""
+    """Told of every count as it happens (proxy/admin/metrics.py exports them)."""
 
     def on_call(self, operation: str, items: int) -> None: ...
 

@@ -1,24 +1,19 @@
 """Assemble the running proxy from the Config: one object owns every part.
 
 `create_app(config)` gives the data-port ASGI app (Bedrock Runtime API);
-`create_admin_app(keeper)` the admin port (`/healthz`, `/readyz`). Both share
-one `CostKeeper`, whose `startup`/`shutdown` the data app's lifespan calls
-(proxy/data_app.py).
+`proxy.admin.app.create_admin_app(keeper)` the admin port. Both share one
+`CostKeeper`, whose `startup`/`shutdown` the data app's lifespan calls
+(proxy/data_app.py). This module imports none of the admin port's routes: they
+read the keeper, so the admin package imports this one, never the reverse.
 """
 
 from __future__ import annotations
 
-import hmac
 import logging
 import time
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from prometheus_client import CONTENT_TYPE_LATEST
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from metering.consolidate import Consolidator
@@ -34,31 +29,27 @@ from metering.secret_keys import key_source
 from metering.sqlite_store import SQLiteStore
 from metering.store import parse_scope
 from metering.unit_prices import UnitPrices
+from proxy.admin.alerts import Alerter
+from proxy.admin.metrics import ProxyMetrics
+from proxy.admin.overrides import OverrideRefresher, callers_of, grown_quotas, with_overrides
+from proxy.admin.reload import ConfigWatcher
 from proxy.admission import Admission
-from proxy.alerts import Alerter
 from proxy.auth_failures import FailureTally
-from proxy.client_api import client_routes
 from proxy.config import Config
-from proxy.dashboard import dashboard_routes
 from proxy.data_app import DataApp
 from proxy.eventlog import EventLog, refusal_record
 from proxy.forward import ProxyHandler
 from proxy.identity import Authenticator, AuthRefused
 from proxy.inflight import BodyBudget
 from proxy.jobs import Jobs
-from proxy.metrics import ProxyMetrics
-from proxy.override_api import override_routes
-from proxy.overrides import OverrideRefresher, callers_of, grown_quotas, with_overrides
 from proxy.policies import Policies
 from proxy.ratelimit import RateLimiter
-from proxy.reload import ConfigWatcher, public_config
 from proxy.response_cache import ResponseCache
 from proxy.tags import TagReader
 from proxy.upstream import Upstream
-from proxy.usage_api import usage_routes
 from proxy.whole_body import WholeBodyOperations
 
-__all__ = ["CostKeeper", "Runtime", "create_app", "create_admin_app", "create_store"]
+__all__ = ["CostKeeper", "Runtime", "create_app", "create_store"]
 
 logger = logging.getLogger(__name__)
 
@@ -94,10 +85,10 @@ def create_store(config: Config) -> SQLiteStore | DynamoDBStore:
 class Runtime:
     """What one configuration makes of the request path, immutable: a request takes
     the CostKeeper's current runtime once, when it starts, and finishes on it even if
-    a reload (proxy/reload.py) swaps in another meanwhile."""
+    a reload (proxy/admin/reload.py) swaps in another meanwhile."""
 
     config: Config
-    #: `config.policies` with the runtime quota overrides in force (proxy/overrides.py).
+    #: `config.policies` with the runtime quota overrides in force (proxy/admin/overrides.py).
     policies: Policies
     prices: PriceTable
     unit_prices: UnitPrices
@@ -213,7 +204,7 @@ class CostKeeper:
         await self.runtime.handler(scope, receive, send)
 
     async def reload(self, config: Config) -> None:
-        """Run `config` (validated, restart-only settings already kept: proxy/reload.py)
+        """Run `config` (validated, restart-only settings already kept: proxy/admin/reload.py)
         from the next request on."""
         old = self.runtime.config
         self.store.max_tag_values = config.attribution.max_tag_values
@@ -358,51 +349,3 @@ def create_app(config: Config, keeper: CostKeeper | None = None) -> DataApp:
     """Every path goes to the handler, which answers Bedrock-shaped errors itself."""
     keeper = keeper or CostKeeper(config)
     return DataApp(keeper.serve, keeper.startup, keeper.shutdown)
-
-
-def create_admin_app(keeper: CostKeeper) -> Starlette:
-    """The admin port: health, readiness and metrics (open unless configured
-    otherwise), and everything that reveals usage behind `COSTKEEPER_ADMIN_TOKEN`."""
-
-    def health_allowed(request: Request) -> bool:
-        return keeper.config.observability.healthz_public or admin_authorized(keeper.config, request)
-
-    async def healthz(request: Request) -> Response:
-        if not health_allowed(request):
-            return JSONResponse({"message": "A valid admin token is required."}, status_code=401)
-        return PlainTextResponse("ok\n")
-
-    async def metrics(request: Request) -> Response:
-        if not keeper.config.observability.metrics_public and not admin_authorized(keeper.config, request):
-            return JSONResponse({"message": "A valid admin token is required."}, status_code=401)
-        keeper.metrics.inflight_bodies.set(keeper.handler.inflight_body_bytes)  # read at scrape: nothing per request
-        keeper.budget_gauges()
-        return Response(keeper.metrics.exposition(keeper.recorder.backlog), media_type=CONTENT_TYPE_LATEST)
-
-    async def readyz(request: Request) -> JSONResponse:
-        if not health_allowed(request):
-            return JSONResponse({"message": "A valid admin token is required."}, status_code=401)
-        ready, checks = keeper.readiness()
-        return JSONResponse({"ready": ready, **checks}, status_code=200 if ready else 503)
-
-    async def running_config(request: Request) -> JSONResponse:
-        """Which configuration this replica runs (its sha256 and content, no secret)."""
-        if not admin_authorized(keeper.config, request):
-            return JSONResponse({"message": "A valid admin token is required."}, status_code=401)
-        return JSONResponse(public_config(keeper.config))
-
-    return Starlette(routes=[
-        Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", metrics), *dashboard_routes(),
-        Route("/v1/config", running_config),
-        *usage_routes(keeper, lambda request: admin_authorized(keeper.config, request)),
-        *override_routes(keeper, lambda request: admin_authorized(keeper.config, request)),
-        *client_routes(keeper),
-    ])
-
-
-def admin_authorized(config: Config, request: Request) -> bool:
-    """`Authorization: Bearer <COSTKEEPER_ADMIN_TOKEN>`; no token configured → nothing is authorized."""
-    if not config.admin_token:
-        return False
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), config.admin_token.encode())

@@ -15,23 +15,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import gc
 import logging
-import signal
-import socket
 import sys
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import uvicorn
 
 from proxy.config import Config, ConfigError, load_config
 from proxy.quota_cli import add_quota_commands
-
-if TYPE_CHECKING:
-    from proxy.workers import Worker
+from proxy.serve import configure_logging, loop_factory, serve_async
 
 __all__ = ["main"]
 
@@ -49,23 +43,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"costkeeper: configuration error: {exc}", file=sys.stderr)
         return 2
-    _configure_logging(config)
+    configure_logging(config)
     result: int = args.run(config, args)
     return result
-
-
-def _configure_logging(config: Config) -> None:
-    """Here and in every worker process (proxy/workers.py)."""
-    logging.basicConfig(
-        level=config.server.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
-    # Libraries whose log lines hold credentials, whatever --log-level says: botocore's
-    # DEBUG lines print each canonical request (the upstream's x-amz-security-token) and
-    # DynamoDB bodies (issued keys); httpx's INFO line prints every URL it calls, the
-    # alert webhook's secret one included (found by tests/e2e/test_security_secrets.py).
-    for name, floor in (("botocore", logging.INFO), ("aiobotocore", logging.INFO), ("httpx", logging.WARNING)):
-        logging.getLogger(name).setLevel(max(logging.getLogger().level, floor))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -146,160 +126,13 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-class _Server(uvicorn.Server):
-    """A uvicorn server that leaves signals to `_serve`, which runs two of them."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 def _serve(config: Config, _args: argparse.Namespace) -> int:
     if config.server.workers > 1:
         from proxy.workers import supervise
 
         return supervise(config)
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        return runner.run(_serve_async(config))
-
-
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop when installed (uvicorn[standard] brings it): about half the CPU per request."""
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    return uvloop.new_event_loop
-
-
-async def _serve_async(config: Config, worker: Worker | None = None) -> int:
-    """The proxy in this process: all of it, or one of `server.workers` (proxy/workers.py)."""
-    from metering.secret_box import SecretKeyError
-    from proxy.app import CostKeeper, create_admin_app, create_app
-    from proxy.h2_server import H2Settings
-    from proxy.head_timeout import head_timeout_protocol
-    from proxy.protocol_sniff import data_port_protocol, offer_h2_over_tls
-    from proxy.workers import recover_retired_journals
-
-    keeper = CostKeeper(config)
-    try:
-        await keeper.unlock_secrets()
-    except SecretKeyError as exc:
-        await keeper.store.aclose()
-        print(f"costkeeper: {exc}", file=sys.stderr)
-        return 2
-    if worker is None or worker.index == 0:
-        await recover_retired_journals(config)
-    server = config.server
-    # uvicorn has no timeout for a request head of its own (a slow loris holds a connection for ever).
-    protocol = head_timeout_protocol(config.limits.head_timeout)
-    limits = config.limits
-    # HTTP/1.1 and HTTP/2 on one port (proxy/protocol_sniff.py).
-    data_protocol = data_port_protocol(limits.head_timeout, H2Settings(
-        max_concurrent_streams=limits.max_concurrent_streams, max_header_bytes=limits.max_header_bytes,
-        max_header_count=limits.max_header_count, idle_timeout=server.keepalive_timeout,
-        first_request_timeout=limits.head_timeout))
-    data_config = uvicorn.Config(
-        create_app(config, keeper),
-        http=data_protocol,
-        host=server.host,
-        port=server.port,
-        ssl_certfile=server.tls_cert,
-        ssl_keyfile=server.tls_key,
-        lifespan="on",
-        timeout_keep_alive=server.keepalive_timeout,
-        access_log=False,
-        log_config=None,
-        server_header=False,
-        # Nothing reads the client address, so uvicorn's X-Forwarded-For rewriting
-        # (a middleware layer on every request) has no job here.
-        proxy_headers=False,
-    )
-    data_config.load()
-    offer_h2_over_tls(data_config.ssl)
-    data = _Server(data_config)
-    admin = _Server(uvicorn.Config(
-        create_admin_app(keeper),
-        http=protocol,
-        host=server.admin_host,
-        port=server.admin_port,
-        lifespan="off",
-        access_log=False,
-        log_config=None,
-        server_header=False,
-    ))
-    loop = asyncio.get_running_loop()
-
-    def stop() -> None:
-        data.should_exit = True
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop)
-    # Re-read config.yaml (proxy/reload.py); a supervisor passes its SIGHUP to every worker.
-    loop.add_signal_handler(signal.SIGHUP, keeper.watcher.trigger)
-    # A worker serves the sockets its supervisor bound; only worker 0 the admin port.
-    data_sockets = admin_sockets = None
-    watcher = admin_task = None
-    if worker is not None:
-        data_sockets = [worker.data_socket]
-        admin_sockets = [worker.admin_socket] if worker.admin_socket is not None else []
-        watcher = worker.watch(keeper, data, stop)
-    if admin_sockets != []:
-        admin_task = asyncio.create_task(_serve_admin_once_started(data, admin, admin_sockets))
-    tune = asyncio.create_task(_tune_for_latency_once_started(data))
-    try:
-        await data.serve(data_sockets)
-    finally:
-        tune.cancel()
-        admin.should_exit = True
-        if admin_task is not None:
-            await admin_task
-        if watcher is not None:
-            watcher.cancel()
-    if not data.started:
-        logger.error("the proxy did not start (see the messages above)")
-        return 1
-    return 0
-
-
-#: How long a thread may hold the GIL while another waits for it (CPython's default: 5 ms).
-_GIL_SWITCH_INTERVAL = 0.0005
-
-
-async def _started(server: uvicorn.Server, *, unless: uvicorn.Server | None = None) -> bool:
-    """Wait until `server` listens; False if it (or `unless`) is told to exit first."""
-    while not server.started:
-        if server.should_exit or (unless is not None and unless.should_exit):
-            return False
-        await asyncio.sleep(0.01)
-    return True
-
-
-async def _serve_admin_once_started(data: uvicorn.Server, admin: uvicorn.Server,
-                                    sockets: list[socket.socket] | None) -> None:
-    """The admin port opens once the data port listens: a /healthz or /readyz that
-    answers means traffic is taken (a probe, a test or a script that waited for it
-    would otherwise race the data port's start-up and be refused)."""
-    if await _started(data, unless=admin):
-        await admin.serve(sockets)
-
-
-async def _tune_for_latency_once_started(server: uvicorn.Server) -> None:
-    """Two interpreter settings for a server's tail latency (bench/READING.md):
-
-    * `gc.freeze()` once started: what start-up loaded (botocore's service models,
-      the config, the imported modules: most of the heap) goes to the permanent
-      generation, so a full collection scans only what requests created since —
-      one took 22–34 ms before, 1.5 ms after, and every request in flight waited;
-    * a 0.5 ms GIL switch interval: the journal reads and SQLite writes of a flush
-      run in worker threads, and each time the event loop thread gives up the GIL
-      it waited up to the 5 ms default to get it back.
-    """
-    if not await _started(server):
-        return
-    gc.collect()
-    gc.freeze()
-    sys.setswitchinterval(_GIL_SWITCH_INTERVAL)
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        return runner.run(serve_async(config))
 
 
 def _simulate(config: Config, _args: argparse.Namespace) -> int:

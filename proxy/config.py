@@ -70,7 +70,7 @@ class ServerConfig:
     #: on a connection the proxy is closing at that moment would fail (uvicorn's
     #: default of 5 s loses that race under steady traffic).
     keepalive_timeout: int = 75
-    #: Seconds between two checks of config.yaml for a new content (proxy/reload.py):
+    #: Seconds between two checks of config.yaml for a new content (proxy/admin/reload.py):
     #: a Kubernetes ConfigMap update swaps a symlink and sends no signal. 0 → SIGHUP only.
     config_poll_interval: float = 5.0
 
@@ -222,7 +222,7 @@ class ObservabilityConfig:
 
 @dataclass(frozen=True, slots=True)
 class AlertsConfig:
-    """Spend alerts: a Slack-compatible webhook POST and a JSON log line (`proxy/alerts.py`)."""
+    """Spend alerts: a Slack-compatible webhook POST and a JSON log line (`proxy/admin/alerts.py`)."""
 
     #: Incoming-webhook URL (often a secret itself: never logged); None → log lines only.
     #: Env COSTKEEPER_ALERTS_WEBHOOK_URL.
@@ -285,7 +285,7 @@ class SimulatorConfig:
 
 @dataclass(frozen=True, slots=True)
 class ConfigSource:
-    """Where a Config came from, so a reload (proxy/reload.py) reads the same file with
+    """Where a Config came from, so a reload (proxy/admin/reload.py) reads the same file with
     the same flags, and tells which file content each replica runs (its sha256)."""
 
     path: str | None = None

@@ -2,27 +2,19 @@
 environment string or a flag must be before it becomes a typed field.
 
 Kept apart so the config module holds the shape of the configuration, and this
-one what is refused and why (every refusal is a `ConfigError` naming the key).
+one what is refused and why (every refusal is a `ConfigError` naming the key). The
+config module imports this one; this one knows a section only by the fields it checks
+(the protocols below, which the config module's dataclasses meet), so the two never
+import each other.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import fields, replace
+from dataclasses import Field, fields, replace
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from proxy.config import (
-        AlertsConfig,
-        AttributionConfig,
-        LimitsConfig,
-        MeteringConfig,
-        ObservabilityConfig,
-        StoreConfig,
-        UpstreamConfig,
-    )
+from typing import Any, ClassVar, Protocol, TypeVar
 
 __all__ = ["ConfigError", "check_alerts", "check_attribution", "check_emf", "check_limits", "check_regions", "check_store", "section"]
 
@@ -33,7 +25,89 @@ class ConfigError(ValueError):
     """The configuration cannot be used; the message names the offending key."""
 
 
-def check_store(store: StoreConfig, metering: MeteringConfig) -> None:
+# What each check reads of its section (proxy/config.py's frozen dataclasses).
+
+class _Section(Protocol):
+    __dataclass_fields__: ClassVar[dict[str, Field[Any]]]
+
+
+class _Store(Protocol):
+    @property
+    def backend(self) -> str: ...
+    @property
+    def table(self) -> str: ...
+    @property
+    def shards(self) -> int: ...
+    @property
+    def max_attempts(self) -> int: ...
+    @property
+    def consolidation_interval(self) -> float: ...
+    @property
+    def retry_base(self) -> float: ...
+    @property
+    def retry_max(self) -> float: ...
+
+
+class _Metering(Protocol):
+    @property
+    def batch_size(self) -> int: ...
+    @property
+    def flush_interval(self) -> float: ...
+    @property
+    def fsync_interval(self) -> float: ...
+
+
+class _Observability(Protocol):
+    @property
+    def emf_namespace(self) -> str: ...
+    @property
+    def emf_dimensions(self) -> Mapping[str, str]: ...
+
+
+class _Limits(Protocol):
+    """Its other limits are read by name (`getattr`)."""
+
+    @property
+    def max_body_bytes(self) -> int: ...
+    @property
+    def max_inflight_body_bytes(self) -> int: ...
+
+
+class _Upstream(_Section, Protocol):
+    @property
+    def regions(self) -> tuple[str, ...]: ...
+    @property
+    def endpoint_urls(self) -> Mapping[str, str]: ...
+
+
+class _Alerts(_Section, Protocol):
+    @property
+    def webhook_url(self) -> str | None: ...
+    @property
+    def thresholds(self) -> tuple[float, ...]: ...
+    @property
+    def hourly_cost_usd(self) -> float | None: ...
+    @property
+    def check_interval(self) -> float: ...
+    @property
+    def timeout(self) -> float: ...
+    @property
+    def retries(self) -> int: ...
+
+
+class _Attribution(_Section, Protocol):
+    @property
+    def request_metadata_keys(self) -> tuple[str, ...]: ...
+    @property
+    def max_tag_values(self) -> int: ...
+
+
+_U = TypeVar("_U", bound=_Upstream)
+_T = TypeVar("_T", bound=_Attribution)
+_A = TypeVar("_A", bound=_Alerts)
+
+
+def check_store(store: _Store, metering: _Metering) -> None:
     if store.backend not in ("sqlite", "dynamodb"):
         raise ConfigError(f"store.backend: expected sqlite or dynamodb, got {store.backend!r}")
     if store.backend == "dynamodb" and not store.table:
@@ -56,7 +130,7 @@ _EMF_TAKEN = {"ModelId", "RequestId", "Org", "App", "_aws", "InputTokens", "Outp
               "BedrockAPILatency"}
 
 
-def check_emf(observability: ObservabilityConfig) -> None:
+def check_emf(observability: _Observability) -> None:
     """CloudWatch takes a namespace of 1–255 characters and at most 30 dimensions, each
     a name and a non-empty string value; a name must not shadow a metric of the line."""
     if not 1 <= len(observability.emf_namespace) <= 255 or observability.emf_namespace.startswith(":"):
@@ -72,7 +146,7 @@ def check_emf(observability: ObservabilityConfig) -> None:
             raise ConfigError(f"observability.emf_dimensions.{name}: expected a non-empty string, got {value!r}")
 
 
-def check_limits(limits: LimitsConfig) -> None:
+def check_limits(limits: _Limits) -> None:
     for key in ("max_body_bytes", "max_usage_body_bytes", "max_header_bytes", "max_header_count",
                 "max_concurrent_streams"):
         if getattr(limits, key) < 1:
@@ -89,7 +163,7 @@ def check_limits(limits: LimitsConfig) -> None:
                           "size could never be read")
 
 
-def check_regions(upstream: UpstreamConfig, region: str) -> UpstreamConfig:
+def check_regions(upstream: _U, region: str) -> _U:
     """`upstream.regions` and `upstream.endpoint_urls` name real-looking Regions; the home
     Region is always allowed (a client that signs for it is served as before)."""
     regions = tuple(dict.fromkeys(str(r).strip() for r in upstream.regions if str(r).strip()))
@@ -105,7 +179,7 @@ def check_regions(upstream: UpstreamConfig, region: str) -> UpstreamConfig:
                    endpoint_urls=MappingProxyType({str(k): str(v) for k, v in upstream.endpoint_urls.items()}))
 
 
-def check_alerts(alerts: AlertsConfig) -> AlertsConfig:
+def check_alerts(alerts: _A) -> _A:
     """YAML lists and env strings → the typed fields; out-of-range values are refused."""
     try:
         thresholds = tuple(sorted({float(x) for x in alerts.thresholds if str(x).strip()}))
@@ -172,7 +246,7 @@ _TAG_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _MAX_TAG_VALUES = 1_000
 
 
-def check_attribution(attribution: AttributionConfig) -> AttributionConfig:
+def check_attribution(attribution: _T) -> _T:
     """Keys usable as header names, distinct even ignoring case (headers are
     case-insensitive); a bound of 1 to 1,000 values."""
     keys = tuple(str(key).strip() for key in attribution.request_metadata_keys if str(key).strip())

@@ -68,7 +68,7 @@ def access_record(event: UsageEvent, fallback: bool) -> dict[str, Any]:
 
 def quota_change_record(*, action: str, who: str, org: str, app: str, model: str, day: str,
                         old: int | None, new: int | None, at: float) -> dict[str, Any]:
-    """A runtime quota override set or unset (proxy/overrides.py): who, what, old and new
+    """A runtime quota override set or unset (proxy/admin/overrides.py): who, what, old and new
     pico-USD per day (None: no override)."""
     return {"type": "quota_override", "time": at, "action": action, "who": who, "org": org, "app": app or None,
             "model": model, "day": day or None, "old_quota_pico_usd": old, "new_quota_pico_usd": new}

@@ -100,7 +100,7 @@ class ProxyHandler:
         self._recorder = recorder
         self._prices = prices
         #: Request bodies held at once by this process (proxy/inflight.py).
-        #: Shared by the handlers of successive config reloads (proxy/reload.py).
+        #: Shared by the handlers of successive config reloads (proxy/admin/reload.py).
         self._bodies = bodies if bodies is not None else BodyBudget(limits.max_inflight_body_bytes)
         #: Every refused credential (and other 403): access log, metric, tally (proxy/auth_failures.py).
         self._on_refused = on_refused or (lambda refused, scope, request_id: None)

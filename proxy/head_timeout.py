@@ -9,7 +9,7 @@ parser each. The data port's own checks (proxy/limits.py, proxy/identity.py)
 only run once a head is complete.
 
 `head_timeout_protocol(seconds)` is uvicorn's httptools protocol with one more
-timer, installed through uvicorn's `http=` setting (proxy/cli.py): from when a
+timer, installed through uvicorn's `http=` setting (proxy/serve.py): from when a
 connection opens, or when the first byte of a kept-alive connection's next
 request arrives, until the head is complete. When it fires, a client
 that had begun a head is told why (a Bedrock-shaped 408

@@ -201,7 +201,7 @@ class Policies:
     #: Output-token limits per model (`model_limits`, proxy/model_limits.py).
     model_limits: ModelLimits = field(default_factory=ModelLimits)
     #: Runtime quota overrides in force today, (org, app or "") → model id → (pico-USD, who
-    #: set it); they win over the configured quotas (metering/overrides.py, proxy/overrides.py).
+    #: set it); they win over the configured quotas (metering/overrides.py, proxy/admin/overrides.py).
     overrides: Mapping[tuple[str, str], Mapping[str, tuple[int, str]]] = field(
         default_factory=lambda: MappingProxyType({}))
 

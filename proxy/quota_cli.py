@@ -23,9 +23,9 @@ from typing import Any
 from metering.money import format_usd
 from metering.overrides import QuotaOverride
 from metering.pricing import PriceTable
+from proxy.admin.overrides import OverrideError, new_override
 from proxy.config import Config
 from proxy.eventlog import quota_change_record
-from proxy.overrides import OverrideError, new_override
 
 __all__ = ["add_quota_commands"]
 

@@ -24,11 +24,12 @@ whichever worker accepts it first. Worker 0 also serves the admin port.
   (logged; with a growing delay if it keeps dying within seconds); one that fails
   before it first served stops them all, as a failed start does with one process.
 * SIGHUP to the supervisor: passed to every worker, which re-reads config.yaml
-  (proxy/reload.py). Each worker also polls the file, so all follow a change.
+  (proxy/admin/reload.py). Each worker also polls the file, so all follow a change.
 * A worker whose supervisor is gone (killed) shuts down the same graceful way.
 
 `server.workers: 1` (the default) runs none of this: `costkeeper serve` is the
-one process, as it always was (proxy/cli.py), and only recovers retired journals.
+one process, as it always was (proxy/serve.py), and only recovers retired journals
+(proxy/worker_journals.py).
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ import asyncio
 import logging
 import multiprocessing
 import os
-import re
 import shutil
 import signal
 import socket
@@ -49,22 +49,22 @@ from dataclasses import dataclass, replace
 from multiprocessing import connection
 from multiprocessing.context import SpawnProcess
 from multiprocessing.reduction import ForkingPickler
-from pathlib import Path
 from types import FrameType, MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from proxy.config import Config
+from proxy.serve import configure_logging, loop_factory, serve_async
+from proxy.worker_journals import worker_journal_dir
 
 if TYPE_CHECKING:
     import uvicorn
 
     from proxy.app import CostKeeper
 
-__all__ = ["Worker", "recover_retired_journals", "supervise", "worker_journal_dir"]
+__all__ = ["Worker", "supervise"]
 
 logger = logging.getLogger(__name__)
 
-_RETIRED = re.compile(r"worker-(\d+)")
 #: A worker that ran this long before dying is started again at once; one dying sooner,
 #: after a delay doubling from _RESTART_DELAY up to _RESTART_DELAY_MAX (a crash loop).
 _STABLE_SECONDS = 10.0
@@ -72,11 +72,6 @@ _RESTART_DELAY = 0.5
 _RESTART_DELAY_MAX = 30.0
 #: How often a worker refreshes its backlog gauge and checks its supervisor is alive.
 _WATCH_INTERVAL = 1.0
-
-
-def worker_journal_dir(journal_dir: str, index: int) -> str:
-    """Worker 0 keeps the configured journal, so one worker is exactly the single process."""
-    return journal_dir if index == 0 else os.path.join(journal_dir, f"worker-{index}")
 
 
 # -- in every worker --------------------------------------------------------
@@ -129,85 +124,14 @@ class Worker:
 
 
 def _worker_main(config: Config, worker: Worker) -> None:
-    """The worker process: the same serving code as a single process (proxy/cli.py)."""
-    from proxy.cli import _configure_logging, _loop_factory, _serve_async
-
+    """The worker process: the same serving code as a single process (proxy/serve.py)."""
     # A SIGHUP passed on while this worker starts must not end it; once it serves, its
     # event loop handles SIGHUP, and its first poll reads a file changed meanwhile.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    _configure_logging(config)
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        code = runner.run(_serve_async(config, worker))
+    configure_logging(config)
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        code = runner.run(serve_async(config, worker))
     sys.exit(code)
-
-
-async def recover_retired_journals(config: Config) -> None:
-    """Store the usage that workers of index ≥ `server.workers` left in their journals
-    (the proxy ran with more workers before), then remove the emptied directories.
-    Run by worker 0, or the single process, before it serves. Whatever cannot be
-    stored (the store out of reach) stays where it is, for the next start; it never
-    keeps the proxy from serving."""
-    from proxy.app import create_store
-
-    retired = await asyncio.to_thread(_retired_journals, Path(config.store.journal_path()), config.server.workers)
-    if not retired:
-        return
-    store = create_store(config)
-    try:
-        await store.open()
-        for index, path in retired:
-            try:
-                await _store_journal(config, store, index, path)
-            except Exception:
-                logger.exception("journal %s of retired worker %d: not stored, kept for the next start", path, index)
-    finally:
-        await store.aclose()
-
-
-async def _store_journal(config: Config, store: Any, index: int, path: Path) -> None:
-    from metering.journal import JournalBusy
-    from metering.recorder import UsageRecorder
-
-    recorder = UsageRecorder(
-        store, path,
-        flush_interval=config.metering.flush_interval,
-        batch_size=config.metering.batch_size,
-        fsync_interval=config.metering.fsync_interval,
-        retry_base=config.store.retry_base,
-        max_backoff=config.store.retry_max,
-    )
-    try:
-        await recorder.start()  # the recovery path of every start: sealed segments, batches in flight
-    except JournalBusy:
-        logger.warning("journal %s of retired worker %d is in use by another process; left as it is", path, index)
-        return
-    found = recorder.backlog
-    await recorder.stop(config.metering.drain_timeout)
-    if recorder.backlog:
-        logger.warning("%d metered events of retired worker %d stay in %s until the next start",
-                       recorder.backlog, index, path)
-        return
-    if found:
-        logger.info("stored %d metered events that retired worker %d left in %s", found, index, path)
-    await asyncio.to_thread(_remove_empty_journal, path)
-
-
-def _retired_journals(base: Path, workers: int) -> list[tuple[int, Path]]:
-    """(index, directory) of the worker journals in `base` no worker of this run uses."""
-    try:
-        entries = list(base.iterdir())
-    except FileNotFoundError:
-        return []
-    return sorted((int(match.group(1)), path) for path in entries
-                  if (match := _RETIRED.fullmatch(path.name)) and int(match.group(1)) >= workers and path.is_dir())
-
-
-def _remove_empty_journal(path: Path) -> None:
-    """Only the files of a journal holding nothing (its id and lock file) are removed."""
-    if {entry.name for entry in path.iterdir()} <= {"journal-id", "lock"}:
-        for name in ("journal-id", "lock"):
-            (path / name).unlink(missing_ok=True)
-        path.rmdir()
 
 
 # -- the supervisor -----------------------------------------------------------

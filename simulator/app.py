@@ -41,6 +41,7 @@ from simulator.auth import authenticate
 from simulator.context import Call, SimState
 from simulator.control import parse_directives
 from simulator.generate import malformed
+from simulator.request_log import MAX_BODY_KEPT
 from simulator.wire import SimulatedCut, install_log_filter, send_error
 
 __all__ = ["create_simulator", "BedrockEndpoint"]
@@ -92,7 +93,7 @@ class BedrockEndpoint:
             "access_key": None,
             "status": None,
             "raw_headers": scope["headers"],
-            "raw_body": body if len(body) <= introspection.MAX_BODY_KEPT else body[: introspection.MAX_BODY_KEPT],
+            "raw_body": body if len(body) <= MAX_BODY_KEPT else body[:MAX_BODY_KEPT],
             "body_bytes": len(body),
         }
         self.state.log.add(record)

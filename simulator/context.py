@@ -13,7 +13,7 @@ from typing import Any
 from proxy.config import SimulatorConfig
 from simulator.cache import PromptCache
 from simulator.control import Directives, Faults, HoldGates
-from simulator.introspection import RequestLog
+from simulator.request_log import RequestLog
 
 __all__ = ["SimState", "Call", "elapsed_ms"]
 

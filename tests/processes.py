@@ -29,6 +29,19 @@ TEST_SECRET_KEY = base64.b64encode(b"costkeeper-e2e-test-secret-key!!").decode()
 REPO = Path(__file__).resolve().parent.parent
 
 
+def words_for_half(left: int, input_price: int, output_price: int, most: int = 2000) -> int:
+    """Max tokens (and `[[sim:words=N]]` words, so the output is exactly that long) for a
+    request costing about half of the `left` pico-USD of a quota, at these prices (pico-USD
+    a token), with 300 input tokens allowed for; at least 1, at most `most`.
+
+    Spending a quota this way, requests shrink to the smallest there are, and the one
+    refused leaves less than 1 % of the quota when each quota is over 100 such smallest
+    worst cases: budget leases mark a model exhausted for its scope (the scope's fallback
+    event) only when a request does not fit and 99 % of the quota is spent
+    (metering/leases.py); a request that does not fit sooner moves for itself only."""
+    return max(1, min(most, (left - 300 * input_price) // (2 * output_price)))
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -15,6 +15,7 @@ import httpx
 from tests.processes import REPO, base_env, refuses_connections, wait_for
 
 NOVA_US, CLAUDE = "us.amazon.nova-lite-v1:0", "us.anthropic.claude-haiku-4-5-20251001-v1:0"
+NOVA = "amazon.nova-lite-v1:0"
 #: What the demo must say, in this order (one regular expression per line of its output).
 STORY = [
     r"^boto3 Converse us\.amazon\.nova-micro-v1:0: usage \{'inputTokens': \d+, 'outputTokens': [1-9]",
@@ -27,8 +28,9 @@ STORY = [
     rf"^Anthropic SDK request +\d+: x-costkeeper-model-id: {re.escape(NOVA_US)}  x-costkeeper-fallback: true",
     rf"^Served by {re.escape(NOVA_US)}, translated back: the Anthropic SDK parsed a Claude Messages message "
     r"\(role assistant, stop_reason \w+, [1-9]\d* output tokens\)",
+    r"^premium is spent \(\d+\.\d% of its quota\): scope 'demo' falls back to standard",
     rf"^boto3 Converse .* request +1: x-costkeeper-model-id: {re.escape(NOVA_US)}  x-costkeeper-fallback: true",
-    r"^boto3 raised ServiceQuotaExceededException \(HTTP 400, not retried\): .*scope 'demo'",
+    r"^boto3 raised ServiceQuotaExceededException \(HTTP 400, not retried\): Daily quota exhausted for scope 'demo'",
     rf"^demo +notebook +{re.escape(NOVA_US)} +\d+ ",
     rf"^demo +notebook +{re.escape(CLAUDE)} +\d+ ",
     r"^TOTAL ",
@@ -65,9 +67,10 @@ def test_demo_tells_the_story_and_serves_until_ctrl_c(tmp_path: Path) -> None:
         assert httpx.get(url, timeout=5).status_code == 200
         quotas = httpx.get(f"{admin}/v1/quotas", headers={"Authorization": f"Bearer {token}"}, timeout=5).json()
         (scope,) = quotas["scopes"]
-        # The chain is spent: every model's quota is used up to less than one request's worst case
-        # (budget leases refuse the request that would pass it; they mark "exhausted" at 99 %).
-        assert scope["scope"] == "demo" and all(model["spend_pico_usd"] > 0 for model in scope["models"])
+        # The chain is spent, each model to its last percent (budget leases mark a model
+        # exhausted at 99 %): the dashboard shows premium → standard, then standard → none.
+        assert scope["scope"] == "demo" and all(model["exhausted"] for model in scope["models"])
+        assert [(event["from"], event["to"]) for event in scope["fallbacks"]] == [(CLAUDE, NOVA), (NOVA, None)]
         demo.send_signal(signal.SIGINT)
         assert demo.wait(timeout=60) == 0
     finally:

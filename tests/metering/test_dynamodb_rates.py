@@ -13,7 +13,7 @@ import pytest
 from metering.dynamodb_schema import create_table
 from metering.dynamodb_store import DynamoDBStore
 from metering.events import UsageEvent
-from proxy.usage_api import rate_summary
+from proxy.admin.usage_api import rate_summary
 from tests.rate_widget import widget_figures
 
 pytestmark = pytest.mark.anyio

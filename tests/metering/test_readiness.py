@@ -13,7 +13,8 @@ import pytest
 import yaml
 
 from metering.events import UsageEvent
-from proxy.app import CostKeeper, create_admin_app
+from proxy.admin.app import create_admin_app
+from proxy.app import CostKeeper
 from proxy.config import load_config
 
 pytestmark = pytest.mark.anyio

@@ -9,7 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from metering.events import UsageEvent
 from metering.store_stats import WRITE_OPERATIONS, StoreStats
-from proxy.metrics import ProxyMetrics
+from proxy.admin.metrics import ProxyMetrics
 
 MakeEvent = Callable[..., UsageEvent]
 

@@ -15,7 +15,7 @@ import pytest
 from adapters import family_of
 from adapters.translate import can_translate
 from metering.events import UsageEvent, utc_day
-from proxy.alerts import Alerter
+from proxy.admin.alerts import Alerter
 from proxy.config import AlertsConfig
 from proxy.policies import Policies, build_policies
 from tests.metering.budget_memory import MemoryBudgetStore

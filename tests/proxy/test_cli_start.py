@@ -1,4 +1,4 @@
-"""The admin port opens only once the data port listens (proxy/cli.py).
+"""The admin port opens only once the data port listens (proxy/serve.py).
 
 A probe, script or test that waited for /healthz must find the data port
 taking connections: before, the admin server started first and a client that
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from proxy.cli import _serve_admin_once_started
+from proxy.serve import _serve_admin_once_started
 
 pytestmark = pytest.mark.anyio
 
@@ -44,6 +44,6 @@ async def test_admin_never_serves_when_the_data_port_did_not_start() -> None:
     data, admin = _FakeServer(), _FakeServer()
     task = asyncio.create_task(_serve_admin_once_started(data, admin, None))  # type: ignore[arg-type]
     await asyncio.sleep(0.02)
-    admin.should_exit = True  # what _serve_async's clean-up does when data.serve() returned
+    admin.should_exit = True  # what serve_async's clean-up does when data.serve() returned
     await asyncio.wait_for(task, 1)
     assert admin.served == []

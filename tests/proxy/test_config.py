@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
+from proxy import config, config_checks
 from proxy.config import ConfigError, load_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -73,3 +75,14 @@ def test_slow_client_limits_and_bearer_over_http(tmp_path: Path) -> None:
     config = load_config(path, environ={})
     assert (config.limits.head_timeout, config.limits.body_timeout) == (5.0, 7.5)
     assert config.limits.max_inflight_body_bytes == 30_000_000 and config.auth.allow_bearer_over_http is True
+
+
+def test_every_field_a_check_reads_is_a_field_of_its_section() -> None:
+    """proxy/config_checks.py knows each section by a protocol (so it need not import
+    proxy/config.py, which imports it): each protocol's fields are the section's."""
+    for protocol, section in ((config_checks._Store, config.StoreConfig), (config_checks._Metering, config.MeteringConfig),
+                              (config_checks._Observability, config.ObservabilityConfig),
+                              (config_checks._Limits, config.LimitsConfig), (config_checks._Upstream, config.UpstreamConfig),
+                              (config_checks._Alerts, config.AlertsConfig)):
+        wanted = {name for name, member in vars(protocol).items() if isinstance(member, property)}
+        assert wanted and wanted <= {field.name for field in dataclasses.fields(section)}, protocol

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxy.usage_api import fallback_events
+from proxy.admin.usage_api import fallback_events
 
 A, B, C = "amazon.nova-pro-v1:0", "amazon.nova-lite-v1:0", "amazon.nova-micro-v1:0"
 T = 1_741_608_000.0  # 2025-03-10T12:00:00Z

@@ -9,8 +9,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from metering.events import UsageEvent
+from proxy.admin.metrics import MAX_LABEL_CHARS, ProxyMetrics
 from proxy.eventlog import EventLog, access_record, emf_record
-from proxy.metrics import MAX_LABEL_CHARS, ProxyMetrics
 
 
 def _event(**changes: object) -> UsageEvent:

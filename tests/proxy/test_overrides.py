@@ -1,5 +1,5 @@
 """Runtime quota overrides: which one is in force, how it layers over config.yaml,
-and which quota grew (metering/overrides.py, proxy/overrides.py)."""
+and which quota grew (metering/overrides.py, proxy/admin/overrides.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,13 @@ from adapters import family_of
 from adapters.translate import can_translate
 from metering.overrides import QuotaOverride, active_overrides
 from metering.pricing import Price, PriceTable
-from proxy.overrides import OverrideError, callers_of, grown_quotas, new_override, with_overrides
+from proxy.admin.overrides import (
+    OverrideError,
+    callers_of,
+    grown_quotas,
+    new_override,
+    with_overrides,
+)
 from proxy.policies import Policies, build_policies
 
 PRO, LITE = "amazon.nova-pro-v1:0", "amazon.nova-lite-v1:0"

@@ -1,4 +1,4 @@
-"""What a config reload may change, and what `/v1/config` shows (proxy/reload.py)."""
+"""What a config reload may change, and what `/v1/config` shows (proxy/admin/reload.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import yaml
 
+from proxy.admin.reload import ConfigWatcher, live_config, public_config
 from proxy.config import Config, load_config
-from proxy.reload import ConfigWatcher, live_config, public_config
 
 
 def _load(tmp_path: Path, document: dict[str, object], environ: dict[str, str] | None = None) -> Config:

@@ -1,4 +1,4 @@
-"""`/v1/quotas/overrides` on the admin port: runtime quota overrides (proxy/overrides.py).
+"""`/v1/quotas/overrides` on the admin port: runtime quota overrides (proxy/admin/overrides.py).
 
     GET     → {"overrides": [...]}: every stored override, with `quota_usd`
     PUT     {"org", "app"?, "label"|"model", "usd", "day"?} → the override, and the one it replaced
@@ -22,8 +22,8 @@ from starlette.routing import Route
 
 from metering.money import usd_fields
 from metering.overrides import QuotaOverride
+from proxy.admin.overrides import OverrideError, new_override
 from proxy.eventlog import quota_change_record
-from proxy.overrides import OverrideError, new_override
 
 if TYPE_CHECKING:
     from proxy.app import CostKeeper

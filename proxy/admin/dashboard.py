@@ -23,7 +23,7 @@ __all__ = ["dashboard_routes"]
 #: frame the page (clickjacking the token form).
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; "
        "form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
-#: path → (file in proxy/static, media type)
+#: path → (file in proxy/admin/static, media type)
 _FILES = {
     "/dashboard": ("dashboard.html", "text/html; charset=utf-8"),
     "/dashboard.js": ("dashboard.js", "text/javascript; charset=utf-8"),
@@ -33,7 +33,7 @@ _FILES = {
 
 @functools.cache
 def _read(name: str) -> bytes:
-    return files("proxy").joinpath(f"static/{name}").read_bytes()
+    return files("proxy.admin").joinpath(f"static/{name}").read_bytes()
 
 
 def _route(path: str, name: str, media_type: str) -> Route:
