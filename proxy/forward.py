@@ -16,6 +16,8 @@ so a client hang-up or an upstream cut still meters what was used.
 * Upstream errors (status, `x-amzn-ErrorType`, body) pass through unchanged.
 * A fallback to another model family is translated back: stream frames one by
   one, a JSON body whole (it is small and must be complete to translate).
+* InvokeModelWithBidirectionalStream is identified from its head and handed to
+  proxy/bidi_relay.py (its body is a stream both ways, never read whole).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from adapters.watch import BodyUsageWatcher, StreamUsageWatcher
 from metering.events import UsageEvent
 from metering.pricing import PriceTable
 from proxy.admission import Admission, Plan
+from proxy.bidi_relay import BidiRelay
 from proxy.config import LimitsConfig
 from proxy.errors import (
     BedrockError,
@@ -63,8 +66,8 @@ logger = logging.getLogger(__name__)
 
 _EVENTSTREAM = "application/vnd.amazon.eventstream"
 _CACHEABLE = frozenset({Operation.INVOKE_MODEL, Operation.CONVERSE})
-#: Relayed by `_relay` and metered there (tokens, or zero for the bidirectional stream).
-_RECORDED = METERED | {Operation.COUNT_TOKENS, Operation.INVOKE_MODEL_BIDI}
+#: Relayed by `_relay` and metered there (tokens, or zero for CountTokens).
+_RECORDED = METERED | {Operation.COUNT_TOKENS}
 _CONVERSE = frozenset({Operation.CONVERSE, Operation.CONVERSE_STREAM})
 
 
@@ -101,6 +104,10 @@ class ProxyHandler:
         self._bodies = bodies if bodies is not None else BodyBudget(limits.max_inflight_body_bytes)
         #: Every refused credential (and other 403): access log, metric, tally (proxy/auth_failures.py).
         self._on_refused = on_refused or (lambda refused, scope, request_id: None)
+        #: InvokeModelWithBidirectionalStream: relayed both ways over HTTP/2, metered here.
+        self._bidi = BidiRelay(admission=admission, upstream=upstream, meter=self._meter,
+                               costkeeper_headers=lambda plan: _costkeeper_headers(plan.model, plan.fallback,
+                                                                                   plan.mode))
 
     @property
     def inflight_body_bytes(self) -> int:
@@ -136,6 +143,9 @@ class ProxyHandler:
                 host=header(scope, b"host") or "",
                 secure=scope.get("scheme") == "https",
             )
+            if route.operation is Operation.INVOKE_MODEL_BIDI:  # its body is a stream, never read whole
+                await self._bidi.serve(scope, receive, send, route, identified, raw_path, raw_query, started)
+                return
             body = await read_body(receive, scope["headers"], self._limits.max_body_bytes,
                                    chunk_timeout=self._limits.body_timeout, reservation=reservation)
             caller = identified.verify(body)
@@ -409,8 +419,8 @@ class ProxyHandler:
         await send({"type": "http.response.body", "body": hit.body, "more_body": False})
 
     def _meter(self, route: Route, caller: Caller, plan: Plan, status: int, request_id: str | None,
-               usage: Usage, started: float, first_byte: float | None) -> None:
-        event = self._record(route, caller, plan, status, request_id, usage, started, first_byte)
+               usage: Usage, started: float, first_byte: float | None, hung_up: bool = False) -> None:
+        event = self._record(route, caller, plan, status, request_id, usage, started, first_byte, hung_up)
         if event is not None:
             self._observe(event, plan.fallback)
 
