@@ -33,12 +33,18 @@ from adapters.eventstream import FrameSplitter
 from adapters.modelid import base_model_id
 from adapters.usage import Usage
 
-__all__ = ["BIDI_MODELS", "BidiUsageWatcher", "speaks_bidi"]
+__all__ = ["BIDI_MODELS", "BidiUsageWatcher", "HTTP2_ONLY", "NOT_BIDI_MODEL", "speaks_bidi"]
 
 #: Base model ids that serve InvokeModelWithBidirectionalStream (Nova Sonic, Nova 2 Sonic;
 #: Bedrock model cards, read 2026-12-05). A fallback chain never mixes them with others.
 BIDI_MODELS = frozenset({"amazon.nova-sonic-v1:0", "amazon.nova-2-sonic-v1:0"})
 _DIRECTIONS = ("input", "output")
+#: The refusals of the proxy and the simulator, both ValidationException (400, not retried).
+#: Bedrock's own wording is not recorded here: over HTTP/1.1 the AWS SDK for JavaScript's
+#: undici test of the operation fails with an unmodelled error (aws/aws-sdk-js-v3#8106,
+#: 2026-06-16); these say why.
+HTTP2_ONLY = "InvokeModelWithBidirectionalStream is served over HTTP/2 only."
+NOT_BIDI_MODEL = "The provided model does not support InvokeModelWithBidirectionalStream."
 
 
 def speaks_bidi(model_id: str) -> bool:

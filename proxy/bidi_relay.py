@@ -17,7 +17,7 @@ beyond one frame.
   streaming payload), the operation must be allowed, and the plan (its model, a fallback
   within a chain of bidirectional models, the quota held) is made before anything is sent.
 * **HTTP/1.1 is refused** before any of that costs an upstream call: Bedrock serves the
-  operation over HTTP/2 only (`HTTP2_ONLY`).
+  operation over HTTP/2 only (`adapters.bidi.HTTP2_ONLY`).
 * **The end.** Bedrock's END_STREAM ends the client's response and meters the last
   `usageEvent` total, exact. A client that goes away (RST_STREAM, the connection) or
   an upstream that is cut meters what the usage events reported so far, flagged
@@ -40,7 +40,7 @@ from typing import TypeVar
 from botocore.eventstream import EventStreamBuffer, EventStreamMessage
 from starlette.types import Receive, Scope, Send
 
-from adapters.bidi import BidiUsageWatcher
+from adapters.bidi import HTTP2_ONLY, BidiUsageWatcher
 from adapters.eventstream import encode_message
 from adapters.usage import Usage
 from proxy.admission import Admission, Plan
@@ -62,15 +62,10 @@ from proxy.routing import Route
 from proxy.upstream import Upstream
 from proxy.upstream_errors import UpstreamBroken, UpstreamUnavailable
 
-__all__ = ["BidiRelay", "HTTP2_ONLY", "Meter"]
+__all__ = ["BidiRelay", "Meter"]
 
 logger = logging.getLogger(__name__)
 
-#: What an HTTP/1.1 request for the operation is told. Bedrock's own answer is not
-#: recorded here (the AWS SDK for JavaScript's HTTP/1.1 undici test of this operation
-#: fails with an unmodelled error, aws/aws-sdk-js-v3#8106, 2026-06-16): a
-#: ValidationException says why, and no SDK retries it.
-HTTP2_ONLY = "InvokeModelWithBidirectionalStream is served over HTTP/2 only."
 _T = TypeVar("_T")
 #: A status for the usage event of a client that left before any response head.
 _CLIENT_CLOSED = 499
