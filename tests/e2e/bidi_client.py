@@ -25,7 +25,7 @@ from adapters.eventstream import encode_message
 from proxy.event_signing import ChainSigner, seed_signature
 from proxy.h2_upstream import H2Exchange
 
-__all__ = ["Conversation", "Outcome", "chunk", "speech_turn", "text_turn"]
+__all__ = ["Conversation", "Outcome", "chunk", "opened", "speech_turn", "text_turn"]
 
 _CHUNK_HEADERS = {":event-type": "chunk", ":content-type": "application/json", ":message-type": "event"}
 #: 0.5 s of silent 16 kHz 16-bit mono PCM: 16,000 bytes.
@@ -174,3 +174,15 @@ def _signature_of(envelope: bytes) -> bytes:
     buffer = EventStreamBuffer()
     buffer.add_data(envelope)
     return bytes(next(iter(buffer)).headers[":chunk-signature"])
+
+
+async def opened(url: str, key: dict[str, str], model: str) -> Outcome:
+    """Open a conversation and read what comes before anything is said: a refusal's status
+    and body, or a 200 head (the conversation is then finished at once)."""
+    conversation = Conversation(url, key["AWS_ACCESS_KEY_ID"], key["AWS_SECRET_ACCESS_KEY"], model)
+    await conversation.open()
+    if conversation.outcome.status != 200:
+        await conversation.until("\0")
+        conversation.hang_up()
+        return conversation.outcome
+    return await conversation.finish()
