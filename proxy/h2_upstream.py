@@ -27,6 +27,7 @@ import contextlib
 import logging
 import ssl
 from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
 import h2.config
 import h2.connection
@@ -34,6 +35,7 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
+import hyperframe.frame
 from yarl import URL
 
 from proxy.upstream_errors import UpstreamBroken, UpstreamUnavailable
@@ -48,6 +50,18 @@ _WINDOW = 1024 * 1024
 _READ = 65536
 
 
+class _Connection(h2.connection.H2Connection):
+    """h2's client connection, but Bedrock's GOAWAY (NO_ERROR) lets the stream already open
+    finish (RFC 9113 §6.8: a server draining for a deploy), input included; h2 alone would
+    refuse to send another byte. As the data port's server side does (proxy/h2_server.py)."""
+
+    def _receive_goaway_frame(self, frame: hyperframe.frame.GoAwayFrame) -> Any:
+        result = super()._receive_goaway_frame(frame)
+        if frame.error_code == h2.errors.ErrorCodes.NO_ERROR:
+            self.state_machine.state = h2.connection.ConnectionState.CLIENT_OPEN
+        return result
+
+
 class H2Exchange:
     """One request on its own HTTP/2 connection: send the body as it comes, read the
     response as it comes, at the same time. End it with `close()`."""
@@ -55,7 +69,7 @@ class H2Exchange:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._reader = reader
         self._writer = writer
-        self._conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
+        self._conn = _Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
         self._stream_id = 0
         self._head: asyncio.Future[tuple[int, list[tuple[bytes, bytes]]]] = (
             asyncio.get_running_loop().create_future())
