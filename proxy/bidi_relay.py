@@ -11,7 +11,8 @@ Two tasks per stream, one per direction, so neither waits for the other: the inp
 pump takes the client's request body as the server hands it over (HTTP/2 flow control
 holds the client back meanwhile) and sends each message upstream within Bedrock's
 window; the output loop relays what Bedrock sends, whole frames only. Nothing is held
-beyond one frame.
+beyond one frame, and an input frame larger than `limits.max_body_bytes` is refused
+while it arrives (a stream has no length to check up front).
 
 * **Admission at the start.** The caller is identified from the head (signed for a
   streaming payload), the operation must be allowed, and the plan (its model, a fallback
@@ -41,7 +42,7 @@ from botocore.eventstream import EventStreamBuffer, EventStreamMessage
 from starlette.types import Receive, Scope, Send
 
 from adapters.bidi import HTTP2_ONLY, BidiUsageWatcher
-from adapters.eventstream import encode_message
+from adapters.eventstream import FrameSplitter, encode_message
 from adapters.usage import Usage
 from proxy.admission import Admission, Plan
 from proxy.errors import (
@@ -67,6 +68,7 @@ __all__ = ["BidiRelay", "Meter"]
 logger = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
+_TOO_LARGE = "An input event exceeds the limit of {} bytes."
 #: A status for the usage event of a client that left before any response head.
 _CLIENT_CLOSED = 499
 
@@ -77,7 +79,10 @@ Meter = Callable[[Route, Caller, Plan, int, "str | None", Usage, float, "float |
 
 class BidiRelay:
     def __init__(self, *, admission: Admission, upstream: Upstream, meter: Meter,
-                 costkeeper_headers: Callable[[Plan], list[tuple[bytes, bytes]]]) -> None:
+                 costkeeper_headers: Callable[[Plan], list[tuple[bytes, bytes]]], max_event_bytes: int) -> None:
+        #: The largest input event held while it arrives (`limits.max_body_bytes`): a stream
+        #: has no length to check, but each event is held whole until its signature is checked.
+        self._max_event_bytes = max_event_bytes
         self._admission = admission
         self._upstream = upstream
         self._meter = meter
@@ -107,7 +112,7 @@ class BidiRelay:
                 raise
             logger.exception("the bidirectional stream could not be opened upstream")
             raise InternalServerException("The request could not be sent upstream.") from None
-        stream = _Stream(receive, send, exchange, signer, verifier, route, caller, plan, started)
+        stream = _Stream(receive, send, exchange, signer, verifier, self._max_event_bytes)
         try:
             await stream.run(self._costkeeper_headers(plan))
         finally:
@@ -128,13 +133,13 @@ class _Stream:
     """One relayed exchange: its two directions, and what it metered."""
 
     def __init__(self, receive: Receive, send: Send, exchange: H2Exchange, signer: ChainSigner,
-                 verifier: ChainVerifier | None, route: Route, caller: Caller, plan: Plan, started: float) -> None:
+                 verifier: ChainVerifier | None, max_event_bytes: int) -> None:
+        self._max_event_bytes = max_event_bytes
         self._receive = receive
         self._send = send
         self._exchange = exchange
         self._signer = signer
         self._verifier = verifier
-        self._route = route
         self._watcher = BidiUsageWatcher()
         self._outcome = _Outcome()
         self._stopped = asyncio.Event()
@@ -225,14 +230,22 @@ class _Stream:
 
     async def _pump(self) -> None:
         """The client's envelopes, verified and re-signed, upstream; then a watch for a hang-up."""
-        buffer = EventStreamBuffer()
+        splitter, buffer = FrameSplitter(), EventStreamBuffer()
         try:
             while True:
                 message = await self._receive()
                 if message["type"] == "http.disconnect":
                     self._outcome.client_gone = True
                     break
-                for envelope in envelopes(buffer, message.get("body", b"")):
+                try:
+                    frames = splitter.feed(message.get("body", b""))
+                except ValueError as exc:
+                    raise EventChainError(f"malformed event-stream frame: {exc}") from None
+                if splitter.pending > self._max_event_bytes:  # refused while it grows, whole or not
+                    raise EventChainError(_TOO_LARGE.format(self._max_event_bytes))
+                for envelope in envelopes(buffer, frames):
+                    if len(envelope.payload) > self._max_event_bytes:
+                        raise EventChainError(_TOO_LARGE.format(self._max_event_bytes))
                     await self._exchange.send(self._signer.sign(self._open(envelope)))
                 if not message.get("more_body", False):
                     await self._exchange.end()

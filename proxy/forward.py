@@ -107,7 +107,8 @@ class ProxyHandler:
         #: InvokeModelWithBidirectionalStream: relayed both ways over HTTP/2, metered here.
         self._bidi = BidiRelay(admission=admission, upstream=upstream, meter=self._meter,
                                costkeeper_headers=lambda plan: _costkeeper_headers(plan.model, plan.fallback,
-                                                                                   plan.mode))
+                                                                                   plan.mode),
+                               max_event_bytes=limits.max_body_bytes)
 
     @property
     def inflight_body_bytes(self) -> int:

@@ -31,6 +31,7 @@ from tests.processes import SIM_ACCESS_KEY, SIM_SECRET_KEY, Process, Proxy, star
 SONIC, SONIC2, LITE = "amazon.nova-sonic-v1:0", "amazon.nova-2-sonic-v1:0", "amazon.nova-lite-v1:0"
 SONIC_RATES = {"input": 0.06, "output": 0.24, "speech_input": 3.4, "speech_output": 13.6}
 BIDI = "InvokeModelWithBidirectionalStream"
+MAX_EVENT_BYTES = 64 * 1024
 #: Bounds a hung test, not a speed claim: every step waits on the other side's answer.
 WITHIN = 60
 
@@ -40,6 +41,7 @@ def voice_proxy(tmp_path_factory: pytest.TempPathFactory, simulator: Process) ->
     config = {
         "pricing": {**TEST_PRICING, SONIC: SONIC_RATES, SONIC2: SONIC_RATES},
         "models": {"voice": SONIC, "voice2": SONIC2},
+        "limits": {"max_body_bytes": MAX_EVENT_BYTES},
         "orgs": {
             "acme": {"allowed_operations": [BIDI, "Converse"], "fallback": ["voice", "voice2"]},
             "spent": {"allowed_operations": [BIDI], "fallback": ["voice", "voice2"],
@@ -171,6 +173,18 @@ def test_a_tampered_event_is_refused_and_never_reaches_bedrock(voice_proxy: Prox
     assert "signature" in outcome.exceptions[0][1]
     seen = _sim_request(simulator, outcome.request_id)
     assert seen.get("outcome") in ("client gone", None) and "refused event" != seen.get("outcome")
+
+
+def test_an_input_event_over_the_body_limit_is_refused(voice_proxy: Proxy) -> None:
+    key = voice_proxy.issue_key("acme", "big")
+
+    async def script(conversation: Conversation) -> None:
+        await conversation.say(speech_turn(conversation.prompt, bytes(MAX_EVENT_BYTES), pieces=1))
+        await conversation.until("\0")
+
+    outcome = talk(voice_proxy, key, script)
+    assert outcome.exceptions and outcome.exceptions[-1][0] == "validationException"
+    assert f"exceeds the limit of {MAX_EVENT_BYTES} bytes" in outcome.exceptions[-1][1]
 
 
 def test_http_1_1_is_refused_by_the_proxy_and_by_the_simulator(voice_proxy: Proxy, simulator: Process) -> None:
