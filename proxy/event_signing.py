@@ -26,9 +26,12 @@ tools/node-sdk (checked 2026-12-05): `@aws-sdk/middleware-eventstream`
 * The input ends with an envelope whose payload is empty (the end frame, signed like
   the others), then the HTTP/2 stream's END_STREAM.
 
-The smithy-based Python SDK (`aws_sdk_bedrock_runtime`) and the other smithy SDKs sign
-the same way (the req_llm Elixir client, agentjido/req_llm#771, describes the same chain
-seeded by the request's signature).
+Checked against real clients: the JavaScript SDK's signer makes byte-identical envelopes
+(tests/proxy/test_event_signing.py), its whole session passes through the proxy
+(tests/e2e/test_node_sdk.py); and the smithy Python SDK, `aws_sdk_bedrock_runtime` 0.12.0
+on Python 3.12 with its awscrt HTTP/2 client over TLS (ALPN h2), held a Nova Sonic session
+through the proxy and the simulator, every event verified and the session metered exactly
+(by hand, 2026-12-05: CI's Python is 3.11, which that SDK does not support).
 
 What the proxy checks, per envelope (`ChainVerifier.open`): both CRCs (botocore's
 decoder), the two headers and their types, the date within the same clock skew as a
