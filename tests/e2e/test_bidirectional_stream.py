@@ -14,6 +14,7 @@ import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any, cast
 
 import httpx
@@ -218,3 +219,29 @@ def test_a_spent_quota_falls_back_to_the_next_bidirectional_model(voice_proxy: P
     event = wait_for_event(voice_proxy, outcome.request_id)
     assert (event.requested_model, event.model, event.quota_scope) == (SONIC, SONIC2, "spent")
     assert event.cost_pico_usd > 0 and not event.estimated
+
+
+def test_a_trusted_sidecars_events_are_opened_and_signed_by_the_proxy(tmp_path: Path, simulator: Process) -> None:
+    """Trust mode checks no signature of the caller's: its envelopes (signed with whatever
+    keys it has) are opened, and every event reaches Bedrock signed by the proxy."""
+    proxy = start_proxy(tmp_path, simulator.url, {
+        "pricing": {**TEST_PRICING, SONIC: SONIC_RATES},
+        "auth": {"mode": "trust", "trust_org": "team", "trust_app": "voice"},
+        "orgs": {"team": {"allowed_operations": [BIDI]}},
+    })
+    try:
+        anyone = {"AWS_ACCESS_KEY_ID": "AKIDANYONE", "AWS_SECRET_ACCESS_KEY": "not-checked"}
+
+        async def script(conversation: Conversation) -> None:
+            await conversation.say(speech_turn(conversation.prompt))
+            await _answer(conversation)
+            await conversation.finish()
+
+        outcome = talk(proxy, anyone, script)
+        assert outcome.status == 200 and not outcome.exceptions
+        event = wait_for_event(proxy, outcome.request_id)
+        assert (event.org, event.app, event.estimated) == ("team", "voice", False)
+        assert event.input_tokens == sum(_last_total(outcome)["input"].values()) > 0
+        assert _sim_request(simulator, outcome.request_id)["access_key"] == SIM_ACCESS_KEY
+    finally:
+        proxy.stop()
