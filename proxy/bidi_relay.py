@@ -47,7 +47,6 @@ from adapters.usage import Usage
 from proxy.admission import Admission, Plan
 from proxy.errors import (
     BedrockError,
-    InternalServerException,
     InvalidSignatureException,
     ServiceUnavailableException,
     ValidationException,
@@ -61,7 +60,7 @@ from proxy.headers import request_headers_for_upstream, response_headers_for_cli
 from proxy.identity import Caller, Identified
 from proxy.routing import Route
 from proxy.upstream import Upstream
-from proxy.upstream_errors import UpstreamBroken, UpstreamUnavailable
+from proxy.upstream_errors import UpstreamBroken, unsent
 
 __all__ = ["BidiRelay", "Meter"]
 
@@ -101,17 +100,12 @@ class BidiRelay:
         headers.pop("content-type", None)  # the upstream's own (an event stream)
         try:
             exchange, signer = await self._upstream.open_stream(plan.raw_path, raw_query, headers, caller.region)
-        except UpstreamUnavailable as exc:
-            self._meter(route, caller, plan, 503, None, Usage(), started, None, False)
-            reason = "Timed out waiting for" if exc.timed_out else "Could not reach"
-            raise ServiceUnavailableException(f"{reason} the upstream Bedrock endpoint.") from None
         except BaseException as exc:
-            status = exc.status if isinstance(exc, BedrockError) else 500
+            status, raised = unsent(exc)
             self._meter(route, caller, plan, status, None, Usage(), started, None, False)
-            if not isinstance(exc, Exception) or isinstance(exc, BedrockError):
+            if raised is exc:
                 raise
-            logger.exception("the bidirectional stream could not be opened upstream")
-            raise InternalServerException("The request could not be sent upstream.") from None
+            raise raised from None
         stream = _Stream(receive, send, exchange, signer, verifier, self._max_event_bytes)
         try:
             await stream.run(self._costkeeper_headers(plan))

@@ -57,7 +57,8 @@ from proxy.limits import check_request_head
 from proxy.request import ClientGone, header, json_body, read_body
 from proxy.response_cache import CachedResponse, ResponseCache
 from proxy.routing import METERED, STREAMING, Operation, Route, parse_route
-from proxy.upstream import Upstream, UpstreamBroken, UpstreamResponse, UpstreamUnavailable
+from proxy.upstream import Upstream, UpstreamBroken, UpstreamResponse
+from proxy.upstream_errors import unsent
 from proxy.whole_body import WHOLE_BODY, WholeBodyOperations
 
 __all__ = ["ProxyHandler"]
@@ -176,19 +177,13 @@ class ProxyHandler:
             try:
                 response = await self._upstream.send(method, plan.raw_path, raw_query, headers, plan.body,
                                                      caller.region)
-            except UpstreamUnavailable as exc:
-                self._meter(route, caller, plan, 503, None, Usage(), started, None)
-                reason = "Timed out waiting for" if exc.timed_out else "Could not reach"
-                raise ServiceUnavailableException(f"{reason} the upstream Bedrock endpoint.") from None
             except BaseException as exc:
-                # Never sent (a credential refresh failed, a bug, a cancellation): recorded,
-                # and what admission held for it goes back (issue #18).
-                status = exc.status if isinstance(exc, BedrockError) else 500
+                # Never sent: recorded, and what admission held for it goes back (issue #18).
+                status, raised = unsent(exc)
                 self._meter(route, caller, plan, status, None, Usage(), started, None)
-                if not isinstance(exc, Exception) or isinstance(exc, BedrockError):
+                if raised is exc:
                     raise
-                logger.exception("request to the upstream failed before it was sent")
-                raise InternalServerException("The request could not be sent upstream.") from None
+                raise raised from None
         except AuthRefused as refused:
             request_id = new_request_id()
             self._on_refused(refused, scope, request_id)
