@@ -4,7 +4,10 @@ Decoding is botocore's job (`botocore.eventstream.EventStreamBuffer` checks
 both CRCs); this module adds the two things botocore does not have:
 
 * `encode_message` — botocore only decodes, but the simulator and the proxy's
-  own in-stream errors must emit frames (layout in BEDROCK_WIRE.md §3.1).
+  own in-stream errors must emit frames (layout in BEDROCK_WIRE.md §3.1). Header
+  values are strings (type 7, all Bedrock sends), bytes (type 6) or a `datetime`
+  (type 8, ms since the epoch): the last two are the `:chunk-signature` and `:date`
+  of a signed event-stream envelope (proxy/event_signing.py).
 * `FrameSplitter` — cuts a byte stream at frame boundaries, so the proxy
   forwards whole frames only. A stream cut by the upstream can then be ended
   with a well-formed exception frame instead of garbage after a partial frame.
@@ -15,10 +18,13 @@ from __future__ import annotations
 import json
 import struct
 from binascii import crc32
+from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 __all__ = [
     "FrameSplitter",
+    "encode_header",
     "encode_message",
     "event_message",
     "exception_message",
@@ -26,24 +32,27 @@ __all__ = [
 ]
 
 _PRELUDE = struct.Struct(">III")
+_BYTES_HEADER_TYPE = 6
 _STRING_HEADER_TYPE = 7
+_TIMESTAMP_HEADER_TYPE = 8
 #: botocore's limits: headers ≤ 128 KiB and payload ≤ 24 MiB, plus prelude and CRCs.
 MAX_FRAME_BYTES = 128 * 1024 + 24 * 1024 * 1024 + 16
 
 
-def _encode_headers(headers: dict[str, str]) -> bytes:
-    out = bytearray()
-    for name, value in headers.items():
-        raw_name = name.encode()
-        raw_value = value.encode()
-        out += struct.pack(">B", len(raw_name)) + raw_name
-        out += struct.pack(">BH", _STRING_HEADER_TYPE, len(raw_value)) + raw_value
-    return bytes(out)
+def encode_header(name: str, value: str | bytes | datetime) -> bytes:
+    """One header as it is framed: `name_len u8 | name | type u8 | value`."""
+    raw_name = name.encode()
+    out = struct.pack(">B", len(raw_name)) + raw_name
+    if isinstance(value, datetime):
+        return out + struct.pack(">Bq", _TIMESTAMP_HEADER_TYPE, round(value.timestamp() * 1000))
+    raw_value = value if isinstance(value, bytes) else value.encode()
+    kind = _BYTES_HEADER_TYPE if isinstance(value, bytes) else _STRING_HEADER_TYPE
+    return out + struct.pack(">BH", kind, len(raw_value)) + raw_value
 
 
-def encode_message(headers: dict[str, str], payload: bytes) -> bytes:
-    """One event-stream frame with string headers (the only type Bedrock uses)."""
-    raw_headers = _encode_headers(headers)
+def encode_message(headers: Mapping[str, str | bytes | datetime], payload: bytes) -> bytes:
+    """One event-stream frame (headers in the order given)."""
+    raw_headers = b"".join(encode_header(name, value) for name, value in headers.items())
     total = 16 + len(raw_headers) + len(payload)
     prelude = struct.pack(">II", total, len(raw_headers))
     prelude += struct.pack(">I", crc32(prelude) & 0xFFFFFFFF)

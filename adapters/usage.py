@@ -21,6 +21,10 @@ class Usage:
     output_tokens: int = 0
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
+    #: Of `input_tokens` and `output_tokens`, the speech (audio) tokens: a speech-to-speech
+    #: model (Nova Sonic, adapters/bidi.py) bills them at their own rates (metering/pricing.py).
+    speech_input_tokens: int = 0
+    speech_output_tokens: int = 0
     #: True when Bedrock reported no number and the proxy had to estimate.
     estimated: bool = False
     #: The service tier that served the request ("" standard, "priority", "flex" …) and its

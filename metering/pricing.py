@@ -11,6 +11,12 @@ pays that tier's rates for all of its tokens — so across tiers the sum of requ
 costs is not the cost of their summed tokens (each request is priced by its own
 prompt, as Bedrock bills it), though each cost is still exact.
 
+A speech-to-speech model (Nova Sonic) bills speech and text tokens at their own rates:
+`speech_input` and `speech_output` price the speech share of a request's input and
+output tokens (`Usage.speech_input_tokens`, `speech_output_tokens`), `input` and
+`output` the rest. A request with speech tokens on a price without those rates is
+unpriced (cost 0, flagged), never billed as text.
+
 Bedrock's service tiers and latency-optimized inference are billed differently
 (adapters/tiers.py): `service_tiers` multiplies every rate for a tier
 (`{priority: 1.75, flex: 0.5}`, kept as exact fractions; such a request's cost is
@@ -41,6 +47,7 @@ logger = logging.getLogger(__name__)
 
 
 _RATES = ("input", "output", "cache_read", "cache_write")
+_SPEECH_RATES = ("speech_input", "speech_output")
 #: Characters of a model id shown in a log line (a client can send 2,048).
 _SHOWN = 200
 
@@ -99,6 +106,9 @@ class Price:
     service_tiers: Mapping[str, Fraction] = field(default_factory=lambda: MappingProxyType({}))
     #: The rates of a request served latency-optimized; None: not priced (refused).
     latency_optimized: Price | None = None
+    #: Speech tokens (of input and output), for speech-to-speech models; None: not priced.
+    speech_input: int | None = None
+    speech_output: int | None = None
 
     def __post_init__(self) -> None:
         _check_rates(self)
@@ -121,7 +131,7 @@ class Price:
     def from_mapping(cls, model: str, raw: Mapping[str, object]) -> Price:
         """From `config.yaml`'s `pricing.<model>`: USD per 1M tokens, each exact at
         pico-USD per token (at most 6 decimals) or refused naming its key."""
-        known = {*_RATES, "tiers", "service_tiers", "latency_optimized"}
+        known = {*_RATES, *_SPEECH_RATES, "tiers", "service_tiers", "latency_optimized"}
         unknown = set(raw) - known
         if unknown:
             raise ValueError(f"pricing.{model}: unknown field(s) {sorted(unknown)}; expected {sorted(known)}")
@@ -139,7 +149,8 @@ class Price:
             raise ValueError(f"pricing.{model}.tiers: two tiers share a threshold {thresholds}")
         return replace(base, tiers=tuple(sorted(tiers, key=lambda tier: tier.above_input_tokens)),
                        service_tiers=_service_tiers(model, raw.get("service_tiers")),
-                       latency_optimized=_latency_optimized(model, raw.get("latency_optimized"), base))
+                       latency_optimized=_latency_optimized(model, raw.get("latency_optimized"), base),
+                       **{name: _rate(model, name, raw[name]) for name in _SPEECH_RATES if name in raw})
 
 
 def _multiplier(key: str, value: object) -> Fraction:
@@ -238,6 +249,12 @@ class PriceTable:
             + usage.cache_read_tokens * rates.cache_read
             + usage.cache_write_tokens * rates.cache_write
         )
+        if usage.speech_input_tokens or usage.speech_output_tokens:
+            speech = _speech_cost(price, usage)
+            if speech is None:
+                self._unpriced.warn(model_id)
+                return None
+            cost += speech
         return cost if factor is None or factor == 1 else round(factor * cost)
 
     def unpriced_tier(self, model_id: str, service_tier: str, latency: str) -> str | None:
@@ -253,6 +270,19 @@ class PriceTable:
         if latency not in ("", "optimized"):
             return f"latency {latency}"
         return None
+
+
+def _speech_cost(price: Price, usage: Usage) -> int | None:
+    """What the speech tokens cost beyond their count at the text rates (already in the
+    request's cost); None when the price has no speech rate for tokens the request used."""
+    extra = 0
+    for tokens, speech_rate, text_rate in ((usage.speech_input_tokens, price.speech_input, price.input),
+                                           (usage.speech_output_tokens, price.speech_output, price.output)):
+        if tokens:
+            if speech_rate is None:
+                return None
+            extra += tokens * (speech_rate - text_rate)
+    return extra
 
 
 class _UnpricedWarnings:

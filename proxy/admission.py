@@ -19,13 +19,14 @@ the same ARN of the fallback's profile, a bare id by the chain's configured id.
 Quotas are kept per chain model (`Plan.quota_model`); metering and
 `x-costkeeper-model-id` name the id actually sent (`Plan.model`).
 
-StartAsyncInvoke names its model in the body and InvokeModelWithBidirectionalStream
-streams a request that cannot be rewritten: neither falls back. Their model must be
+StartAsyncInvoke names its model in the body: it does not fall back. Its model must be
 allowed, and what is left of its quota must hold the job's cost (its video seconds
 or images, priced before it runs; admitted by exactly that cost against a budget
-lease and settled at it, since one job can be a large share of a quota) or, for a
-stream, not be spent yet. A label in
+lease and settled at it, since one job can be a large share of a quota). A label in
 a StartAsyncInvoke body resolves to its model id (the only rewrite of that body).
+InvokeModelWithBidirectionalStream streams a request that cannot be rewritten: only
+its path changes. Its model is admitted while its quota is not spent, and a spent one
+falls back along its chain, whose models all speak that protocol (`_plan_stream`).
 """
 
 from __future__ import annotations
@@ -159,8 +160,7 @@ class Admission:
             return Plan(raw_path, body)
         requested = self._policies.resolve_model(route.model_id)
         if route.operation is Operation.INVOKE_MODEL_BIDI:
-            return await self._plan_one(caller, _rewritten(raw_path, route.model_id, requested), body, requested, 0,
-                                        admitted_at)
+            return await self._plan_stream(caller, raw_path, route.model_id, requested, admitted_at)
         if route.operation not in METERED or document is None:
             return Plan(_rewritten(raw_path, route.model_id, requested), body, model=requested,
                         family_model=self._policies.base_of(requested), admitted_at=admitted_at)
@@ -357,6 +357,44 @@ class Admission:
             family_model=self._policies.base_of(model),
             mode=str(selection.mode),
             quota_scope=policy.scope_key if entry is not None else "",
+            selection=selection if selection.grant is not None else None,
+            admitted_at=admitted_at,
+            rate=rate,
+        )
+
+    async def _plan_stream(self, caller: Caller, raw_path: str, asked: str, requested: str,
+                           admitted_at: float) -> Plan:
+        """A bidirectional stream: its cost is unknown until it ends, so a model is admitted
+        while its quota is not spent (a worst case of 1 pico-USD), and a spent one falls back
+        along the chain, whose models all speak the protocol (checked at start-up,
+        proxy/policies.py). Only the path changes: the stream itself is relayed as sent."""
+        policy = self.caller_policy(caller)
+        entry, chain = self._chain(policy, requested)
+        if not chain:
+            raise AccessDeniedException(_NO_ACCESS)
+        if len(chain) == 1 and chain[0] == entry:
+            return await self._plan_one(caller, _rewritten(raw_path, asked, requested), b"", requested, 0,
+                                        admitted_at)
+        selection = await self._select(policy, chain, lambda member: 1, utc_day(admitted_at))
+        try:
+            member = selection.model
+            model = requested if member == entry else in_scope(member, requested)
+            if selection.use_ratio is not None:
+                self._on_quota_use(policy.scope_key, member, selection.use_ratio)
+            rate = self._admit_rate(caller, policy, member, lambda: 0)
+        except BaseException:
+            self._selector.release(selection)  # not sent: what it held goes back
+            raise
+        quota = policy.quota_entry(member)
+        return Plan(
+            _rewritten(raw_path, asked, model),
+            b"",
+            model=model,
+            quota_model=quota[0] if quota is not None else member,
+            family_model=self._policies.base_of(model),
+            fallback=member != entry,
+            mode=str(selection.mode),
+            quota_scope=policy.scope_key if quota is not None else "",
             selection=selection if selection.grant is not None else None,
             admitted_at=admitted_at,
             rate=rate,

@@ -136,11 +136,19 @@ def _serve(config: Config, _args: argparse.Namespace) -> int:
 
 
 def _simulate(config: Config, _args: argparse.Namespace) -> int:
+    from proxy.h2_server import H2Settings
+    from proxy.protocol_sniff import data_port_protocol
     from simulator.app import create_simulator
 
     sim = config.simulator
+    limits = config.limits
+    # HTTP/1.1 and HTTP/2 (h2c prior knowledge) on one port, as Bedrock's endpoint speaks
+    # both: InvokeModelWithBidirectionalStream is HTTP/2 only (simulator/bidi.py).
     uvicorn.run(
         create_simulator(sim),
+        http=data_port_protocol(limits.head_timeout, H2Settings(
+            max_concurrent_streams=limits.max_concurrent_streams, max_header_bytes=limits.max_header_bytes,
+            max_header_count=limits.max_header_count, idle_timeout=config.server.keepalive_timeout)),
         host=sim.host,
         port=sim.port,
         access_log=False,

@@ -16,6 +16,8 @@ so a client hang-up or an upstream cut still meters what was used.
 * Upstream errors (status, `x-amzn-ErrorType`, body) pass through unchanged.
 * A fallback to another model family is translated back: stream frames one by
   one, a JSON body whole (it is small and must be complete to translate).
+* InvokeModelWithBidirectionalStream is identified from its head and handed to
+  proxy/bidi_relay.py (its body is a stream both ways, never read whole).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from metering.events import UsageEvent
 from metering.pricing import PriceTable
 from metering.tags import Tags
 from proxy.admission import Admission, Plan
+from proxy.bidi_relay import BidiRelay
 from proxy.config import LimitsConfig
 from proxy.errors import (
     BedrockError,
@@ -56,7 +59,8 @@ from proxy.request import ClientGone, header, json_body, read_body
 from proxy.response_cache import CachedResponse, ResponseCache
 from proxy.routing import METERED, STREAMING, Operation, Route, parse_route
 from proxy.tags import TagReader
-from proxy.upstream import Upstream, UpstreamBroken, UpstreamResponse, UpstreamUnavailable
+from proxy.upstream import Upstream, UpstreamBroken, UpstreamResponse
+from proxy.upstream_errors import unsent
 from proxy.whole_body import WHOLE_BODY, WholeBodyOperations
 
 __all__ = ["ProxyHandler"]
@@ -65,8 +69,8 @@ logger = logging.getLogger(__name__)
 
 _EVENTSTREAM = "application/vnd.amazon.eventstream"
 _CACHEABLE = frozenset({Operation.INVOKE_MODEL, Operation.CONVERSE})
-#: Relayed by `_relay` and metered there (tokens, or zero for the bidirectional stream).
-_RECORDED = METERED | {Operation.COUNT_TOKENS, Operation.INVOKE_MODEL_BIDI}
+#: Relayed by `_relay` and metered there (tokens, or zero for CountTokens).
+_RECORDED = METERED | {Operation.COUNT_TOKENS}
 _CONVERSE = frozenset({Operation.CONVERSE, Operation.CONVERSE_STREAM})
 
 
@@ -106,6 +110,11 @@ class ProxyHandler:
         self._on_refused = on_refused or (lambda refused, scope, request_id: None)
         #: Cost attribution tags: `requestMetadata` keys and `x-costkeeper-tag-*` headers.
         self._tags = tags or TagReader()
+        #: InvokeModelWithBidirectionalStream: relayed both ways over HTTP/2, metered here.
+        self._bidi = BidiRelay(admission=admission, upstream=upstream, meter=self._meter,
+                               costkeeper_headers=lambda plan: _costkeeper_headers(plan.model, plan.fallback,
+                                                                                   plan.mode),
+                               max_event_bytes=limits.max_body_bytes)
 
     @property
     def inflight_body_bytes(self) -> int:
@@ -141,6 +150,9 @@ class ProxyHandler:
                 host=header(scope, b"host") or "",
                 secure=scope.get("scheme") == "https",
             )
+            if route.operation is Operation.INVOKE_MODEL_BIDI:  # its body is a stream, never read whole
+                await self._bidi.serve(scope, receive, send, route, identified, raw_path, raw_query, started)
+                return
             body = await read_body(receive, scope["headers"], self._limits.max_body_bytes,
                                    chunk_timeout=self._limits.body_timeout, reservation=reservation)
             caller = identified.verify(body)
@@ -172,19 +184,13 @@ class ProxyHandler:
             try:
                 response = await self._upstream.send(method, plan.raw_path, raw_query, headers, plan.body,
                                                      caller.region)
-            except UpstreamUnavailable as exc:
-                self._meter(route, caller, plan, 503, None, Usage(), started, None)
-                reason = "Timed out waiting for" if exc.timed_out else "Could not reach"
-                raise ServiceUnavailableException(f"{reason} the upstream Bedrock endpoint.") from None
             except BaseException as exc:
-                # Never sent (a credential refresh failed, a bug, a cancellation): recorded,
-                # and what admission held for it goes back (issue #18).
-                status = exc.status if isinstance(exc, BedrockError) else 500
+                # Never sent: recorded, and what admission held for it goes back (issue #18).
+                status, raised = unsent(exc)
                 self._meter(route, caller, plan, status, None, Usage(), started, None)
-                if not isinstance(exc, Exception) or isinstance(exc, BedrockError):
+                if raised is exc:
                     raise
-                logger.exception("request to the upstream failed before it was sent")
-                raise InternalServerException("The request could not be sent upstream.") from None
+                raise raised from None
         except AuthRefused as refused:
             request_id = new_request_id()
             self._on_refused(refused, scope, request_id)
@@ -417,8 +423,8 @@ class ProxyHandler:
         await send({"type": "http.response.body", "body": hit.body, "more_body": False})
 
     def _meter(self, route: Route, caller: Caller, plan: Plan, status: int, request_id: str | None,
-               usage: Usage, started: float, first_byte: float | None) -> None:
-        event = self._record(route, caller, plan, status, request_id, usage, started, first_byte)
+               usage: Usage, started: float, first_byte: float | None, hung_up: bool = False) -> None:
+        event = self._record(route, caller, plan, status, request_id, usage, started, first_byte, hung_up)
         if event is not None:
             self._observe(event, plan.fallback)
 

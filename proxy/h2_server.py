@@ -76,6 +76,21 @@ _STREAM_WINDOW = 1024 * 1024
 _CONNECTION_WINDOW = 4 * 1024 * 1024
 
 
+class _Connection(h2.connection.H2Connection):
+    """h2's connection, but a client's GOAWAY (NO_ERROR) keeps the streams it opened open
+    (RFC 9113 §6.8). h2 moves the whole connection to CLOSED on it; the AWS SDK for
+    JavaScript sends GOAWAY right after an event stream's response head, and on
+    InvokeModelWithBidirectionalStream it keeps sending request DATA on that stream. Undone
+    here, while the frame is processed: a DATA frame in the same read as the GOAWAY is
+    handled before `H2Protocol` sees the ConnectionTerminated event."""
+
+    def _receive_goaway_frame(self, frame: hyperframe.frame.GoAwayFrame) -> Any:
+        result = super()._receive_goaway_frame(frame)
+        if frame.error_code == h2.errors.ErrorCodes.NO_ERROR:
+            self.state_machine.state = h2.connection.ConnectionState.SERVER_OPEN
+        return result
+
+
 class H2Settings:
     """What the data port's HTTP/2 needs from the configuration (proxy/config.py `limits`)."""
 
@@ -130,7 +145,7 @@ class H2Protocol(asyncio.Protocol):
         self.tasks = tasks
         self.loop = loop
         config = h2.config.H2Configuration(client_side=False, header_encoding=None)
-        self.conn = h2.connection.H2Connection(config=config)
+        self.conn = _Connection(config=config)
         self.conn.local_settings = h2.settings.Settings(client=False, initial_values={
             h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: _STREAM_WINDOW,
             h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: settings.max_concurrent_streams,
@@ -236,12 +251,9 @@ class H2Protocol(asyncio.Protocol):
         elif isinstance(event, h2.events.ConnectionTerminated):
             # The client's GOAWAY: it opens no new stream, but those open still finish
             # (RFC 9113 §6.8; the AWS SDK for JavaScript sends it right after the response
-            # head of an event stream, then reads the body). h2 would refuse to send
-            # anything more on the connection: put its state machine back to OPEN.
+            # head of an event stream, then reads the body). `_Connection` kept h2's state open.
             self._closing = True
-            if self.streams and event.error_code == h2.errors.ErrorCodes.NO_ERROR:
-                self.conn.state_machine.state = h2.connection.ConnectionState.SERVER_OPEN
-            else:
+            if not self.streams or event.error_code != h2.errors.ErrorCodes.NO_ERROR:
                 self._close()
 
     def _request(self, event: h2.events.RequestReceived) -> None:

@@ -42,7 +42,14 @@ from proxy.errors import (
     UnrecognizedClientException,
     refusal,
 )
-from proxy.sigv4 import SignedHead, check_signed_head, parse_authorization, verify_payload
+from proxy.event_signing import ChainVerifier
+from proxy.sigv4 import (
+    SignedHead,
+    check_signed_head,
+    parse_authorization,
+    verify_payload,
+    verify_streaming_head,
+)
 
 __all__ = ["AuthRefused", "Caller", "Authenticator", "Identified"]
 
@@ -95,6 +102,23 @@ class Identified:
     _head: SignedHead | None = None
     _secret: str = field(default="", repr=False)
     _target: tuple[str, str, str, str] = ("", "", "", "")
+    _max_skew: int = 300
+
+    def verify_stream(self) -> tuple[Caller, ChainVerifier | None]:
+        """For a signed event stream (InvokeModelWithBidirectionalStream): the caller once
+        its head is signed for one, and the verifier of its events' chain (None for bearer
+        and trust callers, whose events carry no signature of theirs to check)."""
+        if self._head is None:
+            return self.caller, None
+        method, host, raw_path, raw_query = self._target
+        try:
+            verify_streaming_head(self._head, self._secret, method=method, host=host, raw_path=raw_path,
+                                  raw_query=raw_query)
+        except BedrockError as error:
+            raise AuthRefused(error, self.caller.access_key_id, self.caller) from None
+        parsed = self._head.parsed
+        return self.caller, ChainVerifier(parsed.access_key, self._secret, parsed.region, parsed.service,
+                                          parsed.signature, max_skew_seconds=self._max_skew)
 
     def verify(self, body: bytes) -> Caller:
         """The caller, once the body matches the signature; raises `AuthRefused`."""
@@ -164,7 +188,8 @@ class Authenticator:
             raise AuthRefused(error, parsed.access_key) from None
         record = await self._record(parsed.access_key)
         caller = Caller(record.org, record.app, record.access_key_id, parsed.region)
-        return Identified(caller, head, record.secret, (method, host, raw_path, raw_query))
+        return Identified(caller, head, record.secret, (method, host, raw_path, raw_query),
+                          self._config.max_skew_seconds)
 
     async def identify(
         self,

@@ -3,8 +3,9 @@
 Built once at start-up from `config.yaml` (`models`, `fallback`, `orgs`, `quotas`)
 and validated there, so a chain that cannot work is refused before the first
 request: an unknown label, a model twice in one chain, a chain model without a
-price (its spend could not be counted against a quota), or a step from one model
-family to another that the adapters cannot translate.
+price (its spend could not be counted against a quota), a step from one model
+family to another that the adapters cannot translate, or a chain that mixes models of
+InvokeModelWithBidirectionalStream with others (a stream cannot change protocol).
 
 A chain is a list of labels or model ids, resolved to model ids. A request that
 names a chain member (by label, id, inference profile or ARN of it) starts the
@@ -38,6 +39,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
+from adapters.bidi import speaks_bidi
 from adapters.modelid import IN_REGION, SCOPES, base_model_id, routing_scope
 from metering.money import daily_quota_pico
 from proxy.model_limits import ModelLimits
@@ -278,7 +280,8 @@ def build_policies(
         if model in labels:
             raise PolicyError(f"models.{label}: a label must name a model id, not another label ({model!r})")
         scopes.check_id(f"models.{label}", model)
-    checker = _ChainChecker(labels, priced, lambda m: family_of(profile_map.get(m, m)), can_translate, scopes)
+    checker = _ChainChecker(labels, priced, lambda m: family_of(profile_map.get(m, m)), can_translate, scopes,
+                            lambda m: speaks_bidi(profile_map.get(m, m)))
     default_chain = checker.chain("fallback", fallback)
     parsed_orgs = {str(name): _org(str(name), raw or {}, labels, checker) for name, raw in orgs.items()}
     return Policies(
@@ -361,7 +364,8 @@ class _Scopes:
 class _ChainChecker:
     def __init__(self, labels: Mapping[str, str], priced: Callable[[str], bool],
                  family_of: Callable[[str], str], can_translate: Callable[[str, str], bool],
-                 scopes: _Scopes) -> None:
+                 scopes: _Scopes, speaks_bidi: Callable[[str], bool] = lambda model: False) -> None:
+        self._speaks_bidi = speaks_bidi
         self._scopes = scopes
         self._labels = labels
         self._priced = priced
@@ -392,12 +396,24 @@ class _ChainChecker:
             if not self._priced(model):
                 raise PolicyError(f"{key}: chain model {model} has no price in `pricing`; "
                                   f"its spend could not be counted against a quota")
+        self._check_protocol(key, chain)
         for source, target in zip(chain, chain[1:], strict=False):
             source_family, target_family = self._family_of(source), self._family_of(target)
             if source_family != target_family and not self._can_translate(source_family, target_family):
                 raise PolicyError(f"{key}: cannot fall back from {source} ({source_family}) to "
                                   f"{target} ({target_family}): no translation between these families")
         return chain
+
+    def _check_protocol(self, key: str, chain: tuple[str, ...]) -> None:
+        """A bidirectional stream cannot be rewritten for another protocol: a chain that
+        serves one only falls back to models that speak it too (adapters/bidi.py)."""
+        bidi = [model for model in chain if self._speaks_bidi(model)]
+        if bidi and len(bidi) != len(chain):
+            others = [model for model in chain if model not in bidi]
+            raise PolicyError(
+                f"{key}: the chain mixes models of InvokeModelWithBidirectionalStream ({', '.join(bidi)}) with "
+                f"models that do not speak it ({', '.join(others)}); a bidirectional stream can only fall back "
+                f"to a model of the same protocol")
 
 
 def _usd_quotas(key: str, raw: Any, checker: _ChainChecker) -> Mapping[str, int]:

@@ -33,6 +33,7 @@ from proxy.errors import (
 __all__ = [
     "BytesRequest",
     "SIGNING_SERVICE",
+    "STREAMING_PAYLOAD",
     "SignedHead",
     "SignedHeaders",
     "SignedRequest",
@@ -40,10 +41,14 @@ __all__ = [
     "parse_authorization",
     "verify_payload",
     "verify_signature",
+    "verify_streaming_head",
 ]
 
 #: Bedrock Runtime's signing name is `bedrock`, not `bedrock-runtime` (service-2.json).
 SIGNING_SERVICE = "bedrock"
+#: The payload hash the head of a signed event stream declares and signs
+#: (InvokeModelWithBidirectionalStream; its events are signed one by one: proxy/event_signing.py).
+STREAMING_PAYLOAD = "STREAMING-AWS4-HMAC-SHA256-EVENTS"
 _ALGORITHM = "AWS4-HMAC-SHA256"
 _AMZ_DATE = "%Y%m%dT%H%M%SZ"
 #: `_AMZ_DATE` as a pattern: `strptime` takes 4 µs warm and ~100 µs on a cold CPU (its
@@ -167,7 +172,7 @@ def check_signed_head(
     # The signature must cover the body: a declared hash has to be one (never
     # UNSIGNED-PAYLOAD), and `verify_payload` checks it is the body's.
     declared = by_name.get("x-amz-content-sha256")
-    if declared is not None and _SHA256_HEX.fullmatch(declared[0]) is None:
+    if declared is not None and declared[0] != STREAMING_PAYLOAD and _SHA256_HEX.fullmatch(declared[0]) is None:
         raise refusal(InvalidSignatureException(_DECLARED_HASH), "unsigned_payload")
     return SignedHead(parsed, by_name, amz_date)
 
@@ -184,18 +189,38 @@ def verify_payload(
 ) -> None:
     """Raise `InvalidSignatureException` unless the request is signed with `secret`;
     `host` must be the Host header as the client sent it (port included)."""
-    parsed = head.parsed
     declared = head.by_name.get("x-amz-content-sha256")
+    # STREAMING_PAYLOAD is no body's hash: a whole body declared so is refused here.
     if declared is not None and declared[0] != hashlib.sha256(body).hexdigest():
         raise refusal(InvalidSignatureException(_DECLARED_HASH), "bad_signature")
+    # The body's hash is computed (a declared one was checked against it above).
+    _verify(head, secret, method, host, raw_path, raw_query, body, None)
 
-    # The request carries no headers: botocore reads them from `headers_to_sign`, and
-    # the body's hash is computed (a declared one was checked against it above).
+
+def verify_streaming_head(head: SignedHead, secret: str, *, method: str, host: str, raw_path: str,
+                          raw_query: str) -> None:
+    """`verify_payload` for a signed event stream: the head must declare and sign
+    `STREAMING_PAYLOAD`; its events are checked one by one as they come (proxy/event_signing.py)."""
+    declared = head.by_name.get("x-amz-content-sha256")
+    if declared is None or declared[0] != STREAMING_PAYLOAD:
+        raise refusal(InvalidSignatureException(
+            f"An event stream must be signed with x-amz-content-sha256: {STREAMING_PAYLOAD}."), "bad_signature")
+    _verify(head, secret, method, host, raw_path, raw_query, b"", STREAMING_PAYLOAD)
+
+
+def _verify(head: SignedHead, secret: str, method: str, host: str, raw_path: str, raw_query: str, body: bytes,
+            payload_hash: str | None) -> None:
+    """Recompute the signature with botocore; `payload_hash`: the canonical request's
+    payload line when it is not the body's SHA-256."""
+    parsed = head.parsed
+    # The request carries no headers but a declared payload hash: botocore reads them from `headers_to_sign`.
     request = BytesRequest(
         method=method,
         url=f"http://{host}{raw_path}" + (f"?{raw_query}" if raw_query else ""),
         data=body,
     )
+    if payload_hash is not None:
+        request.headers["X-Amz-Content-SHA256"] = payload_hash
     signed = SignedHeaders()
     for name in parsed.signed_headers:
         values = [host] if name in ("host", _AUTHORITY) else head.by_name.get(name)

@@ -30,7 +30,10 @@ from botocore.awsrequest import AWSRequest
 from yarl import URL
 
 from proxy.config import Config
-from proxy.sigv4 import SIGNING_SERVICE, BytesRequest, SignedHeaders
+from proxy.event_signing import ChainSigner, seed_signature
+from proxy.h2_upstream import H2Exchange
+from proxy.sigv4 import SIGNING_SERVICE, STREAMING_PAYLOAD, BytesRequest, SignedHeaders
+from proxy.upstream_errors import UpstreamBroken, UpstreamUnavailable
 
 __all__ = ["NoUpstreamCredentials", "Upstream", "UpstreamBroken", "UpstreamResponse", "UpstreamUnavailable", "sign"]
 
@@ -42,18 +45,6 @@ _NO_AUTO_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
 
 class NoUpstreamCredentials(RuntimeError):
     """The AWS credential chain found nothing for the proxy to sign with."""
-
-
-class UpstreamUnavailable(Exception):
-    """No response head from Bedrock: refused, reset, or timed out before it answered."""
-
-    def __init__(self, timed_out: bool) -> None:
-        super().__init__("timed out" if timed_out else "unreachable")
-        self.timed_out = timed_out
-
-
-class UpstreamBroken(Exception):
-    """The response body ended early: cut, reset, or a read timeout between two bytes."""
 
 
 class UpstreamResponse:
@@ -126,10 +117,14 @@ class _Signer(SigV4Auth):
         return self._selected
 
 
-def sign(credentials: Any, region: str, method: str, url: str, headers: dict[str, str], body: bytes) -> dict[str, str]:
+def sign(credentials: Any, region: str, method: str, url: str, headers: dict[str, str], body: bytes,
+         payload_hash: str | None = None) -> dict[str, str]:
     """`headers` (lower-case names, `host` included, no client credentials) plus
-    botocore's SigV4: `X-Amz-Date`, `Authorization`, a session token if any."""
+    botocore's SigV4: `X-Amz-Date`, `Authorization`, a session token if any.
+    `payload_hash`: declared and signed instead of the body's (a signed event stream)."""
     request = BytesRequest(method=method, url=url, data=body)
+    if payload_hash is not None:
+        request.headers["X-Amz-Content-SHA256"] = payload_hash
     _Signer(credentials, region, headers).add_auth(request)
     return {**headers, **dict(request.headers.items())}
 
@@ -152,6 +147,7 @@ class Upstream:
             total=None, connect=up.pool_timeout + up.connect_timeout,
             sock_connect=up.connect_timeout, sock_read=up.read_timeout,
         )
+        self._connect_timeout = up.pool_timeout + up.connect_timeout
         self._max_connections = up.max_connections
         self._keepalive_timeout = up.keepalive_timeout
         self._session: aiohttp.ClientSession | None = None
@@ -184,6 +180,30 @@ class Upstream:
             await self._session.close()
             self._session = None
 
+    def _target(self, raw_path: str, raw_query: str, headers: dict[str, str],
+                region: str | None) -> tuple[str, str]:
+        """(URL, signing Region) for the home Region, or the client's when it is an allowed one;
+        `headers` gets that endpoint's `host`."""
+        base_url, host, signing_region = self._base_url, self._host, self._region
+        if region is not None and region in self._regional:
+            (base_url, host), signing_region = self._regional[region], region
+        headers["host"] = host
+        return base_url + raw_path + (f"?{raw_query}" if raw_query else ""), signing_region
+
+    async def open_stream(
+        self, raw_path: str, raw_query: str, headers: dict[str, str], region: str | None = None,
+    ) -> tuple[H2Exchange, ChainSigner]:
+        """A signed event stream's request (InvokeModelWithBidirectionalStream) over HTTP/2,
+        its head sent and signed for `STREAMING_PAYLOAD`, and the signer of its events,
+        chained on that head's signature (proxy/event_signing.py)."""
+        assert self._credentials is not None, "Upstream.start() was not awaited"
+        url, signing_region = self._target(raw_path, raw_query, headers, region)
+        headers["content-type"] = "application/vnd.amazon.eventstream"
+        frozen = await self._credentials.get_frozen_credentials()
+        signed = sign(frozen, signing_region, "POST", url, headers, b"", payload_hash=STREAMING_PAYLOAD)
+        exchange = await H2Exchange.open(url, signed, connect_timeout=self._connect_timeout)
+        return exchange, ChainSigner(frozen, signing_region, SIGNING_SERVICE, seed_signature(signed["Authorization"]))
+
     async def send(
         self, method: str, raw_path: str, raw_query: str, headers: dict[str, str], body: bytes,
         region: str | None = None,
@@ -192,11 +212,7 @@ class Upstream:
 
         `region`: the Region the client signed for; used when it is an allowed one."""
         assert self._session is not None, "Upstream.start() was not awaited"
-        base_url, host, signing_region = self._base_url, self._host, self._region
-        if region is not None and region in self._regional:
-            (base_url, host), signing_region = self._regional[region], region
-        url = base_url + raw_path + (f"?{raw_query}" if raw_query else "")
-        headers["host"] = host
+        url, signing_region = self._target(raw_path, raw_query, headers, region)
         frozen = await self._credentials.get_frozen_credentials()
         signed = sign(frozen, signing_region, method, url, headers, body)
         try:

@@ -3,9 +3,10 @@
     create_simulator(config) → Starlette app
       /_sim/*      introspection and test controls, unsigned (introspection.py)
       everything else → BedrockEndpoint:
-        read body → route on the raw path → log → authenticate (403s like Bedrock)
+        route on the raw path → read body → log → authenticate (403s like Bedrock)
         → model id (invalid; bare id of a profile-only model: profiles.py) → latency
         → directives / random faults (429, 500, 400) → operation handler
+      InvokeModelWithBidirectionalStream (HTTP/2, its body a stream) → bidi.py
 
 For demos, tests and benchmarks of the proxy: realistic usage numbers
 (generate.py), prompt caching (cache.py), per-request fault directives and
@@ -36,7 +37,7 @@ from proxy.errors import (
     UnknownOperationException,
     ValidationException,
 )
-from simulator import extras, inference, introspection, profiles, routing
+from simulator import bidi, extras, inference, introspection, profiles, routing
 from simulator.auth import authenticate
 from simulator.context import Call, SimState
 from simulator.control import parse_directives
@@ -76,8 +77,9 @@ class BedrockEndpoint:
         method: str = scope["method"]
         raw_path = (scope.get("raw_path") or quote(scope["path"]).encode()).decode("latin-1")
         raw_query = scope.get("query_string", b"").decode("latin-1")
-        body = await _read_body(receive)
         route = routing.match(method, raw_path)
+        # The bidirectional stream's body is a conversation: never read whole (simulator/bidi.py).
+        body = b"" if route is not None and route.operation == bidi.OPERATION else await _read_body(receive)
         model_id = route.model_id if route else None
         base_model = base_model_id(model_id) if model_id else None
         record: dict[str, Any] = {
@@ -98,6 +100,9 @@ class BedrockEndpoint:
         }
         self.state.log.add(record)
         send = _digesting(send, record)
+        if route is not None and route.operation == bidi.OPERATION:
+            await bidi.serve(self.state, scope, receive, send, route, request_id, record)
+            return
         call: Call | None = None
         try:
             caller = authenticate(self.state.config, method=method, raw_path=raw_path, raw_query=raw_query,

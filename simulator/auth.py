@@ -15,16 +15,26 @@ from typing import Any
 
 from proxy.config import SimulatorConfig
 from proxy.errors import (
+    AccessDeniedException,
     InvalidSignatureException,
     MissingAuthenticationTokenException,
     UnrecognizedClientException,
 )
-from proxy.sigv4 import parse_authorization, verify_signature
+from proxy.event_signing import ChainVerifier
+from proxy.sigv4 import (
+    check_signed_head,
+    parse_authorization,
+    verify_signature,
+    verify_streaming_head,
+)
 
-__all__ = ["Caller", "authenticate"]
+__all__ = ["Caller", "authenticate", "authenticate_stream"]
 
 _INVALID_TOKEN = "The security token included in the request is invalid."
 _DEFAULT_REGION = "us-east-1"
+#: The AWS docs say API keys can't be used with the bidirectional stream; the wording of
+#: Bedrock's refusal is not recorded here.
+BEARER_REFUSED = "Bedrock API keys can't be used with InvokeModelWithBidirectionalStream."
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +42,8 @@ class Caller:
     scheme: str  # "sigv4" or "bearer"
     access_key: str | None
     region: str
+    #: A signed event stream's chain of event signatures, seeded by the head's.
+    events: ChainVerifier | None = None
 
 
 def authenticate(
@@ -41,13 +53,14 @@ def authenticate(
     raw_path: str,
     raw_query: str,
     headers: Sequence[tuple[bytes, bytes]],
-    body: bytes,
+    body: bytes | None,
     record: dict[str, Any],
 ) -> Caller:
     """Raise the 403 Bedrock would send, or say who the caller is.
 
     `record` (the request-log entry) gets the claimed identity even when the
     signature is wrong: a test then sees which key a failing proxy used.
+    `body` None: a signed event stream (`authenticate_stream`).
     """
     authorization = host = None
     for name, value in headers:
@@ -73,6 +86,13 @@ def authenticate(
         raise InvalidSignatureException(
             f"Credential should be scoped to a valid region, not '{parsed.region}'. "
         )
+    named = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in headers]
+    if body is None:
+        head = check_signed_head(parsed, named)
+        verify_streaming_head(head, config.secret_key, method=method, host=host or "", raw_path=raw_path,
+                              raw_query=raw_query)
+        return Caller("sigv4", parsed.access_key, parsed.region, ChainVerifier(
+            parsed.access_key, config.secret_key, parsed.region, parsed.service, parsed.signature))
     verify_signature(
         parsed,
         config.secret_key,
@@ -80,7 +100,19 @@ def authenticate(
         host=host or "",
         raw_path=raw_path,
         raw_query=raw_query,
-        headers=[(n.decode("latin-1"), v.decode("latin-1")) for n, v in headers],
+        headers=named,
         body=body,
     )
     return Caller("sigv4", parsed.access_key, parsed.region)
+
+
+def authenticate_stream(config: SimulatorConfig, *, method: str, raw_path: str, raw_query: str,
+                        headers: Sequence[tuple[bytes, bytes]], record: dict[str, Any]) -> Caller:
+    """`authenticate` for InvokeModelWithBidirectionalStream: the head signed for a streaming
+    payload (proxy/sigv4.py), the events' chain to check as they come (`Caller.events`).
+    Bedrock API keys are not accepted for it (BEDROCK_WIRE.md §1 notes)."""
+    caller = authenticate(config, method=method, raw_path=raw_path, raw_query=raw_query, headers=headers,
+                          body=None, record=record)
+    if caller.scheme == "bearer":
+        raise AccessDeniedException(BEARER_REFUSED)
+    return caller

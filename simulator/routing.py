@@ -19,6 +19,7 @@ _MODEL_OPERATIONS = {
     "converse": "Converse",
     "converse-stream": "ConverseStream",
     "count-tokens": "CountTokens",
+    "invoke-with-bidirectional-stream": "InvokeModelWithBidirectionalStream",
 }
 STREAMING_OPERATIONS = frozenset({"InvokeModelWithResponseStream", "ConverseStream"})
 

@@ -9,6 +9,7 @@ a proxy whose orgs allow these operations and check what governs them.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Iterator
@@ -16,11 +17,9 @@ from typing import Any
 
 import httpx
 import pytest
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
-from botocore.credentials import Credentials
 
 from tests.conftest import TEST_PRICING
+from tests.e2e.bidi_client import opened
 from tests.e2e.clients import bedrock_client, wait_for_event
 from tests.processes import Process, Proxy, start_proxy
 
@@ -46,16 +45,6 @@ def _sim_requests(simulator: Process, since: float = 0.0) -> list[dict[str, Any]
     answer = httpx.get(f"{simulator.url}/_sim/requests", timeout=5).json()
     records = answer["requests"] if isinstance(answer, dict) else answer
     return [record for record in records if record["time"] >= since]
-
-
-def signed(proxy: Proxy, key: dict[str, str], method: str, path: str, body: bytes = b"") -> httpx.Response:
-    """A raw SigV4-signed request: boto3 has no method for the bidirectional stream."""
-    request = AWSRequest(method, proxy.url + path, data=body,
-                         headers={"Content-Type": "application/vnd.amazon.eventstream"})
-    SigV4Auth(Credentials(key["AWS_ACCESS_KEY_ID"], key["AWS_SECRET_ACCESS_KEY"]), "bedrock",
-              "us-east-1").add_auth(request)
-    with httpx.Client(timeout=10) as client:
-        return client.request(method, proxy.url + path, headers=dict(request.headers.items()), content=body)
 
 
 @pytest.fixture(autouse=True)
@@ -125,10 +114,10 @@ def test_apply_guardrail_is_refused_by_default(limited: Any) -> None:
 def test_bidirectional_stream_is_refused_by_default(plain_proxy: Proxy, simulator: Process) -> None:
     key = plain_proxy.issue_key("acme", "limited")
     before = time.time()
-    response = signed(plain_proxy, key, "POST", f"/model/{SONIC.replace(':', '%3A')}/invoke-with-bidirectional-stream")
-    assert response.status_code == 403, response.text
-    assert response.headers["x-amzn-errortype"].startswith("AccessDeniedException")
-    assert "InvokeModelWithBidirectionalStream" in response.json()["message"]
+    refused = asyncio.run(opened(plain_proxy.url, key, SONIC))
+    assert refused.status == 403, refused.body
+    assert refused.headers["x-amzn-errortype"].startswith("AccessDeniedException")
+    assert "InvokeModelWithBidirectionalStream" in json.loads(refused.body)["message"]
     assert not _sim_requests(simulator, before)  # never signed with the proxy's credentials
 
 
@@ -296,13 +285,14 @@ def test_apply_guardrail_is_metered_per_text_unit(clients: dict[str, Any], gov_p
 
 def test_bidirectional_stream_is_governed_and_recorded(gov_proxy: Proxy, simulator: Process) -> None:
     key = gov_proxy.issue_key("acme", "studio")
-    path = "/model/{}/invoke-with-bidirectional-stream"
-    refused = signed(gov_proxy, key, "POST", path.format(MICRO.replace(":", "%3A")))
-    assert refused.status_code == 403 and "access" in refused.json()["message"]
-    forwarded = signed(gov_proxy, key, "POST", path.format("voice"))
+    refused = asyncio.run(opened(gov_proxy.url, key, MICRO))
+    assert refused.status == 403 and "access" in json.loads(refused.body)["message"]
+    forwarded = asyncio.run(opened(gov_proxy.url, key, "voice"))
+    assert forwarded.status == 200
     received = _sim_requests(simulator)[-1]
-    assert received["path"] == path.format(SONIC.replace(":", "%3A"))  # the label resolved
-    event = wait_for_event(gov_proxy, forwarded.headers["x-amzn-requestid"])
-    assert (event.operation, event.model, event.status) == (
-        "InvokeModelWithBidirectionalStream", SONIC, forwarded.status_code)
-    assert event.input_tokens == event.output_tokens == 0
+    assert received["path"] == f"/model/{SONIC.replace(':', '%3A')}/invoke-with-bidirectional-stream"  # the label
+    event = wait_for_event(gov_proxy, forwarded.request_id)
+    assert (event.operation, event.model, event.status) == ("InvokeModelWithBidirectionalStream", SONIC, 200)
+    assert event.input_tokens > 0 and not event.estimated  # the system prompt's usage event
+
+

@@ -1,6 +1,8 @@
 """The AWS SDK for JavaScript v3 through the proxy, unchanged: its default request handler
 (NodeHttp2Handler) speaks HTTP/2 only — h2c with prior knowledge on http://, ALPN `h2`
-over TLS (issue #19). Every operation answers and is metered exactly as the SDK saw it.
+over TLS (issue #19). Every operation answers and is metered exactly as the SDK saw it,
+InvokeModelWithBidirectionalStream included (a Nova Sonic session whose events the SDK
+signs one by one; the proxy verifies and re-signs them).
 
 The SDK is pinned in tools/node-sdk (installed by `make install`); the calls are
 tools/node-sdk/calls.mjs, which prints one JSON line per call.
@@ -92,5 +94,32 @@ def test_node_sdk_over_tls_with_alpn(tmp_path: Path, simulator: Process) -> None
         endpoint = f"https://localhost:{port}"
         results = run_sdk(endpoint, issued, CLAUDE, extra_env={"NODE_EXTRA_CA_CERTS": str(cert)})
         assert_metered(proxy, results, "acme", "node-tls")
+    finally:
+        proxy.stop()
+
+
+SONIC = "amazon.nova-sonic-v1:0"
+SONIC_RATES = {"input": 0.06, "output": 0.24, "speech_input": 3.4, "speech_output": 13.6}
+
+
+def test_node_sdk_bidirectional_stream(tmp_path: Path, simulator: Process) -> None:
+    """InvokeModelWithBidirectionalStream (HTTP/2 only), its usage exactly as the SDK saw it."""
+    proxy = start_proxy(tmp_path, simulator.url, {
+        "pricing": {**TEST_PRICING, SONIC: SONIC_RATES},
+        "orgs": {"acme": {"allowed_operations": ["InvokeModelWithBidirectionalStream"]}},
+    })
+    try:
+        key = proxy.issue_key("acme", "node-voice")
+        [result] = run_sdk(proxy.url, key, SONIC, "InvokeModelWithBidirectionalStream")
+        assert result["ok"] and result["spoken"], result
+        usage = result["usage"]
+        event = wait_for_event(proxy, result["requestId"])
+        assert (event.org, event.app, event.operation, event.model) == (
+            "acme", "node-voice", "InvokeModelWithBidirectionalStream", SONIC)
+        assert not event.estimated and not event.hung_up and event.status == 200
+        assert (event.input_tokens, event.output_tokens) == (usage["input"], usage["output"]) and usage["speechInput"]
+        text_in, text_out = usage["input"] - usage["speechInput"], usage["output"] - usage["speechOutput"]
+        assert event.cost_pico_usd == (usage["speechInput"] * 3_400_000 + text_in * 60_000
+                                       + usage["speechOutput"] * 13_600_000 + text_out * 240_000)
     finally:
         proxy.stop()

@@ -280,6 +280,40 @@ async def test_client_goaway_lets_open_streams_finish() -> None:
 
 
 @run
+async def test_client_goaway_then_more_request_data_in_the_same_read() -> None:
+    """A bidirectional stream (InvokeModelWithBidirectionalStream): the AWS SDK for
+    JavaScript sends GOAWAY after the response head and keeps sending its events on the
+    open stream. GOAWAY and the next DATA frame can arrive in one read; h2 alone closed the
+    connection state on the GOAWAY and refused the DATA as a protocol error."""
+
+    async def app(scope: dict[str, Any], receive: Callable[[], Awaitable[Any]],
+                  send: Callable[[Any], Awaitable[None]]) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        await send({"type": "http.response.body", "body": b"got " + body})
+
+    async with serve(app) as (port, connections, _):
+        client = await Client.connect(port)
+        stream_id = client.conn.get_next_available_stream_id()
+        client.conn.send_headers(stream_id, [(b":method", b"POST"), (b":path", b"/x"), (b":scheme", b"http"),
+                                             (b":authority", b"127.0.0.1")])
+        client.conn.send_data(stream_id, b"one,")
+        client.flush()
+        await client.until(lambda e: isinstance(e, h2.events.ResponseReceived))
+        client.conn.close_connection()
+        client.conn.state_machine.state = h2.connection.ConnectionState.CLIENT_OPEN  # as Node.js goes on
+        client.conn.send_data(stream_id, b"two", end_stream=True)
+        client.flush()  # GOAWAY and DATA in one write
+        _, body = await client.response(stream_id)
+        assert body == b"got one,two"
+
+
+@run
 async def test_early_answer_stops_the_upload() -> None:
     """An answer before the request body ended (a refused declared length): the response,
     then RST_STREAM NO_ERROR so the client stops sending (RFC 9113 §8.1)."""

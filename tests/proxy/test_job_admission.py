@@ -1,5 +1,6 @@
 """Admission of StartAsyncInvoke (model in the body, admitted by the job's priced
-cost) and of the bidirectional stream (per model, no fallback), and `allowed_operations`."""
+cost) and of the bidirectional stream (per model; its fallback: tests/proxy/test_bidi_admission.py), and
+`allowed_operations`."""
 
 from __future__ import annotations
 

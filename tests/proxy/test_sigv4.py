@@ -12,7 +12,13 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 from proxy.errors import InvalidSignatureException, MissingAuthenticationTokenException
-from proxy.sigv4 import parse_authorization, verify_signature
+from proxy.sigv4 import (
+    STREAMING_PAYLOAD,
+    check_signed_head,
+    parse_authorization,
+    verify_signature,
+    verify_streaming_head,
+)
 
 HOST = "127.0.0.1:8080"
 NOW = dt.datetime(2026, 11, 23, 12, 0, 0)
@@ -151,3 +157,26 @@ def test_http2_authority_signed_instead_of_host(monkeypatch: pytest.MonkeyPatch)
     _verify(request, path, body)
     with pytest.raises(InvalidSignatureException):
         _verify(request, path, body, secret="other")
+
+
+BIDI = "/model/amazon.nova-sonic-v1%3A0/invoke-with-bidirectional-stream"
+
+
+def _stream_head(request: AWSRequest, secret: str = "s3cret") -> None:
+    head = check_signed_head(parse_authorization(request.headers["Authorization"]), list(request.headers.items()),
+                             now=NOW.replace(tzinfo=dt.UTC))
+    verify_streaming_head(head, secret, method="POST", host=HOST, raw_path=BIDI, raw_query="")
+
+
+def test_a_signed_event_streams_head_verifies_with_its_declared_payload(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The head of InvokeModelWithBidirectionalStream signs `STREAMING-AWS4-HMAC-SHA256-EVENTS`
+    in place of a body hash (proxy/event_signing.py); its events are checked one by one."""
+    streaming = {"X-Amz-Content-SHA256": STREAMING_PAYLOAD, "Content-Type": "application/vnd.amazon.eventstream"}
+    _stream_head(_sign(BIDI, b"", streaming, monkeypatch=monkeypatch))
+    with pytest.raises(InvalidSignatureException):
+        _stream_head(_sign(BIDI, b"", streaming, monkeypatch=monkeypatch), secret="other")
+    with pytest.raises(InvalidSignatureException, match="must be signed with"):
+        _stream_head(_sign(BIDI, b"", {}, monkeypatch=monkeypatch))  # a body hash, not a stream's
+    # Declared on a request whose body is read whole, it is no hash of that body: refused.
+    with pytest.raises(InvalidSignatureException):
+        _verify(_sign(PATHS[0], b"{}", streaming, monkeypatch=monkeypatch), PATHS[0], b"{}")

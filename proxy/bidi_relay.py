@@ -1,0 +1,267 @@
+"""InvokeModelWithBidirectionalStream through the proxy: both directions relayed frame
+by frame over HTTP/2, each input event re-signed, usage metered from the output.
+
+    client ──HTTP/2──▶ proxy ──HTTP/2 (proxy/h2_upstream.py)──▶ Bedrock
+      signed envelopes:  verified with the client's issued secret,
+                         re-signed with the proxy's credentials (proxy/event_signing.py)
+      output frames:     relayed whole as they come, usage events read on the side
+                         (adapters/bidi.py)
+
+Two tasks per stream, one per direction, so neither waits for the other: the input
+pump takes the client's request body as the server hands it over (HTTP/2 flow control
+holds the client back meanwhile) and sends each message upstream within Bedrock's
+window; the output loop relays what Bedrock sends, whole frames only. Nothing is held
+beyond one frame, and an input frame larger than `limits.max_body_bytes` is refused
+while it arrives (a stream has no length to check up front).
+
+* **Admission at the start.** The caller is identified from the head (signed for a
+  streaming payload), the operation must be allowed, and the plan (its model, a fallback
+  within a chain of bidirectional models, the quota held) is made before anything is sent.
+* **HTTP/1.1 is refused** before any of that costs an upstream call: Bedrock serves the
+  operation over HTTP/2 only (`adapters.bidi.HTTP2_ONLY`).
+* **The end.** Bedrock's END_STREAM ends the client's response and meters the last
+  `usageEvent` total, exact. A client that goes away (RST_STREAM, the connection) or
+  an upstream that is cut meters what the usage events reported so far, flagged
+  estimated (and `hung_up` for the former); a cut ends the client's stream with an
+  exception frame. An input event whose signature does not verify ends the exchange:
+  a 403 `InvalidSignatureException` if Bedrock has not answered yet, otherwise an
+  exception frame, and the upstream stream is cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from botocore.eventstream import EventStreamBuffer, EventStreamMessage
+from starlette.types import Receive, Scope, Send
+
+from adapters.bidi import HTTP2_ONLY, BidiUsageWatcher
+from adapters.eventstream import FrameSplitter, encode_message
+from adapters.usage import Usage
+from proxy.admission import Admission, Plan
+from proxy.errors import (
+    BedrockError,
+    InvalidSignatureException,
+    ServiceUnavailableException,
+    ValidationException,
+    error_parts,
+    new_request_id,
+    stream_error_frame,
+)
+from proxy.event_signing import ChainSigner, ChainVerifier, EventChainError, envelopes
+from proxy.h2_upstream import H2Exchange
+from proxy.headers import request_headers_for_upstream, response_headers_for_client
+from proxy.identity import Caller, Identified
+from proxy.routing import Route
+from proxy.upstream import Upstream
+from proxy.upstream_errors import UpstreamBroken, unsent
+
+__all__ = ["BidiRelay", "Meter"]
+
+logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+_TOO_LARGE = "An input event exceeds the limit of {} bytes."
+#: A status for the usage event of a client that left before any response head.
+_CLIENT_CLOSED = 499
+
+#: (route, caller, plan, status, request id, usage, started, first byte, hung up): records
+#: the usage event and settles the plan (ProxyHandler's metering).
+Meter = Callable[[Route, Caller, Plan, int, "str | None", Usage, float, "float | None", bool], None]
+
+
+class BidiRelay:
+    def __init__(self, *, admission: Admission, upstream: Upstream, meter: Meter,
+                 costkeeper_headers: Callable[[Plan], list[tuple[bytes, bytes]]], max_event_bytes: int) -> None:
+        #: The largest input event held while it arrives (`limits.max_body_bytes`): a stream
+        #: has no length to check, but each event is held whole until its signature is checked.
+        self._max_event_bytes = max_event_bytes
+        self._admission = admission
+        self._upstream = upstream
+        self._meter = meter
+        self._costkeeper_headers = costkeeper_headers
+
+    async def serve(self, scope: Scope, receive: Receive, send: Send, route: Route, identified: Identified,
+                    raw_path: str, raw_query: str, started: float) -> None:
+        """Raise a BedrockError (or AuthRefused) for a refusal before any response; otherwise
+        relay the stream to its end and meter it."""
+        if scope.get("http_version") != "2":
+            raise ValidationException(HTTP2_ONLY)
+        caller, verifier = identified.verify_stream()
+        self._admission.check_operation(route.operation, caller)
+        plan = await self._admission.plan(route, caller, raw_path, b"", None)
+        headers = request_headers_for_upstream(scope["headers"])
+        headers.pop("content-type", None)  # the upstream's own (an event stream)
+        try:
+            exchange, signer = await self._upstream.open_stream(plan.raw_path, raw_query, headers, caller.region)
+        except BaseException as exc:
+            status, raised = unsent(exc)
+            self._meter(route, caller, plan, status, None, Usage(), started, None, False)
+            if raised is exc:
+                raise
+            raise raised from None
+        stream = _Stream(receive, send, exchange, signer, verifier, self._max_event_bytes)
+        try:
+            await stream.run(self._costkeeper_headers(plan))
+        finally:
+            exchange.close()
+            self._meter(route, caller, plan, stream.status, stream.request_id, stream.usage(), started,
+                        stream.first_byte, stream.hung_up)
+
+
+@dataclass(slots=True)
+class _Outcome:
+    """Why the input pump stopped before the stream ended."""
+
+    client_gone: bool = False
+    refused: EventChainError | None = None
+
+
+class _Stream:
+    """One relayed exchange: its two directions, and what it metered."""
+
+    def __init__(self, receive: Receive, send: Send, exchange: H2Exchange, signer: ChainSigner,
+                 verifier: ChainVerifier | None, max_event_bytes: int) -> None:
+        self._max_event_bytes = max_event_bytes
+        self._receive = receive
+        self._send = send
+        self._exchange = exchange
+        self._signer = signer
+        self._verifier = verifier
+        self._watcher = BidiUsageWatcher()
+        self._outcome = _Outcome()
+        self._stopped = asyncio.Event()
+        self.status = _CLIENT_CLOSED
+        self.request_id: str | None = None
+        self.first_byte: float | None = None
+        self.hung_up = False
+        self._complete = False  # Bedrock ended the stream: its usage is final
+
+    def usage(self) -> Usage:
+        return self._watcher.usage(estimated=self.status == 200 and not self._complete)
+
+    async def run(self, extra_headers: list[tuple[bytes, bytes]]) -> None:
+        pump = asyncio.create_task(self._pump())
+        try:
+            head = await self._first(self._exchange.response())
+            if head is None:
+                await self._stopped_before_head()
+                return
+            status, raw_headers = head
+            self.status = status
+            self.request_id = next((v.decode("latin-1") for n, v in raw_headers if n.lower() == b"x-amzn-requestid"),
+                                   None)
+            headers = response_headers_for_client(raw_headers, keep_length=status != 200) + extra_headers
+            await self._send({"type": "http.response.start", "status": status, "headers": headers})
+            if status != 200:  # an error, JSON: relayed whole as Bedrock sent it
+                await self._relay_body(framed=False)
+                return
+            await self._relay_body(framed=True)
+        finally:
+            pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pump
+
+    async def _first(self, awaitable: Awaitable[_T]) -> _T | None:
+        """`awaitable`'s result, or None if the input pump stopped first (the client left,
+        or sent an event that does not verify)."""
+        task = asyncio.ensure_future(awaitable)
+        stop = asyncio.create_task(self._stopped.wait())
+        try:
+            await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        if task.done():
+            return task.result()
+        task.cancel()
+        return None
+
+    async def _stopped_before_head(self) -> None:
+        if self._outcome.refused is not None:
+            self.status = InvalidSignatureException.status
+            status, headers, payload = error_parts(InvalidSignatureException(str(self._outcome.refused)),
+                                                   new_request_id())
+            await self._send({"type": "http.response.start", "status": status, "headers": headers})
+            await self._send({"type": "http.response.body", "body": payload, "more_body": False})
+        else:
+            self.hung_up = True
+
+    async def _relay_body(self, *, framed: bool) -> None:
+        output = asyncio.create_task(self._output(framed))
+        try:
+            finished = await self._first(output)
+        except UpstreamBroken as exc:
+            logger.warning("upstream bidirectional stream ended early: %s", exc)
+            await self._end_with(ServiceUnavailableException("The upstream stream ended before it was complete."))
+            return
+        if finished is None:  # the client left, or sent an event that does not verify
+            if self._outcome.refused is not None:
+                await self._end_with(ValidationException(str(self._outcome.refused)))
+            else:
+                self.hung_up = True
+            return
+        await self._send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _output(self, framed: bool) -> bool:
+        async for chunk in self._exchange.chunks():
+            data = self._watcher.feed(chunk) if framed else chunk
+            if not data:
+                continue
+            if self.first_byte is None:
+                self.first_byte = time.perf_counter()
+            await self._send({"type": "http.response.body", "body": data, "more_body": True})
+        self._complete = True
+        return True
+
+    async def _end_with(self, error: BedrockError) -> None:
+        await self._send({"type": "http.response.body", "body": stream_error_frame(error), "more_body": False})
+
+    async def _pump(self) -> None:
+        """The client's envelopes, verified and re-signed, upstream; then a watch for a hang-up."""
+        splitter, buffer = FrameSplitter(), EventStreamBuffer()
+        try:
+            while True:
+                message = await self._receive()
+                if message["type"] == "http.disconnect":
+                    self._outcome.client_gone = True
+                    break
+                try:
+                    frames = splitter.feed(message.get("body", b""))
+                except ValueError as exc:
+                    raise EventChainError(f"malformed event-stream frame: {exc}") from None
+                if splitter.pending > self._max_event_bytes:  # refused while it grows, whole or not
+                    raise EventChainError(_TOO_LARGE.format(self._max_event_bytes))
+                for envelope in envelopes(buffer, frames):
+                    if len(envelope.payload) > self._max_event_bytes:
+                        raise EventChainError(_TOO_LARGE.format(self._max_event_bytes))
+                    await self._exchange.send(self._signer.sign(self._open(envelope)))
+                if not message.get("more_body", False):
+                    await self._exchange.end()
+                    while (await self._receive())["type"] != "http.disconnect":
+                        pass
+                    self._outcome.client_gone = True
+                    break
+        except EventChainError as exc:
+            logger.info("a bidirectional stream's input event was refused: %s", exc)
+            self._outcome.refused = exc
+        except UpstreamBroken:
+            return  # the output side sees the cut and ends the client's stream
+        self._stopped.set()
+
+    def _open(self, envelope: EventStreamMessage) -> bytes:
+        """The message inside a signed envelope. A bearer or trust caller's events carry no
+        signature of theirs to check: an envelope is opened, a bare message taken as is."""
+        if self._verifier is not None:
+            return self._verifier.open(envelope)
+        if ":chunk-signature" in envelope.headers:
+            return bytes(envelope.payload)
+        try:
+            return encode_message(envelope.headers, envelope.payload)
+        except (TypeError, AttributeError):
+            raise EventChainError("An unsigned event must carry string headers only.") from None
