@@ -97,6 +97,9 @@ class ProxyMetrics:
         self.config_reload_errors = Counter("costkeeper_config_reload_errors", "Config reloads refused (an "
                                             "invalid file: the running configuration was kept).",
                                             registry=self.registry)
+        self.upstream_retries = Counter("costkeeper_upstream_retries", "Requests sent again on a fresh "
+                                        "connection: the pooled one had been closed by the upstream.",
+                                        registry=self.registry)
         self.store_flushed = Counter("costkeeper_store_flushed_events", "Usage events stored by the flushes.",
                                      registry=self.registry)
 
