@@ -166,6 +166,12 @@ def _cause(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
+#: botocore's key derivation steps (HMACs of the secret, day, Region, service), kept:
+#: four of a signature's five HMACs give the same result all day. In memory only.
+_derived: dict[tuple[bytes, str], bytes] = {}
+_DERIVED_ENTRIES = 64
+
+
 class _Signer(SigV4Auth):
     """botocore's SigV4 over headers kept in a plain dict beside the request.
 
@@ -180,6 +186,19 @@ class _Signer(SigV4Auth):
         super().__init__(credentials, SIGNING_SERVICE, region)
         self._headers = headers
         self._selected: SignedHeaders | None = None
+
+    def _sign(self, key: bytes, msg: str, hex: bool = False) -> Any:
+        """botocore's `signature()` runs unchanged; the signing key it derives
+        (`hex=False`: secret → day → Region → service → `aws4_request`) is computed
+        once per day, Region and credentials instead of once per request."""
+        if hex:
+            return super()._sign(key, msg, hex=True)
+        derived = _derived.get((key, msg))
+        if derived is None:
+            if len(_derived) >= _DERIVED_ENTRIES:  # rotated credentials, past days
+                _derived.clear()
+            derived = _derived[(key, msg)] = super()._sign(key, msg)
+        return derived
 
     def headers_to_sign(self, request: AWSRequest) -> SignedHeaders:
         if self._selected is None:  # asked twice per signature, after botocore set its own
