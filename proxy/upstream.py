@@ -39,12 +39,12 @@ from typing import Any
 
 import aiohttp
 from aiobotocore.session import get_session
-from botocore.auth import SIGNED_HEADERS_BLACKLIST, SigV4Auth
+from botocore.auth import SIGNED_HEADERS_BLACKLIST
 from botocore.awsrequest import AWSRequest
 from yarl import URL
 
 from proxy.config import Config
-from proxy.sigv4 import SIGNING_SERVICE, BytesRequest, SignedHeaders
+from proxy.sigv4 import SIGNING_SERVICE, BytesRequest, KeptKeySigV4Auth, SignedHeaders
 
 __all__ = ["NoUpstreamCredentials", "Upstream", "UpstreamBroken", "UpstreamResponse", "UpstreamUnavailable", "sign"]
 
@@ -95,6 +95,11 @@ class UpstreamResponse:
         self.raw_headers: tuple[tuple[bytes, bytes], ...] = response.raw_headers
         #: Case-insensitive lookups.
         self.headers: Mapping[str, str] = response.headers
+
+    @property
+    def body_in_hand(self) -> bool:
+        """The whole body has arrived (aiohttp holds it): reading it waits on nothing."""
+        return self._response.content.is_eof()
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """The body, chunk by chunk as the socket delivers it (never buffered whole)."""
@@ -166,13 +171,7 @@ def _cause(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
-#: botocore's key derivation steps (HMACs of the secret, day, Region, service), kept:
-#: four of a signature's five HMACs give the same result all day. In memory only.
-_derived: dict[tuple[bytes, str], bytes] = {}
-_DERIVED_ENTRIES = 64
-
-
-class _Signer(SigV4Auth):
+class _Signer(KeptKeySigV4Auth):
     """botocore's SigV4 over headers kept in a plain dict beside the request.
 
     botocore keeps a request's headers in an `HTTPHeaders` (an `email.message.Message`)
@@ -186,19 +185,6 @@ class _Signer(SigV4Auth):
         super().__init__(credentials, SIGNING_SERVICE, region)
         self._headers = headers
         self._selected: SignedHeaders | None = None
-
-    def _sign(self, key: bytes, msg: str, hex: bool = False) -> Any:
-        """botocore's `signature()` runs unchanged; the signing key it derives
-        (`hex=False`: secret → day → Region → service → `aws4_request`) is computed
-        once per day, Region and credentials instead of once per request."""
-        if hex:
-            return super()._sign(key, msg, hex=True)
-        derived = _derived.get((key, msg))
-        if derived is None:
-            if len(_derived) >= _DERIVED_ENTRIES:  # rotated credentials, past days
-                _derived.clear()
-            derived = _derived[(key, msg)] = super()._sign(key, msg)
-        return derived
 
     def headers_to_sign(self, request: AWSRequest) -> SignedHeaders:
         if self._selected is None:  # asked twice per signature, after botocore set its own

@@ -151,3 +151,15 @@ def test_http2_authority_signed_instead_of_host(monkeypatch: pytest.MonkeyPatch)
     _verify(request, path, body)
     with pytest.raises(InvalidSignatureException):
         _verify(request, path, body, secret="other")
+
+
+def test_the_kept_signing_key_tells_secrets_and_days_apart(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The derived signing key is kept per secret and day (issue #20): a request verified
+    with the right secret does not let the wrong one pass after it, nor a day's key the next."""
+    body, path = b'{"messages":[]}', PATHS[0]
+    for when in (NOW, NOW + dt.timedelta(days=1), NOW):
+        request = _sign(path, body, {"Content-Type": "application/json"}, monkeypatch=monkeypatch, when=when)
+        _verify(request, path, body, now=when)
+        with pytest.raises(InvalidSignatureException, match="does not match"):
+            _verify(request, path, body, secret="s3cret-not", now=when)
+        _verify(request, path, body, now=when)
