@@ -111,14 +111,19 @@ class UpstreamResponse:
                     return
                 yield chunk
         except (TimeoutError, aiohttp.ClientError) as exc:
-            raise UpstreamBroken(_cause(exc)) from exc
+            raise self._broken(exc) from exc
 
     async def read(self) -> bytes:
         """The whole body (only for JSON bodies that must be translated whole)."""
         try:
             return await self._response.read()
         except (TimeoutError, aiohttp.ClientError) as exc:
-            raise UpstreamBroken(_cause(exc)) from exc
+            raise self._broken(exc) from exc
+
+    def _broken(self, exc: BaseException) -> UpstreamBroken:
+        logger.warning("upstream response %s ended before its body did (%s)",
+                       self.headers.get("x-amzn-requestid", "-"), _cause(exc))
+        return UpstreamBroken(_cause(exc))
 
     def release(self) -> None:
         self._response.release()
