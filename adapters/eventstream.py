@@ -1,7 +1,8 @@
 """AWS event-stream framing (`application/vnd.amazon.eventstream`).
 
 Decoding is botocore's job (`botocore.eventstream.EventStreamBuffer` checks
-both CRCs); this module adds the two things botocore does not have:
+both CRCs; the usage watcher reads frames with `adapters.frame_scan`, which checks
+them the same way); this module adds the two things botocore does not have:
 
 * `encode_message` — botocore only decodes, but the simulator and the proxy's
   own in-stream errors must emit frames (layout in BEDROCK_WIRE.md §3.1). Header
@@ -88,7 +89,8 @@ class FrameSplitter:
     and keeps a trailing partial frame for the next call.
 
     Only the 4-byte total length is read here; checksums and headers are left to
-    botocore's decoder, which sees exactly the bytes this returns.
+    the decoder (`adapters.frame_scan`, botocore's), which sees exactly the bytes
+    this returns.
     """
 
     __slots__ = ("_pending",)

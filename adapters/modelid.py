@@ -59,6 +59,8 @@ def base_model_id(model_id: str) -> str:
             model_id = rest
         else:
             return model_id
+    if not model_id.startswith(_GEO_PREFIXES):  # one C call for the usual bare id
+        return model_id
     for prefix in _GEO_PREFIXES:
         if model_id.startswith(prefix) and len(model_id) > len(prefix):
             return model_id[len(prefix):]
@@ -78,6 +80,8 @@ def routing_scope(model_id: str) -> str | None:
         if kind != "inference-profile":
             return None
         model_id = rest
+    if not model_id.startswith(_GEO_PREFIXES):
+        return None
     for scope, prefix in zip(SCOPES, _GEO_PREFIXES, strict=True):
         if model_id.startswith(prefix) and len(model_id) > len(prefix):
             return scope

@@ -34,11 +34,10 @@ from collections.abc import Mapping
 from types import ModuleType
 from typing import Any
 
-from botocore.eventstream import EventStreamBuffer
-
 from adapters import FAMILIES, converse, family_of
 from adapters.estimate import estimate_output_tokens, estimate_usage, response_text_chars
 from adapters.eventstream import MAX_FRAME_BYTES, FrameSplitter
+from adapters.frame_scan import scan_frames
 from adapters.headers import usage_from_headers, usage_from_invocation_metrics
 from adapters.usage import Usage
 
@@ -78,10 +77,25 @@ def _whole_frames(data: bytes) -> int:
     return pos
 
 
+#: The C scanner under `json.loads`: a frame's payload is small, and `json.loads`'
+#: own steps around it (encoding detection, the whitespace regex) cost as much again.
+_scan_json = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+_WHITESPACE = " \t\n\r"
+
+
 def _json_object(data: bytes) -> dict[str, Any] | None:
+    """`json.loads(data)` if it is an object, else None (what `json.loads` would refuse)."""
     try:
-        parsed = json.loads(data)
-    except (ValueError, RecursionError):
+        text = data.decode()
+        parsed, end = _scan_json(text, 0)
+        if end != len(text) and text[end:].strip(_WHITESPACE):
+            parsed = json.loads(data)  # it raises, as it would have
+    except (ValueError, StopIteration):
+        try:  # leading whitespace, another encoding, an error: `json.loads` says what it is
+            parsed = json.loads(data)
+        except (ValueError, RecursionError):
+            return None
+    except RecursionError:
         return None
     return parsed if isinstance(parsed, dict) else None
 
@@ -150,7 +164,7 @@ class StreamUsageWatcher:
     """
 
     __slots__ = (
-        "operation", "model_id", "_request_body", "_family", "_splitter", "_decoder",
+        "operation", "model_id", "_request_body", "_family", "_splitter",
         "_final", "_native", "_output_chars", "_watching", "_whole", "complete", "error", "exception_type",
     )
 
@@ -162,7 +176,6 @@ class StreamUsageWatcher:
         self._request_body = request_body
         self._family = None if operation == "ConverseStream" else FAMILIES[family_of(model_id)]
         self._splitter = FrameSplitter()
-        self._decoder = EventStreamBuffer()
         #: The stream's own final count (invocation metrics / `metadata`).
         self._final: Usage | None = None
         #: What the model-native chunks said so far (InvokeModel streams).
@@ -226,17 +239,17 @@ class StreamUsageWatcher:
         return estimate_usage(self._request_body, self._output_chars, self.model_id)
 
     def _decode(self, frames: bytes) -> None:
-        self._decoder.add_data(frames)
         try:
-            for message in self._decoder:
+            for headers, start, end in scan_frames(frames):
                 if self._watching:
-                    self._on_message(message.headers, message.payload)
+                    self._on_message(headers, frames, start, end)
         except Exception as exc:  # botocore: ChecksumMismatch, InvalidHeadersLength, …
             self.error = f"{type(exc).__name__}: {exc}"
             self._watching = False
             logger.warning("stopped reading usage from a %s stream: %s", self.operation, self.error)
 
-    def _on_message(self, headers: Mapping[str, Any], payload: bytes) -> None:
+    def _on_message(self, headers: Mapping[str, Any], frames: bytes, start: int, end: int) -> None:
+        """One frame; its payload is `frames[start:end]`, sliced only if it is read."""
         message_type = headers.get(":message-type")
         if message_type != "event":
             # BEDROCK_WIRE.md §2.2: an exception/error frame is the stream's last.
@@ -248,18 +261,18 @@ class StreamUsageWatcher:
         if self.complete:
             return
         if self._family is None:
-            self._on_converse_event(str(headers.get(":event-type")), payload)
+            self._on_converse_event(str(headers.get(":event-type")), frames, start, end)
         else:
-            self._on_chunk(self._family, payload)
+            self._on_chunk(self._family, frames[start:end])
 
-    def _on_converse_event(self, event_type: str, payload: bytes) -> None:
+    def _on_converse_event(self, event_type: str, frames: bytes, start: int, end: int) -> None:
         # Only two of the six event types matter; the others are not parsed.
         if event_type == "contentBlockDelta":
-            event = _json_object(payload)
+            event = _json_object(frames[start:end])
             if event is not None:
                 self._output_chars += len(converse.output_text(event_type, event))
         elif event_type == "metadata":
-            event = _json_object(payload)
+            event = _json_object(frames[start:end])
             usage = converse.usage_from_event(event_type, event) if event is not None else None
             if usage is not None:
                 self._final = usage

@@ -6,7 +6,11 @@ before anything else (the HTTP server and client) is counted.
 * re-sign: `proxy.upstream.sign`, botocore's `SigV4Auth` over the request for Bedrock
   (both modes);
 * journal: one usage event encoded and appended to the journal (`metering.journal`),
-  written before the response's last byte.
+  written before the response's last byte;
+* frame_converse, frame_invoke: one event-stream frame through the usage watcher
+  (`adapters.watch.StreamUsageWatcher`), per frame of the bench upstream's 200-frame
+  ConverseStream and InvokeModelWithResponseStream (Anthropic) streams fed one frame
+  at a time, as a paced stream arrives.
 
 Warm means caches hot: the loop repeats one call. Cold is the same call made once
 after 0.2 s of 1 ms naps, as a process between the requests of a light load sees
@@ -29,6 +33,8 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
+from adapters.watch import StreamUsageWatcher
+from bench.upstream import converse_stream_frames, invoke_stream_frames
 from metering.events import UsageEvent
 from metering.journal import Journal, encode
 from proxy.sigv4 import parse_authorization, verify_signature
@@ -82,6 +88,18 @@ def _client_request() -> tuple[list[tuple[str, str]], str]:
     return headers, request.headers["Authorization"]
 
 
+def _stream_per_frame(operation: str, frames: list[bytes]) -> Callable[[], object]:
+    """A whole stream through a new watcher, frame by frame (divide by `len(frames)`)."""
+    def watch() -> object:
+        watcher = StreamUsageWatcher(operation, "anthropic.claude-3-haiku-20240307-v1:0", _BODY)
+        for frame in frames:
+            watcher.feed(frame)
+        watcher.end()
+        return watcher.finish()
+
+    return watch
+
+
 def micro(tmp: Path, cold_rounds: int = 20) -> dict[str, float]:
     """µs per call of each step, warm; `cold_<step>` after naps (none if `cold_rounds` is 0)."""
     headers, authorization = _client_request()
@@ -112,6 +130,9 @@ def micro(tmp: Path, cold_rounds: int = 20) -> dict[str, float]:
                  # Short rounds: every call appends a line (≈ 400 bytes) to a real file.
                  "journal": _per_call_us(lambda: journal.append(encode(event)), seconds=0.05),
                  "loop": _per_call_us(_loop)}
+        for step, operation, frames in (("frame_converse", "ConverseStream", converse_stream_frames(200)),
+                                        ("frame_invoke", "InvokeModelWithResponseStream", invoke_stream_frames(200))):
+            steps[step] = _per_call_us(_stream_per_frame(operation, frames)) / len(frames)
         if cold_rounds:
             for name, call in (("verify", verify), ("resign", resign), ("loop", _loop)):
                 steps[f"cold_{name}"] = _cold_us(call, cold_rounds)

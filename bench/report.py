@@ -182,6 +182,10 @@ def write_results(path: Path, args: argparse.Namespace, results: dict[str, Any])
                 f"| SigV4 re-signing for Bedrock (botocore `SigV4Auth`, both modes) | {steps['resign']:.1f} "
                 f"| {cold('resign')} |",
                 f"| usage event encoded and appended to the journal | {steps['journal']:.1f} | |",
+                *(f"| one {name} frame through the usage watcher (per frame, paced) | {steps[step]:.1f} | |"
+                  for step, name in (("frame_converse", "ConverseStream"),
+                                     ("frame_invoke", "InvokeModelWithResponseStream"))
+                  if step in steps),
                 f"| control: a pure-Python arithmetic loop (no memory to speak of) | {steps['loop']:.1f} "
                 f"| {cold('loop')} |"]
     text = "\n".join(out) + "\n"

@@ -121,7 +121,7 @@ class CostKeeper:
         )
         self.authenticator = Authenticator(config.auth, self.store,
                                            frozenset(config.upstream.regions or (config.region,)))
-        self.upstream = Upstream(config)
+        self.upstream = Upstream(config, on_retry=self.metrics.upstream_retries.inc)
         self.selector = QuotaSelector(self.leases, on_unchecked=self.metrics.on_unchecked)
         #: Kept across reloads: the windows of the rate limits, the cached responses, the body budget.
         self._limiter = RateLimiter()

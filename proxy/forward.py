@@ -280,7 +280,9 @@ class ProxyHandler:
                 observe_once()
                 return
             await send({"type": "http.response.start", "status": status, "headers": headers})
-            hang_up = HangUpWatch(receive)
+            # A body Bedrock has already sent whole is relayed without waiting on it: there is
+            # no wait for a client's hang-up to cut short (and no task to start per request).
+            hang_up = HangUpWatch(receive) if is_stream or not response.body_in_hand else None
             try:
                 async for chunk in response.chunks():
                     if stream_watcher is not None:
@@ -328,7 +330,8 @@ class ProxyHandler:
                     InternalServerException("The fallback model's stream could not be translated.")
                 )
                 await send({"type": "http.response.body", "body": frame, "more_body": True})
-            hang_up.stop()
+            if hang_up is not None:
+                hang_up.stop()
             meter_once()
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             observe_once()  # the client has its answer: metrics and the event log cost it no latency

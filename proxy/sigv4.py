@@ -19,6 +19,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
@@ -32,6 +33,7 @@ from proxy.errors import (
 
 __all__ = [
     "BytesRequest",
+    "KeptKeySigV4Auth",
     "SIGNING_SERVICE",
     "STREAMING_PAYLOAD",
     "SignedHead",
@@ -127,7 +129,29 @@ class BytesRequest(AWSRequest):
         return bytes(self.data)
 
 
-class _ClientSigner(SigV4Auth):
+#: botocore's key derivation steps (HMACs of the secret, day, Region, service), kept:
+#: four of a signature's five HMACs give the same result all day. In memory only.
+_derived: dict[tuple[bytes, str], bytes] = {}
+_DERIVED_ENTRIES = 1024
+
+
+class KeptKeySigV4Auth(SigV4Auth):
+    """botocore's `SigV4Auth`, its `signature()` unchanged, with the signing key it derives
+    (`_sign` with `hex=False`: secret → day → Region → service → `aws4_request`) computed
+    once per day, Region and secret instead of once per request (issue #20)."""
+
+    def _sign(self, key: bytes, msg: str, hex: bool = False) -> Any:
+        if hex:
+            return super()._sign(key, msg, hex=True)
+        derived = _derived.get((key, msg))
+        if derived is None:
+            if len(_derived) >= _DERIVED_ENTRIES:  # many secrets, rotated ones, past days
+                _derived.clear()
+            derived = _derived[(key, msg)] = super()._sign(key, msg)
+        return derived
+
+
+class _ClientSigner(KeptKeySigV4Auth):
     """botocore's signer, told exactly which headers the client signed
     (botocore would otherwise pick its own set and drop e.g. `expect`)."""
 

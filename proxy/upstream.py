@@ -15,24 +15,44 @@ keeps `%3A` and `%2F`), bodies are passed through compressed or not
 (`auto_decompress=False`), and aiohttp adds no header of its own that the
 client did not send (`skip_auto_headers`), so what Bedrock receives is what
 was signed.
+
+A pooled connection the upstream has closed (it answered, then dropped the
+keep-alive connection without `Connection: close`) is found out only when the
+next request is written into it. Such a request, failed on a *reused* connection
+before any byte of an answer, is sent once more on a fresh connection, as Go's
+net/http and urllib3 do: Bedrock never saw it, the body is bytes in hand, and
+nothing has reached the client. aiohttp retries this itself only for idempotent
+methods, and every Bedrock call is a POST. A timeout, a failure on a fresh
+connection or after part of an answer is never sent again (Bedrock may be
+generating). Every failure is logged with its cause; retries are counted
+(`costkeeper_upstream_retries_total`).
 """
 
 from __future__ import annotations
 
+import errno
 import logging
-from collections.abc import AsyncIterator, Mapping
+import weakref
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextvars import ContextVar
 from typing import Any
 
 import aiohttp
 from aiobotocore.session import get_session
-from botocore.auth import SIGNED_HEADERS_BLACKLIST, SigV4Auth
+from botocore.auth import SIGNED_HEADERS_BLACKLIST
 from botocore.awsrequest import AWSRequest
 from yarl import URL
 
 from proxy.config import Config
 from proxy.event_signing import ChainSigner, seed_signature
 from proxy.h2_upstream import H2Exchange
-from proxy.sigv4 import SIGNING_SERVICE, STREAMING_PAYLOAD, BytesRequest, SignedHeaders
+from proxy.sigv4 import (
+    SIGNING_SERVICE,
+    STREAMING_PAYLOAD,
+    BytesRequest,
+    KeptKeySigV4Auth,
+    SignedHeaders,
+)
 from proxy.upstream_errors import UpstreamBroken, UpstreamUnavailable
 
 __all__ = ["NoUpstreamCredentials", "Upstream", "UpstreamBroken", "UpstreamResponse", "UpstreamUnavailable", "sign"]
@@ -41,6 +61,14 @@ logger = logging.getLogger(__name__)
 
 # Headers aiohttp would otherwise add on its own (the client's own values, if any, are kept).
 _NO_AUTO_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
+#: What a peer that closed or reset a connection looks like when a request is written into it.
+_STALE_ERRNOS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED})
+
+#: Set by `_Connector.connect` in the sending task: whether the connection it handed
+#: out had carried a request before (read by `Upstream.send` when the request fails).
+_reused: ContextVar[bool] = ContextVar("costkeeper_upstream_reused", default=False)
+#: Set by `Upstream.send` for a retry: the connector hands out a new connection only.
+_fresh_only: ContextVar[bool] = ContextVar("costkeeper_upstream_fresh_only", default=False)
 
 
 class NoUpstreamCredentials(RuntimeError):
@@ -65,6 +93,11 @@ class UpstreamResponse:
         #: Case-insensitive lookups.
         self.headers: Mapping[str, str] = response.headers
 
+    @property
+    def body_in_hand(self) -> bool:
+        """The whole body has arrived (aiohttp holds it): reading it waits on nothing."""
+        return self._response.content.is_eof()
+
     async def chunks(self) -> AsyncIterator[bytes]:
         """The body, chunk by chunk as the socket delivers it (never buffered whole)."""
         content = self._response.content
@@ -75,14 +108,19 @@ class UpstreamResponse:
                     return
                 yield chunk
         except (TimeoutError, aiohttp.ClientError) as exc:
-            raise UpstreamBroken(type(exc).__name__) from exc
+            raise self._broken(exc) from exc
 
     async def read(self) -> bytes:
         """The whole body (only for JSON bodies that must be translated whole)."""
         try:
             return await self._response.read()
         except (TimeoutError, aiohttp.ClientError) as exc:
-            raise UpstreamBroken(type(exc).__name__) from exc
+            raise self._broken(exc) from exc
+
+    def _broken(self, exc: BaseException) -> UpstreamBroken:
+        logger.warning("upstream response %s ended before its body did (%s)",
+                       self.headers.get("x-amzn-requestid", "-"), _cause(exc))
+        return UpstreamBroken(_cause(exc))
 
     def release(self) -> None:
         self._response.release()
@@ -91,7 +129,51 @@ class UpstreamResponse:
         self._response.close()
 
 
-class _Signer(SigV4Auth):
+class _Connector(aiohttp.TCPConnector):
+    """aiohttp's pool, telling its caller whether a connection is reused (`_reused`).
+
+    A connection is known by its protocol object: one that has been handed out
+    before is a pooled one. For a retry (`_fresh_only`) the pooled connections it
+    would hand out are closed instead (they are as old as the one the upstream just
+    closed) until it opens a new one."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._served: weakref.WeakSet[Any] = weakref.WeakSet()
+
+    async def connect(self, req: Any, traces: Any, timeout: aiohttp.ClientTimeout) -> Any:  # noqa: ASYNC109 (aiohttp's)
+        while True:
+            connection = await super().connect(req, traces, timeout)
+            protocol = connection.protocol
+            reused = protocol in self._served
+            if not (reused and _fresh_only.get()):
+                break
+            connection.close()
+        if not reused:
+            self._served.add(protocol)
+        _reused.set(reused)
+        return connection
+
+
+def _stale(exc: BaseException) -> bool:
+    """Did this failure happen on a connection the upstream had closed, before any byte
+    of an answer? (Only asked about reused connections.)"""
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        # aiohttp puts the partly read response head in `message` (else a string).
+        return isinstance(exc.message, str)
+    if isinstance(exc, aiohttp.ClientConnectorError | TimeoutError):
+        return False
+    if isinstance(exc, aiohttp.ClientConnectionResetError):  # written into a closing transport
+        return True
+    return isinstance(exc, aiohttp.ClientOSError) and exc.errno in _STALE_ERRNOS
+
+
+def _cause(exc: BaseException) -> str:
+    """An aiohttp failure, for a log line: its type and message (no request headers)."""
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+class _Signer(KeptKeySigV4Auth):
     """botocore's SigV4 over headers kept in a plain dict beside the request.
 
     botocore keeps a request's headers in an `HTTPHeaders` (an `email.message.Message`)
@@ -133,7 +215,9 @@ class Upstream:
     """Sends to the home Region's endpoint, or, with `upstream.regions`, to the endpoint
     of the Region the client signed for, re-signed for that Region."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, on_retry: Callable[[], None] | None = None) -> None:
+        #: Called for each request sent again on a fresh connection (a metric).
+        self._on_retry = on_retry or (lambda: None)
         self._base_url = config.upstream_url
         self._host = URL(self._base_url).raw_authority
         self._region = config.region
@@ -164,7 +248,7 @@ class Upstream:
                 "no AWS credentials found for the upstream (environment, shared profile, "
                 "web identity, container or instance role)"
             )
-        connector = aiohttp.TCPConnector(limit=self._max_connections, limit_per_host=0,
+        connector = _Connector(limit=self._max_connections, limit_per_host=0,
                                          keepalive_timeout=self._keepalive_timeout)
         # No cookie jar: a shared one would send the cookie one client's response set on
         # every other client's requests. Cookies cross per request, both ways, unchanged.
@@ -213,14 +297,32 @@ class Upstream:
         `region`: the Region the client signed for; used when it is an allowed one."""
         assert self._session is not None, "Upstream.start() was not awaited"
         url, signing_region = self._target(raw_path, raw_query, headers, region)
+        host = headers["host"]
         frozen = await self._credentials.get_frozen_credentials()
         signed = sign(frozen, signing_region, method, url, headers, body)
+        _reused.set(False)
         try:
-            response = await self._session.request(
-                method, URL(url, encoded=True), data=body, headers=signed, allow_redirects=False,
-            )
+            try:
+                response = await self._session.request(
+                    method, URL(url, encoded=True), data=body, headers=signed, allow_redirects=False,
+                )
+            except aiohttp.ClientError as exc:
+                if not (_reused.get() and _stale(exc)):
+                    raise
+                logger.warning("upstream closed a reused connection before answering %s (%s): sending it "
+                               "again on a fresh connection", host, _cause(exc))
+                self._on_retry()
+                _fresh_only.set(True)
+                try:
+                    response = await self._session.request(
+                        method, URL(url, encoded=True), data=body, headers=signed, allow_redirects=False,
+                    )
+                finally:
+                    _fresh_only.set(False)
         except TimeoutError as exc:
+            logger.warning("upstream %s timed out before answering (%s)", host, _cause(exc))
             raise UpstreamUnavailable(timed_out=True) from exc
         except aiohttp.ClientError as exc:
+            logger.warning("upstream %s could not be reached (%s)", host, _cause(exc))
             raise UpstreamUnavailable(timed_out=False) from exc
         return UpstreamResponse(response)

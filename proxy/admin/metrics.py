@@ -19,6 +19,7 @@ prometheus-client's multiprocess files and the scrape sums them
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -32,6 +33,8 @@ __all__ = ["MAX_LABEL_CHARS", "ProxyMetrics"]
 #: Longest model label value; SDKs' ids and ARNs are below 130 characters.
 MAX_LABEL_CHARS = 160
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900)
+#: Label combinations whose series `observe` keeps at hand (bounded like the labels are).
+_CHILDREN_KEPT = 4096
 _DIRECTIONS = (("input", "input_tokens"), ("output", "output_tokens"),
                ("cache_read", "cache_read_tokens"), ("cache_write", "cache_write_tokens"))
 
@@ -41,6 +44,8 @@ class ProxyMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self._max_models = max_models
         self._models: set[str] = set()
+        #: (metric, label values…) → the series `observe` moves.
+        self._children: dict[tuple[Any, ...], Any] = {}
         #: Set by `aggregate_processes`: scrapes read every worker's files from there.
         self._multiprocess_dir: str | None = None
         labels = ("org", "app", "model")
@@ -97,6 +102,9 @@ class ProxyMetrics:
         self.config_reload_errors = Counter("costkeeper_config_reload_errors", "Config reloads refused (an "
                                             "invalid file: the running configuration was kept).",
                                             registry=self.registry)
+        self.upstream_retries = Counter("costkeeper_upstream_retries", "Requests sent again on a fresh "
+                                        "connection: the pooled one had been closed by the upstream.",
+                                        registry=self.registry)
         self.store_flushed = Counter("costkeeper_store_flushed_events", "Usage events stored by the flushes.",
                                      registry=self.registry)
 
@@ -114,22 +122,34 @@ class ProxyMetrics:
         claim = not event.refused
         model = self._model(event.model, claim)
         labels = (event.org, event.app, model)
+        child = self._child
         for direction, field in _DIRECTIONS:
             count = getattr(event, field)
             if count:
-                self.tokens.labels(*labels, direction).inc(count)
-        self.requests.labels(*labels, event.operation, str(event.status)).inc()
+                child(self.tokens, *labels, direction).inc(count)
+        child(self.requests, *labels, event.operation, str(event.status)).inc()
         if event.cost_pico_usd:
-            self.cost.labels(*labels).inc(event.cost_pico_usd / PICO_PER_USD)
-        self.latency.labels(*labels, event.operation).observe(event.latency_ms / 1000)
+            child(self.cost, *labels).inc(event.cost_pico_usd / PICO_PER_USD)
+        child(self.latency, *labels, event.operation).observe(event.latency_ms / 1000)
         if event.first_byte_ms is not None:
-            self.first_byte.labels(*labels, event.operation).observe(event.first_byte_ms / 1000)
+            child(self.first_byte, *labels, event.operation).observe(event.first_byte_ms / 1000)
         if fallback:
             self.fallbacks.labels(event.org, event.app, self._model(event.requested_model, claim), model).inc()
         if event.cached:
             self.cached.labels(*labels).inc()
         if event.estimated:
             self.estimated.labels(*labels).inc()
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """`metric.labels(*labels)`, found once: `labels()` validates and takes a lock on
+        every call, and `observe` asks for five to eight series per request (issue #20)."""
+        key = (metric, *labels)
+        child = self._children.get(key)
+        if child is None:
+            if len(self._children) >= _CHILDREN_KEPT:
+                self._children.clear()
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def watch_store(self, stats: StoreStats) -> None:
         """Export what the metering path asks of the store: counted as it happens, in

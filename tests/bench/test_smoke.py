@@ -45,7 +45,7 @@ def test_bench_harness_runs_end_to_end(tmp_path: Path) -> None:
     assert store["skipped"] == "" and store["requests"] == 100 and store["flushes"] >= 1
     assert "## Metering writes" in text and "KiB per open stream" in text
     assert all(data["micro"][step] > 0 for step in ("verify", "resign", "journal", "loop", "cold_verify", "cold_resign",
-                                                    "cold_loop"))
+                                                    "cold_loop", "frame_converse", "frame_invoke"))
     assert "own steps, warm and cold" in text
     # bench/timeline.py: the proxy's stamps (bench/timeline_hooks) line up with the client's, every stage.
     assert set(data["timeline"]) == {"direct", "trust", "sigv4"}

@@ -113,6 +113,9 @@ def test_upstream_stream_cut_becomes_an_event_stream_error(client: Any, proxy: P
     assert raised.value.response["Error"]["Code"] == "serviceUnavailableException"
     event = wait_for_event(proxy, response["ResponseMetadata"]["RequestId"])
     assert event.estimated and event.input_tokens > 0
+    # Logged with its cause (issue #20: every upstream failure is).
+    assert f"upstream response {response['ResponseMetadata']['RequestId']} ended before its body did (" \
+        in proxy.output()
 
 
 def test_upstream_signature_uses_the_proxy_credentials(client: Any, simulator: Process,

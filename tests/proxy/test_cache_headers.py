@@ -47,6 +47,7 @@ class _Response:
                                 "stopReason": "end_turn",
                                 "usage": {"inputTokens": 9, "outputTokens": 3, "totalTokens": 12}}).encode()
         self.status = 200
+        self.body_in_hand = True
         self.raw_headers = ((b"content-type", b"application/json"),
                             (b"content-length", str(len(self.body)).encode()), (b"x-amzn-requestid", b"up-1"))
         self.headers = {k.decode(): v.decode() for k, v in self.raw_headers}

@@ -47,6 +47,8 @@ class Response:
     """An upstream Converse answer, as UpstreamResponse gives it."""
 
     status = 200
+    #: All of it arrived with the head (the relay watches for no hang-up then).
+    body_in_hand = True
 
     def __init__(self) -> None:
         payload = json.dumps({"output": {"message": {"role": "assistant", "content": [{"text": "hello"}]}},
@@ -153,3 +155,63 @@ def test_a_failure_before_the_upstream_call_records_the_request_and_gives_its_wo
     assert [event.status for event in recorder.events] == [500, 500, 500]
     assert all(event.cost_pico_usd == event.reserved_pico_usd == 0 for event in recorder.events)
     assert sum(inflight for _, inflight in leases.held().values()) == 0
+
+
+class _Stalled(Response):
+    """Its head came, its body never does."""
+
+    body_in_hand = False
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        await asyncio.Event().wait()
+        yield b""
+
+
+class _StalledUpstream(Upstream):
+    async def send(self, *args: Any) -> Response:
+        return _Stalled()
+
+
+def _call_and_hang_up(handler: ProxyHandler) -> list[dict[str, Any]]:
+    """The client sends its request, then is gone."""
+    sent: list[dict[str, Any]] = []
+    scope = {"type": "http", "method": "POST", "path": f"/model/{NOVA}/converse",
+             "raw_path": f"/model/{NOVA}/converse".encode(), "query_string": b"",
+             "headers": [(b"host", b"localhost"), (b"content-type", b"application/json"),
+                         (b"content-length", str(len(BODY)).encode())]}
+    messages = [{"type": "http.request", "body": BODY, "more_body": False}, {"type": "http.disconnect"}]
+
+    async def receive() -> dict[str, Any]:
+        if messages:
+            return messages.pop(0)
+        await asyncio.Event().wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    asyncio.run(handler(scope, receive, send))
+    return sent
+
+
+def test_a_body_in_hand_is_relayed_and_metered_whole_when_the_client_hangs_up() -> None:
+    """Issue #20: a body that arrived whole with its head is sent without a hang-up watch
+    (a task per request); a client gone meanwhile changes nothing: Bedrock's own count."""
+    clock = [BEFORE_MIDNIGHT - 3600]
+    handler, recorder, _ = _handler(Upstream(), clock)
+    sent = _call_and_hang_up(handler)
+    assert sent[0]["status"] == 200 and sent[-1]["more_body"] is False
+    [event] = recorder.events
+    assert (event.input_tokens, event.output_tokens, event.estimated) == (5, 2, False)
+
+
+def test_a_body_still_coming_is_cut_short_when_the_client_hangs_up() -> None:
+    """Not in hand, the body is still watched: the client's hang-up ends the wait on Bedrock,
+    and the request is estimated and flagged as hung up."""
+    clock = [BEFORE_MIDNIGHT - 3600]
+    handler, recorder, _ = _handler(_StalledUpstream(), clock)
+    handler._limits = LimitsConfig(hangup_tail_seconds=0.05)
+    sent = _call_and_hang_up(handler)
+    assert sent[0]["status"] == 200
+    [event] = recorder.events
+    assert event.hung_up and event.estimated

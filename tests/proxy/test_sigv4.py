@@ -180,3 +180,15 @@ def test_a_signed_event_streams_head_verifies_with_its_declared_payload(monkeypa
     # Declared on a request whose body is read whole, it is no hash of that body: refused.
     with pytest.raises(InvalidSignatureException):
         _verify(_sign(PATHS[0], b"{}", streaming, monkeypatch=monkeypatch), PATHS[0], b"{}")
+
+
+def test_the_kept_signing_key_tells_secrets_and_days_apart(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The derived signing key is kept per secret and day (issue #20): a request verified
+    with the right secret does not let the wrong one pass after it, nor a day's key the next."""
+    body, path = b'{"messages":[]}', PATHS[0]
+    for when in (NOW, NOW + dt.timedelta(days=1), NOW):
+        request = _sign(path, body, {"Content-Type": "application/json"}, monkeypatch=monkeypatch, when=when)
+        _verify(request, path, body, now=when)
+        with pytest.raises(InvalidSignatureException, match="does not match"):
+            _verify(request, path, body, secret="s3cret-not", now=when)
+        _verify(request, path, body, now=when)

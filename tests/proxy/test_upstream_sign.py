@@ -77,3 +77,20 @@ def test_the_payload_hash_equals_stock_botocore(body: bytes) -> None:
     credentials = Credentials("AKIDUPSTREAM00000001", "upstream-secret")
     headers = {"host": "bedrock-runtime.us-east-1.amazonaws.com", "content-type": "application/json"}
     assert _ours(credentials, headers, body) == _stock(credentials, headers, body)
+
+
+def test_the_kept_signing_key_follows_the_day_the_region_and_the_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The derived signing key is kept (issue #20): a new day, another Region or rotated
+    credentials must each sign as stock botocore does, and again after the first."""
+    headers = {"host": "bedrock-runtime.us-east-1.amazonaws.com", "content-type": "application/json"}
+    first = Credentials("AKIDUPSTREAM00000001", "upstream-secret")
+    rotated = Credentials("AKIDUPSTREAM00000002", "rotated-secret")
+    for now in (NOW, NOW + datetime.timedelta(days=1), NOW):
+        monkeypatch.setattr("botocore.auth.get_current_datetime", lambda now=now: now)
+        for credentials in (first, rotated, first):
+            for region in ("us-east-1", "eu-west-1"):
+                request = AWSRequest(method="POST", url=URL, data=BODY, headers=dict(headers))
+                SigV4Auth(credentials, "bedrock", region).add_auth(request)
+                stock = {name.lower(): value for name, value in request.headers.items()}
+                ours = sign(credentials, region, "POST", URL, dict(headers), BODY)
+                assert {name.lower(): value for name, value in ours.items()} == stock

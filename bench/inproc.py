@@ -1,0 +1,134 @@
+"""CPU per request of the proxy's handler in one process, without the HTTP server or the
+load client: a steadier figure than `make bench` on a shared machine, for before/after.
+
+The data port's ASGI handler (`CostKeeper.serve`, trust mode, SQLite store, the
+production defaults otherwise) is called directly, `concurrency` requests at a time,
+against `bench/upstream.py` served on the same event loop through the real upstream
+client (aiohttp, SigV4 re-signing). The figure is this process's CPU time divided by
+the requests, so it includes the stand-in upstream's share (the same for every
+version of the proxy) and leaves out uvicorn's. Streams are the bench's 200-frame
+bursts. Under `py-spy record --format raw -- python -m bench.inproc …` it gives a
+profile of the proxy's own code that `bench/profile.py` sorts into components.
+
+    python -m bench.inproc --op converse-stream --requests 2000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import MutableMapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench.upstream import serve as serve_upstream
+from proxy.app import CostKeeper
+from proxy.config import load_config
+from tests.processes import free_port
+
+__all__ = ["OPERATIONS", "cpu_per_request"]
+
+_MODEL = "anthropic.claude-3-haiku-20240307-v1%3A0"
+_CONVERSE = json.dumps({"messages": [{"role": "user", "content": [{"text": "Say hello in one word."}]}],
+                        "inferenceConfig": {"maxTokens": 64}}).encode()
+_INVOKE = json.dumps({"anthropic_version": "bedrock-2023-05-31", "max_tokens": 64,
+                      "messages": [{"role": "user", "content": "Say hello in one word."}]}).encode()
+#: operation → (path, body)
+OPERATIONS = {
+    "converse": (f"/model/{_MODEL}/converse", _CONVERSE),
+    "converse-stream": (f"/model/{_MODEL}/converse-stream", _CONVERSE),
+    "invoke-stream": (f"/model/{_MODEL}/invoke-with-response-stream", _INVOKE),
+}
+
+
+def _scope(path: str, body: bytes) -> dict[str, Any]:
+    headers = [(b"host", b"127.0.0.1:8080"), (b"content-type", b"application/json"),
+               (b"content-length", str(len(body)).encode()), (b"user-agent", b"Boto3/1.35.0 md/Botocore#1.35.0"),
+               (b"amz-sdk-invocation-id", b"0b2d4c64-62a1-4a56-9f39-6d7f1a0e0f3b"), (b"amz-sdk-request", b"attempt=1")]
+    return {"type": "http", "method": "POST", "path": path.replace("%3A", ":"), "raw_path": path.encode(),
+            "query_string": b"", "headers": headers, "http_version": "1.1", "scheme": "http",
+            "server": ("127.0.0.1", 8080), "client": ("127.0.0.1", 5555)}
+
+
+async def cpu_per_request(op: str, requests: int, concurrency: int = 16, warm: int = 320) -> float:
+    """µs of this process's CPU per request of `op`, after `warm` requests. The proxy's
+    AWS credentials come from the environment (`main` sets the bench's)."""
+    path, body = OPERATIONS[op]
+    scope = _scope(path, body)
+    port = free_port()
+    upstream = asyncio.create_task(serve_upstream("127.0.0.1", port, 200, 0.0))
+    with tempfile.TemporaryDirectory() as tmp:
+        config_path = Path(tmp) / "config.yaml"
+        config_path.write_text(yaml.safe_dump({
+            "region": "us-east-1", "auth": {"mode": "trust"},
+            "upstream": {"endpoint_url": f"http://127.0.0.1:{port}"},
+            "store": {"backend": "sqlite", "path": str(Path(tmp) / "store.db")},
+        }))
+        keeper = CostKeeper(load_config(config_path, environ={}))
+        for _ in range(100):  # the upstream's listening socket
+            with contextlib.suppress(OSError):
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.close()
+                break
+            await asyncio.sleep(0.02)
+        await keeper.startup()
+        statuses: list[int] = []
+
+        async def one() -> None:
+            messages: list[MutableMapping[str, Any]] = [{"type": "http.request", "body": body, "more_body": False}]
+
+            async def receive() -> MutableMapping[str, Any]:
+                if messages:
+                    return messages.pop()
+                await asyncio.Event().wait()
+                return {"type": "http.disconnect"}
+
+            async def send(message: MutableMapping[str, Any]) -> None:
+                if message["type"] == "http.response.start":
+                    statuses.append(message["status"])
+
+            await keeper.serve(dict(scope), receive, send)
+
+        async def run(total: int) -> None:
+            async def worker(count: int) -> None:
+                for _ in range(count):
+                    await one()
+
+            await asyncio.gather(*(worker(total // concurrency) for _ in range(concurrency)))
+
+        try:
+            await run(warm)
+            statuses.clear()
+            started = time.process_time()
+            await run(requests)
+            cpu = time.process_time() - started
+        finally:
+            await keeper.shutdown()
+            upstream.cancel()
+        if not statuses or any(status != 200 for status in statuses):
+            raise RuntimeError(f"{op}: not every request was answered 200: {sorted(set(statuses))}")
+        return cpu / len(statuses) * 1e6
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--op", choices=sorted(OPERATIONS), default="converse")
+    parser.add_argument("--requests", type=int, default=3000)
+    parser.add_argument("--concurrency", type=int, default=16)
+    args = parser.parse_args(argv)
+    os.environ.update(AWS_ACCESS_KEY_ID="AKIDBENCHUPSTREAM001", AWS_SECRET_ACCESS_KEY="bench-secret")
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):  # the access log
+        cpu = asyncio.run(cpu_per_request(args.op, args.requests, args.concurrency))
+    print(f"{args.op}: {cpu:.0f} µs of CPU per request (handler in process, stand-in upstream included)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

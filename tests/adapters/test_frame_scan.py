@@ -1,0 +1,192 @@
+"""`adapters.frame_scan` (issue #20: frames read for their headers, payloads sliced only
+where usage is) against botocore's `EventStreamBuffer`, which it replaces in the watcher.
+
+* The recorded streams split at every byte boundary: feeding any frame in two pieces
+  leaves the watcher exactly as feeding it whole (so, frame by frame, the whole stream
+  split anywhere meters what it meters whole), and fed one byte at a time each stream
+  still meters exactly what Bedrock reported.
+* Hypothesis-generated frame streams, with headers of every type and corrupted bytes:
+  the same messages as botocore's decoder, and an error where it raises one.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import struct
+import uuid
+from binascii import crc32
+from typing import Any
+
+import pytest
+from botocore.eventstream import EventStreamBuffer
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from adapters.frame_scan import scan_frames
+from adapters.watch import StreamUsageWatcher, _json_object
+from tests.adapters.cassettes import Interaction, interaction
+from tests.adapters.strategies import fuzz
+from tests.adapters.test_watch import STREAMS
+
+PROPERTY = fuzz(200, deadline=5000)
+_RECORDED = sorted(STREAMS)
+
+
+def _frames(data: bytes) -> list[bytes]:
+    out, pos = [], 0
+    while pos < len(data):
+        size = int.from_bytes(data[pos : pos + 4], "big")
+        out.append(data[pos : pos + size])
+        pos += size
+    return out
+
+
+def _watcher(item: Interaction) -> StreamUsageWatcher:
+    return StreamUsageWatcher(item.operation, item.model_id, item.request_body)
+
+
+def _state(watcher: StreamUsageWatcher) -> tuple[Any, ...]:
+    """Everything a watcher carries from one frame to the next."""
+    return tuple(getattr(watcher, name) for name in (
+        "_final", "_native", "_output_chars", "_watching", "_whole", "complete", "error", "exception_type",
+        "pending"))
+
+
+def _clone(watcher: StreamUsageWatcher) -> StreamUsageWatcher:
+    return copy.deepcopy(watcher, {id(watcher._family): watcher._family})
+
+
+@pytest.mark.parametrize("name", _RECORDED)
+def test_every_frame_split_at_every_byte_leaves_the_watcher_as_whole(name: str) -> None:
+    item = interaction(name)
+    watcher = _watcher(item)
+    for frame in _frames(item.body):
+        whole = _clone(watcher)
+        assert whole.feed(frame) == frame
+        for cut in range(1, len(frame)):
+            split = _clone(watcher)
+            assert split.feed(frame[:cut]) + split.feed(frame[cut:]) == frame
+            assert _state(split) == _state(whole), cut
+        watcher = whole
+    watcher.end()
+    assert watcher.finish() == STREAMS[name]
+
+
+@pytest.mark.parametrize("name", _RECORDED)
+def test_a_recorded_stream_fed_byte_by_byte_meters_what_bedrock_reported(name: str) -> None:
+    item = interaction(name)
+    watcher = _watcher(item)
+    forwarded = b"".join(watcher.feed(item.body[i : i + 1]) for i in range(len(item.body)))
+    assert forwarded == item.body and watcher.error is None
+    watcher.end()
+    assert watcher.finish() == STREAMS[name]
+
+
+# --- generated frames against botocore's decoder ----------------------------------------
+
+def _header(name: str, kind: int, value: Any) -> bytes:
+    """One header in the wire layout of every type botocore reads (BEDROCK_WIRE.md §3.1)."""
+    raw = bytes([len(name.encode())]) + name.encode() + bytes([kind])
+    if kind in (0, 1):  # true, false
+        return raw
+    fixed = {2: ">b", 3: ">h", 4: ">i", 5: ">q", 8: ">q"}
+    if kind in fixed:
+        return raw + struct.pack(fixed[kind], value)
+    if kind == 9:
+        return raw + value
+    data = value if kind == 6 else value.encode()
+    return raw + struct.pack(">H", len(data)) + data
+
+
+_names = st.text(min_size=1, max_size=12).filter(lambda name: len(name.encode()) <= 255)
+_headers = st.one_of(
+    st.tuples(_names, st.sampled_from([0, 1]), st.none()),
+    st.tuples(_names, st.just(2), st.integers(-(2**7), 2**7 - 1)),
+    st.tuples(_names, st.just(3), st.integers(-(2**15), 2**15 - 1)),
+    st.tuples(_names, st.just(4), st.integers(-(2**31), 2**31 - 1)),
+    st.tuples(_names, st.sampled_from([5, 8]), st.integers(-(2**63), 2**63 - 1)),
+    st.tuples(_names, st.just(6), st.binary(max_size=20)),
+    st.tuples(_names, st.just(7), st.text(max_size=20)),
+    st.tuples(_names, st.just(9), st.builds(lambda: uuid.uuid4().bytes)),
+    st.tuples(st.sampled_from([":message-type", ":event-type", ":content-type"]), st.just(7),
+              st.sampled_from(["event", "exception", "chunk", "metadata", "application/json"])),
+)
+
+
+def _frame(headers: list[tuple[str, int, Any]], payload: bytes) -> bytes:
+    raw = b"".join(_header(*header) for header in headers)
+    prelude = struct.pack(">II", 16 + len(raw) + len(payload), len(raw))
+    body = prelude + struct.pack(">I", crc32(prelude)) + raw + payload
+    return body + struct.pack(">I", crc32(body))
+
+
+_streams = st.lists(st.builds(_frame, st.lists(_headers, max_size=4), st.binary(max_size=60)), max_size=5).map(
+    b"".join)
+
+
+def _botocore(data: bytes) -> tuple[list[tuple[dict[str, Any], bytes]], str | None]:
+    buffer = EventStreamBuffer()
+    buffer.add_data(data)
+    out: list[tuple[dict[str, Any], bytes]] = []
+    try:
+        out.extend((message.headers, message.payload) for message in buffer)
+    except Exception as exc:
+        return out, type(exc).__name__
+    return out, None
+
+
+def _scanned(data: bytes) -> tuple[list[tuple[dict[str, Any], bytes]], str | None]:
+    out: list[tuple[dict[str, Any], bytes]] = []
+    try:
+        out.extend((dict(headers), data[start:end]) for headers, start, end in scan_frames(data))
+    except Exception as exc:
+        return out, type(exc).__name__
+    return out, None
+
+
+@PROPERTY
+@given(data=_streams)
+def test_generated_streams_decode_as_botocore_decodes_them(data: bytes) -> None:
+    assert _scanned(data) == _botocore(data)
+
+
+@PROPERTY
+@given(data=_streams.filter(bool), where=st.integers(min_value=0), flip=st.integers(min_value=1, max_value=255))
+@example(data=_frame([(":message-type", 7, "event")], b"{}"), where=0, flip=0x80)  # an impossible length
+@example(data=_frame([(":message-type", 7, "event")], b"{}"), where=5, flip=0x01)  # headers past the frame
+def test_a_corrupted_byte_fails_as_botocore_fails(data: bytes, where: int, flip: int) -> None:
+    corrupt = bytearray(data)
+    corrupt[where % len(data)] ^= flip
+    scanned, botocore = _scanned(bytes(corrupt)), _botocore(bytes(corrupt))
+    assert scanned[0] == botocore[0]
+    assert (scanned[1] is None) == (botocore[1] is None), (scanned, botocore)
+
+
+# --- the payload's JSON ------------------------------------------------------------------
+
+_json = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+                     lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(), children,
+                                                                                       max_size=3), max_leaves=8)
+
+
+def _reference(data: bytes) -> dict[str, Any] | None:
+    try:
+        parsed = json.loads(data)
+    except (ValueError, RecursionError):
+        return None
+    return parsed if isinstance(parsed, dict) else None
+
+
+@PROPERTY
+@given(document=_json, before=st.sampled_from(["", " ", "\n"]), after=st.sampled_from(["", " \r\n", "x", "}", "\x00"]))
+@example(document={}, before="\ufeff", after="")
+def test_json_object_reads_what_json_loads_reads(document: Any, before: str, after: str) -> None:
+    for data in ((before + json.dumps(document) + after).encode(), json.dumps(document).encode("utf-16")):
+        assert _json_object(data) == _reference(data)
+
+
+@PROPERTY
+@given(data=st.binary(max_size=40))
+def test_json_object_on_any_bytes_is_json_loads(data: bytes) -> None:
+    assert _json_object(data) == _reference(data)
