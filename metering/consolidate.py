@@ -11,7 +11,6 @@ running it twice, or on two replicas during a lease hand-over, is harmless.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 import socket
@@ -19,6 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+from metering.background import BackgroundTask
 from metering.events import utc_day
 
 __all__ = ["Consolidator"]
@@ -48,7 +48,7 @@ class Consolidator:
         self.owner = owner or f"{socket.gethostname()}-{secrets.token_hex(4)}"
         self._lease_seconds = interval * lease_factor
         self._clock = clock
-        self._task: asyncio.Task[None] | None = None
+        self._background = BackgroundTask("costkeeper-consolidator")
         #: Rounds in which this replica held the lease and consolidated.
         self.rounds = 0
 
@@ -63,14 +63,10 @@ class Consolidator:
         return True
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="costkeeper-consolidator")
+        self._background.start(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._background.stop()
 
     async def _run(self) -> None:
         while True:

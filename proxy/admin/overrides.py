@@ -13,13 +13,13 @@ that had fallen back returns to its first model: the budget really changed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from types import MappingProxyType
 from typing import Any
 
+from metering.background import BackgroundTask
 from metering.events import utc_day
 from metering.money import daily_quota_pico
 from metering.overrides import ActiveOverrides, OverrideStore, QuotaOverride, active_overrides
@@ -111,18 +111,14 @@ class OverrideRefresher:
         self._apply = apply
         self._clock = clock
         self._active: ActiveOverrides = MappingProxyType({})
-        self._task: asyncio.Task[None] | None = None
+        self._background = BackgroundTask("costkeeper-quota-overrides")
         self._failing = False
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="costkeeper-quota-overrides")
+        self._background.start(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._background.stop()
 
     async def refresh(self) -> None:
         overrides = await self._store.quota_overrides()

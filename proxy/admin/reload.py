@@ -20,7 +20,6 @@ restart, and a reload that changes them names them in a warning.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import hashlib
 import logging
@@ -28,6 +27,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from metering.background import BackgroundTask
 from proxy.config import Config, ConfigError, load_config
 
 __all__ = ["ConfigWatcher", "live_config", "public_config", "file_sha256"]
@@ -122,19 +122,15 @@ class ConfigWatcher:
         self._on_error = on_error
         self._load = load
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._background = BackgroundTask("costkeeper-config-watch")
         #: The content last refused: polling does not log the same broken file again and again.
         self._refused: str | None = None
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="costkeeper-config-watch")
+        self._background.start(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._background.stop()
 
     def trigger(self) -> None:
         """Reload now (from a signal handler on the event loop)."""
