@@ -82,126 +82,32 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from enum import StrEnum
 
 from metering.budget import LeaseRecord, LeaseStore, ModelBudget, ScopeBudget
 from metering.events import utc_day
+from metering.lease_slices import (
+    EXHAUSTED_SHARE,
+    MIN_SLICE_REQUESTS,
+    RECHECK,
+    TIGHT_IDLE,
+    Grant,
+    LeaseKey,
+    LeaseSlice,
+    Mode,
+    Refusal,
+    slice_size,
+)
 
-__all__ = ["BudgetLeases", "BudgetUnavailable", "Grant", "LeaseKey", "Mode", "Refusal", "slice_size"]
+__all__ = ["MIN_SLICE_REQUESTS", "RECHECK", "BudgetLeases", "BudgetUnavailable", "Grant", "LeaseKey", "Mode", "Refusal",
+           "slice_size"]
 
 logger = logging.getLogger(__name__)
 
-#: (quota scope, UTC day, model the quota is kept under)
-LeaseKey = tuple[str, str, str]
-
-#: A claim takes at most 1/SPREAD of what is left per holder (this one included).
-SPREAD = 4
-#: Far from the quota a slice covers at least this many worst cases of the request…
-MIN_SLICE_REQUESTS = 128
-#: …or this many seconds of the lease's recent worst-case rate.
-SLICE_SECONDS = 10.0
-#: The model is exhausted when a request does not fit and spent ≥ (1 − this) × quota.
-EXHAUSTED_SHARE = 0.01
-#: A view of the store that says "does not fit" is trusted this long (seconds).
-RECHECK = 0.5
-#: A TIGHT (near the quota) slice idle this long gives its free budget back (seconds).
-TIGHT_IDLE = 1.0
 _CLAIM_ATTEMPTS = 4
-
-
-class Mode(StrEnum):
-    #: Admitted from a slice sized for many requests (no store call per request).
-    NORMAL = "NORMAL"
-    #: Near the quota: the slice was claimed for this request's worst case.
-    TIGHT = "TIGHT"
 
 
 class BudgetUnavailable(Exception):
     """The free slice does not cover the request and the store cannot be reached."""
-
-
-@dataclass(frozen=True, slots=True)
-class Refusal:
-    """The request's worst case does not fit what is left of the model's quota."""
-
-    #: True when the model is exhausted for the scope (sticky); False: for this request only.
-    exhausted: bool
-
-
-def slice_size(need: int, want: int, remaining: int, holders: int, worst: int, rate: float) -> tuple[int, bool]:
-    """How much to claim, and whether that is TIGHT (just the requests at hand).
-
-    `need`: what this request lacks; `want`: what every request waiting on this claim
-    lacks; `remaining`: what is left to claim; `holders`: other live leases."""
-    share = remaining // (SPREAD * (holders + 1))
-    target = max(MIN_SLICE_REQUESTS * worst, int(rate * SLICE_SECONDS))
-    ahead = min(share, target)
-    amount = max(need, min(want, remaining), ahead)
-    return min(max(amount, need), max(remaining, need)), ahead <= need
-
-
-class _Lease:
-    """One lease generation of this process on one key (a lost lease gets a new holder id)."""
-
-    __slots__ = ("key", "holder", "claimed", "quota", "consumed", "inflight", "unflushed", "expires_at", "mode",
-                 "last_used", "last_claim_at", "admitted_since_claim", "rate", "waiting", "lock", "retired")
-
-    def __init__(self, key: LeaseKey, holder: str) -> None:
-        self.key = key
-        self.holder = holder
-        #: Claimed minus given back.
-        self.claimed = 0
-        #: The quota of the last claim: a slice claimed under a larger one is not used.
-        self.quota = 0
-        #: Σ r of settled requests (r leaves the lease when its event is flushed).
-        self.consumed = 0
-        #: Σ W of admitted requests not settled yet.
-        self.inflight = 0
-        #: Σ r settled whose events are not in the store yet.
-        self.unflushed = 0
-        self.expires_at = 0.0
-        self.mode = Mode.NORMAL
-        self.last_used = 0.0
-        self.last_claim_at = 0.0
-        self.admitted_since_claim = 0
-        self.rate = 0.0
-        #: Σ W of the requests waiting for a claim on this lease.
-        self.waiting = 0
-        self.lock = asyncio.Lock()
-        #: No longer used for admissions (lost, lapsed or given back); settles only.
-        self.retired = False
-
-    @property
-    def free(self) -> int:
-        return self.claimed - self.consumed - self.inflight
-
-    def deadline(self, ttl: float) -> float:
-        """After this, the slice is not used: its expiry minus the margin for clock skew."""
-        return self.expires_at - ttl / 6
-
-    def usable_free(self, now: float, ttl: float) -> int:
-        return self.free if not self.retired and now < self.deadline(ttl) else 0
-
-    @property
-    def active(self) -> bool:
-        """Holds budget for requests in flight or usage not yet flushed."""
-        return self.inflight > 0 or self.unflushed > 0
-
-
-@dataclass(slots=True)
-class Grant:
-    """A request's worst case, admitted against a lease (or unchecked: `lease` is None)."""
-
-    key: LeaseKey
-    worst: int
-    mode: Mode
-    lease: _Lease | None = None
-    settled: bool = False
-
-    @property
-    def holder(self) -> str:
-        return self.lease.holder if self.lease is not None else ""
 
 
 class BudgetLeases:
@@ -219,9 +125,9 @@ class BudgetLeases:
         self._clock = clock
         self._id = process_id or secrets.token_hex(6)
         self._generation = 0
-        self._leases: dict[LeaseKey, _Lease] = {}
+        self._leases: dict[LeaseKey, LeaseSlice] = {}
         #: Every lease with something still to settle or flush, current or retired.
-        self._by_holder: dict[str, _Lease] = {}
+        self._by_holder: dict[str, LeaseSlice] = {}
         #: (scope, day) → the last read of the store, and when.
         self._views: dict[tuple[str, str], tuple[ScopeBudget, float]] = {}
         #: Keys this process treats as exhausted until the day ends (sticky).
@@ -344,21 +250,21 @@ class BudgetLeases:
 
     # -- claims ----------------------------------------------------------------
 
-    def _current(self, key: LeaseKey) -> _Lease:
+    def _current(self, key: LeaseKey) -> LeaseSlice:
         lease = self._leases.get(key)
         if lease is None or lease.retired:
             self._generation += 1
-            lease = self._leases[key] = _Lease(key, f"{self._id}-{self._generation}")
+            lease = self._leases[key] = LeaseSlice(key, f"{self._id}-{self._generation}")
             self._by_holder[lease.holder] = lease
         return lease
 
-    def _take(self, lease: _Lease, worst: int, now: float) -> Grant:
+    def _take(self, lease: LeaseSlice, worst: int, now: float) -> Grant:
         lease.inflight += worst
         lease.admitted_since_claim += worst
         lease.last_used = now
         return Grant(lease.key, worst, lease.mode, lease)
 
-    async def _claim(self, lease: _Lease, quota: int, worst: int) -> Grant | Refusal:
+    async def _claim(self, lease: LeaseSlice, quota: int, worst: int) -> Grant | Refusal:
         scope, day, model = lease.key
         fresh = False
         for _ in range(_CLAIM_ATTEMPTS):
@@ -404,7 +310,7 @@ class BudgetLeases:
             return self._take(lease, worst, now)
         return Refusal(exhausted=False)
 
-    async def _lowered(self, lease: _Lease, quota: int) -> _Lease:
+    async def _lowered(self, lease: LeaseSlice, quota: int) -> LeaseSlice:
         """The quota was lowered (`quota set`, a reload) below the one `lease` was claimed
         under: its free budget goes back to the store first, so the lowering holds from the
         next request instead of once the old slice is spent. Returns the lease to claim on."""
@@ -417,7 +323,7 @@ class BudgetLeases:
         lease.quota = quota
         return self._current(lease.key)
 
-    def _note_claim(self, lease: _Lease, amount: int, expires_at: float, tight: bool, now: float, quota: int) -> None:
+    def _note_claim(self, lease: LeaseSlice, amount: int, expires_at: float, tight: bool, now: float, quota: int) -> None:
         if lease.last_claim_at:
             lease.rate = lease.admitted_since_claim / max(now - lease.last_claim_at, 0.05)
         lease.admitted_since_claim = 0
@@ -494,7 +400,7 @@ class BudgetLeases:
                 await self._upkeep(lease, now, today)
         self._forget_old_days(today)
 
-    async def _upkeep(self, lease: _Lease, now: float, today: str) -> None:
+    async def _upkeep(self, lease: LeaseSlice, now: float, today: str) -> None:
         if not lease.retired and now >= lease.deadline(self._ttl):
             self._retire(lease)  # not renewed in time: used no more; it expires in the store
         ended = lease.retired or lease.key[1] < today or lease.key in self._exhausted
@@ -505,10 +411,10 @@ class BudgetLeases:
         if lease.expires_at - now < self._ttl / 2 and (lease.active or (not ended and idle < self._ttl / 2)):
             await self._renew(lease, now)
 
-    def _idle_limit(self, lease: _Lease) -> float:
+    def _idle_limit(self, lease: LeaseSlice) -> float:
         return TIGHT_IDLE if lease.mode is Mode.TIGHT else self._ttl / 2
 
-    async def _renew(self, lease: _Lease, now: float) -> None:
+    async def _renew(self, lease: LeaseSlice, now: float) -> None:
         scope, day, model = lease.key
         expires_at = round(now + self._ttl, 3)
         self._on_write("renew")
@@ -517,7 +423,7 @@ class BudgetLeases:
         else:
             self._lost(lease)
 
-    async def _give_back(self, lease: _Lease) -> bool:
+    async def _give_back(self, lease: LeaseSlice) -> bool:
         """Give back the free budget; a lease that holds nothing else is removed and retired.
         False when the lease is gone (or was dropped)."""
         scope, day, model = lease.key
@@ -535,14 +441,14 @@ class BudgetLeases:
             return False
         return True
 
-    def _retire(self, lease: _Lease) -> None:
+    def _retire(self, lease: LeaseSlice) -> None:
         lease.retired = True
         if self._leases.get(lease.key) is lease:
             del self._leases[lease.key]
         if not lease.active and lease.free <= 0:
             self._by_holder.pop(lease.holder, None)
 
-    def _lost(self, lease: _Lease) -> None:
+    def _lost(self, lease: LeaseSlice) -> None:
         """The store no longer has the lease (reclaimed after its expiry): its free budget is
         gone; requests in flight settle into an orphan, which the next reclaim counts."""
         if not lease.retired:
