@@ -6,11 +6,13 @@ proxy (issue #23): Bedrock batch inference jobs, an application in another accou
   (`Admission.current_choice`, read-only) — with `mode`, `fallback` and its prices.
 * `POST /v1/usage-reports`: what such traffic used, one record
   `{model, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens,
-  request_id, timestamp}` or `{"records": [...]}` (up to 1,000). The server prices it
+  request_id, timestamp, request_metadata}` or `{"records": [...]}` (up to 1,000). The server prices it
   (`PriceTable`, exact pico-USD; a client never sends a cost), records a `UsageEvent`
   through the same recorder, with the quota scope and quota model the proxy would
   use, so it counts against the same quotas and shows in every report, metric and
-  EMF line as proxied traffic does.
+  EMF line as proxied traffic does. `request_metadata` (a string map, as Converse's
+  `requestMetadata`) carries cost attribution tags: the keys
+  `attribution.request_metadata_keys` lists are metered as a proxied request's are.
 
 Both authenticate the caller with its issued key exactly as the data port does
 (SigV4 for service `bedrock`, or `Authorization: Bearer`, `proxy/identity.py`), not
@@ -56,6 +58,7 @@ from proxy.errors import (
 from proxy.identity import AuthRefused, Caller
 from proxy.routing import Operation
 from proxy.routing import Route as ModelRoute
+from proxy.tags import TagReader
 
 if TYPE_CHECKING:
     from proxy.app import CostKeeper
@@ -71,7 +74,9 @@ MAX_AGE_SECONDS = 7 * 86_400
 #: The operation reported usage is metered under.
 OPERATION = "UsageReport"
 _FIELDS = ("model", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "request_id",
-           "timestamp")
+           "timestamp", "request_metadata")
+#: Bedrock's own bounds of `requestMetadata`: up to 16 pairs, keys and values of 1 to 256 characters.
+_METADATA_PAIRS, _METADATA_CHARS = 16, 256
 _REQUIRED = ("model", "input_tokens", "output_tokens", "request_id")
 _MAX_TOKENS = 10**10
 _REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
@@ -88,6 +93,8 @@ class _Record:
     usage: Usage
     request_id: str
     timestamp: float
+    #: Its `request_metadata` (cost attribution tags, as Converse's `requestMetadata`).
+    metadata: dict[str, str]
 
 
 class _Reported:
@@ -183,7 +190,20 @@ def _record(keeper: CostKeeper, raw: Any, now: float, where: str) -> _Record:
                                   "cost cannot be counted; report the model id Bedrock served")
     usage = Usage(input_tokens=counts["input_tokens"], output_tokens=counts["output_tokens"],
                   cache_read_tokens=counts["cache_read_tokens"], cache_write_tokens=counts["cache_write_tokens"])
-    return _Record(model, requested, usage, request_id, _timestamp(raw.get("timestamp"), now, where))
+    return _Record(model, requested, usage, request_id, _timestamp(raw.get("timestamp"), now, where),
+                   _metadata(raw.get("request_metadata"), where))
+
+
+def _metadata(raw: Any, where: str) -> dict[str, str]:
+    """`request_metadata`, checked as Bedrock checks Converse's `requestMetadata`."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict) or len(raw) > _METADATA_PAIRS or not all(
+            isinstance(key, str) and isinstance(value, str) and 0 < len(key) <= _METADATA_CHARS
+            and 0 < len(value) <= _METADATA_CHARS for key, value in raw.items()):
+        raise ValidationException(f"{where}request_metadata: expected up to {_METADATA_PAIRS} string pairs of 1 to "
+                                  f"{_METADATA_CHARS} characters each")
+    return raw
 
 
 def client_routes(keeper: CostKeeper) -> list[HttpRoute]:
@@ -280,6 +300,8 @@ def client_routes(keeper: CostKeeper) -> list[HttpRoute]:
             item.usage, keeper.prices, request_id=report_id, timestamp=item.timestamp, org=caller.org,
             app=caller.app, operation=OPERATION, requested_model=item.requested, model=item.model,
             latency_ms=0.0, status=200, quota_scope=scope, quota_model=quota_model,
+            tags=TagReader(keeper.config.attribution.request_metadata_keys).read(
+                (), {"requestMetadata": item.metadata}),
         )
         if entry is not None and event.cost_pico_usd:
             # Charged to this process's budget lease like a proxied request, so a replica's

@@ -48,6 +48,7 @@ def proxy(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         "fallback": ["small", "medium"],
         "orgs": {"acme": {"daily_quota_usd": {"small": QUOTA_USD}}},
         "auth": {"allow_bearer_over_http": True, "key_cache_ttl": 0},
+        "attribution": {"request_metadata_keys": ["project"]},
     }
     dynamodb = None
     if request.param == "dynamodb":
@@ -182,6 +183,8 @@ def test_reports_are_idempotent_by_request_id(proxy: Proxy) -> None:
     (report("b", 1, timestamp="2020-01-01T00:00:00Z"), "older than 7 days"),
     ({**report("b", 1), "model": "no.such-model-v1:0"}, "has no price"),
     (report("has space", 1), "request_id: expected"),
+    (report("b", 1, request_metadata={"project": 5}), "request_metadata: expected up to 16 string pairs"),
+    (report("b", 1, request_metadata={f"k{i}": "v" for i in range(17)}), "request_metadata: expected up to 16"),
     ({"records": [report("a", 1), report("a", 2)]}, "appears twice"),
     ({"records": [report("a", 1), "x"]}, "records[1].expected a JSON object"),
     ({"records": [report(f"r{i}", 1) for i in range(1001)]}, "1 to 1000 records"),
@@ -193,6 +196,23 @@ def test_bad_reports_are_refused_whole_with_a_clear_400(proxy: Proxy, document: 
     assert response.status_code == 400
     assert response.headers["x-amzn-errortype"].startswith("ValidationException")
     assert message in response.json()["message"]
+
+
+def test_reported_usage_carries_its_attribution_tags(proxy: Proxy) -> None:
+    """A batch job reports its usage with the `requestMetadata` its Bedrock calls carried
+    (issue #22 item 3): the listed key is metered as a proxied request's is; others are not."""
+    key = proxy.issue_key("acme", "tagged-batch")
+    batch = {"records": [report("tag-a", 100, request_metadata={"project": "apollo", "job": "ignored"}),
+                         report("tag-b", 20, request_metadata={"project": "apollo"}),
+                         report("tag-c", 3, request_metadata={"project": "gemini"}),
+                         report("tag-d", 7)]}
+    assert bearer(proxy, key, "POST", "/v1/usage-reports", batch).json()["recorded"] == 4
+
+    def by_project() -> dict[Any, int]:
+        rows = admin(proxy, "/v1/usage?by=org,app,tag:project")["rows"]
+        return {row["tag:project"]: row["input_tokens"] for row in rows if row["app"] == "tagged-batch"}
+
+    assert until(lambda: by_project() == {"apollo": 120, "gemini": 3, None: 7}, f"tagged rows, got {by_project()}")
 
 
 def test_a_full_batch_of_1000_is_taken(proxy: Proxy) -> None:
