@@ -36,7 +36,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from botocore.eventstream import EventStreamBuffer, EventStreamMessage
 from starlette.types import Receive, Scope, Send
@@ -60,7 +60,7 @@ from proxy.headers import request_headers_for_upstream, response_headers_for_cli
 from proxy.identity import Caller, Identified
 from proxy.routing import Route
 from proxy.upstream import Upstream
-from proxy.upstream_errors import UpstreamBroken, unsent
+from proxy.upstream_errors import UpstreamBroken, UpstreamUnavailable, unsent
 
 __all__ = ["BidiRelay", "Meter"]
 
@@ -149,7 +149,12 @@ class _Stream:
     async def run(self, extra_headers: list[tuple[bytes, bytes]]) -> None:
         pump = asyncio.create_task(self._pump())
         try:
-            head = await self._first(self._exchange.response())
+            try:
+                head = await self._first(self._exchange.response())
+            except UpstreamUnavailable as exc:  # reset, or silent past `upstream.read_timeout`
+                logger.warning("upstream bidirectional stream gave no response head: %s", exc.__cause__ or exc)
+                await self._refuse(cast(BedrockError, unsent(exc)[1]))  # a 503 ServiceUnavailableException
+                return
             if head is None:
                 await self._stopped_before_head()
                 return
@@ -184,13 +189,16 @@ class _Stream:
 
     async def _stopped_before_head(self) -> None:
         if self._outcome.refused is not None:
-            self.status = InvalidSignatureException.status
-            status, headers, payload = error_parts(InvalidSignatureException(str(self._outcome.refused)),
-                                                   new_request_id())
-            await self._send({"type": "http.response.start", "status": status, "headers": headers})
-            await self._send({"type": "http.response.body", "body": payload, "more_body": False})
+            await self._refuse(InvalidSignatureException(str(self._outcome.refused)))
         else:
             self.hung_up = True
+
+    async def _refuse(self, error: BedrockError) -> None:
+        """Answer with `error` before any response head."""
+        self.status = error.status
+        status, headers, payload = error_parts(error, new_request_id())
+        await self._send({"type": "http.response.start", "status": status, "headers": headers})
+        await self._send({"type": "http.response.body", "body": payload, "more_body": False})
 
     async def _relay_body(self, *, framed: bool) -> None:
         output = asyncio.create_task(self._output(framed))

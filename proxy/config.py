@@ -81,7 +81,9 @@ class UpstreamConfig:
     endpoint_url: str | None = None
     connect_timeout: float = 10.0
     #: Between two bytes of a response. Long non-streamed generations can take
-    #: many minutes before the first byte, hence the generous default.
+    #: many minutes before the first byte, hence the generous default. It also bounds a
+    #: bidirectional stream's upstream silence (proxy/h2_upstream.py): above Nova Sonic's
+    #: 8-minute session, so only an upstream that stopped sending reaches it.
     read_timeout: float = 900.0
     #: Waiting for a free connection when all `max_connections` are busy.
     pool_timeout: float = 30.0
