@@ -171,6 +171,7 @@ class CostKeeper:
             bodies=self._bodies,
             on_refused=self._on_refused,
             tags=TagReader(config.attribution.request_metadata_keys),
+            checkpoint_interval=config.metering.checkpoint_interval,
         )
         return Runtime(config, policies, prices, unit_prices, admission, handler)
 

@@ -19,6 +19,10 @@ while it arrives (a stream has no length to check up front).
   within a chain of bidirectional models, the quota held) is made before anything is sent.
 * **HTTP/1.1 is refused** before any of that costs an upstream call: Bedrock serves the
   operation over HTTP/2 only (`adapters.bidi.HTTP2_ONLY`).
+* **Usage as it goes.** Each `usageEvent` total is checkpointed (the first at once,
+  then at most every `metering.checkpoint_interval` seconds, metering/checkpoints.py):
+  a proxy killed mid-conversation meters the last checkpoint at its next start,
+  flagged estimated; the end's event supersedes it.
 * **The end.** Bedrock's END_STREAM ends the client's response and meters the last
   `usageEvent` total, exact. A client that goes away (RST_STREAM, the connection) or
   an upstream that is cut meters what the usage events reported so far, flagged
@@ -62,7 +66,7 @@ from proxy.routing import Route
 from proxy.upstream import Upstream
 from proxy.upstream_errors import UpstreamBroken, UpstreamUnavailable, unsent
 
-__all__ = ["BidiRelay", "Meter"]
+__all__ = ["BidiRelay", "Checkpoint", "Meter"]
 
 logger = logging.getLogger(__name__)
 
@@ -74,11 +78,17 @@ _CLIENT_CLOSED = 499
 #: (route, caller, plan, status, request id, usage, started, first byte, hung up): records
 #: the usage event and settles the plan (ProxyHandler's metering).
 Meter = Callable[[Route, Caller, Plan, int, "str | None", Usage, float, "float | None", bool], None]
+#: (route, caller, plan, request id, usage so far, started, first byte): an open stream's
+#: usage checkpoint (ProxyHandler's).
+Checkpoint = Callable[[Route, Caller, Plan, str, Usage, float, "float | None"], None]
 
 
 class BidiRelay:
     def __init__(self, *, admission: Admission, upstream: Upstream, meter: Meter,
-                 costkeeper_headers: Callable[[Plan], list[tuple[bytes, bytes]]], max_event_bytes: int) -> None:
+                 costkeeper_headers: Callable[[Plan], list[tuple[bytes, bytes]]], max_event_bytes: int,
+                 checkpoint: Checkpoint, checkpoint_interval: float) -> None:
+        self._checkpoint = checkpoint
+        self._checkpoint_interval = checkpoint_interval
         #: The largest input event held while it arrives (`limits.max_body_bytes`): a stream
         #: has no length to check, but each event is held whole until its signature is checked.
         self._max_event_bytes = max_event_bytes
@@ -107,12 +117,49 @@ class BidiRelay:
                 raise
             raise raised from None
         stream = _Stream(receive, send, exchange, signer, verifier, self._max_event_bytes)
+        stream.checkpoints = _Checkpoints(
+            lambda: self._checkpoint(route, caller, plan, stream.request_id or "", stream.usage(estimated=True),
+                                     started, stream.first_byte), self._checkpoint_interval)
         try:
             await stream.run(self._costkeeper_headers(plan))
         finally:
+            stream.checkpoints.close()  # none after the final event
             exchange.close()
             self._meter(route, caller, plan, stream.status, stream.request_id, stream.usage(), started,
                         stream.first_byte, stream.hung_up)
+
+
+class _Checkpoints:
+    """When an open stream's usage is written down: the first usage seen at once, later
+    ones at most every `interval` seconds (a timer, so the last change before a quiet
+    spell is written too). `write` reads the usage when it runs: always the latest."""
+
+    def __init__(self, write: Callable[[], None], interval: float) -> None:
+        self._write = write
+        self._interval = interval
+        self._last: float | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    def seen(self) -> None:
+        """The usage changed."""
+        if self._timer is not None:
+            return  # written when the timer fires, with this change in it
+        loop = asyncio.get_running_loop()
+        delay = 0.0 if self._last is None else self._last + self._interval - loop.time()
+        if delay <= 0:
+            self._now()
+        else:
+            self._timer = loop.call_later(delay, self._now)
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _now(self) -> None:
+        self._timer = None
+        self._last = asyncio.get_running_loop().time()
+        self._write()
 
 
 @dataclass(slots=True)
@@ -142,9 +189,10 @@ class _Stream:
         self.first_byte: float | None = None
         self.hung_up = False
         self._complete = False  # Bedrock ended the stream: its usage is final
+        self.checkpoints = _Checkpoints(lambda: None, 0)
 
-    def usage(self) -> Usage:
-        return self._watcher.usage(estimated=self.status == 200 and not self._complete)
+    def usage(self, *, estimated: bool = False) -> Usage:
+        return self._watcher.usage(estimated=estimated or (self.status == 200 and not self._complete))
 
     async def run(self, extra_headers: list[tuple[bytes, bytes]]) -> None:
         pump = asyncio.create_task(self._pump())
@@ -160,8 +208,9 @@ class _Stream:
                 return
             status, raw_headers = head
             self.status = status
+            # One id for the checkpoints and the final event, even if Bedrock sent none.
             self.request_id = next((v.decode("latin-1") for n, v in raw_headers if n.lower() == b"x-amzn-requestid"),
-                                   None)
+                                   None) or new_request_id()
             headers = response_headers_for_client(raw_headers, keep_length=status != 200) + extra_headers
             await self._send({"type": "http.response.start", "status": status, "headers": headers})
             if status != 200:  # an error, JSON: relayed whole as Bedrock sent it
@@ -218,7 +267,10 @@ class _Stream:
 
     async def _output(self, framed: bool) -> bool:
         async for chunk in self._exchange.chunks():
+            seen = self._watcher.events
             data = self._watcher.feed(chunk) if framed else chunk
+            if self._watcher.events != seen:
+                self.checkpoints.seen()  # before the client sees it: what it saw is written down
             if not data:
                 continue
             if self.first_byte is None:

@@ -264,6 +264,12 @@ class MeteringConfig:
     max_backlog: int = 100_000
     #: Seconds a shutdown keeps trying to store the backlog (the rest stays in the journal).
     drain_timeout: float = 10.0
+    #: Seconds between two checkpoints of an open bidirectional stream's usage (up to 8
+    #: minutes of speech; metering/checkpoints.py): the first usage event is written at
+    #: once, later ones at most this often (0: every one, a small file write each). A
+    #: killed proxy meters the stream's last checkpoint, flagged estimated; its final
+    #: event supersedes them.
+    checkpoint_interval: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,16 +9,23 @@ Conversations and helpers are tests/e2e/test_bidirectional_stream.py's.
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from metering.sqlite_store import SQLiteStore
+from metering.store import UsageRow
+from proxy.upstream_errors import UpstreamBroken
 from tests.conftest import TEST_PRICING
 from tests.e2e.bidi_client import Conversation, text_turn
 from tests.e2e.clients import wait_for_event
 from tests.e2e.test_bidirectional_stream import BIDI, SONIC, SONIC_RATES, _answer, _last_total, talk
-from tests.processes import Process, Proxy, start_proxy
+from tests.processes import Process, Proxy, start_proxy, wait_for
 
 #: Short enough for a test to wait it out; the simulator answers a turn at once, so only
 #: the held stream's silence reaches it.
@@ -52,3 +59,46 @@ def test_a_silent_upstream_is_cut_after_the_read_timeout_and_metered_estimated(q
     total = _last_total(outcome)
     assert event.output_tokens == sum(total["output"].values()) > 0
     assert event.input_tokens == sum(total["input"].values())
+
+
+def test_a_proxy_killed_mid_stream_meters_the_usage_seen_once_at_its_next_start(
+        tmp_path: Path, simulator: Process) -> None:
+    store_path = tmp_path / "usage.db"
+    # Every usage event written down at once: the test kills the proxy right after one.
+    config = {**VOICE_CONFIG, "store": {"backend": "sqlite", "path": str(store_path)},
+              "metering": {"flush_interval": 0.1, "checkpoint_interval": 0}}
+    proxy = start_proxy(tmp_path, simulator.url, config)
+    try:
+        key = proxy.issue_key("acme", "killed")
+
+        async def script(conversation: Conversation) -> None:
+            await conversation.say(text_turn(conversation.prompt, "Hello [[sim:hold]]"))
+            await _answer(conversation)  # its usage event is written down before it is relayed
+            os.kill(proxy.popen.pid, signal.SIGKILL)
+            proxy.popen.wait()
+            try:
+                await conversation.until("\0")
+            except UpstreamBroken:
+                pass  # the connection died with the proxy
+
+        outcome = talk(proxy, key, script)
+    finally:
+        proxy.stop()
+    total = _last_total(outcome)
+    restarted = start_proxy(tmp_path, simulator.url, config)  # same store, same journal
+    try:
+        def rows() -> list[UsageRow]:
+            async def read() -> list[UsageRow]:
+                async with SQLiteStore(str(store_path)) as store:
+                    return [row for row in await store.usage_summary(0, None, ["app"]) if row.app == "killed"]
+            return asyncio.run(read())
+
+        wait_for(lambda: bool(rows()), 30, "the killed stream's usage in the store")
+        (row,) = rows()
+        assert (row.requests, row.estimated_requests) == (1, 1)
+        assert row.input_tokens == sum(total["input"].values())
+        assert row.output_tokens == sum(total["output"].values()) > 0
+    finally:
+        restarted.stop()
+    assert (store_path.parent / f"{store_path.name}.journal" / "streams").is_dir()
+    assert not list((store_path.parent / f"{store_path.name}.journal" / "streams").iterdir())
