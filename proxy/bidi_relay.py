@@ -23,6 +23,9 @@ while it arrives (a stream has no length to check up front).
   then at most every `metering.checkpoint_interval` seconds, metering/checkpoints.py):
   a proxy killed mid-conversation meters the last checkpoint at its next start,
   flagged estimated; the end's event supersedes it.
+* **A shutdown** (SIGTERM) lets a stream go on for `server.bidi_drain_timeout` seconds
+  (proxy/stream_drain.py), then ends it with a `serviceUnavailableException` frame (a
+  503 before the head) and meters it, flagged estimated.
 * **The end.** Bedrock's END_STREAM ends the client's response and meters the last
   `usageEvent` total, exact. A client that goes away (RST_STREAM, the connection) or
   an upstream that is cut meters what the usage events reported so far, flagged
@@ -63,6 +66,7 @@ from proxy.h2_upstream import H2Exchange
 from proxy.headers import request_headers_for_upstream, response_headers_for_client
 from proxy.identity import Caller, Identified
 from proxy.routing import Route
+from proxy.stream_drain import StreamDrain
 from proxy.upstream import Upstream
 from proxy.upstream_errors import UpstreamBroken, UpstreamUnavailable, unsent
 
@@ -72,6 +76,7 @@ logger = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 _TOO_LARGE = "An input event exceeds the limit of {} bytes."
+_SHUTTING_DOWN = "The proxy is shutting down: open the stream again to continue the conversation."
 #: A status for the usage event of a client that left before any response head.
 _CLIENT_CLOSED = 499
 
@@ -86,7 +91,9 @@ Checkpoint = Callable[[Route, Caller, Plan, str, Usage, float, "float | None"], 
 class BidiRelay:
     def __init__(self, *, admission: Admission, upstream: Upstream, meter: Meter,
                  costkeeper_headers: Callable[[Plan], list[tuple[bytes, bytes]]], max_event_bytes: int,
-                 checkpoint: Checkpoint, checkpoint_interval: float) -> None:
+                 checkpoint: Checkpoint, checkpoint_interval: float, drain: StreamDrain | None = None) -> None:
+        #: This process's open streams, cut when a shutdown's bound is reached.
+        self._drain = drain or StreamDrain()
         self._checkpoint = checkpoint
         self._checkpoint_interval = checkpoint_interval
         #: The largest input event held while it arrives (`limits.max_body_bytes`): a stream
@@ -120,9 +127,11 @@ class BidiRelay:
         stream.checkpoints = _Checkpoints(
             lambda: self._checkpoint(route, caller, plan, stream.request_id or "", stream.usage(estimated=True),
                                      started, stream.first_byte), self._checkpoint_interval)
+        self._drain.opened(stream.cut)
         try:
             await stream.run(self._costkeeper_headers(plan))
         finally:
+            self._drain.closed(stream.cut)
             stream.checkpoints.close()  # none after the final event
             exchange.close()
             self._meter(route, caller, plan, stream.status, stream.request_id, stream.usage(), started,
@@ -168,6 +177,8 @@ class _Outcome:
 
     client_gone: bool = False
     refused: EventChainError | None = None
+    #: The proxy is shutting down and the drain's bound is reached.
+    shutdown: bool = False
 
 
 class _Stream:
@@ -190,6 +201,11 @@ class _Stream:
         self.hung_up = False
         self._complete = False  # Bedrock ended the stream: its usage is final
         self.checkpoints = _Checkpoints(lambda: None, 0)
+
+    def cut(self) -> None:
+        """The proxy is shutting down: end the exchange as the input pump's stop does."""
+        self._outcome.shutdown = True
+        self._stopped.set()
 
     def usage(self, *, estimated: bool = False) -> Usage:
         return self._watcher.usage(estimated=estimated or (self.status == 200 and not self._complete))
@@ -239,6 +255,8 @@ class _Stream:
     async def _stopped_before_head(self) -> None:
         if self._outcome.refused is not None:
             await self._refuse(InvalidSignatureException(str(self._outcome.refused)))
+        elif self._outcome.shutdown:
+            await self._refuse(ServiceUnavailableException(_SHUTTING_DOWN))
         else:
             self.hung_up = True
 
@@ -257,9 +275,11 @@ class _Stream:
             logger.warning("upstream bidirectional stream ended early: %s", exc)
             await self._end_with(ServiceUnavailableException("The upstream stream ended before it was complete."))
             return
-        if finished is None:  # the client left, or sent an event that does not verify
+        if finished is None:  # the client left, sent an event that does not verify, or a shutdown cut it
             if self._outcome.refused is not None:
                 await self._end_with(ValidationException(str(self._outcome.refused)))
+            elif self._outcome.shutdown:
+                await self._end_with(ServiceUnavailableException(_SHUTTING_DOWN))
             else:
                 self.hung_up = True
             return

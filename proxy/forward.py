@@ -58,6 +58,7 @@ from proxy.limits import check_request_head
 from proxy.request import ClientGone, header, json_body, read_body
 from proxy.response_cache import CachedResponse, ResponseCache
 from proxy.routing import METERED, STREAMING, Operation, Route, parse_route
+from proxy.stream_drain import StreamDrain
 from proxy.tags import TagReader
 from proxy.upstream import Upstream, UpstreamBroken, UpstreamResponse
 from proxy.upstream_errors import unsent
@@ -91,6 +92,7 @@ class ProxyHandler:
         on_refused: Callable[[AuthRefused, Scope, str], None] | None = None,
         tags: TagReader | None = None,
         checkpoint_interval: float = 5.0,
+        drain: StreamDrain | None = None,
     ) -> None:
         #: Request head and body sizes; how much of a response body is read for usage.
         self._limits = limits
@@ -116,7 +118,7 @@ class ProxyHandler:
                                costkeeper_headers=lambda plan: _costkeeper_headers(plan.model, plan.fallback,
                                                                                    plan.mode),
                                max_event_bytes=limits.max_body_bytes, checkpoint=self._checkpoint,
-                               checkpoint_interval=checkpoint_interval)
+                               checkpoint_interval=checkpoint_interval, drain=drain)
 
     @property
     def inflight_body_bytes(self) -> int:

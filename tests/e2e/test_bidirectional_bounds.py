@@ -24,7 +24,15 @@ from proxy.upstream_errors import UpstreamBroken
 from tests.conftest import TEST_PRICING
 from tests.e2e.bidi_client import Conversation, text_turn
 from tests.e2e.clients import wait_for_event
-from tests.e2e.test_bidirectional_stream import BIDI, SONIC, SONIC_RATES, _answer, _last_total, talk
+from tests.e2e.test_bidirectional_stream import (
+    BIDI,
+    SONIC,
+    SONIC_RATES,
+    WITHIN,
+    _answer,
+    _last_total,
+    talk,
+)
 from tests.processes import Process, Proxy, start_proxy, wait_for
 
 #: Short enough for a test to wait it out; the simulator answers a turn at once, so only
@@ -102,3 +110,29 @@ def test_a_proxy_killed_mid_stream_meters_the_usage_seen_once_at_its_next_start(
         restarted.stop()
     assert (store_path.parent / f"{store_path.name}.journal" / "streams").is_dir()
     assert not list((store_path.parent / f"{store_path.name}.journal" / "streams").iterdir())
+
+
+def test_sigterm_cuts_an_open_stream_after_the_drain_timeout_meters_it_and_exits_zero(
+        tmp_path: Path, simulator: Process) -> None:
+    """A conversation lasts up to 8 minutes, longer than a pod's grace period: SIGTERM lets
+    it go on for `server.bidi_drain_timeout`, then ends it with an exception frame, meters
+    it and lets the shutdown finish."""
+    proxy = start_proxy(tmp_path, simulator.url, {**VOICE_CONFIG, "server": {"bidi_drain_timeout": 1}})
+    try:
+        key = proxy.issue_key("acme", "drained")
+
+        async def script(conversation: Conversation) -> None:
+            await conversation.say(text_turn(conversation.prompt, "Hello [[sim:hold]]"))
+            await _answer(conversation)  # then the conversation stays open, silent
+            proxy.popen.send_signal(signal.SIGTERM)
+            await conversation.until("\0")
+
+        outcome = talk(proxy, key, script)
+        assert proxy.popen.wait(timeout=WITHIN) == 0, proxy.output()
+    finally:
+        proxy.stop()
+    assert [kind for kind, _ in outcome.exceptions] == ["serviceUnavailableException"]
+    assert "shutting down" in outcome.exceptions[0][1]
+    event = wait_for_event(proxy, outcome.request_id)  # stored by the shutdown's flush
+    assert event.estimated and not event.hung_up and event.status == 200
+    assert event.output_tokens == sum(_last_total(outcome)["output"].values()) > 0
