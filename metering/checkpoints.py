@@ -28,6 +28,7 @@ under its lock: one process owns both.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -98,6 +99,12 @@ class StreamCheckpoints:
         """Remove a recovered checkpoint whose request's final event is already journaled."""
         self._open.add(request_id)
         self.settled(request_id)
+
+    def close(self) -> None:
+        """The process stops: an empty directory goes (a retired worker's journal is then
+        empty, proxy/worker_journals.py); checkpoints of streams still open stay."""
+        with contextlib.suppress(OSError):
+            self.directory.rmdir()
 
     def _path(self, request_id: str) -> Path:
         # Hashed: a request id is Bedrock's header, not a file name to trust.

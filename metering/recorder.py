@@ -239,6 +239,7 @@ class UsageRecorder:
             logger.warning("usage store unavailable at shutdown (%s); %d events stay in the journal in %s",
                            type(exc).__name__, self.backlog, self._journal.directory)
         async with self._journal_io:
+            self._checkpoints.close()
             await asyncio.to_thread(self._journal.close)
         with self._mutex:
             self._opened = False

@@ -51,6 +51,7 @@ async def test_a_crash_mid_stream_records_its_last_checkpoint_once(store: Store,
     assert await estimated_and_input(store) == (1, 30)
     assert checkpoint_files(journal) == []
     await second.stop()
+    assert not (journal / "streams").exists()  # empty: removed, the journal directory stays clean
     third = await restart(store, journal)  # nothing left to replay
     assert await stored(store) == (1, 300)
     await third.stop()
