@@ -21,6 +21,10 @@ and the proxy keeps serving. A batch's id is the journal range it covers, so
 after a crash (or a write that landed but was not acknowledged) the replay
 carries the same id and the store applies it at most once.
 
+A stream still open (InvokeModelWithBidirectionalStream, up to 8 minutes) is
+`checkpoint`ed as it goes: its usage so far, in a file its final event supersedes
+and a crash leaves for the next start to record, once (metering/checkpoints.py).
+
 `on_stored` hears what each stored batch settled of each budget lease (Σ reserved
 per lease, `Aggregate.settled`): a lease is kept alive until its settlements are in
 the store (metering/leases.py).
@@ -39,6 +43,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from metering.aggregate import Aggregate, SettleKey
+from metering.checkpoints import StreamCheckpoints
 from metering.events import UsageEvent
 from metering.journal import Journal, JournalError, encode
 from metering.store import UsageStore
@@ -71,6 +76,8 @@ class UsageRecorder:
             raise ValueError("flush_interval, batch_size and fsync_interval must be positive")
         self._store = store
         self._journal = Journal(journal_dir)
+        #: Open streams' usage so far, in the journal's directory (under its lock).
+        self._checkpoints = StreamCheckpoints(Path(journal_dir) / "streams")
         self._flush_interval = flush_interval
         self._batch_size = batch_size
         self._fsync_interval = fsync_interval
@@ -140,8 +147,19 @@ class UsageRecorder:
                     return
                 self._active.add(event)
                 self._active_events.append(event)
+                self._checkpoints.settled(event.request_id)  # journaled: its checkpoint is superseded
         except Exception:  # a metering bug must never fail a request
             logger.exception("could not record usage of request %s", getattr(event, "request_id", "?"))
+
+    def checkpoint(self, event: UsageEvent) -> None:
+        """The usage so far of a request still open (`event`, flagged estimated): what a
+        crash before its end records (metering/checkpoints.py); its `record` supersedes
+        it. One small file write; never awaits or raises."""
+        try:
+            if self._opened:
+                self._checkpoints.write(event)
+        except Exception as exc:  # the stream goes on; its final event is recorded as usual
+            logger.error("could not checkpoint the usage of request %s: %s", event.request_id, exc)
 
     # -- life cycle ----------------------------------------------------------
 
@@ -151,10 +169,14 @@ class UsageRecorder:
         if self._tasks:
             raise RuntimeError("UsageRecorder already started")
         recovered = await asyncio.to_thread(self._journal.open)
+        checkpoints = await asyncio.to_thread(self._checkpoints.recover)
+        journaled: set[str] = set()  # request ids in the backlog, when a checkpoint may be superseded
         found: dict[int, Aggregate] = {}
         for number in recovered.segments:
             events = await asyncio.to_thread(self._journal.read_segment, number)
             found[number] = Aggregate(events)
+            if checkpoints:
+                journaled.update(event.request_id for event in events)
         in_intents = {n for first, last in recovered.intents for n in range(first, last + 1)}
         with self._mutex:
             for number, aggregate in found.items():
@@ -169,11 +191,23 @@ class UsageRecorder:
             logger.info("replaying %d metered events from the journal in %s", self.backlog - len(self._unwritten),
                         self._journal.directory)
         self._retry_unwritten()
+        self._replay_checkpoints(checkpoints, journaled)
         self._stopping.clear()
         self._tasks = [
             asyncio.create_task(self._flush_loop(), name="costkeeper-metering-flush"),
             asyncio.create_task(self._fsync_loop(), name="costkeeper-metering-fsync"),
         ]
+
+    def _replay_checkpoints(self, checkpoints: list[UsageEvent], journaled: set[str]) -> None:
+        """Streams a previous process left open: each recorded once, unless its final
+        event is in the backlog already (it died between that write and the clean-up)."""
+        for event in checkpoints:
+            if event.request_id in journaled:
+                self._checkpoints.drop(event.request_id)
+            else:
+                logger.warning("request %s was still streaming when the previous process stopped: its usage "
+                               "until its last checkpoint is recorded, flagged estimated", event.request_id)
+                self.record(event)
 
     async def flush(self) -> None:
         """Seal the active segment and store everything recorded before this
@@ -205,6 +239,7 @@ class UsageRecorder:
             logger.warning("usage store unavailable at shutdown (%s); %d events stay in the journal in %s",
                            type(exc).__name__, self.backlog, self._journal.directory)
         async with self._journal_io:
+            self._checkpoints.close()
             await asyncio.to_thread(self._journal.close)
         with self._mutex:
             self._opened = False
@@ -270,6 +305,7 @@ class UsageRecorder:
                 self._unwritten.popleft()
                 self._active.add(event)
                 self._active_events.append(event)
+                self._checkpoints.settled(event.request_id)
             if not self._journal_ok:
                 logger.info("the journal accepts writes again")
             self._journal_ok = True

@@ -45,6 +45,7 @@ from proxy.jobs import Jobs
 from proxy.policies import Policies
 from proxy.ratelimit import RateLimiter
 from proxy.response_cache import ResponseCache
+from proxy.stream_drain import StreamDrain
 from proxy.tags import TagReader
 from proxy.upstream import Upstream
 from proxy.whole_body import WholeBodyOperations
@@ -127,6 +128,8 @@ class CostKeeper:
         self._limiter = RateLimiter()
         self._cache = ResponseCache()
         self._bodies = BodyBudget(config.limits.max_inflight_body_bytes)
+        #: Open bidirectional streams, cut `server.bidi_drain_timeout` after a SIGTERM (`stop()`).
+        self.drain = StreamDrain()
         observability = config.observability
         self.event_log = EventLog(access=observability.access_log, emf=observability.emf,
                                   emf_namespace=observability.emf_namespace,
@@ -171,6 +174,8 @@ class CostKeeper:
             bodies=self._bodies,
             on_refused=self._on_refused,
             tags=TagReader(config.attribution.request_metadata_keys),
+            checkpoint_interval=config.metering.checkpoint_interval,
+            drain=self.drain,
         )
         return Runtime(config, policies, prices, unit_prices, admission, handler)
 

@@ -19,6 +19,13 @@ while it arrives (a stream has no length to check up front).
   within a chain of bidirectional models, the quota held) is made before anything is sent.
 * **HTTP/1.1 is refused** before any of that costs an upstream call: Bedrock serves the
   operation over HTTP/2 only (`adapters.bidi.HTTP2_ONLY`).
+* **Usage as it goes.** Each `usageEvent` total is checkpointed (the first at once,
+  then at most every `metering.checkpoint_interval` seconds, metering/checkpoints.py):
+  a proxy killed mid-conversation meters the last checkpoint at its next start,
+  flagged estimated; the end's event supersedes it.
+* **A shutdown** (SIGTERM) lets a stream go on for `server.bidi_drain_timeout` seconds
+  (proxy/stream_drain.py), then ends it with a `serviceUnavailableException` frame (a
+  503 before the head) and meters it, flagged estimated.
 * **The end.** Bedrock's END_STREAM ends the client's response and meters the last
   `usageEvent` total, exact. A client that goes away (RST_STREAM, the connection) or
   an upstream that is cut meters what the usage events reported so far, flagged
@@ -36,7 +43,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from botocore.eventstream import EventStreamBuffer, EventStreamMessage
 from starlette.types import Receive, Scope, Send
@@ -59,26 +66,36 @@ from proxy.h2_upstream import H2Exchange
 from proxy.headers import request_headers_for_upstream, response_headers_for_client
 from proxy.identity import Caller, Identified
 from proxy.routing import Route
+from proxy.stream_drain import StreamDrain
 from proxy.upstream import Upstream
-from proxy.upstream_errors import UpstreamBroken, unsent
+from proxy.upstream_errors import UpstreamBroken, UpstreamUnavailable, unsent
 
-__all__ = ["BidiRelay", "Meter"]
+__all__ = ["BidiRelay", "Checkpoint", "Meter"]
 
 logger = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 _TOO_LARGE = "An input event exceeds the limit of {} bytes."
+_SHUTTING_DOWN = "The proxy is shutting down: open the stream again to continue the conversation."
 #: A status for the usage event of a client that left before any response head.
 _CLIENT_CLOSED = 499
 
 #: (route, caller, plan, status, request id, usage, started, first byte, hung up): records
 #: the usage event and settles the plan (ProxyHandler's metering).
 Meter = Callable[[Route, Caller, Plan, int, "str | None", Usage, float, "float | None", bool], None]
+#: (route, caller, plan, request id, usage so far, started, first byte): an open stream's
+#: usage checkpoint (ProxyHandler's).
+Checkpoint = Callable[[Route, Caller, Plan, str, Usage, float, "float | None"], None]
 
 
 class BidiRelay:
     def __init__(self, *, admission: Admission, upstream: Upstream, meter: Meter,
-                 costkeeper_headers: Callable[[Plan], list[tuple[bytes, bytes]]], max_event_bytes: int) -> None:
+                 costkeeper_headers: Callable[[Plan], list[tuple[bytes, bytes]]], max_event_bytes: int,
+                 checkpoint: Checkpoint, checkpoint_interval: float, drain: StreamDrain | None = None) -> None:
+        #: This process's open streams, cut when a shutdown's bound is reached.
+        self._drain = drain or StreamDrain()
+        self._checkpoint = checkpoint
+        self._checkpoint_interval = checkpoint_interval
         #: The largest input event held while it arrives (`limits.max_body_bytes`): a stream
         #: has no length to check, but each event is held whole until its signature is checked.
         self._max_event_bytes = max_event_bytes
@@ -107,12 +124,51 @@ class BidiRelay:
                 raise
             raise raised from None
         stream = _Stream(receive, send, exchange, signer, verifier, self._max_event_bytes)
+        stream.checkpoints = _Checkpoints(
+            lambda: self._checkpoint(route, caller, plan, stream.request_id or "", stream.usage(estimated=True),
+                                     started, stream.first_byte), self._checkpoint_interval)
+        self._drain.opened(stream.cut)
         try:
             await stream.run(self._costkeeper_headers(plan))
         finally:
+            self._drain.closed(stream.cut)
+            stream.checkpoints.close()  # none after the final event
             exchange.close()
             self._meter(route, caller, plan, stream.status, stream.request_id, stream.usage(), started,
                         stream.first_byte, stream.hung_up)
+
+
+class _Checkpoints:
+    """When an open stream's usage is written down: the first usage seen at once, later
+    ones at most every `interval` seconds (a timer, so the last change before a quiet
+    spell is written too). `write` reads the usage when it runs: always the latest."""
+
+    def __init__(self, write: Callable[[], None], interval: float) -> None:
+        self._write = write
+        self._interval = interval
+        self._last: float | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    def seen(self) -> None:
+        """The usage changed."""
+        if self._timer is not None:
+            return  # written when the timer fires, with this change in it
+        loop = asyncio.get_running_loop()
+        delay = 0.0 if self._last is None else self._last + self._interval - loop.time()
+        if delay <= 0:
+            self._now()
+        else:
+            self._timer = loop.call_later(delay, self._now)
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _now(self) -> None:
+        self._timer = None
+        self._last = asyncio.get_running_loop().time()
+        self._write()
 
 
 @dataclass(slots=True)
@@ -121,6 +177,8 @@ class _Outcome:
 
     client_gone: bool = False
     refused: EventChainError | None = None
+    #: The proxy is shutting down and the drain's bound is reached.
+    shutdown: bool = False
 
 
 class _Stream:
@@ -142,21 +200,33 @@ class _Stream:
         self.first_byte: float | None = None
         self.hung_up = False
         self._complete = False  # Bedrock ended the stream: its usage is final
+        self.checkpoints = _Checkpoints(lambda: None, 0)
 
-    def usage(self) -> Usage:
-        return self._watcher.usage(estimated=self.status == 200 and not self._complete)
+    def cut(self) -> None:
+        """The proxy is shutting down: end the exchange as the input pump's stop does."""
+        self._outcome.shutdown = True
+        self._stopped.set()
+
+    def usage(self, *, estimated: bool = False) -> Usage:
+        return self._watcher.usage(estimated=estimated or (self.status == 200 and not self._complete))
 
     async def run(self, extra_headers: list[tuple[bytes, bytes]]) -> None:
         pump = asyncio.create_task(self._pump())
         try:
-            head = await self._first(self._exchange.response())
+            try:
+                head = await self._first(self._exchange.response())
+            except UpstreamUnavailable as exc:  # reset, or silent past `upstream.read_timeout`
+                logger.warning("upstream bidirectional stream gave no response head: %s", exc.__cause__ or exc)
+                await self._refuse(cast(BedrockError, unsent(exc)[1]))  # a 503 ServiceUnavailableException
+                return
             if head is None:
                 await self._stopped_before_head()
                 return
             status, raw_headers = head
             self.status = status
+            # One id for the checkpoints and the final event, even if Bedrock sent none.
             self.request_id = next((v.decode("latin-1") for n, v in raw_headers if n.lower() == b"x-amzn-requestid"),
-                                   None)
+                                   None) or new_request_id()
             headers = response_headers_for_client(raw_headers, keep_length=status != 200) + extra_headers
             await self._send({"type": "http.response.start", "status": status, "headers": headers})
             if status != 200:  # an error, JSON: relayed whole as Bedrock sent it
@@ -184,13 +254,18 @@ class _Stream:
 
     async def _stopped_before_head(self) -> None:
         if self._outcome.refused is not None:
-            self.status = InvalidSignatureException.status
-            status, headers, payload = error_parts(InvalidSignatureException(str(self._outcome.refused)),
-                                                   new_request_id())
-            await self._send({"type": "http.response.start", "status": status, "headers": headers})
-            await self._send({"type": "http.response.body", "body": payload, "more_body": False})
+            await self._refuse(InvalidSignatureException(str(self._outcome.refused)))
+        elif self._outcome.shutdown:
+            await self._refuse(ServiceUnavailableException(_SHUTTING_DOWN))
         else:
             self.hung_up = True
+
+    async def _refuse(self, error: BedrockError) -> None:
+        """Answer with `error` before any response head."""
+        self.status = error.status
+        status, headers, payload = error_parts(error, new_request_id())
+        await self._send({"type": "http.response.start", "status": status, "headers": headers})
+        await self._send({"type": "http.response.body", "body": payload, "more_body": False})
 
     async def _relay_body(self, *, framed: bool) -> None:
         output = asyncio.create_task(self._output(framed))
@@ -200,9 +275,11 @@ class _Stream:
             logger.warning("upstream bidirectional stream ended early: %s", exc)
             await self._end_with(ServiceUnavailableException("The upstream stream ended before it was complete."))
             return
-        if finished is None:  # the client left, or sent an event that does not verify
+        if finished is None:  # the client left, sent an event that does not verify, or a shutdown cut it
             if self._outcome.refused is not None:
                 await self._end_with(ValidationException(str(self._outcome.refused)))
+            elif self._outcome.shutdown:
+                await self._end_with(ServiceUnavailableException(_SHUTTING_DOWN))
             else:
                 self.hung_up = True
             return
@@ -210,7 +287,10 @@ class _Stream:
 
     async def _output(self, framed: bool) -> bool:
         async for chunk in self._exchange.chunks():
+            seen = self._watcher.events
             data = self._watcher.feed(chunk) if framed else chunk
+            if self._watcher.events != seen:
+                self.checkpoints.seen()  # before the client sees it: what it saw is written down
             if not data:
                 continue
             if self.first_byte is None:

@@ -73,6 +73,11 @@ class ServerConfig:
     #: Seconds between two checks of config.yaml for a new content (proxy/admin/reload.py):
     #: a Kubernetes ConfigMap update swaps a symlink and sends no signal. 0 → SIGHUP only.
     config_poll_interval: float = 5.0
+    #: Seconds a shutdown (SIGTERM) lets an open InvokeModelWithBidirectionalStream go on
+    #: before it cuts it with an exception frame and meters it, estimated (proxy/stream_drain.py):
+    #: a conversation lasts up to 8 minutes. Keep it, with the preStop sleep and
+    #: `metering.drain_timeout`, below the pod's terminationGracePeriodSeconds.
+    bidi_drain_timeout: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +86,9 @@ class UpstreamConfig:
     endpoint_url: str | None = None
     connect_timeout: float = 10.0
     #: Between two bytes of a response. Long non-streamed generations can take
-    #: many minutes before the first byte, hence the generous default.
+    #: many minutes before the first byte, hence the generous default. It also bounds a
+    #: bidirectional stream's upstream silence (proxy/h2_upstream.py): above Nova Sonic's
+    #: 8-minute session, so only an upstream that stopped sending reaches it.
     read_timeout: float = 900.0
     #: Waiting for a free connection when all `max_connections` are busy.
     pool_timeout: float = 30.0
@@ -262,6 +269,12 @@ class MeteringConfig:
     max_backlog: int = 100_000
     #: Seconds a shutdown keeps trying to store the backlog (the rest stays in the journal).
     drain_timeout: float = 10.0
+    #: Seconds between two checkpoints of an open bidirectional stream's usage (up to 8
+    #: minutes of speech; metering/checkpoints.py): the first usage event is written at
+    #: once, later ones at most this often (0: every one, a small file write each). A
+    #: killed proxy meters the stream's last checkpoint, flagged estimated; its final
+    #: event supersedes them.
+    checkpoint_interval: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -477,6 +490,8 @@ def _build(raw: Mapping[str, Any]) -> Config:
         raise ConfigError("server.tls_cert and server.tls_key must be given together")
     if server.keepalive_timeout <= 0:
         raise ConfigError(f"server.keepalive_timeout: expected seconds > 0, got {server.keepalive_timeout}")
+    if server.bidi_drain_timeout < 0:
+        raise ConfigError(f"server.bidi_drain_timeout: expected seconds ≥ 0, got {server.bidi_drain_timeout}")
     if server.config_poll_interval < 0:
         raise ConfigError(f"server.config_poll_interval: expected seconds ≥ 0, got {server.config_poll_interval}")
     if server.workers < 1:

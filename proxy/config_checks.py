@@ -55,6 +55,8 @@ class _Metering(Protocol):
     def flush_interval(self) -> float: ...
     @property
     def fsync_interval(self) -> float: ...
+    @property
+    def checkpoint_interval(self) -> float: ...
 
 
 class _Observability(Protocol):
@@ -122,6 +124,8 @@ def check_store(store: _Store, metering: _Metering) -> None:
                         ("metering.fsync_interval", metering.fsync_interval)):
         if number <= 0:
             raise ConfigError(f"{key}: expected a positive number of seconds, got {number}")
+    if metering.checkpoint_interval < 0:
+        raise ConfigError(f"metering.checkpoint_interval: expected seconds ≥ 0, got {metering.checkpoint_interval}")
 
 
 #: Names an EMF line already uses (proxy/eventlog.py): a dimension may not take one.

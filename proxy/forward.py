@@ -58,6 +58,7 @@ from proxy.limits import check_request_head
 from proxy.request import ClientGone, header, json_body, read_body
 from proxy.response_cache import CachedResponse, ResponseCache
 from proxy.routing import METERED, STREAMING, Operation, Route, parse_route
+from proxy.stream_drain import StreamDrain
 from proxy.tags import TagReader
 from proxy.upstream import Upstream, UpstreamBroken, UpstreamResponse
 from proxy.upstream_errors import unsent
@@ -90,6 +91,8 @@ class ProxyHandler:
         observe: Callable[[UsageEvent, bool], None] | None = None,
         on_refused: Callable[[AuthRefused, Scope, str], None] | None = None,
         tags: TagReader | None = None,
+        checkpoint_interval: float = 5.0,
+        drain: StreamDrain | None = None,
     ) -> None:
         #: Request head and body sizes; how much of a response body is read for usage.
         self._limits = limits
@@ -114,7 +117,8 @@ class ProxyHandler:
         self._bidi = BidiRelay(admission=admission, upstream=upstream, meter=self._meter,
                                costkeeper_headers=lambda plan: _costkeeper_headers(plan.model, plan.fallback,
                                                                                    plan.mode),
-                               max_event_bytes=limits.max_body_bytes)
+                               max_event_bytes=limits.max_body_bytes, checkpoint=self._checkpoint,
+                               checkpoint_interval=checkpoint_interval, drain=drain)
 
     @property
     def inflight_body_bytes(self) -> int:
@@ -449,10 +453,27 @@ class ProxyHandler:
             return None
         self._admission.settle_rate(plan, usage)
         reserved, lease = self._admission.settle(plan, usage)
-        event = UsageEvent.from_usage(
+        event = self._event(route, caller, plan, status, request_id or new_request_id(), usage, started, first_byte,
+                            hung_up, reserved, lease)
+        self._recorder.record(event)
+        return event
+
+    def _checkpoint(self, route: Route, caller: Caller, plan: Plan, request_id: str, usage: Usage, started: float,
+                    first_byte: float | None) -> None:
+        """An open bidirectional stream's usage so far, flagged estimated: what a crash
+        before its end records (metering/checkpoints.py). It settles nothing and names no
+        lease: all its cost counts as spent, and the lease's share (1 pico-USD) is freed
+        when the dead process's lease expires."""
+        if plan.model:
+            self._recorder.checkpoint(self._event(route, caller, plan, 200, request_id, usage, started, first_byte))
+
+    def _event(self, route: Route, caller: Caller, plan: Plan, status: int, request_id: str, usage: Usage,
+               started: float, first_byte: float | None, hung_up: bool = False, reserved: int = 0,
+               lease: str = "") -> UsageEvent:
+        return UsageEvent.from_usage(
             usage,
             self._prices,
-            request_id=request_id or new_request_id(),
+            request_id=request_id,
             # The admission's time: reserved, settled, aggregated and reported on its UTC day.
             timestamp=plan.admitted_at or time.time(),
             org=caller.org,
@@ -470,8 +491,6 @@ class ProxyHandler:
             hung_up=hung_up,
             tags=plan.tags,
         )
-        self._recorder.record(event)
-        return event
 
 
 def _costkeeper_headers(model: str, fallback: bool, mode: str) -> list[tuple[bytes, bytes]]:

@@ -18,6 +18,9 @@ acknowledged only as the relay takes it (`chunks`).
 
 Errors are the other client's: `UpstreamUnavailable` before the response head,
 `UpstreamBroken` after it (a reset stream, a connection lost or refused by GOAWAY).
+Silence is one too, as aiohttp's `sock_read` is for the other client: with a
+`read_timeout`, no head or no response DATA for that long fails the exchange the same
+way, so a Bedrock that keeps the connection but stops sending holds nobody for ever.
 """
 
 from __future__ import annotations
@@ -66,7 +69,10 @@ class H2Exchange:
     """One request on its own HTTP/2 connection: send the body as it comes, read the
     response as it comes, at the same time. End it with `close()`."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 read_timeout: float | None = None) -> None:
+        #: Seconds of upstream silence (no head, no DATA) before the exchange fails; None: no bound.
+        self._read_timeout = read_timeout
         self._reader = reader
         self._writer = writer
         self._conn = _Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
@@ -82,7 +88,7 @@ class H2Exchange:
 
     @classmethod
     async def open(cls, url: str, headers: Mapping[str, str], *, connect_timeout: float,
-                   ssl_context: ssl.SSLContext | None = None) -> H2Exchange:
+                   read_timeout: float | None = None, ssl_context: ssl.SSLContext | None = None) -> H2Exchange:
         """Connect to `url`'s host (TLS with ALPN `h2` for https, h2c with prior knowledge
         for http) and send the request head, its body left open."""
         target = URL(url, encoded=True)
@@ -97,7 +103,7 @@ class H2Exchange:
                     target.host, target.port, ssl=context, server_hostname=target.host if secure else None)
         except (OSError, TimeoutError) as exc:
             raise UpstreamUnavailable(timed_out=isinstance(exc, TimeoutError)) from exc
-        exchange = cls(reader, writer)
+        exchange = cls(reader, writer, read_timeout)
         if secure:
             tls = writer.get_extra_info("ssl_object")
             if tls is None or tls.selected_alpn_protocol() != "h2":
@@ -124,11 +130,16 @@ class H2Exchange:
         self._pump = asyncio.get_running_loop().create_task(self._read_loop())
 
     async def response(self) -> tuple[int, list[tuple[bytes, bytes]]]:
-        """The response's status and headers (raises `UpstreamUnavailable` if none came)."""
+        """The response's status and headers (raises `UpstreamUnavailable` if none came,
+        or none within `read_timeout`)."""
         try:
-            return await asyncio.shield(self._head)
+            async with asyncio.timeout(self._read_timeout):
+                return await asyncio.shield(self._head)
         except UpstreamBroken as exc:
             raise UpstreamUnavailable(timed_out=False) from exc
+        except TimeoutError as exc:
+            self._fail(UpstreamBroken(f"no response head within {self._read_timeout:g} s"))
+            raise UpstreamUnavailable(timed_out=True) from exc
 
     async def send(self, data: bytes) -> None:
         """Request body bytes, within Bedrock's flow-control window (waits for more)."""
@@ -162,7 +173,12 @@ class H2Exchange:
     async def chunks(self) -> AsyncIterator[bytes]:
         """The response body as it arrives; acknowledged (flow control) as it is taken."""
         while True:
-            item = await self._body.get()
+            try:
+                async with asyncio.timeout(self._read_timeout):
+                    item = await self._body.get()
+            except TimeoutError:
+                item = UpstreamBroken(f"no data from the upstream for {self._read_timeout:g} s")
+                self._fail(item)
             if item is None:
                 return
             if isinstance(item, BaseException):

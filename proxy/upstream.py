@@ -232,6 +232,8 @@ class Upstream:
             sock_connect=up.connect_timeout, sock_read=up.read_timeout,
         )
         self._connect_timeout = up.pool_timeout + up.connect_timeout
+        #: A bidirectional stream's upstream silence, as for any response (`upstream.read_timeout`).
+        self._read_timeout = up.read_timeout
         self._max_connections = up.max_connections
         self._keepalive_timeout = up.keepalive_timeout
         self._session: aiohttp.ClientSession | None = None
@@ -285,7 +287,8 @@ class Upstream:
         headers["content-type"] = "application/vnd.amazon.eventstream"
         frozen = await self._credentials.get_frozen_credentials()
         signed = sign(frozen, signing_region, "POST", url, headers, b"", payload_hash=STREAMING_PAYLOAD)
-        exchange = await H2Exchange.open(url, signed, connect_timeout=self._connect_timeout)
+        exchange = await H2Exchange.open(url, signed, connect_timeout=self._connect_timeout,
+                                         read_timeout=self._read_timeout)
         return exchange, ChainSigner(frozen, signing_region, SIGNING_SERVICE, seed_signature(signed["Authorization"]))
 
     async def send(

@@ -68,3 +68,15 @@ def test_a_spent_quota_falls_back_to_the_next_bidirectional_model_path_only() ->
 def test_a_chain_spent_everywhere_refuses_the_stream() -> None:
     with pytest.raises(ServiceQuotaExceededException):
         _plan({"acme": {"daily_quota_usd": {"voice": 0, "voice2": 0}}})
+
+
+@pytest.mark.parametrize("orgs", [
+    {"acme": {"daily_quota_usd": {"voice": 1.0}}},  # a chain: `_plan_stream`
+    {"acme": {"fallback": ["voice"], "daily_quota_usd": {"voice": 1.0}}},  # one model: `_plan_one`
+])
+def test_a_stream_holds_a_worst_case_of_one_pico_usd_whichever_way_it_is_admitted(orgs: dict[str, Any]) -> None:
+    """What the README says: its cost is unknown until it ends, so a stream is admitted while
+    its quota is not spent and holds 1 pico-USD; its usage is settled when it ends."""
+    plan = _plan(orgs)
+    assert plan.selection is not None and plan.selection.grant is not None
+    assert plan.selection.grant.worst == 1
