@@ -51,6 +51,7 @@ from starlette.types import Receive, Scope, Send
 from adapters.bidi import HTTP2_ONLY, BidiUsageWatcher
 from adapters.eventstream import FrameSplitter, encode_message
 from adapters.usage import Usage
+from metering.tags import Tags
 from proxy.admission import Admission, Plan
 from proxy.errors import (
     BedrockError,
@@ -105,7 +106,7 @@ class BidiRelay:
         self._costkeeper_headers = costkeeper_headers
 
     async def serve(self, scope: Scope, receive: Receive, send: Send, route: Route, identified: Identified,
-                    raw_path: str, raw_query: str, started: float) -> None:
+                    raw_path: str, raw_query: str, started: float, *, tags: Tags = ()) -> None:
         """Raise a BedrockError (or AuthRefused) for a refusal before any response; otherwise
         relay the stream to its end and meter it."""
         if scope.get("http_version") != "2":
@@ -113,6 +114,7 @@ class BidiRelay:
         caller, verifier = identified.verify_stream()
         self._admission.check_operation(route.operation, caller)
         plan = await self._admission.plan(route, caller, raw_path, b"", None)
+        plan.tags = tags  # its `x-costkeeper-tag-*` headers (the body is a stream: no requestMetadata)
         headers = request_headers_for_upstream(scope["headers"])
         headers.pop("content-type", None)  # the upstream's own (an event stream)
         try:

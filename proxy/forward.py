@@ -155,7 +155,8 @@ class ProxyHandler:
                 secure=scope.get("scheme") == "https",
             )
             if route.operation is Operation.INVOKE_MODEL_BIDI:  # its body is a stream, never read whole
-                await self._bidi.serve(scope, receive, send, route, identified, raw_path, raw_query, started)
+                await self._bidi.serve(scope, receive, send, route, identified, raw_path, raw_query, started,
+                                       tags=self._tags.read(scope["headers"]))
                 return
             body = await read_body(receive, scope["headers"], self._limits.max_body_bytes,
                                    chunk_timeout=self._limits.body_timeout, reservation=reservation)

@@ -87,8 +87,11 @@ class Outcome:
 class Conversation:
     """One stream: `open()`, `say(messages)` then `until(kind)`, `finish()` or `hang_up()`."""
 
-    def __init__(self, url: str, access_key: str, secret: str, model: str, region: str = "us-east-1") -> None:
+    def __init__(self, url: str, access_key: str, secret: str, model: str, region: str = "us-east-1",
+                 extra_headers: dict[str, str] | None = None) -> None:
         self._url = f"{url}/model/{model.replace(':', '%3A')}/invoke-with-bidirectional-stream"
+        #: Sent with the head, inside its signature (an `x-costkeeper-tag-*` header, say).
+        self._extra_headers = extra_headers or {}
         self._credentials = Credentials(access_key, secret)
         self._region = region
         self._buffer = EventStreamBuffer()
@@ -100,7 +103,8 @@ class Conversation:
 
     async def open(self) -> None:
         request = AWSRequest("POST", self._url, headers={"content-type": "application/vnd.amazon.eventstream",
-                                                         "X-Amz-Content-SHA256": "STREAMING-AWS4-HMAC-SHA256-EVENTS"})
+                                                         "X-Amz-Content-SHA256": "STREAMING-AWS4-HMAC-SHA256-EVENTS",
+                                                         **self._extra_headers})
         SigV4Auth(self._credentials, "bedrock", self._region).add_auth(request)
         host = self._url.split("/")[2]
         headers = {"host": host, **{name.lower(): value for name, value in request.headers.items()}}

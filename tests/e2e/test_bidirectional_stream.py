@@ -43,6 +43,7 @@ def voice_proxy(tmp_path_factory: pytest.TempPathFactory, simulator: Process) ->
         "pricing": {**TEST_PRICING, SONIC: SONIC_RATES, SONIC2: SONIC_RATES},
         "models": {"voice": SONIC, "voice2": SONIC2},
         "limits": {"max_body_bytes": MAX_EVENT_BYTES},
+        "attribution": {"request_metadata_keys": ["project"]},
         "orgs": {
             "acme": {"allowed_operations": [BIDI, "Converse"], "fallback": ["voice", "voice2"]},
             "spent": {"allowed_operations": [BIDI], "fallback": ["voice", "voice2"],
@@ -58,11 +59,13 @@ def run(coroutine: Any) -> Any:
     return asyncio.run(asyncio.wait_for(coroutine, WITHIN))
 
 
-def talk(proxy: Proxy, key: dict[str, str], script: Callable[[Conversation], Awaitable[Any]]) -> Outcome:
+def talk(proxy: Proxy, key: dict[str, str], script: Callable[[Conversation], Awaitable[Any]],
+         headers: dict[str, str] | None = None) -> Outcome:
     """Open a conversation with SONIC, run `script` on it, and let go of it whatever happens."""
 
     async def main() -> Outcome:
-        conversation = Conversation(proxy.url, key["AWS_ACCESS_KEY_ID"], key["AWS_SECRET_ACCESS_KEY"], SONIC)
+        conversation = Conversation(proxy.url, key["AWS_ACCESS_KEY_ID"], key["AWS_SECRET_ACCESS_KEY"], SONIC,
+                                    extra_headers=headers)
         try:
             await conversation.open()
             await script(conversation)
@@ -125,6 +128,24 @@ def test_a_conversation_is_relayed_both_ways_and_metered_exactly(voice_proxy: Pr
     seen = _sim_request(simulator, outcome.request_id)
     assert seen["status"] == 200 and seen["access_key"] == SIM_ACCESS_KEY and "outcome" not in seen
     assert seen["usage"]["input_speech_tokens"] == total["input"]["speechTokens"] > 0
+
+
+def test_a_conversation_is_attributed_by_its_tag_header(voice_proxy: Proxy, simulator: Process) -> None:
+    """Issue #22 item 3 on the bidirectional stream: an `x-costkeeper-tag-*` header on the
+    head (signed by the client) tags the conversation's usage; Bedrock never sees it."""
+    key = voice_proxy.issue_key("acme", "voice-tagged")
+
+    async def script(conversation: Conversation) -> None:
+        await conversation.say(text_turn(conversation.prompt, "Hello there"))
+        await _answer(conversation)
+        await conversation.finish()
+
+    outcome = talk(voice_proxy, key, script, headers={"x-costkeeper-tag-project": "voicebot"})
+    assert outcome.status == 200 and not outcome.exceptions
+    event = wait_for_event(voice_proxy, outcome.request_id)
+    assert dict(event.tags) == {"project": "voicebot"}
+    seen = _sim_request(simulator, outcome.request_id)
+    assert seen["headers"] and not any(name.startswith("x-costkeeper") for name in seen["headers"])
 
 
 def test_a_hang_up_mid_stream_meters_what_was_seen_flagged_estimated(voice_proxy: Proxy, simulator: Process) -> None:
