@@ -128,7 +128,7 @@ class CostKeeper:
         self._limiter = RateLimiter()
         self._cache = ResponseCache()
         self._bodies = BodyBudget(config.limits.max_inflight_body_bytes)
-        #: Open bidirectional streams, cut `server.bidi_drain_timeout` after a SIGTERM (`stop()`).
+        #: Open bidirectional streams, cut `server.stream_drain_timeout` after a SIGTERM (`stop()`).
         self.drain = StreamDrain()
         observability = config.observability
         self.event_log = EventLog(access=observability.access_log, emf=observability.emf,

@@ -23,7 +23,7 @@ while it arrives (a stream has no length to check up front).
   then at most every `metering.checkpoint_interval` seconds, metering/checkpoints.py):
   a proxy killed mid-conversation meters the last checkpoint at its next start,
   flagged estimated; the end's event supersedes it.
-* **A shutdown** (SIGTERM) lets a stream go on for `server.bidi_drain_timeout` seconds
+* **A shutdown** (SIGTERM) lets a stream go on for `server.stream_drain_timeout` seconds
   (proxy/stream_drain.py), then ends it with a `serviceUnavailableException` frame (a
   503 before the head) and meters it, flagged estimated.
 * **The end.** Bedrock's END_STREAM ends the client's response and meters the last

@@ -77,7 +77,7 @@ class ServerConfig:
     #: before it cuts it with an exception frame and meters it, estimated (proxy/stream_drain.py):
     #: a conversation lasts up to 8 minutes. Keep it, with the preStop sleep and
     #: `metering.drain_timeout`, below the pod's terminationGracePeriodSeconds.
-    bidi_drain_timeout: float = 60.0
+    stream_drain_timeout: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -490,8 +490,8 @@ def _build(raw: Mapping[str, Any]) -> Config:
         raise ConfigError("server.tls_cert and server.tls_key must be given together")
     if server.keepalive_timeout <= 0:
         raise ConfigError(f"server.keepalive_timeout: expected seconds > 0, got {server.keepalive_timeout}")
-    if server.bidi_drain_timeout < 0:
-        raise ConfigError(f"server.bidi_drain_timeout: expected seconds ≥ 0, got {server.bidi_drain_timeout}")
+    if server.stream_drain_timeout < 0:
+        raise ConfigError(f"server.stream_drain_timeout: expected seconds ≥ 0, got {server.stream_drain_timeout}")
     if server.config_poll_interval < 0:
         raise ConfigError(f"server.config_poll_interval: expected seconds ≥ 0, got {server.config_poll_interval}")
     if server.workers < 1:

@@ -113,6 +113,8 @@ class ProxyHandler:
         self._on_refused = on_refused or (lambda refused, scope, request_id: None)
         #: Cost attribution tags: `requestMetadata` keys and `x-costkeeper-tag-*` headers.
         self._tags = tags or TagReader()
+        #: Open streams, cut `server.stream_drain_timeout` after a SIGTERM (proxy/stream_drain.py).
+        self._drain = drain = drain or StreamDrain()
         #: InvokeModelWithBidirectionalStream: relayed both ways over HTTP/2, metered here.
         self._bidi = BidiRelay(admission=admission, upstream=upstream, meter=self._meter,
                                costkeeper_headers=lambda plan: _costkeeper_headers(plan.model, plan.fallback,
@@ -275,6 +277,16 @@ class ProxyHandler:
                                                           plan.cache_ttl, plan.model))
 
         hang_up: HangUpWatch | None = None
+        shutting_down = False
+
+        def cut() -> None:
+            """The shutdown's bound is reached: end the stream as an upstream cut ends it."""
+            nonlocal shutting_down
+            shutting_down = True
+            response.close()
+
+        if is_stream:
+            self._drain.opened(cut)
         try:
             if translate and not is_stream:
                 try:
@@ -320,11 +332,12 @@ class ProxyHandler:
             except UpstreamBroken as exc:
                 if stream_watcher is None:
                     raise  # A non-stream body cannot be ended cleanly: abort the connection.
-                logger.warning("upstream stream for %s ended early: %s", route.operation, exc)
+                if not shutting_down:
+                    logger.warning("upstream stream for %s ended early: %s", route.operation, exc)
                 meter_once()
-                frame = stream_error_frame(
-                    ServiceUnavailableException("The upstream stream ended before it was complete.")
-                )
+                frame = stream_error_frame(ServiceUnavailableException(
+                    "The proxy is shutting down: the stream was cut before it was complete." if shutting_down
+                    else "The upstream stream ended before it was complete."))
                 await send({"type": "http.response.body", "body": frame, "more_body": True})
             except TranslationError as exc:
                 # The fallback model's stream held something that has no shape in the
@@ -364,6 +377,8 @@ class ProxyHandler:
                 if finished and stream_watcher is not None:
                     stream_watcher.end()
         finally:
+            if is_stream:
+                self._drain.closed(cut)
             if hang_up is not None:
                 hang_up.stop()
             # Read to the end: back to the pool. Otherwise (hang-up, cut, error): dropped.

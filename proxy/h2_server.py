@@ -40,7 +40,7 @@ module owes the handler, as uvicorn does:
   refused by the HPACK decoder (connection error). Body size is the handler's check.
 * **Graceful shutdown.** `shutdown()` (uvicorn calls it on SIGTERM) sends GOAWAY:
   open streams finish, new ones are refused; the connection closes when the last ends.
-  A bidirectional stream is cut `server.bidi_drain_timeout` after the signal
+  A bidirectional stream is cut `server.stream_drain_timeout` after the signal
   (proxy/stream_drain.py): a conversation would hold the shutdown for up to 8 minutes.
   An idle connection closes after `server.keepalive_timeout`.
 """

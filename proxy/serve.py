@@ -139,7 +139,7 @@ async def serve_async(config: Config, worker: ServingWorker | None = None) -> in
 
     def stop() -> None:
         data.should_exit = True
-        keeper.drain.begin(config.server.bidi_drain_timeout)  # open conversations do not hold the shutdown
+        keeper.drain.begin(config.server.stream_drain_timeout)  # open conversations do not hold the shutdown
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop)

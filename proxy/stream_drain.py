@@ -4,7 +4,7 @@ On SIGTERM the data port stops accepting (GOAWAY on HTTP/2) and waits for the re
 in flight (proxy/serve.py, proxy/h2_server.py). A response stream ends on its own
 within a generation's time; an InvokeModelWithBidirectionalStream conversation lasts
 until the client ends it, up to Bedrock's 8 minutes, longer than a pod's grace period.
-So `server.bidi_drain_timeout` seconds after the signal, each stream still open is cut
+So `server.stream_drain_timeout` seconds after the signal, each stream still open is cut
 (proxy/bidi_relay.py: the client gets a `serviceUnavailableException` frame, the usage
 seen is metered, flagged estimated) and the shutdown goes on to flush the metering.
 
@@ -46,7 +46,7 @@ class StreamDrain:
         if self._timer is not None or self._cutting:
             return
         if self._cuts:
-            logger.info("shutting down: %d bidirectional stream(s) open, cut in %g s unless they end",
+            logger.info("shutting down: %d open stream(s), cut in %g s unless they end",
                         len(self._cuts), seconds)
         self._timer = asyncio.get_running_loop().call_later(seconds, self._cut_all)
 
@@ -59,8 +59,8 @@ class StreamDrain:
         self._timer = None
         self._cutting = True
         if self._cuts:
-            logger.warning("cutting %d bidirectional stream(s) still open %s", len(self._cuts),
-                           "at the end of the shutdown's bound (server.bidi_drain_timeout)")
+            logger.warning("cutting %d open stream(s) %s", len(self._cuts),
+                           "at the end of the shutdown's bound (server.stream_drain_timeout)")
         for cut in list(self._cuts):
             cut()
         self._cuts.clear()

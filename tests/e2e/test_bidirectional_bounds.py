@@ -114,9 +114,9 @@ def test_a_proxy_killed_mid_stream_meters_the_usage_seen_once_at_its_next_start(
 def test_sigterm_cuts_an_open_stream_after_the_drain_timeout_meters_it_and_exits_zero(
         tmp_path: Path, simulator: Process) -> None:
     """A conversation lasts up to 8 minutes, longer than a pod's grace period: SIGTERM lets
-    it go on for `server.bidi_drain_timeout`, then ends it with an exception frame, meters
+    it go on for `server.stream_drain_timeout`, then ends it with an exception frame, meters
     it and lets the shutdown finish."""
-    proxy = start_proxy(tmp_path, simulator.url, {**VOICE_CONFIG, "server": {"bidi_drain_timeout": 1}})
+    proxy = start_proxy(tmp_path, simulator.url, {**VOICE_CONFIG, "server": {"stream_drain_timeout": 1}})
     try:
         key = proxy.issue_key("acme", "drained")
 

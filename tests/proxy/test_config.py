@@ -40,7 +40,7 @@ def test_precedence_flag_over_env_over_file(tmp_path: Path) -> None:
         ("server: {tls_cert: a.pem}", "together"),
         ("server: {workers: 0}", "server.workers: expected at least 1"),
         ("server: {keepalive_timeout: 0}", "server.keepalive_timeout: expected seconds > 0"),
-        ("server: {bidi_drain_timeout: -1}", "server.bidi_drain_timeout: expected seconds ≥ 0"),
+        ("server: {stream_drain_timeout: -1}", "server.stream_drain_timeout: expected seconds ≥ 0"),
         ("metering: {checkpoint_interval: -1}", "metering.checkpoint_interval: expected seconds ≥ 0"),
         ("[1, 2]", "mapping at the top level"),
         ("limits: {head_timeout: 0}", "limits.head_timeout: expected a positive number of seconds"),
