@@ -63,25 +63,37 @@ def scan_frames(data: bytes) -> Iterator[tuple[Mapping[str, Any], int, int]]:
     try:
         while size - pos >= 12:
             total, headers_length, prelude_crc = _PRELUDE.unpack_from(data, pos)
-            computed = crc32(view[pos : pos + 8]) & 0xFFFFFFFF
-            if computed != prelude_crc:
-                raise ChecksumMismatch(prelude_crc, computed)
-            if headers_length > _MAX_HEADERS:
-                raise InvalidHeadersLength(headers_length)
-            payload_length = total - headers_length - 16
-            if payload_length > _MAX_PAYLOAD:
-                raise InvalidPayloadLength(payload_length)
             if size - pos < total:
-                return  # a partial frame: botocore waits for the rest, after the checks above
-            if payload_length < 0:
-                raise InvalidHeadersLength(headers_length)
+                # A partial frame: botocore checks its prelude, then waits for the rest.
+                _check_prelude(view, pos, prelude_crc, headers_length, total)
+                return
             end = pos + total - 4
+            if headers_length > _MAX_HEADERS or total - headers_length - 16 < 0 or total - 16 > _MAX_PAYLOAD:
+                _check_prelude(view, pos, prelude_crc, headers_length, total)
             (message_crc,) = _CRC.unpack_from(data, end)
-            computed = crc32(view[pos + 8 : end], prelude_crc) & 0xFFFFFFFF
-            if computed != message_crc:
-                raise ChecksumMismatch(message_crc, computed)
+            # One CRC over the whole frame, prelude included, stands for both: a frame
+            # whose prelude CRC is wrong fails it too (the prelude's own is checked
+            # above where botocore would stop before the message's).
+            if crc32(view[pos:end]) & 0xFFFFFFFF != message_crc:
+                _check_prelude(view, pos, prelude_crc, headers_length, total)
+                raise ChecksumMismatch(message_crc, crc32(view[pos:end]) & 0xFFFFFFFF)
             start = pos + 12 + headers_length
             yield _headers(data[pos + 12 : start]), start, end
             pos += total
     finally:
         view.release()
+
+
+def _check_prelude(view: memoryview, pos: int, prelude_crc: int, headers_length: int, total: int) -> None:
+    """Raise what botocore raises for the prelude at `pos`, in its order: its CRC, then
+    the header and payload limits."""
+    computed = crc32(view[pos : pos + 8]) & 0xFFFFFFFF
+    if computed != prelude_crc:
+        raise ChecksumMismatch(prelude_crc, computed)
+    if headers_length > _MAX_HEADERS:
+        raise InvalidHeadersLength(headers_length)
+    payload_length = total - headers_length - 16
+    if payload_length > _MAX_PAYLOAD:
+        raise InvalidPayloadLength(payload_length)
+    if payload_length < 0 and (len(view) - pos) >= total:
+        raise InvalidHeadersLength(headers_length)
