@@ -48,6 +48,15 @@ CLAUDE_DELTA_BASE64 = b'{"bytes":"' + b64encode(_CLAUDE_DELTA_HEAD[: len(_CLAUDE
 _CLAUDE_CHUNK = re.compile(rb'\{"bytes":"(' + re.escape(CLAUDE_DELTA_BASE64[10:]) + rb'[^"]*)')
 #: Strict: a character outside the alphabet, or padding inside, fails the decode.
 _decode = partial(a2b_base64, strict_mode=True)
+#: A `text_delta` of block 0 to 9, the usual case, is told by the base64 of its first 75
+#: bytes (through `"text"`), and only the rest, `:"` + the text + `"}}`, is decoded:
+#: the chunk's base64 in 52 characters after the head's, then the tail.
+_TEXT_DELTA_TAIL = 5
+_TEXT_DELTA_MIDDLES = frozenset(
+    b64encode(_CLAUDE_DELTA_HEAD + str(index).encode() + b',"delta":{"type":"text_delta","text"')[48:100]
+    for index in range(10))
+_CLAUDE_TEXT_CHUNK = re.compile(
+    rb'\{"bytes":"' + re.escape(CLAUDE_DELTA_BASE64[10:]) + rb'(.{52})([^"]*)"', re.DOTALL)
 
 
 def _unescaped_size(texts: bytes) -> int:
@@ -64,6 +73,15 @@ def converse_delta_text_bytes(frames: bytes, end: int) -> int:
 
 def claude_delta_text_bytes(frames: bytes, end: int) -> int:
     """Text bytes in the Claude `content_block_delta` chunks of `frames[:end]`."""
+    found = _CLAUDE_TEXT_CHUNK.findall(frames, 0, end)
+    if not found:
+        return 0
+    middles, tails = zip(*found, strict=True)
+    if _TEXT_DELTA_MIDDLES.issuperset(middles):  # every one a text delta of block 0 to 9
+        try:
+            return _unescaped_size(b"".join(map(a2b_base64, tails))) - _TEXT_DELTA_TAIL * len(tails)
+        except Base64Error:
+            pass
     encoded = _CLAUDE_CHUNK.findall(frames, 0, end)
     if not encoded:
         return 0
