@@ -74,11 +74,12 @@ def scan_frames(data: bytes) -> Iterator[tuple[Mapping[str, Any], int, int]]:
             # One CRC over the whole frame, prelude included, stands for both: a frame
             # whose prelude CRC is wrong fails it too (the prelude's own is checked
             # above where botocore would stop before the message's).
-            if crc32(view[pos:end]) & 0xFFFFFFFF != message_crc:
+            if crc32(view[pos:end]) != message_crc:  # (unsigned in Python 3)
                 _check_prelude(view, pos, prelude_crc, headers_length, total)
-                raise ChecksumMismatch(message_crc, crc32(view[pos:end]) & 0xFFFFFFFF)
+                raise ChecksumMismatch(message_crc, crc32(view[pos:end]))
             start = pos + 12 + headers_length
-            yield _headers(data[pos + 12 : start]), start, end
+            raw = data[pos + 12 : start]
+            yield _parsed.get(raw) or _headers(raw), start, end
             pos += total
     finally:
         view.release()
@@ -87,7 +88,7 @@ def scan_frames(data: bytes) -> Iterator[tuple[Mapping[str, Any], int, int]]:
 def _check_prelude(view: memoryview, pos: int, prelude_crc: int, headers_length: int, total: int) -> None:
     """Raise what botocore raises for the prelude at `pos`, in its order: its CRC, then
     the header and payload limits."""
-    computed = crc32(view[pos : pos + 8]) & 0xFFFFFFFF
+    computed = crc32(view[pos : pos + 8])
     if computed != prelude_crc:
         raise ChecksumMismatch(prelude_crc, computed)
     if headers_length > _MAX_HEADERS:
