@@ -22,6 +22,14 @@ Bedrock does when a guardrail blocks the input (openllmetry
 `test_guardrail_invoke_stream.yaml`, 2025-02). The proxy says so with `end()`.
 A Titan stream metered at its first chunk's running count (4 output tokens of
 31) is why (issue #16).
+
+A stream is mostly deltas, and a delta carries no usage, so only the frames that can
+are decoded (issue #20): ConverseStream's `metadata`, and a chunk unless it is a
+Claude `content_block_delta` (told by its base64's first characters). A delta passed
+over is kept until the next chunk and decoded at `finish()` should it be the last —
+the chunk that carries `amazon-bedrock-invocationMetrics`. Other families' chunks are
+all decoded (Titan's and Llama's carry running counts in every one). The deltas' text,
+for an estimate, is sized from their bytes (adapters.delta_size).
 """
 
 from __future__ import annotations
