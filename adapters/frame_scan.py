@@ -6,9 +6,11 @@ botocore's `EventStreamBuffer` parses every header of every frame in Python
 frames of one kind carry the same header bytes (`:event-type`, `:content-type`,
 `:message-type`), so the header block is parsed once by botocore's own
 `EventStreamHeaderParser` and the result kept by its bytes: the next frame of the
-kind costs a dictionary look-up. The prelude and both CRCs are checked as
-botocore checks them (same limits, same exceptions), with `binascii.crc32` over
-the frame in place. The payload is not copied: the caller gets its offsets and
+kind costs a dictionary look-up. The prelude and the CRCs are checked as botocore
+checks them (same limits, same exceptions), with `binascii.crc32` over the frame in
+place: one CRC over a whole frame, prelude included, stands for both (a flipped byte
+anywhere fails it); the prelude's own is checked only where botocore would stop on it
+first (a limit broken, a partial frame, a frame that fails). The payload is not copied: the caller gets its offsets and
 slices only the frames it reads.
 
 Correctness is pinned against botocore's decoder (tests/adapters/test_frame_scan.py:
