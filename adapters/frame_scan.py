@@ -10,7 +10,9 @@ kind costs a dictionary look-up. The prelude and the CRCs are checked as botocor
 checks them (same limits, same exceptions), with `binascii.crc32` over the frame in
 place: one CRC over a whole frame, prelude included, stands for both (a flipped byte
 anywhere fails it); the prelude's own is checked only where botocore would stop on it
-first (a limit broken, a partial frame, a frame that fails). The payload is not copied: the caller gets its offsets and
+first (a limit broken, a partial frame, a frame that fails). The one frame botocore
+refuses and this passes is one written with a wrong prelude CRC and a message CRC
+computed over it: no corruption on the way makes one, and the client still refuses it. The payload is not copied: the caller gets its offsets and
 slices only the frames it reads.
 
 Correctness is pinned against botocore's decoder (tests/adapters/test_frame_scan.py:
