@@ -140,3 +140,19 @@ def test_raw_utf8_text_counts_its_bytes() -> None:
     event = json.dumps({"contentBlockIndex": 0, "delta": {"text": "東京 é"}, "p": "abc"}, ensure_ascii=False, **_COMPACT)
     frame = event_message("contentBlockDelta", event.encode())
     assert converse_delta_text_bytes(frame, len(frame)) == len("東京 é".encode()) == 9
+
+
+def test_a_delta_that_is_the_last_chunk_is_decoded_at_the_end() -> None:
+    """Deltas are passed over, but the last chunk carries the invocation metrics: should
+    an upstream merge them into a delta, the watcher still meters them."""
+    metrics = {"inputTokenCount": 7, "outputTokenCount": 9}
+    delta = {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "hi"}}
+    frames = [_claude(delta["delta"], 0, "abc"),
+              event_message("chunk", json.dumps({"bytes": base64.b64encode(json.dumps(
+                  {**delta, "amazon-bedrock-invocationMetrics": metrics}, **_COMPACT).encode()).decode()}).encode())]
+    watcher = StreamUsageWatcher("InvokeModelWithResponseStream", "anthropic.claude-3-haiku-20240307-v1:0", b"{}")
+    for frame in frames:
+        assert watcher.feed(frame) == frame
+    watcher.end()
+    usage = watcher.finish()
+    assert (usage.input_tokens, usage.output_tokens, usage.estimated) == (7, 9, False)
