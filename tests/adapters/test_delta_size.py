@@ -149,7 +149,7 @@ def test_a_delta_that_is_the_last_chunk_is_decoded_at_the_end() -> None:
     delta = {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "hi"}}
     frames = [_claude(delta["delta"], 0, "abc"),
               event_message("chunk", json.dumps({"bytes": base64.b64encode(json.dumps(
-                  {**delta, "amazon-bedrock-invocationMetrics": metrics}, **_COMPACT).encode()).decode()}).encode())]
+                  {**delta, "amazon-bedrock-invocationMetrics": metrics}, **_COMPACT).encode()).decode()}, **_COMPACT).encode())]
     watcher = StreamUsageWatcher("InvokeModelWithResponseStream", "anthropic.claude-3-haiku-20240307-v1:0", b"{}")
     for frame in frames:
         assert watcher.feed(frame) == frame
