@@ -16,13 +16,18 @@ server tools, documents, URL images and structured output are refused.
 
 from __future__ import annotations
 
-import re
-import secrets
 from collections.abc import Mapping
 from typing import Any
 
-from adapters._fields import child, first_count, usage_or_none
-from adapters.modelid import base_model_id
+from adapters._fields import child, first_count
+from adapters.anthropic_fields import (
+    STOP_TO_NEUTRAL,
+    message_id,
+    model_name,
+    stop_reason,
+    usage_fields,
+    usage_from_fields,
+)
 from adapters.neutral import (
     Block,
     Image,
@@ -54,24 +59,14 @@ __all__ = [
 MODEL_PREFIXES = ("anthropic.",)
 
 
-def _usage(usage: Mapping[str, Any]) -> Usage | None:
-    return usage_or_none(
-        input_tokens=first_count(usage, "input_tokens"),
-        output_tokens=first_count(usage, "output_tokens"),
-        cache_read_tokens=first_count(usage, "cache_read_input_tokens"),
-        # Already the sum of the `cache_creation.ephemeral_5m/1h` breakdown.
-        cache_write_tokens=first_count(usage, "cache_creation_input_tokens"),
-    )
-
-
 def usage_from_body(body: Mapping[str, Any]) -> Usage | None:
-    return _usage(child(body, "usage"))
+    return usage_from_fields(child(body, "usage"))
 
 
 def usage_from_chunk(chunk: Mapping[str, Any], usage: Usage | None) -> Usage | None:
     kind = chunk.get("type")
     if kind == "message_start":
-        return _usage(child(child(chunk, "message"), "usage")) or usage
+        return usage_from_fields(child(child(chunk, "message"), "usage")) or usage
     if kind == "message_delta":
         delta = child(chunk, "usage")
         # Cumulative counts: a later value replaces the earlier one. Newer
@@ -115,28 +110,8 @@ _REFUSED_FIELDS = {
     "container": "code-execution containers are Claude-only",
     "mcp_servers": "MCP connectors are Claude-only",
 }
-_STOP_TO_NEUTRAL = {
-    "end_turn": "end_turn", "max_tokens": "max_tokens", "stop_sequence": "stop_sequence",
-    "tool_use": "tool_use", "refusal": "content_filtered", "pause_turn": "end_turn",
-    "model_context_window_exceeded": "model_context_window_exceeded",
-}
-_STOP_FROM_NEUTRAL = {"content_filtered": "refusal"}
 _IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
 _EPHEMERAL = {"type": "ephemeral"}
-_BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-
-
-def model_name(model_id: str) -> str:
-    """The `model` Bedrock's Claude reports: `us.anthropic.claude-3-5-haiku-20241022-v1:0`
-    → `claude-3-5-haiku-20241022` (recorded bodies, BEDROCK_WIRE.md §4.1)."""
-    base = base_model_id(model_id)
-    if not base.startswith("anthropic."):
-        return model_id
-    return re.sub(r"-v\d+(:\d+)?$", "", base.removeprefix("anthropic."))
-
-
-def _message_id() -> str:
-    return "msg_bdrk_01" + "".join(secrets.choice(_BASE62) for _ in range(22))
 
 
 def _block_to_neutral(block: object, where: str) -> Block | None:
@@ -320,36 +295,23 @@ def response_to_neutral(body: Mapping[str, Any]) -> NeutralResponse:
     stop_sequence = body.get("stop_sequence")
     return NeutralResponse(
         content=merged_text(content),
-        stop_reason=_STOP_TO_NEUTRAL.get(str(body.get("stop_reason")), "end_turn"),
+        stop_reason=STOP_TO_NEUTRAL.get(str(body.get("stop_reason")), "end_turn"),
         usage=usage_from_body(body) or Usage(),
         stop_sequence=stop_sequence if isinstance(stop_sequence, str) else None,
         bedrock_fields=_bedrock_fields(body),
     )
 
 
-def _usage_fields(usage: Usage) -> dict[str, int]:
-    return {
-        "input_tokens": usage.input_tokens,
-        "cache_creation_input_tokens": usage.cache_write_tokens,
-        "cache_read_input_tokens": usage.cache_read_tokens,
-        "output_tokens": usage.output_tokens,
-    }
-
-
-def _stop_reason(reason: str) -> str:
-    return _STOP_FROM_NEUTRAL.get(reason, reason)
-
-
 def response_from_neutral(response: NeutralResponse, model_id: str) -> dict[str, Any]:
     return {
-        "id": _message_id(),
+        "id": message_id(),
         "type": "message",
         "role": "assistant",
         "model": model_name(model_id),
         "content": [_block_from_neutral(block) for block in response.content],
-        "stop_reason": _stop_reason(response.stop_reason),
+        "stop_reason": stop_reason(response.stop_reason),
         "stop_sequence": response.stop_sequence,
-        "usage": _usage_fields(response.usage),
+        "usage": usage_fields(response.usage),
         **response.bedrock_fields,
     }
 

@@ -11,13 +11,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from adapters._fields import child, first_count
-from adapters.anthropic import (
-    _STOP_TO_NEUTRAL,
-    _message_id,
-    _stop_reason,
-    _usage,
-    _usage_fields,
+from adapters.anthropic_fields import (
+    STOP_TO_NEUTRAL,
+    message_id,
     model_name,
+    stop_reason,
+    usage_fields,
+    usage_from_fields,
 )
 from adapters.neutral import (
     BlockStopped,
@@ -45,7 +45,7 @@ class StreamDecoder:
         kind = chunk.get("type")
         index = chunk.get("index")
         if kind == "message_start":
-            return [MessageStarted(_usage(child(child(chunk, "message"), "usage")))]
+            return [MessageStarted(usage_from_fields(child(child(chunk, "message"), "usage")))]
         if kind == "content_block_start" and isinstance(index, int):
             block = child(chunk, "content_block")
             if block.get("type") == "text":
@@ -70,7 +70,7 @@ class StreamDecoder:
             if isinstance(reason, str):
                 sequence = child(chunk, "delta").get("stop_sequence")
                 events.append(MessageStopped(
-                    _STOP_TO_NEUTRAL.get(reason, "end_turn"), sequence if isinstance(sequence, str) else None
+                    STOP_TO_NEUTRAL.get(reason, "end_turn"), sequence if isinstance(sequence, str) else None
                 ))
             usage = child(chunk, "usage")
             events.append(UsageReported(
@@ -137,8 +137,8 @@ class StreamEncoder:
             stop = self._stop or MessageStopped("end_turn")
             out.append({
                 "type": "message_delta",
-                "delta": {"stop_reason": _stop_reason(stop.stop_reason), "stop_sequence": stop.stop_sequence},
-                "usage": _usage_fields(self._usage),
+                "delta": {"stop_reason": stop_reason(stop.stop_reason), "stop_sequence": stop.stop_sequence},
+                "usage": usage_fields(self._usage),
             })
             out.append({"type": "message_stop"})
             self._ended = True
@@ -149,8 +149,8 @@ class StreamEncoder:
         if isinstance(event, MessageStarted) and event.usage is not None:
             self._usage = event.usage
         return {"type": "message_start", "message": {
-            "id": _message_id(), "type": "message", "role": "assistant", "model": self._model,
-            "content": [], "stop_reason": None, "stop_sequence": None, "usage": _usage_fields(self._usage),
+            "id": message_id(), "type": "message", "role": "assistant", "model": self._model,
+            "content": [], "stop_reason": None, "stop_sequence": None, "usage": usage_fields(self._usage),
         }}
 
     def _text(self, event: TextDelta) -> list[dict[str, Any]]:

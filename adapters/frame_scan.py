@@ -6,9 +6,13 @@ botocore's `EventStreamBuffer` parses every header of every frame in Python
 frames of one kind carry the same header bytes (`:event-type`, `:content-type`,
 `:message-type`), so the header block is parsed once by botocore's own
 `EventStreamHeaderParser` and the result kept by its bytes: the next frame of the
-kind costs a dictionary look-up. The prelude and both CRCs are checked as
-botocore checks them (same limits, same exceptions), with `binascii.crc32` over
-the frame in place. The payload is not copied: the caller gets its offsets and
+kind costs a dictionary look-up. The prelude and the CRCs are checked as botocore
+checks them (same limits, same exceptions), with `binascii.crc32` over the frame in
+place: one CRC over a whole frame, prelude included, stands for both (a flipped byte
+anywhere fails it); the prelude's own is checked only where botocore would stop on it
+first (a limit broken, a partial frame, a frame that fails). The one frame botocore
+refuses and this passes is one written with a wrong prelude CRC and a message CRC
+computed over it: no corruption on the way makes one, and the client still refuses it. The payload is not copied: the caller gets its offsets and
 slices only the frames it reads.
 
 Correctness is pinned against botocore's decoder (tests/adapters/test_frame_scan.py:
@@ -63,25 +67,38 @@ def scan_frames(data: bytes) -> Iterator[tuple[Mapping[str, Any], int, int]]:
     try:
         while size - pos >= 12:
             total, headers_length, prelude_crc = _PRELUDE.unpack_from(data, pos)
-            computed = crc32(view[pos : pos + 8]) & 0xFFFFFFFF
-            if computed != prelude_crc:
-                raise ChecksumMismatch(prelude_crc, computed)
-            if headers_length > _MAX_HEADERS:
-                raise InvalidHeadersLength(headers_length)
-            payload_length = total - headers_length - 16
-            if payload_length > _MAX_PAYLOAD:
-                raise InvalidPayloadLength(payload_length)
             if size - pos < total:
-                return  # a partial frame: botocore waits for the rest, after the checks above
-            if payload_length < 0:
-                raise InvalidHeadersLength(headers_length)
+                # A partial frame: botocore checks its prelude, then waits for the rest.
+                _check_prelude(view, pos, prelude_crc, headers_length, total)
+                return
             end = pos + total - 4
+            if headers_length > _MAX_HEADERS or total - headers_length - 16 < 0 or total - 16 > _MAX_PAYLOAD:
+                _check_prelude(view, pos, prelude_crc, headers_length, total)
             (message_crc,) = _CRC.unpack_from(data, end)
-            computed = crc32(view[pos + 8 : end], prelude_crc) & 0xFFFFFFFF
-            if computed != message_crc:
-                raise ChecksumMismatch(message_crc, computed)
+            # One CRC over the whole frame, prelude included, stands for both: a frame
+            # whose prelude CRC is wrong fails it too (the prelude's own is checked
+            # above where botocore would stop before the message's).
+            if crc32(view[pos:end]) != message_crc:  # (unsigned in Python 3)
+                _check_prelude(view, pos, prelude_crc, headers_length, total)
+                raise ChecksumMismatch(message_crc, crc32(view[pos:end]))
             start = pos + 12 + headers_length
-            yield _headers(data[pos + 12 : start]), start, end
+            raw = data[pos + 12 : start]
+            yield _parsed.get(raw) or _headers(raw), start, end
             pos += total
     finally:
         view.release()
+
+
+def _check_prelude(view: memoryview, pos: int, prelude_crc: int, headers_length: int, total: int) -> None:
+    """Raise what botocore raises for the prelude at `pos`, in its order: its CRC, then
+    the header and payload limits."""
+    computed = crc32(view[pos : pos + 8])
+    if computed != prelude_crc:
+        raise ChecksumMismatch(prelude_crc, computed)
+    if headers_length > _MAX_HEADERS:
+        raise InvalidHeadersLength(headers_length)
+    payload_length = total - headers_length - 16
+    if payload_length > _MAX_PAYLOAD:
+        raise InvalidPayloadLength(payload_length)
+    if payload_length < 0 and (len(view) - pos) >= total:
+        raise InvalidHeadersLength(headers_length)

@@ -22,6 +22,14 @@ Bedrock does when a guardrail blocks the input (openllmetry
 `test_guardrail_invoke_stream.yaml`, 2025-02). The proxy says so with `end()`.
 A Titan stream metered at its first chunk's running count (4 output tokens of
 31) is why (issue #16).
+
+A stream is mostly deltas, and a delta carries no usage, so only the frames that can
+are decoded (issue #20): ConverseStream's `metadata`, and a chunk unless it is a
+Claude `content_block_delta` (told by its base64's first characters). A delta passed
+over is kept until the next chunk and decoded at `finish()` should it be the last —
+the chunk that carries `amazon-bedrock-invocationMetrics`. Other families' chunks are
+all decoded (Titan's and Llama's carry running counts in every one). The deltas' text,
+for an estimate, is sized from their bytes (adapters.delta_size).
 """
 
 from __future__ import annotations
@@ -30,11 +38,16 @@ import base64
 import binascii
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import ModuleType
 from typing import Any
 
 from adapters import FAMILIES, converse, family_of
+from adapters.delta_size import (
+    CLAUDE_DELTA_BASE64,
+    claude_delta_text_bytes,
+    converse_delta_text_bytes,
+)
 from adapters.estimate import estimate_output_tokens, estimate_usage, response_text_chars
 from adapters.eventstream import MAX_FRAME_BYTES, FrameSplitter
 from adapters.frame_scan import scan_frames
@@ -49,6 +62,12 @@ logger = logging.getLogger(__name__)
 #: ApplyGuardrail (billed per text unit) and every other operation meter zero.
 _TOKEN_BILLED_BODIES = frozenset({"InvokeModel", "Converse"})
 STREAM_OPERATIONS = frozenset({"InvokeModelWithResponseStream", "ConverseStream"})
+#: family → (how a chunk payload that is a delta without usage begins, the text bytes
+#: of those chunks in `frames[:end]`) (adapters.delta_size). Other families' chunks are
+#: decoded: Titan's and Llama's carry running counts in every one.
+_DELTA_CHUNKS: dict[str, tuple[bytes, Callable[[bytes, int], int]]] = {
+    "anthropic": (CLAUDE_DELTA_BASE64, claude_delta_text_bytes),
+}
 
 
 def _prefer(primary: Usage | None, secondary: Usage | None) -> Usage | None:
@@ -164,8 +183,8 @@ class StreamUsageWatcher:
     """
 
     __slots__ = (
-        "operation", "model_id", "_request_body", "_family", "_splitter",
-        "_final", "_native", "_output_chars", "_watching", "_whole", "complete", "error", "exception_type",
+        "operation", "model_id", "_request_body", "_family", "_delta_head", "_delta_text_bytes", "_splitter",
+        "_final", "_native", "_output_chars", "_held", "_watching", "_whole", "complete", "error", "exception_type",
     )
 
     def __init__(self, operation: str, model_id: str, request_body: bytes):
@@ -174,13 +193,26 @@ class StreamUsageWatcher:
         self.operation = operation
         self.model_id = model_id
         self._request_body = request_body
-        self._family = None if operation == "ConverseStream" else FAMILIES[family_of(model_id)]
+        family = None if operation == "ConverseStream" else family_of(model_id)
+        self._family = None if family is None else FAMILIES[family]
+        #: How a chunk that is a delta without usage begins (None: every chunk is decoded),
+        #: and the text bytes of those chunks in a run of frames.
+        self._delta_head: bytes | None = None
+        self._delta_text_bytes: Callable[[bytes, int], int] | None = None
+        if family is None:
+            self._delta_text_bytes = converse_delta_text_bytes
+        elif family in _DELTA_CHUNKS:
+            self._delta_head, self._delta_text_bytes = _DELTA_CHUNKS[family]
         self._splitter = FrameSplitter()
         #: The stream's own final count (invocation metrics / `metadata`).
         self._final: Usage | None = None
         #: What the model-native chunks said so far (InvokeModel streams).
         self._native: Usage | None = None
+        #: Bytes of generated text seen (characters, for ASCII), for an estimate.
         self._output_chars = 0
+        #: The last chunk read so far, if it was a delta not decoded: decoded at the end,
+        #: should it be the stream's last (the one with the invocation metrics).
+        self._held: bytes | None = None
         self._watching = True
         #: The upstream ended the stream cleanly (`end()`): nothing more will come.
         self._whole = False
@@ -226,6 +258,9 @@ class StreamUsageWatcher:
 
     def finish(self) -> Usage:
         """Real usage if the stream reported it, else the best estimate (flagged)."""
+        if self._held is not None and self._family is not None:
+            held, self._held = self._held, None
+            self._on_chunk(self._family, held, count_text=False)
         if self.complete and self._final is not None:
             return _prefer(self._final, self._native) or self._final
         seen = self._native
@@ -239,46 +274,51 @@ class StreamUsageWatcher:
         return estimate_usage(self._request_body, self._output_chars, self.model_id)
 
     def _decode(self, frames: bytes) -> None:
+        """Read the whole frames `frames`. Only the frames that can carry usage are
+        decoded; a delta is passed over, and the text of all of them is sized in one
+        pass once the loop is done (adapters.delta_size), up to `read`, the end of the
+        last frame the watch read."""
+        read = 0
+        last_delta: tuple[int, int] | None = None
         try:
             for headers, start, end in scan_frames(frames):
-                if self._watching:
-                    self._on_message(headers, frames, start, end)
+                message_type = headers.get(":message-type")
+                if message_type != "event":
+                    # BEDROCK_WIRE.md §2.2: an exception/error frame is the stream's last.
+                    self.exception_type = str(
+                        headers.get(":exception-type") or headers.get(":error-code") or message_type
+                    )
+                    self._watching = False
+                    break
+                if self.complete:
+                    continue
+                read = end
+                if self._family is None:
+                    if headers.get(":event-type") == "metadata":  # of the six event types, only it has usage
+                        self._on_metadata(frames[start:end])
+                    continue
+                if self._delta_head is not None and frames.startswith(self._delta_head, start, end):
+                    last_delta = (start, end)
+                    continue
+                last_delta = self._held = None
+                self._on_chunk(self._family, frames[start:end])
         except Exception as exc:  # botocore: ChecksumMismatch, InvalidHeadersLength, …
             self.error = f"{type(exc).__name__}: {exc}"
             self._watching = False
             logger.warning("stopped reading usage from a %s stream: %s", self.operation, self.error)
+        if last_delta is not None:
+            self._held = frames[last_delta[0] : last_delta[1]]
+        if read and self._delta_text_bytes is not None:
+            self._output_chars += self._delta_text_bytes(frames, read)
 
-    def _on_message(self, headers: Mapping[str, Any], frames: bytes, start: int, end: int) -> None:
-        """One frame; its payload is `frames[start:end]`, sliced only if it is read."""
-        message_type = headers.get(":message-type")
-        if message_type != "event":
-            # BEDROCK_WIRE.md §2.2: an exception/error frame is the stream's last.
-            self.exception_type = str(
-                headers.get(":exception-type") or headers.get(":error-code") or message_type
-            )
-            self._watching = False
-            return
-        if self.complete:
-            return
-        if self._family is None:
-            self._on_converse_event(str(headers.get(":event-type")), frames, start, end)
-        else:
-            self._on_chunk(self._family, frames[start:end])
+    def _on_metadata(self, payload: bytes) -> None:
+        event = _json_object(payload)
+        usage = converse.usage_from_event("metadata", event) if event is not None else None
+        if usage is not None:
+            self._final = usage
+            self.complete = True
 
-    def _on_converse_event(self, event_type: str, frames: bytes, start: int, end: int) -> None:
-        # Only two of the six event types matter; the others are not parsed.
-        if event_type == "contentBlockDelta":
-            event = _json_object(frames[start:end])
-            if event is not None:
-                self._output_chars += len(converse.output_text(event_type, event))
-        elif event_type == "metadata":
-            event = _json_object(frames[start:end])
-            usage = converse.usage_from_event(event_type, event) if event is not None else None
-            if usage is not None:
-                self._final = usage
-                self.complete = True
-
-    def _on_chunk(self, family: ModuleType, payload: bytes) -> None:
+    def _on_chunk(self, family: ModuleType, payload: bytes, count_text: bool = True) -> None:
         outer = _json_object(payload)
         raw = outer.get("bytes") if outer is not None else None
         if not isinstance(raw, str):
@@ -289,7 +329,8 @@ class StreamUsageWatcher:
             return
         if chunk is None:
             return
-        self._output_chars += len(family.output_text(chunk))
+        if count_text:
+            self._output_chars += len(family.output_text(chunk))
         self._native = family.usage_from_chunk(chunk, self._native)
         metrics = usage_from_invocation_metrics(chunk)
         if metrics is not None:

@@ -38,6 +38,10 @@ EMF_NAMESPACE = "AIGateway/TokenUsage"
 
 logger = logging.getLogger(__name__)
 
+#: One encoder for every line (`json.dumps` with `separators` builds one per call);
+#: ASCII-only, as `_pipe_chunks` counts on.
+_encode = json.JSONEncoder(separators=(",", ":")).encode
+
 
 def access_record(event: UsageEvent, fallback: bool) -> dict[str, Any]:
     return {
@@ -192,21 +196,21 @@ class EventLog:
 
     def write(self, event: UsageEvent, fallback: bool) -> None:
         if self._access:
-            self._lines.append(json.dumps(access_record(event, fallback), separators=(",", ":")))
+            self._lines.append(_encode(access_record(event, fallback)))
         if self._emf:
-            self._lines.append(json.dumps(emf_record(event, self._emf_namespace, self._emf_dimensions), separators=(",", ":")))
+            self._lines.append(_encode(emf_record(event, self._emf_namespace, self._emf_dimensions)))
         self._schedule()
 
     def write_refusal(self, record: dict[str, Any]) -> None:
         """An access-log line for a request refused before it was metered (`refusal_record`)."""
         if self._access:
-            self._lines.append(json.dumps(record, separators=(",", ":")))
+            self._lines.append(_encode(record))
             self._schedule()
 
     def write_change(self, record: dict[str, Any]) -> None:
         """An audit line for a change made while running (`quota_change_record`): always
         written, whatever `access_log` says — who changed a budget must not be lost."""
-        self._lines.append(json.dumps(record, separators=(",", ":")))
+        self._lines.append(_encode(record))
         self._schedule()
 
     def _schedule(self) -> None:

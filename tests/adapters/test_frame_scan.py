@@ -49,7 +49,7 @@ def _watcher(item: Interaction) -> StreamUsageWatcher:
 def _state(watcher: StreamUsageWatcher) -> tuple[Any, ...]:
     """Everything a watcher carries from one frame to the next."""
     return tuple(getattr(watcher, name) for name in (
-        "_final", "_native", "_output_chars", "_watching", "_whole", "complete", "error", "exception_type",
+        "_final", "_native", "_output_chars", "_held", "_watching", "_whole", "complete", "error", "exception_type",
         "pending"))
 
 
