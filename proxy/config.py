@@ -73,10 +73,11 @@ class ServerConfig:
     #: Seconds between two checks of config.yaml for a new content (proxy/admin/reload.py):
     #: a Kubernetes ConfigMap update swaps a symlink and sends no signal. 0 → SIGHUP only.
     config_poll_interval: float = 5.0
-    #: Seconds a shutdown (SIGTERM) lets an open InvokeModelWithBidirectionalStream go on
-    #: before it cuts it with an exception frame and meters it, estimated (proxy/stream_drain.py):
-    #: a conversation lasts up to 8 minutes. Keep it, with the preStop sleep and
-    #: `metering.drain_timeout`, below the pod's terminationGracePeriodSeconds.
+    #: Seconds a shutdown (SIGTERM) lets an open stream (a response stream, or an
+    #: InvokeModelWithBidirectionalStream conversation) go on before it cuts it with an
+    #: exception frame and meters it, estimated (proxy/stream_drain.py): a conversation
+    #: lasts up to 8 minutes, a long generation minutes. Keep it, with the preStop sleep
+    #: and `metering.drain_timeout`, below the pod's terminationGracePeriodSeconds.
     stream_drain_timeout: float = 60.0
 
 
