@@ -37,7 +37,8 @@ def _fields(raw: bytes) -> tuple[list[tuple[bytes, bytes]], bytes]:
 
 async def load_h2(port: int, raw: bytes, point: Point, duration: float, max_requests: int,
                   warmup: int = 2) -> Point:
-    """Closed loop over one HTTP/2 connection: `point.concurrency` streams in flight."""
+    """Closed loop over one HTTP/2 connection: `point.concurrency` requests, at most the
+    server's concurrent-stream limit of them in flight (the rest wait, as in an SDK)."""
     fields, body = _fields(raw)
     reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 22)
     conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
@@ -45,6 +46,7 @@ async def load_h2(port: int, raw: bytes, point: Point, duration: float, max_requ
     writer.write(conn.data_to_send())
     waiting: dict[int, tuple[asyncio.Future[int], list[float]]] = {}
     statuses: dict[int, int] = {}
+    settled = asyncio.Event()  # the server's SETTINGS are in: its stream limit is known
 
     async def read() -> None:
         while data := await reader.read(1 << 16):
@@ -61,9 +63,15 @@ async def load_h2(port: int, raw: bytes, point: Point, duration: float, max_requ
                     future.set_result(statuses.pop(event.stream_id, 0))
                 elif isinstance(event, h2.events.StreamReset) and event.stream_id in waiting:
                     waiting.pop(event.stream_id)[0].set_result(0)
+                elif isinstance(event, h2.events.RemoteSettingsChanged):
+                    settled.set()
             writer.write(conn.data_to_send())
 
     async def one() -> tuple[int, float]:
+        async with streams:
+            return await _one()
+
+    async def _one() -> tuple[int, float]:
         stream_id = conn.get_next_available_stream_id()
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         first: list[float] = []
@@ -75,6 +83,10 @@ async def load_h2(port: int, raw: bytes, point: Point, duration: float, max_requ
         return status, first[0] if first else time.perf_counter()
 
     reading = asyncio.create_task(read())
+    await asyncio.wait_for(settled.wait(), 10)
+    # Beyond the server's SETTINGS_MAX_CONCURRENT_STREAMS a client queues its requests (as
+    # Node's http2 does): more streams than that are refused, not served.
+    streams = asyncio.Semaphore(min(point.concurrency, conn.remote_settings.max_concurrent_streams))
     left = [max_requests]
     deadline = [0.0]
 
@@ -91,7 +103,7 @@ async def load_h2(port: int, raw: bytes, point: Point, duration: float, max_requ
 
     try:
         for _ in range(warmup):
-            await asyncio.gather(*(one() for _ in range(point.concurrency)))
+            await asyncio.wait_for(asyncio.gather(*(one() for _ in range(point.concurrency))), 60)
         started = time.perf_counter()
         deadline[0] = started + duration
         await asyncio.wait_for(asyncio.gather(*(worker() for _ in range(point.concurrency))), duration + 60)
