@@ -236,23 +236,8 @@ class Admission:
         if selection.use_ratio is not None:
             self._on_quota_use(policy.scope_key, member, selection.use_ratio)
         rate = self._admit_rate(caller, policy, member, tokens)
-        quota = policy.quota_entry(member)
-        plan = Plan(
-            raw_path,
-            body,
-            model=model,
-            quota_model=quota[0] if quota is not None else member,
-            family_model=self._policies.base_of(model),
-            # Not the model asked for, whether a quota or `allowed_models` moved it.
-            fallback=member != entry,
-            mode=str(selection.mode),
-            quota_scope=policy.scope_key if quota is not None else "",
-            selection=selection if selection.grant is not None else None,
-            admitted_at=admitted_at,
-            rate=rate,
-            cache_ttl=policy.response_cache_ttl,
-            tier=tier,
-        )
+        plan = self._selected_plan(raw_path, body, policy, selection, entry, model, admitted_at, rate,
+                                   cache_ttl=policy.response_cache_ttl, tier=tier)
         if model != requested:
             try:
                 if converse:
@@ -277,6 +262,28 @@ class Admission:
         if changed:
             plan.body = json.dumps(document, separators=(",", ":")).encode()
         return plan
+
+    def _selected_plan(self, raw_path: str, body: bytes, policy: CallerPolicy, selection: Selection, entry: str,
+                       model: str, admitted_at: float, rate: tuple[str, str, int, int] | None,
+                       **extra: Any) -> Plan:
+        """The plan of a request the quota selector admitted on `selection.model` (sent as `model`)."""
+        member = selection.model
+        quota = policy.quota_entry(member)
+        return Plan(
+            raw_path,
+            body,
+            model=model,
+            quota_model=quota[0] if quota is not None else member,
+            family_model=self._policies.base_of(model),
+            # Not the model asked for, whether a quota or `allowed_models` moved it.
+            fallback=member != entry,
+            mode=str(selection.mode),
+            quota_scope=policy.scope_key if quota is not None else "",
+            selection=selection if selection.grant is not None else None,
+            admitted_at=admitted_at,
+            rate=rate,
+            **extra,
+        )
 
     def _worst_cost(self, model: str, input_tokens: int, output_tokens: int, tier: Tier) -> int:
         """The most a request can cost on `model` in `tier`; never raises (absurd sizes cost a lot)."""
@@ -385,20 +392,8 @@ class Admission:
         except BaseException:
             self._selector.release(selection)  # not sent: what it held goes back
             raise
-        quota = policy.quota_entry(member)
-        return Plan(
-            _rewritten(raw_path, asked, model),
-            b"",
-            model=model,
-            quota_model=quota[0] if quota is not None else member,
-            family_model=self._policies.base_of(model),
-            fallback=member != entry,
-            mode=str(selection.mode),
-            quota_scope=policy.scope_key if quota is not None else "",
-            selection=selection if selection.grant is not None else None,
-            admitted_at=admitted_at,
-            rate=rate,
-        )
+        return self._selected_plan(_rewritten(raw_path, asked, model), b"", policy, selection, entry, model,
+                                   admitted_at, rate)
 
     @staticmethod
     async def _guarded(policy: CallerPolicy, reserve: Callable[[], Any]) -> Selection | None:
