@@ -29,12 +29,14 @@ def test_sigterm_cuts_an_open_response_stream_after_the_drain_timeout_and_meters
         tmp_path: Path, simulator: Process) -> None:
     proxy = start_proxy(tmp_path, simulator.url, {"pricing": TEST_PRICING, "server": {"stream_drain_timeout": 1}})
     hold = uuid.uuid4().hex
+    client = bedrock_client(proxy.issue_key("acme", "drained"), endpoint_url=proxy.url, read_timeout=60)
+    stream = None
     try:
-        client = bedrock_client(proxy.issue_key("acme", "drained"), endpoint_url=proxy.url, read_timeout=60)
         response = client.converse_stream(modelId=NOVA, messages=[
             {"role": "user", "content": [{"text": f"[[sim:hold={hold}]] [[sim:words=2000]] tell me"}]}])
         request_id = response["ResponseMetadata"]["RequestId"]
-        events = iter(response["stream"])
+        stream = response["stream"]
+        events = iter(stream)
         assert "messageStart" in next(events)
         assert "contentBlockDelta" in next(events)  # then the upstream holds the rest
         proxy.popen.send_signal(signal.SIGTERM)
@@ -49,5 +51,8 @@ def test_sigterm_cuts_an_open_response_stream_after_the_drain_timeout_and_meters
         assert event.estimated and not event.hung_up and event.operation == "ConverseStream"
         assert event.input_tokens > 0 and event.output_tokens > 0
     finally:
+        if stream is not None:
+            stream.close()  # the cut stream's socket, not left to the garbage collector
+        client.close()
         httpx.post(f"{simulator.url}/_sim/release/{hold}", timeout=5)
         proxy.stop()
