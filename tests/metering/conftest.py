@@ -8,6 +8,7 @@ asyncio through anyio's pytest plugin (`pytestmark = pytest.mark.anyio`).
 from __future__ import annotations
 
 import calendar
+import contextlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -120,10 +121,11 @@ def sqlite_store(tmp_path: Path) -> Iterator[SQLiteStore]:
         yield opened
 
 
-@pytest.fixture(params=["sqlite", "dynamodb"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SQLiteStore | DynamoDBStore]:
-    """Each backend in turn, opened and initialized: the shared contract."""
-    if request.param == "sqlite":
+@contextlib.asynccontextmanager
+async def opened_store(backend: str, request: pytest.FixtureRequest,
+                       tmp_path: Path) -> AsyncIterator[SQLiteStore | DynamoDBStore]:
+    """`backend` ("sqlite" or "dynamodb") opened and initialized, closed after use."""
+    if backend == "sqlite":
         async with SQLiteStore(tmp_path / "costkeeper.db") as sqlite:
             yield sqlite
     else:
@@ -131,6 +133,13 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         async with factory() as dynamodb:
             await dynamodb.init()
             yield dynamodb
+
+
+@pytest.fixture(params=["sqlite", "dynamodb"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SQLiteStore | DynamoDBStore]:
+    """Each backend in turn, opened and initialized: the shared contract."""
+    async with opened_store(request.param, request, tmp_path) as opened:
+        yield opened
 
 
 @pytest.fixture(scope="module")

@@ -12,10 +12,9 @@ from typing import Any
 import pytest
 
 from metering.budget import LeaseRecord, LeaseStore
-from metering.dynamodb_store import DynamoDBStore
 from metering.events import UsageEvent
-from metering.sqlite_store import SQLiteStore
 from tests.metering.budget_memory import MemoryBudgetStore
+from tests.metering.conftest import opened_store
 
 pytestmark = pytest.mark.anyio
 
@@ -29,14 +28,9 @@ MakeEvent = Callable[..., UsageEvent]
 async def budgets(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
     if request.param == "memory":
         yield MemoryBudgetStore()
-    elif request.param == "sqlite":
-        async with SQLiteStore(tmp_path / "costkeeper.db") as sqlite:
-            yield sqlite
     else:
-        factory: Callable[..., DynamoDBStore] = request.getfixturevalue("dynamodb_factory")
-        async with factory() as dynamodb:
-            await dynamodb.init()
-            yield dynamodb
+        async with opened_store(request.param, request, tmp_path) as opened:
+            yield opened
 
 
 def settle(make_event: MakeEvent, request_id: str, cost: int, reserved: int, lease: str,
