@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from adapters import family_of
 from adapters.modelid import IN_REGION, base_model_id, encode_model_id, routing_scope
+from adapters.modelid import SCOPES as ROUTING_SCOPES
 from adapters.translate import can_translate
 from adapters.usage import Usage
 from metering.leases import BudgetLeases
@@ -51,23 +52,24 @@ BODY = {"anthropic_version": "bedrock-2023-05-31", "max_tokens": 20, "messages":
 PROPERTY = fuzz(300)
 
 
-def _policies(chain: list[str], orgs: dict[str, Any] | None = None, labels: dict[str, str] | None = None) -> Any:
+def _policies(chain: list[str], orgs: dict[str, Any] | None = None, labels: dict[str, str] | None = None,
+              scopes: dict[str, list[str]] | None = None) -> Any:
     prices = PriceTable(PRICES)
     return build_policies(
         models=labels or {}, fallback=chain, orgs=orgs or {}, quotas=None,
         priced=lambda m: prices.price_of(m) is not None, family_of=family_of, can_translate=can_translate,
-        model_scopes=parse_model_scopes(SCOPES),
+        model_scopes=parse_model_scopes(SCOPES if scopes is None else scopes),
     )
 
 
 def _plan(chain: list[str], path: str, *, exhausted_first: bool = False, app: dict[str, Any] | None = None,
-          labels: dict[str, str] | None = None) -> Plan:
+          labels: dict[str, str] | None = None, scopes: dict[str, list[str]] | None = None) -> Plan:
     orgs: dict[str, Any] = {}
     if exhausted_first:
         orgs = {"acme": {"daily_quota_usd": {chain[0]: 0}}}
     if app is not None:
         orgs.setdefault("acme", {})["apps"] = {"app": app}
-    policies = _policies(chain, orgs, labels)
+    policies = _policies(chain, orgs, labels, scopes)
     admission = Admission(policies, QuotaSelector(BudgetLeases(MemoryBudgetStore())), PriceTable(PRICES), RateLimiter())
     body = json.dumps(BODY).encode()
     return asyncio.run(admission.plan(parse_route("POST", path), Caller("acme", "app"), path, body, dict(BODY)))
@@ -109,6 +111,33 @@ def test_the_upstream_id_is_profile_valid_keeps_the_scope_and_is_byte_identical_
         assert plan.model == _arn(f"{scope}.{HAIKU}")
     assert parse_route("POST", plan.raw_path).model_id == plan.model
     assert plan.quota_model == chain[1]
+
+
+#: Every routing scope issue #16 names, geographies then `global`.
+EVERY_SCOPE = ("us", "eu", "apac", "jp", "au", "ca", "us-gov", "global")
+
+
+@pytest.mark.parametrize("fallback", [False, True], ids=["as-sent", "fallback"])
+@pytest.mark.parametrize("spell", [encode_model_id, lambda m: quote(m, safe=":")], ids=["botocore", "raw-colon"])
+@pytest.mark.parametrize("arn", [False, True], ids=["id", "arn"])
+@pytest.mark.parametrize("scope", EVERY_SCOPE)
+def test_every_scope_is_sent_as_asked_and_kept_by_a_fallback(scope: str, arn: bool, spell: Any,
+                                                             fallback: bool) -> None:
+    """The property above draws the scopes Sonnet 4.5 has; this names each one, `apac.`,
+    `ca.` and `us-gov.` (its ARN in the `aws-us-gov` partition) included."""
+    assert set(EVERY_SCOPE) == set(ROUTING_SCOPES)
+    requested = f"{scope}.{SONNET}"
+    if arn:
+        partition, region = ("aws-us-gov", "us-gov-west-1") if scope == "us-gov" else ("aws", "us-east-1")
+        requested = f"arn:{partition}:bedrock:{region}:123456789012:inference-profile/{requested}"
+    path = f"/model/{spell(requested)}/invoke"
+    everywhere = {SONNET: list(EVERY_SCOPE), HAIKU: list(EVERY_SCOPE)}
+    plan = _plan([f"us.{SONNET}", f"us.{HAIKU}"], path, exhausted_first=fallback, scopes=everywhere)
+    if not fallback:
+        assert (plan.raw_path, plan.model, plan.fallback) == (path, requested, False)
+        return
+    assert plan.fallback and plan.model == requested.replace(SONNET, HAIKU)
+    assert parse_route("POST", plan.raw_path).model_id == plan.model
 
 
 @pytest.mark.parametrize("spell", [encode_model_id, lambda m: quote(m, safe=":")])
