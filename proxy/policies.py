@@ -356,8 +356,9 @@ class _Scopes:
                 if missing:
                     raise PolicyError(
                         f"{key}: {later} cannot serve the `{missing[0]}.` requests that fall back to it from "
-                        f"{model}: it has no profile in {missing} (model_scopes). List {model} in "
-                        f"model_scopes with only the scopes this chain serves, or change the chain"
+                        f"{model}: it has no profile in {missing} (model_scopes). List "
+                        f"{base_model_id(self._profiles.get(model, model))} in model_scopes with only "
+                        f"the scopes this chain serves, or change the chain"
                     )
 
 

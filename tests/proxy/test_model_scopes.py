@@ -200,6 +200,15 @@ def test_a_chain_bedrock_cannot_serve_is_refused_naming_model_and_scope(chain: l
         _policies(chain)
 
 
+def test_the_refusal_advises_a_model_scopes_key_that_is_accepted() -> None:
+    """The refusal names the base model to list in `model_scopes`: the chain's profile id
+    it named before is itself refused there ("expected a base model id")."""
+    with pytest.raises(PolicyError) as refused:
+        _policies([f"us.{SONNET}", NOVA])
+    assert f"List {SONNET} in model_scopes" in str(refused.value)
+    parse_model_scopes({SONNET: ["us", "eu", "apac"]})  # the advice, followed, is a valid table
+
+
 def test_a_label_naming_a_bare_profile_only_model_is_refused() -> None:
     with pytest.raises(PolicyError, match=rf"models\.premium: Bedrock serves {SONNET} only through"):
         _policies([], labels={"premium": SONNET})
