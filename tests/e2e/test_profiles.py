@@ -139,6 +139,7 @@ def test_an_eu_client_stays_in_the_eu_and_its_region(profile_proxy: Proxy, simul
         client = _client(profile_proxy.issue_key(org, "app"), profile_proxy.url, region="eu-west-1")
         response = client.converse(modelId=f"eu.{SONNET}", messages=MESSAGES, inferenceConfig={"maxTokens": 20})
         assert _headers(response)["x-costkeeper-model-id"] == served
+        assert _headers(response)["x-costkeeper-fallback"] == str(org == "spent").lower()
         record = _reached(eu_simulator, response["ResponseMetadata"]["RequestId"])
         assert record["region"] == "eu-west-1"  # re-signed for the Region it was sent to
         assert record["model_id"] == served
@@ -157,10 +158,38 @@ def test_a_signature_for_a_region_the_proxy_does_not_serve_is_refused(profile_pr
     assert error["Error"]["Code"] == "InvalidSignatureException" and "region" in error["Error"]["Message"]
 
 
-def _anthropic(key: dict[str, str], url: str) -> anthropic.AnthropicBedrock:
+def _anthropic(key: dict[str, str], url: str, region: str = "us-east-1") -> anthropic.AnthropicBedrock:
     return anthropic.AnthropicBedrock(base_url=url, aws_access_key=key["AWS_ACCESS_KEY_ID"],
-                                      aws_secret_key=key["AWS_SECRET_ACCESS_KEY"], aws_region="us-east-1",
+                                      aws_secret_key=key["AWS_SECRET_ACCESS_KEY"], aws_region=region,
                                       max_retries=0)
+
+
+@pytest.mark.parametrize("org", ["fresh", "spent"])
+@pytest.mark.parametrize("region", ["us-east-1", "eu-west-1"])
+def test_a_raw_inference_profile_arn_is_sent_as_spelled_or_kept_in_its_scope(
+    profile_proxy: Proxy, simulator: Process, eu_simulator: Process, org: str, region: str
+) -> None:
+    """An ARN with raw colons (the Anthropic SDK quotes with `safe=":;"`, so only its `/`
+    is `%2F`): unmoved it reaches Bedrock as the client spelled it; moved, as the same
+    ARN of the fallback's profile in the same spelling; billed as that profile."""
+    geo = region.split("-")[0]
+    account_arn = f"arn:aws:bedrock:{region}:123456789012:inference-profile/"
+    requested = f"{account_arn}{geo}.{SONNET}"
+    served = requested if org == "fresh" else f"{account_arn}{geo}.{HAIKU}"
+    client = _anthropic(profile_proxy.issue_key(org, "arn"), profile_proxy.url, region)
+    raw = client.messages.with_raw_response.create(model=requested, max_tokens=30,
+                                                   messages=[{"role": "user", "content": "Name a river."}])
+    message = raw.parse()
+    client.close()
+    assert (raw.headers["x-costkeeper-model-id"], raw.headers["x-costkeeper-fallback"]) == (
+        served, str(org == "spent").lower())
+    request_id = raw.headers["x-amzn-requestid"]
+    record = _reached(eu_simulator if geo == "eu" else simulator, request_id)
+    assert record["path"] == f"/model/{served.replace('/', '%2F')}/invoke"  # raw `:` kept
+    assert record["region"] == region
+    event = wait_for_event(profile_proxy, request_id)
+    assert event.model == served and event.requested_model == requested
+    assert event.cost_pico_usd == _priced(served, Usage(message.usage.input_tokens, message.usage.output_tokens))
 
 
 TOOLS = [{"name": "read_file", "description": "Read a file from the workspace.",
