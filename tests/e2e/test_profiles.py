@@ -34,6 +34,7 @@ from tests.processes import (
 
 SONNET = "anthropic.claude-sonnet-4-5-20250929-v1:0"
 HAIKU = "anthropic.claude-haiku-4-5-20251001-v1:0"
+OPUS = "anthropic.claude-opus-4-5-20251101-v1:0"
 PRO, LITE = "amazon.nova-pro-v1:0", "amazon.nova-lite-v1:0"
 GEO = {"input": 3.3, "output": 16.5, "cache_read": 0.33, "cache_write": 4.125}
 HAIKU_GEO = {"input": 1.1, "output": 5.5, "cache_read": 0.11, "cache_write": 1.375}
@@ -233,13 +234,21 @@ def test_claude_codes_traffic_answers_before_and_after_a_fallback(
 
 
 def test_the_shipped_config_serves_claude_code_ids(tmp_path: Path) -> None:
-    """config.yaml names Claude 4.5 by profiles Bedrock has, and prices global below geo."""
+    """config.yaml names Claude 4.5 by profiles Bedrock has, and prices every Claude 4.5
+    model's global profile 10 % below its geographic ones (Opus 4.5 too)."""
     from proxy.config import load_config
 
     config = load_config(Path(__file__).resolve().parents[2] / "config.yaml", environ={})
     table = PriceTable(config.pricing)
-    usage = Usage(1_000_000, 1_000_000)
-    for model in (SONNET, HAIKU):
-        geo, world = table.cost_pico_usd(f"us.{model}", usage), table.cost_pico_usd(f"global.{model}", usage)
-        assert geo is not None and world is not None and geo * 10 == world * 11
+    usage = Usage(1_000_000, 1_000_000, cache_read_tokens=1_000_000, cache_write_tokens=1_000_000)
+    for model in (SONNET, HAIKU, OPUS):
+        world = table.price_of(f"global.{model}")
+        assert world is not None and world == table.price_of(model), model
+        for scope in sorted(config.policies.model_scopes.get(model, ())):
+            if scope in ("global", "in_region"):
+                continue
+            geo = table.price_of(f"{scope}.{model}")
+            assert geo is not None and geo != world, f"{scope}.{model} is priced as global"
+            geo_cost, world_cost = table.cost_pico_usd(f"{scope}.{model}", usage), table.cost_pico_usd(model, usage)
+            assert geo_cost is not None and world_cost is not None and geo_cost * 10 == world_cost * 11
     assert all(member.startswith("us.") for member in config.policies.default_chain)
