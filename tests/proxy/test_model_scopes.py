@@ -92,11 +92,15 @@ chain_scopes = st.sampled_from(["us", "eu", "global"])
 
 @PROPERTY
 @given(requested=requested_ids, spell=spellings, sonnet_scope=chain_scopes, haiku_scope=chain_scopes,
-       fallback=st.booleans(), action=st.sampled_from(["invoke", "invoke-with-response-stream"]))
+       chain_arns=st.tuples(st.booleans(), st.booleans()), fallback=st.booleans(),
+       action=st.sampled_from(["invoke", "invoke-with-response-stream"]))
 def test_the_upstream_id_is_profile_valid_keeps_the_scope_and_is_byte_identical_without_fallback(
-    requested: str, spell: Any, sonnet_scope: str, haiku_scope: str, fallback: bool, action: str
+    requested: str, spell: Any, sonnet_scope: str, haiku_scope: str, chain_arns: tuple[bool, bool],
+    fallback: bool, action: str
 ) -> None:
-    chain = [f"{sonnet_scope}.{SONNET}", f"{haiku_scope}.{HAIKU}"]
+    """Chain entries are profile ids or inference-profile ARNs (Claude 4.5 has no bare form)."""
+    chain = [_arn(profile) if arn else profile
+             for profile, arn in zip((f"{sonnet_scope}.{SONNET}", f"{haiku_scope}.{HAIKU}"), chain_arns, strict=True)]
     path = f"/model/{spell(requested)}/{action}"
     plan = _plan(chain, path, exhausted_first=fallback)
     if not fallback:
