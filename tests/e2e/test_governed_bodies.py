@@ -8,6 +8,7 @@ the quota apply. A body the proxy cannot read is refused, never forwarded unread
 
 from __future__ import annotations
 
+import gzip
 import json
 import uuid
 from collections.abc import Iterator
@@ -194,3 +195,16 @@ def test_converse_max_tokens_beyond_the_model_limit_is_refused(client_for: Any) 
     with pytest.raises(client.exceptions.ValidationException, match="limit of 10000 output tokens"):
         client.converse(modelId="premium", messages=[{"role": "user", "content": [{"text": "hi"}]}],
                         inferenceConfig={"maxTokens": 1_000_000_000})
+
+
+def test_a_compressed_body_is_refused_never_inflated(governed_proxy: Proxy, simulator: Process) -> None:
+    """`Content-Encoding: gzip` over a bomb (a body padded to 16 MB, as about 16 KB): the
+    proxy reads the bytes it got, refuses them as malformed, and forwards nothing."""
+    key = governed_proxy.issue_key("acme", "chat")
+    bomb = gzip.compress(_nova_body() + b" " * 16_000_000)
+    assert len(bomb) < 100_000
+    before = httpx.get(f"{simulator.url}/_sim/requests", timeout=5).json()[-1:]
+    response = send(_signed_with(governed_proxy, key, [("content-type", "application/json"),
+                                                       ("content-encoding", "gzip")], bomb))
+    assert "Malformed input request" in assert_bedrock_error(response, 400, "ValidationException")["message"]
+    assert httpx.get(f"{simulator.url}/_sim/requests", timeout=5).json()[-1:] == before  # nothing forwarded
