@@ -96,10 +96,13 @@ def test_allowed_models_and_the_clamp_hold_for_any_declared_type(client_for: Any
 
 def test_rate_limits_hold_for_any_declared_type(client_for: Any) -> None:
     client = client_for("paced")
-    for _ in range(2):
-        client.invoke_model(modelId="standard", body=_nova_body(3), contentType="Application/JSON")
+    client.invoke_model(modelId="standard", body=_nova_body(3), contentType="Application/JSON")
+    _stream_usage(client.invoke_model_with_response_stream(modelId="standard", body=_nova_body(3),
+                                                           contentType="text/plain"))
     with pytest.raises(client.exceptions.ThrottlingException):
         client.invoke_model(modelId="standard", body=_nova_body(3), contentType="text/plain")
+    with pytest.raises(client.exceptions.ThrottlingException):
+        client.invoke_model_with_response_stream(modelId="standard", body=_nova_body(3), contentType="Application/JSON")
 
 
 def test_spend_counts_against_the_quota_for_any_declared_type(client_for: Any, governed_proxy: Proxy) -> None:
@@ -108,6 +111,10 @@ def test_spend_counts_against_the_quota_for_any_declared_type(client_for: Any, g
     event = wait_for_event(governed_proxy, response["ResponseMetadata"]["RequestId"])
     assert event.model == PRO and event.cost_pico_usd > 0
     assert event.quota_scope == "acme"  # the spend is committed against the org's quota
+    streamed = client.invoke_model_with_response_stream(modelId="premium", body=_nova_body(20), contentType="text/plain")
+    _stream_usage(streamed)
+    event = wait_for_event(governed_proxy, streamed["ResponseMetadata"]["RequestId"])
+    assert event.model == PRO and event.cost_pico_usd > 0 and event.quota_scope == "acme"
 
 
 @pytest.mark.parametrize("content_type", ["text/plain", "application/octet-stream", None])
