@@ -312,6 +312,26 @@ def test_the_page_allows_nothing_inline_and_no_framing() -> None:
     assert "unsafe" not in policy and "http" not in policy
 
 
+#: What would parse a string as markup or code, or run one as a handler or a link.
+_HTML_SINKS = re.compile(
+    r"innerHTML|outerHTML|insertAdjacentHTML|document\.write|DOMParser|createContextualFragment|srcdoc"
+    r"|\beval\(|new Function|set(?:Timeout|Interval)\(\s*[\"'`]|javascript:"
+    r"|[\"']?\bon(?!ce\b)[a-z]+[\"']?\s*:|\.on[a-z]+\s*=|setAttribute\(\s*[\"']on|\.(?:href|src)\s*=")
+
+
+def test_the_page_builds_text_nodes_only() -> None:
+    """Names and labels come from clients (model ids, tags, apps): the script puts them in
+    the page as text nodes and attribute values (createElement, textContent, append of a
+    string), never through anything that parses markup, code, handlers or links."""
+    static = Path(__file__).parents[2] / "proxy" / "admin" / "static"
+    script = (static / "dashboard.js").read_text()
+    assert "createElement(" in script and ".textContent = " in script  # the scan reads the real script
+    found = [(number, line.strip()) for number, line in enumerate(script.splitlines(), 1) if _HTML_SINKS.search(line)]
+    assert found == []
+    html = (static / "dashboard.html").read_text()
+    assert not re.search(r"<script(?![^>]*\bsrc=)|\son[a-z]+\s*=", html, re.IGNORECASE)
+
+
 def test_dashboard_shows_amounts_past_2_to_the_53_pico_usd_exactly(seeded: tuple[Proxy, list[UsageEvent]],
                                                                    page: tuple[Any, list[str]]) -> None:
     """Pico-USD pass JavaScript's exact integers from $9,007.20: the page must not read

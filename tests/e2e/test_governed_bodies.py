@@ -8,6 +8,7 @@ the quota apply. A body the proxy cannot read is refused, never forwarded unread
 
 from __future__ import annotations
 
+import gzip
 import json
 import uuid
 from collections.abc import Iterator
@@ -95,10 +96,13 @@ def test_allowed_models_and_the_clamp_hold_for_any_declared_type(client_for: Any
 
 def test_rate_limits_hold_for_any_declared_type(client_for: Any) -> None:
     client = client_for("paced")
-    for _ in range(2):
-        client.invoke_model(modelId="standard", body=_nova_body(3), contentType="Application/JSON")
+    client.invoke_model(modelId="standard", body=_nova_body(3), contentType="Application/JSON")
+    _stream_usage(client.invoke_model_with_response_stream(modelId="standard", body=_nova_body(3),
+                                                           contentType="text/plain"))
     with pytest.raises(client.exceptions.ThrottlingException):
         client.invoke_model(modelId="standard", body=_nova_body(3), contentType="text/plain")
+    with pytest.raises(client.exceptions.ThrottlingException):
+        client.invoke_model_with_response_stream(modelId="standard", body=_nova_body(3), contentType="Application/JSON")
 
 
 def test_spend_counts_against_the_quota_for_any_declared_type(client_for: Any, governed_proxy: Proxy) -> None:
@@ -107,6 +111,10 @@ def test_spend_counts_against_the_quota_for_any_declared_type(client_for: Any, g
     event = wait_for_event(governed_proxy, response["ResponseMetadata"]["RequestId"])
     assert event.model == PRO and event.cost_pico_usd > 0
     assert event.quota_scope == "acme"  # the spend is committed against the org's quota
+    streamed = client.invoke_model_with_response_stream(modelId="premium", body=_nova_body(20), contentType="text/plain")
+    _stream_usage(streamed)
+    event = wait_for_event(governed_proxy, streamed["ResponseMetadata"]["RequestId"])
+    assert event.model == PRO and event.cost_pico_usd > 0 and event.quota_scope == "acme"
 
 
 @pytest.mark.parametrize("content_type", ["text/plain", "application/octet-stream", None])
@@ -194,3 +202,16 @@ def test_converse_max_tokens_beyond_the_model_limit_is_refused(client_for: Any) 
     with pytest.raises(client.exceptions.ValidationException, match="limit of 10000 output tokens"):
         client.converse(modelId="premium", messages=[{"role": "user", "content": [{"text": "hi"}]}],
                         inferenceConfig={"maxTokens": 1_000_000_000})
+
+
+def test_a_compressed_body_is_refused_never_inflated(governed_proxy: Proxy, simulator: Process) -> None:
+    """`Content-Encoding: gzip` over a bomb (a body padded to 16 MB, as about 16 KB): the
+    proxy reads the bytes it got, refuses them as malformed, and forwards nothing."""
+    key = governed_proxy.issue_key("acme", "chat")
+    bomb = gzip.compress(_nova_body() + b" " * 16_000_000)
+    assert len(bomb) < 100_000
+    before = httpx.get(f"{simulator.url}/_sim/requests", timeout=5).json()[-1:]
+    response = send(_signed_with(governed_proxy, key, [("content-type", "application/json"),
+                                                       ("content-encoding", "gzip")], bomb))
+    assert "Malformed input request" in assert_bedrock_error(response, 400, "ValidationException")["message"]
+    assert httpx.get(f"{simulator.url}/_sim/requests", timeout=5).json()[-1:] == before  # nothing forwarded

@@ -153,6 +153,30 @@ class Scene:
     capture: Capture
     secrets: dict[str, str]
     sim_log: str = ""
+    #: The command lines of both proxies' processes and their children, while they ran.
+    argv: str = ""
+
+
+def command_lines(root: int) -> str:
+    """The command lines of process `root` and every descendant, one a line."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parents[int(stat.parent.name)] = int(stat.read_text().rpartition(")")[2].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile
+    tree, frontier = {root}, [root]
+    while frontier:
+        children = [pid for pid, parent in parents.items() if parent in frontier and pid not in tree]
+        tree.update(children)
+        frontier = children
+    lines = []
+    for pid in sorted(tree):
+        try:
+            lines.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode("latin-1"))
+        except OSError:
+            continue
+    return "\n".join(lines)
 
 
 @pytest.fixture(scope="module")
@@ -198,6 +222,7 @@ def scene(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scene]:
             scene.secrets[f"store encryption key {started.store_path.name} #{number}"] = line
     try:
         drive(scene)
+        scene.argv = "\n".join(command_lines(started.popen.pid) for started in (proxy, down))
         scene.sim_log = httpx.get(f"{simulator.url}/_sim/requests", timeout=5).text
     finally:
         proxy.stop()
@@ -354,6 +379,12 @@ def test_no_log_line_holds_a_credential(scene: Scene, which: str) -> None:
     found = leaks(output, scene.secrets)
     lines = [line[:300] for line in output.splitlines() if leaks(line, scene.secrets)]
     assert not found, (found, lines[:5])
+
+
+def test_no_process_argument_holds_a_credential(scene: Scene) -> None:
+    """What `ps` shows any local user: the secrets come from the environment and files."""
+    assert "proxy.cli" in scene.argv and "serve" in scene.argv
+    assert not leaks(scene.argv, scene.secrets), scene.argv
 
 
 def test_no_webhook_payload_holds_a_credential(scene: Scene) -> None:

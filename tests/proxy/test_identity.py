@@ -7,8 +7,11 @@ token over plain HTTP) must be refused before the store is asked.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import hmac
 import json
+from types import SimpleNamespace
 from typing import Any
 
 import botocore.auth
@@ -16,8 +19,12 @@ import pytest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
+from cachetools import TTLCache
+from starlette.requests import Request
 
 from metering.store import KeyRecord
+from proxy import identity
+from proxy.admin.app import admin_authorized
 from proxy.config import AuthConfig
 from proxy.errors import (
     AccessDeniedException,
@@ -107,6 +114,7 @@ def _stale() -> dt.datetime:
         ("host not signed", InvalidSignatureException, "malformed", False),
         ("presigned query", MissingAuthenticationTokenException, "missing", False),
         ("wrong region", InvalidSignatureException, "wrong_region", False),
+        ("bogus region", InvalidSignatureException, "wrong_region", False),
         ("wrong service", InvalidSignatureException, "wrong_service", False),
         ("stale date", InvalidSignatureException, "clock_skew", False),
         ("unsigned payload", InvalidSignatureException, "unsigned_payload", False),
@@ -128,6 +136,7 @@ async def test_the_head_alone_refuses(case: str, error: type[Exception], reason:
                                                         + b"0" * 64)],
         "presigned query": lambda: [(n, v) for n, v in good if n != b"authorization"],
         "wrong region": lambda: signed(region="eu-west-1"),
+        "bogus region": lambda: signed(region="xx-bogus-9"),
         "wrong service": lambda: _resigned_for_service(),
         "stale date": lambda: signed(when=_stale(), monkeypatch=monkeypatch),
         "unsigned payload": lambda: signed(headers={"X-Amz-Content-SHA256": "UNSIGNED-PAYLOAD"}),
@@ -202,3 +211,73 @@ async def test_trust_mode_checks_nothing() -> None:
     identified = await head(authenticator(keys, mode="trust", trust_org="t", trust_app="a"), [], secure=False)
     assert (identified.caller.org, identified.caller.app) == ("t", "a") and keys.lookups == []
     assert identified.verify(b"") == identified.caller
+
+
+async def test_the_host_is_signed_and_checked() -> None:
+    """The signature covers the Host the request arrived with: one made for another
+    host (a captured request replayed at another endpoint) does not verify."""
+    headers = [*signed(), (b"host", HOST.encode())]
+    identified = await head(authenticator(Keys()), headers)
+    assert identified.verify(BODY) == identified.caller
+    elsewhere = [(name, b"proxy.example:443" if name == b"host" else value) for name, value in headers]
+    moved = await authenticator(Keys()).identify_head(
+        method="POST", raw_path=PATH, raw_query="", headers=elsewhere, authorization=authorization(headers),
+        host="proxy.example:443", secure=False)
+    with pytest.raises(AuthRefused) as refused:
+        moved.verify(BODY)
+    assert isinstance(refused.value.error, InvalidSignatureException) and refused.value.reason == "bad_signature"
+
+
+class RevocableKeys(Keys):
+    """The key store, where a key can be revoked while the proxy runs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records = {ACTIVE.access_key_id: ACTIVE}
+
+    async def get_key(self, access_key_id: str) -> KeyRecord | None:
+        self.lookups.append(access_key_id)
+        return self.records.get(access_key_id)
+
+
+async def test_a_revoked_key_stops_at_the_key_cache_ttl(monkeypatch: pytest.MonkeyPatch) -> None:
+    """README: `key_cache_ttl` is the revocation delay. The key's record is cached that
+    long (the store stays off the hot path), and a revocation is in force once it has passed."""
+    now = [1000.0]
+    monkeypatch.setattr(identity, "TTLCache", lambda maxsize, ttl: TTLCache(maxsize, ttl, timer=lambda: now[0]))
+    keys = RevocableKeys()
+    auth = Authenticator(AuthConfig(key_cache_ttl=30), keys, frozenset({"us-east-1"}))  # type: ignore[arg-type]
+    assert (await head(auth, signed())).verify(BODY).app == "chat"
+    keys.records[ACTIVE.access_key_id] = dataclasses.replace(ACTIVE, revoked_at=now[0])
+    now[0] += 29.9
+    assert (await head(auth, signed())).verify(BODY).app == "chat"  # cached: the store was asked once
+    assert keys.lookups == [ACTIVE.access_key_id]
+    now[0] += 0.1
+    with pytest.raises(AuthRefused) as refused:
+        await head(auth, signed())
+    assert isinstance(refused.value.error, UnrecognizedClientException) and refused.value.reason == "revoked_key"
+    with pytest.raises(AuthRefused):
+        await head(auth, bearer(ACTIVE), secure=True)
+
+
+async def test_secrets_and_signatures_are_compared_in_constant_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every comparison with a secret or a signature goes through `hmac.compare_digest`
+    (a `==` would stop at the first differing byte and time would tell how many matched):
+    the SigV4 signature, a bearer token's secret and the admin token."""
+    compared: list[tuple[bytes | str, bytes | str]] = []
+    real = hmac.compare_digest
+
+    def spy(a: Any, b: Any) -> bool:
+        compared.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(hmac, "compare_digest", spy)
+    with pytest.raises(AuthRefused):
+        (await head(authenticator(Keys()), signed(secret="D" * 40))).verify(BODY)
+    assert len(compared) == 1 and authorization(signed(secret="D" * 40)).endswith(str(compared[0][1]))
+    with pytest.raises(AuthRefused):
+        await head(authenticator(Keys()), bearer(ACTIVE, secret="D" * 40), secure=True)
+    assert compared[1] == (ACTIVE.secret.encode(), b"D" * 40)
+    request = Request({"type": "http", "headers": [(b"authorization", b"Bearer wrong-token")]})
+    assert not admin_authorized(SimpleNamespace(admin_token="right-token"), request)  # type: ignore[arg-type]
+    assert compared[2] == (b"wrong-token", b"right-token")

@@ -8,6 +8,8 @@ never by how long it took).
 from __future__ import annotations
 
 import asyncio
+import gzip
+import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -17,7 +19,8 @@ from hypothesis import strategies as st
 
 from proxy.errors import RequestTimeoutException, ServiceUnavailableException, ValidationException
 from proxy.inflight import BodyBudget
-from proxy.request import _StallWatch, read_body
+from proxy.request import _StallWatch, json_body, read_body
+from proxy.routing import Operation, Route
 
 pytestmark = pytest.mark.anyio
 
@@ -123,3 +126,14 @@ async def test_the_stall_watch_moves_on_while_chunks_arrive() -> None:
     watch._check()  # not due: armed again for last chunk + timeout
     assert not watch.fired and watch._handle is not first
     watch.stop()
+
+
+@pytest.mark.parametrize("operation", [Operation.INVOKE_MODEL, Operation.CONVERSE])
+@pytest.mark.parametrize("compress", [gzip.compress, zlib.compress])
+def test_a_compressed_body_is_never_decompressed(operation: Operation, compress: Callable[[bytes], bytes]) -> None:
+    """A compressed body (`Content-Encoding: gzip` or not) is read as the bytes it is: not
+    JSON, so refused. Inflating it could turn 10 KB into gigabytes (a decompression bomb)."""
+    document = b'{"messages": [{"role": "user", "content": [{"text": "hi"}]}]}'
+    assert json_body(Route(operation, "amazon.nova-micro-v1:0"), document) is not None
+    with pytest.raises(ValidationException, match="Malformed input request"):
+        json_body(Route(operation, "amazon.nova-micro-v1:0"), compress(document))
