@@ -87,6 +87,37 @@ def test_defaults_keep_the_five_metrics_and_add_the_four() -> None:
         datums["CacheReadTokens"]["value"] + datums["CacheCreationTokens"]["value"]) == 0.75
 
 
+#: The EMF line of `_event()` as Cost Keeper wrote it before issue #23 (`emf_record` at
+#: 0445672^), verbatim: what dashboards built on it read.
+OLD_LINE = ('{"_aws":{"Timestamp":1795000000500,"CloudWatchMetrics":[{"Namespace":"AIGateway/TokenUsage",'
+            '"Dimensions":[["ModelId"]],"Metrics":[{"Name":"InputTokens","Unit":"Count"},'
+            '{"Name":"OutputTokens","Unit":"Count"},{"Name":"TotalTokens","Unit":"Count"},'
+            '{"Name":"CachedResponses","Unit":"Count"},{"Name":"ResponseLatency","Unit":"Milliseconds"}]}]},'
+            '"ModelId":"amazon.nova-lite-v1:0","InputTokens":10,"OutputTokens":20,"TotalTokens":70,'
+            '"CachedResponses":0,"ResponseLatency":120.5,"RequestId":"r-1","Org":"acme","App":"bot"}')
+
+
+def test_the_default_line_says_all_the_old_line_said_unchanged(capsys: pytest.CaptureFixture[str]) -> None:
+    """Defaults keep today's output: the line an `EventLog` writes by default holds the
+    old line's members with the same values, in the same namespace and dimension set,
+    and CloudWatch extracts from it every datum it extracted from the old line, the
+    same; only the four metrics of issue #23 are added."""
+    EventLog(access=False, emf=True).write(_event(), fallback=False)
+    [line] = capsys.readouterr().out.splitlines()
+    old, new = json.loads(OLD_LINE), json.loads(line)
+    assert {name: new.get(name) for name in old if name != "_aws"} == {k: v for k, v in old.items() if k != "_aws"}
+    [old_directive], [new_directive] = old["_aws"]["CloudWatchMetrics"], new["_aws"]["CloudWatchMetrics"]
+    assert new["_aws"]["Timestamp"] == old["_aws"]["Timestamp"]
+    assert (new_directive["Namespace"], new_directive["Dimensions"]) == (old_directive["Namespace"],
+                                                                      old_directive["Dimensions"])
+    assert new_directive["Metrics"][:5] == old_directive["Metrics"]
+    added = [datum for datum in cloudwatch_datums(line) if datum not in cloudwatch_datums(OLD_LINE)]
+    assert len(cloudwatch_datums(line)) - len(added) == len(cloudwatch_datums(OLD_LINE)) == 5
+    assert [datum["name"] for datum in added] == ["CacheReadTokens", "CacheCreationTokens", "BedrockCost",
+                                                  "BedrockAPILatency"]
+    assert set(new) - set(old) == {"CacheReadTokens", "CacheCreationTokens", "BedrockCost", "BedrockAPILatency"}
+
+
 def test_a_cached_response_has_no_bedrock_latency() -> None:
     datums = _by_name(json.dumps(emf_record(_event(cached=True, cost_pico_usd=0))))
     assert "BedrockAPILatency" not in datums
