@@ -81,8 +81,8 @@ _REQUIRED = ("model", "input_tokens", "output_tokens", "request_id")
 _MAX_TOKENS = 10**10
 _REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
 _CLAIMS_AT_ONCE = 32
-#: Report ids this process recorded lately: the SQLite store sees an id only once its
-#: batch is flushed, so a retry within the flush interval is caught here.
+#: Report ids this process recorded (or is checking) lately: the SQLite store sees an id
+#: only once its batch is flushed, so a retry within the flush interval is caught here.
 _RECENT_IDS = 100_000
 
 
@@ -98,7 +98,7 @@ class _Record:
 
 
 class _Reported:
-    """Report ids recently recorded by this process (bounded, oldest dropped)."""
+    """Report ids recently recorded, or being checked, by this process (bounded, oldest dropped)."""
 
     def __init__(self) -> None:
         self._ids: OrderedDict[str, None] = OrderedDict()
@@ -110,6 +110,9 @@ class _Reported:
         self._ids[report_id] = None
         if len(self._ids) > _RECENT_IDS:
             self._ids.popitem(last=False)
+
+    def discard(self, report_id: str) -> None:
+        self._ids.pop(report_id, None)
 
 
 def _error(error: BedrockError) -> Response:
@@ -289,7 +292,14 @@ def client_routes(keeper: CostKeeper) -> list[HttpRoute]:
             return False
         if isinstance(store, DynamoDBStore):
             return await store.claim_report(report_id)
-        return await store.get_event(report_id) is None
+        # Held before the look-up: a resend of it in flight meanwhile is a duplicate, not a
+        # second recording (the look-up is a thread hop); released if the look-up fails.
+        reported.add(report_id)
+        try:
+            return await store.get_event(report_id) is None
+        except BaseException:
+            reported.discard(report_id)
+            raise
 
     async def record(caller: Caller, item: _Record, report_id: str) -> dict[str, Any]:
         policy = keeper.admission.caller_policy(caller)

@@ -1,0 +1,80 @@
+"""A usage report's request id is claimed once even when two reports of it are in
+flight at once (issue #23: `POST /v1/usage-reports` is idempotent by `request_id`).
+
+A client that times out and resends while its first report is still being checked
+sends the same id twice at once. On the SQLite store the claim is a look-up of the
+stored event, which takes a thread hop: both requests must not pass it."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from metering.events import UsageEvent
+from proxy.admin.app import create_admin_app
+from proxy.app import CostKeeper
+from proxy.config import load_config
+from tests.conftest import TEST_PRICING
+
+pytestmark = pytest.mark.anyio
+
+MICRO = "amazon.nova-micro-v1:0"
+
+
+async def test_the_same_report_sent_twice_at_once_is_recorded_once(tmp_path: Path, aws_env: None) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({
+        "pricing": TEST_PRICING,
+        "store": {"backend": "sqlite", "path": str(tmp_path / "store.db")},
+        "auth": {"allow_bearer_over_http": True},
+    }))
+    keeper = CostKeeper(load_config(path, environ={}))
+    await keeper.startup()
+    recorded: list[UsageEvent] = []
+    record = keeper.recorder.record
+    keeper.recorder.record = lambda event: (recorded.append(event), record(event))[1]  # type: ignore[method-assign]
+
+    # The first report's look-up waits until the second report is answered (or, when
+    # the second looks its id up too, until both are looking): their checks overlap.
+    looking, release = asyncio.Event(), asyncio.Event()
+    lookups = 0
+    get_event = keeper.store.get_event
+
+    async def overlapping_get_event(request_id: str) -> UsageEvent | None:
+        nonlocal lookups
+        lookups += 1
+        looking.set()
+        if lookups >= 2:
+            release.set()
+        await release.wait()
+        return await get_event(request_id)
+
+    keeper.store.get_event = overlapping_get_event  # type: ignore[method-assign]
+    admin = httpx.AsyncClient(transport=httpx.ASGITransport(app=create_admin_app(keeper)), base_url="http://admin")
+    try:
+        key = await keeper.store.create_key("acme", "batch")
+        document = {"model": MICRO, "input_tokens": 100, "output_tokens": 0, "request_id": "job-1"}
+
+        async def send() -> dict[str, Any]:
+            response = await admin.post("/v1/usage-reports", json=document,
+                                        headers={"Authorization": f"Bearer {key.bearer_token}"})
+            assert response.status_code == 200, response.text
+            answer: dict[str, Any] = response.json()
+            return answer
+
+        first = asyncio.create_task(send())
+        await looking.wait()
+        second = await send()
+        release.set()
+        answers = [await first, second]
+        assert sorted(answer["records"][0]["status"] for answer in answers) == ["duplicate", "recorded"]
+        assert len(recorded) == 1
+    finally:
+        release.set()
+        await admin.aclose()
+        await keeper.shutdown()
