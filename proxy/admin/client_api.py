@@ -243,12 +243,14 @@ def client_routes(keeper: CostKeeper) -> list[HttpRoute]:
         chain, _ = policy.chain_from(requested)
         if not any(policy.allows(model) for model in chain):
             return _error(ValidationException(f"This application may not use {label[:200]!r} (allowed_models)."))
-        choice = await keeper.admission.current_choice(ModelRoute(Operation.CONVERSE, label), caller)
+        try:  # spent: 400, as the proxy answers; quota state unreadable: the org's fail-open/closed rule
+            choice = await keeper.admission.current_choice(ModelRoute(Operation.CONVERSE, label), caller, strict=True)
+        except BedrockError as error:
+            return _error(error)
         if choice is None:
             return _error(ServiceQuotaExceededException(
                 f"No model of the chain of {label[:200]!r} is under its daily quota for scope "
-                f"'{policy.scope_key}' now (or the quota state is unavailable and the organization fails "
-                "closed). Quotas reset at 00:00 UTC."))
+                f"'{policy.scope_key}' now. Quotas reset at 00:00 UTC."))
         model, fallback, mode = choice
         return _json({"label": label, "requested_model": requested, "model": model, "fallback": fallback,
                       "mode": mode, "scope": policy.scope_key, "org": caller.org, "app": caller.app,

@@ -1,9 +1,5 @@
-"""A usage report's request id is claimed once even when two reports of it are in
-flight at once (issue #23: `POST /v1/usage-reports` is idempotent by `request_id`).
-
-A client that times out and resends while its first report is still being checked
-sends the same id twice at once. On the SQLite store the claim is a look-up of the
-stored event, which takes a thread hop: both requests must not pass it."""
+"""The client-driven API (issue #23) in process, where a race or an outage can be
+staged exactly (tests/e2e/test_client_api.py covers it end to end on both stores)."""
 
 from __future__ import annotations
 
@@ -16,6 +12,7 @@ import pytest
 import yaml
 
 from metering.events import UsageEvent
+from metering.leases import BudgetUnavailable
 from proxy.admin.app import create_admin_app
 from proxy.app import CostKeeper
 from proxy.config import load_config
@@ -23,10 +20,13 @@ from tests.conftest import TEST_PRICING
 
 pytestmark = pytest.mark.anyio
 
-MICRO = "amazon.nova-micro-v1:0"
+MICRO, LITE = "amazon.nova-micro-v1:0", "amazon.nova-lite-v1:0"
 
 
 async def test_the_same_report_sent_twice_at_once_is_recorded_once(tmp_path: Path, aws_env: None) -> None:
+    """A client that times out and resends while its first report is still being checked
+    sends the same id twice at once. On the SQLite store the claim is a look-up of the
+    stored event, which takes a thread hop: both requests must not pass it."""
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump({
         "pricing": TEST_PRICING,
@@ -76,5 +76,45 @@ async def test_the_same_report_sent_twice_at_once_is_recorded_once(tmp_path: Pat
         assert len(recorded) == 1
     finally:
         release.set()
+        await admin.aclose()
+        await keeper.shutdown()
+
+
+@pytest.mark.parametrize(("fail_closed", "status", "error"), [
+    (False, 200, None), (True, 503, "ServiceUnavailableException")])
+async def test_select_while_the_quota_state_is_unreadable_answers_as_the_proxy_would(
+    tmp_path: Path, aws_env: None, fail_closed: bool, status: int, error: str | None,
+) -> None:
+    """The store cannot be read: the proxy serves a fail-open org unchecked and answers a
+    fail-closed one 503 (retryable). `/v1/select` says the same, not a 400
+    ServiceQuotaExceededException (an SDK does not retry it: the job would stop)."""
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({
+        "pricing": TEST_PRICING,
+        "models": {"small": MICRO, "medium": LITE},
+        "fallback": ["small", "medium"],
+        "orgs": {"acme": {"daily_quota_usd": {"small": 1.0}, "fail_closed": fail_closed}},
+        "store": {"backend": "sqlite", "path": str(tmp_path / "store.db")},
+        "auth": {"allow_bearer_over_http": True},
+    }))
+    keeper = CostKeeper(load_config(path, environ={}))
+    await keeper.startup()
+    admin = httpx.AsyncClient(transport=httpx.ASGITransport(app=create_admin_app(keeper)), base_url="http://admin")
+    try:
+        key = await keeper.store.create_key("acme", "batch")
+
+        async def unreadable(scope: str, day: str, max_age: float = 1.0) -> Any:
+            raise BudgetUnavailable(f"could not read the quota budget of {scope}: the store is down")
+
+        keeper.selector.leases.look = unreadable  # type: ignore[method-assign]
+        response = await admin.get("/v1/select", params={"label": "small"},
+                                   headers={"Authorization": f"Bearer {key.bearer_token}"})
+        assert response.status_code == status, response.text
+        if error is None:
+            assert (response.json()["model"], response.json()["fallback"]) == (MICRO, False)
+        else:
+            assert response.headers["x-amzn-errortype"].startswith(error)
+            assert "fails closed" in response.json()["message"]
+    finally:
         await admin.aclose()
         await keeper.shutdown()
