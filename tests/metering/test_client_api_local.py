@@ -118,3 +118,41 @@ async def test_select_while_the_quota_state_is_unreadable_answers_as_the_proxy_w
     finally:
         await admin.aclose()
         await keeper.shutdown()
+
+
+async def test_select_says_tight_once_little_of_the_quota_is_left(tmp_path: Path, aws_env: None) -> None:
+    """`mode` is the proxy's: NORMAL with most of the quota left, TIGHT once under a tenth
+    of it is (reported usage spends it here), still the model asked for."""
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({
+        "pricing": TEST_PRICING,
+        "models": {"small": MICRO, "medium": LITE},
+        "fallback": ["small", "medium"],
+        "orgs": {"acme": {"daily_quota_usd": {"small": 1.0}}},
+        "store": {"backend": "sqlite", "path": str(tmp_path / "store.db")},
+        "metering": {"flush_interval": 0.02},
+        "auth": {"allow_bearer_over_http": True},
+    }))
+    keeper = CostKeeper(load_config(path, environ={}))
+    await keeper.startup()
+    admin = httpx.AsyncClient(transport=httpx.ASGITransport(app=create_admin_app(keeper)), base_url="http://admin")
+    try:
+        key = await keeper.store.create_key("acme", "batch")
+        auth = {"Authorization": f"Bearer {key.bearer_token}"}
+
+        async def mode() -> tuple[str, bool, str]:
+            answer = (await admin.get("/v1/select", params={"label": "small"}, headers=auth)).json()
+            return answer["model"], answer["fallback"], answer["mode"]
+
+        assert await mode() == (MICRO, False, "NORMAL")
+        tokens = 27_500_000  # × $0.035 per 1M = $0.9625 of the $1 quota
+        report = {"model": MICRO, "input_tokens": tokens, "output_tokens": 0, "request_id": "big-job"}
+        assert (await admin.post("/v1/usage-reports", json=report, headers=auth)).json()["recorded"] == 1
+        for _ in range(600):  # the report reaches the store with the next flush (a bound, not a timing)
+            if await mode() == (MICRO, False, "TIGHT"):
+                break
+            await asyncio.sleep(0.05)
+        assert await mode() == (MICRO, False, "TIGHT")
+    finally:
+        await admin.aclose()
+        await keeper.shutdown()
