@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from metering.events import UsageEvent
+from proxy.app import CostKeeper
 from proxy.config import load_config
 from proxy.config_checks import ConfigError
 from proxy.eventlog import EventLog, emf_record
@@ -124,14 +125,13 @@ def test_a_cached_response_has_no_bedrock_latency() -> None:
     assert datums["CachedResponses"]["value"] == 1 and datums["BedrockCost"]["value"] == 0
 
 
-def test_namespace_and_extra_dimensions_from_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_namespace_and_extra_dimensions_from_config(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # the default SQLite store path is relative
     path = tmp_path / "config.yaml"
     path.write_text("observability: {emf: true, access_log: false, emf_namespace: Seed/Costs,"
                     " emf_dimensions: {Environment: prod, Team: ml}}\n")
-    observability = load_config(path, environ={}).observability
-    log = EventLog(access=False, emf=True, emf_namespace=observability.emf_namespace,
-                   emf_dimensions=observability.emf_dimensions)
-    log.write(_event(), fallback=False)
+    CostKeeper(load_config(path, environ={})).event_log.write(_event(), fallback=False)  # as the proxy builds it
     [line] = capsys.readouterr().out.splitlines()
     datums = cloudwatch_datums(line)
     assert len(datums) == 9
