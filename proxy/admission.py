@@ -479,12 +479,16 @@ class Admission:
         return entry, tuple(model for model in chain if policy.allows(model))
 
     async def current_choice(self, route: Route, caller: Caller, document: dict[str, Any] | None = None,
-                             tier: Tier = STANDARD) -> tuple[str, bool, str] | None:
+                             tier: Tier = STANDARD, *, strict: bool = False) -> tuple[str, bool, str] | None:
         """(model id sent, fallback, mode) that a fresh request for `route` (body `document`)
         would get now, read-only (nothing held, no rate counted): what a response-cache hit
         reports. A model is passed over when the request's worst case does not fit what is
         left of its quota, as `plan` would. None when a fresh request would be refused or
-        the quota state cannot be read (`plan` then answers). The chain is `plan`'s (`_chain`)."""
+        the quota state cannot be read (`plan` then answers). The chain is `plan`'s (`_chain`).
+        `strict` (`/v1/select`, which has no `plan` to fall back on) answers those as the
+        proxy would: ServiceQuotaExceededException when the chain is spent; when the quota
+        state cannot be read, ServiceUnavailableException for a fail-closed org, and for a
+        fail-open one the first model no sticky mark passes over (served unchecked)."""
         if route.model_id is None:
             return None
         requested = self._policies.resolve_model(route.model_id)
@@ -499,11 +503,30 @@ class Admission:
                 worst_case = self._peek_worst_case(route, policy, requested, entry, document, tier)
                 selection = await self._selector.peek(policy.scope_key, utc_day(self._clock()), chain,
                                                       policy.quota_entry, worst_case)
-            except Exception:  # exhausted everywhere, or the store is unreachable
+            except QuotaExhausted as exc:
+                if strict:
+                    raise ServiceQuotaExceededException(str(exc)) from None
                 return None
+            except Exception:  # the store is unreachable
+                if not strict:
+                    return None
+                if policy.fail_closed:
+                    raise ServiceUnavailableException(_FAIL_CLOSED) from None
+                selection = self._unchecked_choice(policy, chain)
         member = selection.model
         return (requested if member == entry else in_scope(member, requested)), member != entry, str(selection.mode)
 
+
+    def _unchecked_choice(self, policy: CallerPolicy, chain: tuple[str, ...]) -> Selection:
+        """What a fail-open org is served while its quota state cannot be read: the first
+        model of `chain` this process has not marked exhausted (`QuotaSelector.select`)."""
+        day = utc_day(self._clock())
+        for index, model in enumerate(chain):
+            found = policy.quota_entry(model)
+            if found is None or not self._selector.leases.exhausted((policy.scope_key, day, found[0])):
+                return Selection(model, index > 0, Mode.NORMAL, day=day)
+        raise ServiceQuotaExceededException(f"No model of the chain is under its daily quota for scope "
+                                            f"'{policy.scope_key}' now. Quotas reset at 00:00 UTC.")
 
     def _peek_worst_case(self, route: Route, policy: CallerPolicy, requested: str, entry: str,
                          document: dict[str, Any] | None, tier: Tier) -> Callable[[str], int]:

@@ -37,6 +37,8 @@ class _Store(Protocol):
     @property
     def table(self) -> str: ...
     @property
+    def index_name(self) -> str: ...
+    @property
     def shards(self) -> int: ...
     @property
     def max_attempts(self) -> int: ...
@@ -114,6 +116,9 @@ def check_store(store: _Store, metering: _Metering) -> None:
         raise ConfigError(f"store.backend: expected sqlite or dynamodb, got {store.backend!r}")
     if store.backend == "dynamodb" and not store.table:
         raise ConfigError("store.table: a DynamoDB table name is required")
+    if store.backend == "dynamodb" and not re.fullmatch(r"[A-Za-z0-9_.-]{3,255}", store.index_name):
+        raise ConfigError(f"store.index_name: a DynamoDB index name is 3 to 255 of A-Z a-z 0-9 _ . -, "
+                          f"got {store.index_name[:300]!r}")
     for key, value in (("store.shards", store.shards), ("store.max_attempts", store.max_attempts),
                        ("metering.batch_size", metering.batch_size)):
         if value < 1:

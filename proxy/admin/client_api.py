@@ -81,8 +81,8 @@ _REQUIRED = ("model", "input_tokens", "output_tokens", "request_id")
 _MAX_TOKENS = 10**10
 _REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
 _CLAIMS_AT_ONCE = 32
-#: Report ids this process recorded lately: the SQLite store sees an id only once its
-#: batch is flushed, so a retry within the flush interval is caught here.
+#: Report ids this process recorded (or is checking) lately: the SQLite store sees an id
+#: only once its batch is flushed, so a retry within the flush interval is caught here.
 _RECENT_IDS = 100_000
 
 
@@ -98,7 +98,7 @@ class _Record:
 
 
 class _Reported:
-    """Report ids recently recorded by this process (bounded, oldest dropped)."""
+    """Report ids recently recorded, or being checked, by this process (bounded, oldest dropped)."""
 
     def __init__(self) -> None:
         self._ids: OrderedDict[str, None] = OrderedDict()
@@ -110,6 +110,9 @@ class _Reported:
         self._ids[report_id] = None
         if len(self._ids) > _RECENT_IDS:
             self._ids.popitem(last=False)
+
+    def discard(self, report_id: str) -> None:
+        self._ids.pop(report_id, None)
 
 
 def _error(error: BedrockError) -> Response:
@@ -240,12 +243,14 @@ def client_routes(keeper: CostKeeper) -> list[HttpRoute]:
         chain, _ = policy.chain_from(requested)
         if not any(policy.allows(model) for model in chain):
             return _error(ValidationException(f"This application may not use {label[:200]!r} (allowed_models)."))
-        choice = await keeper.admission.current_choice(ModelRoute(Operation.CONVERSE, label), caller)
+        try:  # spent: 400, as the proxy answers; quota state unreadable: the org's fail-open/closed rule
+            choice = await keeper.admission.current_choice(ModelRoute(Operation.CONVERSE, label), caller, strict=True)
+        except BedrockError as error:
+            return _error(error)
         if choice is None:
             return _error(ServiceQuotaExceededException(
                 f"No model of the chain of {label[:200]!r} is under its daily quota for scope "
-                f"'{policy.scope_key}' now (or the quota state is unavailable and the organization fails "
-                "closed). Quotas reset at 00:00 UTC."))
+                f"'{policy.scope_key}' now. Quotas reset at 00:00 UTC."))
         model, fallback, mode = choice
         return _json({"label": label, "requested_model": requested, "model": model, "fallback": fallback,
                       "mode": mode, "scope": policy.scope_key, "org": caller.org, "app": caller.app,
@@ -289,7 +294,14 @@ def client_routes(keeper: CostKeeper) -> list[HttpRoute]:
             return False
         if isinstance(store, DynamoDBStore):
             return await store.claim_report(report_id)
-        return await store.get_event(report_id) is None
+        # Held before the look-up: a resend of it in flight meanwhile is a duplicate, not a
+        # second recording (the look-up is a thread hop); released if the look-up fails.
+        reported.add(report_id)
+        try:
+            return await store.get_event(report_id) is None
+        except BaseException:
+            reported.discard(report_id)
+            raise
 
     async def record(caller: Caller, item: _Record, report_id: str) -> dict[str, Any]:
         policy = keeper.admission.caller_policy(caller)

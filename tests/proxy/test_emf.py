@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from metering.events import UsageEvent
+from proxy.app import CostKeeper
 from proxy.config import load_config
 from proxy.config_checks import ConfigError
 from proxy.eventlog import EventLog, emf_record
@@ -87,20 +88,50 @@ def test_defaults_keep_the_five_metrics_and_add_the_four() -> None:
         datums["CacheReadTokens"]["value"] + datums["CacheCreationTokens"]["value"]) == 0.75
 
 
+#: The EMF line of `_event()` as Cost Keeper wrote it before issue #23 (`emf_record` at
+#: 0445672^), verbatim: what dashboards built on it read.
+OLD_LINE = ('{"_aws":{"Timestamp":1795000000500,"CloudWatchMetrics":[{"Namespace":"AIGateway/TokenUsage",'
+            '"Dimensions":[["ModelId"]],"Metrics":[{"Name":"InputTokens","Unit":"Count"},'
+            '{"Name":"OutputTokens","Unit":"Count"},{"Name":"TotalTokens","Unit":"Count"},'
+            '{"Name":"CachedResponses","Unit":"Count"},{"Name":"ResponseLatency","Unit":"Milliseconds"}]}]},'
+            '"ModelId":"amazon.nova-lite-v1:0","InputTokens":10,"OutputTokens":20,"TotalTokens":70,'
+            '"CachedResponses":0,"ResponseLatency":120.5,"RequestId":"r-1","Org":"acme","App":"bot"}')
+
+
+def test_the_default_line_says_all_the_old_line_said_unchanged(capsys: pytest.CaptureFixture[str]) -> None:
+    """Defaults keep today's output: the line an `EventLog` writes by default holds the
+    old line's members with the same values, in the same namespace and dimension set,
+    and CloudWatch extracts from it every datum it extracted from the old line, the
+    same; only the four metrics of issue #23 are added."""
+    EventLog(access=False, emf=True).write(_event(), fallback=False)
+    [line] = capsys.readouterr().out.splitlines()
+    old, new = json.loads(OLD_LINE), json.loads(line)
+    assert {name: new.get(name) for name in old if name != "_aws"} == {k: v for k, v in old.items() if k != "_aws"}
+    [old_directive], [new_directive] = old["_aws"]["CloudWatchMetrics"], new["_aws"]["CloudWatchMetrics"]
+    assert new["_aws"]["Timestamp"] == old["_aws"]["Timestamp"]
+    assert (new_directive["Namespace"], new_directive["Dimensions"]) == (old_directive["Namespace"],
+                                                                      old_directive["Dimensions"])
+    assert new_directive["Metrics"][:5] == old_directive["Metrics"]
+    added = [datum for datum in cloudwatch_datums(line) if datum not in cloudwatch_datums(OLD_LINE)]
+    assert len(cloudwatch_datums(line)) - len(added) == len(cloudwatch_datums(OLD_LINE)) == 5
+    assert [datum["name"] for datum in added] == ["CacheReadTokens", "CacheCreationTokens", "BedrockCost",
+                                                  "BedrockAPILatency"]
+    assert set(new) - set(old) == {"CacheReadTokens", "CacheCreationTokens", "BedrockCost", "BedrockAPILatency"}
+
+
 def test_a_cached_response_has_no_bedrock_latency() -> None:
     datums = _by_name(json.dumps(emf_record(_event(cached=True, cost_pico_usd=0))))
     assert "BedrockAPILatency" not in datums
     assert datums["CachedResponses"]["value"] == 1 and datums["BedrockCost"]["value"] == 0
 
 
-def test_namespace_and_extra_dimensions_from_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_namespace_and_extra_dimensions_from_config(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # the default SQLite store path is relative
     path = tmp_path / "config.yaml"
     path.write_text("observability: {emf: true, access_log: false, emf_namespace: Seed/Costs,"
                     " emf_dimensions: {Environment: prod, Team: ml}}\n")
-    observability = load_config(path, environ={}).observability
-    log = EventLog(access=False, emf=True, emf_namespace=observability.emf_namespace,
-                   emf_dimensions=observability.emf_dimensions)
-    log.write(_event(), fallback=False)
+    CostKeeper(load_config(path, environ={})).event_log.write(_event(), fallback=False)  # as the proxy builds it
     [line] = capsys.readouterr().out.splitlines()
     datums = cloudwatch_datums(line)
     assert len(datums) == 9

@@ -4,6 +4,8 @@ from pathlib import Path
 
 import pytest
 
+from metering.dynamodb_store import DynamoDBStore
+from proxy.app import create_store
 from proxy.config import ConfigError, load_config
 
 
@@ -32,6 +34,8 @@ def test_dynamodb_from_file_and_environment(tmp_path: Path) -> None:
     [
         ("store: {backend: postgres}", "store.backend"),
         ("store: {backend: dynamodb, table: ''}", "store.table"),
+        ("store: {backend: dynamodb, index_name: ''}", "store.index_name"),
+        ("store: {backend: dynamodb, index_name: 'Metric Type Index'}", "store.index_name"),
         ("store: {shards: 0}", "store.shards"),
         ("store: {retry_base: 0}", "store.retry_base"),
         ("metering: {flush_interval: -1}", "metering.flush_interval"),
@@ -44,3 +48,13 @@ def test_bad_store_settings_are_refused(tmp_path: Path, text: str, message: str)
     path.write_text(text)
     with pytest.raises(ConfigError, match=message):
         load_config(path, environ={})
+
+
+def test_the_rate_index_name_defaults_to_the_widgets_and_reaches_the_store(tmp_path: Path) -> None:
+    """`store.index_name` (issue #23): `MetricTypeIndex`, the name existing rate widgets
+    query, unless configured; the DynamoDB store queries and creates the one configured."""
+    assert load_config(None, environ={}).store.index_name == "MetricTypeIndex"
+    path = tmp_path / "c.yaml"
+    path.write_text("store: {backend: dynamodb, table: usage, index_name: RatesByModel}\n")
+    store = create_store(load_config(path, environ={}))
+    assert isinstance(store, DynamoDBStore) and store.index_name == "RatesByModel"

@@ -1,0 +1,158 @@
+"""The client-driven API (issue #23) in process, where a race or an outage can be
+staged exactly (tests/e2e/test_client_api.py covers it end to end on both stores)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from metering.events import UsageEvent
+from metering.leases import BudgetUnavailable
+from proxy.admin.app import create_admin_app
+from proxy.app import CostKeeper
+from proxy.config import load_config
+from tests.conftest import TEST_PRICING
+
+pytestmark = pytest.mark.anyio
+
+MICRO, LITE = "amazon.nova-micro-v1:0", "amazon.nova-lite-v1:0"
+
+
+async def test_the_same_report_sent_twice_at_once_is_recorded_once(tmp_path: Path, aws_env: None) -> None:
+    """A client that times out and resends while its first report is still being checked
+    sends the same id twice at once. On the SQLite store the claim is a look-up of the
+    stored event, which takes a thread hop: both requests must not pass it."""
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({
+        "pricing": TEST_PRICING,
+        "store": {"backend": "sqlite", "path": str(tmp_path / "store.db")},
+        "auth": {"allow_bearer_over_http": True},
+    }))
+    keeper = CostKeeper(load_config(path, environ={}))
+    await keeper.startup()
+    recorded: list[UsageEvent] = []
+    record = keeper.recorder.record
+    keeper.recorder.record = lambda event: (recorded.append(event), record(event))[1]  # type: ignore[method-assign]
+
+    # The first report's look-up waits until the second report is answered (or, when
+    # the second looks its id up too, until both are looking): their checks overlap.
+    looking, release = asyncio.Event(), asyncio.Event()
+    lookups = 0
+    get_event = keeper.store.get_event
+
+    async def overlapping_get_event(request_id: str) -> UsageEvent | None:
+        nonlocal lookups
+        lookups += 1
+        looking.set()
+        if lookups >= 2:
+            release.set()
+        await release.wait()
+        return await get_event(request_id)
+
+    keeper.store.get_event = overlapping_get_event  # type: ignore[method-assign]
+    admin = httpx.AsyncClient(transport=httpx.ASGITransport(app=create_admin_app(keeper)), base_url="http://admin")
+    try:
+        key = await keeper.store.create_key("acme", "batch")
+        document = {"model": MICRO, "input_tokens": 100, "output_tokens": 0, "request_id": "job-1"}
+
+        async def send() -> dict[str, Any]:
+            response = await admin.post("/v1/usage-reports", json=document,
+                                        headers={"Authorization": f"Bearer {key.bearer_token}"})
+            assert response.status_code == 200, response.text
+            answer: dict[str, Any] = response.json()
+            return answer
+
+        first = asyncio.create_task(send())
+        await looking.wait()
+        second = await send()
+        release.set()
+        answers = [await first, second]
+        assert sorted(answer["records"][0]["status"] for answer in answers) == ["duplicate", "recorded"]
+        assert len(recorded) == 1
+    finally:
+        release.set()
+        await admin.aclose()
+        await keeper.shutdown()
+
+
+@pytest.mark.parametrize(("fail_closed", "status", "error"), [
+    (False, 200, None), (True, 503, "ServiceUnavailableException")])
+async def test_select_while_the_quota_state_is_unreadable_answers_as_the_proxy_would(
+    tmp_path: Path, aws_env: None, fail_closed: bool, status: int, error: str | None,
+) -> None:
+    """The store cannot be read: the proxy serves a fail-open org unchecked and answers a
+    fail-closed one 503 (retryable). `/v1/select` says the same, not a 400
+    ServiceQuotaExceededException (an SDK does not retry it: the job would stop)."""
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({
+        "pricing": TEST_PRICING,
+        "models": {"small": MICRO, "medium": LITE},
+        "fallback": ["small", "medium"],
+        "orgs": {"acme": {"daily_quota_usd": {"small": 1.0}, "fail_closed": fail_closed}},
+        "store": {"backend": "sqlite", "path": str(tmp_path / "store.db")},
+        "auth": {"allow_bearer_over_http": True},
+    }))
+    keeper = CostKeeper(load_config(path, environ={}))
+    await keeper.startup()
+    admin = httpx.AsyncClient(transport=httpx.ASGITransport(app=create_admin_app(keeper)), base_url="http://admin")
+    try:
+        key = await keeper.store.create_key("acme", "batch")
+
+        async def unreadable(scope: str, day: str, max_age: float = 1.0) -> Any:
+            raise BudgetUnavailable(f"could not read the quota budget of {scope}: the store is down")
+
+        keeper.selector.leases.look = unreadable  # type: ignore[method-assign]
+        response = await admin.get("/v1/select", params={"label": "small"},
+                                   headers={"Authorization": f"Bearer {key.bearer_token}"})
+        assert response.status_code == status, response.text
+        if error is None:
+            assert (response.json()["model"], response.json()["fallback"]) == (MICRO, False)
+        else:
+            assert response.headers["x-amzn-errortype"].startswith(error)
+            assert "fails closed" in response.json()["message"]
+    finally:
+        await admin.aclose()
+        await keeper.shutdown()
+
+
+async def test_select_says_tight_once_little_of_the_quota_is_left(tmp_path: Path, aws_env: None) -> None:
+    """`mode` is the proxy's: NORMAL with most of the quota left, TIGHT once under a tenth
+    of it is (reported usage spends it here), still the model asked for."""
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({
+        "pricing": TEST_PRICING,
+        "models": {"small": MICRO, "medium": LITE},
+        "fallback": ["small", "medium"],
+        "orgs": {"acme": {"daily_quota_usd": {"small": 1.0}}},
+        "store": {"backend": "sqlite", "path": str(tmp_path / "store.db")},
+        "metering": {"flush_interval": 0.02},
+        "auth": {"allow_bearer_over_http": True},
+    }))
+    keeper = CostKeeper(load_config(path, environ={}))
+    await keeper.startup()
+    admin = httpx.AsyncClient(transport=httpx.ASGITransport(app=create_admin_app(keeper)), base_url="http://admin")
+    try:
+        key = await keeper.store.create_key("acme", "batch")
+        auth = {"Authorization": f"Bearer {key.bearer_token}"}
+
+        async def mode() -> tuple[str, bool, str]:
+            answer = (await admin.get("/v1/select", params={"label": "small"}, headers=auth)).json()
+            return answer["model"], answer["fallback"], answer["mode"]
+
+        assert await mode() == (MICRO, False, "NORMAL")
+        tokens = 27_500_000  # × $0.035 per 1M = $0.9625 of the $1 quota
+        report = {"model": MICRO, "input_tokens": tokens, "output_tokens": 0, "request_id": "big-job"}
+        assert (await admin.post("/v1/usage-reports", json=report, headers=auth)).json()["recorded"] == 1
+        for _ in range(600):  # the report reaches the store with the next flush (a bound, not a timing)
+            if await mode() == (MICRO, False, "TIGHT"):
+                break
+            await asyncio.sleep(0.05)
+        assert await mode() == (MICRO, False, "TIGHT")
+    finally:
+        await admin.aclose()
+        await keeper.shutdown()
