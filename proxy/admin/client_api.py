@@ -61,6 +61,7 @@ from proxy.routing import Route as ModelRoute
 from proxy.tags import TagReader
 
 if TYPE_CHECKING:
+    from metering.quotas import Selection
     from proxy.app import CostKeeper
 
 __all__ = ["MAX_RECORDS", "client_routes"]
@@ -303,7 +304,28 @@ def client_routes(keeper: CostKeeper) -> list[HttpRoute]:
             reported.discard(report_id)
             raise
 
+    async def hold(scope: str, quota_model: str, quota: int, event: UsageEvent) -> Selection | None:
+        """Charge `event` to this process's budget lease like a proxied request, so a
+        replica's slice shrinks by it at once. What no lease can hold (the quota is spent,
+        or the store is out of reach) is still recorded — it was spent — and reaches the
+        scope's committed spend with the next flush."""
+        selector = keeper.selector
+        try:
+            held = await selector.reserve(scope, event.day, event.model, quota_model, quota, event.cost_pico_usd)
+            if held is None:
+                # More than fits what is left: it drains this process's slice, so no
+                # later request is admitted against budget the report already spent.
+                free = selector.leases.held().get((scope, event.day, quota_model), (0, 0))[0]
+                if free > 0:
+                    held = await selector.reserve(scope, event.day, event.model, quota_model, quota, free)
+        except Exception:  # noqa: BLE001 - the store is unreachable: recorded without a lease
+            return None
+        return held
+
     async def record(caller: Caller, item: _Record, report_id: str) -> dict[str, Any]:
+        """Hold the budget, claim the id, record: in that order, so that nothing awaits
+        between the claim and the journal. A claimed id answers "duplicate" from then on
+        (on DynamoDB, across restarts), so a crash in between would lose the report."""
         policy = keeper.admission.caller_policy(caller)
         entry = policy.quota_entry(item.model)
         quota_model = entry[0] if entry is not None else policy.quota_key(item.model)
@@ -315,26 +337,21 @@ def client_routes(keeper: CostKeeper) -> list[HttpRoute]:
             tags=TagReader(keeper.config.attribution.request_metadata_keys).read(
                 (), {"requestMetadata": item.metadata}),
         )
-        if entry is not None and event.cost_pico_usd:
-            # Charged to this process's budget lease like a proxied request, so a replica's
-            # slice shrinks by it at once; what no lease can hold (the quota is spent, or the
-            # store is out of reach) is still recorded — it was spent — and reaches the
-            # scope's committed spend with the next flush.
-            selector = keeper.selector
-            try:
-                held = await selector.reserve(scope, event.day, item.model, quota_model, entry[1],
-                                              event.cost_pico_usd)
-                if held is None:
-                    # More than fits what is left: it drains this process's slice, so no
-                    # later request is admitted against budget the report already spent.
-                    free = selector.leases.held().get((scope, event.day, quota_model), (0, 0))[0]
-                    if free > 0:
-                        held = await selector.reserve(scope, event.day, item.model, quota_model, entry[1], free)
-            except Exception:  # noqa: BLE001 - the store is unreachable: recorded without a lease
-                held = None
-            if held is not None and not held.unchecked:
-                reserved, lease = keeper.selector.settle(held, event.cost_pico_usd)
-                event = dataclasses.replace(event, reserved_pico_usd=reserved, lease=lease)
+        held = await hold(scope, quota_model, entry[1], event) if entry is not None and event.cost_pico_usd else None
+        try:
+            new = await claim(report_id)
+        except BaseException:
+            if held is not None:
+                keeper.selector.release(held)
+            raise
+        if not new:
+            if held is not None:
+                keeper.selector.release(held)
+            return {"request_id": item.request_id, "status": "duplicate"}
+        # No await from here to the journal.
+        if held is not None and not held.unchecked:
+            reserved, lease = keeper.selector.settle(held, event.cost_pico_usd)
+            event = dataclasses.replace(event, reserved_pico_usd=reserved, lease=lease)
         keeper.recorder.record(event)
         reported.add(report_id)
         keeper._observe(event, False)
@@ -355,24 +372,21 @@ def client_routes(keeper: CostKeeper) -> list[HttpRoute]:
         prefix = f"report:{caller.org}/{caller.app}:"
         gate = asyncio.Semaphore(_CLAIMS_AT_ONCE)
 
-        async def claimed(item: _Record) -> bool:
+        async def recorded(item: _Record) -> dict[str, Any]:
             async with gate:
-                return await claim(prefix + item.request_id)
+                return await record(caller, item, prefix + item.request_id)
 
-        claims = await asyncio.gather(*(claimed(item) for item in records), return_exceptions=True)
-        # Every record whose id is claimed is recorded, whatever happened to the others:
-        # a claimed id answers "duplicate" from now on, so it must not be left unrecorded.
-        results = [await record(caller, item, prefix + item.request_id) if new is True else
-                   {"request_id": item.request_id, "status": "duplicate"}
-                   for item, new in zip(records, claims, strict=True) if not isinstance(new, BaseException)]
+        # Each record stands alone: a claimed id is recorded whatever happens to the others.
+        outcomes = await asyncio.gather(*(recorded(item) for item in records), return_exceptions=True)
+        results = [outcome for outcome in outcomes if not isinstance(outcome, BaseException)]
         failed = len(records) - len(results)
         if failed:  # the store was out of reach for some: the same request again is safe
             return _error(ServiceUnavailableException(
                 f"{failed} of {len(records)} reports could not be checked against earlier ones (the usage store "
                 "is unavailable); the others are recorded. Send the same request again: recorded reports "
                 "answer as duplicates."))
-        recorded = sum(result["status"] == "recorded" for result in results)
-        return _json({"recorded": recorded, "duplicates": len(results) - recorded, "records": results})
+        recorded_count = sum(result["status"] == "recorded" for result in results)
+        return _json({"recorded": recorded_count, "duplicates": len(results) - recorded_count, "records": results})
 
     return [HttpRoute("/v1/select", select, methods=["GET"]),
             HttpRoute("/v1/usage-reports", usage_reports, methods=["POST"])]

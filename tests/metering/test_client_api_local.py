@@ -37,7 +37,11 @@ async def test_the_same_report_sent_twice_at_once_is_recorded_once(tmp_path: Pat
     await keeper.startup()
     recorded: list[UsageEvent] = []
     record = keeper.recorder.record
-    keeper.recorder.record = lambda event: (recorded.append(event), record(event))[1]  # type: ignore[method-assign]
+    def recording(event: UsageEvent) -> None:
+        recorded.append(event)
+        record(event)
+
+    keeper.recorder.record = recording  # type: ignore[method-assign]
 
     # The first report's look-up waits until the second report is answered (or, when
     # the second looks its id up too, until both are looking): their checks overlap.
@@ -153,6 +157,67 @@ async def test_select_says_tight_once_little_of_the_quota_is_left(tmp_path: Path
                 break
             await asyncio.sleep(0.05)
         assert await mode() == (MICRO, False, "TIGHT")
+    finally:
+        await admin.aclose()
+        await keeper.shutdown()
+
+
+async def test_a_claimed_report_is_journaled_before_anything_else_runs(tmp_path: Path, aws_env: None) -> None:
+    """A claimed id answers "duplicate" from then on (on DynamoDB, even after a restart),
+    so a crash between the claim and the journal would lose the report for good. The
+    claim and the record must have no await between them: whenever anything else runs
+    (here, the quota reservation of any record of the batch), every claimed id of the
+    batch is already recorded."""
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({
+        "pricing": TEST_PRICING,
+        "models": {"small": MICRO},
+        "fallback": ["small"],
+        "orgs": {"acme": {"daily_quota_usd": {"small": 100.0}}},
+        "store": {"backend": "sqlite", "path": str(tmp_path / "store.db")},
+        "auth": {"allow_bearer_over_http": True},
+    }))
+    keeper = CostKeeper(load_config(path, environ={}))
+    await keeper.startup()
+    recorded: set[str] = set()
+    claimed: set[str] = set()
+    record = keeper.recorder.record
+    def recording(event: UsageEvent) -> None:
+        recorded.add(event.request_id)
+        record(event)
+
+    keeper.recorder.record = recording  # type: ignore[method-assign]
+    get_event = keeper.store.get_event
+
+    async def claiming_get_event(request_id: str) -> UsageEvent | None:
+        found = await get_event(request_id)
+        if found is None:
+            claimed.add(request_id)
+        return found
+
+    keeper.store.get_event = claiming_get_event  # type: ignore[method-assign]
+    unrecorded_at_reserve: list[set[str]] = []
+    reserve = keeper.selector.reserve
+
+    async def watching_reserve(*args: Any, **kwargs: Any) -> Any:
+        unrecorded_at_reserve.append(claimed - recorded)
+        return await reserve(*args, **kwargs)
+
+    keeper.selector.reserve = watching_reserve  # type: ignore[method-assign]
+    admin = httpx.AsyncClient(transport=httpx.ASGITransport(app=create_admin_app(keeper)), base_url="http://admin")
+    try:
+        key = await keeper.store.create_key("acme", "batch")
+        records = [{"model": MICRO, "input_tokens": 1000, "output_tokens": 10, "request_id": f"job-{index}"}
+                   for index in range(5)]
+        response = await admin.post("/v1/usage-reports", json={"records": records},
+                                    headers={"Authorization": f"Bearer {key.bearer_token}"})
+        assert response.status_code == 200, response.text
+        assert response.json()["recorded"] == 5
+        assert len(recorded) == 5 and len(unrecorded_at_reserve) >= 5
+        assert all(not unrecorded for unrecorded in unrecorded_at_reserve), unrecorded_at_reserve
+        again = await admin.post("/v1/usage-reports", json={"records": records},
+                                 headers={"Authorization": f"Bearer {key.bearer_token}"})
+        assert again.json()["duplicates"] == 5 and len(recorded) == 5
     finally:
         await admin.aclose()
         await keeper.shutdown()
