@@ -35,12 +35,15 @@ import logging
 import weakref
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextvars import ContextVar
+from datetime import datetime
 from typing import Any
 
 import aiohttp
+import botocore.auth
 from aiobotocore.session import get_session
 from botocore.auth import SIGNED_HEADERS_BLACKLIST
 from botocore.awsrequest import AWSRequest
+from botocore.exceptions import NoCredentialsError
 from yarl import URL
 
 from proxy.config import Config
@@ -173,6 +176,40 @@ def _cause(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
+class _SigningRequest(BytesRequest):
+    """The request botocore signs for Bedrock, its headers a plain dict.
+
+    It carries only what botocore sets itself (`X-Amz-Date`, a session token,
+    `Authorization`) and a declared payload hash, always in botocore's own spelling:
+    botocore's `HTTPHeaders` (an `email.message.Message`, case-insensitive) costs more
+    than the whole rest of the request here, and nothing else reads these headers.
+    """
+
+    def __init__(self, method: str, url: str, data: bytes) -> None:  # noqa: PLW0231 (AWSRequest's, minus HTTPHeaders)
+        self.method = method
+        self.url = url
+        self.data = data
+        self.headers: dict[str, str] = {}
+        self.params: dict[str, str] = {}
+        self.auth_path = None
+        self.stream_output = False
+        self.context: dict[str, Any] = {}
+
+
+#: (second, botocore's `X-Amz-Date` for it): `strftime` once a second, not once a request.
+_stamp: tuple[datetime | None, str] = (None, "")
+
+
+def _amz_date() -> str:
+    """botocore's timestamp (its clock, its format), formatted once per second."""
+    global _stamp  # noqa: PLW0603 (one entry, replaced whole)
+    now = botocore.auth.get_current_datetime()
+    second = now.replace(microsecond=0)
+    if _stamp[0] != second:
+        _stamp = (second, now.strftime(botocore.auth.SIGV4_TIMESTAMP))
+    return _stamp[1]
+
+
 class _Signer(KeptKeySigV4Auth):
     """botocore's SigV4 over headers kept in a plain dict beside the request.
 
@@ -187,6 +224,18 @@ class _Signer(KeptKeySigV4Auth):
         super().__init__(credentials, SIGNING_SERVICE, region)
         self._headers = headers
         self._selected: SignedHeaders | None = None
+        self._signed_names: str | None = None
+
+    def add_auth(self, request: AWSRequest) -> None:
+        """botocore's `add_auth`, step for step, each step botocore's own; its timestamp is
+        formatted once a second (`_amz_date`) and its debug logging of the secret-derived
+        strings is left out."""
+        if self.credentials is None:
+            raise NoCredentialsError()
+        request.context["timestamp"] = _amz_date()
+        self._modify_request_before_signing(request)
+        string_to_sign = self.string_to_sign(request, self.canonical_request(request))
+        self._inject_signature_to_request(request, self.signature(string_to_sign, request))
 
     def headers_to_sign(self, request: AWSRequest) -> SignedHeaders:
         if self._selected is None:  # asked twice per signature, after botocore set its own
@@ -198,17 +247,23 @@ class _Signer(KeptKeySigV4Auth):
             self._selected = selected
         return self._selected
 
+    def signed_headers(self, headers_to_sign: Any) -> str:
+        # Asked twice per signature (the canonical request, `Authorization`) of one selection.
+        if self._signed_names is None:
+            self._signed_names = super().signed_headers(headers_to_sign)
+        return self._signed_names
+
 
 def sign(credentials: Any, region: str, method: str, url: str, headers: dict[str, str], body: bytes,
          payload_hash: str | None = None) -> dict[str, str]:
     """`headers` (lower-case names, `host` included, no client credentials) plus
     botocore's SigV4: `X-Amz-Date`, `Authorization`, a session token if any.
     `payload_hash`: declared and signed instead of the body's (a signed event stream)."""
-    request = BytesRequest(method=method, url=url, data=body)
+    request = _SigningRequest(method, url, body)
     if payload_hash is not None:
         request.headers["X-Amz-Content-SHA256"] = payload_hash
     _Signer(credentials, region, headers).add_auth(request)
-    return {**headers, **dict(request.headers.items())}
+    return {**headers, **request.headers}
 
 
 class Upstream:
