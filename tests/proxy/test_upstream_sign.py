@@ -45,9 +45,15 @@ HEADER_SETS = [
 ]
 
 
+def _freeze(monkeypatch: pytest.MonkeyPatch, now: datetime.datetime) -> None:
+    """Stock botocore's clock and the signer's (`proxy.upstream._clock`), both at `now` (UTC)."""
+    monkeypatch.setattr("botocore.auth.get_current_datetime", lambda: now)
+    monkeypatch.setattr("proxy.upstream._clock", lambda: now.replace(tzinfo=datetime.UTC).timestamp())
+
+
 @pytest.fixture(autouse=True)
 def _frozen_clock(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("botocore.auth.get_current_datetime", lambda: NOW)
+    _freeze(monkeypatch, NOW)
 
 
 def _stock(credentials: Credentials, headers: dict[str, str], body: bytes = BODY) -> dict[str, str]:
@@ -89,7 +95,7 @@ def test_the_kept_signing_key_follows_the_day_the_region_and_the_credentials(mon
     first = Credentials("AKIDUPSTREAM00000001", "upstream-secret")
     rotated = Credentials("AKIDUPSTREAM00000002", "rotated-secret")
     for now in (NOW, NOW + datetime.timedelta(days=1), NOW):
-        monkeypatch.setattr("botocore.auth.get_current_datetime", lambda now=now: now)
+        _freeze(monkeypatch, now)
         for credentials in (first, rotated, first):
             for region in ("us-east-1", "eu-west-1"):
                 request = AWSRequest(method="POST", url=URL, data=BODY, headers=dict(headers))
@@ -112,12 +118,12 @@ def test_a_declared_payload_hash_signs_as_stock_botocore() -> None:
 
 def test_the_timestamp_follows_the_clock_second_by_second(monkeypatch: pytest.MonkeyPatch) -> None:
     """The `X-Amz-Date` string is formatted once per second (`_amz_date`): within a second,
-    on the next one, and back, every signature is stock botocore's."""
+    on the next one, and back, every signature is stock botocore's at the same time."""
     credentials = Credentials("AKIDUPSTREAM00000001", "upstream-secret")
     headers = {"host": "bedrock-runtime.us-east-1.amazonaws.com", "content-type": "application/json"}
     for now in (NOW, NOW + datetime.timedelta(microseconds=999_999), NOW + datetime.timedelta(seconds=1), NOW,
                 NOW + datetime.timedelta(hours=5, microseconds=1)):
-        monkeypatch.setattr("botocore.auth.get_current_datetime", lambda now=now: now)
+        _freeze(monkeypatch, now)
         assert _ours(credentials, headers) == _stock(credentials, headers)
 
 
@@ -139,3 +145,13 @@ def test_any_path_signs_as_stock_botocore_again_and_again(segments: list[str], q
     for _ in range(2):
         ours = sign(credentials, "us-east-1", "POST", url, dict(headers), BODY)
         assert {name.lower(): value for name, value in ours.items()} == stock
+
+
+def test_the_signers_own_clock_is_utc_now(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unfrozen, `X-Amz-Date` is the current UTC second (botocore's clock reads the same)."""
+    monkeypatch.undo()
+    before = datetime.datetime.now(datetime.UTC).replace(microsecond=0, tzinfo=None)
+    signed = sign(Credentials("AKIDUPSTREAM00000001", "upstream-secret"), "us-east-1", "POST", URL,
+                  {"host": "bedrock-runtime.us-east-1.amazonaws.com"}, BODY)
+    after = datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
+    assert before <= datetime.datetime.strptime(signed["X-Amz-Date"], "%Y%m%dT%H%M%SZ") <= after
