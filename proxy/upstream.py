@@ -291,6 +291,21 @@ def sign(credentials: Any, region: str, method: str, url: str, headers: dict[str
     return {**headers, **request.headers}
 
 
+#: Each URL sent to, parsed once (`encoded=True`: sent exactly as signed). Client-chosen
+#: paths included, so it is bounded.
+_urls: dict[str, URL] = {}
+_URLS_KEPT = 1024
+
+
+def _url(url: str) -> URL:
+    parsed = _urls.get(url)
+    if parsed is None:
+        if len(_urls) >= _URLS_KEPT:
+            _urls.clear()
+        parsed = _urls[url] = URL(url, encoded=True)
+    return parsed
+
+
 class Upstream:
     """Sends to the home Region's endpoint, or, with `upstream.regions`, to the endpoint
     of the Region the client signed for, re-signed for that Region."""
@@ -383,11 +398,12 @@ class Upstream:
         host = headers["host"]
         frozen = await self._credentials.get_frozen_credentials()
         signed = sign(frozen, signing_region, method, url, headers, body)
+        target = _url(url)
         _reused.set(False)
         try:
             try:
                 response = await self._session.request(
-                    method, URL(url, encoded=True), data=body, headers=signed, allow_redirects=False,
+                    method, target, data=body, headers=signed, allow_redirects=False,
                 )
             except aiohttp.ClientError as exc:
                 if not (_reused.get() and _stale(exc)):
@@ -398,7 +414,7 @@ class Upstream:
                 _fresh_only.set(True)
                 try:
                     response = await self._session.request(
-                        method, URL(url, encoded=True), data=body, headers=signed, allow_redirects=False,
+                        method, target, data=body, headers=signed, allow_redirects=False,
                     )
                 finally:
                     _fresh_only.set(False)
