@@ -67,6 +67,8 @@ logger = logging.getLogger(__name__)
 # Headers aiohttp would otherwise add on its own (the client's own values, if any, are kept).
 _NO_AUTO_HEADERS: CIMultiDict[None] = CIMultiDict(
     (name, None) for name in ("User-Agent", "Accept", "Accept-Encoding", "Content-Type"))
+#: botocore's `SIGNED_HEADERS_BLACKLIST` (a list), as a set.
+_UNSIGNED = frozenset(SIGNED_HEADERS_BLACKLIST)
 #: What a peer that closed or reset a connection looks like when a request is written into it.
 _STALE_ERRNOS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED})
 
@@ -267,7 +269,7 @@ class _Signer(KeptKeySigV4Auth):
             selected = SignedHeaders()
             for name, value in (*self._headers.items(), *request.headers.items()):
                 lower = name.lower()
-                if lower not in SIGNED_HEADERS_BLACKLIST:
+                if lower not in _UNSIGNED:
                     selected.setdefault(lower, []).append(value)
             self._selected = selected
         return self._selected
