@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 __all__ = ["HOP_BY_HOP", "CLIENT_AUTH", "request_headers_for_upstream", "response_headers_for_client"]
@@ -40,32 +41,53 @@ _DROP_TO_UPSTREAM = HOP_BY_HOP | CLIENT_AUTH | _RECOMPUTED
 _OWN_PREFIX = "x-costkeeper-"
 
 
-def _connection_named(headers: Sequence[tuple[bytes, bytes]]) -> frozenset[str]:
-    named: set[str] = set()
-    for name, value in headers:
-        if name.lower() == b"connection":
-            named.update(token.strip().lower() for token in value.decode("latin-1").split(","))
-    return frozenset(named)
+#: The fewest names a request or response carries a value for, decoded and lower-cased
+#: once: a raw header name → (its lower-case name, whether it never goes upstream,
+#: whether it never goes to the client; `keep_length=False` is checked on its own).
+#: Client-chosen names included, so it is bounded.
+_NAMES: dict[bytes, tuple[str, bool, bool]] = {}
+_NAMES_KEPT = 1024
+
+
+def _name(raw: bytes) -> tuple[str, bool, bool]:
+    known = _NAMES.get(raw)
+    if known is None:
+        if len(_NAMES) >= _NAMES_KEPT:
+            _NAMES.clear()
+        name = raw.decode("latin-1").lower()
+        known = _NAMES[raw] = (name, name in _DROP_TO_UPSTREAM or name.startswith(_OWN_PREFIX),
+                               name in HOP_BY_HOP or name in _SERVER_SET)
+    return known
+
+
+@functools.lru_cache(maxsize=64)
+def _named_by(value: bytes) -> frozenset[str]:
+    """The fields a `Connection` value names, beyond the hop-by-hop ones dropped anyway
+    (`Connection: keep-alive`, as Bedrock sends it, names none)."""
+    return frozenset(token.strip().lower() for token in value.decode("latin-1").split(",")) - HOP_BY_HOP
 
 
 def request_headers_for_upstream(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
     """The client's headers minus hop-by-hop, auth, recomputed and the proxy's own
     `x-costkeeper-*` ones (lower-case names)."""
-    named = _connection_named(raw)
     out: dict[str, str] = {}
+    named: frozenset[str] = frozenset()
     for raw_name, raw_value in raw:
-        name = raw_name.decode("latin-1").lower()
-        if name in _DROP_TO_UPSTREAM or name in named or name.startswith(_OWN_PREFIX):
+        name, dropped, _ = _name(raw_name)
+        if dropped:
+            if name == "connection":
+                named |= _named_by(raw_value)
             continue
         value = raw_value.decode("latin-1")
         out[name] = f"{out[name]},{value}" if name in out else value
+    for name in named:  # and the fields `Connection` names
+        out.pop(name, None)
     out["accept-encoding"] = "identity"
     return out
 
 
 #: Set by the proxy's HTTP server on every response (uvicorn): relayed too, it would be doubled.
 _SERVER_SET = frozenset({"date"})
-_SERVER_SET_AND_LENGTH = _SERVER_SET | {"content-length"}
 
 
 def response_headers_for_client(
@@ -75,11 +97,15 @@ def response_headers_for_client(
     sets); everything else, e.g. the `X-Amzn-Bedrock-*` token counts, reaches the
     client unchanged. `keep_length=False` drops `Content-Length` too, for a body the
     proxy changes (translated, or a stream that may end with its own error frame)."""
-    named = _connection_named(raw)
-    dropped = _SERVER_SET if keep_length else _SERVER_SET_AND_LENGTH
-    return [
-        (name, value)
-        for name, value in raw
-        if (lname := name.lower().decode("latin-1")) not in HOP_BY_HOP and lname not in named
-        and lname not in dropped
-    ]
+    out = []
+    named: frozenset[str] = frozenset()
+    for raw_name, value in raw:
+        name, _, dropped = _name(raw_name)
+        if dropped:
+            if name == "connection":
+                named |= _named_by(value)
+        elif keep_length or name != "content-length":
+            out.append((raw_name, value))
+    if named:  # and the fields `Connection` names
+        out = [(raw_name, value) for raw_name, value in out if _name(raw_name)[0] not in named]
+    return out

@@ -135,10 +135,24 @@ _derived: dict[tuple[bytes, str], bytes] = {}
 _DERIVED_ENTRIES = 1024
 
 
+#: botocore's canonical form of a path (`_normalize_url_path`: dot segments, then `quote`),
+#: kept: a request's path names its model and operation, the same few all day. In memory only.
+_normalized: dict[str, str] = {}
+
+
 class KeptKeySigV4Auth(SigV4Auth):
     """botocore's `SigV4Auth`, its `signature()` unchanged, with the signing key it derives
     (`_sign` with `hex=False`: secret → day → Region → service → `aws4_request`) computed
-    once per day, Region and secret instead of once per request (issue #20)."""
+    once per day, Region and secret instead of once per request (issue #20), and botocore's
+    canonical path kept per path (its `quote` was an eighth of a signature)."""
+
+    def _normalize_url_path(self, path: str) -> str:
+        normalized = _normalized.get(path)
+        if normalized is None:
+            if len(_normalized) >= _DERIVED_ENTRIES:  # a client's made-up paths
+                _normalized.clear()
+            normalized = _normalized[path] = super()._normalize_url_path(path)
+        return normalized
 
     def _sign(self, key: bytes, msg: str, hex: bool = False) -> Any:
         if hex:

@@ -13,7 +13,7 @@ aiohttp — the difference between ~200 and several thousand requests per second
 (bench/RESULTS.md). The path is sent exactly as it was signed (`encoded=True`
 keeps `%3A` and `%2F`), bodies are passed through compressed or not
 (`auto_decompress=False`), and aiohttp adds no header of its own that the
-client did not send (`skip_auto_headers`), so what Bedrock receives is what
+client did not send (`_Request`), so what Bedrock receives is what
 was signed.
 
 A pooled connection the upstream has closed (it answered, then dropped the
@@ -32,15 +32,20 @@ from __future__ import annotations
 
 import errno
 import logging
+import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextvars import ContextVar
 from typing import Any
 
 import aiohttp
+import botocore.auth
 from aiobotocore.session import get_session
+from aiohttp import hdrs
 from botocore.auth import SIGNED_HEADERS_BLACKLIST
 from botocore.awsrequest import AWSRequest
+from botocore.exceptions import NoCredentialsError
+from multidict import CIMultiDict
 from yarl import URL
 
 from proxy.config import Config
@@ -60,7 +65,10 @@ __all__ = ["NoUpstreamCredentials", "Upstream", "UpstreamBroken", "UpstreamRespo
 logger = logging.getLogger(__name__)
 
 # Headers aiohttp would otherwise add on its own (the client's own values, if any, are kept).
-_NO_AUTO_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
+_NO_AUTO_HEADERS: CIMultiDict[None] = CIMultiDict(
+    (name, None) for name in ("User-Agent", "Accept", "Accept-Encoding", "Content-Type"))
+#: botocore's `SIGNED_HEADERS_BLACKLIST` (a list), as a set.
+_UNSIGNED = frozenset(SIGNED_HEADERS_BLACKLIST)
 #: What a peer that closed or reset a connection looks like when a request is written into it.
 _STALE_ERRNOS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED})
 
@@ -129,6 +137,25 @@ class UpstreamResponse:
         self._response.close()
 
 
+class _Request(aiohttp.ClientRequest):
+    """aiohttp's request, adding no header of its own, with the headers it is given taken whole.
+
+    aiohttp's `skip_auto_headers` does the same at a cost per request (a new
+    `CIMultiDict` of the names to skip and a copy of the headers, to find that every
+    header it would add is skipped); the headers `sign` gives always name the `host`,
+    and `ClientSession` has already made them a `CIMultiDict`."""
+
+    def update_headers(self, headers: Any) -> None:
+        if isinstance(headers, CIMultiDict) and hdrs.HOST in headers:
+            self.headers = CIMultiDict(headers)  # one C-level copy, not one `add` per header
+        else:
+            super().update_headers(headers)
+
+    def update_auto_headers(self, skip_auto_headers: Any) -> None:
+        # aiohttp reads this when it would add a body's `Content-Type` (never, for these).
+        self._skip_auto_headers = _NO_AUTO_HEADERS
+
+
 class _Connector(aiohttp.TCPConnector):
     """aiohttp's pool, telling its caller whether a connection is reused (`_reused`).
 
@@ -173,6 +200,43 @@ def _cause(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
+class _SigningRequest(BytesRequest):
+    """The request botocore signs for Bedrock, its headers a plain dict.
+
+    It carries only what botocore sets itself (`X-Amz-Date`, a session token,
+    `Authorization`) and a declared payload hash, always in botocore's own spelling:
+    botocore's `HTTPHeaders` (an `email.message.Message`, case-insensitive) costs more
+    than the whole rest of the request here, and nothing else reads these headers.
+    """
+
+    def __init__(self, method: str, url: str, data: bytes) -> None:  # noqa: PLW0231 (AWSRequest's, minus HTTPHeaders)
+        self.method = method
+        self.url = url
+        self.data = data
+        self.headers: dict[str, str] = {}
+        self.params: dict[str, str] = {}
+        self.auth_path = None
+        self.stream_output = False
+        self.context: dict[str, Any] = {}
+
+
+#: The clock `X-Amz-Date` is read from: seconds since the epoch, as botocore's
+#: `datetime.now(timezone.utc)` reads it (a module attribute, so tests can freeze it).
+_clock: Callable[[], float] = time.time
+#: (second, `X-Amz-Date` for it): botocore's clock call and `strftime` cost more than a
+#: tenth of a signature; the string changes once a second.
+_stamp: tuple[int, str] = (-1, "")
+
+
+def _amz_date() -> str:
+    """Now, in botocore's `SIGV4_TIMESTAMP` format (`%Y%m%dT%H%M%SZ`, UTC)."""
+    global _stamp  # noqa: PLW0603 (one entry, replaced whole)
+    second = int(_clock())
+    if _stamp[0] != second:
+        _stamp = (second, time.strftime(botocore.auth.SIGV4_TIMESTAMP, time.gmtime(second)))
+    return _stamp[1]
+
+
 class _Signer(KeptKeySigV4Auth):
     """botocore's SigV4 over headers kept in a plain dict beside the request.
 
@@ -187,16 +251,34 @@ class _Signer(KeptKeySigV4Auth):
         super().__init__(credentials, SIGNING_SERVICE, region)
         self._headers = headers
         self._selected: SignedHeaders | None = None
+        self._signed_names: str | None = None
+
+    def add_auth(self, request: AWSRequest) -> None:
+        """botocore's `add_auth`, step for step, each step botocore's own; its timestamp is
+        formatted once a second (`_amz_date`) and its debug logging of the strings signed
+        is left out."""
+        if self.credentials is None:
+            raise NoCredentialsError()
+        request.context["timestamp"] = _amz_date()
+        self._modify_request_before_signing(request)
+        string_to_sign = self.string_to_sign(request, self.canonical_request(request))
+        self._inject_signature_to_request(request, self.signature(string_to_sign, request))
 
     def headers_to_sign(self, request: AWSRequest) -> SignedHeaders:
         if self._selected is None:  # asked twice per signature, after botocore set its own
             selected = SignedHeaders()
             for name, value in (*self._headers.items(), *request.headers.items()):
                 lower = name.lower()
-                if lower not in SIGNED_HEADERS_BLACKLIST:
+                if lower not in _UNSIGNED:
                     selected.setdefault(lower, []).append(value)
             self._selected = selected
         return self._selected
+
+    def signed_headers(self, headers_to_sign: Any) -> str:
+        # Asked twice per signature (the canonical request, `Authorization`) of one selection.
+        if self._signed_names is None:
+            self._signed_names = super().signed_headers(headers_to_sign)
+        return self._signed_names
 
 
 def sign(credentials: Any, region: str, method: str, url: str, headers: dict[str, str], body: bytes,
@@ -204,11 +286,26 @@ def sign(credentials: Any, region: str, method: str, url: str, headers: dict[str
     """`headers` (lower-case names, `host` included, no client credentials) plus
     botocore's SigV4: `X-Amz-Date`, `Authorization`, a session token if any.
     `payload_hash`: declared and signed instead of the body's (a signed event stream)."""
-    request = BytesRequest(method=method, url=url, data=body)
+    request = _SigningRequest(method, url, body)
     if payload_hash is not None:
         request.headers["X-Amz-Content-SHA256"] = payload_hash
     _Signer(credentials, region, headers).add_auth(request)
-    return {**headers, **dict(request.headers.items())}
+    return {**headers, **request.headers}
+
+
+#: Each URL sent to, parsed once (`encoded=True`: sent exactly as signed). Client-chosen
+#: paths included, so it is bounded.
+_urls: dict[str, URL] = {}
+_URLS_KEPT = 1024
+
+
+def _url(url: str) -> URL:
+    parsed = _urls.get(url)
+    if parsed is None:
+        if len(_urls) >= _URLS_KEPT:
+            _urls.clear()
+        parsed = _urls[url] = URL(url, encoded=True)
+    return parsed
 
 
 class Upstream:
@@ -255,8 +352,8 @@ class Upstream:
         # No cookie jar: a shared one would send the cookie one client's response set on
         # every other client's requests. Cookies cross per request, both ways, unchanged.
         self._session = aiohttp.ClientSession(
-            connector=connector, timeout=self._timeout, auto_decompress=False,
-            skip_auto_headers=_NO_AUTO_HEADERS, trust_env=False, cookie_jar=aiohttp.DummyCookieJar(),
+            connector=connector, timeout=self._timeout, auto_decompress=False, request_class=_Request,
+            trust_env=False, cookie_jar=aiohttp.DummyCookieJar(),
         )
         logger.info("upstream %s, region %s, credentials via %s", self._base_url, self._region,
                     getattr(self._credentials, "method", "unknown"))
@@ -303,11 +400,12 @@ class Upstream:
         host = headers["host"]
         frozen = await self._credentials.get_frozen_credentials()
         signed = sign(frozen, signing_region, method, url, headers, body)
+        target = _url(url)
         _reused.set(False)
         try:
             try:
                 response = await self._session.request(
-                    method, URL(url, encoded=True), data=body, headers=signed, allow_redirects=False,
+                    method, target, data=body, headers=signed, allow_redirects=False,
                 )
             except aiohttp.ClientError as exc:
                 if not (_reused.get() and _stale(exc)):
@@ -318,7 +416,7 @@ class Upstream:
                 _fresh_only.set(True)
                 try:
                     response = await self._session.request(
-                        method, URL(url, encoded=True), data=body, headers=signed, allow_redirects=False,
+                        method, target, data=body, headers=signed, allow_redirects=False,
                     )
                 finally:
                     _fresh_only.set(False)

@@ -14,7 +14,10 @@ import pytest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from proxy.sigv4 import STREAMING_PAYLOAD
 from proxy.upstream import sign
 
 URL = "https://bedrock-runtime.us-east-1.amazonaws.com/model/anthropic.claude-3-haiku-20240307-v1%3A0/converse"
@@ -42,9 +45,15 @@ HEADER_SETS = [
 ]
 
 
+def _freeze(monkeypatch: pytest.MonkeyPatch, now: datetime.datetime) -> None:
+    """Stock botocore's clock and the signer's (`proxy.upstream._clock`), both at `now` (UTC)."""
+    monkeypatch.setattr("botocore.auth.get_current_datetime", lambda: now)
+    monkeypatch.setattr("proxy.upstream._clock", lambda: now.replace(tzinfo=datetime.UTC).timestamp())
+
+
 @pytest.fixture(autouse=True)
 def _frozen_clock(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("botocore.auth.get_current_datetime", lambda: NOW)
+    _freeze(monkeypatch, NOW)
 
 
 def _stock(credentials: Credentials, headers: dict[str, str], body: bytes = BODY) -> dict[str, str]:
@@ -86,7 +95,7 @@ def test_the_kept_signing_key_follows_the_day_the_region_and_the_credentials(mon
     first = Credentials("AKIDUPSTREAM00000001", "upstream-secret")
     rotated = Credentials("AKIDUPSTREAM00000002", "rotated-secret")
     for now in (NOW, NOW + datetime.timedelta(days=1), NOW):
-        monkeypatch.setattr("botocore.auth.get_current_datetime", lambda now=now: now)
+        _freeze(monkeypatch, now)
         for credentials in (first, rotated, first):
             for region in ("us-east-1", "eu-west-1"):
                 request = AWSRequest(method="POST", url=URL, data=BODY, headers=dict(headers))
@@ -94,3 +103,55 @@ def test_the_kept_signing_key_follows_the_day_the_region_and_the_credentials(mon
                 stock = {name.lower(): value for name, value in request.headers.items()}
                 ours = sign(credentials, region, "POST", URL, dict(headers), BODY)
                 assert {name.lower(): value for name, value in ours.items()} == stock
+
+
+def test_a_declared_payload_hash_signs_as_stock_botocore() -> None:
+    """A signed event stream's head declares `STREAMING_PAYLOAD` (Upstream.open_stream)."""
+    credentials = Credentials("AKIDUPSTREAM00000001", "upstream-secret", "session-token-value")
+    headers = {"host": "bedrock-runtime.us-east-1.amazonaws.com", "content-type": "application/vnd.amazon.eventstream"}
+    request = AWSRequest(method="POST", url=URL, data=b"", headers={**headers, "X-Amz-Content-SHA256": STREAMING_PAYLOAD})
+    SigV4Auth(credentials, "bedrock", "us-east-1").add_auth(request)
+    stock = {name.lower(): value for name, value in request.headers.items()}
+    ours = sign(credentials, "us-east-1", "POST", URL, dict(headers), b"", payload_hash=STREAMING_PAYLOAD)
+    assert {name.lower(): value for name, value in ours.items()} == stock
+
+
+def test_the_timestamp_follows_the_clock_second_by_second(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The `X-Amz-Date` string is formatted once per second (`_amz_date`): within a second,
+    on the next one, and back, every signature is stock botocore's at the same time."""
+    credentials = Credentials("AKIDUPSTREAM00000001", "upstream-secret")
+    headers = {"host": "bedrock-runtime.us-east-1.amazonaws.com", "content-type": "application/json"}
+    for now in (NOW, NOW + datetime.timedelta(microseconds=999_999), NOW + datetime.timedelta(seconds=1), NOW,
+                NOW + datetime.timedelta(hours=5, microseconds=1)):
+        _freeze(monkeypatch, now)
+        assert _ours(credentials, headers) == _stock(credentials, headers)
+
+
+_SEGMENT = st.text(alphabet="abc.-_~:%2AF3 é", min_size=0, max_size=8)
+
+
+@given(segments=st.lists(_SEGMENT, min_size=1, max_size=5), query=st.sampled_from(["", "?b=2&a=1"]))
+@settings(max_examples=150, deadline=None)
+def test_any_path_signs_as_stock_botocore_again_and_again(segments: list[str], query: str) -> None:
+    """botocore's canonical path is kept per path (`KeptKeySigV4Auth._normalize_url_path`):
+    dot segments, percent escapes, reserved and non-ASCII characters sign as stock
+    botocore does, the first time and from the kept form."""
+    credentials = Credentials("AKIDUPSTREAM00000001", "upstream-secret")
+    headers = {"host": "bedrock-runtime.us-east-1.amazonaws.com"}
+    url = "https://bedrock-runtime.us-east-1.amazonaws.com/" + "/".join(segments) + query
+    request = AWSRequest(method="POST", url=url, data=BODY, headers=dict(headers))
+    SigV4Auth(credentials, "bedrock", "us-east-1").add_auth(request)  # the clock is frozen (autouse)
+    stock = {name.lower(): value for name, value in request.headers.items()}
+    for _ in range(2):
+        ours = sign(credentials, "us-east-1", "POST", url, dict(headers), BODY)
+        assert {name.lower(): value for name, value in ours.items()} == stock
+
+
+def test_the_signers_own_clock_is_utc_now(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unfrozen, `X-Amz-Date` is the current UTC second (botocore's clock reads the same)."""
+    monkeypatch.undo()
+    before = datetime.datetime.now(datetime.UTC).replace(microsecond=0, tzinfo=None)
+    signed = sign(Credentials("AKIDUPSTREAM00000001", "upstream-secret"), "us-east-1", "POST", URL,
+                  {"host": "bedrock-runtime.us-east-1.amazonaws.com"}, BODY)
+    after = datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
+    assert before <= datetime.datetime.strptime(signed["X-Amz-Date"], "%Y%m%dT%H%M%SZ") <= after
