@@ -30,7 +30,7 @@ COMPONENTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("metering (journal, aggregation, store)", ("metering/", "sqlite3/")),
     ("observability (access log, metrics)", ("proxy/eventlog.py", "proxy/admin/metrics.py", "proxy/admin/alerts.py",
                                              "prometheus_client/")),
-    ("admission (policies, quotas, limits)", ("proxy/admission.py", "proxy/policies.py", "proxy/ratelimit.py",
+    ("admission (policies, quotas, limits)", ("proxy/admission.py", "proxy/policies.py", "proxy/policy_build.py", "proxy/ratelimit.py",
                                               "proxy/limits.py", "proxy/routing.py", "proxy/response_cache.py")),
     ("proxy request path (forward, headers)", ("proxy/forward.py", "proxy/request.py", "proxy/headers.py",
                                                "proxy/data_app.py", "proxy/errors.py")),

@@ -32,7 +32,8 @@ from proxy.config_checks import (
     section,
 )
 from proxy.model_limits import parse_model_limits
-from proxy.policies import Policies, PolicyError, build_policies, parse_model_scopes
+from proxy.policies import Policies, PolicyError
+from proxy.policy_build import build_policies, parse_model_scopes
 
 __all__ = [
     "Config",

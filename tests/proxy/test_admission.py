@@ -22,7 +22,8 @@ from proxy.errors import (
     ValidationException,
 )
 from proxy.identity import Caller
-from proxy.policies import PolicyError, build_policies
+from proxy.policies import PolicyError
+from proxy.policy_build import build_policies
 from proxy.ratelimit import RateLimiter
 from proxy.routing import parse_route
 from tests.metering.test_quotas import CountingStore

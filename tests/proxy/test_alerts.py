@@ -17,7 +17,8 @@ from adapters.translate import can_translate
 from metering.events import UsageEvent, utc_day
 from proxy.admin.alerts import Alerter
 from proxy.config import AlertsConfig
-from proxy.policies import Policies, build_policies
+from proxy.policies import Policies
+from proxy.policy_build import build_policies
 from tests.metering.budget_memory import MemoryBudgetStore
 from tests.processes import free_port
 

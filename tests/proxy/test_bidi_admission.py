@@ -17,7 +17,8 @@ from metering.quotas import QuotaSelector
 from proxy.admission import Admission, Plan
 from proxy.errors import ServiceQuotaExceededException
 from proxy.identity import Caller
-from proxy.policies import PolicyError, build_policies
+from proxy.policies import PolicyError
+from proxy.policy_build import build_policies
 from proxy.ratelimit import RateLimiter
 from proxy.routing import parse_route
 from tests.metering.budget_memory import MemoryBudgetStore

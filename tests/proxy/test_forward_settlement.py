@@ -22,7 +22,7 @@ from proxy.config import AuthConfig, LimitsConfig
 from proxy.forward import ProxyHandler
 from proxy.identity import Authenticator
 from proxy.jobs import Jobs
-from proxy.policies import build_policies
+from proxy.policy_build import build_policies
 from proxy.ratelimit import RateLimiter
 from proxy.whole_body import WholeBodyOperations
 from tests.metering.test_quotas import CountingStore

@@ -19,7 +19,7 @@ from metering.unit_prices import UnitPrice, UnitPrices
 from proxy.admission import Admission, Plan
 from proxy.errors import AccessDeniedException, ServiceQuotaExceededException, ValidationException
 from proxy.identity import Caller
-from proxy.policies import build_policies
+from proxy.policy_build import build_policies
 from proxy.ratelimit import RateLimiter
 from proxy.routing import parse_route
 from tests.metering.budget_memory import MemoryBudgetStore

@@ -27,7 +27,7 @@ from proxy.admission import Admission
 from proxy.errors import ValidationException
 from proxy.identity import Caller
 from proxy.model_limits import UNLISTED_MAX_OUTPUT_TOKENS, ModelLimits, parse_model_limits
-from proxy.policies import build_policies
+from proxy.policy_build import build_policies
 from proxy.ratelimit import RateLimiter
 from proxy.request import json_body
 from proxy.routing import parse_route

@@ -26,7 +26,8 @@ from metering.quotas import QuotaSelector
 from proxy.admission import Admission, Plan
 from proxy.errors import AccessDeniedException
 from proxy.identity import Caller
-from proxy.policies import PolicyError, build_policies, parse_model_scopes
+from proxy.policies import PolicyError
+from proxy.policy_build import build_policies, parse_model_scopes
 from proxy.ratelimit import RateLimiter
 from proxy.routing import parse_route
 from tests.adapters.strategies import fuzz

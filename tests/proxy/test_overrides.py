@@ -18,7 +18,8 @@ from proxy.admin.overrides import (
     new_override,
     with_overrides,
 )
-from proxy.policies import Policies, build_policies
+from proxy.policies import Policies
+from proxy.policy_build import build_policies
 
 PRO, LITE = "amazon.nova-pro-v1:0", "amazon.nova-lite-v1:0"
 USD = 10**12

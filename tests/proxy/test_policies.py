@@ -4,7 +4,8 @@ from typing import Any
 
 import pytest
 
-from proxy.policies import PolicyError, build_policies
+from proxy.policies import PolicyError
+from proxy.policy_build import build_policies
 
 LABELS = {"premium": "amazon.nova-pro-v1:0", "standard": "amazon.nova-2-lite-v1:0",
           "economy": "amazon.nova-micro-v1:0", "claude": "anthropic.claude-haiku-4-5-20251001-v1:0",
