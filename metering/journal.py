@@ -37,6 +37,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from metering.compact_json import compact
 from metering.events import UsageEvent
 
 __all__ = ["Journal", "JournalBusy", "JournalError", "Recovered"]
@@ -65,13 +66,9 @@ class Recovered:
     intents: tuple[tuple[int, int], ...]
 
 
-#: One encoder for every line: `json.dumps` with options builds a new one per call.
-_ENCODER = json.JSONEncoder(separators=(",", ":"), check_circular=False)
-
-
 def encode(event: UsageEvent) -> bytes:
     """One journal line: the event as compact JSON, newline-terminated."""
-    return _ENCODER.encode(event.to_record()).encode() + b"\n"
+    return (compact(event.to_record()) + "\n").encode()
 
 
 def _segment_name(number: int) -> str:
