@@ -26,7 +26,7 @@ def _unserializable(value: Any) -> Any:
 
 
 def _make() -> Callable[[Any], str]:
-    make_encoder = _json_encoder.c_make_encoder
+    make_encoder = getattr(_json_encoder, "c_make_encoder", None)  # the C extension, if built
     if make_encoder is None:
         return _PLAIN.encode
     # (markers, default, encoder, indent, key separator, item separator, sort_keys, skipkeys, allow_nan):
