@@ -99,11 +99,12 @@ def said_by_converse(document: Mapping[str, Any]) -> tuple[str | None, str | Non
 def _from_headers(headers: Iterable[tuple[str, str]]) -> tuple[str | None, str | None]:
     service = latency = None
     for name, value in headers:
-        lowered = name.lower()
-        if lowered == SERVICE_TIER_HEADER:
-            service = _service_tier(value)
-        elif lowered == LATENCY_HEADER:
-            latency = _latency(value)
+        if len(name) in _HEADER_LENGTHS:  # most fields are neither: no lower() for them
+            lowered = name.lower()
+            if lowered == SERVICE_TIER_HEADER:
+                service = _service_tier(value)
+            elif lowered == LATENCY_HEADER:
+                latency = _latency(value)
     return service, latency
 
 
@@ -131,4 +132,6 @@ def served_tier(requested: Tier, response_headers: Mapping[str, str], usage: Usa
         service = usage.service_tier if usage.service_tier is not None else requested.service_tier
     if latency is None:
         latency = usage.latency if usage.latency is not None else requested.latency
+    if service == usage.service_tier and latency == usage.latency:
+        return usage
     return usage.merged(service_tier=service, latency=latency)
