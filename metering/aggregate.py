@@ -138,9 +138,12 @@ class Tally:
 class Aggregate:
     """Counters of a set of events; `add` is O(1) so the hot path can call it."""
 
-    __slots__ = ("events", "usage", "tagged", "rates", "committed", "settled")
+    __slots__ = ("events", "usage", "tagged", "rates", "committed", "settled", "_rows")
 
-    def __init__(self, events: Iterable[UsageEvent] = ()) -> None:
+    def __init__(self, events: Iterable[UsageEvent] = (), *, rows: bool = True) -> None:
+        """`rows=False`: `usage` and `tagged` stay empty, for a store that keeps the events
+        themselves as its rows (SQLite) and would only throw those counters away."""
+        self._rows = rows
         self.events = 0
         self.usage: dict[UsageKey, Counters] = {}
         #: The usage of tagged events again, per tag (metering/tags.py): a store bounds
@@ -167,6 +170,16 @@ class Aggregate:
                 _settle(self.settled, commit_key, event)
 
     def _add_usage(self, event: UsageEvent, day: str, minute: str) -> None:
+        if self._rows:
+            self._add_rows(event, day)
+        rate_key = (day, minute, event.model)
+        rate = self.rates.get(rate_key)
+        if rate is None:
+            rate = self.rates[rate_key] = Rate()
+        rate.tokens += event.total_tokens
+        rate.requests += 1
+
+    def _add_rows(self, event: UsageEvent, day: str) -> None:
         key = (event.org, event.app, event.model, day)
         counters = self.usage.get(key)
         if counters is None:
@@ -178,12 +191,6 @@ class Aggregate:
             if tagged is None:
                 tagged = self.tagged[tagged_key] = Counters()
             tagged.add_event(event)
-        rate_key = (day, minute, event.model)
-        rate = self.rates.get(rate_key)
-        if rate is None:
-            rate = self.rates[rate_key] = Rate()
-        rate.tokens += event.total_tokens
-        rate.requests += 1
 
     def merge(self, other: Aggregate) -> None:
         self.events += other.events
