@@ -553,11 +553,15 @@ class Admission:
             asked = min(asked or policy.max_output_tokens, policy.max_output_tokens)
         max_output = asked or self._policies.quotas.default_max_output_tokens
         limits = self._policies.model_limits
+        by_family: dict[str, int] = {}  # the input bound walks the whole document: once per family, as `plan`
 
         def worst_case(member: str) -> int:
             sent = requested if member == entry else in_scope(member, requested)
             output = min(max_output, limits.output_limit(self._policies.base_of(sent)))
-            bound = input_token_bound(document, _family_of(self._policies.base_of(sent)))
+            family = _family_of(self._policies.base_of(sent))
+            bound = by_family.get(family)
+            if bound is None:
+                bound = by_family[family] = input_token_bound(document, family)
             return self._worst_cost(sent, bound, output, tier)
 
         return worst_case
