@@ -451,6 +451,8 @@ class Admission:
     def settle(self, plan: Plan, usage: Usage) -> tuple[int, str]:
         """The request ended having used `usage`: (what its lease covered of the cost, the
         lease's holder id), for its usage event. Once per plan; no I/O."""
+        if plan.selection is None:  # nothing held: no need to price it here (its event does)
+            return 0, ""
         return self.settle_cost(plan, self._prices.cost_pico_usd(plan.model, usage) or 0)
 
     def settle_cost(self, plan: Plan, cost: int) -> tuple[int, str]:
