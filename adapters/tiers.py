@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from adapters.usage import Usage
 
@@ -90,10 +90,15 @@ def said_by_converse(document: Mapping[str, Any]) -> tuple[str | None, str | Non
     service = document.get("serviceTier")
     performance = document.get("performanceConfig")
     return (
-        _service_tier(service.get("type")) if isinstance(service, Mapping) and "type" in service else None,
-        _latency(performance.get("latency")) if isinstance(performance, Mapping) and "latency" in performance
-        else None,
+        _service_tier(service.get("type")) if _mapping(service) and "type" in service else None,
+        _latency(performance.get("latency")) if _mapping(performance) and "latency" in performance else None,
     )
+
+
+def _mapping(value: Any) -> TypeGuard[Mapping[str, Any]]:
+    """`isinstance(value, Mapping)`, without the ABC's slow check for the usual None or dict
+    (both fields are absent from most requests and responses)."""
+    return value is not None and (type(value) is dict or isinstance(value, Mapping))
 
 
 def _from_headers(headers: Iterable[tuple[str, str]]) -> tuple[str | None, str | None]:
