@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from adapters.usage import Usage
 
@@ -90,20 +90,26 @@ def said_by_converse(document: Mapping[str, Any]) -> tuple[str | None, str | Non
     service = document.get("serviceTier")
     performance = document.get("performanceConfig")
     return (
-        _service_tier(service.get("type")) if isinstance(service, Mapping) and "type" in service else None,
-        _latency(performance.get("latency")) if isinstance(performance, Mapping) and "latency" in performance
-        else None,
+        _service_tier(service.get("type")) if _mapping(service) and "type" in service else None,
+        _latency(performance.get("latency")) if _mapping(performance) and "latency" in performance else None,
     )
+
+
+def _mapping(value: Any) -> TypeGuard[Mapping[str, Any]]:
+    """`isinstance(value, Mapping)`, without the ABC's slow check for the usual None or dict
+    (both fields are absent from most requests and responses)."""
+    return value is not None and (type(value) is dict or isinstance(value, Mapping))
 
 
 def _from_headers(headers: Iterable[tuple[str, str]]) -> tuple[str | None, str | None]:
     service = latency = None
     for name, value in headers:
-        lowered = name.lower()
-        if lowered == SERVICE_TIER_HEADER:
-            service = _service_tier(value)
-        elif lowered == LATENCY_HEADER:
-            latency = _latency(value)
+        if len(name) in _HEADER_LENGTHS:  # most fields are neither: no lower() for them
+            lowered = name.lower()
+            if lowered == SERVICE_TIER_HEADER:
+                service = _service_tier(value)
+            elif lowered == LATENCY_HEADER:
+                latency = _latency(value)
     return service, latency
 
 
@@ -131,4 +137,6 @@ def served_tier(requested: Tier, response_headers: Mapping[str, str], usage: Usa
         service = usage.service_tier if usage.service_tier is not None else requested.service_tier
     if latency is None:
         latency = usage.latency if usage.latency is not None else requested.latency
+    if service == usage.service_tier and latency == usage.latency:
+        return usage
     return usage.merged(service_tier=service, latency=latency)

@@ -37,6 +37,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from metering.compact_json import compact
 from metering.events import UsageEvent
 
 __all__ = ["Journal", "JournalBusy", "JournalError", "Recovered"]
@@ -65,13 +66,9 @@ class Recovered:
     intents: tuple[tuple[int, int], ...]
 
 
-#: One encoder for every line: `json.dumps` with options builds a new one per call.
-_ENCODER = json.JSONEncoder(separators=(",", ":"), check_circular=False)
-
-
 def encode(event: UsageEvent) -> bytes:
     """One journal line: the event as compact JSON, newline-terminated."""
-    return _ENCODER.encode(event.to_record()).encode() + b"\n"
+    return (compact(event.to_record()) + "\n").encode()
 
 
 def _segment_name(number: int) -> str:
@@ -91,6 +88,10 @@ class Journal:
         self._active_number = 0
         self._active_size = 0
         self._dirty = False
+        #: A segment file was created since the directory's last fsync (`prepare_rotation`):
+        #: only then does `sync` fsync the directory too, whose entries change only when
+        #: a file is created or removed (each removal fsyncs it itself).
+        self._new_entry = False
         #: Sealed segments' fds, closed by the next `sync` after their fsync.
         self._sealed_fds: list[int] = []
 
@@ -180,7 +181,9 @@ class Journal:
     def prepare_rotation(self) -> int:
         """Create the next segment file; its fd. Blocking: run in a thread."""
         path = self.directory / _segment_name(self._active_number + 1)
-        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._new_entry = True
+        return fd
 
     def swap(self, next_fd: int) -> int:
         """Make `next_fd` the active segment; the number of the segment sealed."""
@@ -193,18 +196,22 @@ class Journal:
 
     def sync(self) -> None:
         """fsync what was appended since the last call: the segments sealed
-        since (then closed) and the active one. Blocking: run in a thread."""
+        since (then closed) and the active one, and the directory if a segment was
+        created since. Blocking: run in a thread."""
         sealed, self._sealed_fds = self._sealed_fds, []
         fd, dirty, self._dirty = self._active_fd, self._dirty, False
-        if not sealed and not dirty:
+        new_entry, self._new_entry = self._new_entry, False
+        if not sealed and not dirty and not new_entry:
             return
         try:
             for old in sealed:
                 os.fsync(old)
             if fd is not None and dirty:
                 os.fsync(fd)
-            self._fsync_directory()
+            if new_entry:
+                self._fsync_directory()
         except OSError as exc:
+            self._new_entry = self._new_entry or new_entry  # the next sync tries the directory again
             raise JournalError(f"cannot fsync the journal in {self.directory}: {exc}") from exc
         finally:
             for old in sealed:

@@ -1,6 +1,6 @@
 """The metering pipeline: journal, aggregate, flush — nothing lost, nothing doubled.
 
-    record(event) ──► journal (append, one write(2)) ──► aggregate in memory
+    record(event) ──► journal (append, one write(2)) ──► tally in memory
                           │ sealed every flush_interval
                           ▼
                       batch = a range of sealed segments, written down first
@@ -26,7 +26,7 @@ A stream still open (InvokeModelWithBidirectionalStream, up to 8 minutes) is
 and a crash leaves for the next start to record, once (metering/checkpoints.py).
 
 `on_stored` hears what each stored batch settled of each budget lease (Σ reserved
-per lease, `Aggregate.settled`): a lease is kept alive until its settlements are in
+per lease, `Tally.settled`): a lease is kept alive until its settlements are in
 the store (metering/leases.py).
 """
 
@@ -42,7 +42,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from metering.aggregate import Aggregate, SettleKey
+from metering.aggregate import SettleKey, Tally
 from metering.checkpoints import StreamCheckpoints
 from metering.events import UsageEvent
 from metering.journal import Journal, JournalError, encode
@@ -88,9 +88,9 @@ class UsageRecorder:
         # Guards everything `record` touches; held for microseconds only.
         self._mutex = threading.Lock()
         #: Events in the active segment.
-        self._active = Aggregate()
-        #: Sealed, not yet stored: segment number → its events' aggregate (ascending).
-        self._sealed: dict[int, Aggregate] = {}
+        self._active = Tally()
+        #: Sealed, not yet stored: segment number → its events' tally (ascending).
+        self._sealed: dict[int, Tally] = {}
         #: The active segment's events themselves, and the sealed ones' while they fit in
         #: `_KEPT_EVENTS`: a flush in this process sends them as they are instead of
         #: reading its own journal back and parsing every line (≈ 7 µs per event, in a
@@ -128,7 +128,7 @@ class UsageRecorder:
         return self._store_ok and self._journal_ok
 
     def record(self, event: UsageEvent) -> None:
-        """Journal and aggregate `event`. O(1); never blocks, awaits or raises."""
+        """Journal and tally `event`. O(1); never blocks, awaits or raises."""
         try:
             line = encode(event)
             with self._mutex:
@@ -171,20 +171,20 @@ class UsageRecorder:
         recovered = await asyncio.to_thread(self._journal.open)
         checkpoints = await asyncio.to_thread(self._checkpoints.recover)
         journaled: set[str] = set()  # request ids in the backlog, when a checkpoint may be superseded
-        found: dict[int, Aggregate] = {}
+        found: dict[int, Tally] = {}
         for number in recovered.segments:
             events = await asyncio.to_thread(self._journal.read_segment, number)
-            found[number] = Aggregate(events)
+            found[number] = Tally(events)
             if checkpoints:
                 journaled.update(event.request_id for event in events)
         in_intents = {n for first, last in recovered.intents for n in range(first, last + 1)}
         with self._mutex:
-            for number, aggregate in found.items():
-                if aggregate.events == 0 and number not in in_intents:
+            for number, tally in found.items():
+                if tally.events == 0 and number not in in_intents:
                     self._journal.discard_segment(number)
                     continue
-                self._sealed[number] = aggregate
-                self._backlog += aggregate.events
+                self._sealed[number] = tally
+                self._backlog += tally.events
             self._intents = list(recovered.intents)
             self._opened = True
         if self._sealed:
@@ -319,7 +319,7 @@ class UsageRecorder:
             next_fd = await asyncio.to_thread(self._journal.prepare_rotation)
             with self._mutex:
                 sealed = self._journal.swap(next_fd)
-                self._sealed[sealed], self._active = self._active, Aggregate()
+                self._sealed[sealed], self._active = self._active, Tally()
                 events, self._active_events = self._active_events, []
                 if self._kept_count + len(events) <= _KEPT_EVENTS:
                     self._kept[sealed] = events
@@ -352,18 +352,18 @@ class UsageRecorder:
                 logger.info("batch %s was already stored; not counted again", batch_id)
             await asyncio.to_thread(self._journal.end_batch, first, last)
             self._intents.remove(batch)
-            stored: list[Aggregate] = []
+            stored: list[Tally] = []
             with self._mutex:
                 for number in range(first, last + 1):
-                    aggregate = self._sealed.pop(number, None)
+                    tally = self._sealed.pop(number, None)
                     self._kept_count -= len(self._kept.pop(number, ()))
-                    if aggregate is not None:
-                        self._backlog -= aggregate.events
-                        stored.append(aggregate)
+                    if tally is not None:
+                        self._backlog -= tally.events
+                        stored.append(tally)
             if self._on_stored is not None:
-                for aggregate in stored:
-                    if aggregate.settled:
-                        self._on_stored(aggregate.settled)
+                for tally in stored:
+                    if tally.settled:
+                        self._on_stored(tally.settled)
 
     def _next_batch(self) -> tuple[int, int] | None:
         """The oldest written-down batch, else sealed segments from the oldest

@@ -371,9 +371,7 @@ class SQLiteStore(KeyRows, InvocationRows, OverrideRows):
         fresh = self._unseen(events)
         self._conn.executemany(_INSERT_EVENT, [_event_params(event) for event in fresh])
         store_tags(self._conn, fresh, self.max_tag_values)
-        counted = Aggregate()
-        for event in fresh:
-            counted.add(event)
+        counted = Aggregate(fresh, rows=False)  # the rows are the events themselves
         self._conn.executemany(_ADD_RATE, [
             (model, f"{day}#{minute}", rate.tokens, rate.requests)
             for (day, minute, model), rate in sorted(counted.rates.items())

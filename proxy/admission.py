@@ -37,7 +37,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from adapters import family_of
 from adapters import translate as translation
@@ -135,6 +135,11 @@ class Admission:
         self._prices = prices
         self._limiter = limiter
         self._callers: dict[tuple[str, str], CallerPolicy] = {}
+        #: (id of a caller policy, model requested) → (that policy, `_chain`'s answer), and
+        #: (id of a caller policy, chain) → (that policy, whether a model of it has a quota):
+        #: the same for every request of a caller and model (issue #20).
+        self._chains: dict[tuple[int, str], tuple[CallerPolicy, tuple[str, tuple[str, ...]]]] = {}
+        self._quoted: dict[tuple[int, tuple[str, ...]], tuple[CallerPolicy, bool]] = {}
 
     def caller_policy(self, caller: Caller) -> CallerPolicy:
         key = (caller.org, caller.app)
@@ -419,7 +424,7 @@ class Admission:
 
     async def _select(self, policy: CallerPolicy, chain: tuple[str, ...], worst_case: Callable[[str], int],
                       day: str) -> Selection:
-        if not any(policy.quota_of(model) is not None for model in chain):
+        if not self._any_quota(policy, chain):
             return Selection(chain[0], False, Mode.NORMAL, day=day)
         try:
             return await self._selector.select(policy.scope_key, day, chain, policy.quota_entry, worst_case,
@@ -446,6 +451,8 @@ class Admission:
     def settle(self, plan: Plan, usage: Usage) -> tuple[int, str]:
         """The request ended having used `usage`: (what its lease covered of the cost, the
         lease's holder id), for its usage event. Once per plan; no I/O."""
+        if plan.selection is None:  # nothing held: no need to price it here (its event does)
+            return 0, ""
         return self.settle_cost(plan, self._prices.cost_pico_usd(plan.model, usage) or 0)
 
     def settle_cost(self, plan: Plan, cost: int) -> tuple[int, str]:
@@ -470,6 +477,14 @@ class Admission:
         """The model asked for (the chain's entry) and the chain models that may serve
         the request, in order: a fallback stays in the request's routing scope (one with
         no profile there is skipped), and only models the app may use are kept."""
+        return _remembered(self._chains, policy, requested, lambda: self._chain_of(policy, requested))
+
+    def _any_quota(self, policy: CallerPolicy, chain: tuple[str, ...]) -> bool:
+        """A model of `chain` has a daily quota for the caller."""
+        return _remembered(self._quoted, policy, chain,
+                           lambda: any(policy.quota_of(model) is not None for model in chain))
+
+    def _chain_of(self, policy: CallerPolicy, requested: str) -> tuple[str, tuple[str, ...]]:
         # An application inference profile names no model: its mapped model finds the chain.
         chain, _ = policy.chain_from(self._policies.base_of(requested))
         entry = chain[0]
@@ -496,7 +511,7 @@ class Admission:
         entry, chain = self._chain(policy, requested)
         if not chain:
             return None
-        if not any(policy.quota_of(model) is not None for model in chain):
+        if not self._any_quota(policy, chain):
             selection = Selection(chain[0], False, Mode.NORMAL)
         else:
             try:
@@ -540,14 +555,39 @@ class Admission:
             asked = min(asked or policy.max_output_tokens, policy.max_output_tokens)
         max_output = asked or self._policies.quotas.default_max_output_tokens
         limits = self._policies.model_limits
+        by_family: dict[str, int] = {}  # the input bound walks the whole document: once per family, as `plan`
 
         def worst_case(member: str) -> int:
             sent = requested if member == entry else in_scope(member, requested)
             output = min(max_output, limits.output_limit(self._policies.base_of(sent)))
-            bound = input_token_bound(document, _family_of(self._policies.base_of(sent)))
+            family = _family_of(self._policies.base_of(sent))
+            bound = by_family.get(family)
+            if bound is None:
+                bound = by_family[family] = input_token_bound(document, family)
             return self._worst_cost(sent, bound, output, tier)
 
         return worst_case
+
+
+#: `Admission._chains` and `_quoted` hold at most this many answers each (callers are
+#: bounded by config and issued keys, the model ids asked for are not).
+_CHAINS_KEPT = 4096
+_Key = TypeVar("_Key")
+_Answer = TypeVar("_Answer")
+
+
+def _remembered(table: dict[tuple[int, _Key], tuple[CallerPolicy, _Answer]], policy: CallerPolicy, key: _Key,
+                compute: Callable[[], _Answer]) -> _Answer:
+    """`compute()`, a pure function of `policy` (immutable, kept by `Admission._callers`)
+    and `key`, remembered in `table` under the policy's identity."""
+    memo = table.get((id(policy), key))
+    if memo is not None and memo[0] is policy:
+        return memo[1]
+    answer = compute()
+    if len(table) >= _CHAINS_KEPT:
+        table.clear()
+    table[(id(policy), key)] = (policy, answer)
+    return answer
 
 
 @functools.lru_cache(maxsize=1024)

@@ -21,13 +21,13 @@ namespace and extra dimensions (`Environment: prod` …) come from
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import sys
 import time
 from collections.abc import Mapping
 from typing import Any
 
+from metering.compact_json import compact
 from metering.events import UsageEvent
 from metering.money import PICO_PER_USD
 
@@ -38,9 +38,9 @@ EMF_NAMESPACE = "AIGateway/TokenUsage"
 
 logger = logging.getLogger(__name__)
 
-#: One encoder for every line (`json.dumps` with `separators` builds one per call);
+#: One C encoder for every line (metering/compact_json.py: `json.dumps` builds one per call);
 #: ASCII-only, as `_pipe_chunks` counts on.
-_encode = json.JSONEncoder(separators=(",", ":")).encode
+_encode = compact
 
 
 def access_record(event: UsageEvent, fallback: bool) -> dict[str, Any]:

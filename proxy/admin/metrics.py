@@ -35,8 +35,8 @@ MAX_LABEL_CHARS = 160
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900)
 #: Label combinations whose series `observe` keeps at hand (bounded like the labels are).
 _CHILDREN_KEPT = 4096
-_DIRECTIONS = (("input", "input_tokens"), ("output", "output_tokens"),
-               ("cache_read", "cache_read_tokens"), ("cache_write", "cache_write_tokens"))
+#: `costkeeper_tokens`' direction label of input, output, cache read and cache write tokens.
+_DIRECTIONS = ("input", "output", "cache_read", "cache_write")
 
 
 class ProxyMetrics:
@@ -44,8 +44,8 @@ class ProxyMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self._max_models = max_models
         self._models: set[str] = set()
-        #: (metric, label values…) → the series `observe` moves.
-        self._children: dict[tuple[Any, ...], Any] = {}
+        #: (org, app, model, operation, status) → the series `observe` moves for it.
+        self._series: dict[tuple[str, str, str, str, int], _Series] = {}
         #: Set by `aggregate_processes`: scrapes read every worker's files from there.
         self._multiprocess_dir: str | None = None
         labels = ("org", "app", "model")
@@ -119,37 +119,33 @@ class ProxyMetrics:
         return label
 
     def observe(self, event: UsageEvent, fallback: bool = False) -> None:
-        claim = not event.refused
-        model = self._model(event.model, claim)
-        labels = (event.org, event.app, model)
-        child = self._child
-        for direction, field in _DIRECTIONS:
-            count = getattr(event, field)
+        key = (event.org, event.app, event.model, event.operation, event.status)
+        series = self._series.get(key)
+        if series is None:
+            series = _Series(self, (event.org, event.app, self._model(event.model, not event.refused)),
+                             event.operation, event.status)
+            if series.labels[2] in self._models:  # its own label, for good: the same series every time
+                if len(self._series) >= _CHILDREN_KEPT:
+                    self._series.clear()
+                self._series[key] = series
+        labels = series.labels
+        for index, count in enumerate((event.input_tokens, event.output_tokens, event.cache_read_tokens,
+                                       event.cache_write_tokens)):
             if count:
-                child(self.tokens, *labels, direction).inc(count)
-        child(self.requests, *labels, event.operation, str(event.status)).inc()
+                series.tokens(index).inc(count)
+        series.requests.inc()
         if event.cost_pico_usd:
-            child(self.cost, *labels).inc(event.cost_pico_usd / PICO_PER_USD)
-        child(self.latency, *labels, event.operation).observe(event.latency_ms / 1000)
+            series.cost().inc(event.cost_pico_usd / PICO_PER_USD)
+        series.latency.observe(event.latency_ms / 1000)
         if event.first_byte_ms is not None:
-            child(self.first_byte, *labels, event.operation).observe(event.first_byte_ms / 1000)
+            series.first_byte().observe(event.first_byte_ms / 1000)
         if fallback:
-            self.fallbacks.labels(event.org, event.app, self._model(event.requested_model, claim), model).inc()
+            self.fallbacks.labels(event.org, event.app, self._model(event.requested_model, not event.refused),
+                                  labels[2]).inc()
         if event.cached:
             self.cached.labels(*labels).inc()
         if event.estimated:
             self.estimated.labels(*labels).inc()
-
-    def _child(self, metric: Any, *labels: str) -> Any:
-        """`metric.labels(*labels)`, found once: `labels()` validates and takes a lock on
-        every call, and `observe` asks for five to eight series per request (issue #20)."""
-        key = (metric, *labels)
-        child = self._children.get(key)
-        if child is None:
-            if len(self._children) >= _CHILDREN_KEPT:
-                self._children.clear()
-            child = self._children[key] = metric.labels(*labels)
-        return child
 
     def watch_store(self, stats: StoreStats) -> None:
         """Export what the metering path asks of the store: counted as it happens, in
@@ -192,6 +188,41 @@ class ProxyMetrics:
         registry = CollectorRegistry()
         MultiProcessCollector(registry, path=self._multiprocess_dir)
         return generate_latest(registry)
+
+
+class _Series:
+    """The series one (org, app, model, operation, status) moves, found once: `labels()`
+    validates and takes a lock on every call, and `observe` moves five to eight series
+    per request (issue #20). A series is made when first moved, as `labels()` on demand
+    would (a made series is exported, at 0)."""
+
+    __slots__ = ("labels", "requests", "latency", "_metrics", "_operation", "_tokens", "_cost", "_first_byte")
+
+    def __init__(self, metrics: ProxyMetrics, labels: tuple[str, str, str], operation: str, status: int) -> None:
+        self.labels = labels
+        self._metrics, self._operation = metrics, operation
+        self._tokens: list[Any] = [None] * len(_DIRECTIONS)
+        self._cost: Any = None
+        self._first_byte: Any = None
+        # Moved by every request.
+        self.requests = metrics.requests.labels(*labels, operation, str(status))
+        self.latency = metrics.latency.labels(*labels, operation)
+
+    def tokens(self, index: int) -> Any:
+        child = self._tokens[index]
+        if child is None:
+            child = self._tokens[index] = self._metrics.tokens.labels(*self.labels, _DIRECTIONS[index])
+        return child
+
+    def cost(self) -> Any:
+        if self._cost is None:
+            self._cost = self._metrics.cost.labels(*self.labels)
+        return self._cost
+
+    def first_byte(self) -> Any:
+        if self._first_byte is None:
+            self._first_byte = self._metrics.first_byte.labels(*self.labels, self._operation)
+        return self._first_byte
 
 
 def _label_value(model: str) -> str:

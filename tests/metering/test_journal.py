@@ -115,3 +115,25 @@ def test_a_journal_reopened_with_nothing_to_replay_gets_a_new_id(tmp_path: Path,
     assert again.open() == Recovered((), ())
     assert again.active_number == first and again.batch_id(first, first) != stored
     again.close()
+
+
+def test_sync_fsyncs_the_directory_only_after_a_segment_was_created(
+    tmp_path: Path, make_event: MakeEvent, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A directory changes only when a file is created or removed: a `sync` of appends
+    alone (the fsync loop, every 200 ms) needs no directory fsync (issue #20)."""
+    journal = Journal(tmp_path)
+    journal.open()
+    synced: list[str] = []
+    monkeypatch.setattr(journal, "_fsync_directory", lambda: synced.append("dir"))
+    journal.append(encode(make_event("a")))
+    journal.sync()
+    assert synced == []
+    next_fd = journal.prepare_rotation()  # a new file: its name must reach the disk
+    journal.swap(next_fd)
+    journal.sync()
+    assert synced == ["dir"]
+    journal.append(encode(make_event("b")))
+    journal.sync()
+    assert synced == ["dir"]
+    journal.close()
