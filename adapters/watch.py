@@ -50,7 +50,7 @@ from adapters.delta_size import (
 )
 from adapters.estimate import estimate_output_tokens, estimate_usage, response_text_chars
 from adapters.eventstream import MAX_FRAME_BYTES, FrameSplitter
-from adapters.frame_scan import scan_frames
+from adapters.frame_scan import read_frame, skip_frames
 from adapters.headers import usage_from_headers, usage_from_invocation_metrics
 from adapters.usage import Usage
 
@@ -68,6 +68,10 @@ STREAM_OPERATIONS = frozenset({"InvokeModelWithResponseStream", "ConverseStream"
 _DELTA_CHUNKS: dict[str, tuple[bytes, Callable[[bytes, int], int]]] = {
     "anthropic": (CLAUDE_DELTA_BASE64, claude_delta_text_bytes),
 }
+
+
+#: The longest header block a skipped frame kind is kept by (Bedrock's are ~90 bytes).
+_SKIP_HEAD_BYTES = 512
 
 
 def _prefer(primary: Usage | None, secondary: Usage | None) -> Usage | None:
@@ -185,6 +189,7 @@ class StreamUsageWatcher:
     __slots__ = (
         "operation", "model_id", "_request_body", "_family", "_delta_head", "_delta_text_bytes", "_splitter",
         "_final", "_native", "_output_chars", "_held", "_watching", "_whole", "complete", "error", "exception_type",
+        "_skip", "_hold",
     )
 
     def __init__(self, operation: str, model_id: str, request_body: bytes):
@@ -204,6 +209,11 @@ class StreamUsageWatcher:
         elif family in _DELTA_CHUNKS:
             self._delta_head, self._delta_text_bytes = _DELTA_CHUNKS[family]
         self._splitter = FrameSplitter()
+        #: (header block length, the bytes after the prelude, least frame length) of the
+        #: frames last passed over as carrying no usage (`skip_frames`); None: none yet.
+        self._skip: tuple[int, bytes, int] | None = None
+        #: Whether a delta passed over is held for `finish()` (a family's chunks).
+        self._hold = family is not None
         #: The stream's own final count (invocation metrics / `metadata`).
         self._final: Usage | None = None
         #: What the model-native chunks said so far (InvokeModel streams).
@@ -231,6 +241,23 @@ class StreamUsageWatcher:
     def feed(self, data: bytes) -> bytes:
         if self.error is not None:
             return data
+        skip = self._skip
+        if skip is None or not self._watching or self._splitter.pending:
+            return self._feed_split(data)
+        # The usual chunk: a run of deltas of the kind last passed over, walked once.
+        after, last = skip_frames(data, 0, *skip)
+        if last < 0:
+            return self._feed_split(data)
+        complete = self.complete
+        if not complete and self._hold:
+            self._held = data[last + 12 + skip[0] : after - 4]
+        out = self._feed_split(data[after:]) if after < len(data) else b""
+        if not complete and not self.complete:  # once Bedrock's count is in, text sizes are moot
+            self._size_text(data, after - 4)
+        return data if len(out) == len(data) - after else data[: after + len(out)]
+
+    def _feed_split(self, data: bytes) -> bytes:
+        """Split `data` into whole frames (keeping a partial one) and read them."""
         try:
             frames = self._splitter.feed(data)
         except ValueError as exc:
@@ -275,13 +302,29 @@ class StreamUsageWatcher:
 
     def _decode(self, frames: bytes) -> None:
         """Read the whole frames `frames`. Only the frames that can carry usage are
-        decoded; a delta is passed over, and the text of all of them is sized in one
-        pass once the loop is done (adapters.delta_size), up to `read`, the end of the
-        last frame the watch read."""
-        read = 0
-        last_delta: tuple[int, int] | None = None
+        decoded; a delta is passed over (a run of those of the kind last seen by
+        `skip_frames`, unread), and the text of all of them is sized in one pass once
+        the loop is done (adapters.delta_size), up to `read`, the end of the last
+        frame the watch read."""
+        pos, size, read = 0, len(frames), 0
+        held: tuple[int, int] | None = None
         try:
-            for headers, start, end in scan_frames(frames):
+            while pos < size:
+                skip = self._skip
+                if skip is not None:
+                    after, last = skip_frames(frames, pos, *skip)
+                    if last >= 0:
+                        if not self.complete:
+                            read = after - 4
+                            if self._hold:
+                                held = (last + 12 + skip[0], after - 4)
+                        pos = after
+                        continue
+                frame = read_frame(frames, pos)
+                if frame is None:
+                    break
+                headers, start, end = frame
+                at, pos = pos, end + 4
                 message_type = headers.get(":message-type")
                 if message_type != "event":
                     # BEDROCK_WIRE.md §2.2: an exception/error frame is the stream's last.
@@ -296,20 +339,34 @@ class StreamUsageWatcher:
                 if self._family is None:
                     if headers.get(":event-type") == "metadata":  # of the six event types, only it has usage
                         self._on_metadata(frames[start:end])
+                    else:
+                        self._learn(frames, at, start, b"")
                     continue
                 if self._delta_head is not None and frames.startswith(self._delta_head, start, end):
-                    last_delta = (start, end)
+                    held = (start, end)
+                    self._learn(frames, at, start, self._delta_head)
                     continue
-                last_delta = self._held = None
+                held = self._held = None
                 self._on_chunk(self._family, frames[start:end])
         except Exception as exc:  # botocore: ChecksumMismatch, InvalidHeadersLength, …
             self.error = f"{type(exc).__name__}: {exc}"
             self._watching = False
             logger.warning("stopped reading usage from a %s stream: %s", self.operation, self.error)
-        if last_delta is not None:
-            self._held = frames[last_delta[0] : last_delta[1]]
-        if read and self._delta_text_bytes is not None:
-            self._output_chars += self._delta_text_bytes(frames, read)
+        if held is not None:
+            self._held = frames[held[0] : held[1]]
+        if not self.complete:  # once Bedrock's count is in, text sizes are moot
+            self._size_text(frames, read)
+
+    def _learn(self, frames: bytes, at: int, start: int, payload_head: bytes) -> None:
+        """The frame at `at` (payload at `start`) carries no usage: frames that begin with
+        the same bytes are passed over unread (`skip_frames`) until one of another kind."""
+        headers_length = start - at - 12
+        if headers_length <= _SKIP_HEAD_BYTES:
+            self._skip = (headers_length, frames[at + 12 : start] + payload_head, 16 + headers_length + len(payload_head))
+
+    def _size_text(self, frames: bytes, end: int) -> None:
+        if end and self._delta_text_bytes is not None:
+            self._output_chars += self._delta_text_bytes(frames, end)
 
     def _on_metadata(self, payload: bytes) -> None:
         event = _json_object(payload)
