@@ -120,6 +120,13 @@ class FrameSplitter:
         """Bytes of an incomplete frame held back."""
         return len(self._pending)
 
+    @property
+    def missing(self) -> int:
+        """Bytes still to come of the frame held back, once its length is in (else 0)."""
+        if len(self._pending) < 4:
+            return 0
+        return int.from_bytes(self._pending[:4], "big") - len(self._pending)
+
     def drain(self) -> bytes:
         """Give up splitting: return every byte held back (after a `ValueError`
         from `feed`, that includes the data of the failing call) and empty the buffer."""

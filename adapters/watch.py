@@ -242,8 +242,14 @@ class StreamUsageWatcher:
         if self.error is not None:
             return data
         skip = self._skip
-        if skip is None or not self._watching or self._splitter.pending:
+        if skip is None or not self._watching:
             return self._feed_split(data)
+        if self._splitter.pending:
+            # The frame the last chunk cut: completed on its own, so the rest walks as below.
+            need = self._splitter.missing
+            if not 0 < need < len(data):
+                return self._feed_split(data)
+            return self._feed_split(data[:need]) + self.feed(data[need:])
         # The usual chunk: a run of deltas of the kind last passed over, walked once.
         after, last = skip_frames(data, 0, *skip)
         if last < 0:
