@@ -29,7 +29,10 @@ Claude `content_block_delta` (told by its base64's first characters). A delta pa
 over is kept until the next chunk and decoded at `finish()` should it be the last —
 the chunk that carries `amazon-bedrock-invocationMetrics`. Other families' chunks are
 all decoded (Titan's and Llama's carry running counts in every one). The deltas' text,
-for an estimate, is sized from their bytes (adapters.delta_size).
+for an estimate, is sized from their bytes (adapters.delta_size), and not at all once
+Bedrock's count is in. A run of frames like the last one passed over (the same header
+block, and for Claude the same payload start) is walked unread, CRCs unchecked
+(adapters.frame_scan.skip_frames): in a burst, one prelude read per delta.
 """
 
 from __future__ import annotations
