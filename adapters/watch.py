@@ -244,26 +244,20 @@ class StreamUsageWatcher:
     def feed(self, data: bytes) -> bytes:
         if self.error is not None:
             return data
-        skip = self._skip
-        if skip is None or not self._watching:
+        if not self._watching:
             return self._feed_split(data)
         if self._splitter.pending:
-            # The frame the last chunk cut: completed on its own, so the rest walks as below.
+            # The frame the last chunk cut: completed on its own, so the rest is read below.
             need = self._splitter.missing
             if not 0 < need < len(data):
                 return self._feed_split(data)
             return self._feed_split(data[:need]) + self.feed(data[need:])
-        # The usual chunk: a run of deltas of the kind last passed over, walked once.
-        after, last = skip_frames(data, 0, *skip)
-        if last < 0:
-            return self._feed_split(data)
-        complete = self.complete
-        if not complete and self._hold:
-            self._held = data[last + 12 + skip[0] : after - 4]
-        out = self._feed_split(data[after:]) if after < len(data) else b""
-        if not complete and not self.complete:  # once Bedrock's count is in, text sizes are moot
-            self._size_text(data, after - 4)
-        return data if len(out) == len(data) - after else data[: after + len(out)]
+        # The usual chunk: read in place, up to a partial frame (or an impossible length,
+        # or the end of the watch), which the splitter takes from there.
+        stop = self._decode(data)
+        if self.error is not None or stop == len(data):
+            return data
+        return data[:stop] + self._feed_split(data[stop:])
 
     def _feed_split(self, data: bytes) -> bytes:
         """Split `data` into whole frames (keeping a partial one) and read them."""
@@ -309,12 +303,13 @@ class StreamUsageWatcher:
             return seen.merged(output_tokens=output, estimated=True)
         return estimate_usage(self._request_body, self._output_chars, self.model_id)
 
-    def _decode(self, frames: bytes) -> None:
-        """Read the whole frames `frames`. Only the frames that can carry usage are
-        decoded; a delta is passed over (a run of those of the kind last seen by
-        `skip_frames`, unread), and the text of all of them is sized in one pass once
-        the loop is done (adapters.delta_size), up to `read`, the end of the last
-        frame the watch read."""
+    def _decode(self, frames: bytes) -> int:
+        """Read the frames of `frames` up to the first partial one or one of an impossible
+        length (left to the splitter), the end of the watch, or the end; return where
+        it stopped. Only the frames that can carry usage are decoded; a delta is passed
+        over (a run of those of the kind last seen by `skip_frames`, unread), and the
+        text of all of them is sized in one pass once the loop is done
+        (adapters.delta_size), up to `read`, the end of the last frame the watch read."""
         pos, size, read = 0, len(frames), 0
         held: tuple[int, int] | None = None
         try:
@@ -329,8 +324,11 @@ class StreamUsageWatcher:
                                 held = (last + 12 + skip[0], after - 4)
                         pos = after
                         continue
+                total = int.from_bytes(frames[pos : pos + 4], "big")
+                if not 16 <= total <= MAX_FRAME_BYTES or size - pos < total:
+                    break
                 frame = read_frame(frames, pos)
-                if frame is None:
+                if frame is None:  # (a whole frame: not reached)
                     break
                 headers, start, end = frame
                 at, pos = pos, end + 4
@@ -365,6 +363,7 @@ class StreamUsageWatcher:
             self._held = frames[held[0] : held[1]]
         if not self.complete:  # once Bedrock's count is in, text sizes are moot
             self._size_text(frames, read)
+        return pos
 
     def _learn(self, frames: bytes, at: int, start: int, payload_head: bytes) -> None:
         """The frame at `at` (payload at `start`) carries no usage: frames that begin with
