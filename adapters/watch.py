@@ -75,6 +75,10 @@ _DELTA_CHUNKS: dict[str, tuple[bytes, Callable[[bytes, int], int]]] = {
 
 #: The longest header block a skipped frame kind is kept by (Bedrock's are ~90 bytes).
 _SKIP_HEAD_BYTES = 512
+#: Frames kept to size their text together (`_size_text`): bytes and runs, at most. An
+#: open stream's whole budget is 50 KiB (issue #20; ~30 KiB measured before this).
+_UNSIZED_BYTES = 4096
+_UNSIZED_RUNS = 32
 
 
 def _prefer(primary: Usage | None, secondary: Usage | None) -> Usage | None:
@@ -191,7 +195,7 @@ class StreamUsageWatcher:
 
     __slots__ = (
         "operation", "model_id", "_request_body", "_family", "_delta_head", "_delta_text_bytes", "_splitter",
-        "_final", "_native", "_output_chars", "_held", "_watching", "_whole", "complete", "error", "exception_type",
+        "_final", "_native", "_sized", "_unsized", "_unsized_bytes", "_held", "_watching", "_whole", "complete", "error", "exception_type",
         "_skip", "_hold",
     )
 
@@ -221,8 +225,11 @@ class StreamUsageWatcher:
         self._final: Usage | None = None
         #: What the model-native chunks said so far (InvokeModel streams).
         self._native: Usage | None = None
-        #: Bytes of generated text seen (characters, for ASCII), for an estimate.
-        self._output_chars = 0
+        #: Bytes of generated text seen (characters, for ASCII), for an estimate: those
+        #: sized, and the runs of frames not yet sized (`_size_text`).
+        self._sized = 0
+        self._unsized: list[bytes] = []
+        self._unsized_bytes = 0
         #: The last chunk read so far, if it was a delta not decoded: decoded at the end,
         #: should it be the stream's last (the one with the invocation metrics).
         self._held: bytes | None = None
@@ -363,6 +370,9 @@ class StreamUsageWatcher:
             self._held = frames[held[0] : held[1]]
         if not self.complete:  # once Bedrock's count is in, text sizes are moot
             self._size_text(frames, read)
+        elif self._unsized:
+            self._unsized.clear()
+            self._unsized_bytes = 0
         return pos
 
     def _learn(self, frames: bytes, at: int, start: int, payload_head: bytes) -> None:
@@ -372,9 +382,33 @@ class StreamUsageWatcher:
         if headers_length <= _SKIP_HEAD_BYTES:
             self._skip = (headers_length, frames[at + 12 : start] + payload_head, 16 + headers_length + len(payload_head))
 
+    @property
+    def _output_chars(self) -> int:
+        """Bytes of generated text seen (characters, for ASCII), for an estimate."""
+        if self._unsized:
+            self._size_unsized()
+        return self._sized
+
     def _size_text(self, frames: bytes, end: int) -> None:
-        if end and self._delta_text_bytes is not None:
-            self._output_chars += self._delta_text_bytes(frames, end)
+        """Count the delta text in `frames[:end]`, whole frames. Small runs (a stream
+        paced a frame or a few to a chunk) are kept, a few KiB at most, and sized
+        together in one pass: should Bedrock's count come first, never."""
+        if not end or self._delta_text_bytes is None:
+            return
+        if end > _UNSIZED_BYTES:
+            self._sized += self._delta_text_bytes(frames, end)
+            return
+        self._unsized.append(frames[:end] if end < len(frames) else frames)
+        self._unsized_bytes += end
+        if self._unsized_bytes > _UNSIZED_BYTES or len(self._unsized) >= _UNSIZED_RUNS:
+            self._size_unsized()
+
+    def _size_unsized(self) -> None:
+        runs = b"".join(self._unsized)
+        self._unsized.clear()
+        self._unsized_bytes = 0
+        if self._delta_text_bytes is not None:
+            self._sized += self._delta_text_bytes(runs, len(runs))
 
     def _on_metadata(self, payload: bytes) -> None:
         event = _json_object(payload)
@@ -395,7 +429,7 @@ class StreamUsageWatcher:
         if chunk is None:
             return
         if count_text:
-            self._output_chars += len(family.output_text(chunk))
+            self._sized += len(family.output_text(chunk))
         self._native = family.usage_from_chunk(chunk, self._native)
         metrics = usage_from_invocation_metrics(chunk)
         if metrics is not None:
