@@ -25,7 +25,9 @@ A Titan stream metered at its first chunk's running count (4 output tokens of
 
 A stream is mostly deltas, and a delta carries no usage, so only the frames that can
 are decoded (issue #20): ConverseStream's `metadata`, and a chunk unless it is a
-Claude `content_block_delta` (told by its base64's first characters). A delta passed
+Claude `content_block_delta`, `content_block_start` or `content_block_stop` (told by
+their base64's first characters; none has usage or, for an estimate, text Bedrock
+sends other than a delta's). A delta (or block start or stop) passed
 over is kept until the next chunk and decoded at `finish()` should it be the last —
 the chunk that carries `amazon-bedrock-invocationMetrics`. Other families' chunks are
 all decoded (Titan's and Llama's carry running counts in every one). The deltas' text,
@@ -47,7 +49,7 @@ from typing import Any
 
 from adapters import FAMILIES, converse, family_of
 from adapters.delta_size import (
-    CLAUDE_DELTA_BASE64,
+    CLAUDE_PASSED_BASE64,
     claude_delta_text_bytes,
     converse_delta_text_bytes,
 )
@@ -65,11 +67,11 @@ logger = logging.getLogger(__name__)
 #: ApplyGuardrail (billed per text unit) and every other operation meter zero.
 _TOKEN_BILLED_BODIES = frozenset({"InvokeModel", "Converse"})
 STREAM_OPERATIONS = frozenset({"InvokeModelWithResponseStream", "ConverseStream"})
-#: family → (how a chunk payload that is a delta without usage begins, the text bytes
-#: of those chunks in `frames[:end]`) (adapters.delta_size). Other families' chunks are
+#: family → (how the chunk payloads without usage begin, the text bytes of the deltas
+#: among them in `frames[:end]`) (adapters.delta_size). Other families' chunks are
 #: decoded: Titan's and Llama's carry running counts in every one.
-_DELTA_CHUNKS: dict[str, tuple[bytes, Callable[[bytes, int], int]]] = {
-    "anthropic": (CLAUDE_DELTA_BASE64, claude_delta_text_bytes),
+_DELTA_CHUNKS: dict[str, tuple[tuple[bytes, ...], Callable[[bytes, int], int]]] = {
+    "anthropic": (CLAUDE_PASSED_BASE64, claude_delta_text_bytes),
 }
 
 
@@ -209,7 +211,7 @@ class StreamUsageWatcher:
         self._family = None if family is None else FAMILIES[family]
         #: How a chunk that is a delta without usage begins (None: every chunk is decoded),
         #: and the text bytes of those chunks in a run of frames.
-        self._delta_head: bytes | None = None
+        self._delta_head: tuple[bytes, ...] | None = None
         self._delta_text_bytes: Callable[[bytes, int], int] | None = None
         if family is None:
             self._delta_text_bytes = converse_delta_text_bytes
@@ -358,7 +360,8 @@ class StreamUsageWatcher:
                     continue
                 if self._delta_head is not None and frames.startswith(self._delta_head, start, end):
                     held = (start, end)
-                    self._learn(frames, at, start, self._delta_head)
+                    self._learn(frames, at, start, next(
+                        head for head in self._delta_head if frames.startswith(head, start, end)))
                     continue
                 held = self._held = None
                 self._on_chunk(self._family, frames[start:end])
