@@ -33,7 +33,7 @@ from binascii import Error as Base64Error
 from binascii import a2b_base64
 from functools import partial
 
-__all__ = ["CLAUDE_DELTA_BASE64", "claude_delta_text_bytes", "converse_delta_text_bytes"]
+__all__ = ["CLAUDE_DELTA_BASE64", "CLAUDE_PASSED_BASE64", "claude_delta_text_bytes", "converse_delta_text_bytes"]
 
 #: A JSON string's body: no unescaped quote.
 _STRING = rb'"([^"\\]*(?:\\.[^"\\]*)*)"'
@@ -44,6 +44,11 @@ _CLAUDE_DELTA_HEAD = b'{"type":"content_block_delta","index":'
 #: A chunk payload (`{"bytes":"<base64>"…`) whose event is a Claude `content_block_delta`:
 #: the base64 of the head's first whole 3-byte groups, which does not depend on what follows.
 CLAUDE_DELTA_BASE64 = b'{"bytes":"' + b64encode(_CLAUDE_DELTA_HEAD[: len(_CLAUDE_DELTA_HEAD) // 3 * 3])
+#: The chunk payloads the watcher passes over: deltas, and a content block's start and
+#: stop (no usage, and no text but a delta's; `adapters.anthropic.output_text`).
+CLAUDE_PASSED_BASE64 = (CLAUDE_DELTA_BASE64, *(
+    b'{"bytes":"' + b64encode(head[: len(head) // 3 * 3])
+    for head in (b'{"type":"content_block_start","index":', b'{"type":"content_block_stop","index":')))
 #: The base64 runs to the next quote (a character outside its alphabet fails the decode).
 _CLAUDE_CHUNK = re.compile(rb'\{"bytes":"(' + re.escape(CLAUDE_DELTA_BASE64[10:]) + rb'[^"]*)')
 #: Strict: a character outside the alphabet, or padding inside, fails the decode.

@@ -1,8 +1,8 @@
 """AWS event-stream framing (`application/vnd.amazon.eventstream`).
 
 Decoding is botocore's job (`botocore.eventstream.EventStreamBuffer` checks
-both CRCs; the usage watcher reads frames with `adapters.frame_scan`, which checks
-them the same way); this module adds the two things botocore does not have:
+both CRCs; the usage watcher reads the frames that can carry usage with
+`adapters.frame_scan`, which checks them the same way, and passes over deltas); this module adds the two things botocore does not have:
 
 * `encode_message` — botocore only decodes, but the simulator and the proxy's
   own in-stream errors must emit frames (layout in BEDROCK_WIRE.md §3.1). Header
@@ -119,6 +119,13 @@ class FrameSplitter:
     def pending(self) -> int:
         """Bytes of an incomplete frame held back."""
         return len(self._pending)
+
+    @property
+    def missing(self) -> int:
+        """Bytes still to come of the frame held back, once its length is in (else 0)."""
+        if len(self._pending) < 4:
+            return 0
+        return int.from_bytes(self._pending[:4], "big") - len(self._pending)
 
     def drain(self) -> bytes:
         """Give up splitting: return every byte held back (after a `ValueError`

@@ -17,6 +17,15 @@ slices only the frames it reads.
 
 Correctness is pinned against botocore's decoder (tests/adapters/test_frame_scan.py:
 the recordings split at every byte, hypothesis-generated and corrupted streams).
+
+`skip_frames` is the other half (issue #20): most frames of a stream are deltas, which
+carry no usage, and all of one kind begin with the same bytes after their prelude (the
+header block, and for a Claude delta the start of its payload). It walks a run of them
+reading only each prelude's two lengths and comparing those bytes in C: no CRC, no
+header parse. Their CRCs are the client's to check (its SDK refuses a corrupt frame);
+the proxy checks the frames it reads usage from, so a corrupt byte can hide in a
+delta's payload but never change an exact count (a corrupt length sends the walk off
+the frame chain, into frames that fail `scan_frames`' checks or a cut stream's estimate).
 """
 
 from __future__ import annotations
@@ -33,9 +42,10 @@ from botocore.eventstream import (
     InvalidPayloadLength,
 )
 
-__all__ = ["scan_frames"]
+__all__ = ["read_frame", "scan_frames", "skip_frames"]
 
 _PRELUDE = struct.Struct(">III")
+_LENGTHS = struct.Struct(">II").unpack_from
 _CRC = struct.Struct(">I")
 #: botocore's limits (botocore.eventstream `_MAX_HEADERS_LENGTH`, `_MAX_PAYLOAD_LENGTH`).
 _MAX_HEADERS = 128 * 1024
@@ -62,31 +72,53 @@ def scan_frames(data: bytes) -> Iterator[tuple[Mapping[str, Any], int, int]]:
     trailing partial frame is ignored. Raises botocore's `ChecksumMismatch`,
     `InvalidHeadersLength` or `InvalidPayloadLength` where its decoder would.
     The headers mapping is shared between frames: read it, do not change it."""
-    view = memoryview(data)
-    pos, size = 0, len(data)
-    try:
-        while size - pos >= 12:
-            total, headers_length, prelude_crc = _PRELUDE.unpack_from(data, pos)
-            if size - pos < total:
-                # A partial frame: botocore checks its prelude, then waits for the rest.
-                _check_prelude(view, pos, prelude_crc, headers_length, total)
-                return
-            end = pos + total - 4
-            if headers_length > _MAX_HEADERS or total - headers_length - 16 < 0 or total - 16 > _MAX_PAYLOAD:
-                _check_prelude(view, pos, prelude_crc, headers_length, total)
-            (message_crc,) = _CRC.unpack_from(data, end)
-            # One CRC over the whole frame, prelude included, stands for both: a frame
-            # whose prelude CRC is wrong fails it too (the prelude's own is checked
-            # above where botocore would stop before the message's).
-            if crc32(view[pos:end]) != message_crc:  # (unsigned in Python 3)
-                _check_prelude(view, pos, prelude_crc, headers_length, total)
-                raise ChecksumMismatch(message_crc, crc32(view[pos:end]))
-            start = pos + 12 + headers_length
-            raw = data[pos + 12 : start]
-            yield _parsed.get(raw) or _headers(raw), start, end
-            pos += total
-    finally:
-        view.release()
+    pos = 0
+    while (frame := read_frame(data, pos)) is not None:
+        yield frame
+        pos = frame[2] + 4
+
+
+def read_frame(data: bytes, pos: int) -> tuple[Mapping[str, Any], int, int] | None:
+    """The frame at `pos` of `data` as `scan_frames` reads it, or None if `data` holds
+    only part of it (its prelude checked, as botocore checks it before waiting)."""
+    size = len(data)
+    if size - pos < 12:
+        return None
+    total, headers_length, prelude_crc = _PRELUDE.unpack_from(data, pos)
+    with memoryview(data) as view:
+        if size - pos < total:
+            # A partial frame: botocore checks its prelude, then waits for the rest.
+            _check_prelude(view, pos, prelude_crc, headers_length, total)
+            return None
+        end = pos + total - 4
+        if headers_length > _MAX_HEADERS or total - headers_length - 16 < 0 or total - 16 > _MAX_PAYLOAD:
+            _check_prelude(view, pos, prelude_crc, headers_length, total)
+        (message_crc,) = _CRC.unpack_from(data, end)
+        # One CRC over the whole frame, prelude included, stands for both: a frame
+        # whose prelude CRC is wrong fails it too (the prelude's own is checked
+        # above where botocore would stop before the message's).
+        if crc32(view[pos:end]) != message_crc:  # (unsigned in Python 3)
+            _check_prelude(view, pos, prelude_crc, headers_length, total)
+            raise ChecksumMismatch(message_crc, crc32(view[pos:end]))
+    start = pos + 12 + headers_length
+    raw = data[pos + 12 : start]
+    return _parsed.get(raw) or _headers(raw), start, end
+
+
+def skip_frames(data: bytes, pos: int, headers_length: int, head: bytes, min_total: int) -> tuple[int, int]:
+    """Pass over the whole frames of `data` from `pos` while each has a header block of
+    `headers_length` bytes and, after its 12-byte prelude, begins with `head` (at least
+    `min_total` bytes long, so that `head` lies inside it). Returns where the walk
+    stopped (a frame of another kind, a partial frame, or the end of `data`) and where
+    the last frame passed over starts (-1: none). Reads no CRC (see the module's doc)."""
+    last, size, starts_with = -1, len(data), data.startswith
+    while size - pos >= 12:
+        total, length = _LENGTHS(data, pos)
+        if length != headers_length or total < min_total or size - pos < total or not starts_with(head, pos + 12):
+            break
+        last = pos
+        pos += total
+    return pos, last
 
 
 def _check_prelude(view: memoryview, pos: int, prelude_crc: int, headers_length: int, total: int) -> None:

@@ -25,11 +25,16 @@ A Titan stream metered at its first chunk's running count (4 output tokens of
 
 A stream is mostly deltas, and a delta carries no usage, so only the frames that can
 are decoded (issue #20): ConverseStream's `metadata`, and a chunk unless it is a
-Claude `content_block_delta` (told by its base64's first characters). A delta passed
+Claude `content_block_delta`, `content_block_start` or `content_block_stop` (told by
+their base64's first characters; none has usage or, for an estimate, text Bedrock
+sends other than a delta's). A delta (or block start or stop) passed
 over is kept until the next chunk and decoded at `finish()` should it be the last —
 the chunk that carries `amazon-bedrock-invocationMetrics`. Other families' chunks are
 all decoded (Titan's and Llama's carry running counts in every one). The deltas' text,
-for an estimate, is sized from their bytes (adapters.delta_size).
+for an estimate, is sized from their bytes (adapters.delta_size), and not at all once
+Bedrock's count is in. A run of frames like the last one passed over (the same header
+block, and for Claude the same payload start) is walked unread, CRCs unchecked
+(adapters.frame_scan.skip_frames): in a burst, one prelude read per delta.
 """
 
 from __future__ import annotations
@@ -44,13 +49,13 @@ from typing import Any
 
 from adapters import FAMILIES, converse, family_of
 from adapters.delta_size import (
-    CLAUDE_DELTA_BASE64,
+    CLAUDE_PASSED_BASE64,
     claude_delta_text_bytes,
     converse_delta_text_bytes,
 )
 from adapters.estimate import estimate_output_tokens, estimate_usage, response_text_chars
 from adapters.eventstream import MAX_FRAME_BYTES, FrameSplitter
-from adapters.frame_scan import scan_frames
+from adapters.frame_scan import read_frame, skip_frames
 from adapters.headers import usage_from_headers, usage_from_invocation_metrics
 from adapters.usage import Usage
 
@@ -62,12 +67,20 @@ logger = logging.getLogger(__name__)
 #: ApplyGuardrail (billed per text unit) and every other operation meter zero.
 _TOKEN_BILLED_BODIES = frozenset({"InvokeModel", "Converse"})
 STREAM_OPERATIONS = frozenset({"InvokeModelWithResponseStream", "ConverseStream"})
-#: family → (how a chunk payload that is a delta without usage begins, the text bytes
-#: of those chunks in `frames[:end]`) (adapters.delta_size). Other families' chunks are
+#: family → (how the chunk payloads without usage begin, the text bytes of the deltas
+#: among them in `frames[:end]`) (adapters.delta_size). Other families' chunks are
 #: decoded: Titan's and Llama's carry running counts in every one.
-_DELTA_CHUNKS: dict[str, tuple[bytes, Callable[[bytes, int], int]]] = {
-    "anthropic": (CLAUDE_DELTA_BASE64, claude_delta_text_bytes),
+_DELTA_CHUNKS: dict[str, tuple[tuple[bytes, ...], Callable[[bytes, int], int]]] = {
+    "anthropic": (CLAUDE_PASSED_BASE64, claude_delta_text_bytes),
 }
+
+
+#: The longest header block a skipped frame kind is kept by (Bedrock's are ~90 bytes).
+_SKIP_HEAD_BYTES = 512
+#: Frames kept to size their text together (`_size_text`): bytes and runs, at most. An
+#: open stream's whole budget is 50 KiB (issue #20; ~30 KiB measured before this).
+_UNSIZED_BYTES = 4096
+_UNSIZED_RUNS = 32
 
 
 def _prefer(primary: Usage | None, secondary: Usage | None) -> Usage | None:
@@ -184,7 +197,8 @@ class StreamUsageWatcher:
 
     __slots__ = (
         "operation", "model_id", "_request_body", "_family", "_delta_head", "_delta_text_bytes", "_splitter",
-        "_final", "_native", "_output_chars", "_held", "_watching", "_whole", "complete", "error", "exception_type",
+        "_final", "_native", "_sized", "_unsized", "_unsized_bytes", "_held", "_watching", "_whole", "complete", "error", "exception_type",
+        "_skip", "_hold",
     )
 
     def __init__(self, operation: str, model_id: str, request_body: bytes):
@@ -197,19 +211,27 @@ class StreamUsageWatcher:
         self._family = None if family is None else FAMILIES[family]
         #: How a chunk that is a delta without usage begins (None: every chunk is decoded),
         #: and the text bytes of those chunks in a run of frames.
-        self._delta_head: bytes | None = None
+        self._delta_head: tuple[bytes, ...] | None = None
         self._delta_text_bytes: Callable[[bytes, int], int] | None = None
         if family is None:
             self._delta_text_bytes = converse_delta_text_bytes
         elif family in _DELTA_CHUNKS:
             self._delta_head, self._delta_text_bytes = _DELTA_CHUNKS[family]
         self._splitter = FrameSplitter()
+        #: (header block length, the bytes after the prelude, least frame length) of the
+        #: frames last passed over as carrying no usage (`skip_frames`); None: none yet.
+        self._skip: tuple[int, bytes, int] | None = None
+        #: Whether a delta passed over is held for `finish()` (a family's chunks).
+        self._hold = family is not None
         #: The stream's own final count (invocation metrics / `metadata`).
         self._final: Usage | None = None
         #: What the model-native chunks said so far (InvokeModel streams).
         self._native: Usage | None = None
-        #: Bytes of generated text seen (characters, for ASCII), for an estimate.
-        self._output_chars = 0
+        #: Bytes of generated text seen (characters, for ASCII), for an estimate: those
+        #: sized, and the runs of frames not yet sized (`_size_text`).
+        self._sized = 0
+        self._unsized: list[bytes] = []
+        self._unsized_bytes = 0
         #: The last chunk read so far, if it was a delta not decoded: decoded at the end,
         #: should it be the stream's last (the one with the invocation metrics).
         self._held: bytes | None = None
@@ -231,6 +253,23 @@ class StreamUsageWatcher:
     def feed(self, data: bytes) -> bytes:
         if self.error is not None:
             return data
+        if not self._watching:
+            return self._feed_split(data)
+        if self._splitter.pending:
+            # The frame the last chunk cut: completed on its own, so the rest is read below.
+            need = self._splitter.missing
+            if not 0 < need < len(data):
+                return self._feed_split(data)
+            return self._feed_split(data[:need]) + self.feed(data[need:])
+        # The usual chunk: read in place, up to a partial frame (or an impossible length,
+        # or the end of the watch), which the splitter takes from there.
+        stop = self._decode(data)
+        if self.error is not None or stop == len(data):
+            return data
+        return data[:stop] + self._feed_split(data[stop:])
+
+    def _feed_split(self, data: bytes) -> bytes:
+        """Split `data` into whole frames (keeping a partial one) and read them."""
         try:
             frames = self._splitter.feed(data)
         except ValueError as exc:
@@ -273,15 +312,35 @@ class StreamUsageWatcher:
             return seen.merged(output_tokens=output, estimated=True)
         return estimate_usage(self._request_body, self._output_chars, self.model_id)
 
-    def _decode(self, frames: bytes) -> None:
-        """Read the whole frames `frames`. Only the frames that can carry usage are
-        decoded; a delta is passed over, and the text of all of them is sized in one
-        pass once the loop is done (adapters.delta_size), up to `read`, the end of the
-        last frame the watch read."""
-        read = 0
-        last_delta: tuple[int, int] | None = None
+    def _decode(self, frames: bytes) -> int:
+        """Read the frames of `frames` up to the first partial one or one of an impossible
+        length (left to the splitter), the end of the watch, or the end; return where
+        it stopped. Only the frames that can carry usage are decoded; a delta is passed
+        over (a run of those of the kind last seen by `skip_frames`, unread), and the
+        text of all of them is sized in one pass once the loop is done
+        (adapters.delta_size), up to `read`, the end of the last frame the watch read."""
+        pos, size, read = 0, len(frames), 0
+        held: tuple[int, int] | None = None
         try:
-            for headers, start, end in scan_frames(frames):
+            while pos < size:
+                skip = self._skip
+                if skip is not None:
+                    after, last = skip_frames(frames, pos, *skip)
+                    if last >= 0:
+                        if not self.complete:
+                            read = after - 4
+                            if self._hold:
+                                held = (last + 12 + skip[0], after - 4)
+                        pos = after
+                        continue
+                total = int.from_bytes(frames[pos : pos + 4], "big")
+                if not 16 <= total <= MAX_FRAME_BYTES or size - pos < total:
+                    break
+                frame = read_frame(frames, pos)
+                if frame is None:  # (a whole frame: not reached)
+                    break
+                headers, start, end = frame
+                at, pos = pos, end + 4
                 message_type = headers.get(":message-type")
                 if message_type != "event":
                     # BEDROCK_WIRE.md §2.2: an exception/error frame is the stream's last.
@@ -296,20 +355,63 @@ class StreamUsageWatcher:
                 if self._family is None:
                     if headers.get(":event-type") == "metadata":  # of the six event types, only it has usage
                         self._on_metadata(frames[start:end])
+                    else:
+                        self._learn(frames, at, start, b"")
                     continue
                 if self._delta_head is not None and frames.startswith(self._delta_head, start, end):
-                    last_delta = (start, end)
+                    held = (start, end)
+                    self._learn(frames, at, start, next(
+                        head for head in self._delta_head if frames.startswith(head, start, end)))
                     continue
-                last_delta = self._held = None
+                held = self._held = None
                 self._on_chunk(self._family, frames[start:end])
         except Exception as exc:  # botocore: ChecksumMismatch, InvalidHeadersLength, …
             self.error = f"{type(exc).__name__}: {exc}"
             self._watching = False
             logger.warning("stopped reading usage from a %s stream: %s", self.operation, self.error)
-        if last_delta is not None:
-            self._held = frames[last_delta[0] : last_delta[1]]
-        if read and self._delta_text_bytes is not None:
-            self._output_chars += self._delta_text_bytes(frames, read)
+        if held is not None:
+            self._held = frames[held[0] : held[1]]
+        if not self.complete:  # once Bedrock's count is in, text sizes are moot
+            self._size_text(frames, read)
+        elif self._unsized:
+            self._unsized.clear()
+            self._unsized_bytes = 0
+        return pos
+
+    def _learn(self, frames: bytes, at: int, start: int, payload_head: bytes) -> None:
+        """The frame at `at` (payload at `start`) carries no usage: frames that begin with
+        the same bytes are passed over unread (`skip_frames`) until one of another kind."""
+        headers_length = start - at - 12
+        if headers_length <= _SKIP_HEAD_BYTES:
+            self._skip = (headers_length, frames[at + 12 : start] + payload_head, 16 + headers_length + len(payload_head))
+
+    @property
+    def _output_chars(self) -> int:
+        """Bytes of generated text seen (characters, for ASCII), for an estimate."""
+        if self._unsized:
+            self._size_unsized()
+        return self._sized
+
+    def _size_text(self, frames: bytes, end: int) -> None:
+        """Count the delta text in `frames[:end]`, whole frames. Small runs (a stream
+        paced a frame or a few to a chunk) are kept, a few KiB at most, and sized
+        together in one pass: should Bedrock's count come first, never."""
+        if not end or self._delta_text_bytes is None:
+            return
+        if end > _UNSIZED_BYTES:
+            self._sized += self._delta_text_bytes(frames, end)
+            return
+        self._unsized.append(frames[:end] if end < len(frames) else frames)
+        self._unsized_bytes += end
+        if self._unsized_bytes > _UNSIZED_BYTES or len(self._unsized) >= _UNSIZED_RUNS:
+            self._size_unsized()
+
+    def _size_unsized(self) -> None:
+        runs = b"".join(self._unsized)
+        self._unsized.clear()
+        self._unsized_bytes = 0
+        if self._delta_text_bytes is not None:
+            self._sized += self._delta_text_bytes(runs, len(runs))
 
     def _on_metadata(self, payload: bytes) -> None:
         event = _json_object(payload)
@@ -330,7 +432,7 @@ class StreamUsageWatcher:
         if chunk is None:
             return
         if count_text:
-            self._output_chars += len(family.output_text(chunk))
+            self._sized += len(family.output_text(chunk))
         self._native = family.usage_from_chunk(chunk, self._native)
         metrics = usage_from_invocation_metrics(chunk)
         if metrics is not None:

@@ -24,6 +24,7 @@ from adapters import FAMILIES, converse, family_of
 from adapters.delta_size import claude_delta_text_bytes, converse_delta_text_bytes
 from adapters.eventstream import event_message
 from adapters.watch import StreamUsageWatcher
+from bench.upstream import converse_stream_frames, invoke_stream_frames
 from tests.adapters.cassettes import interaction
 from tests.adapters.strategies import fuzz
 from tests.adapters.test_watch import STREAMS
@@ -156,3 +157,21 @@ def test_a_delta_that_is_the_last_chunk_is_decoded_at_the_end() -> None:
     watcher.end()
     usage = watcher.finish()
     assert (usage.input_tokens, usage.output_tokens, usage.estimated) == (7, 9, False)
+
+
+@pytest.mark.parametrize("operation", ["ConverseStream", "InvokeModelWithResponseStream"])
+@pytest.mark.parametrize("per_chunk", [1, 3, 40])
+def test_text_sized_in_batches_counts_what_one_pass_counts(operation: str, per_chunk: int) -> None:
+    """The watcher keeps small runs of frames (a paced stream's) and sizes them together:
+    a 200-frame stream cut before its usage, fed a few frames at a time, counts the text
+    of the same stream fed whole."""
+    frames = (converse_stream_frames if operation == "ConverseStream" else invoke_stream_frames)(200)[:-3]
+    model = "anthropic.claude-3-haiku-20240307-v1:0"
+    whole = StreamUsageWatcher(operation, model, b"{}")
+    whole.feed(b"".join(frames))
+    paced = StreamUsageWatcher(operation, model, b"{}")
+    for start in range(0, len(frames), per_chunk):
+        paced.feed(b"".join(frames[start : start + per_chunk]))
+    assert paced._unsized_bytes <= 4096 and len(paced._unsized) < 32
+    assert paced._output_chars == whole._output_chars > 1000
+    assert paced.finish() == whole.finish()

@@ -20,10 +20,10 @@ from typing import Any
 
 import pytest
 from botocore.eventstream import EventStreamBuffer
-from hypothesis import example, given
+from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
-from adapters.frame_scan import scan_frames
+from adapters.frame_scan import scan_frames, skip_frames
 from adapters.watch import StreamUsageWatcher, _json_object
 from tests.adapters.cassettes import Interaction, interaction
 from tests.adapters.strategies import fuzz
@@ -190,3 +190,38 @@ def test_json_object_reads_what_json_loads_reads(document: Any, before: str, aft
 @given(data=st.binary(max_size=40))
 def test_json_object_on_any_bytes_is_json_loads(data: bytes) -> None:
     assert _json_object(data) == _reference(data)
+
+
+# --- runs of frames passed over unread ---------------------------------------------------
+
+_kinds = st.lists(st.tuples(st.lists(_headers, max_size=3), st.binary(max_size=6)), min_size=1, max_size=3)
+
+
+@PROPERTY
+@given(kinds=_kinds, picks=st.lists(st.tuples(st.integers(0, 2), st.binary(max_size=20)), min_size=1, max_size=8),
+       cut=st.integers(min_value=0))
+def test_skip_frames_passes_over_the_run_of_one_kind_as_botocore_reads_it(
+    kinds: list[tuple[list[tuple[str, int, Any]], bytes]], picks: list[tuple[int, bytes]], cut: int
+) -> None:
+    """Frames of the first frame's kind (its header bytes, its payload's first bytes) are
+    passed over up to the first of another kind or a partial frame; botocore reads each
+    frame passed over with the first's headers and payload start."""
+    chosen = [(kinds[index % len(kinds)], tail) for index, tail in picks]
+    frames = [_frame(headers, prefix + tail) for (headers, prefix), tail in chosen]
+    data = b"".join(frames)
+    data = data[: len(data) - cut % (len(frames[-1]) + 1)]  # perhaps a partial last frame
+    assume(_botocore(frames[0])[1] is None)  # a kind is learned from a frame botocore reads
+    (_, prefix), _ = chosen[0]
+    headers_length = int.from_bytes(frames[0][4:8], "big")
+    head = frames[0][12 : 12 + headers_length] + prefix
+    after, last = skip_frames(data, 0, headers_length, head, 16 + len(head))
+    reference, reference_last, passed = 0, -1, 0
+    for frame in frames:
+        if (reference + len(frame) > len(data) or len(frame) < 16 + len(head) or frame[4:8] != frames[0][4:8]
+                or not frame[12:].startswith(head)):
+            break
+        reference_last, reference, passed = reference, reference + len(frame), passed + 1
+    assert (after, last) == (reference, reference_last)
+    decoded, error = _botocore(data[:after])
+    assert error is None and len(decoded) == passed
+    assert all(message == decoded[0][0] and payload.startswith(prefix) for message, payload in decoded)

@@ -280,15 +280,31 @@ def test_stream_watcher_rejects_non_stream_operations() -> None:
 def test_crc_mismatch_sets_error_and_passes_everything_through() -> None:
     item = interaction(CONVERSE_STREAM)
     frames = _frames(CONVERSE_STREAM)
-    bad = bytearray(frames[3])
+    bad = bytearray(frames[-1])  # `metadata`, the frame with the usage
     bad[-10] ^= 0x20
-    data = b"".join(frames[:3]) + bytes(bad) + b"".join(frames[4:])
+    data = b"".join(frames[:-1]) + bytes(bad)
     watcher = StreamUsageWatcher(item.operation, item.model_id, item.request_body)
     forwarded = watcher.feed(data[:500]) + watcher.feed(data[500:])
     assert forwarded == data
     assert watcher.error is not None and watcher.error.startswith("ChecksumMismatch")
     assert not watcher.complete and watcher.finish().estimated
     assert watcher.feed(b"more") == b"more"
+
+
+@pytest.mark.parametrize("name", [CLAUDE_STREAM, CONVERSE_STREAM])
+def test_a_corrupt_delta_is_relayed_unread_and_the_count_stays_bedrocks(name: str) -> None:
+    """Deltas of a kind already seen are passed over without their CRC (issue #20): the
+    client's SDK refuses the corrupt frame; Bedrock's count, read from a checked frame,
+    is still what Bedrock bills."""
+    item = interaction(name)
+    frames = _frames(name)
+    bad = bytearray(frames[5])  # a delta, after others of its kind (frames 2 to 19 in both)
+    bad[-10] ^= 0x20
+    data = b"".join(frames[:5]) + bytes(bad) + b"".join(frames[6:])
+    watcher = StreamUsageWatcher(item.operation, item.model_id, item.request_body)
+    assert watcher.feed(data) == data
+    assert watcher.error is None and watcher.complete
+    assert watcher.finish() == STREAMS[name]
 
 
 def test_impossible_frame_length_with_a_partial_frame_held() -> None:

@@ -76,8 +76,9 @@ def test_a_corrupted_stream_is_flagged_never_raised(name: str, position: int, fl
     if watcher.error is not None:
         assert forwarded == corrupted  # after an error, bytes pass through unchanged
     usage = watcher.finish()
-    # CRC-32 catches every single-byte error in a frame it checks.
-    assert watcher.error is not None or (usage.estimated and not watcher.complete)
+    # CRC-32 catches every single-byte error in a frame it checks; the deltas passed over
+    # unread (issue #20) are the client's to check, and never make an exact count wrong.
+    assert watcher.error is not None or (usage.estimated and not watcher.complete) or usage == STREAMS[name]
 
 
 @PROPERTY
