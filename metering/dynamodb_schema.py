@@ -58,6 +58,7 @@ import asyncio
 import hashlib
 import logging
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -221,3 +222,41 @@ async def _wait_active(client: Any, table: str, wait_for: float = 300.0) -> dict
         if loop.time() > deadline:
             raise TimeoutError(f"table {table} not ACTIVE after {wait_for:g} s: {statuses}")
         await asyncio.sleep(1.0)
+
+
+#: Retries of an update a concurrent flush transaction conflicts with.
+CONFLICT_RETRIES = 6
+DAY_SECONDS = 86_400
+
+
+def update_body(key: dict[str, Any], adds: dict[str, int], sets: dict[str, dict[str, Any]] | None = None,
+            set_if_absent: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """An UpdateItem body: `SET name = value, … ADD counter delta, …` with placeholders."""
+    names: dict[str, str] = {}
+    values: dict[str, Any] = {}
+    set_parts: list[str] = []
+    add_parts: list[str] = []
+    for i, (name, value) in enumerate((sets or {}).items()):
+        names[f"#s{i}"], values[f":s{i}"] = name, value
+        set_parts.append(f"#s{i} = :s{i}")
+    for i, (name, value) in enumerate((set_if_absent or {}).items()):
+        names[f"#i{i}"], values[f":i{i}"] = name, value
+        set_parts.append(f"#i{i} = if_not_exists(#i{i}, :i{i})")
+    for i, (name, delta) in enumerate(adds.items()):
+        names[f"#a{i}"], values[f":a{i}"] = name, n(delta)
+        add_parts.append(f"#a{i} :a{i}")
+    expression = ""
+    if set_parts:
+        expression += "SET " + ", ".join(set_parts)
+    if add_parts:
+        expression += " ADD " + ", ".join(add_parts)
+    return {
+        "Key": key,
+        "UpdateExpression": expression.strip(),
+        "ExpressionAttributeNames": names,
+        "ExpressionAttributeValues": values,
+    }
+
+
+def day_epoch(day: str, minute: str = "00:00") -> int:
+    return int(datetime.strptime(f"{day} {minute}", "%Y-%m-%d %H:%M").replace(tzinfo=UTC).timestamp())

@@ -1,6 +1,7 @@
 """The shared store for many replicas: DynamoDB through aiobotocore.
 
-The key schema is in `metering/dynamodb_schema.py`. A flushed batch becomes
+The key schema is in `metering/dynamodb_schema.py`; budget leases, keys, overrides,
+invocation owners and tags are mixins in their own modules. A flushed batch becomes
 one `TransactWriteItems` per 99 counter updates plus, in each, a conditional
 put of the part's batch marker: a replayed part fails its condition and
 changes nothing. No item is written per request (issue 4): usage lives only in
@@ -19,7 +20,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,26 +35,27 @@ from metering.aggregate import (
     regroup_by_base_model,
     stored_groups,
 )
-from metering.budget import LeaseRecord, ModelBudget, ScopeBudget
 from metering.dynamodb_invocations import InvocationItems
 from metering.dynamodb_keys import KeyItems
+from metering.dynamodb_leases import LeaseItems, lease_name
 from metering.dynamodb_overrides import OverrideItems
 from metering.dynamodb_rates import migrate_rate_items, query_rates, rate_update
 from metering.dynamodb_reports import claim_report
 from metering.dynamodb_schema import (
+    CONFLICT_RETRIES,
+    DAY_SECONDS,
     GSI,
     LEGACY_COST,
     QUOTA_TTL_DAYS,
     committed_attribute,
-    committed_by_model,
     create_table,
+    day_epoch,
     error_code,
-    exhausted_at_attribute,
-    legacy_committed_attribute,
     n,
     num,
     s,
     shard_of,
+    update_body,
 )
 from metering.dynamodb_tags import TagItems, tag_rows
 from metering.events import UsageEvent, utc_day
@@ -61,7 +63,6 @@ from metering.money import PICO_PER_MICRO
 from metering.secret_keys import KeySource
 from metering.store import (
     ModelRate,
-    StoreError,
     UnsupportedQuery,
     UsageRow,
     events_batch_id,
@@ -76,41 +77,6 @@ logger = logging.getLogger(__name__)
 
 #: DynamoDB's limit of items per TransactWriteItems (raised from 25 in 2022).
 MAX_TRANSACTION_ITEMS = 100
-_CONFLICT_RETRIES = 6
-_DAY = 86_400
-
-
-def _update(key: dict[str, Any], adds: dict[str, int], sets: dict[str, dict[str, Any]] | None = None,
-            set_if_absent: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
-    """An UpdateItem body: `SET name = value, … ADD counter delta, …` with placeholders."""
-    names: dict[str, str] = {}
-    values: dict[str, Any] = {}
-    set_parts: list[str] = []
-    add_parts: list[str] = []
-    for i, (name, value) in enumerate((sets or {}).items()):
-        names[f"#s{i}"], values[f":s{i}"] = name, value
-        set_parts.append(f"#s{i} = :s{i}")
-    for i, (name, value) in enumerate((set_if_absent or {}).items()):
-        names[f"#i{i}"], values[f":i{i}"] = name, value
-        set_parts.append(f"#i{i} = if_not_exists(#i{i}, :i{i})")
-    for i, (name, delta) in enumerate(adds.items()):
-        names[f"#a{i}"], values[f":a{i}"] = name, n(delta)
-        add_parts.append(f"#a{i} :a{i}")
-    expression = ""
-    if set_parts:
-        expression += "SET " + ", ".join(set_parts)
-    if add_parts:
-        expression += " ADD " + ", ".join(add_parts)
-    return {
-        "Key": key,
-        "UpdateExpression": expression.strip(),
-        "ExpressionAttributeNames": names,
-        "ExpressionAttributeValues": values,
-    }
-
-
-def _epoch(day: str, minute: str = "00:00") -> int:
-    return int(datetime.strptime(f"{day} {minute}", "%Y-%m-%d %H:%M").replace(tzinfo=UTC).timestamp())
 
 
 def _slot(timestamp: float) -> str:
@@ -128,43 +94,7 @@ def _attributes(item: dict[str, Any]) -> dict[str, str]:
     return {name: value["S"] for name, value in item.items() if "S" in value}
 
 
-#: A budget lease's amount (pico-USD) and expiry (epoch seconds) on the scope's QUOTA item.
-_LEASE, _EXPIRY = "lease#", "lexp#"
-
-
-def _lease_name(model: str, holder: str) -> str:
-    return f"{_LEASE}{model}#{holder}"
-
-
-def _expiry_name(model: str, holder: str) -> str:
-    return f"{_EXPIRY}{model}#{holder}"
-
-
-def _budget(item: Mapping[str, Any]) -> ScopeBudget:
-    """A QUOTA item as a ScopeBudget: `committed_pico_usd#<model>` (and the micro-USD
-    `committed#<model>` written before issue #16, ×10⁶), `lease#<model>#<holder>`,
-    `lexp#<model>#<holder>` (epoch seconds) and the `exhausted` set."""
-    committed = committed_by_model(item)
-    amounts: dict[tuple[str, str], int] = {}
-    expiries: dict[tuple[str, str], float] = {}
-    for name, value in item.items():
-        if name.startswith(_LEASE):
-            model, _, holder = name[len(_LEASE):].rpartition("#")
-            amounts[(model, holder)] = int(value["N"])
-        elif name.startswith(_EXPIRY):
-            model, _, holder = name[len(_EXPIRY):].rpartition("#")
-            expiries[(model, holder)] = float(value["N"])
-    leases: dict[str, dict[str, LeaseRecord]] = {}
-    for (model, holder), amount in amounts.items():
-        leases.setdefault(model, {})[holder] = LeaseRecord(amount, expiries.get((model, holder)))
-    return ScopeBudget(
-        models={model: ModelBudget(committed.get(model, 0), leases.get(model, {}))
-                for model in committed.keys() | leases.keys()},
-        exhausted=frozenset(item.get("exhausted", {}).get("SS", [])),
-    )
-
-
-class DynamoDBStore(KeyItems, InvocationItems, OverrideItems, TagItems):
+class DynamoDBStore(KeyItems, InvocationItems, OverrideItems, TagItems, LeaseItems):
     """`UsageStore`, `LeaseStore`, `KeyStore` and `InvocationStore` on one DynamoDB table."""
 
     def __init__(
@@ -200,8 +130,8 @@ class DynamoDBStore(KeyItems, InvocationItems, OverrideItems, TagItems):
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
         )
-        self._metrics_ttl = metrics_ttl_days * _DAY
-        self._marker_ttl = marker_ttl_days * _DAY
+        self._metrics_ttl = metrics_ttl_days * DAY_SECONDS
+        self._marker_ttl = marker_ttl_days * DAY_SECONDS
         self._max_items = max_transaction_items
         self._clock = clock
         #: The key for issued secrets; None: none configured (no default: see secret_keys.py).
@@ -298,24 +228,24 @@ class DynamoDBStore(KeyItems, InvocationItems, OverrideItems, TagItems):
         for (org, app, model, day), counters in sorted(aggregate.usage.items()):
             sort_key = f"{org}#{app}#{model}"
             shard = shard_of(batch_id, f"{day}#{sort_key}", self._shards)
-            updates.append(_update(
+            updates.append(update_body(
                 {"pk": s(f"USAGE#{day}#{shard:02d}"), "sk": s(sort_key)},
                 counters.as_dict(),
                 sets={"org": s(org), "app": s(app), "model": s(model), "day": s(day)},
             ))
         for key, adds, sets in self.tag_counter_updates(batch_id, aggregate.tagged):
-            updates.append(_update(key, adds, sets=sets))
+            updates.append(update_body(key, adds, sets=sets))
         for (day, minute, model), rate in sorted(aggregate.rates.items()):
             updates.append(rate_update(day, minute, model, rate.tokens, rate.requests,
-                                       _epoch(day, minute) + self._metrics_ttl))
+                                       day_epoch(day, minute) + self._metrics_ttl))
         committed, settled = aggregate.committed_by_scope(), aggregate.settled_by_scope()
         for scope, day in sorted(committed.keys() | settled.keys()):
             # Cost beyond what leases covered goes to committed; what they covered leaves them.
             adds = {committed_attribute(model): delta for model, delta in committed.get((scope, day), {}).items()}
-            adds.update({_lease_name(model, holder): -reserved
+            adds.update({lease_name(model, holder): -reserved
                          for (model, holder), reserved in settled.get((scope, day), {}).items()})
-            updates.append(_update(self._quota_key(scope, day), adds,
-                                   set_if_absent={"ttl": n(_epoch(day) + QUOTA_TTL_DAYS * _DAY)}))
+            updates.append(update_body(self._quota_key(scope, day), adds,
+                                   set_if_absent={"ttl": n(day_epoch(day) + QUOTA_TTL_DAYS * DAY_SECONDS)}))
         return [{"Update": {"TableName": self.table, **update}} for update in updates]
 
     async def _apply_part(self, marker_id: str, updates: list[dict[str, Any]]) -> bool:
@@ -326,7 +256,7 @@ class DynamoDBStore(KeyItems, InvocationItems, OverrideItems, TagItems):
                      "ttl": n(now + self._marker_ttl)},
             "ConditionExpression": "attribute_not_exists(pk)",
         }}
-        for attempt in range(_CONFLICT_RETRIES):
+        for attempt in range(CONFLICT_RETRIES):
             try:
                 await self._api().transact_write_items(TransactItems=[marker, *updates])
                 return True
@@ -337,7 +267,7 @@ class DynamoDBStore(KeyItems, InvocationItems, OverrideItems, TagItems):
                 if reasons and reasons[0] == "ConditionalCheckFailed":
                     return False  # this part was applied before
                 retryable = {"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded", "None"}
-                if not set(reasons) <= retryable or attempt == _CONFLICT_RETRIES - 1:
+                if not set(reasons) <= retryable or attempt == CONFLICT_RETRIES - 1:
                     raise
                 await asyncio.sleep(random.uniform(0.01, 0.05) * 2**attempt)  # noqa: S311 - jitter
         raise AssertionError("unreachable")
@@ -359,7 +289,7 @@ class DynamoDBStore(KeyItems, InvocationItems, OverrideItems, TagItems):
             raise UnsupportedQuery("the DynamoDB store counts by org, app, model and day, not by operation")
         first = utc_day(since)
         # No upper bound: include tomorrow, for replicas whose clocks run ahead.
-        last = utc_day(until - 1e-6) if until is not None else utc_day(self._clock() + _DAY)
+        last = utc_day(until - 1e-6) if until is not None else utc_day(self._clock() + DAY_SECONDS)
         days = await self._usage_days(first, last)
         items = await self._shard_items(days)
         tag = tag_key_of(groups)
@@ -458,155 +388,14 @@ class DynamoDBStore(KeyItems, InvocationItems, OverrideItems, TagItems):
                 raise RuntimeError(f"consolidation of {day}: items left unprocessed after retries")
         return len(requests)
 
-    # -- LeaseStore (metering/budget.py) ------------------------------------
-
-    def _quota_key(self, scope: str, day: str) -> dict[str, Any]:
-        return {"pk": s(f"QUOTA#{scope}"), "sk": s(day)}
-
-    async def _quota_item(self, scope: str, day: str) -> dict[str, Any]:
-        response = await self._api().get_item(
-            TableName=self.table, Key=self._quota_key(scope, day), ConsistentRead=True,
-        )
-        item: dict[str, Any] = response.get("Item", {})
-        return item
-
-    async def read_budget(self, scope: str, day: str) -> ScopeBudget:
-        return _budget(await self._quota_item(scope, day))
-
-    async def claim_lease(self, scope: str, day: str, model: str, holder: str, amount: int, quota: int,
-                          expires_at: float) -> tuple[bool, ScopeBudget]:
-        if amount > quota:
-            return False, await self.read_budget(scope, day)
-        # Condition expressions have no arithmetic: compare with quota - amount, and only
-        # once no micro-USD attribute holds part of the spend (`_fold_legacy`).
-        update = _update(self._quota_key(scope, day),
-                         {committed_attribute(model): amount, _lease_name(model, holder): amount},
-                         sets={_expiry_name(model, holder): n(expires_at)},
-                         set_if_absent={"ttl": n(_epoch(day) + QUOTA_TTL_DAYS * _DAY)})
-        update["ConditionExpression"] = "(attribute_not_exists(#a0) OR #a0 <= :limit) AND attribute_not_exists(#old)"
-        update["ExpressionAttributeNames"]["#old"] = legacy_committed_attribute(model)
-        update["ExpressionAttributeValues"][":limit"] = n(quota - amount)
-        for _ in range(_CONFLICT_RETRIES):
-            try:
-                response = await self._update_item(update, ReturnValues="ALL_NEW",
-                                                   ReturnValuesOnConditionCheckFailure="ALL_OLD")
-            except ClientError as exc:
-                if error_code(exc) != "ConditionalCheckFailedException":
-                    raise
-                if await self._fold_legacy(scope, day, model):
-                    continue  # the old attribute was in the way: look again
-                old = exc.response.get("Item")
-                return False, _budget(old) if old is not None else await self.read_budget(scope, day)
-            return True, _budget(response.get("Attributes", {}))
-        raise StoreError(f"lease claim on {scope} {day} {model}: its micro-USD spend kept coming back "
-                         "(replicas of a version before issue #16 still running?)")
-
-    async def _fold_legacy(self, scope: str, day: str, model: str) -> bool:
-        """Move `model`'s micro-USD committed spend (written before issue #16) into its
-        pico-USD attribute, atomically; False when the item has none."""
-        old = (await self._quota_item(scope, day)).get(legacy_committed_attribute(model))
-        if old is None:
-            return False
-        try:
-            await self._update_item({
-                "Key": self._quota_key(scope, day),
-                "UpdateExpression": "SET #new = if_not_exists(#new, :zero) + :pico REMOVE #old",
-                "ConditionExpression": "#old = :micro",
-                "ExpressionAttributeNames": {"#new": committed_attribute(model), "#old": legacy_committed_attribute(model)},
-                "ExpressionAttributeValues": {":zero": n(0), ":pico": n(int(old["N"]) * PICO_PER_MICRO),
-                                              ":micro": old},
-            })
-        except ClientError as exc:
-            if error_code(exc) != "ConditionalCheckFailedException":
-                raise  # else it changed since the read (folded or added to): the caller looks again
-        return True
-
-    async def renew_lease(self, scope: str, day: str, model: str, holder: str, give_back: int,
-                          expires_at: float | None, *, drop: bool = False) -> bool:
-        lease, expiry = _lease_name(model, holder), _expiry_name(model, holder)
-        key = self._quota_key(scope, day)
-        if drop:
-            try:
-                await self._update_item({
-                    "Key": key, "UpdateExpression": "ADD #c :back REMOVE #l, #e",
-                    "ConditionExpression": "#l = :amount",
-                    "ExpressionAttributeNames": {"#c": committed_attribute(model), "#l": lease, "#e": expiry},
-                    "ExpressionAttributeValues": {":back": n(-give_back), ":amount": n(give_back)},
-                })
-                return True
-            except ClientError as exc:
-                if error_code(exc) != "ConditionalCheckFailedException":
-                    raise  # it holds more than it gives back (or is gone): give back only
-        adds = {committed_attribute(model): -give_back, lease: -give_back} if give_back else {}
-        sets = {expiry: n(expires_at)} if expires_at is not None else {}
-        update = _update(key, adds, sets=sets)
-        if not update["UpdateExpression"]:
-            update["UpdateExpression"] = "SET #l = #l"
-        update["ExpressionAttributeNames"]["#l"] = lease
-        update["ConditionExpression"] = "attribute_exists(#l)"
-        try:
-            await self._update_item(update)
-        except ClientError as exc:
-            if error_code(exc) == "ConditionalCheckFailedException":
-                return False
-            raise
-        return True
-
-    async def reclaim_leases(self, scope: str, day: str, model: str, expired: Mapping[str, LeaseRecord]) -> bool:
-        if not expired:
-            return True
-        names: dict[str, str] = {"#c": committed_attribute(model)}
-        values: dict[str, Any] = {":delta": n(-sum(lease.amount for lease in expired.values()))}
-        removed: list[str] = []
-        conditions: list[str] = []
-        for i, (holder, lease) in enumerate(sorted(expired.items())):
-            names[f"#l{i}"], names[f"#e{i}"] = _lease_name(model, holder), _expiry_name(model, holder)
-            values[f":a{i}"] = n(lease.amount)
-            removed += [f"#l{i}", f"#e{i}"]
-            if lease.expires_at is None:
-                conditions.append(f"(#l{i} = :a{i} AND attribute_not_exists(#e{i}))")
-            else:
-                values[f":x{i}"] = n(lease.expires_at)
-                conditions.append(f"(#l{i} = :a{i} AND #e{i} = :x{i})")
-        try:
-            await self._update_item({
-                "Key": self._quota_key(scope, day),
-                "UpdateExpression": f"ADD #c :delta REMOVE {', '.join(removed)}",
-                "ConditionExpression": " AND ".join(conditions),
-                "ExpressionAttributeNames": names, "ExpressionAttributeValues": values,
-            })
-        except ClientError as exc:
-            if error_code(exc) == "ConditionalCheckFailedException":
-                return False
-            raise
-        return True
-
-    async def exhausted_models(self, scope: str, day: str) -> frozenset[str]:
-        item = await self._quota_item(scope, day)
-        return frozenset(item.get("exhausted", {}).get("SS", []))
-
-    async def mark_exhausted(self, scope: str, day: str, model: str) -> None:
-        await self._update_item({
-            "Key": self._quota_key(scope, day),
-            "UpdateExpression": "ADD exhausted :model SET #ttl = if_not_exists(#ttl, :ttl), #at = if_not_exists(#at, :at)",
-            "ExpressionAttributeNames": {"#ttl": "ttl", "#at": exhausted_at_attribute(model)},
-            "ExpressionAttributeValues": {":model": {"SS": [model]}, ":ttl": n(_epoch(day) + QUOTA_TTL_DAYS * _DAY),
-                                          ":at": {"N": repr(time.time())}},
-        })
-
-    async def exhaustion_times(self, scope: str, day: str) -> dict[str, float | None]:
-        item = await self._quota_item(scope, day)
-        at = {model: item.get(exhausted_at_attribute(model)) for model in item.get("exhausted", {}).get("SS", [])}
-        return {model: None if value is None else float(value["N"]) for model, value in at.items()}
-
     async def _update_item(self, update: dict[str, Any], **options: str) -> dict[str, Any]:
         """UpdateItem, retrying the conflicts a concurrent flush transaction causes."""
-        for attempt in range(_CONFLICT_RETRIES):
+        for attempt in range(CONFLICT_RETRIES):
             try:
                 response: dict[str, Any] = await self._api().update_item(TableName=self.table, **update, **options)
                 return response
             except ClientError as exc:
-                if error_code(exc) != "TransactionConflictException" or attempt == _CONFLICT_RETRIES - 1:
+                if error_code(exc) != "TransactionConflictException" or attempt == CONFLICT_RETRIES - 1:
                     raise
                 await asyncio.sleep(random.uniform(0.005, 0.02) * 2**attempt)  # noqa: S311 - jitter
         raise AssertionError("unreachable")
