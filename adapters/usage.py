@@ -44,7 +44,7 @@ class Usage:
         given = {k: v for k, v in fields.items() if v is not None}
         if not given:
             return self
-        values = {
+        values: dict[str, Any] = {
             "input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
             "cache_read_tokens": self.cache_read_tokens, "cache_write_tokens": self.cache_write_tokens,
             "speech_input_tokens": self.speech_input_tokens, "speech_output_tokens": self.speech_output_tokens,
