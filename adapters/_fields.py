@@ -20,6 +20,8 @@ _EMPTY: Mapping[str, Any] = {}
 
 def token_count(value: object) -> int | None:
     """A non-negative token count from an int, an integral float or a numeric string."""
+    if type(value) is int:  # the usual case, in one check (a bool's type is bool)
+        return value if value >= 0 else None
     if isinstance(value, bool):
         return None
     if isinstance(value, int):

@@ -47,6 +47,8 @@ def _with_tier(usage: Usage | None, document: Mapping[str, Any]) -> Usage | None
     if usage is None:
         return None
     service_tier, latency = said_by_converse(document)
+    if service_tier is None and latency is None:  # most bodies say neither
+        return usage
     return usage.merged(service_tier=service_tier, latency=latency)
 
 

@@ -82,6 +82,8 @@ def _latency(value: Any) -> str:
 def from_converse(document: Mapping[str, Any]) -> Tier:
     """`serviceTier.type` and `performanceConfig.latency` of a Converse request."""
     service, latency = said_by_converse(document)
+    if not service and not latency:  # most requests ask for neither: no new Tier
+        return STANDARD
     return Tier(service or "", latency or "")
 
 

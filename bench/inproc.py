@@ -1,8 +1,9 @@
 """CPU per request of the proxy's handler in one process, without the HTTP server or the
 load client: a steadier figure than `make bench` on a shared machine, for before/after.
 
-The data port's ASGI handler (`CostKeeper.serve`, trust mode, SQLite store, the
-production defaults otherwise) is called directly, `concurrency` requests at a time,
+The data port's ASGI handler (`CostKeeper.serve`, trust mode or, with `--auth sigv4`,
+SigV4 verification of a key issued in the store; SQLite store, the production
+defaults otherwise) is called directly, `concurrency` requests at a time,
 against `bench/upstream.py` served on the same event loop through the real upstream
 client (aiohttp, SigV4 re-signing). The figure is this process's CPU time divided by
 the requests, so it includes the stand-in upstream's share (the same for every
@@ -11,6 +12,11 @@ bursts. Under `py-spy record --format raw -- python -m bench.inproc …` it give
 profile of the proxy's own code that `bench/profile.py` sorts into components.
 
     python -m bench.inproc --op converse-stream --requests 2000
+    python -m bench.inproc --op converse --auth sigv4
+
+In sigv4 mode every request carries the same signature, made with botocore's
+`SigV4Auth` once per run (its date stays within the proxy's skew): the proxy
+verifies each one in full all the same.
 """
 
 from __future__ import annotations
@@ -27,13 +33,18 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
 
 from bench.upstream import serve as serve_upstream
 from proxy.app import CostKeeper
 from proxy.config import load_config
 from tests.processes import free_port
 
-__all__ = ["OPERATIONS", "cpu_per_request"]
+__all__ = ["AUTH_MODES", "OPERATIONS", "cpu_per_request"]
+
+AUTH_MODES = ("trust", "sigv4")
 
 _MODEL = "anthropic.claude-3-haiku-20240307-v1%3A0"
 _CONVERSE = json.dumps({"messages": [{"role": "user", "content": [{"text": "Say hello in one word."}]}],
@@ -48,6 +59,17 @@ OPERATIONS = {
 }
 
 
+def _signed(scope: dict[str, Any], body: bytes, access_key_id: str, secret: str) -> dict[str, Any]:
+    """`scope` with botocore's SigV4 headers for `body`, signed now (as an SDK signs)."""
+    host = dict(scope["headers"])[b"host"].decode()
+    request = AWSRequest(method=scope["method"], url=f"http://{host}{scope['raw_path'].decode()}", data=body,
+                         headers={name.decode(): value.decode() for name, value in scope["headers"]})
+    SigV4Auth(Credentials(access_key_id, secret), "bedrock", "us-east-1").add_auth(request)
+    added = [(name.lower().encode(), value.encode()) for name, value in request.headers.items()
+             if name.lower() in ("x-amz-date", "authorization", "x-amz-content-sha256")]
+    return {**scope, "headers": [*scope["headers"], *added]}
+
+
 def _scope(path: str, body: bytes) -> dict[str, Any]:
     headers = [(b"host", b"127.0.0.1:8080"), (b"content-type", b"application/json"),
                (b"content-length", str(len(body)).encode()), (b"user-agent", b"Boto3/1.35.0 md/Botocore#1.35.0"),
@@ -57,9 +79,11 @@ def _scope(path: str, body: bytes) -> dict[str, Any]:
             "server": ("127.0.0.1", 8080), "client": ("127.0.0.1", 5555)}
 
 
-async def cpu_per_request(op: str, requests: int, concurrency: int = 16, warm: int = 320) -> float:
+async def cpu_per_request(op: str, requests: int, concurrency: int = 16, warm: int = 320,
+                          auth: str = "trust") -> float:
     """µs of this process's CPU per request of `op`, after `warm` requests. The proxy's
-    AWS credentials come from the environment (`main` sets the bench's)."""
+    AWS credentials come from the environment (`main` sets the bench's). `auth`: the
+    proxy's `auth.mode`, trust or sigv4 (`AUTH_MODES`)."""
     path, body = OPERATIONS[op]
     scope = _scope(path, body)
     port = free_port()
@@ -67,7 +91,7 @@ async def cpu_per_request(op: str, requests: int, concurrency: int = 16, warm: i
     with tempfile.TemporaryDirectory() as tmp:
         config_path = Path(tmp) / "config.yaml"
         config_path.write_text(yaml.safe_dump({
-            "region": "us-east-1", "auth": {"mode": "trust"},
+            "region": "us-east-1", "auth": {"mode": auth},
             "upstream": {"endpoint_url": f"http://127.0.0.1:{port}"},
             "store": {"backend": "sqlite", "path": str(Path(tmp) / "store.db")},
         }))
@@ -79,6 +103,9 @@ async def cpu_per_request(op: str, requests: int, concurrency: int = 16, warm: i
                 break
             await asyncio.sleep(0.02)
         await keeper.startup()
+        if auth == "sigv4":
+            issued = await keeper.store.create_key("bench", "bench")
+            scope = _signed(scope, body, issued.access_key_id, issued.secret)
         statuses: list[int] = []
 
         async def one() -> None:
@@ -122,11 +149,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--op", choices=sorted(OPERATIONS), default="converse")
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--auth", choices=AUTH_MODES, default="trust")
     args = parser.parse_args(argv)
     os.environ.update(AWS_ACCESS_KEY_ID="AKIDBENCHUPSTREAM001", AWS_SECRET_ACCESS_KEY="bench-secret")
     with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):  # the access log
-        cpu = asyncio.run(cpu_per_request(args.op, args.requests, args.concurrency))
-    print(f"{args.op}: {cpu:.0f} µs of CPU per request (handler in process, stand-in upstream included)")
+        cpu = asyncio.run(cpu_per_request(args.op, args.requests, args.concurrency, auth=args.auth))
+    print(f"{args.op} ({args.auth}): {cpu:.0f} µs of CPU per request (handler in process, stand-in upstream included)")
     return 0
 
 

@@ -16,6 +16,7 @@ import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
+from types import EllipsisType
 from typing import Any
 
 from adapters.usage import Usage
@@ -167,13 +168,17 @@ class UsageEvent:
         cached: bool = False,
         hung_up: bool = False,
         tags: Tags = (),
+        cost: int | None | EllipsisType = ...,
     ) -> UsageEvent:
         """Price `usage` for `model` (the model used, not the one requested).
 
         An unpriced model is still metered — cost 0, `priced=False` — so its
-        tokens show up in reports instead of vanishing.
+        tokens show up in reports instead of vanishing. `cost`: what `prices`
+        says `usage` costs on `model`, when the caller has priced it already
+        (to settle a lease); `...`: price it here.
         """
-        cost = prices.cost_pico_usd(model, usage)
+        if cost is ...:
+            cost = prices.cost_pico_usd(model, usage)
         return cls(
             request_id=request_id,
             timestamp=timestamp,

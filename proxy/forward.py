@@ -27,6 +27,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from types import EllipsisType
 from typing import Any
 
 from starlette.types import Receive, Scope, Send
@@ -468,9 +469,11 @@ class ProxyHandler:
         if not plan.model:
             return None
         self._admission.settle_rate(plan, usage)
-        reserved, lease = self._admission.settle(plan, usage)
+        # Priced once, here: the lease is settled with the cost the event carries.
+        cost = self._prices.cost_pico_usd(plan.model, usage)
+        reserved, lease = self._admission.settle_cost(plan, cost or 0)
         event = self._event(route, caller, plan, status, request_id or new_request_id(), usage, started, first_byte,
-                            hung_up, reserved, lease)
+                            hung_up, reserved, lease, cost)
         self._recorder.record(event)
         return event
 
@@ -485,10 +488,11 @@ class ProxyHandler:
 
     def _event(self, route: Route, caller: Caller, plan: Plan, status: int, request_id: str, usage: Usage,
                started: float, first_byte: float | None, hung_up: bool = False, reserved: int = 0,
-               lease: str = "") -> UsageEvent:
+               lease: str = "", cost: int | None | EllipsisType = ...) -> UsageEvent:
         return UsageEvent.from_usage(
             usage,
             self._prices,
+            cost=cost,
             request_id=request_id,
             # The admission's time: reserved, settled, aggregated and reported on its UTC day.
             timestamp=plan.admitted_at or time.time(),

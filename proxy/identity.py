@@ -181,7 +181,7 @@ class Authenticator:
         try:
             head = check_signed_head(
                 parsed,
-                [(name.decode("latin-1"), value.decode("latin-1")) for name, value in headers],
+                ((name.decode("latin-1"), value.decode("latin-1")) for name, value in headers),
                 max_skew_seconds=self._config.max_skew_seconds,
             )
         except BedrockError as error:

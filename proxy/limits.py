@@ -127,7 +127,25 @@ def _visible_ascii(text: str) -> bool:
     return text.isascii() and text.isprintable() and " " not in text
 
 
+#: Request targets (path, query) already found well-formed: a client sends the same few
+#: paths request after request (issue #20). Bounded: emptied when full; long ones not kept.
+_GOOD_TARGETS: set[tuple[str, str]] = set()
+_GOOD_TARGETS_MAX = 512
+_GOOD_TARGET_LENGTH_MAX = 512
+
+
 def _check_target(raw_path: str, raw_query: str) -> None:
+    target = (raw_path, raw_query)
+    if target in _GOOD_TARGETS:
+        return
+    _check_new_target(raw_path, raw_query)
+    if len(raw_path) + len(raw_query) <= _GOOD_TARGET_LENGTH_MAX:
+        if len(_GOOD_TARGETS) >= _GOOD_TARGETS_MAX:
+            _GOOD_TARGETS.clear()
+        _GOOD_TARGETS.add(target)
+
+
+def _check_new_target(raw_path: str, raw_query: str) -> None:
     if not (_visible_ascii(raw_path) and _visible_ascii(raw_query)):
         raise ValidationException("The request target contains characters other than visible ASCII.")
     if "\\" in raw_path:

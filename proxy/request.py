@@ -16,6 +16,7 @@ from proxy import strict_json
 from proxy.errors import RequestTimeoutException, ValidationException, refusal
 from proxy.inflight import Reservation
 from proxy.routing import JSON_BODY, Operation, Route
+from proxy.stall_watch import StallWatch
 from proxy.strict_json import BadNumber
 
 __all__ = ["ClientGone", "header", "json_body", "read_body"]
@@ -60,7 +61,7 @@ async def read_body(
                 raise ValidationException(f"The request body of {declared} bytes exceeds the limit of {limit} bytes.")
     if reservation is not None and declared is not None:
         reservation.hold(declared)
-    watch = _StallWatch(chunk_timeout) if chunk_timeout is not None else None
+    watch = StallWatch(chunk_timeout) if chunk_timeout is not None else None
     try:
         return await _read_chunks(receive, limit, None if declared is not None else reservation, watch)
     except asyncio.CancelledError:
@@ -75,7 +76,7 @@ async def read_body(
             watch.stop()
 
 
-async def _read_chunks(receive: Receive, limit: int, growing: Reservation | None, watch: _StallWatch | None) -> bytes:
+async def _read_chunks(receive: Receive, limit: int, growing: Reservation | None, watch: StallWatch | None) -> bytes:
     """`growing`: the reservation of a body of undeclared length, held as chunks arrive."""
     chunks: list[bytes] = []
     size = 0
@@ -94,43 +95,6 @@ async def _read_chunks(receive: Receive, limit: int, growing: Reservation | None
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
-
-
-class _StallWatch:
-    """Cancels the reading task once `timeout` seconds pass without a chunk.
-
-    One timer per body, moved on only when it fires: `asyncio.timeout` around each
-    `receive()` cost 10 µs a chunk (a timer armed and cancelled each time), 3 % of a
-    request's CPU (bench/RESULTS.md); this costs one timer and a clock read per chunk."""
-
-    __slots__ = ("_handle", "_last", "_loop", "_task", "_timeout", "fired")
-
-    def __init__(self, timeout: float) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._task = asyncio.current_task()
-        self._timeout = timeout
-        self._last = self._loop.time()
-        self.fired = False
-        self._handle = self._loop.call_at(self._last + timeout, self._check)
-
-    def fed(self) -> None:
-        self._last = self._loop.time()
-
-    def _check(self) -> None:
-        due = self._last + self._timeout
-        if self._loop.time() < due:
-            self._handle = self._loop.call_at(due, self._check)
-        elif self._task is not None:
-            self.fired = True
-            self._task.cancel()
-
-    def forgive(self) -> None:
-        """The cancellation was ours: take it back, so the task answers the client."""
-        if self._task is not None:
-            self._task.uncancel()
-
-    def stop(self) -> None:
-        self._handle.cancel()
 
 
 def json_body(route: Route, body: bytes) -> dict[str, Any] | None:

@@ -54,8 +54,8 @@ from proxy.h2_upstream import H2Exchange
 from proxy.sigv4 import (
     SIGNING_SERVICE,
     STREAMING_PAYLOAD,
-    BytesRequest,
     KeptKeySigV4Auth,
+    PlainRequest,
     SignedHeaders,
 )
 from proxy.upstream_errors import UpstreamBroken, UpstreamUnavailable
@@ -200,26 +200,6 @@ def _cause(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
-class _SigningRequest(BytesRequest):
-    """The request botocore signs for Bedrock, its headers a plain dict.
-
-    It carries only what botocore sets itself (`X-Amz-Date`, a session token,
-    `Authorization`) and a declared payload hash, always in botocore's own spelling:
-    botocore's `HTTPHeaders` (an `email.message.Message`, case-insensitive) costs more
-    than the whole rest of the request here, and nothing else reads these headers.
-    """
-
-    def __init__(self, method: str, url: str, data: bytes) -> None:  # noqa: PLW0231 (AWSRequest's, minus HTTPHeaders)
-        self.method = method
-        self.url = url
-        self.data = data
-        self.headers: dict[str, str] = {}
-        self.params: dict[str, str] = {}
-        self.auth_path = None
-        self.stream_output = False
-        self.context: dict[str, Any] = {}
-
-
 #: The clock `X-Amz-Date` is read from: seconds since the epoch, as botocore's
 #: `datetime.now(timezone.utc)` reads it (a module attribute, so tests can freeze it).
 _clock: Callable[[], float] = time.time
@@ -286,7 +266,7 @@ def sign(credentials: Any, region: str, method: str, url: str, headers: dict[str
     """`headers` (lower-case names, `host` included, no client credentials) plus
     botocore's SigV4: `X-Amz-Date`, `Authorization`, a session token if any.
     `payload_hash`: declared and signed instead of the body's (a signed event stream)."""
-    request = _SigningRequest(method, url, body)
+    request = PlainRequest(method, url, body)
     if payload_hash is not None:
         request.headers["X-Amz-Content-SHA256"] = payload_hash
     _Signer(credentials, region, headers).add_auth(request)

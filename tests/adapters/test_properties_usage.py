@@ -6,6 +6,7 @@ non-negative ints, and text readers return a string. They document no error
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -134,3 +135,26 @@ def test_body_watcher_always_meters(
     watcher = BodyUsageWatcher(operation, model_id, request, max_bytes=4096)
     watcher.feed(body)
     assert_usage(watcher.finish(status, headers), optional=False)
+
+
+_OPTIONAL_COUNTS = st.none() | st.integers(min_value=0, max_value=10**9)
+_OPTIONAL_TEXT = st.none() | st.sampled_from(["", "priority", "flex", "optimized"])
+
+
+@PROPERTY
+@given(usage=st.builds(Usage, _OPTIONAL_COUNTS.map(lambda n: n or 0), st.integers(0, 10**9),
+                       st.integers(0, 10**9), st.integers(0, 10**9), st.integers(0, 10**9),
+                       st.integers(0, 10**9), st.booleans(), _OPTIONAL_TEXT, _OPTIONAL_TEXT),
+       changes=st.fixed_dictionaries({}, optional={
+           "input_tokens": _OPTIONAL_COUNTS, "output_tokens": _OPTIONAL_COUNTS,
+           "cache_read_tokens": _OPTIONAL_COUNTS, "cache_write_tokens": _OPTIONAL_COUNTS,
+           "speech_input_tokens": _OPTIONAL_COUNTS, "speech_output_tokens": _OPTIONAL_COUNTS,
+           "estimated": st.none() | st.booleans(), "service_tier": _OPTIONAL_TEXT, "latency": _OPTIONAL_TEXT}))
+def test_merged_is_replace_of_the_fields_given(usage: Usage, changes: dict[str, Any]) -> None:
+    """`Usage.merged` spells out the copy `dataclasses.replace` makes: it must name every
+    field (one added to `Usage` and not to `merged` would be silently dropped)."""
+    expected = dataclasses.replace(usage, **{k: v for k, v in changes.items() if v is not None})
+    assert usage.merged(**changes) == expected
+    assert {f.name for f in dataclasses.fields(Usage)} == {
+        "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "speech_input_tokens",
+        "speech_output_tokens", "estimated", "service_tier", "latency"}

@@ -12,6 +12,7 @@ from typing import Any
 
 from adapters import family_of
 from adapters.translate import can_translate
+from adapters.usage import Usage
 from metering.events import UsageEvent, utc_day
 from metering.leases import BudgetLeases
 from metering.pricing import Price, PriceTable
@@ -85,13 +86,27 @@ class Upstream:
         return Response()
 
 
-def _handler(upstream: Upstream, clock: list[float]) -> tuple[ProxyHandler, Recorder, BudgetLeases]:
+class CountingPrices(PriceTable):
+    """Counts how often the usage of the stand-in's answer (5 in, 2 out) is priced."""
+
+    def __init__(self) -> None:
+        super().__init__(PRICES)
+        self.answers_priced = 0
+
+    def cost_pico_usd(self, model_id: str, usage: Usage) -> int | None:
+        if (usage.input_tokens, usage.output_tokens) == (5, 2):
+            self.answers_priced += 1
+        return super().cost_pico_usd(model_id, usage)
+
+
+def _handler(upstream: Upstream, clock: list[float],
+             prices: PriceTable | None = None) -> tuple[ProxyHandler, Recorder, BudgetLeases]:
     policies = build_policies(
         models={"premium": NOVA}, fallback=["premium"], quotas=None,
         orgs={"acme": {"daily_quota_usd": {"premium": 1}}},
         priced=lambda m: m in PRICES, family_of=family_of, can_translate=can_translate,
     )
-    prices = PriceTable(PRICES)
+    prices = prices or PriceTable(PRICES)
     leases = BudgetLeases(CountingStore(), clock=lambda: clock[0])
     admission = Admission(policies, QuotaSelector(leases), prices, RateLimiter(), clock=lambda: clock[0])
     recorder = Recorder()
@@ -140,6 +155,19 @@ def test_a_request_across_midnight_is_settled_on_the_day_it_was_admitted() -> No
     assert event.reserved_pico_usd == event.cost_pico_usd > 0 and event.lease
     assert leases.busy(event.lease) == event.reserved_pico_usd  # settled on the lease it was admitted on
     assert all(key[1] == "2026-11-18" for key in leases.held())
+
+
+def test_a_request_on_a_lease_is_priced_once_for_its_settlement_and_its_event() -> None:
+    """Issue #20: the lease is settled with the cost the usage event carries, not a second
+    pricing of the same usage."""
+    clock = [BEFORE_MIDNIGHT - 3600]
+    prices = CountingPrices()
+    handler, recorder, leases = _handler(Upstream(), clock, prices)
+    assert _call(handler)[0]["status"] == 200
+    [event] = recorder.events
+    assert event.lease and event.reserved_pico_usd == event.cost_pico_usd > 0
+    assert leases.busy(event.lease) == event.cost_pico_usd
+    assert prices.answers_priced == 1
 
 
 def test_a_failure_before_the_upstream_call_records_the_request_and_gives_its_worst_case_back() -> None:

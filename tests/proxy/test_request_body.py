@@ -19,8 +19,9 @@ from hypothesis import strategies as st
 
 from proxy.errors import RequestTimeoutException, ServiceUnavailableException, ValidationException
 from proxy.inflight import BodyBudget
-from proxy.request import _StallWatch, json_body, read_body
+from proxy.request import json_body, read_body
 from proxy.routing import Operation, Route
+from proxy.stall_watch import StallWatch
 
 pytestmark = pytest.mark.anyio
 
@@ -119,13 +120,46 @@ def test_the_budget_never_exceeds_its_limit_and_releases_exactly(steps: list[tup
 
 
 async def test_the_stall_watch_moves_on_while_chunks_arrive() -> None:
-    """One timer per body: when it comes due after a recent chunk it is armed again
-    from that chunk, and only a real stall cancels the read (checked without a clock race)."""
-    watch = _StallWatch(100.0)
-    first = watch._handle
-    watch._check()  # not due: armed again for last chunk + timeout
-    assert not watch.fired and watch._handle is not first
+    """The bodies being read share one timer: when it comes due after a recent chunk it
+    is armed again from that chunk, and only a real stall cancels the read (checked
+    without a clock race: the sweep is called, the last chunk's time set)."""
+    watch = StallWatch(100.0)
+    stalls = watch._stalls
+    stalls.sweep()  # not due: armed again for last chunk + timeout
+    assert not watch.fired and watch in stalls.watches and stalls._handle is not None
     watch.stop()
+    assert watch not in stalls.watches
+
+
+async def test_only_the_stalled_bodies_are_cancelled() -> None:
+    """Of the bodies read at once, a sweep cancels each that went `timeout` without a
+    chunk, and none other; the timer is then armed for the first of the rest."""
+    loop = asyncio.get_running_loop()
+    gate = asyncio.Event()
+    watches: dict[str, StallWatch] = {}
+
+    async def reading(name: str, seconds: float) -> None:
+        watches[name] = StallWatch(seconds)
+        try:
+            await gate.wait()
+        finally:
+            watches[name].stop()
+
+    tasks = {name: asyncio.create_task(reading(name, seconds))
+             for name, seconds in (("stalled", 10.0), ("fed", 10.0), ("longer", 1000.0))}
+    await asyncio.sleep(0)
+    watches["stalled"].last = loop.time() - 11
+    watches["fed"].last = loop.time() - 11
+    watches["fed"].fed()
+    watches["longer"].last = loop.time() - 11
+    stalls = watches["fed"]._stalls
+    stalls.sweep()
+    assert [name for name, watch in watches.items() if watch.fired] == ["stalled"]
+    assert stalls._due == watches["fed"].last + 10.0
+    gate.set()
+    await asyncio.gather(*tasks.values(), return_exceptions=True)
+    assert tasks["stalled"].cancelled() and not tasks["fed"].cancelled() and not tasks["longer"].cancelled()
+    assert not stalls.watches
 
 
 @pytest.mark.parametrize("operation", [Operation.INVOKE_MODEL, Operation.CONVERSE])
