@@ -54,6 +54,7 @@ from metering.secret_keys import KeyFile, KeySource, StaticKeys
 from metering.sqlite_invocations import INVOCATIONS_SCHEMA, InvocationRows
 from metering.sqlite_keys import KeyRows
 from metering.sqlite_overrides import OVERRIDES_SCHEMA, OverrideRows
+from metering.sqlite_rows import insert_rows, statement
 from metering.sqlite_tags import TAG_JOIN, TAG_VALUE, TAGS_SCHEMA, event_tags, store_tags
 from metering.sqlite_units import convert_to_pico_usd
 from metering.store import (
@@ -166,24 +167,18 @@ CREATE TABLE IF NOT EXISTS meta (
 );
 """
 
-_INSERT_EVENT = (
-    f"INSERT OR IGNORE INTO usage_events ({', '.join(_EVENT_COLUMNS)}) "
-    f"VALUES ({', '.join('?' * len(_EVENT_COLUMNS))})"
-)
+_INSERT_EVENT = f"INSERT OR IGNORE INTO usage_events ({', '.join(_EVENT_COLUMNS)})"
+_EVENT_ROW = f"({', '.join('?' * len(_EVENT_COLUMNS))})"
 #: Request ids per duplicate check: far below SQLite's bound-parameter limit (999 before 3.32).
 _IDS_PER_QUERY = 500
-_ADD_RATE = """
-INSERT INTO model_rates (model, slot, tpm, rpm) VALUES (?, ?, ?, ?)
-ON CONFLICT (model, slot) DO UPDATE SET tpm = tpm + excluded.tpm, rpm = rpm + excluded.rpm
-"""
-_ADD_COMMITTED = """
-INSERT INTO quota_committed (scope, day, model, committed_pico_usd) VALUES (?, ?, ?, ?)
-ON CONFLICT (scope, day, model) DO UPDATE SET committed_pico_usd = committed_pico_usd + excluded.committed_pico_usd
-"""
-_SETTLE = """
-INSERT INTO quota_leases (scope, day, model, holder, amount, expires_at) VALUES (?, ?, ?, ?, ?, NULL)
-ON CONFLICT (scope, day, model, holder) DO UPDATE SET amount = amount + excluded.amount
-"""
+#: (head, one row's placeholders, tail): `metering/sqlite_rows.py` makes the statements.
+_ADD_RATE = ("INSERT INTO model_rates (model, slot, tpm, rpm)", "(?, ?, ?, ?)",
+             "ON CONFLICT (model, slot) DO UPDATE SET tpm = tpm + excluded.tpm, rpm = rpm + excluded.rpm")
+_ADD_COMMITTED = ("INSERT INTO quota_committed (scope, day, model, committed_pico_usd)", "(?, ?, ?, ?)",
+                  "ON CONFLICT (scope, day, model) DO UPDATE "
+                  "SET committed_pico_usd = committed_pico_usd + excluded.committed_pico_usd")
+_SETTLE = ("INSERT INTO quota_leases (scope, day, model, holder, amount, expires_at)", "(?, ?, ?, ?, ?, NULL)",
+           "ON CONFLICT (scope, day, model, holder) DO UPDATE SET amount = amount + excluded.amount")
 # SUM of a 64-bit column raises on overflow: the cost is summed as whole micro-USD
 # and the rest (integer division and remainder), exact far beyond 2^63 pico-USD.
 _SUMS = f"""
@@ -366,23 +361,24 @@ class SQLiteStore(KeyRows, InvocationRows, OverrideRows):
         if cursor.rowcount == 0:
             return False
         # Only events stored now count: a request id seen before (in an earlier batch,
-        # or earlier in this one) was counted then. One SELECT and one executemany
-        # instead of a statement per event: a flush holds the GIL for less time.
+        # or earlier in this one) was counted then. One SELECT, and multi-row INSERTs
+        # rather than a statement step per row: a busy event loop would otherwise make
+        # the flush wait for the GIL once per row (metering/sqlite_rows.py).
         fresh = self._unseen(events)
-        self._conn.executemany(_INSERT_EVENT, [_event_params(event) for event in fresh])
+        insert_rows(self._conn, [_event_params(event) for event in fresh], _INSERT_EVENT, _EVENT_ROW)
         store_tags(self._conn, fresh, self.max_tag_values)
         counted = Aggregate(fresh, rows=False)  # the rows are the events themselves
-        self._conn.executemany(_ADD_RATE, [
+        insert_rows(self._conn, [
             (model, f"{day}#{minute}", rate.tokens, rate.requests)
             for (day, minute, model), rate in sorted(counted.rates.items())
-        ])
-        self._conn.executemany(_ADD_COMMITTED, [
+        ], *_ADD_RATE)
+        insert_rows(self._conn, [
             (scope, day, model, delta) for (scope, day, model), delta in sorted(counted.committed.items())
-        ])
-        self._conn.executemany(_SETTLE, [
+        ], *_ADD_COMMITTED)
+        insert_rows(self._conn, [
             (scope, day, model, holder, -reserved)
             for (scope, day, model, holder), reserved in sorted(counted.settled.items()) if reserved
-        ])
+        ], *_SETTLE)
         return True
 
     def _unseen(self, events: list[UsageEvent]) -> list[UsageEvent]:
@@ -493,7 +489,7 @@ class SQLiteStore(KeyRows, InvocationRows, OverrideRows):
             ).fetchone()
             if (row[0] if row else 0) + amount > quota:
                 return False, self._budget(scope, day)
-            self._conn.execute(_ADD_COMMITTED, (scope, day, model, amount))
+            self._conn.execute(statement(*_ADD_COMMITTED), (scope, day, model, amount))
             self._conn.execute(
                 "INSERT INTO quota_leases (scope, day, model, holder, amount, expires_at) VALUES (?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (scope, day, model, holder) DO UPDATE SET amount = amount + excluded.amount, "
@@ -513,7 +509,7 @@ class SQLiteStore(KeyRows, InvocationRows, OverrideRows):
             if row is None:
                 return False
             if give_back:
-                self._conn.execute(_ADD_COMMITTED, (scope, day, model, -give_back))
+                self._conn.execute(statement(*_ADD_COMMITTED), (scope, day, model, -give_back))
             if drop and row[0] == give_back:
                 self._conn.execute(
                     "DELETE FROM quota_leases WHERE scope = ? AND day = ? AND model = ? AND holder = ?", key)
@@ -539,7 +535,7 @@ class SQLiteStore(KeyRows, InvocationRows, OverrideRows):
                     "DELETE FROM quota_leases WHERE scope = ? AND day = ? AND model = ? AND holder = ?", key)
                 total += lease.amount
             if total:
-                self._conn.execute(_ADD_COMMITTED, (scope, day, model, -total))
+                self._conn.execute(statement(*_ADD_COMMITTED), (scope, day, model, -total))
             return True
 
         try:

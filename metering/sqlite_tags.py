@@ -13,6 +13,7 @@ import sqlite3
 from collections.abc import Sequence
 
 from metering.events import UsageEvent
+from metering.sqlite_rows import insert_rows
 from metering.tags import OTHER, Tags, make_tags
 
 __all__ = ["TAG_JOIN", "TAG_VALUE", "TAGS_SCHEMA", "event_tags", "store_tags"]
@@ -45,7 +46,7 @@ def store_tags(conn: sqlite3.Connection, events: Sequence[UsageEvent], max_value
     if its (org, key, day) has a slot for it, else as `other`."""
     rows = [(event.request_id, key, _kept(conn, event.org, key, event.day, value, max_values))
             for event in events for key, value in event.tags]
-    conn.executemany("INSERT OR IGNORE INTO usage_event_tags (request_id, key, value) VALUES (?, ?, ?)", rows)
+    insert_rows(conn, rows, "INSERT OR IGNORE INTO usage_event_tags (request_id, key, value)", "(?, ?, ?)")
 
 
 def _kept(conn: sqlite3.Connection, org: str, key: str, day: str, value: str, max_values: int) -> str:
