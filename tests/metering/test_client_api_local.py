@@ -23,20 +23,28 @@ pytestmark = pytest.mark.anyio
 MICRO, LITE = "amazon.nova-micro-v1:0", "amazon.nova-lite-v1:0"
 
 
+async def _started(tmp_path: Path, settings: dict[str, Any]) -> tuple[CostKeeper, httpx.AsyncClient]:
+    """A started CostKeeper on SQLite with the test prices and bearer keys over HTTP,
+    plus `settings`, and a client of its admin app."""
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({
+        "pricing": TEST_PRICING, "store": {"backend": "sqlite", "path": str(tmp_path / "store.db")},
+        "auth": {"allow_bearer_over_http": True}, **settings,
+    }))
+    keeper = CostKeeper(load_config(path, environ={}))
+    await keeper.startup()
+    return keeper, httpx.AsyncClient(transport=httpx.ASGITransport(app=create_admin_app(keeper)),
+                                     base_url="http://admin")
+
+
 async def test_the_same_report_sent_twice_at_once_is_recorded_once(tmp_path: Path, aws_env: None) -> None:
     """A client that times out and resends while its first report is still being checked
     sends the same id twice at once. On the SQLite store the claim is a look-up of the
     stored event, which takes a thread hop: both requests must not pass it."""
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump({
-        "pricing": TEST_PRICING,
-        "store": {"backend": "sqlite", "path": str(tmp_path / "store.db")},
-        "auth": {"allow_bearer_over_http": True},
-    }))
-    keeper = CostKeeper(load_config(path, environ={}))
-    await keeper.startup()
+    keeper, admin = await _started(tmp_path, {})
     recorded: list[UsageEvent] = []
     record = keeper.recorder.record
+
     def recording(event: UsageEvent) -> None:
         recorded.append(event)
         record(event)
@@ -59,7 +67,6 @@ async def test_the_same_report_sent_twice_at_once_is_recorded_once(tmp_path: Pat
         return await get_event(request_id)
 
     keeper.store.get_event = overlapping_get_event  # type: ignore[method-assign]
-    admin = httpx.AsyncClient(transport=httpx.ASGITransport(app=create_admin_app(keeper)), base_url="http://admin")
     try:
         key = await keeper.store.create_key("acme", "batch")
         document = {"model": MICRO, "input_tokens": 100, "output_tokens": 0, "request_id": "job-1"}
@@ -92,18 +99,11 @@ async def test_select_while_the_quota_state_is_unreadable_answers_as_the_proxy_w
     """The store cannot be read: the proxy serves a fail-open org unchecked and answers a
     fail-closed one 503 (retryable). `/v1/select` says the same, not a 400
     ServiceQuotaExceededException (an SDK does not retry it: the job would stop)."""
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump({
-        "pricing": TEST_PRICING,
+    keeper, admin = await _started(tmp_path, {
         "models": {"small": MICRO, "medium": LITE},
         "fallback": ["small", "medium"],
         "orgs": {"acme": {"daily_quota_usd": {"small": 1.0}, "fail_closed": fail_closed}},
-        "store": {"backend": "sqlite", "path": str(tmp_path / "store.db")},
-        "auth": {"allow_bearer_over_http": True},
-    }))
-    keeper = CostKeeper(load_config(path, environ={}))
-    await keeper.startup()
-    admin = httpx.AsyncClient(transport=httpx.ASGITransport(app=create_admin_app(keeper)), base_url="http://admin")
+    })
     try:
         key = await keeper.store.create_key("acme", "batch")
 
@@ -127,19 +127,12 @@ async def test_select_while_the_quota_state_is_unreadable_answers_as_the_proxy_w
 async def test_select_says_tight_once_little_of_the_quota_is_left(tmp_path: Path, aws_env: None) -> None:
     """`mode` is the proxy's: NORMAL with most of the quota left, TIGHT once under a tenth
     of it is (reported usage spends it here), still the model asked for."""
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump({
-        "pricing": TEST_PRICING,
+    keeper, admin = await _started(tmp_path, {
         "models": {"small": MICRO, "medium": LITE},
         "fallback": ["small", "medium"],
         "orgs": {"acme": {"daily_quota_usd": {"small": 1.0}}},
-        "store": {"backend": "sqlite", "path": str(tmp_path / "store.db")},
         "metering": {"flush_interval": 0.02},
-        "auth": {"allow_bearer_over_http": True},
-    }))
-    keeper = CostKeeper(load_config(path, environ={}))
-    await keeper.startup()
-    admin = httpx.AsyncClient(transport=httpx.ASGITransport(app=create_admin_app(keeper)), base_url="http://admin")
+    })
     try:
         key = await keeper.store.create_key("acme", "batch")
         auth = {"Authorization": f"Bearer {key.bearer_token}"}
@@ -168,20 +161,15 @@ async def test_a_claimed_report_is_journaled_before_anything_else_runs(tmp_path:
     claim and the record must have no await between them: whenever anything else runs
     (here, the quota reservation of any record of the batch), every claimed id of the
     batch is already recorded."""
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump({
-        "pricing": TEST_PRICING,
+    keeper, admin = await _started(tmp_path, {
         "models": {"small": MICRO},
         "fallback": ["small"],
         "orgs": {"acme": {"daily_quota_usd": {"small": 100.0}}},
-        "store": {"backend": "sqlite", "path": str(tmp_path / "store.db")},
-        "auth": {"allow_bearer_over_http": True},
-    }))
-    keeper = CostKeeper(load_config(path, environ={}))
-    await keeper.startup()
+    })
     recorded: set[str] = set()
     claimed: set[str] = set()
     record = keeper.recorder.record
+
     def recording(event: UsageEvent) -> None:
         recorded.add(event.request_id)
         record(event)
@@ -204,7 +192,6 @@ async def test_a_claimed_report_is_journaled_before_anything_else_runs(tmp_path:
         return await reserve(*args, **kwargs)
 
     keeper.selector.reserve = watching_reserve  # type: ignore[method-assign]
-    admin = httpx.AsyncClient(transport=httpx.ASGITransport(app=create_admin_app(keeper)), base_url="http://admin")
     try:
         key = await keeper.store.create_key("acme", "batch")
         records = [{"model": MICRO, "input_tokens": 1000, "output_tokens": 10, "request_id": f"job-{index}"}
