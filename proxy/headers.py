@@ -45,19 +45,11 @@ _OWN_PREFIX = "x-costkeeper-"
 #: once: a raw header name → (its lower-case name, whether it never goes upstream,
 #: whether it never goes to the client; `keep_length=False` is checked on its own).
 #: Client-chosen names included, so it is bounded.
-_NAMES: dict[bytes, tuple[str, bool, bool]] = {}
-_NAMES_KEPT = 1024
-
-
+@functools.lru_cache(maxsize=1024)
 def _name(raw: bytes) -> tuple[str, bool, bool]:
-    known = _NAMES.get(raw)
-    if known is None:
-        if len(_NAMES) >= _NAMES_KEPT:
-            _NAMES.clear()
-        name = raw.decode("latin-1").lower()
-        known = _NAMES[raw] = (name, name in _DROP_TO_UPSTREAM or name.startswith(_OWN_PREFIX),
-                               name in HOP_BY_HOP or name in _SERVER_SET)
-    return known
+    name = raw.decode("latin-1").lower()
+    return (name, name in _DROP_TO_UPSTREAM or name.startswith(_OWN_PREFIX),
+            name in HOP_BY_HOP or name in _SERVER_SET)
 
 
 @functools.lru_cache(maxsize=64)

@@ -44,6 +44,7 @@ a load balancer with header limits (an ALB: 64 KB) in front of an exposed port.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from urllib.parse import unquote
@@ -127,22 +128,15 @@ def _visible_ascii(text: str) -> bool:
     return text.isascii() and text.isprintable() and " " not in text
 
 
-#: Request targets (path, query) already found well-formed: a client sends the same few
-#: paths request after request (issue #20). Bounded: emptied when full; long ones not kept.
-_GOOD_TARGETS: set[tuple[str, str]] = set()
-_GOOD_TARGETS_MAX = 512
-_GOOD_TARGET_LENGTH_MAX = 512
+#: Longer targets are checked every time (the kept ones stay a few hundred KiB at most).
+_KEPT_TARGET_LENGTH_MAX = 512
 
 
 def _check_target(raw_path: str, raw_query: str) -> None:
-    target = (raw_path, raw_query)
-    if target in _GOOD_TARGETS:
-        return
-    _check_new_target(raw_path, raw_query)
-    if len(raw_path) + len(raw_query) <= _GOOD_TARGET_LENGTH_MAX:
-        if len(_GOOD_TARGETS) >= _GOOD_TARGETS_MAX:
-            _GOOD_TARGETS.clear()
-        _GOOD_TARGETS.add(target)
+    if len(raw_path) + len(raw_query) <= _KEPT_TARGET_LENGTH_MAX:
+        _check_kept_target(raw_path, raw_query)
+    else:
+        _check_new_target(raw_path, raw_query)
 
 
 def _check_new_target(raw_path: str, raw_query: str) -> None:
@@ -171,3 +165,8 @@ def _bad_segment(segments: list[str], index: int) -> ValidationException:
     if index == 2 and segments[1] == "model":
         return ValidationException(_INVALID_MODEL)  # Bedrock's words for a bad model id (proxy/routing.py)
     return ValidationException("The request path contains a dot segment or an encoded control character.")
+
+
+#: Targets already found well-formed: a client sends the same few paths request after
+#: request (issue #20). A refusal raises, so only well-formed ones are kept.
+_check_kept_target = functools.lru_cache(maxsize=512)(_check_new_target)

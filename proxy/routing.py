@@ -9,6 +9,7 @@ rather than signed with the proxy's credentials and sent on.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from enum import StrEnum
 from urllib.parse import unquote
@@ -82,33 +83,17 @@ class Route:
     model_id: str | None = None
 
 
-#: Model routes already parsed, by raw path (a Route is immutable): a client names the
-#: same few models request after request, and percent-decoding and checking the id
-#: cost 5 µs each time (issue #20). Bounded: emptied when full, so a client that
-#: varies its paths costs the proxy at most the parse it would have paid anyway.
-_MODEL_ROUTES: dict[str, Route] = {}
-_MODEL_ROUTES_MAX = 512
-#: Longer paths are parsed every time (the cache stays a few hundred KiB at most).
+#: Longer paths are parsed every time (the kept routes stay a few hundred KiB at most).
 _MODEL_ROUTE_PATH_MAX = 512
 
 
 def parse_route(method: str, raw_path: str) -> Route:
     """Map `POST /model/{id}/converse` etc. to a Route; raise a Bedrock-shaped error otherwise."""
-    if method == "POST":
-        known = _MODEL_ROUTES.get(raw_path)
-        if known is not None:
-            return known
     parts = raw_path.split("/")
     # parts[0] is "" for an absolute path.
     if len(parts) == 4 and parts[1] == "model" and method == "POST":
-        operation = _MODEL_ACTIONS.get(parts[3])
-        if operation is not None:
-            route = Route(operation, _model_id(parts[2]))
-            if len(raw_path) <= _MODEL_ROUTE_PATH_MAX:
-                if len(_MODEL_ROUTES) >= _MODEL_ROUTES_MAX:
-                    _MODEL_ROUTES.clear()
-                _MODEL_ROUTES[raw_path] = route
-            return route
+        if parts[3] in _MODEL_ACTIONS:
+            return (_model_route if len(raw_path) <= _MODEL_ROUTE_PATH_MAX else _new_model_route)(raw_path)
     elif parts[1:2] == ["guardrail"]:
         if len(parts) == 6 and parts[3] == "version" and parts[5] == "apply" and method == "POST":
             if parts[2] and parts[4]:
@@ -123,6 +108,18 @@ def parse_route(method: str, raw_path: str) -> Route:
     elif raw_path == "/guardrail-checks/invoke" and method == "POST":
         return Route(Operation.INVOKE_GUARDRAIL_CHECKS)
     raise UnknownOperationException(f"Unknown operation {method} {raw_path[:200]}")
+
+
+def _new_model_route(raw_path: str) -> Route:
+    """`/model/{id}/{action}` (the caller checked the shape) as a Route."""
+    _, _, model, action = raw_path.split("/")
+    return Route(_MODEL_ACTIONS[action], _model_id(model))
+
+
+#: Model routes already parsed, by raw path (a Route is immutable): a client names the
+#: same few models request after request, and percent-decoding and checking the id
+#: cost 5 µs each time (issue #20). A refusal raises, so only good routes are kept.
+_model_route = functools.lru_cache(maxsize=512)(_new_model_route)
 
 
 def _model_id(segment: str) -> str:

@@ -13,6 +13,7 @@ Recipe and pitfalls: BEDROCK_WIRE.md §5.2.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import re
@@ -151,15 +152,25 @@ class PlainRequest(BytesRequest):
         self.context: dict[str, Any] = {}
 
 
-#: botocore's key derivation steps (HMACs of the secret, day, Region, service), kept:
-#: four of a signature's five HMACs give the same result all day. In memory only.
-_derived: dict[tuple[bytes, str], bytes] = {}
-_DERIVED_ENTRIES = 1024
+#: Kept results of botocore's steps, per secret and day (many secrets, rotated ones, past
+#: days) or per path (a client's made-up paths): bounded. In memory only.
+_KEPT_ENTRIES = 1024
 
 
-#: botocore's canonical form of a path (`_normalize_url_path`: dot segments, then `quote`),
-#: kept: a request's path names its model and operation, the same few all day. In memory only.
-_normalized: dict[str, str] = {}
+@functools.lru_cache(maxsize=_KEPT_ENTRIES)
+def _derived(key: bytes, msg: str) -> bytes:
+    """botocore's key derivation step (an HMAC of the secret, day, Region or service): four
+    of a signature's five HMACs give the same result all day."""
+    derived: bytes = SigV4Auth._sign(None, key, msg)  # botocore's, self unused
+    return derived
+
+
+@functools.lru_cache(maxsize=_KEPT_ENTRIES)
+def _normalized(path: str) -> str:
+    """botocore's canonical form of a path (dot segments, then `quote`): a request's path
+    names its model and operation, the same few all day."""
+    normalized: str = SigV4Auth._normalize_url_path(None, path)  # botocore's, self unused
+    return normalized
 
 
 class KeptKeySigV4Auth(SigV4Auth):
@@ -169,22 +180,12 @@ class KeptKeySigV4Auth(SigV4Auth):
     canonical path kept per path (its `quote` was an eighth of a signature)."""
 
     def _normalize_url_path(self, path: str) -> str:
-        normalized = _normalized.get(path)
-        if normalized is None:
-            if len(_normalized) >= _DERIVED_ENTRIES:  # a client's made-up paths
-                _normalized.clear()
-            normalized = _normalized[path] = super()._normalize_url_path(path)
-        return normalized
+        return _normalized(path)
 
     def _sign(self, key: bytes, msg: str, hex: bool = False) -> Any:
         if hex:
             return super()._sign(key, msg, hex=True)
-        derived = _derived.get((key, msg))
-        if derived is None:
-            if len(_derived) >= _DERIVED_ENTRIES:  # many secrets, rotated ones, past days
-                _derived.clear()
-            derived = _derived[(key, msg)] = super()._sign(key, msg)
-        return derived
+        return _derived(key, msg)
 
 
 class _ClientSigner(KeptKeySigV4Auth):

@@ -31,6 +31,7 @@ generating). Every failure is logged with its cause; retries are counted
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import time
 import weakref
@@ -273,19 +274,11 @@ def sign(credentials: Any, region: str, method: str, url: str, headers: dict[str
     return {**headers, **request.headers}
 
 
-#: Each URL sent to, parsed once (`encoded=True`: sent exactly as signed). Client-chosen
-#: paths included, so it is bounded.
-_urls: dict[str, URL] = {}
-_URLS_KEPT = 1024
-
-
+@functools.lru_cache(maxsize=1024)
 def _url(url: str) -> URL:
-    parsed = _urls.get(url)
-    if parsed is None:
-        if len(_urls) >= _URLS_KEPT:
-            _urls.clear()
-        parsed = _urls[url] = URL(url, encoded=True)
-    return parsed
+    """Each URL sent to, parsed once (`encoded=True`: sent exactly as signed); client-chosen
+    paths included, so it is bounded."""
+    return URL(url, encoded=True)
 
 
 class Upstream:
