@@ -10,6 +10,13 @@ steps once per chunk: the same 10,000 rows took 0.11 s beside the busy thread.
 
 Each row is still applied on its own (`OR IGNORE`, `ON CONFLICT … DO UPDATE` and
 constraints behave as for single-row statements, in order).
+
+A chunk holds a power of two of rows (the full chunk, then the rest by its binary
+digits), so a table has a dozen statement shapes whatever its flushes' sizes. The
+connection keeps every prepared statement it ran in its cache (128 by default), and
+a prepared multi-row INSERT holds about 3 KB of SQLite's memory per row: with one
+shape per row count, a saturated proxy's flushes of every size from 1 to 500 filled
+that cache with ~100 MiB (RSS that grew under load and never came back, bench/READING.md).
 """
 
 from __future__ import annotations
@@ -21,8 +28,9 @@ from typing import Any
 
 __all__ = ["insert_rows", "statement"]
 
-#: Rows per statement at most: keeps each statement's text small (a few tens of KB).
-_ROWS_PER_STATEMENT = 500
+#: Rows per statement at most, a power of two: keeps each statement's text small (a few
+#: tens of KB) and its prepared form (under a MiB).
+_ROWS_PER_STATEMENT = 256
 
 
 @lru_cache(maxsize=64)
@@ -39,7 +47,21 @@ def insert_rows(conn: sqlite3.Connection, rows: Sequence[Sequence[Any]], head: s
         return
     width = max(1, len(rows[0]))
     limit = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
-    per = max(1, min(_ROWS_PER_STATEMENT, limit // width))
-    for start in range(0, len(rows), per):
-        chunk = rows[start:start + per]
-        conn.execute(statement(head, row, tail, len(chunk)), [value for values in chunk for value in values])
+    per = 1 << (max(1, min(_ROWS_PER_STATEMENT, limit // width)).bit_length() - 1)
+    start = 0
+    for count in _chunk_sizes(len(rows), per):
+        chunk = rows[start:start + count]
+        start += count
+        conn.execute(statement(head, row, tail, count), [value for values in chunk for value in values])
+
+
+def _chunk_sizes(total: int, per: int) -> list[int]:
+    """`total` as chunks of `per` rows (a power of two), then the rest by its binary
+    digits, largest first: only powers of two up to `per` ever occur."""
+    sizes = [per] * (total // per)
+    rest = total % per
+    while rest:
+        top = 1 << (rest.bit_length() - 1)
+        sizes.append(top)
+        rest -= top
+    return sizes

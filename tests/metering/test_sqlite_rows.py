@@ -65,3 +65,30 @@ async def test_a_flush_runs_a_few_statements_whatever_its_size(sqlite_store: SQL
     [row] = await sqlite_store.usage_summary(0, None, [])
     assert row.requests == 1200
     assert (await sqlite_store.read_budget("acme", "2025-03-10")).model("amazon.nova-pro-v1:0").spent == 1200
+
+
+def test_the_statement_shapes_are_few_whatever_the_row_counts() -> None:
+    """The connection caches each prepared statement it runs (~3 KB of SQLite memory per
+    row of a multi-row INSERT). Before: one shape per row count, so flushes of every size
+    from 1 to 500 kept ~100 MiB in the cache of a saturated proxy."""
+    conn = _table()
+    inserts: list[str] = []
+    conn.set_trace_callback(inserts.append)
+    for count in range(1, 700):
+        insert_rows(conn, [(f"k{index}", index, None) for index in range(count)], *_IGNORE)
+    conn.set_trace_callback(None)
+    rows_per_statement = {sql.count("(") - 1 for sql in inserts if sql.startswith("INSERT")}  # the column list's own "("
+    assert len(rows_per_statement) <= 9, sorted(rows_per_statement)
+    assert all(rows & (rows - 1) == 0 for rows in rows_per_statement), sorted(rows_per_statement)
+    assert conn.execute("SELECT count(*) FROM t").fetchone() == (699,)
+
+
+@settings(max_examples=200, deadline=None)
+@given(total=st.integers(0, 5000), power=st.integers(0, 9))
+def test_chunks_are_powers_of_two_that_add_up(total: int, power: int) -> None:
+    from metering.sqlite_rows import _chunk_sizes
+
+    sizes = _chunk_sizes(total, 1 << power)
+    assert sum(sizes) == total
+    assert all(size & (size - 1) == 0 and size <= 1 << power for size in sizes)
+    assert len(sizes) <= total // (1 << power) + power
