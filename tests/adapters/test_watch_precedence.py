@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from adapters import FAMILIES
 from adapters.eventstream import event_message
 from adapters.usage import Usage
-from adapters.watch import StreamUsageWatcher
+from adapters.watch import StreamUsageWatcher, _prefer
 from tests.adapters.strategies import fuzz
 
 #: What Bedrock bills, in the last chunk's invocation metrics.
@@ -190,3 +190,28 @@ def test_metrics_win_however_the_bytes_arrive(family: str, running: list[int], c
     assert forwarded == data
     watcher.end()
     assert watcher.finish() == BILLED
+
+
+# --- how a lower source fills the counts a higher one left at zero -----------------------
+
+_counts = st.sampled_from([0, 0, 1, 7])
+_usages = st.builds(Usage, input_tokens=_counts, output_tokens=_counts, cache_read_tokens=_counts,
+                    cache_write_tokens=_counts, speech_input_tokens=_counts, speech_output_tokens=_counts,
+                    estimated=st.booleans(), service_tier=st.sampled_from([None, "", "flex"]),
+                    latency=st.sampled_from([None, "", "optimized"]))
+
+
+@fuzz(300)
+@given(primary=_usages, secondary=_usages)
+def test_prefer_takes_each_count_the_primary_left_at_zero_from_the_secondary(primary: Usage, secondary: Usage) -> None:
+    """`_prefer` returns the primary itself when the secondary fills nothing (issue #20: a
+    stream's usual end), and the same value as the field-by-field copy always."""
+    assert _prefer(primary, secondary) == Usage(
+        input_tokens=primary.input_tokens or secondary.input_tokens,
+        output_tokens=primary.output_tokens or secondary.output_tokens,
+        cache_read_tokens=primary.cache_read_tokens or secondary.cache_read_tokens,
+        cache_write_tokens=primary.cache_write_tokens or secondary.cache_write_tokens,
+        estimated=primary.estimated or secondary.estimated,
+        service_tier=primary.service_tier if primary.service_tier is not None else secondary.service_tier,
+        latency=primary.latency if primary.latency is not None else secondary.latency,
+    )
