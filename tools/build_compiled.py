@@ -5,7 +5,8 @@ Each module is compiled in a scratch directory of its own (its package as an emp
 `__init__.py` and the module), so neither the project's pyproject.toml (setuptools
 reads it when mypyc calls `setup.py build_ext`) nor its `build/` directory is in the
 way, and the extension is moved beside the source only once it is whole. A module
-that does not build (no C compiler) is reported and left out: its source runs then.
+that does not build (no C compiler) is reported and left out: its caller's pure-Python
+fallback runs then.
 Exit status 1 if any did not build (the Makefile goes on without it).
 """
 
@@ -38,7 +39,7 @@ def build(module: str) -> bool:
                               capture_output=True, text=True, check=False)
         built = Path(scratch) / package / f"{name}{suffix}"
         if done.returncode != 0 or not built.exists():
-            print(f"{module}: mypyc did not build it; its source runs instead\n{done.stdout[-2000:]}{done.stderr[-2000:]}",
+            print(f"{module}: mypyc did not build it; the pure-Python fallback runs instead\n{done.stdout[-2000:]}{done.stderr[-2000:]}",
                   file=sys.stderr)
             return False
         # The module's own extension is a shim that loads `<name>__mypyc`, which holds the
