@@ -204,14 +204,17 @@ _usages = st.builds(Usage, input_tokens=_counts, output_tokens=_counts, cache_re
 @fuzz(300)
 @given(primary=_usages, secondary=_usages)
 def test_prefer_takes_each_count_the_primary_left_at_zero_from_the_secondary(primary: Usage, secondary: Usage) -> None:
-    """`_prefer` returns the primary itself when the secondary fills nothing (issue #20: a
-    stream's usual end), and the same value as the field-by-field copy always."""
-    assert _prefer(primary, secondary) == Usage(
-        input_tokens=primary.input_tokens or secondary.input_tokens,
-        output_tokens=primary.output_tokens or secondary.output_tokens,
-        cache_read_tokens=primary.cache_read_tokens or secondary.cache_read_tokens,
-        cache_write_tokens=primary.cache_write_tokens or secondary.cache_write_tokens,
-        estimated=primary.estimated or secondary.estimated,
-        service_tier=primary.service_tier if primary.service_tier is not None else secondary.service_tier,
-        latency=primary.latency if primary.latency is not None else secondary.latency,
-    )
+    """Each count the primary left at zero comes from the secondary, as do a tier and a
+    latency it did not say; `_prefer` returns the primary itself when the secondary fills
+    nothing (issue #20: a stream's usual end), with the value a copy would have."""
+    preferred = _prefer(primary, secondary)
+    assert preferred is not None
+    for count in ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens"):
+        assert getattr(preferred, count) == (getattr(primary, count) or getattr(secondary, count))
+    for said in ("service_tier", "latency"):
+        assert getattr(preferred, said) == (getattr(primary, said) if getattr(primary, said) is not None
+                                            else getattr(secondary, said))
+    assert preferred.estimated == (primary.estimated or secondary.estimated)
+    assert preferred.speech_input_tokens == preferred.speech_output_tokens == 0  # as the copy always made it
+    if secondary == Usage() and not (primary.speech_input_tokens or primary.speech_output_tokens):
+        assert preferred is primary
