@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from adapters import FAMILIES
@@ -203,6 +203,8 @@ _usages = st.builds(Usage, input_tokens=_counts, output_tokens=_counts, cache_re
 
 @fuzz(300)
 @given(primary=_usages, secondary=_usages)
+@example(primary=Usage(input_tokens=12, output_tokens=195), secondary=Usage(input_tokens=12, output_tokens=1))
+@example(primary=Usage(input_tokens=12, output_tokens=195), secondary=Usage())
 def test_prefer_takes_each_count_the_primary_left_at_zero_from_the_secondary(primary: Usage, secondary: Usage) -> None:
     """Each count the primary left at zero comes from the secondary, as do a tier and a
     latency it did not say; `_prefer` returns the primary itself when the secondary fills
