@@ -29,7 +29,15 @@ $(NODE_SDK_STAMP): $(NODE_SDK)/package.json $(NODE_SDK)/package-lock.json
 	npm ci --prefix $(NODE_SDK) --no-audit --no-fund --loglevel=error
 	touch $(NODE_SDK_STAMP)
 
-install: $(STAMP) $(DDB_STAMP) $(NODE_SDK_STAMP)
+# adapters/frame_walk.py compiled by mypyc, in place (issue #20; adapters/compiled.py loads it).
+# Optional: where it does not build (no C compiler) `make` goes on and the interpreter's loop runs.
+EXT_SUFFIX := $(shell $(PYTHON) -c "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))")
+COMPILED   := adapters/frame_walk$(EXT_SUFFIX)
+
+$(COMPILED): adapters/frame_walk.py tools/build_compiled.py $(STAMP)
+	$(BIN)/python tools/build_compiled.py || echo "make: the compiled frame walk did not build; the pure-Python one runs" >&2
+
+install: $(STAMP) $(DDB_STAMP) $(NODE_SDK_STAMP) $(COMPILED)
 
 ## demo: the whole story in under a minute: a simulator and the proxy; boto3, the Anthropic SDK
 ## and LangChain unchanged; a small quota spent, the fallback (Claude answered by Nova), the
@@ -44,7 +52,7 @@ demo-serve: $(STAMP)
 ## test: install, then lint, type-check and the whole test suite (what .ci/run calls).
 ## The tests run in a private network namespace (tools/isolated): DynamoDB Local
 ## listens on every interface, so it only ever runs where loopback is all there is.
-test: $(STAMP) $(DDB_STAMP) $(NODE_SDK_STAMP)
+test: $(STAMP) $(DDB_STAMP) $(NODE_SDK_STAMP) $(COMPILED)
 	tools/isolated $(MAKE) --no-print-directory test-isolated
 
 test-isolated: lint
@@ -58,7 +66,7 @@ lint: $(STAMP)
 ## (≈ 5 minutes on 2 cores; see bench/README.md). BENCH_ARGS=... passes options to bench.run.
 ## Under tools/isolated: the metering point starts DynamoDB Local (it listens on every interface).
 BENCH_ARGS ?=
-bench: $(STAMP) $(DDB_STAMP) $(NODE_SDK_STAMP)
+bench: $(STAMP) $(DDB_STAMP) $(NODE_SDK_STAMP) $(COMPILED)
 	tools/isolated $(BIN)/python -m bench.run $(BENCH_ARGS)
 
 ## soak: a bounded soak on 127.0.0.1 (10 min of mixed boto3 traffic, expected errors included,
@@ -85,4 +93,4 @@ image:
 	  -f docker/Dockerfile -t $(IMAGE) .
 
 clean:
-	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache $(DDB)/node_modules
+	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache $(DDB)/node_modules adapters/*.so

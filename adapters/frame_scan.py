@@ -26,13 +26,17 @@ header parse. Their CRCs are the client's to check (its SDK refuses a corrupt fr
 the proxy checks the frames it reads usage from, so a corrupt byte can hide in a
 delta's payload but never change an exact count (a corrupt length sends the walk off
 the frame chain, into frames that fail `scan_frames`' checks or a cut stream's estimate).
+In a burst that walk was most of the watcher's CPU: `make install` compiles it with
+mypyc (adapters/frame_walk.py), and `skip_frames` is that build where it loads
+(adapters/compiled.py), else `skip_frames_interpreted`, the same walk tuned for the
+interpreter.
 """
 
 from __future__ import annotations
 
 import struct
 from binascii import crc32
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from botocore.eventstream import (
@@ -42,7 +46,9 @@ from botocore.eventstream import (
     InvalidPayloadLength,
 )
 
-__all__ = ["read_frame", "scan_frames", "skip_frames"]
+from adapters.compiled import load
+
+__all__ = ["read_frame", "scan_frames", "skip_frames", "skip_frames_interpreted"]
 
 _PRELUDE = struct.Struct(">III")
 _LENGTHS = struct.Struct(">II").unpack_from
@@ -105,7 +111,7 @@ def read_frame(data: bytes, pos: int) -> tuple[Mapping[str, Any], int, int] | No
     return _parsed.get(raw) or _headers(raw), start, end
 
 
-def skip_frames(data: bytes, pos: int, headers_length: int, head: bytes, min_total: int) -> tuple[int, int]:
+def skip_frames_interpreted(data: bytes, pos: int, headers_length: int, head: bytes, min_total: int) -> tuple[int, int]:
     """Pass over the whole frames of `data` from `pos` while each has a header block of
     `headers_length` bytes and, after its 12-byte prelude, begins with `head` (at least
     `min_total` bytes long, so that `head` lies inside it). Returns where the walk
@@ -119,6 +125,12 @@ def skip_frames(data: bytes, pos: int, headers_length: int, head: bytes, min_tot
         last = pos
         pos += total
     return pos, last
+
+
+_walk = load("adapters.frame_walk")
+#: `skip_frames_interpreted`'s walk, compiled where `make install` built it.
+skip_frames: Callable[[bytes, int, int, bytes, int], tuple[int, int]] = (
+    skip_frames_interpreted if _walk is None else _walk.skip_frames)
 
 
 def _check_prelude(view: memoryview, pos: int, prelude_crc: int, headers_length: int, total: int) -> None:

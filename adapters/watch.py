@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import logging
 from collections.abc import Callable, Mapping
@@ -83,10 +84,23 @@ _UNSIZED_BYTES = 4096
 _UNSIZED_RUNS = 32
 
 
+#: `family_of`, remembered: it runs for every stream (the model ids are the configured ones).
+_family_of = functools.lru_cache(maxsize=1024)(family_of)
+
+
 def _prefer(primary: Usage | None, secondary: Usage | None) -> Usage | None:
     """`primary`, with the counts it left at zero taken from `secondary`."""
     if primary is None or secondary is None:
         return primary or secondary
+    if ((primary.input_tokens or not secondary.input_tokens)
+            and (primary.output_tokens or not secondary.output_tokens)
+            and (primary.cache_read_tokens or not secondary.cache_read_tokens)
+            and (primary.cache_write_tokens or not secondary.cache_write_tokens)
+            and (primary.estimated or not secondary.estimated)
+            and (primary.service_tier is not None or secondary.service_tier is None)
+            and (primary.latency is not None or secondary.latency is None)
+            and not primary.speech_input_tokens and not primary.speech_output_tokens):
+        return primary  # `secondary` fills nothing: the copy below would equal it (a stream's usual end)
     return Usage(
         input_tokens=primary.input_tokens or secondary.input_tokens,
         output_tokens=primary.output_tokens or secondary.output_tokens,
@@ -175,7 +189,7 @@ class BodyUsageWatcher:
         try:
             if self.operation == "Converse":
                 return converse.usage_from_response(body)
-            return FAMILIES[family_of(self.model_id)].usage_from_body(body)
+            return FAMILIES[_family_of(self.model_id)].usage_from_body(body)
         except Exception as exc:  # a meter must not fail the response over an odd body
             logger.warning("could not read usage from a %s body: %r", self.operation, exc)
             return None
@@ -207,7 +221,7 @@ class StreamUsageWatcher:
         self.operation = operation
         self.model_id = model_id
         self._request_body = request_body
-        family = None if operation == "ConverseStream" else family_of(model_id)
+        family = None if operation == "ConverseStream" else _family_of(model_id)
         self._family = None if family is None else FAMILIES[family]
         #: How a chunk that is a delta without usage begins (None: every chunk is decoded),
         #: and the text bytes of those chunks in a run of frames.
@@ -360,8 +374,10 @@ class StreamUsageWatcher:
                     continue
                 if self._delta_head is not None and frames.startswith(self._delta_head, start, end):
                     held = (start, end)
-                    self._learn(frames, at, start, next(
-                        head for head in self._delta_head if frames.startswith(head, start, end)))
+                    for head in self._delta_head:
+                        if frames.startswith(head, start, end):
+                            self._learn(frames, at, start, head)
+                            break
                     continue
                 held = self._held = None
                 self._on_chunk(self._family, frames[start:end])

@@ -59,6 +59,15 @@ def _stream_table(title: str, note: str, points: list[Point]) -> list[str]:
     return out
 
 
+def _frame_walk() -> str:
+    """Which delta walk the proxy runs (it imports the same tree): `make bench` builds the
+    compiled one first, and a machine without a C compiler runs the interpreter's."""
+    from adapters import frame_scan
+    if frame_scan.skip_frames is frame_scan.skip_frames_interpreted:
+        return "the interpreter's (adapters/frame_walk.py not built here)"
+    return "compiled by mypyc (adapters/frame_walk.py)"
+
+
 def write_results(path: Path, args: argparse.Namespace, results: dict[str, Any]) -> str:
     points: list[Point] = results["points"]
     by = {(p.target, p.op, p.concurrency): p for p in points}
@@ -69,7 +78,8 @@ def write_results(path: Path, args: argparse.Namespace, results: dict[str, Any])
            f"- `nproc`: {sh('nproc')}",
            f"- CPU: {results['cpu']}",
            f"- Python: {platform.python_version()} ({platform.python_implementation()})",
-           f"- kernel: {platform.release()}", "",
+           f"- kernel: {platform.release()}",
+           f"- the usage watcher's delta walk: {_frame_walk()}", "",
            "```", sh("free -h"), "```", "",
            "Everything (load client, upstream, proxy) runs on this one machine over 127.0.0.1, so",
            "the client and the upstream compete with the proxy for the same 2 cores.", "",

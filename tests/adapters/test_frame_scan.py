@@ -7,6 +7,9 @@ where usage is) against botocore's `EventStreamBuffer`, which it replaces in the
   still meters exactly what Bedrock reported.
 * Hypothesis-generated frame streams, with headers of every type and corrupted bytes:
   the same messages as botocore's decoder, and an error where it raises one.
+
+The tests that walk deltas run with each implementation of the walk (tests/adapters/walks.py):
+the interpreter's and the compiled one (or its source, where it is not built).
 """
 
 from __future__ import annotations
@@ -23,11 +26,12 @@ from botocore.eventstream import EventStreamBuffer
 from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
-from adapters.frame_scan import scan_frames, skip_frames
+from adapters.frame_scan import scan_frames
 from adapters.watch import StreamUsageWatcher, _json_object
 from tests.adapters.cassettes import Interaction, interaction
 from tests.adapters.strategies import fuzz
 from tests.adapters.test_watch import STREAMS
+from tests.adapters.walks import WALKS, Walk
 
 PROPERTY = fuzz(200, deadline=5000)
 _RECORDED = sorted(STREAMS)
@@ -57,8 +61,15 @@ def _clone(watcher: StreamUsageWatcher) -> StreamUsageWatcher:
     return copy.deepcopy(watcher, {id(watcher._family): watcher._family})
 
 
+@pytest.fixture(params=sorted(WALKS))
+def walk(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Walk:
+    """The watcher walks deltas with each implementation in turn."""
+    monkeypatch.setattr("adapters.watch.skip_frames", WALKS[request.param])
+    return WALKS[request.param]
+
+
 @pytest.mark.parametrize("name", _RECORDED)
-def test_every_frame_split_at_every_byte_leaves_the_watcher_as_whole(name: str) -> None:
+def test_every_frame_split_at_every_byte_leaves_the_watcher_as_whole(name: str, walk: Walk) -> None:
     item = interaction(name)
     watcher = _watcher(item)
     for frame in _frames(item.body):
@@ -74,7 +85,7 @@ def test_every_frame_split_at_every_byte_leaves_the_watcher_as_whole(name: str) 
 
 
 @pytest.mark.parametrize("name", _RECORDED)
-def test_a_recorded_stream_fed_byte_by_byte_meters_what_bedrock_reported(name: str) -> None:
+def test_a_recorded_stream_fed_byte_by_byte_meters_what_bedrock_reported(name: str, walk: Walk) -> None:
     item = interaction(name)
     watcher = _watcher(item)
     forwarded = b"".join(watcher.feed(item.body[i : i + 1]) for i in range(len(item.body)))
@@ -197,11 +208,12 @@ def test_json_object_on_any_bytes_is_json_loads(data: bytes) -> None:
 _kinds = st.lists(st.tuples(st.lists(_headers, max_size=3), st.binary(max_size=6)), min_size=1, max_size=3)
 
 
+@pytest.mark.parametrize("skip_frames", WALKS.values(), ids=list(WALKS))
 @PROPERTY
 @given(kinds=_kinds, picks=st.lists(st.tuples(st.integers(0, 2), st.binary(max_size=20)), min_size=1, max_size=8),
        cut=st.integers(min_value=0))
 def test_skip_frames_passes_over_the_run_of_one_kind_as_botocore_reads_it(
-    kinds: list[tuple[list[tuple[str, int, Any]], bytes]], picks: list[tuple[int, bytes]], cut: int
+    skip_frames: Walk, kinds: list[tuple[list[tuple[str, int, Any]], bytes]], picks: list[tuple[int, bytes]], cut: int
 ) -> None:
     """Frames of the first frame's kind (its header bytes, its payload's first bytes) are
     passed over up to the first of another kind or a partial frame; botocore reads each

@@ -17,13 +17,13 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from adapters import FAMILIES
 from adapters.eventstream import event_message
 from adapters.usage import Usage
-from adapters.watch import StreamUsageWatcher
+from adapters.watch import StreamUsageWatcher, _prefer
 from tests.adapters.strategies import fuzz
 
 #: What Bedrock bills, in the last chunk's invocation metrics.
@@ -190,3 +190,33 @@ def test_metrics_win_however_the_bytes_arrive(family: str, running: list[int], c
     assert forwarded == data
     watcher.end()
     assert watcher.finish() == BILLED
+
+
+# --- how a lower source fills the counts a higher one left at zero -----------------------
+
+_counts = st.sampled_from([0, 0, 1, 7])
+_usages = st.builds(Usage, input_tokens=_counts, output_tokens=_counts, cache_read_tokens=_counts,
+                    cache_write_tokens=_counts, speech_input_tokens=_counts, speech_output_tokens=_counts,
+                    estimated=st.booleans(), service_tier=st.sampled_from([None, "", "flex"]),
+                    latency=st.sampled_from([None, "", "optimized"]))
+
+
+@fuzz(300)
+@given(primary=_usages, secondary=_usages)
+@example(primary=Usage(input_tokens=12, output_tokens=195), secondary=Usage(input_tokens=12, output_tokens=1))
+@example(primary=Usage(input_tokens=12, output_tokens=195), secondary=Usage())
+def test_prefer_takes_each_count_the_primary_left_at_zero_from_the_secondary(primary: Usage, secondary: Usage) -> None:
+    """Each count the primary left at zero comes from the secondary, as do a tier and a
+    latency it did not say; `_prefer` returns the primary itself when the secondary fills
+    nothing (issue #20: a stream's usual end), with the value a copy would have."""
+    preferred = _prefer(primary, secondary)
+    assert preferred is not None
+    for count in ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens"):
+        assert getattr(preferred, count) == (getattr(primary, count) or getattr(secondary, count))
+    for said in ("service_tier", "latency"):
+        assert getattr(preferred, said) == (getattr(primary, said) if getattr(primary, said) is not None
+                                            else getattr(secondary, said))
+    assert preferred.estimated == (primary.estimated or secondary.estimated)
+    assert preferred.speech_input_tokens == preferred.speech_output_tokens == 0  # as the copy always made it
+    if secondary == Usage() and not (primary.speech_input_tokens or primary.speech_output_tokens):
+        assert preferred is primary
