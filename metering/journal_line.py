@@ -20,7 +20,7 @@ from json.encoder import encode_basestring_ascii as _string
 from metering.compact_json import compact
 from metering.events import UsageEvent
 
-__all__ = ["journal_line"]
+__all__ = ["journal_line", "usual"]
 
 _BOOLEAN = {True: "true", False: "false"}
 _number = float.__repr__  # what `json` writes for a finite float
@@ -30,8 +30,9 @@ def _finite(value: object) -> bool:
     return type(value) is float and value - value == 0.0  # inf - inf and NaN - NaN are NaN
 
 
-def _usual(e: UsageEvent) -> bool:
-    """Every value is of the type the fast path writes as `json` would."""
+def usual(e: UsageEvent) -> bool:
+    """Every value is of the type the fast path writes as `json` would (tags: a tuple, of
+    whatever); proxy/eventlog.py's access line relies on it too."""
     return (_finite(e.timestamp) and _finite(e.latency_ms) and (e.first_byte_ms is None or _finite(e.first_byte_ms))
             and type(e.input_tokens) is type(e.output_tokens) is type(e.cache_read_tokens)
             is type(e.cache_write_tokens) is type(e.cost_pico_usd) is type(e.status) is type(e.reserved_pico_usd)
@@ -57,7 +58,7 @@ def _tags(tags: tuple[tuple[str, str], ...]) -> str | None:
 
 def journal_line(e: UsageEvent) -> bytes:
     """`(compact(e.to_record()) + "\\n").encode()`, faster for the usual event."""
-    tags = _tags(e.tags) if _usual(e) else None
+    tags = _tags(e.tags) if usual(e) else None
     if tags is None:
         return (compact(e.to_record()) + "\n").encode()
     first_byte = "null" if e.first_byte_ms is None else _number(e.first_byte_ms)

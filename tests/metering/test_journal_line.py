@@ -33,8 +33,8 @@ _BY_TYPE: dict[str, st.SearchStrategy[Any]] = {
     "str": _STRINGS, "float": _FLOATS, "float | None": st.none() | _FLOATS, "int": _INTS, "bool": _BOOLS,
     "Tags": _TAGS,
 }
-_EVENTS = st.builds(UsageEvent, **{f.name: _BY_TYPE[str(f.type)] for f in fields(UsageEvent)})
-_USUAL = st.builds(UsageEvent, **{f.name: {"str": _TEXT, "float": st.floats(allow_nan=False, allow_infinity=False),
+ANY_EVENTS = st.builds(UsageEvent, **{f.name: _BY_TYPE[str(f.type)] for f in fields(UsageEvent)})
+USUAL_EVENTS = st.builds(UsageEvent, **{f.name: {"str": _TEXT, "float": st.floats(allow_nan=False, allow_infinity=False),
                                            "float | None": st.none() | st.floats(allow_nan=False,
                                                                                  allow_infinity=False),
                                            "int": st.integers(-(2**70), 2**70), "bool": st.booleans(),
@@ -46,12 +46,12 @@ def _before(event: UsageEvent) -> bytes:
     return (compact(event.to_record()) + "\n").encode()
 
 
-@given(_USUAL)
+@given(USUAL_EVENTS)
 def test_the_usual_event_is_written_as_before(event: UsageEvent) -> None:
     assert journal_line(event) == _before(event)
 
 
-@given(_EVENTS)
+@given(ANY_EVENTS)
 def test_any_event_is_written_as_before(event: UsageEvent) -> None:
     assert journal_line(event) == _before(event)
 
