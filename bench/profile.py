@@ -25,7 +25,7 @@ COMPONENTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("caller identity (SigV4 verification)", ("proxy/identity.py", "proxy/sigv4.py")),
     ("upstream re-signing (botocore SigV4)", ("botocore/", "aiobotocore/", "proxy/upstream.py")),
     ("HTTP client (aiohttp)", ("aiohttp/", "yarl/", "multidict/")),
-    ("HTTP server (uvicorn, httptools)", ("uvicorn/", "httptools/")),
+    ("HTTP server (uvicorn, httptools)", ("uvicorn/", "httptools/", "proxy/head_with_body.py")),
     ("usage parsing (adapters)", ("adapters/",)),
     ("metering (journal, aggregation, store)", ("metering/", "sqlite3/")),
     ("observability (access log, metrics)", ("proxy/eventlog.py", "proxy/admin/metrics.py", "proxy/admin/alerts.py",

@@ -37,8 +37,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from metering.compact_json import compact
 from metering.events import UsageEvent
+from metering.journal_line import journal_line
 
 __all__ = ["Journal", "JournalBusy", "JournalError", "Recovered"]
 
@@ -67,8 +67,8 @@ class Recovered:
 
 
 def encode(event: UsageEvent) -> bytes:
-    """One journal line: the event as compact JSON, newline-terminated."""
-    return (compact(event.to_record()) + "\n").encode()
+    """One journal line: the event as compact JSON, newline-terminated (metering/journal_line.py)."""
+    return journal_line(event)
 
 
 def _segment_name(number: int) -> str:

@@ -246,6 +246,7 @@ class ProxyHandler:
         metered = False
         finished = False
         hung_up = False
+        ended = False  # the last body message is out
         unobserved: UsageEvent | None = None
 
         def meter_once() -> None:
@@ -321,7 +322,10 @@ class ProxyHandler:
                     if done:
                         cache_body()
                         meter_once()
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    # A whole body in hand ends with its last bytes: one ASGI message fewer
+                    # (with no hang-up watch, nothing is to be stopped before the end).
+                    ended = done and hang_up is None
+                    await send({"type": "http.response.body", "body": chunk, "more_body": not ended})
                 if stream_watcher is not None:
                     stream_watcher.end()
                 cache_body()
@@ -352,7 +356,8 @@ class ProxyHandler:
             if hang_up is not None:
                 hang_up.stop()
             meter_once()
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            if not ended:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
             observe_once()  # the client has its answer: metrics and the event log cost it no latency
         except asyncio.CancelledError:
             if hang_up is None or not hang_up.stop():

@@ -24,6 +24,7 @@ from typing import ClassVar
 
 from proxy.h2_server import H2Protocol, H2Settings
 from proxy.head_timeout import HeadTimeoutProtocol
+from proxy.head_with_body import HeadWithBody
 
 __all__ = ["PREFACE", "SniffingProtocol", "data_port_protocol", "offer_h2_over_tls"]
 
@@ -31,7 +32,8 @@ PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 
 class SniffingProtocol(HeadTimeoutProtocol):
-    """HTTP/1.1 as uvicorn serves it, unless the connection turns out to be HTTP/2."""
+    """HTTP/1.1 as uvicorn serves it, unless the connection turns out to be HTTP/2; a
+    response's head written with its body (proxy/head_with_body.py)."""
 
     h2_settings: ClassVar[H2Settings]
 
@@ -57,6 +59,12 @@ class SniffingProtocol(HeadTimeoutProtocol):
             return
         self._sniffed = None
         super().data_received(seen)
+
+    def on_headers_complete(self) -> None:
+        previous = self.cycle
+        super().on_headers_complete()
+        if self.cycle is not previous:  # a request's cycle (not an upgrade): its head goes with its body
+            self.cycle.transport = HeadWithBody(self.transport, self.cycle, self.loop)  # type: ignore[assignment]
 
     def _to_h2(self, data: bytes) -> None:
         """Hand the transport to an HTTP/2 protocol, with what was read of it."""
