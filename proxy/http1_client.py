@@ -259,7 +259,7 @@ class Connection(asyncio.Protocol):
         self._answered = True
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserError as exc:
+        except httptools.HttpParserError as exc:  # after a complete response: only retires it
             self._fail(MalformedResponseError(f"{type(exc).__name__}: {exc}"))
             self._close_transport()
 
@@ -300,6 +300,10 @@ class Connection(asyncio.Protocol):
             self._drain.set_result(None)
 
     # --- httptools callbacks ---------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if self._complete:  # a second answer to one request: stop parsing (data_received)
+            raise MalformedResponseError("bytes after the response")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.raw_headers.append((name, value))

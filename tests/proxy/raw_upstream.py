@@ -82,7 +82,8 @@ class Served:
 @asynccontextmanager
 async def raw_upstream(behave: Callable[[Peer], Awaitable[None]],
                        tls: ssl.SSLContext | None = None) -> AsyncIterator[Served]:
-    """Serve `behave` for each connection; the connection is closed when it returns."""
+    """Serve `behave` for each connection; once it returns, the connection is closed when
+    the client closes it (`behave` closes `writer` itself to close it first)."""
     peers: list[Peer] = []
     accepted = asyncio.Event()
     tasks: set[asyncio.Task[None]] = set()
@@ -95,6 +96,8 @@ async def raw_upstream(behave: Callable[[Peer], Awaitable[None]],
         try:
             await behave(peer)
             await peer.until_closed()
+        except asyncio.CancelledError:
+            pass  # the test is over (a cancelled handler would be logged as an error by asyncio)
         finally:
             peer.gone.set()
             writer.close()
@@ -119,8 +122,9 @@ async def pool_request(pool: Pool, url: str, body: bytes = b"{}", method: str = 
     return await pool.request(origin, head, body, head_only=method == "HEAD", fresh=fresh)
 
 
-def upstream_for(tmp_path: Path, url: str, **settings: float) -> Upstream:
+def upstream_for(tmp_path: Path, url: str, on_retry: Callable[[], None] | None = None,
+                 **settings: float) -> Upstream:
     """An `Upstream` for `url` with `upstream.<settings>` (credentials from the environment)."""
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump({"region": "us-east-1", "upstream": {"endpoint_url": url, **settings}}))
-    return Upstream(load_config(path, environ={}))
+    return Upstream(load_config(path, environ={}), on_retry=on_retry)
