@@ -130,6 +130,12 @@ class UpstreamResponse:
             connection, self._connection = self._connection, None
             connection.close()
 
+    def __del__(self) -> None:
+        # A response a bug left open would hold its place in the pool for good (aiohttp's
+        # responses close themselves the same way).
+        if self._connection is not None:
+            self.close()
+
 
 def _stale(exc: ClientError) -> bool:
     """Did this failure happen on a connection the upstream had closed, before any byte
