@@ -44,13 +44,15 @@ class Origin:
     host: str
     port: int
     tls: bool
+    #: The base URL's path, before each request's (as signed: the whole URL is).
+    prefix: str = ""
 
     @classmethod
     def of(cls, base_url: str) -> Origin:
-        url = URL(base_url)
+        url = URL(base_url, encoded=True)
         if url.scheme not in ("http", "https") or not url.host or url.port is None:
             raise ValueError(f"not an http(s) endpoint URL: {base_url!r}")
-        return cls(url.host, url.port, url.scheme == "https")
+        return cls(url.host, url.port, url.scheme == "https", url.raw_path.rstrip("/"))
 
 
 class Pool:

@@ -5,24 +5,30 @@ shared profile, web identity / IRSA, container and instance roles) and are
 refreshed without blocking the event loop. Signing is botocore's `SigV4Auth`
 with signing name `bedrock`.
 
-The HTTP client is aiohttp, the one aiobotocore itself sends with. The proxy
-began on httpx; `make bench` measured httpx/httpcore 1.0 at 1.5–5.6 ms of CPU
-per request on this path (its connection pool probes every pooled socket on
-every request, and the cost grows with concurrency), against ~0.25 ms for
-aiohttp — the difference between ~200 and several thousand requests per second
-(bench/RESULTS.md). The path is sent exactly as it was signed (`encoded=True`
-keeps `%3A` and `%2F`), bodies are passed through compressed or not
-(`auto_decompress=False`), and aiohttp adds no header of its own that the
-client did not send (`_Request`), so what Bedrock receives is what
-was signed.
+The HTTP client is the proxy's own small HTTP/1.1 client: asyncio protocols around
+httptools' (llhttp's) response parser, as uvicorn's server side is
+(proxy/http1_client.py, one connection; proxy/http1_pool.py, the pool). The proxy
+began on httpx; `make bench` measured httpx/httpcore 1.0 at 1.5–5.6 ms of CPU per
+request on this path (its pool probes every pooled socket on every request), against
+~0.25 ms for aiohttp (bench/RESULTS.md), which replaced it. Then a py-spy profile of
+`costkeeper serve` at c=16 Converse put aiohttp at ~24 % of the proxy's CPU, more than
+any other component (issue #20), for features the proxy never used (cookie jar,
+redirects, proxies, automatic headers, decompression). Its replacement keeps what the
+proxy needs — pooling bounded by `upstream.max_connections`, the pool wait, connect
+and read timeouts, TLS with the system trust store, flow control — and cost 618 → 434
+µs of CPU per request served at c=16 (bench.inproc Converse: 460 → 334 µs). The path
+is sent exactly as it was signed (`%3A` and `%2F` stay), the head carries the signed
+headers and `Content-Length` and nothing else, bodies pass through compressed or not,
+and there is no cookie jar: what Bedrock receives is what was signed, and one client's
+`Set-Cookie` never reaches another's requests.
 
 A pooled connection the upstream has closed (it answered, then dropped the
 keep-alive connection without `Connection: close`) is found out only when the
 next request is written into it. Such a request, failed on a *reused* connection
 before any byte of an answer, is sent once more on a fresh connection, as Go's
 net/http and urllib3 do: Bedrock never saw it, the body is bytes in hand, and
-nothing has reached the client. aiohttp retries this itself only for idempotent
-methods, and every Bedrock call is a POST. A timeout, a failure on a fresh
+nothing has reached the client (aiohttp, before, retried this itself only for
+idempotent methods, and every Bedrock call is a POST). A timeout, a failure on a fresh
 connection or after part of an answer is never sent again (Bedrock may be
 generating). Every failure is logged with its cause; retries are counted
 (`costkeeper_upstream_retries_total`).
@@ -314,7 +320,7 @@ class Upstream:
         frozen = await self._credentials.get_frozen_credentials()
         signed = sign(frozen, signing_region, method, base_url + path, headers, body)
         origin = self._origins[base_url]
-        head = request_head(method, path, signed, len(body))
+        head = request_head(method, origin.prefix + path, signed, len(body))
         head_only = method == "HEAD"
         try:
             try:

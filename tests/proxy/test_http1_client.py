@@ -253,3 +253,15 @@ async def test_bytes_nobody_asked_for_retire_an_idle_connection(tmp_path: Path) 
             response.release()
         assert len(served.peers) == 2
         await upstream.aclose()
+
+
+async def test_an_endpoint_with_a_path_keeps_it_before_each_request_path(tmp_path: Path) -> None:
+    """A VPC or gateway endpoint URL may carry a path: it prefixes every request's, as signed."""
+    async with raw_upstream(_answering(OK)) as served:
+        upstream = await _started(tmp_path, served.url + "/gateway/bedrock/")
+        response = await _send(upstream)
+        assert await response.read() == b"{}"
+        response.release()
+        await upstream.aclose()
+    head = served.peers[0].requests[0][0]
+    assert head.startswith(b"POST /gateway/bedrock/model/m/converse HTTP/1.1\r\n")
