@@ -154,7 +154,7 @@ async def test_silence_before_the_answer_is_a_timeout(tmp_path: Path, caplog: py
 
 async def test_silence_within_the_body_breaks_it(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     async with raw_upstream(_answering(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n12345")) as served:
-        upstream = await _started(tmp_path, served.url, read_timeout=0.05)
+        upstream = await _started(tmp_path, served.url, read_timeout=1)  # the head must come within it
         response = await _send(upstream)
         chunks = []
         with pytest.raises(UpstreamBroken, match="ReadTimeoutError"):
@@ -178,11 +178,13 @@ async def test_a_paused_slow_reader_is_not_upstream_silence() -> None:
             answered.set()
             await peer.writer.drain()
 
-    pool = Pool(max_connections=1, pool_timeout=5, connect_timeout=5, read_timeout=0.2, keepalive_timeout=30)
+    pool = Pool(max_connections=1, pool_timeout=5, connect_timeout=5, read_timeout=1, keepalive_timeout=30)
     async with raw_upstream(behave) as served:
         connection = await pool_request(pool, served.url)
         await asyncio.wait_for(answered.wait(), _BOUND)
-        await asyncio.sleep(0.6)  # three read timeouts, paused (the rest waits in the sockets)
+        while not connection._paused:  # the high-water mark is reached (the rest waits in the sockets)
+            await asyncio.sleep(0)
+        await asyncio.sleep(2.2)  # two read timeouts, paused
         received = 0
         while chunk := await asyncio.wait_for(connection.next_chunk(), _BOUND):
             received += len(chunk)

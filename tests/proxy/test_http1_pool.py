@@ -127,7 +127,7 @@ async def test_no_free_connection_within_the_pool_timeout_is_a_timeout(tmp_path:
         first.set()  # and never answers
 
     async with raw_upstream(behave) as served:
-        upstream = upstream_for(tmp_path, served.url, max_connections=1, pool_timeout=0.05, connect_timeout=0.05)
+        upstream = upstream_for(tmp_path, served.url, max_connections=1, pool_timeout=0.05, connect_timeout=1)
         await upstream.start()
         held = asyncio.create_task(upstream.send("POST", "/model/m/converse", "", {}, b"{}"))
         await asyncio.wait_for(first.wait(), _BOUND)

@@ -121,7 +121,7 @@ async def test_a_reused_connection_that_had_begun_answering_or_timed_out_is_not_
 
     async with raw_upstream(behave) as served:
         retries: list[None] = []
-        upstream = upstream_for(tmp_path, served.url, on_retry=lambda: retries.append(None), read_timeout=0.05)
+        upstream = upstream_for(tmp_path, served.url, on_retry=lambda: retries.append(None), read_timeout=1)
         await upstream.start()
         response = await upstream.send("POST", "/model/m/converse", "", {}, b"{}")
         await response.read()
