@@ -182,8 +182,11 @@ async def test_a_paused_slow_reader_is_not_upstream_silence() -> None:
     async with raw_upstream(behave) as served:
         connection = await pool_request(pool, served.url)
         await asyncio.wait_for(answered.wait(), _BOUND)
-        while not connection._paused:  # the high-water mark is reached (the rest waits in the sockets)
+        for _ in range(100_000):  # until the high-water mark is reached (the rest waits in the sockets)
+            if connection._paused:
+                break
             await asyncio.sleep(0)
+        assert connection._paused
         await asyncio.sleep(2.2)  # two read timeouts, paused
         received = 0
         while chunk := await asyncio.wait_for(connection.next_chunk(), _BOUND):
