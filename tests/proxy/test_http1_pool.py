@@ -175,51 +175,36 @@ async def test_an_idle_connection_is_closed_after_the_keepalive_timeout() -> Non
         await pool.aclose()
 
 
-async def test_a_request_cancelled_before_its_answer_closes_its_connection() -> None:
-    """How a client's hang-up reaches Bedrock: the connection is closed, and its place
-    in the pool is free again."""
-    asked = asyncio.Event()
+@pytest.mark.parametrize("first_answer", [None, b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n12345"],
+                         ids=["before-its-answer", "mid-body"])
+async def test_a_cancelled_exchange_closes_its_connection(first_answer: bytes | None) -> None:
+    """How a client's hang-up reaches Bedrock: cancelled before the answer, or while its
+    body is read (then closed, as proxy/forward.py ends a response it did not finish),
+    the connection is closed and its place in the pool is free again."""
+    reached = asyncio.Event()
 
     async def behave(peer: Peer) -> None:
         if peer is not served.peers[0]:
             await _answer_all(peer)
         elif await peer.request() is not None:
-            asked.set()  # the first connection never answers
-
-    pool = _pool(max_connections=1)
-    async with raw_upstream(behave) as served:
-        task = asyncio.create_task(pool_request(pool, served.url))
-        await asyncio.wait_for(asked.wait(), _BOUND)
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        await asyncio.wait_for(served.peers[0].gone.wait(), _BOUND)
-        assert await asyncio.wait_for(_converse(pool, served.url), _BOUND) == b"{}"
-        await pool.aclose()
-
-
-async def test_a_reader_cancelled_mid_body_and_closed_closes_its_connection() -> None:
-    half = asyncio.Event()
-
-    async def behave(peer: Peer) -> None:
-        if peer is not served.peers[0]:
-            await _answer_all(peer)
-        elif await peer.request() is not None:
-            await peer.send(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n12345")  # and no more
+            if first_answer is None:
+                reached.set()  # and never answers
+            else:
+                await peer.send(first_answer)  # half the body, and no more
 
     async def relay() -> None:
         connection = await pool_request(pool, served.url)
         try:
             while await connection.next_chunk():
-                half.set()
+                reached.set()
             connection.release()
         finally:
-            connection.close()  # as proxy/forward.py ends a response it did not finish
+            connection.close()
 
     pool = _pool(max_connections=1)
     async with raw_upstream(behave) as served:
         task = asyncio.create_task(relay())
-        await asyncio.wait_for(half.wait(), _BOUND)
+        await asyncio.wait_for(reached.wait(), _BOUND)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
