@@ -284,3 +284,26 @@ async def test_a_refused_connection_is_a_connect_error() -> None:
     assert not raised.value.reused and not raised.value.answered
     assert not isinstance(raised.value, ConnectTimeoutError)
     await pool.aclose()
+
+
+async def test_a_connection_not_opened_within_the_connect_timeout_is_a_timeout(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """An endpoint that never completes the TCP or TLS handshake (stood in for by a
+    `create_connection` that never returns): `connect_timeout` ends the wait."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDUPSTREAM00000001")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "upstream-secret")
+    loop = asyncio.get_running_loop()
+    never = loop.create_future()
+
+    async def hang(*_args: object, **_kwargs: object) -> None:
+        await never
+
+    monkeypatch.setattr(loop, "create_connection", hang)
+    upstream = upstream_for(tmp_path, "https://bedrock-runtime.us-east-1.amazonaws.com", connect_timeout=0.05)
+    await upstream.start()
+    with pytest.raises(UpstreamUnavailable) as raised:
+        await asyncio.wait_for(upstream.send("POST", "/model/m/converse", "", {}, b"{}"), _BOUND)
+    assert raised.value.timed_out
+    assert ("timed out before answering (ConnectTimeoutError: no connection to "
+            "bedrock-runtime.us-east-1.amazonaws.com:443 within 0.05 s)") in caplog.text
+    await upstream.aclose()
