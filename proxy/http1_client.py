@@ -120,8 +120,6 @@ class Connection(asyncio.Protocol):
         self.idle_since = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self._last = 0.0  # loop time of the last byte received (or of the request)
-        self._drain: asyncio.Future[None] | None = None
-        self._write_paused = False
         # The exchange in flight.
         self._active = False
         self._head: asyncio.Future[None] | None = None
@@ -143,7 +141,7 @@ class Connection(asyncio.Protocol):
     async def request(self, head: bytes, body: bytes, head_only: bool = False) -> None:
         """Write the request; return when the response's head has arrived."""
         self._active, self._head_only, self._answered = True, head_only, False
-        self._complete = self._keep = False
+        self._complete = self._keep = self._informational = False
         self.raw_headers, self._body, self._buffered, self._failure = [], [], 0, None
         self._head = self._loop.create_future()
         self._last = self._loop.time()
@@ -156,9 +154,8 @@ class Connection(asyncio.Protocol):
         else:
             transport.write(head)
             transport.write(body)
-        if self._write_paused and not self.closed:
-            self._drain = self._loop.create_future()
-            await self._drain
+        # The body is bytes in hand: waiting for the transport's buffer to drain would free
+        # nothing (and an answer may come before the body is all sent, e.g. a 413).
         await self._head
 
     @property
@@ -272,8 +269,6 @@ class Connection(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self._drain is not None and not self._drain.done():
-            self._drain.set_result(None)
         if not self._active or self._complete:
             return
         if exc is None and self._head is not None and self._head.done() and self._until_close():
@@ -290,14 +285,6 @@ class Connection(asyncio.Protocol):
     def _until_close(self) -> bool:
         """The response head has neither Content-Length nor chunked Transfer-Encoding."""
         return not any(name.lower() in (b"content-length", b"transfer-encoding") for name, _ in self.raw_headers)
-
-    def pause_writing(self) -> None:
-        self._write_paused = True
-
-    def resume_writing(self) -> None:
-        self._write_paused = False
-        if self._drain is not None and not self._drain.done():
-            self._drain.set_result(None)
 
     # --- httptools callbacks ---------------------------------------------------------------
 

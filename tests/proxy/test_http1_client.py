@@ -270,3 +270,15 @@ async def test_an_endpoint_with_a_path_keeps_it_before_each_request_path(tmp_pat
         await upstream.aclose()
     head = served.peers[0].requests[0][0]
     assert head.startswith(b"POST /gateway/bedrock/model/m/converse HTTP/1.1\r\n")
+
+
+async def test_a_large_request_body_arrives_whole(tmp_path: Path) -> None:
+    body = bytes(range(256)) * (5 * 4096)  # 5 MiB, beyond what one socket write takes
+    async with raw_upstream(_answering(OK)) as served:
+        upstream = await _started(tmp_path, served.url)
+        response = await asyncio.wait_for(upstream.send("POST", "/model/m/invoke", "", {}, body), _BOUND)
+        assert await response.read() == b"{}"
+        response.release()
+        await upstream.aclose()
+    head, received = served.peers[0].requests[0]
+    assert f"Content-Length: {len(body)}\r\n".encode() in head and received == body
