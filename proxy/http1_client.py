@@ -40,7 +40,7 @@ import httptools
 from multidict import CIMultiDict
 
 __all__ = [
-    "HIGH_WATER", "ClientError", "ConnectError", "ConnectTimeoutError", "Connection", "ConnectionBrokenError",
+    "HIGH_WATER", "MAX_HEAD", "ClientError", "ConnectError", "ConnectTimeoutError", "Connection", "ConnectionBrokenError",
     "TIMER_SLACK", "MalformedResponseError", "ReadTimeoutError", "ServerDisconnectedError", "headers_of",
     "request_head",
 ]
@@ -48,6 +48,8 @@ __all__ = [
 #: Unread body bytes above which the connection stops reading from the socket. One
 #: `data_received` may bring up to asyncio's read size (256 KiB) beyond it.
 HIGH_WATER = 64 * 1024
+#: A response head beyond this is refused, not buffered (aiohttp refused a line over 8 KiB).
+MAX_HEAD = 64 * 1024
 #: asyncio may run a timer this early (its clock resolution); within it, it is due.
 TIMER_SLACK = 0.001
 
@@ -126,6 +128,7 @@ class Connection(asyncio.Protocol):
         self._head_only = False
         self._answered = False
         self._informational = False
+        self._head_bytes = 0
         self.status = 0
         self.raw_headers: list[tuple[bytes, bytes]] = []
         self._body: list[bytes] = []
@@ -140,7 +143,7 @@ class Connection(asyncio.Protocol):
 
     async def request(self, head: bytes, body: bytes, head_only: bool = False) -> None:
         """Write the request; return when the response's head has arrived."""
-        self._active, self._head_only, self._answered = True, head_only, False
+        self._active, self._head_only, self._answered, self._head_bytes = True, head_only, False, 0
         self._complete = self._keep = self._informational = False
         self.raw_headers, self._body, self._buffered, self._failure = [], [], 0, None
         self._head = self._loop.create_future()
@@ -259,6 +262,12 @@ class Connection(asyncio.Protocol):
         except httptools.HttpParserError as exc:  # after a complete response: only retires it
             self._fail(MalformedResponseError(f"{type(exc).__name__}: {exc}"))
             self._close_transport()
+            return
+        if self._head is not None and not self._head.done():  # all of it was head
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD:
+                self._fail(MalformedResponseError(f"a response head over {MAX_HEAD} bytes"))
+                self._close_transport()
 
     def eof_received(self) -> bool:
         return False  # the transport closes; connection_lost says what it means

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy.http1_client import HIGH_WATER, request_head
+from proxy.http1_client import HIGH_WATER, MAX_HEAD, request_head
 from proxy.http1_pool import Pool
 from proxy.upstream import Upstream, UpstreamBroken, UpstreamUnavailable
 from tests.proxy.raw_upstream import OK, Peer, ok, pool_request, raw_upstream, upstream_for
@@ -201,7 +201,8 @@ async def test_a_paused_slow_reader_is_not_upstream_silence() -> None:
     b"HTTP/1.1 2000 OK\r\ncontent-length: 2\r\n\r\n{}",
     b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\n{}",
     b"HTTP/1.1 200 OK\r\nbad header\r\n\r\n",
-], ids=["bad-protocol", "bad-status", "two-lengths", "bad-header"])
+    b"HTTP/1.1 200 OK\r\nx-endless: " + b"a" * (MAX_HEAD + 1),
+], ids=["bad-protocol", "bad-status", "two-lengths", "bad-header", "endless-head"])
 async def test_a_malformed_head_is_unreachable_not_an_error(tmp_path: Path, answer: bytes,
                                                             caplog: pytest.LogCaptureFixture) -> None:
     async with raw_upstream(_answering(answer)) as served:
