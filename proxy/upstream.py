@@ -15,12 +15,13 @@ request on this path (its pool probes every pooled socket on every request), aga
 any other component (issue #20), for features the proxy never used (cookie jar,
 redirects, proxies, automatic headers, decompression). Its replacement keeps what the
 proxy needs — pooling bounded by `upstream.max_connections`, the pool wait, connect
-and read timeouts, TLS with the system trust store, flow control — and cost 618 → 434
-µs of CPU per request served at c=16 (bench.inproc Converse: 460 → 334 µs). The path
-is sent exactly as it was signed (`%3A` and `%2F` stay), the head carries the signed
-headers and `Content-Length` and nothing else, bodies pass through compressed or not,
-and there is no cookie jar: what Bedrock receives is what was signed, and one client's
-`Set-Cookie` never reaches another's requests.
+and read timeouts, TLS with the system trust store, flow control — and took the CPU per
+request served at c=16 (Converse, trust) from 579 to 435 µs; `bench.inproc`: Converse
+509 → 357 µs, InvokeModelWithResponseStream 719 → 579 µs (medians of three interleaved
+runs, 2026-12-06). The path is sent exactly as it was signed (`%3A` and `%2F` stay),
+the head carries the signed headers and `Content-Length` and nothing else, bodies pass
+through compressed or not, and there is no cookie jar: what Bedrock receives is what
+was signed, and one client's `Set-Cookie` never reaches another's requests.
 
 A pooled connection the upstream has closed (it answered, then dropped the
 keep-alive connection without `Connection: close`) is found out only when the
