@@ -59,13 +59,14 @@ class Pool:
     """Keep-alive connections to Bedrock's endpoints (one event loop)."""
 
     def __init__(self, *, max_connections: int, pool_timeout: float, connect_timeout: float, read_timeout: float,
-                 keepalive_timeout: float, ssl_context: ssl.SSLContext | None = None) -> None:
+                 keepalive_timeout: float) -> None:
         self._max = max_connections
         self._pool_timeout = pool_timeout
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
         self._keepalive = keepalive_timeout
-        self._ssl = ssl_context
+        #: Made at the first https connection (`ssl.create_default_context()` reads the store).
+        self._ssl: ssl.SSLContext | None = None
         self._idle: dict[Hashable, list[Connection]] = {}
         #: Connections handed out (or being opened for a request): bounded by `_max`.
         self._in_use = 0
