@@ -5,7 +5,7 @@ The data port's ASGI handler (`CostKeeper.serve`, trust mode or, with `--auth si
 SigV4 verification of a key issued in the store; SQLite store, the production
 defaults otherwise) is called directly, `concurrency` requests at a time,
 against `bench/upstream.py` served on the same event loop through the real upstream
-client (aiohttp, SigV4 re-signing). The figure is this process's CPU time divided by
+client (proxy/http1_client.py, SigV4 re-signing). The figure is this process's CPU time divided by
 the requests, so it includes the stand-in upstream's share (the same for every
 version of the proxy) and leaves out uvicorn's. Streams are the bench's 200-frame
 bursts. Under `py-spy record --format raw -- python -m bench.inproc …` it gives a

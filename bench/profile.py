@@ -24,7 +24,8 @@ __all__ = ["COMPONENTS", "profile", "profile_under_load", "summarise"]
 COMPONENTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("caller identity (SigV4 verification)", ("proxy/identity.py", "proxy/sigv4.py")),
     ("upstream re-signing (botocore SigV4)", ("botocore/", "aiobotocore/", "proxy/upstream.py")),
-    ("HTTP client (aiohttp)", ("aiohttp/", "yarl/", "multidict/")),
+    ("HTTP client (proxy/http1_*, aiohttp)", ("proxy/http1_client.py", "proxy/http1_pool.py", "aiohttp/", "yarl/",
+                                             "multidict/")),
     ("HTTP server (uvicorn, httptools)", ("uvicorn/", "httptools/", "proxy/head_with_body.py")),
     ("usage parsing (adapters)", ("adapters/",)),
     ("metering (journal, aggregation, store)", ("metering/", "sqlite3/")),

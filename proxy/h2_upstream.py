@@ -7,7 +7,7 @@ Why not httpx[http2], the ecosystem's HTTP/2 client: httpcore (1.0.9, and httpco
 `_receive_response`). A bidirectional stream is a conversation: Nova Sonic answers
 while the client still speaks, and a client waits for the answer (`completionEnd`)
 before it ends its input, so through httpcore both sides would wait on each other for
-ever. aiohttp, the proxy's other client (proxy/upstream.py), speaks HTTP/1.1 only. The
+ever. The proxy's other client (proxy/http1_client.py) speaks HTTP/1.1 only. The
 data port's server side is built on `h2` the same way (proxy/h2_server.py).
 
 One connection per exchange: a stream lasts up to 8 minutes (Bedrock's limit), so
@@ -18,7 +18,7 @@ acknowledged only as the relay takes it (`chunks`).
 
 Errors are the other client's: `UpstreamUnavailable` before the response head,
 `UpstreamBroken` after it (a reset stream, a connection lost or refused by GOAWAY).
-Silence is one too, as aiohttp's `sock_read` is for the other client: with a
+Silence is one too, as it is for the other client: with a
 `read_timeout`, no head or no response DATA for that long fails the exchange the same
 way, so a Bedrock that keeps the connection but stops sending holds nobody for ever.
 """

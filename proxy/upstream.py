@@ -5,24 +5,31 @@ shared profile, web identity / IRSA, container and instance roles) and are
 refreshed without blocking the event loop. Signing is botocore's `SigV4Auth`
 with signing name `bedrock`.
 
-The HTTP client is aiohttp, the one aiobotocore itself sends with. The proxy
-began on httpx; `make bench` measured httpx/httpcore 1.0 at 1.5–5.6 ms of CPU
-per request on this path (its connection pool probes every pooled socket on
-every request, and the cost grows with concurrency), against ~0.25 ms for
-aiohttp — the difference between ~200 and several thousand requests per second
-(bench/RESULTS.md). The path is sent exactly as it was signed (`encoded=True`
-keeps `%3A` and `%2F`), bodies are passed through compressed or not
-(`auto_decompress=False`), and aiohttp adds no header of its own that the
-client did not send (`_Request`), so what Bedrock receives is what
-was signed.
+The HTTP client is the proxy's own small HTTP/1.1 client: asyncio protocols around
+httptools' (llhttp's) response parser, as uvicorn's server side is
+(proxy/http1_client.py, one connection; proxy/http1_pool.py, the pool). The proxy
+began on httpx; `make bench` measured httpx/httpcore 1.0 at 1.5–5.6 ms of CPU per
+request on this path (its pool probes every pooled socket on every request), against
+~0.25 ms for aiohttp (bench/RESULTS.md), which replaced it. Then a py-spy profile of
+`costkeeper serve` at c=16 Converse put aiohttp at ~24 % of the proxy's CPU, more than
+any other component (issue #20), for features the proxy never used (cookie jar,
+redirects, proxies, automatic headers, decompression). Its replacement keeps what the
+proxy needs — pooling bounded by `upstream.max_connections`, the pool wait, connect
+and read timeouts, TLS with the system trust store, flow control — and took the CPU per
+request served at c=16 (Converse, trust) from 579 to 435 µs; `bench.inproc`: Converse
+509 → 357 µs, InvokeModelWithResponseStream 719 → 579 µs (medians of three interleaved
+runs, 2026-12-06). The path is sent exactly as it was signed (`%3A` and `%2F` stay),
+the head carries the signed headers and `Content-Length` and nothing else, bodies pass
+through compressed or not, and there is no cookie jar: what Bedrock receives is what
+was signed, and one client's `Set-Cookie` never reaches another's requests.
 
 A pooled connection the upstream has closed (it answered, then dropped the
 keep-alive connection without `Connection: close`) is found out only when the
 next request is written into it. Such a request, failed on a *reused* connection
 before any byte of an answer, is sent once more on a fresh connection, as Go's
 net/http and urllib3 do: Bedrock never saw it, the body is bytes in hand, and
-nothing has reached the client. aiohttp retries this itself only for idempotent
-methods, and every Bedrock call is a POST. A timeout, a failure on a fresh
+nothing has reached the client (aiohttp, before, retried this itself only for
+idempotent methods, and every Bedrock call is a POST). A timeout, a failure on a fresh
 connection or after part of an answer is never sent again (Bedrock may be
 generating). Every failure is logged with its cause; retries are counted
 (`costkeeper_upstream_retries_total`).
@@ -31,27 +38,30 @@ generating). Every failure is logged with its cause; retries are counted
 from __future__ import annotations
 
 import errno
-import functools
 import logging
 import time
-import weakref
 from collections.abc import AsyncIterator, Callable, Mapping
-from contextvars import ContextVar
 from typing import Any
 
-import aiohttp
 import botocore.auth
 from aiobotocore.session import get_session
-from aiohttp import hdrs
 from botocore.auth import SIGNED_HEADERS_BLACKLIST
 from botocore.awsrequest import AWSRequest
 from botocore.exceptions import NoCredentialsError
-from multidict import CIMultiDict
 from yarl import URL
 
 from proxy.config import Config
 from proxy.event_signing import ChainSigner, seed_signature
 from proxy.h2_upstream import H2Exchange
+from proxy.http1_client import (
+    ClientError,
+    Connection,
+    ConnectionBrokenError,
+    ServerDisconnectedError,
+    headers_of,
+    request_head,
+)
+from proxy.http1_pool import Origin, Pool
 from proxy.sigv4 import (
     SIGNING_SERVICE,
     STREAMING_PAYLOAD,
@@ -65,20 +75,10 @@ __all__ = ["NoUpstreamCredentials", "Upstream", "UpstreamBroken", "UpstreamRespo
 
 logger = logging.getLogger(__name__)
 
-# Headers aiohttp would otherwise add on its own (the client's own values, if any, are kept).
-_NO_AUTO_HEADERS: CIMultiDict[None] = CIMultiDict(
-    (name, None) for name in ("User-Agent", "Accept", "Accept-Encoding", "Content-Type"))
 #: botocore's `SIGNED_HEADERS_BLACKLIST` (a list), as a set.
 _UNSIGNED = frozenset(SIGNED_HEADERS_BLACKLIST)
 #: What a peer that closed or reset a connection looks like when a request is written into it.
 _STALE_ERRNOS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED})
-
-#: Set by `_Connector.connect` in the sending task: whether the connection it handed
-#: out had carried a request before (read by `Upstream.send` when the request fails).
-_reused: ContextVar[bool] = ContextVar("costkeeper_upstream_reused", default=False)
-#: Set by `Upstream.send` for a retry: the connector hands out a new connection only.
-_fresh_only: ContextVar[bool] = ContextVar("costkeeper_upstream_fresh_only", default=False)
-
 
 class NoUpstreamCredentials(RuntimeError):
     """The AWS credential chain found nothing for the proxy to sign with."""
@@ -89,42 +89,38 @@ class UpstreamResponse:
 
     The caller must end it with `release()` (read to the end; the connection goes
     back to the pool) or `close()` (abandoned; the connection is dropped, which is
-    how a client hang-up reaches Bedrock).
+    how a client hang-up reaches Bedrock). Either may be called again, or after the other.
     """
 
-    __slots__ = ("_response", "headers", "raw_headers", "status")
+    __slots__ = ("_connection", "headers", "raw_headers", "status")
 
-    def __init__(self, response: aiohttp.ClientResponse) -> None:
-        self._response = response
-        self.status: int = response.status
+    def __init__(self, connection: Connection) -> None:
+        self._connection: Connection | None = connection
+        self.status: int = connection.status
         #: As received, for relaying: [(name, value), ...] in bytes.
-        self.raw_headers: tuple[tuple[bytes, bytes], ...] = response.raw_headers
+        self.raw_headers: tuple[tuple[bytes, bytes], ...] = tuple(connection.raw_headers)
         #: Case-insensitive lookups.
-        self.headers: Mapping[str, str] = response.headers
+        self.headers: Mapping[str, str] = headers_of(connection.raw_headers)
 
     @property
     def body_in_hand(self) -> bool:
-        """The whole body has arrived (aiohttp holds it): reading it waits on nothing."""
-        return self._response.content.is_eof()
+        """The whole body has arrived: reading it waits on nothing."""
+        return self._connection is None or self._connection.body_in_hand
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """The body, chunk by chunk as the socket delivers it (never buffered whole)."""
-        content = self._response.content
+        connection = self._connection
+        if connection is None:
+            return
         try:
-            while True:
-                chunk = await content.readany()
-                if not chunk:
-                    return
+            while chunk := await connection.next_chunk():
                 yield chunk
-        except (TimeoutError, aiohttp.ClientError) as exc:
+        except ClientError as exc:
             raise self._broken(exc) from exc
 
     async def read(self) -> bytes:
         """The whole body (only for JSON bodies that must be translated whole)."""
-        try:
-            return await self._response.read()
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise self._broken(exc) from exc
+        return b"".join([chunk async for chunk in self.chunks()])
 
     def _broken(self, exc: BaseException) -> UpstreamBroken:
         logger.warning("upstream response %s ended before its body did (%s)",
@@ -132,72 +128,34 @@ class UpstreamResponse:
         return UpstreamBroken(_cause(exc))
 
     def release(self) -> None:
-        self._response.release()
+        if self._connection is not None:
+            connection, self._connection = self._connection, None
+            connection.release()
 
     def close(self) -> None:
-        self._response.close()
-
-
-class _Request(aiohttp.ClientRequest):
-    """aiohttp's request, adding no header of its own, with the headers it is given taken whole.
-
-    aiohttp's `skip_auto_headers` does the same at a cost per request (a new
-    `CIMultiDict` of the names to skip and a copy of the headers, to find that every
-    header it would add is skipped); the headers `sign` gives always name the `host`,
-    and `ClientSession` has already made them a `CIMultiDict`."""
-
-    def update_headers(self, headers: Any) -> None:
-        if isinstance(headers, CIMultiDict) and hdrs.HOST in headers:
-            self.headers = CIMultiDict(headers)  # one C-level copy, not one `add` per header
-        else:
-            super().update_headers(headers)
-
-    def update_auto_headers(self, skip_auto_headers: Any) -> None:
-        # aiohttp reads this when it would add a body's `Content-Type` (never, for these).
-        self._skip_auto_headers = _NO_AUTO_HEADERS
-
-
-class _Connector(aiohttp.TCPConnector):
-    """aiohttp's pool, telling its caller whether a connection is reused (`_reused`).
-
-    A connection is known by its protocol object: one that has been handed out
-    before is a pooled one. For a retry (`_fresh_only`) the pooled connections it
-    would hand out are closed instead (they are as old as the one the upstream just
-    closed) until it opens a new one."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._served: weakref.WeakSet[Any] = weakref.WeakSet()
-
-    async def connect(self, req: Any, traces: Any, timeout: aiohttp.ClientTimeout) -> Any:  # noqa: ASYNC109 (aiohttp's)
-        while True:
-            connection = await super().connect(req, traces, timeout)
-            protocol = connection.protocol
-            reused = protocol in self._served
-            if not (reused and _fresh_only.get()):
-                break
+        if self._connection is not None:
+            connection, self._connection = self._connection, None
             connection.close()
-        if not reused:
-            self._served.add(protocol)
-        _reused.set(reused)
-        return connection
+
+    def __del__(self) -> None:
+        # A response a bug left open would hold its place in the pool for good (aiohttp's
+        # responses close themselves the same way).
+        if self._connection is not None:
+            self.close()
 
 
-def _stale(exc: BaseException) -> bool:
+def _stale(exc: ClientError) -> bool:
     """Did this failure happen on a connection the upstream had closed, before any byte
     of an answer? (Only asked about reused connections.)"""
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        # aiohttp puts the partly read response head in `message` (else a string).
-        return isinstance(exc.message, str)
-    if isinstance(exc, aiohttp.ClientConnectorError | TimeoutError):
+    if exc.answered:
         return False
-    if isinstance(exc, aiohttp.ClientConnectionResetError):  # written into a closing transport
+    if isinstance(exc, ServerDisconnectedError):
         return True
-    return isinstance(exc, aiohttp.ClientOSError) and exc.errno in _STALE_ERRNOS
+    return isinstance(exc, ConnectionBrokenError) and exc.errno in _STALE_ERRNOS
 
 
 def _cause(exc: BaseException) -> str:
-    """An aiohttp failure, for a log line: its type and message (no request headers)."""
+    """A client failure, for a log line: its type and message (no request headers)."""
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
@@ -274,13 +232,6 @@ def sign(credentials: Any, region: str, method: str, url: str, headers: dict[str
     return {**headers, **request.headers}
 
 
-@functools.lru_cache(maxsize=1024)
-def _url(url: str) -> URL:
-    """Each URL sent to, parsed once (`encoded=True`: sent exactly as signed); client-chosen
-    paths included, so it is bounded."""
-    return URL(url, encoded=True)
-
-
 class Upstream:
     """Sends to the home Region's endpoint, or, with `upstream.regions`, to the endpoint
     of the Region the client signed for, re-signed for that Region."""
@@ -295,23 +246,19 @@ class Upstream:
         self._regional = {region: (url, URL(url).raw_authority)
                           for region in config.upstream.regions
                           for url in (config.upstream_url_for(region),)}
+        #: Base URL → where its requests go.
+        self._origins = {url: Origin.of(url) for url in (self._base_url, *(url for url, _ in self._regional.values()))}
         up = config.upstream
-        # connect = waiting for a pooled connection + opening one; sock_read = between two bytes.
-        self._timeout = aiohttp.ClientTimeout(
-            total=None, connect=up.pool_timeout + up.connect_timeout,
-            sock_connect=up.connect_timeout, sock_read=up.read_timeout,
-        )
         self._connect_timeout = up.pool_timeout + up.connect_timeout
         #: A bidirectional stream's upstream silence, as for any response (`upstream.read_timeout`).
         self._read_timeout = up.read_timeout
-        self._max_connections = up.max_connections
-        self._keepalive_timeout = up.keepalive_timeout
-        self._session: aiohttp.ClientSession | None = None
+        self._settings = up
+        self._pool: Pool | None = None
         self._credentials: Any = None
 
     @property
     def ready(self) -> bool:
-        return self._session is not None and self._credentials is not None
+        return self._pool is not None and self._credentials is not None
 
     async def start(self) -> None:
         self._credentials = await get_session().get_credentials()
@@ -320,31 +267,29 @@ class Upstream:
                 "no AWS credentials found for the upstream (environment, shared profile, "
                 "web identity, container or instance role)"
             )
-        connector = _Connector(limit=self._max_connections, limit_per_host=0,
-                                         keepalive_timeout=self._keepalive_timeout)
-        # No cookie jar: a shared one would send the cookie one client's response set on
-        # every other client's requests. Cookies cross per request, both ways, unchanged.
-        self._session = aiohttp.ClientSession(
-            connector=connector, timeout=self._timeout, auto_decompress=False, request_class=_Request,
-            trust_env=False, cookie_jar=aiohttp.DummyCookieJar(),
-        )
+        # No cookie jar, no redirects, no proxy from the environment: cookies cross per
+        # request, both ways, unchanged; one client's `Set-Cookie` never reaches another's.
+        up = self._settings
+        self._pool = Pool(max_connections=up.max_connections, pool_timeout=up.pool_timeout,
+                          connect_timeout=up.connect_timeout, read_timeout=up.read_timeout,
+                          keepalive_timeout=up.keepalive_timeout)
         logger.info("upstream %s, region %s, credentials via %s", self._base_url, self._region,
                     getattr(self._credentials, "method", "unknown"))
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._pool is not None:
+            await self._pool.aclose()
+            self._pool = None
 
     def _target(self, raw_path: str, raw_query: str, headers: dict[str, str],
-                region: str | None) -> tuple[str, str]:
-        """(URL, signing Region) for the home Region, or the client's when it is an allowed one;
-        `headers` gets that endpoint's `host`."""
+                region: str | None) -> tuple[str, str, str]:
+        """(base URL, path and query, signing Region) for the home Region, or the client's
+        when it is an allowed one; `headers` gets that endpoint's `host`."""
         base_url, host, signing_region = self._base_url, self._host, self._region
         if region is not None and region in self._regional:
             (base_url, host), signing_region = self._regional[region], region
         headers["host"] = host
-        return base_url + raw_path + (f"?{raw_query}" if raw_query else ""), signing_region
+        return base_url, raw_path + (f"?{raw_query}" if raw_query else ""), signing_region
 
     async def open_stream(
         self, raw_path: str, raw_query: str, headers: dict[str, str], region: str | None = None,
@@ -353,7 +298,8 @@ class Upstream:
         its head sent and signed for `STREAMING_PAYLOAD`, and the signer of its events,
         chained on that head's signature (proxy/event_signing.py)."""
         assert self._credentials is not None, "Upstream.start() was not awaited"
-        url, signing_region = self._target(raw_path, raw_query, headers, region)
+        base_url, path, signing_region = self._target(raw_path, raw_query, headers, region)
+        url = base_url + path
         headers["content-type"] = "application/vnd.amazon.eventstream"
         frozen = await self._credentials.get_frozen_credentials()
         signed = sign(frozen, signing_region, "POST", url, headers, b"", payload_hash=STREAMING_PAYLOAD)
@@ -368,35 +314,29 @@ class Upstream:
         """Sign and send; the response is open and streaming (the caller ends it).
 
         `region`: the Region the client signed for; used when it is an allowed one."""
-        assert self._session is not None, "Upstream.start() was not awaited"
-        url, signing_region = self._target(raw_path, raw_query, headers, region)
+        pool = self._pool
+        assert pool is not None, "Upstream.start() was not awaited"
+        base_url, path, signing_region = self._target(raw_path, raw_query, headers, region)
         host = headers["host"]
         frozen = await self._credentials.get_frozen_credentials()
-        signed = sign(frozen, signing_region, method, url, headers, body)
-        target = _url(url)
-        _reused.set(False)
+        signed = sign(frozen, signing_region, method, base_url + path, headers, body)
+        origin = self._origins[base_url]
+        head = request_head(method, origin.prefix + path, signed, len(body))
+        head_only = method == "HEAD"
         try:
             try:
-                response = await self._session.request(
-                    method, target, data=body, headers=signed, allow_redirects=False,
-                )
-            except aiohttp.ClientError as exc:
-                if not (_reused.get() and _stale(exc)):
+                connection = await pool.request(origin, head, body, head_only=head_only)
+            except ClientError as exc:
+                if not (exc.reused and _stale(exc)):
                     raise
                 logger.warning("upstream closed a reused connection before answering %s (%s): sending it "
                                "again on a fresh connection", host, _cause(exc))
                 self._on_retry()
-                _fresh_only.set(True)
-                try:
-                    response = await self._session.request(
-                        method, target, data=body, headers=signed, allow_redirects=False,
-                    )
-                finally:
-                    _fresh_only.set(False)
+                connection = await pool.request(origin, head, body, head_only=head_only, fresh=True)
         except TimeoutError as exc:
             logger.warning("upstream %s timed out before answering (%s)", host, _cause(exc))
             raise UpstreamUnavailable(timed_out=True) from exc
-        except aiohttp.ClientError as exc:
+        except ClientError as exc:
             logger.warning("upstream %s could not be reached (%s)", host, _cause(exc))
             raise UpstreamUnavailable(timed_out=False) from exc
-        return UpstreamResponse(response)
+        return UpstreamResponse(connection)

@@ -1,5 +1,5 @@
-"""What can go wrong on the way to Bedrock, for both upstream clients (aiohttp for
-HTTP/1.1 in proxy/upstream.py, `h2` for the bidirectional stream in proxy/h2_upstream.py),
+"""What can go wrong on the way to Bedrock, for both upstream clients (HTTP/1.1 in
+proxy/upstream.py, `h2` for the bidirectional stream in proxy/h2_upstream.py),
 and what the client is told when a request could not be sent."""
 
 from __future__ import annotations

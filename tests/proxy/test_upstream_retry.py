@@ -7,31 +7,39 @@ import asyncio
 import errno
 from pathlib import Path
 
-import aiohttp
 import pytest
 import yaml
 
 from proxy.config import load_config
-from proxy.upstream import Upstream, _stale
+from proxy.http1_client import (
+    ClientError,
+    ConnectionBrokenError,
+    MalformedResponseError,
+    ReadTimeoutError,
+    ServerDisconnectedError,
+)
+from proxy.upstream import Upstream, UpstreamUnavailable, _stale
+from tests.proxy.raw_upstream import Peer, raw_upstream, upstream_for
 
-#: aiohttp passes the partly parsed head (a `RawResponseMessage`) when the peer closed mid-head.
-_PARTIAL_HEAD: object = object()
+
+def _answered(exc: ClientError) -> ClientError:
+    exc.answered = True
+    return exc
 
 
 @pytest.mark.parametrize(("exc", "stale"), [
-    (aiohttp.ServerDisconnectedError(), True),
-    (aiohttp.ClientConnectionResetError("Cannot write to closing transport"), True),
-    (aiohttp.ClientOSError(errno.ECONNRESET, "Connection reset by peer"), True),
-    (aiohttp.ClientOSError(errno.EPIPE, "Broken pipe"), True),
+    (ServerDisconnectedError("the upstream closed the connection before answering"), True),
+    (ConnectionBrokenError(ConnectionResetError(errno.ECONNRESET, "Connection reset by peer")), True),
+    (ConnectionBrokenError(BrokenPipeError(errno.EPIPE, "Broken pipe")), True),
     # Part of an answer had arrived: Bedrock saw the request.
-    (aiohttp.ServerDisconnectedError(_PARTIAL_HEAD), False),  # type: ignore[arg-type]
+    (_answered(ServerDisconnectedError("the upstream closed the connection")), False),
+    (_answered(ConnectionBrokenError(ConnectionResetError(errno.ECONNRESET, "reset"))), False),
+    (_answered(MalformedResponseError("bad status line")), False),
     # Bedrock may be generating: never sent twice.
-    (aiohttp.ServerTimeoutError("Timeout on reading data from socket"), False),
-    (aiohttp.SocketTimeoutError("Timeout on reading data from socket"), False),
-    (aiohttp.ClientOSError(errno.ENOBUFS, "No buffer space"), False),
-    (aiohttp.ClientPayloadError("Response payload is not completed"), False),
+    (ReadTimeoutError("no byte from the upstream for 900 s"), False),
+    (ConnectionBrokenError(OSError(errno.ENOBUFS, "No buffer space")), False),
 ])
-def test_only_a_closed_connection_before_any_answer_is_stale(exc: BaseException, stale: bool) -> None:
+def test_only_a_closed_connection_before_any_answer_is_stale(exc: ClientError, stale: bool) -> None:
     assert _stale(exc) is stale
 
 
@@ -94,3 +102,32 @@ async def test_the_retry_does_not_take_another_stale_pooled_connection(
         await upstream.aclose()
         server.close()
         await server.wait_closed()
+
+
+@pytest.mark.parametrize("second", [b"HTTP/1.1 200 OK\r\n", None], ids=["part-of-a-head", "silence"])
+async def test_a_reused_connection_that_had_begun_answering_or_timed_out_is_not_retried(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, second: bytes | None) -> None:
+    """Bedrock saw the request (part of an answer came), or may be generating (silence
+    until the read timeout): the request fails, it is never sent twice."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDUPSTREAM00000001")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "upstream-secret")
+
+    async def behave(peer: Peer) -> None:
+        if await peer.request() is not None:
+            await peer.send(_ANSWER)
+            if await peer.request() is not None and second is not None:
+                await peer.send(second)
+                peer.writer.close()
+
+    async with raw_upstream(behave) as served:
+        retries: list[None] = []
+        upstream = upstream_for(tmp_path, served.url, on_retry=lambda: retries.append(None), read_timeout=1)
+        await upstream.start()
+        response = await upstream.send("POST", "/model/m/converse", "", {}, b"{}")
+        await response.read()
+        response.release()
+        with pytest.raises(UpstreamUnavailable) as raised:
+            await asyncio.wait_for(upstream.send("POST", "/model/m/converse", "", {}, b"{}"), 10)
+        assert raised.value.timed_out is (second is None)
+        assert retries == [] and len(served.peers) == 1
+        await upstream.aclose()
