@@ -17,9 +17,10 @@ import functools
 import hashlib
 import hmac
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any
 
 from botocore.auth import SigV4Auth
@@ -109,12 +110,15 @@ def parse_authorization(value: str) -> SignedRequest:
     )
 
 
+_NOTHING: Mapping[str, str] = MappingProxyType({})
+
+
 class SignedHeaders(dict[str, list[str]]):
-    """The client's signed headers, name → values, shaped as botocore reads `headers_to_sign`
+    """The headers a signature covers, name → values, shaped as botocore reads `headers_to_sign`
     (names, `get_all`): cheaper than a second `HTTPHeaders`, an `email.message.Message`."""
 
-    def get_all(self, name: str, failobj: list[str] | None = None) -> list[str] | None:
-        return self.get(name, failobj)
+    #: `dict.get` itself: botocore asks once per header, and a method of ours was a Python call each time.
+    get_all = dict.get
 
 
 class BytesRequest(AWSRequest):
@@ -132,36 +136,45 @@ class BytesRequest(AWSRequest):
 
 
 class PlainRequest(BytesRequest):
-    """A request botocore signs, its headers a plain dict.
+    """A request botocore signs, its headers a plain dict, the headers it signs beside it.
 
     It carries only what botocore sets itself (`X-Amz-Date`, a session token,
     `Authorization`) and a declared payload hash, always in botocore's own spelling:
     botocore's `HTTPHeaders` (an `email.message.Message`, case-insensitive) costs more
     than the whole rest of the request, and nothing else reads these headers. The
-    headers signed come from the signer's `headers_to_sign`, never from here.
+    headers signed are `to_sign` (the client's, when verifying), or are picked by the
+    signer from `given` (re-signing: `proxy.upstream`), never from `headers`.
     """
 
-    def __init__(self, method: str, url: str, data: bytes) -> None:  # noqa: PLW0231 (AWSRequest's, minus HTTPHeaders)
+    # What botocore's `AWSRequest` sets and `SigV4Auth` never changes: one of each, for every request.
+    params: Mapping[str, str] = _NOTHING
+    auth_path = None
+    stream_output = False
+
+    def __init__(self, method: str, url: str, data: bytes, *, to_sign: SignedHeaders | None = None,  # noqa: PLW0231 (AWSRequest's, minus HTTPHeaders)
+                 given: Mapping[str, str] = _NOTHING) -> None:
         self.method = method
         self.url = url
         self.data = data
         self.headers: dict[str, str] = {}
-        self.params: dict[str, str] = {}
-        self.auth_path = None
-        self.stream_output = False
         self.context: dict[str, Any] = {}
+        self.to_sign = to_sign
+        self.given = given
 
 
 #: Kept results of botocore's steps, per secret and day (many secrets, rotated ones, past
-#: days) or per path (a client's made-up paths): bounded. In memory only.
+#: days), per path (a client's made-up paths) or per set of header names: bounded. In memory only.
 _KEPT_ENTRIES = 1024
+#: A stock botocore signer, for the steps whose result depends on their arguments alone:
+#: each is computed by botocore's own method, once, and kept.
+_BOTOCORE = SigV4Auth(None, SIGNING_SERVICE, "")
 
 
 @functools.lru_cache(maxsize=_KEPT_ENTRIES)
 def _derived(key: bytes, msg: str) -> bytes:
     """botocore's key derivation step (an HMAC of the secret, day, Region or service): four
     of a signature's five HMACs give the same result all day."""
-    derived: bytes = SigV4Auth._sign(None, key, msg)  # botocore's, self unused
+    derived: bytes = _BOTOCORE._sign(key, msg)
     return derived
 
 
@@ -169,35 +182,46 @@ def _derived(key: bytes, msg: str) -> bytes:
 def _normalized(path: str) -> str:
     """botocore's canonical form of a path (dot segments, then `quote`): a request's path
     names its model and operation, the same few all day."""
-    normalized: str = SigV4Auth._normalize_url_path(None, path)  # botocore's, self unused
+    normalized: str = _BOTOCORE._normalize_url_path(path)
     return normalized
 
 
-class KeptKeySigV4Auth(SigV4Auth):
-    """botocore's `SigV4Auth`, its `signature()` unchanged, with the signing key it derives
-    (`_sign` with `hex=False`: secret → day → Region → service → `aws4_request`) computed
-    once per day, Region and secret instead of once per request (issue #20), and botocore's
-    canonical path kept per path (its `quote` was an eighth of a signature)."""
+@functools.lru_cache(maxsize=_KEPT_ENTRIES)
+def _names(names: tuple[str, ...]) -> str:
+    """botocore's `SignedHeaders=` value for these header names (sorted, `;`-joined): a
+    client signs the same few sets all day."""
+    value: str = _BOTOCORE.signed_headers(names)
+    return value
 
-    def _normalize_url_path(self, path: str) -> str:
-        return _normalized(path)
+
+class KeptKeySigV4Auth(SigV4Auth):
+    """botocore's `SigV4Auth`, its `signature()` unchanged, with what it computes from
+    arguments that repeat kept (issue #20): the signing key it derives (`_sign` with
+    `hex=False`: secret → day → Region → service → `aws4_request`) once per day, Region
+    and secret, the canonical path per path (its `quote` was an eighth of a signature),
+    the `SignedHeaders` value per set of names. The headers it signs are the request's
+    `to_sign`. One signer serves every request of its credentials and Region
+    (`_verifier`, `proxy.upstream`): nothing of a request is kept on it."""
+
+    _normalize_url_path = staticmethod(_normalized)
 
     def _sign(self, key: bytes, msg: str, hex: bool = False) -> Any:
         if hex:
-            return super()._sign(key, msg, hex=True)
+            return SigV4Auth._sign(self, key, msg, True)
         return _derived(key, msg)
 
+    def signed_headers(self, headers_to_sign: SignedHeaders) -> str:
+        return _names(tuple(headers_to_sign))
 
-class _ClientSigner(KeptKeySigV4Auth):
-    """botocore's signer, told exactly which headers the client signed
-    (botocore would otherwise pick its own set and drop e.g. `expect`)."""
+    def headers_to_sign(self, request: PlainRequest) -> SignedHeaders | None:
+        return request.to_sign
 
-    def __init__(self, credentials: Credentials, service: str, region: str, signed: SignedHeaders):
-        super().__init__(credentials, service, region)
-        self._signed = signed
 
-    def headers_to_sign(self, request: AWSRequest) -> SignedHeaders:
-        return self._signed
+@functools.lru_cache(maxsize=_KEPT_ENTRIES)
+def _verifier(access_key: str, secret: str, region: str, service: str) -> KeptKeySigV4Auth:
+    """The signer that recomputes a client's signatures: per key, secret (a rotated key is
+    another) and credential scope."""
+    return KeptKeySigV4Auth(Credentials(access_key, secret), service, region)
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,8 +278,9 @@ def verify_payload(
     # STREAMING_PAYLOAD is no body's hash: a whole body declared so is refused here.
     if declared is not None and declared[0] != hashlib.sha256(body).hexdigest():
         raise refusal(InvalidSignatureException(_DECLARED_HASH), "bad_signature")
-    # The body's hash is computed (a declared one was checked against it above).
-    _verify(head, secret, method, host, raw_path, raw_query, body, None)
+    # A declared hash is the body's (checked above) and is what the client's signer read
+    # from its header; otherwise botocore hashes the body.
+    _verify(head, secret, method, host, raw_path, raw_query, body, None if declared is None else declared[0])
 
 
 def verify_streaming_head(head: SignedHead, secret: str, *, method: str, host: str, raw_path: str,
@@ -272,19 +297,20 @@ def verify_streaming_head(head: SignedHead, secret: str, *, method: str, host: s
 def _verify(head: SignedHead, secret: str, method: str, host: str, raw_path: str, raw_query: str, body: bytes,
             payload_hash: str | None) -> None:
     """Recompute the signature with botocore; `payload_hash`: the canonical request's
-    payload line when it is not the body's SHA-256."""
+    payload line when it is known (declared by the client), else botocore hashes `body`."""
     parsed = head.parsed
-    # The request carries no headers but a declared payload hash: botocore reads them from `headers_to_sign`.
-    request = PlainRequest(method, f"http://{host}{raw_path}" + (f"?{raw_query}" if raw_query else ""), body)
-    if payload_hash is not None:
-        request.headers["X-Amz-Content-SHA256"] = payload_hash
-    signed = SignedHeaders()
+    to_sign = SignedHeaders()
     for name in parsed.signed_headers:
         values = [host] if name in ("host", _AUTHORITY) else head.by_name.get(name)
         if values:  # a signed header the request lacks is left out: the signatures then differ
-            signed[name] = values
+            to_sign[name] = values
+    # The request carries no headers but a declared payload hash: botocore signs `to_sign`.
+    request = PlainRequest(method, f"http://{host}{raw_path}" + (f"?{raw_query}" if raw_query else ""), body,
+                           to_sign=to_sign)
+    if payload_hash is not None:
+        request.headers["X-Amz-Content-SHA256"] = payload_hash
     request.context["timestamp"] = head.amz_date
-    signer = _ClientSigner(Credentials(parsed.access_key, secret), parsed.service, parsed.region, signed)
+    signer = _verifier(parsed.access_key, secret, parsed.region, parsed.service)
     try:
         expected = signer.signature(signer.string_to_sign(request, signer.canonical_request(request)),
                                     request)

@@ -38,6 +38,7 @@ generating). Every failure is logged with its cause; retries are counted
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -177,7 +178,8 @@ def _amz_date() -> str:
 
 
 class _Signer(KeptKeySigV4Auth):
-    """botocore's SigV4 over headers kept in a plain dict beside the request.
+    """botocore's SigV4 over headers kept in a plain dict beside the request
+    (`PlainRequest.given`), one signer per credentials and Region (`_signer`).
 
     botocore keeps a request's headers in an `HTTPHeaders` (an `email.message.Message`)
     and reads them back twice per signature; most of a signature's cost was that
@@ -185,12 +187,6 @@ class _Signer(KeptKeySigV4Auth):
     itself (`X-Amz-Date`, a session token, `Authorization`); the headers to sign are
     chosen as botocore chooses them — every header but its `SIGNED_HEADERS_BLACKLIST`.
     """
-
-    def __init__(self, credentials: Any, region: str, headers: dict[str, str]) -> None:
-        super().__init__(credentials, SIGNING_SERVICE, region)
-        self._headers = headers
-        self._selected: SignedHeaders | None = None
-        self._signed_names: str | None = None
 
     def add_auth(self, request: AWSRequest) -> None:
         """botocore's `add_auth`, step for step, each step botocore's own; its timestamp is
@@ -203,21 +199,22 @@ class _Signer(KeptKeySigV4Auth):
         string_to_sign = self.string_to_sign(request, self.canonical_request(request))
         self._inject_signature_to_request(request, self.signature(string_to_sign, request))
 
-    def headers_to_sign(self, request: AWSRequest) -> SignedHeaders:
-        if self._selected is None:  # asked twice per signature, after botocore set its own
-            selected = SignedHeaders()
-            for name, value in (*self._headers.items(), *request.headers.items()):
+    def headers_to_sign(self, request: PlainRequest) -> SignedHeaders:
+        selected = request.to_sign
+        if selected is None:  # asked twice per signature, after botocore set its own
+            selected = request.to_sign = SignedHeaders()
+            for name, value in (*request.given.items(), *request.headers.items()):
                 lower = name.lower()
                 if lower not in _UNSIGNED:
                     selected.setdefault(lower, []).append(value)
-            self._selected = selected
-        return self._selected
+        return selected
 
-    def signed_headers(self, headers_to_sign: Any) -> str:
-        # Asked twice per signature (the canonical request, `Authorization`) of one selection.
-        if self._signed_names is None:
-            self._signed_names = super().signed_headers(headers_to_sign)
-        return self._signed_names
+
+@functools.lru_cache(maxsize=64)
+def _signer(credentials: Any, region: str) -> _Signer:
+    """The signer of these credentials for this Region: aiobotocore's frozen credentials are
+    a tuple of their values (a refreshed set is another signer), others are kept by identity."""
+    return _Signer(credentials, SIGNING_SERVICE, region)
 
 
 def sign(credentials: Any, region: str, method: str, url: str, headers: dict[str, str], body: bytes,
@@ -225,10 +222,10 @@ def sign(credentials: Any, region: str, method: str, url: str, headers: dict[str
     """`headers` (lower-case names, `host` included, no client credentials) plus
     botocore's SigV4: `X-Amz-Date`, `Authorization`, a session token if any.
     `payload_hash`: declared and signed instead of the body's (a signed event stream)."""
-    request = PlainRequest(method, url, body)
+    request = PlainRequest(method, url, body, given=headers)
     if payload_hash is not None:
         request.headers["X-Amz-Content-SHA256"] = payload_hash
-    _Signer(credentials, region, headers).add_auth(request)
+    _signer(credentials, region).add_auth(request)
     return {**headers, **request.headers}
 
 

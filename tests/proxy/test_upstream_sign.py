@@ -13,7 +13,7 @@ import datetime
 import pytest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
-from botocore.credentials import Credentials
+from botocore.credentials import Credentials, ReadOnlyCredentials
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -155,3 +155,32 @@ def test_the_signers_own_clock_is_utc_now(monkeypatch: pytest.MonkeyPatch) -> No
                   {"host": "bedrock-runtime.us-east-1.amazonaws.com"}, BODY)
     after = datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
     assert before <= datetime.datetime.strptime(signed["X-Amz-Date"], "%Y%m%dT%H%M%SZ") <= after
+
+
+#: Header names as `request_headers_for_upstream` hands them on (lower-case), botocore's
+#: unsigned ones (SIGNED_HEADERS_BLACKLIST) among them.
+_NAME = st.sampled_from(["content-type", "accept", "amz-sdk-invocation-id", "amz-sdk-request", "anthropic-beta",
+                         "x-amzn-bedrock-trace", "x-custom", "user-agent", "x-amzn-trace-id", "expect"])
+_VALUE = st.text(alphabet="aZ09 ,;=/-.\t", min_size=0, max_size=12)
+
+
+@given(headers=st.dictionaries(_NAME, _VALUE, max_size=6), body=st.binary(max_size=64),
+       region=st.sampled_from(["us-east-1", "eu-west-1"]), token=st.sampled_from([None, "session-token-value"]),
+       streaming=st.booleans())
+@settings(max_examples=150, deadline=None)
+def test_any_headers_sign_as_stock_botocore_with_frozen_credentials(
+        headers: dict[str, str], body: bytes, region: str, token: str | None, streaming: bool) -> None:
+    """`Upstream.send` signs with aiobotocore's frozen credentials, a new tuple each time: the
+    signer kept for equal ones (`proxy.upstream._signer`) signs any header set, body, Region,
+    session token and declared payload as stock botocore does, again and again."""
+    headers = {**headers, "host": "bedrock-runtime.us-east-1.amazonaws.com"}
+    payload_hash = STREAMING_PAYLOAD if streaming else None
+    request = AWSRequest(method="POST", url=URL, data=body, headers=dict(headers))
+    if payload_hash is not None:
+        request.headers["X-Amz-Content-SHA256"] = payload_hash
+    SigV4Auth(Credentials("AKIDUPSTREAM00000001", "upstream-secret", token), "bedrock", region).add_auth(request)
+    stock = {name.lower(): value for name, value in request.headers.items()}
+    for _ in range(2):
+        frozen = ReadOnlyCredentials("AKIDUPSTREAM00000001", "upstream-secret", token)
+        ours = sign(frozen, region, "POST", URL, dict(headers), body, payload_hash=payload_hash)
+        assert {name.lower(): value for name, value in ours.items()} == stock
