@@ -46,6 +46,7 @@ from proxy.event_signing import ChainVerifier
 from proxy.sigv4 import (
     SignedHead,
     check_signed_head,
+    checked_headers,
     parse_authorization,
     verify_payload,
     verify_streaming_head,
@@ -179,11 +180,8 @@ class Authenticator:
                 f"Credential should be scoped to a valid region. This proxy serves: {', '.join(sorted(self._regions))}."
             ), "wrong_region"), parsed.access_key)
         try:
-            head = check_signed_head(
-                parsed,
-                ((name.decode("latin-1"), value.decode("latin-1")) for name, value in headers),
-                max_skew_seconds=self._config.max_skew_seconds,
-            )
+            head = check_signed_head(parsed, checked_headers(parsed, headers),
+                                     max_skew_seconds=self._config.max_skew_seconds)
         except BedrockError as error:
             raise AuthRefused(error, parsed.access_key) from None
         record = await self._record(parsed.access_key)
@@ -225,7 +223,10 @@ class Authenticator:
         return caller
 
     async def _record(self, access_key_id: str) -> KeyRecord:
-        record = self._cache.get(access_key_id, _MISSING)
+        try:
+            record = self._cache[access_key_id]  # `get` is three times the Python calls of a hit
+        except KeyError:
+            record = _MISSING
         if record is _MISSING:
             try:
                 record = await self._keys.get_key(access_key_id)

@@ -43,6 +43,7 @@ __all__ = [
     "SignedHeaders",
     "SignedRequest",
     "check_signed_head",
+    "checked_headers",
     "parse_authorization",
     "verify_payload",
     "verify_signature",
@@ -55,16 +56,21 @@ SIGNING_SERVICE = "bedrock"
 #: (InvokeModelWithBidirectionalStream; its events are signed one by one: proxy/event_signing.py).
 STREAMING_PAYLOAD = "STREAMING-AWS4-HMAC-SHA256-EVENTS"
 _ALGORITHM = "AWS4-HMAC-SHA256"
+#: Kept results, per secret and day (many secrets, rotated ones, past days), per path (a
+#: client's made-up paths), per set of header names or per client scope: bounded. In memory only.
+_KEPT_ENTRIES = 1024
 _AMZ_DATE = "%Y%m%dT%H%M%SZ"
 #: `_AMZ_DATE` as a pattern: `strptime` takes 4 µs warm and ~100 µs on a cold CPU (its
 #: locale checks and lock), the first thing a request's verification did (bench/READING.md).
 _AMZ_DATE_RE = re.compile(r"(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z\Z", re.ASCII)
+#: An `Authorization` value but its last 64 characters (the signature): the key, scope and
+#: signed headers, the same for every request a client signs in a day.
 _AUTH_RE = re.compile(
-    r"^AWS4-HMAC-SHA256\s+"
+    r"AWS4-HMAC-SHA256\s+"
     r"Credential=(?P<key>[^/,\s]{1,128})/(?P<date>\d{8})/(?P<region>[a-z0-9-]{1,32})/"
     r"(?P<service>[a-z0-9-]{1,64})/aws4_request\s*,\s*"
     r"SignedHeaders=(?P<headers>[a-z0-9;:._-]{1,2048})\s*,\s*"
-    r"Signature=(?P<signature>[0-9a-f]{64})$"
+    r"Signature="
 )
 #: The AWS SDK for JavaScript over HTTP/2 signs the host as the `:authority` pseudo-header,
 #: under that name (NodeHttp2Handler; Bedrock accepts it). Its value is the request's host.
@@ -91,23 +97,42 @@ class SignedRequest:
 
 
 def parse_authorization(value: str) -> SignedRequest:
-    match = _AUTH_RE.match(value.strip())
-    if match is None:
+    stripped = value.strip()
+    signature = stripped[-64:]
+    scope = _scope(stripped[:-64]) if _SHA256_HEX.fullmatch(signature) else None
+    if scope is None:
         if not value.startswith(_ALGORITHM):
             raise refusal(MissingAuthenticationTokenException("Missing Authentication Token"), "malformed")
         raise refusal(InvalidSignatureException("Authorization header requires 'Credential', "
                                                 "'SignedHeaders' and 'Signature' parameters."), "malformed")
+    return SignedRequest(*scope, signature)
+
+
+@functools.lru_cache(maxsize=_KEPT_ENTRIES)
+def _scope(prefix: str) -> tuple[str, str, str, str, tuple[str, ...]] | None:
+    """(access key, date, Region, service, signed header names) of an `Authorization` value
+    but its signature, None if it is malformed: kept, as a client sends the same all day."""
+    match = _AUTH_RE.fullmatch(prefix)
+    if match is None:
+        return None
     signed = tuple(match["headers"].split(";"))
     if "host" not in signed and _AUTHORITY not in signed:
         raise refusal(InvalidSignatureException("'Host' must be a signed header."), "malformed")
-    return SignedRequest(
-        access_key=match["key"],
-        date=match["date"],
-        region=match["region"],
-        service=match["service"],
-        signed_headers=signed,
-        signature=match["signature"],
-    )
+    return match["key"], match["date"], match["region"], match["service"], signed
+
+
+@functools.lru_cache(maxsize=_KEPT_ENTRIES)
+def _read_by_checks(signed_headers: tuple[str, ...]) -> frozenset[bytes]:
+    """The header names `check_signed_head` and `verify_payload` read, as an ASGI scope spells them."""
+    return frozenset(name.encode("latin-1") for name in (*signed_headers, "x-amz-date", "x-amz-content-sha256"))
+
+
+def checked_headers(parsed: SignedRequest, raw: Iterable[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
+    """The headers of an ASGI scope that the checks read (those signed, `x-amz-date`,
+    `x-amz-content-sha256`), decoded: the others (the long `Authorization` among them)
+    are never decoded, as `check_signed_head` would only set them aside."""
+    wanted = _read_by_checks(parsed.signed_headers)
+    return [(name.decode("latin-1"), value.decode("latin-1")) for name, value in raw if name.lower() in wanted]
 
 
 _NOTHING: Mapping[str, str] = MappingProxyType({})
@@ -162,9 +187,6 @@ class PlainRequest(BytesRequest):
         self.given = given
 
 
-#: Kept results of botocore's steps, per secret and day (many secrets, rotated ones, past
-#: days), per path (a client's made-up paths) or per set of header names: bounded. In memory only.
-_KEPT_ENTRIES = 1024
 #: A stock botocore signer, for the steps whose result depends on their arguments alone:
 #: each is computed by botocore's own method, once, and kept.
 _BOTOCORE = SigV4Auth(None, SIGNING_SERVICE, "")
@@ -231,7 +253,7 @@ class SignedHead:
     What is left (`verify_payload`) waits for the body."""
 
     parsed: SignedRequest
-    #: The request's headers, lower-case name → values, as received.
+    #: The request's headers (or those the checks read: `checked_headers`), lower-case name → values, as received.
     by_name: dict[str, list[str]]
     amz_date: str
 

@@ -8,6 +8,7 @@ is in the safe charset — never another exception, never a hang.
 
 from __future__ import annotations
 
+import re
 import string
 
 from hypothesis import example, given, settings
@@ -15,13 +16,14 @@ from hypothesis import strategies as st
 
 from adapters.modelid import base_model_id, encode_model_id, is_valid_model_id
 from proxy.errors import (
+    BedrockError,
     InvalidSignatureException,
     MissingAuthenticationTokenException,
     UnknownOperationException,
     ValidationException,
 )
 from proxy.routing import parse_route
-from proxy.sigv4 import parse_authorization
+from proxy.sigv4 import SignedRequest, parse_authorization
 
 _AUTH_PIECES = st.sampled_from([
     "AWS4-HMAC-SHA256 ", "Credential=", "CKIAEXAMPLE", "/20261123/us-east-1/bedrock/aws4_request", ", ",
@@ -72,3 +74,50 @@ def test_model_ids_round_trip_through_the_path_encoding(model_id: str) -> None:
     route = parse_route("POST", f"/model/{encode_model_id(model_id)}/converse")
     assert route.model_id == model_id
     assert base_model_id(model_id)  # never empty, never raises
+
+
+#: `parse_authorization` before its scope was kept per client (issue #20): one expression, the whole value.
+_WHOLE = re.compile(
+    r"^AWS4-HMAC-SHA256\s+"
+    r"Credential=(?P<key>[^/,\s]{1,128})/(?P<date>\d{8})/(?P<region>[a-z0-9-]{1,32})/"
+    r"(?P<service>[a-z0-9-]{1,64})/aws4_request\s*,\s*"
+    r"SignedHeaders=(?P<headers>[a-z0-9;:._-]{1,2048})\s*,\s*"
+    r"Signature=(?P<signature>[0-9a-f]{64})$"
+)
+
+
+_VALID = ("AWS4-HMAC-SHA256 Credential=CKIAEXAMPLE/20261123/us-east-1/bedrock/aws4_request, "
+          "SignedHeaders=host;x-amz-date, Signature=" + "0f" * 32)
+
+
+def _outcome(header: str) -> object:
+    try:
+        return parse_authorization(header)
+    except BedrockError as error:
+        return type(error), error.message
+
+
+@given(st.lists(_AUTH_PIECES | st.sampled_from([":authority", "x-amz-date;:authority", "２", "\n"]),
+                max_size=14).map("".join) | st.text(max_size=80),
+       st.sampled_from(["", " ", "\n", "\t "]))
+@example(_VALID, "")
+@example(_VALID.replace("host;", ":authority;"), " ")
+@example(_VALID.replace("host;", ""), "")
+@example(_VALID + "\n", "")
+@example(_VALID.replace(", Sig", " ,\tSig"), "\n")
+@example(_VALID[:-1], "")
+@example(_VALID.replace("20261123", "２0261123"), "")
+@example(_VALID[:-64] + "A" * 64, "")
+@settings(max_examples=400, deadline=None)
+def test_authorization_parser_reads_as_one_expression_over_the_whole_value(header: str, space: str) -> None:
+    """Split at the signature, its scope kept per client, the parser accepts what the
+    whole-value expression accepts and reads the same fields, again from the kept scope."""
+    header = space + header + space
+    match = _WHOLE.match(header.strip())
+    for _ in range(2):
+        outcome = _outcome(header)
+        if match is None or not {"host", ":authority"} & set(match["headers"].split(";")):
+            assert not isinstance(outcome, SignedRequest)
+        else:
+            assert outcome == SignedRequest(match["key"], match["date"], match["region"], match["service"],
+                                            tuple(match["headers"].split(";")), match["signature"])
