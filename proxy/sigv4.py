@@ -17,6 +17,7 @@ import functools
 import hashlib
 import hmac
 import re
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -60,9 +61,8 @@ _ALGORITHM = "AWS4-HMAC-SHA256"
 #: client's made-up paths), per set of header names or per client scope: bounded. In memory only.
 _KEPT_ENTRIES = 1024
 _AMZ_DATE = "%Y%m%dT%H%M%SZ"
-#: `_AMZ_DATE` as a pattern: `strptime` takes 4 µs warm and ~100 µs on a cold CPU (its
-#: locale checks and lock), the first thing a request's verification did (bench/READING.md).
-_AMZ_DATE_RE = re.compile(r"(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z\Z", re.ASCII)
+#: `_AMZ_DATE`'s shape, ASCII digits only (`_signed_at` reads the numbers).
+_AMZ_DATE_RE = re.compile(r"\d{8}T\d{6}Z\Z", re.ASCII)
 #: An `Authorization` value but its last 64 characters (the signature): the key, scope and
 #: signed headers, the same for every request a client signs in a day.
 _AUTH_RE = re.compile(
@@ -275,7 +275,7 @@ def check_signed_head(
     for name, value in headers:
         by_name.setdefault(name.lower(), []).append(value)
     amz_date = (by_name.get("x-amz-date") or [""])[0]
-    _check_date(amz_date, parsed.date, now or datetime.now(UTC), max_skew_seconds)
+    _check_date(amz_date, parsed.date, time.time() if now is None else now.timestamp(), max_skew_seconds)
     # The signature must cover the body: a declared hash has to be one (never
     # UNSIGNED-PAYLOAD), and `verify_payload` checks it is the body's.
     declared = by_name.get("x-amz-content-sha256")
@@ -362,26 +362,28 @@ def verify_signature(
     verify_payload(head, secret, method=method, host=host, raw_path=raw_path, raw_query=raw_query, body=body)
 
 
-#: The last `X-Amz-Date` read, and the moment it names: the clients of a busy proxy sign
-#: within the same second, and reading one costs more than the rest of the date check.
-_last_date: tuple[str | None, datetime] = (None, datetime.min.replace(tzinfo=UTC))
+@functools.lru_cache(maxsize=16)
+def _midnight(day: str) -> int:
+    """Seconds since the epoch when a `YYYYMMDD` day (ASCII digits) begins, UTC; `ValueError`
+    if it names no day. Kept: every request of a day names the same one."""
+    return int(datetime(int(day[:4]), int(day[4:6]), int(day[6:]), tzinfo=UTC).timestamp())
 
 
-def _signed_at(amz_date: str) -> datetime:
-    """The moment an `X-Amz-Date` names; `ValueError` if it names none."""
-    global _last_date  # noqa: PLW0603 (one entry, replaced whole)
-    if _last_date[0] == amz_date:
-        return _last_date[1]
-    match = _AMZ_DATE_RE.match(amz_date)
-    if match is None:
+def _signed_at(amz_date: str) -> int:
+    """The second an `X-Amz-Date` names, since the epoch; `ValueError` if it names none.
+    Arithmetic on the kept day: a new `datetime` per request (and `strptime`, ~100 µs on
+    a cold CPU: its locale checks and lock, bench/READING.md) cost more than the rest of
+    the date check."""
+    if _AMZ_DATE_RE.match(amz_date) is None:
         raise ValueError(amz_date)
-    year, month, day, hour, minute, second = map(int, match.groups())
-    signed_at = datetime(year, month, day, hour, minute, second, tzinfo=UTC)
-    _last_date = (amz_date, signed_at)
-    return signed_at
+    hour, minute, second = int(amz_date[9:11]), int(amz_date[11:13]), int(amz_date[13:15])
+    if hour > 23 or minute > 59 or second > 59:
+        raise ValueError(amz_date)
+    return _midnight(amz_date[:8]) + hour * 3600 + minute * 60 + second
 
 
-def _check_date(amz_date: str, scope_date: str, now: datetime, max_skew: int) -> None:
+def _check_date(amz_date: str, scope_date: str, now: float, max_skew: int) -> None:
+    """`now`: seconds since the epoch."""
     try:
         signed_at = _signed_at(amz_date)
     except ValueError:
@@ -393,16 +395,17 @@ def _check_date(amz_date: str, scope_date: str, now: datetime, max_skew: int) ->
             f"Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP: "
             f"'{scope_date}' != '{amz_date[:8]}', from '{amz_date}'."
         ), "bad_date")
-    skew = (now - signed_at).total_seconds()
+    skew = now - signed_at
     if -max_skew <= skew <= max_skew:
         return
-    stamp = now.strftime(_AMZ_DATE)  # for the refusal only: strftime is costly on a cold CPU
+    # For the refusal only: strftime is costly on a cold CPU.
+    stamp = datetime.fromtimestamp(now, UTC).strftime(_AMZ_DATE)
     if skew > max_skew:
-        earliest = datetime.fromtimestamp(now.timestamp() - max_skew, UTC).strftime(_AMZ_DATE)
+        earliest = datetime.fromtimestamp(now - max_skew, UTC).strftime(_AMZ_DATE)
         raise refusal(InvalidSignatureException(
             f"Signature expired: {amz_date} is now earlier than {earliest} ({stamp} - 5 min.)"
         ), "clock_skew")
-    latest = datetime.fromtimestamp(now.timestamp() + max_skew, UTC).strftime(_AMZ_DATE)
+    latest = datetime.fromtimestamp(now + max_skew, UTC).strftime(_AMZ_DATE)
     raise refusal(InvalidSignatureException(
         f"Signature not yet current: {amz_date} is still later than {latest} ({stamp} + 5 min.)"
     ), "clock_skew")

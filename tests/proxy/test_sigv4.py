@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from proxy.errors import InvalidSignatureException, MissingAuthenticationTokenException
 from proxy.sigv4 import (
     STREAMING_PAYLOAD,
+    _signed_at,
     check_signed_head,
     parse_authorization,
     verify_signature,
@@ -237,3 +238,22 @@ def test_any_request_stock_botocore_signs_verifies(segments: list[str], query: l
         with pytest.raises(InvalidSignatureException, match="does not match"):
             verify_signature(parsed, secret + "x", method="POST", host=HOST, raw_path=path, raw_query=raw_query,
                              headers=sent, body=body, now=NOW.replace(tzinfo=dt.UTC))
+
+
+@given(st.from_regex(r"[0-9]{4}(0[0-9]|1[0-3])[0-3][0-9]T([01][0-9]|2[0-5])[0-6][0-9][0-6][0-9]Z", fullmatch=True)
+       | st.datetimes(min_value=dt.datetime(2000, 1, 1), max_value=dt.datetime(2100, 1, 1)).map(
+           lambda when: when.strftime("%Y%m%dT%H%M%SZ")))
+@settings(max_examples=300, deadline=None)
+def test_an_amz_date_names_the_second_strptime_reads(amz_date: str) -> None:
+    """`_signed_at` reads the day kept and the time by arithmetic: the same second as
+    `strptime`, and a `ValueError` for what it refuses (month 13, hour 24, second 60, 30 February)."""
+    try:
+        expected: float | None = dt.datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.UTC).timestamp()
+    except ValueError:
+        expected = None
+    for _ in range(2):
+        if expected is None:
+            with pytest.raises(ValueError):
+                _signed_at(amz_date)
+        else:
+            assert _signed_at(amz_date) == expected
