@@ -63,6 +63,7 @@ from proxy.http1_client import (
     request_head,
 )
 from proxy.http1_pool import Origin, Pool
+from proxy.kept_credentials import KeptFrozenCredentials
 from proxy.sigv4 import (
     SIGNING_SERVICE,
     STREAMING_PAYLOAD,
@@ -258,7 +259,7 @@ class Upstream:
         return self._pool is not None and self._credentials is not None
 
     async def start(self) -> None:
-        self._credentials = await get_session().get_credentials()
+        self._credentials = KeptFrozenCredentials.around(await get_session().get_credentials())
         if self._credentials is None:
             raise NoUpstreamCredentials(
                 "no AWS credentials found for the upstream (environment, shared profile, "
