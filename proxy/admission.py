@@ -31,7 +31,6 @@ falls back along its chain, whose models all speak that protocol (`_plan_stream`
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import time
@@ -59,6 +58,10 @@ from metering.pricing import PriceTable
 from metering.quotas import Mode, QuotaExhausted, QuotaSelector, QuotaUnavailable, Selection
 from metering.tags import Tags
 from metering.unit_prices import UnitPrices
+from proxy.choice import FAIL_CLOSED as _FAIL_CLOSED
+from proxy.choice import INVOKE_OPERATIONS as _INVOKE
+from proxy.choice import CurrentChoice
+from proxy.choice import remembered_family_of as _family_of
 from proxy.errors import (
     AccessDeniedException,
     ServiceQuotaExceededException,
@@ -75,10 +78,8 @@ __all__ = ["Admission", "Plan"]
 
 logger = logging.getLogger(__name__)
 
-_INVOKE = frozenset({Operation.INVOKE_MODEL, Operation.INVOKE_MODEL_STREAM})
 _NO_ACCESS = "You don't have access to the model with the specified model ID."
 _INVALID_MODEL = "The provided model identifier is invalid."
-_FAIL_CLOSED = "Quota state is unavailable and this organization fails closed; please try again shortly."
 #: The worst case of a request whose size cannot even be priced: no quota admits it.
 _UNAFFORDABLE = 2**62
 
@@ -116,7 +117,7 @@ class Plan:
         return utc_day(self.admitted_at)
 
 
-class Admission:
+class Admission(CurrentChoice):
     def __init__(
         self,
         policies: Policies,
@@ -493,82 +494,6 @@ class Admission:
             chain = (entry, *(model for model in chain[1:] if self._policies.serves(model, scope)))
         return entry, tuple(model for model in chain if policy.allows(model))
 
-    async def current_choice(self, route: Route, caller: Caller, document: dict[str, Any] | None = None,
-                             tier: Tier = STANDARD, *, strict: bool = False) -> tuple[str, bool, str] | None:
-        """(model id sent, fallback, mode) that a fresh request for `route` (body `document`)
-        would get now, read-only (nothing held, no rate counted): what a response-cache hit
-        reports. A model is passed over when the request's worst case does not fit what is
-        left of its quota, as `plan` would. None when a fresh request would be refused or
-        the quota state cannot be read (`plan` then answers). The chain is `plan`'s (`_chain`).
-        `strict` (`/v1/select`, which has no `plan` to fall back on) answers those as the
-        proxy would: ServiceQuotaExceededException when the chain is spent; when the quota
-        state cannot be read, ServiceUnavailableException for a fail-closed org, and for a
-        fail-open one the first model no sticky mark passes over (served unchecked)."""
-        if route.model_id is None:
-            return None
-        requested = self._policies.resolve_model(route.model_id)
-        policy = self.caller_policy(caller)
-        entry, chain = self._chain(policy, requested)
-        if not chain:
-            return None
-        if not self._any_quota(policy, chain):
-            selection = Selection(chain[0], False, Mode.NORMAL)
-        else:
-            try:
-                worst_case = self._peek_worst_case(route, policy, requested, entry, document, tier)
-                selection = await self._selector.peek(policy.scope_key, utc_day(self._clock()), chain,
-                                                      policy.quota_entry, worst_case)
-            except QuotaExhausted as exc:
-                if strict:
-                    raise ServiceQuotaExceededException(str(exc)) from None
-                return None
-            except Exception:  # the store is unreachable
-                if not strict:
-                    return None
-                if policy.fail_closed:
-                    raise ServiceUnavailableException(_FAIL_CLOSED) from None
-                selection = self._unchecked_choice(policy, chain)
-        member = selection.model
-        return (requested if member == entry else in_scope(member, requested)), member != entry, str(selection.mode)
-
-
-    def _unchecked_choice(self, policy: CallerPolicy, chain: tuple[str, ...]) -> Selection:
-        """What a fail-open org is served while its quota state cannot be read: the first
-        model of `chain` this process has not marked exhausted (`QuotaSelector.select`)."""
-        day = utc_day(self._clock())
-        for index, model in enumerate(chain):
-            found = policy.quota_entry(model)
-            if found is None or not self._selector.leases.exhausted((policy.scope_key, day, found[0])):
-                return Selection(model, index > 0, Mode.NORMAL, day=day)
-        raise ServiceQuotaExceededException(f"No model of the chain is under its daily quota for scope "
-                                            f"'{policy.scope_key}' now. Quotas reset at 00:00 UTC.")
-
-    def _peek_worst_case(self, route: Route, policy: CallerPolicy, requested: str, entry: str,
-                         document: dict[str, Any] | None, tier: Tier) -> Callable[[str], int]:
-        """`plan`'s worst case of a request, read-only (the document is not clamped)."""
-        if document is None:
-            return lambda member: 1
-        converse = route.operation not in _INVOKE
-        client_family = "converse" if converse else family_of(self._policies.base_of(requested))
-        asked = max_output_tokens(client_family, document)
-        if policy.max_output_tokens is not None:
-            asked = min(asked or policy.max_output_tokens, policy.max_output_tokens)
-        max_output = asked or self._policies.quotas.default_max_output_tokens
-        limits = self._policies.model_limits
-        by_family: dict[str, int] = {}  # the input bound walks the whole document: once per family, as `plan`
-
-        def worst_case(member: str) -> int:
-            sent = requested if member == entry else in_scope(member, requested)
-            output = min(max_output, limits.output_limit(self._policies.base_of(sent)))
-            family = _family_of(self._policies.base_of(sent))
-            bound = by_family.get(family)
-            if bound is None:
-                bound = by_family[family] = input_token_bound(document, family)
-            return self._worst_cost(sent, bound, output, tier)
-
-        return worst_case
-
-
 #: `Admission._chains` and `_quoted` hold at most this many answers each (callers are
 #: bounded by config and issued keys, the model ids asked for are not).
 _CHAINS_KEPT = 4096
@@ -588,12 +513,6 @@ def _remembered(table: dict[tuple[int, _Key], tuple[CallerPolicy, _Answer]], pol
         table.clear()
     table[(id(policy), key)] = (policy, answer)
     return answer
-
-
-@functools.lru_cache(maxsize=1024)
-def _family_of(model_id: str) -> str:
-    """`adapters.family_of`, remembered: it runs for every request a quota admits."""
-    return family_of(model_id)
 
 
 def _rewritten(raw_path: str, requested: str, model: str) -> str:
