@@ -33,9 +33,9 @@ STAGES = [
     ("identified", "head checks, route, identity from the head, the body read, SigV4 verification"),
     ("admitted", "the body's JSON, admission (policy, quota, rate), upstream headers"),
     ("signed", "credentials, botocore SigV4 re-signing"),
-    ("upstream_head", "aiohttp sends it; the upstream answers; aiohttp parses the head"),
+    ("upstream_head", "the upstream client sends it; the upstream answers; the client parses the head"),
     ("head_out", "watchers, response headers; uvicorn writes the head"),
-    ("frame_in", "aiohttp delivers the first frame"),
+    ("frame_in", "the upstream client delivers the first frame"),
     ("frame_out", "the watcher splits and decodes it; uvicorn writes it"),
     ("client", "the client reads it (kernel, wake-up)"),
 ]
