@@ -70,9 +70,4 @@ def usage_or_none(
     """A `Usage` from the counts that were present; `None` if none was."""
     if input_tokens is None and output_tokens is None and cache_read_tokens is None and cache_write_tokens is None:
         return None
-    return Usage(
-        input_tokens=input_tokens or 0,
-        output_tokens=output_tokens or 0,
-        cache_read_tokens=cache_read_tokens or 0,
-        cache_write_tokens=cache_write_tokens or 0,
-    )
+    return Usage(input_tokens or 0, output_tokens or 0, cache_read_tokens or 0, cache_write_tokens or 0)
