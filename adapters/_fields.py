@@ -22,6 +22,8 @@ def token_count(value: object) -> int | None:
     """A non-negative token count from an int, an integral float or a numeric string."""
     if type(value) is int:  # the usual case, in one check (a bool's type is bool)
         return value if value >= 0 else None
+    if value is None:  # the next usual: a count not sent (four checks below, per missing key)
+        return None
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
