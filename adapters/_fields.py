@@ -22,6 +22,8 @@ def token_count(value: object) -> int | None:
     """A non-negative token count from an int, an integral float or a numeric string."""
     if type(value) is int:  # the usual case, in one check (a bool's type is bool)
         return value if value >= 0 else None
+    if value is None:  # the next usual: a count not sent (four checks below, per missing key)
+        return None
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
@@ -70,9 +72,4 @@ def usage_or_none(
     """A `Usage` from the counts that were present; `None` if none was."""
     if input_tokens is None and output_tokens is None and cache_read_tokens is None and cache_write_tokens is None:
         return None
-    return Usage(
-        input_tokens=input_tokens or 0,
-        output_tokens=output_tokens or 0,
-        cache_read_tokens=cache_read_tokens or 0,
-        cache_write_tokens=cache_write_tokens or 0,
-    )
+    return Usage(input_tokens or 0, output_tokens or 0, cache_read_tokens or 0, cache_write_tokens or 0)

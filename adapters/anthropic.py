@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from adapters._fields import child, first_count
+from adapters._fields import child, token_count, usage_or_none
 from adapters.anthropic_fields import (
     STOP_TO_NEUTRAL,
     message_id,
@@ -71,15 +71,15 @@ def usage_from_chunk(chunk: Mapping[str, Any], usage: Usage | None) -> Usage | N
         delta = child(chunk, "usage")
         # Cumulative counts: a later value replaces the earlier one. Newer
         # deltas may repeat input/cache counts too; take whatever is present.
-        update = {
-            "input_tokens": first_count(delta, "input_tokens"),
-            "output_tokens": first_count(delta, "output_tokens"),
-            "cache_read_tokens": first_count(delta, "cache_read_input_tokens"),
-            "cache_write_tokens": first_count(delta, "cache_creation_input_tokens"),
-        }
-        if all(value is None for value in update.values()):
-            return usage
-        return (usage or Usage()).merged(**update)
+        # (Read and passed on one by one: this runs once per stream, issue #20.)
+        input_tokens = token_count(delta.get("input_tokens"))
+        output_tokens = token_count(delta.get("output_tokens"))
+        cache_read = token_count(delta.get("cache_read_input_tokens"))
+        cache_write = token_count(delta.get("cache_creation_input_tokens"))
+        if usage is None:  # what `Usage().merged(...)` makes, without the empty one
+            return usage_or_none(input_tokens, output_tokens, cache_read, cache_write)
+        return usage.merged(input_tokens=input_tokens, output_tokens=output_tokens,
+                            cache_read_tokens=cache_read, cache_write_tokens=cache_write)
     return usage
 
 

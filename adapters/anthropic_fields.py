@@ -11,7 +11,7 @@ import secrets
 from collections.abc import Mapping
 from typing import Any
 
-from adapters._fields import first_count, usage_or_none
+from adapters._fields import token_count, usage_or_none
 from adapters.modelid import base_model_id
 from adapters.usage import Usage
 
@@ -31,11 +31,11 @@ _VERSION_SUFFIX = re.compile(r"-v\d+(:\d+)?$")
 def usage_from_fields(usage: Mapping[str, Any]) -> Usage | None:
     """A Messages `usage` object; `input_tokens` excludes the cached tokens."""
     return usage_or_none(
-        input_tokens=first_count(usage, "input_tokens"),
-        output_tokens=first_count(usage, "output_tokens"),
-        cache_read_tokens=first_count(usage, "cache_read_input_tokens"),
+        token_count(usage.get("input_tokens")),
+        token_count(usage.get("output_tokens")),
+        token_count(usage.get("cache_read_input_tokens")),
         # Already the sum of the `cache_creation.ephemeral_5m/1h` breakdown.
-        cache_write_tokens=first_count(usage, "cache_creation_input_tokens"),
+        token_count(usage.get("cache_creation_input_tokens")),
     )
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from adapters._fields import child, first_count, token_count, usage_or_none
+from adapters._fields import child, token_count, usage_or_none
 from adapters.usage import Usage
 
 __all__ = [
@@ -59,8 +59,8 @@ def usage_from_invocation_metrics(chunk: Mapping[str, Any]) -> Usage | None:
     if not metrics:
         return None
     return usage_or_none(
-        input_tokens=first_count(metrics, "inputTokenCount"),
-        output_tokens=first_count(metrics, "outputTokenCount"),
-        cache_read_tokens=first_count(metrics, "cacheReadInputTokenCount"),
-        cache_write_tokens=first_count(metrics, "cacheWriteInputTokenCount"),
+        token_count(metrics.get("inputTokenCount")),
+        token_count(metrics.get("outputTokenCount")),
+        token_count(metrics.get("cacheReadInputTokenCount")),
+        token_count(metrics.get("cacheWriteInputTokenCount")),
     )

@@ -158,3 +158,41 @@ def test_merged_is_replace_of_the_fields_given(usage: Usage, changes: dict[str, 
     assert {f.name for f in dataclasses.fields(Usage)} == {
         "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "speech_input_tokens",
         "speech_output_tokens", "estimated", "service_tier", "latency"}
+
+
+_COUNT_VALUES = st.none() | st.booleans() | st.integers(-5, 10**6) | st.floats(allow_nan=True) | st.sampled_from(COUNT_STRINGS)
+_CLAUDE_USAGE_KEYS = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
+
+
+@PROPERTY
+@given(usage=st.none() | st.builds(Usage, st.integers(0, 10**6), st.integers(0, 10**6), st.integers(0, 10**6),
+                                    st.integers(0, 10**6), estimated=st.booleans(), service_tier=_OPTIONAL_TEXT),
+       kind=st.sampled_from(["message_start", "message_delta"]),
+       counts=st.fixed_dictionaries({}, optional=dict.fromkeys(_CLAUDE_USAGE_KEYS, _COUNT_VALUES)),
+       metrics=st.fixed_dictionaries({}, optional=dict.fromkeys(
+           ("inputTokenCount", "outputTokenCount", "cacheReadInputTokenCount", "cacheWriteInputTokenCount"),
+           _COUNT_VALUES)))
+def test_claude_chunk_readers_match_the_field_by_field_reading(
+    usage: Usage | None, kind: str, counts: dict[str, Any], metrics: dict[str, Any]
+) -> None:
+    """Issue #20 reads a Claude chunk's counts with `token_count(x.get(key))` and builds
+    the `Usage` by position: the same `Usage` as the keyword spelling it replaced
+    (`first_count` per key, `(usage or Usage()).merged(**update)`)."""
+    def count(source: dict[str, Any], key: str) -> int | None:
+        return token_count(source.get(key))
+
+    chunk: dict[str, Any] = {"type": kind, "amazon-bedrock-invocationMetrics": metrics}
+    if kind == "message_start":
+        chunk["message"] = {"usage": counts}
+        found = [count(counts, key) for key in _CLAUDE_USAGE_KEYS]
+        expected = usage if all(n is None for n in found) else Usage(*(n or 0 for n in found))
+    else:
+        chunk["usage"] = counts
+        update = dict(zip(("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens"),
+                          (count(counts, key) for key in _CLAUDE_USAGE_KEYS), strict=True))
+        expected = usage if all(n is None for n in update.values()) else (usage or Usage()).merged(**update)
+    assert FAMILIES["anthropic"].usage_from_chunk(chunk, usage) == expected
+    found = [count(metrics, key) for key in metrics and (
+        "inputTokenCount", "outputTokenCount", "cacheReadInputTokenCount", "cacheWriteInputTokenCount")]
+    assert usage_from_invocation_metrics(chunk) == (
+        None if all(n is None for n in found) else Usage(*(n or 0 for n in found)))
