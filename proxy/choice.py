@@ -46,21 +46,14 @@ def remembered_family_of(model_id: str) -> str:
 class CurrentChoice:
     """`Admission`'s read-only choice (see the module's doc)."""
 
+    # Admission's own, which this reads (declared here for the type checker).
     _policies: Policies
     _selector: QuotaSelector
     _clock: Callable[[], float]
-
-    def caller_policy(self, caller: Caller) -> CallerPolicy:
-        raise NotImplementedError
-
-    def _chain(self, policy: CallerPolicy, requested: str) -> tuple[str, tuple[str, ...]]:
-        raise NotImplementedError
-
-    def _any_quota(self, policy: CallerPolicy, chain: tuple[str, ...]) -> bool:
-        raise NotImplementedError
-
-    def _worst_cost(self, model: str, input_tokens: int, output_tokens: int, tier: Tier) -> int:
-        raise NotImplementedError
+    caller_policy: Callable[[Caller], CallerPolicy]
+    _chain: Callable[[CallerPolicy, str], tuple[str, tuple[str, ...]]]
+    _any_quota: Callable[[CallerPolicy, tuple[str, ...]], bool]
+    _worst_cost: Callable[[str, int, int, Tier], int]
 
     async def current_choice(self, route: Route, caller: Caller, document: dict[str, Any] | None = None,
                              tier: Tier = STANDARD, *, strict: bool = False) -> tuple[str, bool, str] | None:
@@ -99,7 +92,6 @@ class CurrentChoice:
                 selection = self._unchecked_choice(policy, chain)
         member = selection.model
         return (requested if member == entry else in_scope(member, requested)), member != entry, str(selection.mode)
-
 
     def _unchecked_choice(self, policy: CallerPolicy, chain: tuple[str, ...]) -> Selection:
         """What a fail-open org is served while its quota state cannot be read: the first
