@@ -20,10 +20,11 @@ from json.encoder import encode_basestring_ascii as _string
 from metering.compact_json import compact
 from metering.events import UsageEvent
 
-__all__ = ["journal_line", "usual"]
+__all__ = ["JSON_BOOLEAN", "journal_line", "json_number", "usual"]
 
-_BOOLEAN = {True: "true", False: "false"}
-_number = float.__repr__  # what `json` writes for a finite float
+#: What `json` writes for a bool, and for a finite float (also proxy/eventlog.py's access line).
+JSON_BOOLEAN = {True: "true", False: "false"}
+json_number = float.__repr__
 
 
 def _finite(value: object) -> bool:
@@ -61,17 +62,17 @@ def journal_line(e: UsageEvent) -> bytes:
     tags = _tags(e.tags) if usual(e) else None
     if tags is None:
         return (compact(e.to_record()) + "\n").encode()
-    first_byte = "null" if e.first_byte_ms is None else _number(e.first_byte_ms)
+    first_byte = "null" if e.first_byte_ms is None else json_number(e.first_byte_ms)
     return (
-        f'{{"request_id":{_string(e.request_id)},"timestamp":{_number(e.timestamp)},"org":{_string(e.org)},'
+        f'{{"request_id":{_string(e.request_id)},"timestamp":{json_number(e.timestamp)},"org":{_string(e.org)},'
         f'"app":{_string(e.app)},"operation":{_string(e.operation)},'
         f'"requested_model":{_string(e.requested_model)},"model":{_string(e.model)},'
         f'"input_tokens":{e.input_tokens},"output_tokens":{e.output_tokens},'
         f'"cache_read_tokens":{e.cache_read_tokens},"cache_write_tokens":{e.cache_write_tokens},'
-        f'"cost_pico_usd":{e.cost_pico_usd},"priced":{_BOOLEAN[e.priced]},"latency_ms":{_number(e.latency_ms)},'
-        f'"first_byte_ms":{first_byte},"status":{e.status},"estimated":{_BOOLEAN[e.estimated]},'
+        f'"cost_pico_usd":{e.cost_pico_usd},"priced":{JSON_BOOLEAN[e.priced]},"latency_ms":{json_number(e.latency_ms)},'
+        f'"first_byte_ms":{first_byte},"status":{e.status},"estimated":{JSON_BOOLEAN[e.estimated]},'
         f'"quota_scope":{_string(e.quota_scope)},"reserved_pico_usd":{e.reserved_pico_usd},'
-        f'"quota_model":{_string(e.quota_model)},"lease":{_string(e.lease)},"cached":{_BOOLEAN[e.cached]},'
-        f'"hung_up":{_BOOLEAN[e.hung_up]},"service_tier":{_string(e.service_tier)},"latency":{_string(e.latency)},'
+        f'"quota_model":{_string(e.quota_model)},"lease":{_string(e.lease)},"cached":{JSON_BOOLEAN[e.cached]},'
+        f'"hung_up":{JSON_BOOLEAN[e.hung_up]},"service_tier":{_string(e.service_tier)},"latency":{_string(e.latency)},'
         f'"tags":{tags}}}\n'
     ).encode()

@@ -30,6 +30,8 @@ from typing import Any
 
 from metering.compact_json import compact
 from metering.events import UsageEvent
+from metering.journal_line import JSON_BOOLEAN as _BOOLEAN
+from metering.journal_line import json_number as _number
 from metering.journal_line import usual
 from metering.money import PICO_PER_USD
 
@@ -71,10 +73,6 @@ def access_record(event: UsageEvent, fallback: bool) -> dict[str, Any]:
         "hung_up": event.hung_up,
         "tags": dict(event.tags),
     }
-
-
-_BOOLEAN = {True: "true", False: "false"}
-_number = float.__repr__
 
 
 def access_line(event: UsageEvent, fallback: bool) -> str:
