@@ -31,11 +31,12 @@ $(NODE_SDK_STAMP): $(NODE_SDK)/package.json $(NODE_SDK)/package-lock.json
 
 # adapters/frame_walk.py compiled by mypyc, in place (issue #20; adapters/compiled.py loads it).
 # Optional: where it does not build (no C compiler) `make` goes on and the interpreter's loop runs.
-EXT_SUFFIX := $(shell $(PYTHON) -c "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))")
-COMPILED   := adapters/frame_walk$(EXT_SUFFIX)
+# The stamp is touched either way: a machine that cannot build it does not try again on every `make`.
+COMPILED := $(VENV)/.compiled
 
 $(COMPILED): adapters/frame_walk.py tools/build_compiled.py $(STAMP)
 	$(BIN)/python tools/build_compiled.py || echo "make: the compiled frame walk did not build; the pure-Python one runs" >&2
+	touch $(COMPILED)
 
 install: $(STAMP) $(DDB_STAMP) $(NODE_SDK_STAMP) $(COMPILED)
 

@@ -326,6 +326,8 @@ class ProxyHandler:
                     # (with no hang-up watch, nothing is to be stopped before the end).
                     ended = done and hang_up is None
                     await send({"type": "http.response.body", "body": chunk, "more_body": not ended})
+                    if ended:  # nothing may follow `more_body: False` (the parser stops at the length)
+                        break
                 if stream_watcher is not None:
                     stream_watcher.end()
                 cache_body()

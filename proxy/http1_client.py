@@ -194,13 +194,13 @@ class Connection(asyncio.Protocol):
         reusable = self._complete and self._keep and not self._body and not self.closed
         self._active = False
         if not reusable:
-            self._close_transport()
+            self.close_idle()
         self._on_done(self, reusable)
 
     def close(self) -> None:
         """Abandon the response: the connection is dropped (how a hang-up reaches Bedrock)."""
         self._active = False
-        self._close_transport()
+        self.close_idle()
         self._fail(ServerDisconnectedError("the response was closed"))
         self._on_done(self, False)
 
@@ -210,9 +210,6 @@ class Connection(asyncio.Protocol):
 
     def close_idle(self) -> None:
         """Close it, whatever it is doing (the pool's: expired, shut down, not reusable)."""
-        self._close_transport()
-
-    def _close_transport(self) -> None:
         if self._transport is not None and not self._transport.is_closing():
             self._transport.close()
         self._keep = False
@@ -243,7 +240,7 @@ class Connection(asyncio.Protocol):
             self._timer = self._loop.call_at(due, self._check_silence)
             return
         self._fail(ReadTimeoutError(f"no byte from the upstream for {self._read_timeout:g} s"))
-        self._close_transport()
+        self.close_idle()
 
     # --- asyncio.Protocol ----------------------------------------------------------------
 
@@ -253,7 +250,7 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if not self._active or self._complete:
             # Nothing was asked: a late 408, garbage. The connection cannot be trusted.
-            self._close_transport()
+            self.close_idle()
             return
         self._last = self._loop.time()
         self._answered = True
@@ -261,13 +258,13 @@ class Connection(asyncio.Protocol):
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:  # after a complete response: only retires it
             self._fail(MalformedResponseError(f"{type(exc).__name__}: {exc}"))
-            self._close_transport()
+            self.close_idle()
             return
         if self._head is not None and not self._head.done():  # all of it was head
             self._head_bytes += len(data)
             if self._head_bytes > MAX_HEAD:
                 self._fail(MalformedResponseError(f"a response head over {MAX_HEAD} bytes"))
-                self._close_transport()
+                self.close_idle()
 
     def eof_received(self) -> bool:
         return False  # the transport closes; connection_lost says what it means

@@ -272,7 +272,7 @@ class Upstream:
                           connect_timeout=up.connect_timeout, read_timeout=up.read_timeout,
                           keepalive_timeout=up.keepalive_timeout)
         logger.info("upstream %s, region %s, credentials via %s", self._base_url, self._region,
-                    getattr(self._credentials, "method", "unknown"))
+                    self._credentials.method)
 
     async def aclose(self) -> None:
         if self._pool is not None:
