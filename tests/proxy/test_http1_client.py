@@ -154,7 +154,7 @@ async def test_silence_before_the_answer_is_a_timeout(tmp_path: Path, caplog: py
 
 async def test_silence_within_the_body_breaks_it(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     async with raw_upstream(_answering(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n12345")) as served:
-        upstream = await _started(tmp_path, served.url, read_timeout=1)  # the head must come within it
+        upstream = await _started(tmp_path, served.url, read_timeout=3)  # the head must come within it
         response = await _send(upstream)
         chunks = []
         with pytest.raises(UpstreamBroken, match="ReadTimeoutError"):

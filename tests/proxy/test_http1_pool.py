@@ -106,8 +106,8 @@ async def test_at_most_max_connections_then_the_next_request_waits_for_one() -> 
     async with raw_upstream(behave) as served:
         tasks = [asyncio.create_task(_converse(pool, served.url)) for _ in range(3)]
         await asyncio.wait_for(two_held.wait(), _BOUND)
-        for _ in range(50):  # plenty of loop turns for a third connection, were it allowed
-            await asyncio.sleep(0)
+        # The third waits for a slot (queued at its first step, long before two were held).
+        assert len(pool._waiters) == 1
         assert len(served.peers) == 2 and not any(task.done() for task in tasks)
         go.set()
         assert await asyncio.wait_for(asyncio.gather(*tasks), _BOUND) == [b"{}"] * 3
@@ -288,22 +288,21 @@ async def test_a_refused_connection_is_a_connect_error() -> None:
 
 async def test_a_connection_not_opened_within_the_connect_timeout_is_a_timeout(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    """An endpoint that never completes the TCP or TLS handshake (stood in for by a
-    `create_connection` that never returns): `connect_timeout` ends the wait."""
+    """An endpoint that accepts the connection and never answers the TLS handshake:
+    `connect_timeout` ends the wait."""
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDUPSTREAM00000001")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "upstream-secret")
-    loop = asyncio.get_running_loop()
-    never = loop.create_future()
 
-    async def hang(*_args: object, **_kwargs: object) -> None:
-        await never
+    async def silent(peer: Peer) -> None:
+        await peer.until_closed()  # reads the ClientHello, answers nothing
 
-    monkeypatch.setattr(loop, "create_connection", hang)
-    upstream = upstream_for(tmp_path, "https://bedrock-runtime.us-east-1.amazonaws.com", connect_timeout=0.05)
-    await upstream.start()
-    with pytest.raises(UpstreamUnavailable) as raised:
-        await asyncio.wait_for(upstream.send("POST", "/model/m/converse", "", {}, b"{}"), _BOUND)
-    assert raised.value.timed_out
-    assert ("timed out before answering (ConnectTimeoutError: no connection to "
-            "bedrock-runtime.us-east-1.amazonaws.com:443 within 0.05 s)") in caplog.text
+    async with raw_upstream(silent) as served:
+        port = served.url.rsplit(":", 1)[1]
+        upstream = upstream_for(tmp_path, f"https://127.0.0.1:{port}", connect_timeout=0.05)
+        await upstream.start()
+        with pytest.raises(UpstreamUnavailable) as raised:
+            await asyncio.wait_for(upstream.send("POST", "/model/m/converse", "", {}, b"{}"), _BOUND)
+        assert raised.value.timed_out
+        assert ("timed out before answering (ConnectTimeoutError: no connection to "
+                f"127.0.0.1:{port} within 0.05 s)") in caplog.text
     await upstream.aclose()

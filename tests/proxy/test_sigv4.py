@@ -20,6 +20,7 @@ from proxy.sigv4 import (
     STREAMING_PAYLOAD,
     _signed_at,
     check_signed_head,
+    checked_headers,
     parse_authorization,
     verify_signature,
     verify_streaming_head,
@@ -232,9 +233,13 @@ def test_any_request_stock_botocore_signs_verifies(segments: list[str], query: l
         SigV4Auth(Credentials("CKIATEST", secret, token), "bedrock", region).add_auth(request)
     parsed = parse_authorization(request.headers["Authorization"])
     sent = [*request.headers.items(), ("host", HOST)]
+    # As the proxy reads them: an ASGI scope's bytes, only those the checks read decoded.
+    in_scope = checked_headers(parsed, [(name.lower().encode(), value.encode()) for name, value in sent])
     for _ in range(2):
         verify_signature(parsed, secret, method="POST", host=HOST, raw_path=path, raw_query=raw_query,
                          headers=sent, body=body, now=NOW.replace(tzinfo=dt.UTC))
+        verify_signature(parsed, secret, method="POST", host=HOST, raw_path=path, raw_query=raw_query,
+                         headers=in_scope, body=body, now=NOW.replace(tzinfo=dt.UTC))
         with pytest.raises(InvalidSignatureException, match="does not match"):
             verify_signature(parsed, secret + "x", method="POST", host=HOST, raw_path=path, raw_query=raw_query,
                              headers=sent, body=body, now=NOW.replace(tzinfo=dt.UTC))
