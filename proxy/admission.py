@@ -168,6 +168,11 @@ class Admission(CurrentChoice):
         if route.operation is Operation.INVOKE_MODEL_BIDI:
             return await self._plan_stream(caller, raw_path, route.model_id, requested, admitted_at)
         if route.operation not in METERED or document is None:
+            # CountTokens bills nothing, but it names a model: the model asked for must be
+            # one the app may use, as for inference (it has no fallback to move to).
+            entry, chain = self._chain(self.caller_policy(caller), requested)
+            if entry not in chain:
+                raise AccessDeniedException(_NO_ACCESS)
             return Plan(_rewritten(raw_path, route.model_id, requested), body, model=requested,
                         family_model=self._policies.base_of(requested), admitted_at=admitted_at)
         converse = route.operation not in _INVOKE

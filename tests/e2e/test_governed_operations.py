@@ -26,6 +26,7 @@ from tests.processes import Process, Proxy, start_proxy
 REEL = "amazon.nova-reel-v1:1"
 SONIC = "amazon.nova-sonic-v1:0"
 MICRO = "amazon.nova-micro-v1:0"
+SONNET = "anthropic.claude-sonnet-4-5-20250929-v1:0"
 ASYNC_OPERATIONS = ["StartAsyncInvoke", "GetAsyncInvoke", "ListAsyncInvokes"]
 GUARDRAIL_PRICES = {"content": 0.15, "topic": 0.15, "sensitive_information": 0.10, "word": 0.0}
 OUTPUT = {"s3OutputDataConfig": {"s3Uri": "s3://videos/out"}}
@@ -119,6 +120,22 @@ def test_bidirectional_stream_is_refused_by_default(plain_proxy: Proxy, simulato
     assert refused.headers["x-amzn-errortype"].startswith("AccessDeniedException")
     assert "InvokeModelWithBidirectionalStream" in json.loads(refused.body)["message"]
     assert not _sim_requests(simulator, before)  # never signed with the proxy's credentials
+
+
+def test_count_tokens_is_governed_by_allowed_models(limited: Any, simulator: Process) -> None:
+    """CountTokens costs nothing, but it names a model: `allowed_models` governs it as it
+    governs inference, so a key limited to one model cannot reach the others."""
+    prompt = {"converse": {"messages": [{"role": "user", "content": [{"text": "Hello, world!"}]}]}}
+    before = time.time()
+    with pytest.raises(limited.exceptions.AccessDeniedException) as raised:
+        limited.count_tokens(modelId=SONNET, input=prompt)
+    error = raised.value.response
+    assert error["ResponseMetadata"]["HTTPStatusCode"] == 403
+    assert error["Error"]["Message"] == "You don't have access to the model with the specified model ID."
+    assert all(r["operation"] != "CountTokens" for r in _sim_requests(simulator, before))
+    # The model it may use, by its id or its label, is counted.
+    assert limited.count_tokens(modelId=MICRO, input=prompt)["inputTokens"] > 0
+    assert limited.count_tokens(modelId="economy", input=prompt)["inputTokens"] > 0
 
 
 # -- allowed operations, governed ----------------------------------------------
