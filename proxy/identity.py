@@ -123,14 +123,20 @@ class Identified:
 
     def verify(self, body: bytes) -> Caller:
         """The caller, once the body matches the signature; raises `AuthRefused`."""
-        if self._head is not None:
-            method, host, raw_path, raw_query = self._target
-            try:
-                verify_payload(self._head, self._secret, method=method, host=host, raw_path=raw_path,
-                               raw_query=raw_query, body=body)
-            except BedrockError as error:
-                raise AuthRefused(error, self.caller.access_key_id, self.caller) from None
-        return self.caller
+        return self.verified(body)[0]
+
+    def verified(self, body: bytes) -> tuple[Caller, str | None]:
+        """`verify`, and the body's SHA-256 (hex) when verifying computed it (a SigV4
+        caller's): re-signing for Bedrock signs it rather than hashing the body again."""
+        if self._head is None:
+            return self.caller, None
+        method, host, raw_path, raw_query = self._target
+        try:
+            digest = verify_payload(self._head, self._secret, method=method, host=host, raw_path=raw_path,
+                                    raw_query=raw_query, body=body)
+        except BedrockError as error:
+            raise AuthRefused(error, self.caller.access_key_id, self.caller) from None
+        return self.caller, digest
 
 
 class Authenticator:

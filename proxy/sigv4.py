@@ -177,7 +177,7 @@ class PlainRequest(BytesRequest):
     stream_output = False
 
     def __init__(self, method: str, url: str, data: bytes, *, to_sign: SignedHeaders | None = None,  # noqa: PLW0231 (AWSRequest's, minus HTTPHeaders)
-                 given: Mapping[str, str] = _NOTHING) -> None:
+                 given: Mapping[str, str] = _NOTHING, body_sha256: str | None = None) -> None:
         self.method = method
         self.url = url
         self.data = data
@@ -185,6 +185,8 @@ class PlainRequest(BytesRequest):
         self.context: dict[str, Any] = {}
         self.to_sign = to_sign
         self.given = given
+        #: `data`'s SHA-256 (hex) when it is known already (`KeptKeySigV4Auth.payload`).
+        self.body_sha256 = body_sha256
 
 
 #: A stock botocore signer, for the steps whose result depends on their arguments alone:
@@ -237,6 +239,18 @@ class KeptKeySigV4Auth(SigV4Auth):
 
     def headers_to_sign(self, request: PlainRequest) -> SignedHeaders | None:
         return request.to_sign
+
+    def payload(self, request: PlainRequest) -> str:
+        """botocore's payload hash, unless the request knows its body's already
+        (`PlainRequest.body_sha256`): a verified request's body is hashed once, for its
+        verification, and that hash serves its re-signing too (issue #20: Claude Code's
+        bodies are 50–200 KB, ~60 µs of SHA-256 per 100 KB). botocore hashes the body in
+        every case where it would not (a streaming checksum, payload signing off)."""
+        known = request.body_sha256
+        if known is None or self._is_streaming_checksum_payload(request) or \
+                not self._should_sha256_sign_payload(request):
+            return SigV4Auth.payload(self, request)
+        return known
 
 
 @functools.lru_cache(maxsize=_KEPT_ENTRIES)
@@ -293,16 +307,18 @@ def verify_payload(
     raw_path: str,
     raw_query: str,
     body: bytes,
-) -> None:
+) -> str:
     """Raise `InvalidSignatureException` unless the request is signed with `secret`;
-    `host` must be the Host header as the client sent it (port included)."""
+    `host` must be the Host header as the client sent it (port included). Returns the
+    body's SHA-256 (hex), which its re-signing reuses (`proxy.upstream.sign`)."""
+    digest = hashlib.sha256(body).hexdigest()
     declared = head.by_name.get("x-amz-content-sha256")
     # STREAMING_PAYLOAD is no body's hash: a whole body declared so is refused here.
-    if declared is not None and declared[0] != hashlib.sha256(body).hexdigest():
+    if declared is not None and declared[0] != digest:
         raise refusal(InvalidSignatureException(_DECLARED_HASH), "bad_signature")
-    # A declared hash is the body's (checked above) and is what the client's signer read
-    # from its header; otherwise botocore hashes the body.
-    _verify(head, secret, method, host, raw_path, raw_query, body, None if declared is None else declared[0])
+    # A declared hash is the body's (checked above): the payload line is the same either way.
+    _verify(head, secret, method, host, raw_path, raw_query, body, body_sha256=digest)
+    return digest
 
 
 def verify_streaming_head(head: SignedHead, secret: str, *, method: str, host: str, raw_path: str,
@@ -313,13 +329,14 @@ def verify_streaming_head(head: SignedHead, secret: str, *, method: str, host: s
     if declared is None or declared[0] != STREAMING_PAYLOAD:
         raise refusal(InvalidSignatureException(
             f"An event stream must be signed with x-amz-content-sha256: {STREAMING_PAYLOAD}."), "bad_signature")
-    _verify(head, secret, method, host, raw_path, raw_query, b"", STREAMING_PAYLOAD)
+    _verify(head, secret, method, host, raw_path, raw_query, b"", payload_hash=STREAMING_PAYLOAD)
 
 
-def _verify(head: SignedHead, secret: str, method: str, host: str, raw_path: str, raw_query: str, body: bytes,
-            payload_hash: str | None) -> None:
+def _verify(head: SignedHead, secret: str, method: str, host: str, raw_path: str, raw_query: str, body: bytes, *,
+            payload_hash: str | None = None, body_sha256: str | None = None) -> None:
     """Recompute the signature with botocore; `payload_hash`: the canonical request's
-    payload line when it is known (declared by the client), else botocore hashes `body`."""
+    payload line as the client declared it (`STREAMING_PAYLOAD`), `body_sha256`: the
+    body's hash, computed already; with neither, botocore hashes `body`."""
     parsed = head.parsed
     to_sign = SignedHeaders()
     for name in parsed.signed_headers:
@@ -328,7 +345,7 @@ def _verify(head: SignedHead, secret: str, method: str, host: str, raw_path: str
             to_sign[name] = values
     # The request carries no headers but a declared payload hash: botocore signs `to_sign`.
     request = PlainRequest(method, f"http://{host}{raw_path}" + (f"?{raw_query}" if raw_query else ""), body,
-                           to_sign=to_sign)
+                           to_sign=to_sign, body_sha256=body_sha256)
     if payload_hash is not None:
         request.headers["X-Amz-Content-SHA256"] = payload_hash
     request.context["timestamp"] = head.amz_date
