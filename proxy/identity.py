@@ -45,7 +45,7 @@ from proxy.errors import (
 from proxy.event_signing import ChainVerifier
 from proxy.sigv4 import (
     SignedHead,
-    check_signed_head,
+    check_named_head,
     checked_headers,
     parse_authorization,
     verify_payload,
@@ -186,8 +186,8 @@ class Authenticator:
                 f"Credential should be scoped to a valid region. This proxy serves: {', '.join(sorted(self._regions))}."
             ), "wrong_region"), parsed.access_key)
         try:
-            head = check_signed_head(parsed, checked_headers(parsed, headers),
-                                     max_skew_seconds=self._config.max_skew_seconds)
+            head = check_named_head(parsed, checked_headers(parsed, headers),
+                                    max_skew_seconds=self._config.max_skew_seconds)
         except BedrockError as error:
             raise AuthRefused(error, parsed.access_key) from None
         record = await self._record(parsed.access_key)

@@ -43,6 +43,7 @@ __all__ = [
     "SignedHead",
     "SignedHeaders",
     "SignedRequest",
+    "check_named_head",
     "check_signed_head",
     "checked_headers",
     "parse_authorization",
@@ -122,17 +123,28 @@ def _scope(prefix: str) -> tuple[str, str, str, str, tuple[str, ...]] | None:
 
 
 @functools.lru_cache(maxsize=_KEPT_ENTRIES)
-def _read_by_checks(signed_headers: tuple[str, ...]) -> frozenset[bytes]:
-    """The header names `check_signed_head` and `verify_payload` read, as an ASGI scope spells them."""
-    return frozenset(name.encode("latin-1") for name in (*signed_headers, "x-amz-date", "x-amz-content-sha256"))
+def _read_by_checks(signed_headers: tuple[str, ...]) -> Mapping[bytes, str]:
+    """The header names `check_signed_head` and `verify_payload` read: as an ASGI scope
+    spells them → as the checks name them."""
+    return {name.encode("latin-1"): name for name in (*signed_headers, "x-amz-date", "x-amz-content-sha256")}
 
 
-def checked_headers(parsed: SignedRequest, raw: Iterable[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
+def checked_headers(parsed: SignedRequest, raw: Iterable[tuple[bytes, bytes]]) -> dict[str, list[str]]:
     """The headers of an ASGI scope that the checks read (those signed, `x-amz-date`,
-    `x-amz-content-sha256`), decoded: the others (the long `Authorization` among them)
-    are never decoded, as `check_signed_head` would only set them aside."""
+    `x-amz-content-sha256`), lower-case name → values, decoded, for `check_named_head`:
+    the others (the long `Authorization` among them) are never decoded. ASGI's names are
+    lower-case already (uvicorn lower-cases them, HTTP/2 allows no other: issue #20, the
+    sigv4 path lower-cased them twice more), so they are looked up as they come."""
     wanted = _read_by_checks(parsed.signed_headers)
-    return [(name.decode("latin-1"), value.decode("latin-1")) for name, value in raw if name.lower() in wanted]
+    by_name: dict[str, list[str]] = {}
+    for raw_name, value in raw:
+        name = wanted.get(raw_name)
+        if name is not None:
+            if name in by_name:
+                by_name[name].append(value.decode("latin-1"))
+            else:
+                by_name[name] = [value.decode("latin-1")]
+    return by_name
 
 
 _NOTHING: Mapping[str, str] = MappingProxyType({})
@@ -245,10 +257,10 @@ class KeptKeySigV4Auth(SigV4Auth):
         (`PlainRequest.body_sha256`): a verified request's body is hashed once, for its
         verification, and that hash serves its re-signing too (issue #20: Claude Code's
         bodies are 50–200 KB, ~60 µs of SHA-256 per 100 KB). botocore hashes the body in
-        every case where it would not (a streaming checksum, payload signing off)."""
+        the cases where its answer is no hash of the body (payload signing off; a streaming
+        checksum trailer, which a `PlainRequest`'s context never asks for)."""
         known = request.body_sha256
-        if known is None or self._is_streaming_checksum_payload(request) or \
-                not self._should_sha256_sign_payload(request):
+        if known is None or not self._should_sha256_sign_payload(request):
             return SigV4Auth.payload(self, request)
         return known
 
@@ -281,13 +293,24 @@ def check_signed_head(
 ) -> SignedHead:
     """Raise `InvalidSignatureException` for what the head alone shows is wrong, so the
     caller is refused before its body is read (a stale date, `UNSIGNED-PAYLOAD`)."""
+    by_name: dict[str, list[str]] = {}
+    for name, value in headers:
+        by_name.setdefault(name.lower(), []).append(value)
+    return check_named_head(parsed, by_name, now=now, max_skew_seconds=max_skew_seconds)
+
+
+def check_named_head(
+    parsed: SignedRequest,
+    by_name: dict[str, list[str]],
+    *,
+    now: datetime | None = None,
+    max_skew_seconds: int = 300,
+) -> SignedHead:
+    """`check_signed_head` over headers already by lower-case name (`checked_headers`)."""
     if parsed.service != SIGNING_SERVICE:
         raise refusal(InvalidSignatureException(
             f"Credential should be scoped to correct service: '{SIGNING_SERVICE}'."
         ), "wrong_service")
-    by_name: dict[str, list[str]] = {}
-    for name, value in headers:
-        by_name.setdefault(name.lower(), []).append(value)
     amz_date = (by_name.get("x-amz-date") or [""])[0]
     _check_date(amz_date, parsed.date, time.time() if now is None else now.timestamp(), max_skew_seconds)
     # The signature must cover the body: a declared hash has to be one (never
@@ -386,11 +409,12 @@ def _midnight(day: str) -> int:
     return int(datetime(int(day[:4]), int(day[4:6]), int(day[6:]), tzinfo=UTC).timestamp())
 
 
+@functools.lru_cache(maxsize=64)
 def _signed_at(amz_date: str) -> int:
     """The second an `X-Amz-Date` names, since the epoch; `ValueError` if it names none.
     Arithmetic on the kept day: a new `datetime` per request (and `strptime`, ~100 µs on
     a cold CPU: its locale checks and lock, bench/READING.md) cost more than the rest of
-    the date check."""
+    the date check. Kept: the requests of a second name the same one."""
     if _AMZ_DATE_RE.match(amz_date) is None:
         raise ValueError(amz_date)
     hour, minute, second = int(amz_date[9:11]), int(amz_date[11:13]), int(amz_date[13:15])
