@@ -19,10 +19,9 @@ import hmac
 import re
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NamedTuple
 
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
@@ -85,9 +84,9 @@ _MISMATCH = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class SignedRequest:
-    """The parsed `Authorization` header of a SigV4 request."""
+class SignedRequest(NamedTuple):
+    """The parsed `Authorization` header of a SigV4 request (a tuple: one per request, and
+    a frozen dataclass's `__init__` cost a microsecond more)."""
 
     access_key: str
     date: str
@@ -223,6 +222,15 @@ def _normalized(path: str) -> str:
 
 
 @functools.lru_cache(maxsize=_KEPT_ENTRIES)
+def _trimmed(value: str) -> str:
+    """botocore's canonical form of a header value (`Trimall`: spaces collapsed): most
+    values a signature covers (a content type, a host, an SDK's `attempt=1`, the second's
+    `X-Amz-Date`) repeat from one request to the next."""
+    trimmed: str = _BOTOCORE._header_value(value)
+    return trimmed
+
+
+@functools.lru_cache(maxsize=_KEPT_ENTRIES)
 def _names(names: tuple[str, ...]) -> str:
     """botocore's `SignedHeaders=` value for these header names (sorted, `;`-joined): a
     client signs the same few sets all day."""
@@ -235,11 +243,12 @@ class KeptKeySigV4Auth(SigV4Auth):
     arguments that repeat kept (issue #20): the signing key it derives (`_sign` with
     `hex=False`: secret → day → Region → service → `aws4_request`) once per day, Region
     and secret, the canonical path per path (its `quote` was an eighth of a signature),
-    the `SignedHeaders` value per set of names. The headers it signs are the request's
+    a header's canonical value per value, the `SignedHeaders` value per set of names. The headers it signs are the request's
     `to_sign`. One signer serves every request of its credentials and Region
     (`_verifier`, `proxy.upstream`): nothing of a request is kept on it."""
 
     _normalize_url_path = staticmethod(_normalized)
+    _header_value = staticmethod(_trimmed)
 
     def _sign(self, key: bytes, msg: str, hex: bool = False) -> Any:
         if hex:
@@ -272,11 +281,10 @@ def _verifier(access_key: str, secret: str, region: str, service: str) -> KeptKe
     return KeptKeySigV4Auth(Credentials(access_key, secret), service, region)
 
 
-@dataclass(frozen=True, slots=True)
-class SignedHead:
+class SignedHead(NamedTuple):
     """A SigV4 request whose head passed every check that needs neither the secret
     nor the body: service, date, clock skew and the declared payload hash's form.
-    What is left (`verify_payload`) waits for the body."""
+    What is left (`verify_payload`) waits for the body. (A tuple, as `SignedRequest`.)"""
 
     parsed: SignedRequest
     #: The request's headers (or those the checks read: `checked_headers`), lower-case name → values, as received.

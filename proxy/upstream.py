@@ -203,8 +203,10 @@ class _Signer(KeptKeySigV4Auth):
     def headers_to_sign(self, request: PlainRequest) -> SignedHeaders:
         selected = request.to_sign
         if selected is None:  # asked twice per signature, after botocore set its own
-            selected = request.to_sign = SignedHeaders()
-            for name, value in (*request.given.items(), *request.headers.items()):
+            # `given`'s names are lower-case (`sign`'s contract) and one of each: only botocore's are lower-cased.
+            selected = request.to_sign = SignedHeaders(
+                (name, [value]) for name, value in request.given.items() if name not in _UNSIGNED)
+            for name, value in request.headers.items():
                 lower = name.lower()
                 if lower not in _UNSIGNED:
                     selected.setdefault(lower, []).append(value)
