@@ -221,6 +221,10 @@ def _normalized(path: str) -> str:
     return normalized
 
 
+#: The longest header value `_trimmed` keeps (SDKs' are far shorter; `_KEPT_ENTRIES` of them ≤ 512 KiB).
+_KEPT_VALUE_LENGTH_MAX = 256
+
+
 @functools.lru_cache(maxsize=_KEPT_ENTRIES)
 def _trimmed(value: str) -> str:
     """botocore's canonical form of a header value (`Trimall`: spaces collapsed): most
@@ -248,7 +252,12 @@ class KeptKeySigV4Auth(SigV4Auth):
     (`_verifier`, `proxy.upstream`): nothing of a request is kept on it."""
 
     _normalize_url_path = staticmethod(_normalized)
-    _header_value = staticmethod(_trimmed)
+
+    def _header_value(self, value: str) -> str:
+        if len(value) > _KEPT_VALUE_LENGTH_MAX:  # kept only short: a client's long values would fill memory
+            trimmed: str = SigV4Auth._header_value(self, value)
+            return trimmed
+        return _trimmed(value)
 
     def _sign(self, key: bytes, msg: str, hex: bool = False) -> Any:
         if hex:

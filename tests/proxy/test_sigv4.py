@@ -102,6 +102,18 @@ def test_signed_header_changed_is_refused(monkeypatch: pytest.MonkeyPatch) -> No
         _verify(request, PATHS[0], b"{}")
 
 
+@pytest.mark.parametrize("value", [" a  b ", "  spaced\tout  " * 40], ids=["kept", "long"])
+def test_signed_header_values_short_and_long_verify(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A header's canonical value is kept per value only when short (`_trimmed`): both
+    verify, twice, and a changed one does not."""
+    request = _sign(PATHS[0], b"{}", {"X-Custom": value}, monkeypatch=monkeypatch)
+    for _ in range(2):
+        _verify(request, PATHS[0], b"{}")
+    request.headers.replace_header("X-Custom", value + "x")
+    with pytest.raises(InvalidSignatureException):
+        _verify(request, PATHS[0], b"{}")
+
+
 @pytest.mark.parametrize(("signed_body", "sent_body"), [(b'{"a":1}', b'{"a":2}'), (b"", b"{}"), (b"{}", b"")])
 def test_a_changed_body_is_refused(signed_body: bytes, sent_body: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
     """The payload hash is the verifier's own, from the bytes received (the empty body too)."""

@@ -215,3 +215,13 @@ def test_a_known_body_hash_signs_as_stock_botocore_and_the_body_is_not_hashed_ag
                         body_sha256=hashlib.sha256(body).hexdigest())
             assert {name.lower(): value for name, value in ours.items()} == stock
     assert body not in hashed or not body  # an empty body is botocore's constant, hashed by nobody
+
+
+@pytest.mark.parametrize("value", [" a  b ", "  spaced\tout  " * 40], ids=["kept", "long"])
+def test_header_values_short_and_long_sign_as_stock_botocore(value: str) -> None:
+    """A header's canonical value is kept per value only when short (`_trimmed`): both
+    ways it is botocore's, the second time as the first."""
+    credentials = Credentials("AKIDUPSTREAM00000001", "upstream-secret")
+    headers = {"host": "bedrock-runtime.us-east-1.amazonaws.com", "x-custom": value}
+    for _ in range(2):
+        assert _ours(credentials, headers) == _stock(credentials, headers)
