@@ -247,9 +247,10 @@ class KeptKeySigV4Auth(SigV4Auth):
     arguments that repeat kept (issue #20): the signing key it derives (`_sign` with
     `hex=False`: secret → day → Region → service → `aws4_request`) once per day, Region
     and secret, the canonical path per path (its `quote` was an eighth of a signature),
-    a header's canonical value per value, the `SignedHeaders` value per set of names. The headers it signs are the request's
-    `to_sign`. One signer serves every request of its credentials and Region
-    (`_verifier`, `proxy.upstream`): nothing of a request is kept on it."""
+    a short header value's canonical form per value, the `SignedHeaders` value per set of
+    names; and the payload hash, when the request knows it (`payload`). The headers it
+    signs are the request's `to_sign`. One signer serves every request of its credentials
+    and Region (`_verifier`, `proxy.upstream`): nothing of a request is kept on it."""
 
     _normalize_url_path = staticmethod(_normalized)
 
