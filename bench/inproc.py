@@ -42,7 +42,7 @@ from proxy.app import CostKeeper
 from proxy.config import load_config
 from tests.processes import free_port
 
-__all__ = ["AUTH_MODES", "OPERATIONS", "cpu_per_request"]
+__all__ = ["AUTH_MODES", "OPERATIONS", "cpu_per_request", "padded_body"]
 
 AUTH_MODES = ("trust", "sigv4")
 
@@ -79,12 +79,29 @@ def _scope(path: str, body: bytes) -> dict[str, Any]:
             "server": ("127.0.0.1", 8080), "client": ("127.0.0.1", 5555)}
 
 
+def padded_body(body: bytes, size: int) -> bytes:
+    """`body` grown to about `size` bytes by a longer first message, as a coding agent's
+    request carries a long conversation (Claude Code's are 50–200 KB): the payload every
+    signature hashes."""
+    document = json.loads(body)
+    grow = max(size - len(body), 0)
+    if grow:
+        content = document["messages"][0]["content"]
+        if isinstance(content, str):
+            document["messages"][0]["content"] = content + " " + "x" * grow
+        else:
+            content[0]["text"] += " " + "x" * grow
+    return json.dumps(document).encode()
+
+
 async def cpu_per_request(op: str, requests: int, concurrency: int = 16, warm: int = 320,
-                          auth: str = "trust") -> float:
+                          auth: str = "trust", body_bytes: int = 0) -> float:
     """µs of this process's CPU per request of `op`, after `warm` requests. The proxy's
     AWS credentials come from the environment (`main` sets the bench's). `auth`: the
-    proxy's `auth.mode`, trust or sigv4 (`AUTH_MODES`)."""
+    proxy's `auth.mode`, trust or sigv4 (`AUTH_MODES`); `body_bytes`: the request body's
+    size, if larger than the operation's own."""
     path, body = OPERATIONS[op]
+    body = padded_body(body, body_bytes)
     scope = _scope(path, body)
     port = free_port()
     upstream = asyncio.create_task(serve_upstream("127.0.0.1", port, 200, 0.0))
@@ -150,11 +167,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--auth", choices=AUTH_MODES, default="trust")
+    parser.add_argument("--body-bytes", type=int, default=0,
+                        help="grow the request body to about this size (e.g. 100000, a coding agent's)")
     args = parser.parse_args(argv)
     os.environ.update(AWS_ACCESS_KEY_ID="AKIDBENCHUPSTREAM001", AWS_SECRET_ACCESS_KEY="bench-secret")
     with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):  # the access log
-        cpu = asyncio.run(cpu_per_request(args.op, args.requests, args.concurrency, auth=args.auth))
-    print(f"{args.op} ({args.auth}): {cpu:.0f} µs of CPU per request (handler in process, stand-in upstream included)")
+        cpu = asyncio.run(cpu_per_request(args.op, args.requests, args.concurrency, auth=args.auth,
+                                            body_bytes=args.body_bytes))
+    size = f", {args.body_bytes} B body" if args.body_bytes else ""
+    print(f"{args.op} ({args.auth}{size}): {cpu:.0f} µs of CPU per request (handler in process, stand-in upstream included)")
     return 0
 
 

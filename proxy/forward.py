@@ -163,7 +163,7 @@ class ProxyHandler:
                 return
             body = await read_body(receive, scope["headers"], self._limits.max_body_bytes,
                                    chunk_timeout=self._limits.body_timeout, reservation=reservation)
-            caller = identified.verify(body)
+            caller, body_sha256 = identified.verified(body)
             self._admission.check_operation(route.operation, caller)
             document = json_body(route, body)
             tags = self._tags.read(scope["headers"], document if route.operation in _CONVERSE else None)
@@ -191,7 +191,8 @@ class ProxyHandler:
                 return
             try:
                 response = await self._upstream.send(method, plan.raw_path, raw_query, headers, plan.body,
-                                                     caller.region)
+                                                     caller.region,
+                                                     body_sha256 if plan.body is body else None)
             except BaseException as exc:
                 # Never sent: recorded, and what admission held for it goes back (issue #18).
                 status, raised = unsent(exc)

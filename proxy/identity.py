@@ -21,6 +21,7 @@ secret itself as its HMAC key (`metering/secret_box.py`).
 
 from __future__ import annotations
 
+import functools
 import hmac
 import logging
 import re
@@ -45,7 +46,7 @@ from proxy.errors import (
 from proxy.event_signing import ChainVerifier
 from proxy.sigv4 import (
     SignedHead,
-    check_signed_head,
+    check_named_head,
     checked_headers,
     parse_authorization,
     verify_payload,
@@ -93,11 +94,19 @@ class AuthRefused(Exception):
         return self.error.reason or self.error.code
 
 
-@dataclass(frozen=True, slots=True)
+@functools.lru_cache(maxsize=4096)
+def _signer_caller(org: str, app: str, access_key_id: str, region: str) -> Caller:
+    """A SigV4 caller, the same for every request of its key and Region: made once (a frozen
+    dataclass's `__init__` was a microsecond of every request, issue #20)."""
+    return Caller(org, app, access_key_id, region)
+
+
+@dataclass(slots=True)
 class Identified:
     """The caller as its request head shows it: a known, active key, a date within the
     skew, a Region served. `verify(body)` checks the signature once the body is in;
-    bearer tokens and trust mode are complete already."""
+    bearer tokens and trust mode are complete already. Nothing changes one once made; it
+    is not frozen only because a frozen dataclass's `__init__` cost a microsecond per request."""
 
     caller: Caller
     _head: SignedHead | None = None
@@ -123,14 +132,20 @@ class Identified:
 
     def verify(self, body: bytes) -> Caller:
         """The caller, once the body matches the signature; raises `AuthRefused`."""
-        if self._head is not None:
-            method, host, raw_path, raw_query = self._target
-            try:
-                verify_payload(self._head, self._secret, method=method, host=host, raw_path=raw_path,
-                               raw_query=raw_query, body=body)
-            except BedrockError as error:
-                raise AuthRefused(error, self.caller.access_key_id, self.caller) from None
-        return self.caller
+        return self.verified(body)[0]
+
+    def verified(self, body: bytes) -> tuple[Caller, str | None]:
+        """`verify`, and the body's SHA-256 (hex) when verifying computed it (a SigV4
+        caller's): re-signing for Bedrock signs it rather than hashing the body again."""
+        if self._head is None:
+            return self.caller, None
+        method, host, raw_path, raw_query = self._target
+        try:
+            digest = verify_payload(self._head, self._secret, method=method, host=host, raw_path=raw_path,
+                                    raw_query=raw_query, body=body)
+        except BedrockError as error:
+            raise AuthRefused(error, self.caller.access_key_id, self.caller) from None
+        return self.caller, digest
 
 
 class Authenticator:
@@ -180,12 +195,12 @@ class Authenticator:
                 f"Credential should be scoped to a valid region. This proxy serves: {', '.join(sorted(self._regions))}."
             ), "wrong_region"), parsed.access_key)
         try:
-            head = check_signed_head(parsed, checked_headers(parsed, headers),
-                                     max_skew_seconds=self._config.max_skew_seconds)
+            head = check_named_head(parsed, checked_headers(parsed, headers),
+                                    max_skew_seconds=self._config.max_skew_seconds)
         except BedrockError as error:
             raise AuthRefused(error, parsed.access_key) from None
         record = await self._record(parsed.access_key)
-        caller = Caller(record.org, record.app, record.access_key_id, parsed.region)
+        caller = _signer_caller(record.org, record.app, record.access_key_id, parsed.region)
         return Identified(caller, head, record.secret, (method, host, raw_path, raw_query),
                           self._config.max_skew_seconds)
 

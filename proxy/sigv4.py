@@ -19,10 +19,9 @@ import hmac
 import re
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NamedTuple
 
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
@@ -43,6 +42,7 @@ __all__ = [
     "SignedHead",
     "SignedHeaders",
     "SignedRequest",
+    "check_named_head",
     "check_signed_head",
     "checked_headers",
     "parse_authorization",
@@ -84,9 +84,9 @@ _MISMATCH = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class SignedRequest:
-    """The parsed `Authorization` header of a SigV4 request."""
+class SignedRequest(NamedTuple):
+    """The parsed `Authorization` header of a SigV4 request (a tuple: one per request, and
+    a frozen dataclass's `__init__` cost a microsecond more)."""
 
     access_key: str
     date: str
@@ -122,17 +122,28 @@ def _scope(prefix: str) -> tuple[str, str, str, str, tuple[str, ...]] | None:
 
 
 @functools.lru_cache(maxsize=_KEPT_ENTRIES)
-def _read_by_checks(signed_headers: tuple[str, ...]) -> frozenset[bytes]:
-    """The header names `check_signed_head` and `verify_payload` read, as an ASGI scope spells them."""
-    return frozenset(name.encode("latin-1") for name in (*signed_headers, "x-amz-date", "x-amz-content-sha256"))
+def _read_by_checks(signed_headers: tuple[str, ...]) -> Mapping[bytes, str]:
+    """The header names `check_signed_head` and `verify_payload` read: as an ASGI scope
+    spells them → as the checks name them."""
+    return {name.encode("latin-1"): name for name in (*signed_headers, "x-amz-date", "x-amz-content-sha256")}
 
 
-def checked_headers(parsed: SignedRequest, raw: Iterable[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
+def checked_headers(parsed: SignedRequest, raw: Iterable[tuple[bytes, bytes]]) -> dict[str, list[str]]:
     """The headers of an ASGI scope that the checks read (those signed, `x-amz-date`,
-    `x-amz-content-sha256`), decoded: the others (the long `Authorization` among them)
-    are never decoded, as `check_signed_head` would only set them aside."""
+    `x-amz-content-sha256`), lower-case name → values, decoded, for `check_named_head`:
+    the others (the long `Authorization` among them) are never decoded. ASGI's names are
+    lower-case already (uvicorn lower-cases them, HTTP/2 allows no other: issue #20, the
+    sigv4 path lower-cased them twice more), so they are looked up as they come."""
     wanted = _read_by_checks(parsed.signed_headers)
-    return [(name.decode("latin-1"), value.decode("latin-1")) for name, value in raw if name.lower() in wanted]
+    by_name: dict[str, list[str]] = {}
+    for raw_name, value in raw:
+        name = wanted.get(raw_name)
+        if name is not None:
+            if name in by_name:
+                by_name[name].append(value.decode("latin-1"))
+            else:
+                by_name[name] = [value.decode("latin-1")]
+    return by_name
 
 
 _NOTHING: Mapping[str, str] = MappingProxyType({})
@@ -177,7 +188,7 @@ class PlainRequest(BytesRequest):
     stream_output = False
 
     def __init__(self, method: str, url: str, data: bytes, *, to_sign: SignedHeaders | None = None,  # noqa: PLW0231 (AWSRequest's, minus HTTPHeaders)
-                 given: Mapping[str, str] = _NOTHING) -> None:
+                 given: Mapping[str, str] = _NOTHING, body_sha256: str | None = None) -> None:
         self.method = method
         self.url = url
         self.data = data
@@ -185,6 +196,8 @@ class PlainRequest(BytesRequest):
         self.context: dict[str, Any] = {}
         self.to_sign = to_sign
         self.given = given
+        #: `data`'s SHA-256 (hex) when it is known already (`KeptKeySigV4Auth.payload`).
+        self.body_sha256 = body_sha256
 
 
 #: A stock botocore signer, for the steps whose result depends on their arguments alone:
@@ -208,6 +221,19 @@ def _normalized(path: str) -> str:
     return normalized
 
 
+#: The longest header value `_trimmed` keeps (SDKs' are far shorter; `_KEPT_ENTRIES` of them ≤ 512 KiB).
+_KEPT_VALUE_LENGTH_MAX = 256
+
+
+@functools.lru_cache(maxsize=_KEPT_ENTRIES)
+def _trimmed(value: str) -> str:
+    """botocore's canonical form of a header value (`Trimall`: spaces collapsed): most
+    values a signature covers (a content type, a host, an SDK's `attempt=1`, the second's
+    `X-Amz-Date`) repeat from one request to the next."""
+    trimmed: str = _BOTOCORE._header_value(value)
+    return trimmed
+
+
 @functools.lru_cache(maxsize=_KEPT_ENTRIES)
 def _names(names: tuple[str, ...]) -> str:
     """botocore's `SignedHeaders=` value for these header names (sorted, `;`-joined): a
@@ -221,11 +247,18 @@ class KeptKeySigV4Auth(SigV4Auth):
     arguments that repeat kept (issue #20): the signing key it derives (`_sign` with
     `hex=False`: secret → day → Region → service → `aws4_request`) once per day, Region
     and secret, the canonical path per path (its `quote` was an eighth of a signature),
-    the `SignedHeaders` value per set of names. The headers it signs are the request's
-    `to_sign`. One signer serves every request of its credentials and Region
-    (`_verifier`, `proxy.upstream`): nothing of a request is kept on it."""
+    a short header value's canonical form per value, the `SignedHeaders` value per set of
+    names; and the payload hash, when the request knows it (`payload`). The headers it
+    signs are the request's `to_sign`. One signer serves every request of its credentials
+    and Region (`_verifier`, `proxy.upstream`): nothing of a request is kept on it."""
 
     _normalize_url_path = staticmethod(_normalized)
+
+    def _header_value(self, value: str) -> str:
+        if len(value) > _KEPT_VALUE_LENGTH_MAX:  # kept only short: a client's long values would fill memory
+            trimmed: str = SigV4Auth._header_value(self, value)
+            return trimmed
+        return _trimmed(value)
 
     def _sign(self, key: bytes, msg: str, hex: bool = False) -> Any:
         if hex:
@@ -238,6 +271,18 @@ class KeptKeySigV4Auth(SigV4Auth):
     def headers_to_sign(self, request: PlainRequest) -> SignedHeaders | None:
         return request.to_sign
 
+    def payload(self, request: PlainRequest) -> str:
+        """botocore's payload hash, unless the request knows its body's already
+        (`PlainRequest.body_sha256`): a verified request's body is hashed once, for its
+        verification, and that hash serves its re-signing too (issue #20: Claude Code's
+        bodies are 50–200 KB, ~60 µs of SHA-256 per 100 KB). botocore hashes the body in
+        the cases where its answer is no hash of the body (payload signing off; a streaming
+        checksum trailer, which a `PlainRequest`'s context never asks for)."""
+        known = request.body_sha256
+        if known is None or not self._should_sha256_sign_payload(request):
+            return SigV4Auth.payload(self, request)
+        return known
+
 
 @functools.lru_cache(maxsize=_KEPT_ENTRIES)
 def _verifier(access_key: str, secret: str, region: str, service: str) -> KeptKeySigV4Auth:
@@ -246,11 +291,10 @@ def _verifier(access_key: str, secret: str, region: str, service: str) -> KeptKe
     return KeptKeySigV4Auth(Credentials(access_key, secret), service, region)
 
 
-@dataclass(frozen=True, slots=True)
-class SignedHead:
+class SignedHead(NamedTuple):
     """A SigV4 request whose head passed every check that needs neither the secret
     nor the body: service, date, clock skew and the declared payload hash's form.
-    What is left (`verify_payload`) waits for the body."""
+    What is left (`verify_payload`) waits for the body. (A tuple, as `SignedRequest`.)"""
 
     parsed: SignedRequest
     #: The request's headers (or those the checks read: `checked_headers`), lower-case name → values, as received.
@@ -267,13 +311,24 @@ def check_signed_head(
 ) -> SignedHead:
     """Raise `InvalidSignatureException` for what the head alone shows is wrong, so the
     caller is refused before its body is read (a stale date, `UNSIGNED-PAYLOAD`)."""
+    by_name: dict[str, list[str]] = {}
+    for name, value in headers:
+        by_name.setdefault(name.lower(), []).append(value)
+    return check_named_head(parsed, by_name, now=now, max_skew_seconds=max_skew_seconds)
+
+
+def check_named_head(
+    parsed: SignedRequest,
+    by_name: dict[str, list[str]],
+    *,
+    now: datetime | None = None,
+    max_skew_seconds: int = 300,
+) -> SignedHead:
+    """`check_signed_head` over headers already by lower-case name (`checked_headers`)."""
     if parsed.service != SIGNING_SERVICE:
         raise refusal(InvalidSignatureException(
             f"Credential should be scoped to correct service: '{SIGNING_SERVICE}'."
         ), "wrong_service")
-    by_name: dict[str, list[str]] = {}
-    for name, value in headers:
-        by_name.setdefault(name.lower(), []).append(value)
     amz_date = (by_name.get("x-amz-date") or [""])[0]
     _check_date(amz_date, parsed.date, time.time() if now is None else now.timestamp(), max_skew_seconds)
     # The signature must cover the body: a declared hash has to be one (never
@@ -293,16 +348,18 @@ def verify_payload(
     raw_path: str,
     raw_query: str,
     body: bytes,
-) -> None:
+) -> str:
     """Raise `InvalidSignatureException` unless the request is signed with `secret`;
-    `host` must be the Host header as the client sent it (port included)."""
+    `host` must be the Host header as the client sent it (port included). Returns the
+    body's SHA-256 (hex), which its re-signing reuses (`proxy.upstream.sign`)."""
+    digest = hashlib.sha256(body).hexdigest()
     declared = head.by_name.get("x-amz-content-sha256")
     # STREAMING_PAYLOAD is no body's hash: a whole body declared so is refused here.
-    if declared is not None and declared[0] != hashlib.sha256(body).hexdigest():
+    if declared is not None and declared[0] != digest:
         raise refusal(InvalidSignatureException(_DECLARED_HASH), "bad_signature")
-    # A declared hash is the body's (checked above) and is what the client's signer read
-    # from its header; otherwise botocore hashes the body.
-    _verify(head, secret, method, host, raw_path, raw_query, body, None if declared is None else declared[0])
+    # A declared hash is the body's (checked above): the payload line is the same either way.
+    _verify(head, secret, method, host, raw_path, raw_query, body, body_sha256=digest)
+    return digest
 
 
 def verify_streaming_head(head: SignedHead, secret: str, *, method: str, host: str, raw_path: str,
@@ -313,13 +370,14 @@ def verify_streaming_head(head: SignedHead, secret: str, *, method: str, host: s
     if declared is None or declared[0] != STREAMING_PAYLOAD:
         raise refusal(InvalidSignatureException(
             f"An event stream must be signed with x-amz-content-sha256: {STREAMING_PAYLOAD}."), "bad_signature")
-    _verify(head, secret, method, host, raw_path, raw_query, b"", STREAMING_PAYLOAD)
+    _verify(head, secret, method, host, raw_path, raw_query, b"", payload_hash=STREAMING_PAYLOAD)
 
 
-def _verify(head: SignedHead, secret: str, method: str, host: str, raw_path: str, raw_query: str, body: bytes,
-            payload_hash: str | None) -> None:
+def _verify(head: SignedHead, secret: str, method: str, host: str, raw_path: str, raw_query: str, body: bytes, *,
+            payload_hash: str | None = None, body_sha256: str | None = None) -> None:
     """Recompute the signature with botocore; `payload_hash`: the canonical request's
-    payload line when it is known (declared by the client), else botocore hashes `body`."""
+    payload line as the client declared it (`STREAMING_PAYLOAD`), `body_sha256`: the
+    body's hash, computed already; with neither, botocore hashes `body`."""
     parsed = head.parsed
     to_sign = SignedHeaders()
     for name in parsed.signed_headers:
@@ -328,7 +386,7 @@ def _verify(head: SignedHead, secret: str, method: str, host: str, raw_path: str
             to_sign[name] = values
     # The request carries no headers but a declared payload hash: botocore signs `to_sign`.
     request = PlainRequest(method, f"http://{host}{raw_path}" + (f"?{raw_query}" if raw_query else ""), body,
-                           to_sign=to_sign)
+                           to_sign=to_sign, body_sha256=body_sha256)
     if payload_hash is not None:
         request.headers["X-Amz-Content-SHA256"] = payload_hash
     request.context["timestamp"] = head.amz_date
@@ -369,11 +427,12 @@ def _midnight(day: str) -> int:
     return int(datetime(int(day[:4]), int(day[4:6]), int(day[6:]), tzinfo=UTC).timestamp())
 
 
+@functools.lru_cache(maxsize=64)
 def _signed_at(amz_date: str) -> int:
     """The second an `X-Amz-Date` names, since the epoch; `ValueError` if it names none.
     Arithmetic on the kept day: a new `datetime` per request (and `strptime`, ~100 µs on
     a cold CPU: its locale checks and lock, bench/READING.md) cost more than the rest of
-    the date check."""
+    the date check. Kept: the requests of a second name the same one."""
     if _AMZ_DATE_RE.match(amz_date) is None:
         raise ValueError(amz_date)
     hour, minute, second = int(amz_date[9:11]), int(amz_date[11:13]), int(amz_date[13:15])

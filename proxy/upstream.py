@@ -203,8 +203,10 @@ class _Signer(KeptKeySigV4Auth):
     def headers_to_sign(self, request: PlainRequest) -> SignedHeaders:
         selected = request.to_sign
         if selected is None:  # asked twice per signature, after botocore set its own
-            selected = request.to_sign = SignedHeaders()
-            for name, value in (*request.given.items(), *request.headers.items()):
+            # `given`'s names are lower-case (`sign`'s contract) and one of each: only botocore's are lower-cased.
+            selected = request.to_sign = SignedHeaders(
+                (name, [value]) for name, value in request.given.items() if name not in _UNSIGNED)
+            for name, value in request.headers.items():
                 lower = name.lower()
                 if lower not in _UNSIGNED:
                     selected.setdefault(lower, []).append(value)
@@ -219,11 +221,13 @@ def _signer(credentials: Any, region: str) -> _Signer:
 
 
 def sign(credentials: Any, region: str, method: str, url: str, headers: dict[str, str], body: bytes,
-         payload_hash: str | None = None) -> dict[str, str]:
+         payload_hash: str | None = None, body_sha256: str | None = None) -> dict[str, str]:
     """`headers` (lower-case names, `host` included, no client credentials) plus
     botocore's SigV4: `X-Amz-Date`, `Authorization`, a session token if any.
-    `payload_hash`: declared and signed instead of the body's (a signed event stream)."""
-    request = PlainRequest(method, url, body, given=headers)
+    `payload_hash`: declared and signed instead of the body's (a signed event stream);
+    `body_sha256`: the body's hash, known already (its verification computed it), signed
+    as botocore would sign the body's, and declared in no header."""
+    request = PlainRequest(method, url, body, given=headers, body_sha256=body_sha256)
     if payload_hash is not None:
         request.headers["X-Amz-Content-SHA256"] = payload_hash
     _signer(credentials, region).add_auth(request)
@@ -307,17 +311,18 @@ class Upstream:
 
     async def send(
         self, method: str, raw_path: str, raw_query: str, headers: dict[str, str], body: bytes,
-        region: str | None = None,
+        region: str | None = None, body_sha256: str | None = None,
     ) -> UpstreamResponse:
         """Sign and send; the response is open and streaming (the caller ends it).
 
-        `region`: the Region the client signed for; used when it is an allowed one."""
+        `region`: the Region the client signed for; used when it is an allowed one.
+        `body_sha256`: `body`'s SHA-256 (hex), if its verification computed it."""
         pool = self._pool
         assert pool is not None, "Upstream.start() was not awaited"
         base_url, path, signing_region = self._target(raw_path, raw_query, headers, region)
         host = headers["host"]
         frozen = await self._credentials.get_frozen_credentials()
-        signed = sign(frozen, signing_region, method, base_url + path, headers, body)
+        signed = sign(frozen, signing_region, method, base_url + path, headers, body, body_sha256=body_sha256)
         origin = self._origins[base_url]
         head = request_head(method, origin.prefix + path, signed, len(body))
         head_only = method == "HEAD"

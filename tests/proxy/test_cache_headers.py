@@ -67,7 +67,7 @@ class _Upstream:
         self.models: list[str] = []
 
     async def send(self, method: str, raw_path: str, raw_query: str, headers: Any, body: bytes,
-                   region: str | None = None) -> _Response:
+                   region: str | None = None, body_sha256: str | None = None) -> _Response:
         model = raw_path.split("/")[2].replace("%3A", ":")
         self.models.append(model)
         return _Response(model)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
 import hmac
 import json
 from types import SimpleNamespace
@@ -281,3 +282,12 @@ async def test_secrets_and_signatures_are_compared_in_constant_time(monkeypatch:
     request = Request({"type": "http", "headers": [(b"authorization", b"Bearer wrong-token")]})
     assert not admin_authorized(SimpleNamespace(admin_token="right-token"), request)  # type: ignore[arg-type]
     assert compared[2] == (b"wrong-token", b"right-token")
+
+
+async def test_verifying_gives_the_body_hash_that_re_signing_reuses() -> None:
+    """A SigV4 caller's body is hashed to verify it; that hash goes on to re-signing
+    (`Upstream.send(body_sha256=…)`, issue #20). Trust and bearer callers have none."""
+    identified = await head(authenticator(Keys()), signed())
+    assert identified.verified(BODY) == (identified.caller, hashlib.sha256(BODY).hexdigest())
+    trusted = await head(authenticator(Keys(), mode="trust"), [])
+    assert trusted.verified(BODY) == (trusted.caller, None)

@@ -19,9 +19,11 @@ from proxy.errors import InvalidSignatureException, MissingAuthenticationTokenEx
 from proxy.sigv4 import (
     STREAMING_PAYLOAD,
     _signed_at,
+    check_named_head,
     check_signed_head,
     checked_headers,
     parse_authorization,
+    verify_payload,
     verify_signature,
     verify_streaming_head,
 )
@@ -96,6 +98,18 @@ def test_skew_boundary_is_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_signed_header_changed_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     request = _sign(PATHS[0], b"{}", {"X-Amzn-Bedrock-Trace": "ENABLED"}, monkeypatch=monkeypatch)
     request.headers.replace_header("X-Amzn-Bedrock-Trace", "DISABLED")
+    with pytest.raises(InvalidSignatureException):
+        _verify(request, PATHS[0], b"{}")
+
+
+@pytest.mark.parametrize("value", [" a  b ", "  spaced\tout  " * 40], ids=["kept", "long"])
+def test_signed_header_values_short_and_long_verify(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A header's canonical value is kept per value only when short (`_trimmed`): both
+    verify, twice, and a changed one does not."""
+    request = _sign(PATHS[0], b"{}", {"X-Custom": value}, monkeypatch=monkeypatch)
+    for _ in range(2):
+        _verify(request, PATHS[0], b"{}")
+    request.headers.replace_header("X-Custom", value + "x")
     with pytest.raises(InvalidSignatureException):
         _verify(request, PATHS[0], b"{}")
 
@@ -238,8 +252,9 @@ def test_any_request_stock_botocore_signs_verifies(segments: list[str], query: l
     for _ in range(2):
         verify_signature(parsed, secret, method="POST", host=HOST, raw_path=path, raw_query=raw_query,
                          headers=sent, body=body, now=NOW.replace(tzinfo=dt.UTC))
-        verify_signature(parsed, secret, method="POST", host=HOST, raw_path=path, raw_query=raw_query,
-                         headers=in_scope, body=body, now=NOW.replace(tzinfo=dt.UTC))
+        head = check_named_head(parsed, in_scope, now=NOW.replace(tzinfo=dt.UTC))
+        assert verify_payload(head, secret, method="POST", host=HOST, raw_path=path, raw_query=raw_query,
+                              body=body) == hashlib.sha256(body).hexdigest()
         with pytest.raises(InvalidSignatureException, match="does not match"):
             verify_signature(parsed, secret + "x", method="POST", host=HOST, raw_path=path, raw_query=raw_query,
                              headers=sent, body=body, now=NOW.replace(tzinfo=dt.UTC))

@@ -9,7 +9,11 @@ family of shortcut), so the reference here is botocore's `SigV4Auth`, untouched.
 from __future__ import annotations
 
 import datetime
+import hashlib
+from typing import Any
+from unittest import mock
 
+import botocore.auth
 import pytest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
@@ -184,3 +188,40 @@ def test_any_headers_sign_as_stock_botocore_with_frozen_credentials(
         frozen = ReadOnlyCredentials("AKIDUPSTREAM00000001", "upstream-secret", token)
         ours = sign(frozen, region, "POST", URL, dict(headers), body, payload_hash=payload_hash)
         assert {name.lower(): value for name, value in ours.items()} == stock
+
+
+@given(headers=st.dictionaries(_NAME, _VALUE, max_size=6), body=st.binary(max_size=256),
+       region=st.sampled_from(["us-east-1", "eu-west-1"]), token=st.sampled_from([None, "session-token-value"]))
+@settings(max_examples=150, deadline=None)
+def test_a_known_body_hash_signs_as_stock_botocore_and_the_body_is_not_hashed_again(
+        headers: dict[str, str], body: bytes, region: str, token: str | None) -> None:
+    """A verified request's body hash (`body_sha256`, issue #20) is signed where stock
+    botocore signs the hash it computes, declared in no header; botocore's own hashing
+    never sees the body then."""
+    headers = {**headers, "host": "bedrock-runtime.us-east-1.amazonaws.com"}
+    credentials = Credentials("AKIDUPSTREAM00000001", "upstream-secret", token)
+    request = AWSRequest(method="POST", url=URL, data=body, headers=dict(headers))
+    SigV4Auth(credentials, "bedrock", region).add_auth(request)
+    stock = {name.lower(): value for name, value in request.headers.items()}
+    hashed: list[bytes] = []
+
+    def counting(data: bytes = b"") -> Any:
+        hashed.append(bytes(data))
+        return hashlib.sha256(data)
+
+    with mock.patch.object(botocore.auth, "sha256", counting):
+        for _ in range(2):
+            ours = sign(credentials, region, "POST", URL, dict(headers), body,
+                        body_sha256=hashlib.sha256(body).hexdigest())
+            assert {name.lower(): value for name, value in ours.items()} == stock
+    assert body not in hashed or not body  # an empty body is botocore's constant, hashed by nobody
+
+
+@pytest.mark.parametrize("value", [" a  b ", "  spaced\tout  " * 40], ids=["kept", "long"])
+def test_header_values_short_and_long_sign_as_stock_botocore(value: str) -> None:
+    """A header's canonical value is kept per value only when short (`_trimmed`): both
+    ways it is botocore's, the second time as the first."""
+    credentials = Credentials("AKIDUPSTREAM00000001", "upstream-secret")
+    headers = {"host": "bedrock-runtime.us-east-1.amazonaws.com", "x-custom": value}
+    for _ in range(2):
+        assert _ours(credentials, headers) == _stock(credentials, headers)
