@@ -32,18 +32,24 @@ PATHS = {
 }
 
 
+#: The key a target that verifies nothing (the upstream, the floor, a trust-mode proxy)
+#: sees requests signed with: every SDK signs, whatever the proxy does with it.
+UNVERIFIED_KEY = ("AKIDBENCHCLIENT00001", "bench-client-secret")
+
+
 def build_request(port: int, op: str, key: tuple[str, str] | None) -> bytes:
-    """The raw request bytes; signed once (SigV4 dates stay valid for minutes)."""
-    path = PATHS[op]
+    """The raw request bytes, SigV4-signed once (dates stay valid for minutes) as an SDK
+    signs them: with `key`, or `UNVERIFIED_KEY` for a target that checks no signature.
+    Every target parses the same head (the escaped path, `Authorization`, `X-Amz-Date`):
+    an unsigned request, lighter than any client's, made the floor and trust mode cheaper
+    than real traffic and sigv4 mode's gap to them wider (issue #20)."""
+    path = PATHS[op].replace(":", "%3A")
     body = INVOKE_BODY if op == "invoke-stream" else BODY
     headers = {"Host": f"127.0.0.1:{port}", "Content-Type": "application/json",
                "Accept": "application/json"}
-    if key is not None:
-        quoted = path.replace(":", "%3A")
-        request = AWSRequest(method="POST", url=f"http://127.0.0.1:{port}{quoted}", data=body, headers=headers)
-        SigV4Auth(Credentials(*key), "bedrock", "us-east-1").add_auth(request)
-        headers = dict(request.headers.items())
-        path = quoted
+    request = AWSRequest(method="POST", url=f"http://127.0.0.1:{port}{path}", data=body, headers=headers)
+    SigV4Auth(Credentials(*(key or UNVERIFIED_KEY)), "bedrock", "us-east-1").add_auth(request)
+    headers = dict(request.headers.items())
     lines = [f"POST {path} HTTP/1.1"] + [f"{k}: {v}" for k, v in headers.items()]
     lines.append(f"Content-Length: {len(body)}")
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body

@@ -57,12 +57,12 @@ def _install(out: str) -> None:
         await handle(self, scope, receive, stamped_send)
         rows.append(dict(row))
 
-    verify = proxy.identity.Identified.verify
+    verified = proxy.identity.Identified.verified
 
     def identified(self: Any, body: bytes) -> Any:
-        caller = verify(self, body)
+        answer = verified(self, body)
         row["identified"] = stamp()
-        return caller
+        return answer
 
     upstream_send = proxy.upstream.Upstream.send
 
@@ -74,8 +74,8 @@ def _install(out: str) -> None:
 
     sign = proxy.upstream.sign
 
-    def signed(*args: Any) -> Any:
-        headers = sign(*args)
+    def signed(*args: Any, **kwargs: Any) -> Any:
+        headers = sign(*args, **kwargs)
         row["signed"] = stamp()
         return headers
 
@@ -88,7 +88,7 @@ def _install(out: str) -> None:
     for owner, name, wrapper in (
         (httptools_impl.HttpToolsProtocol, "data_received", data_received),
         (proxy.forward.ProxyHandler, "__call__", handler),
-        (proxy.identity.Identified, "verify", identified),  # the body is in and verified
+        (proxy.identity.Identified, "verified", identified),  # the body is in and verified
         (proxy.upstream.Upstream, "send", sent),
         (proxy.upstream, "sign", signed),  # looked up by `Upstream.send` at each call
         (adapters.watch.StreamUsageWatcher, "feed", fed),
