@@ -39,11 +39,11 @@ block, and for Claude the same payload start) is walked unread, CRCs unchecked
 
 from __future__ import annotations
 
-import base64
 import binascii
 import functools
 import json
 import logging
+import struct
 from collections.abc import Callable, Mapping
 from types import ModuleType
 from typing import Any
@@ -110,6 +110,10 @@ def _prefer(primary: Usage | None, secondary: Usage | None) -> Usage | None:
         service_tier=primary.service_tier if primary.service_tier is not None else secondary.service_tier,
         latency=primary.latency if primary.latency is not None else secondary.latency,
     )
+
+
+#: A frame's first field, its length.
+_LENGTH = struct.Struct(">I").unpack_from
 
 
 def _whole_frames(data: bytes) -> int:
@@ -347,7 +351,9 @@ class StreamUsageWatcher:
                                 held = (last + 12 + skip[0], after - 4)
                         pos = after
                         continue
-                total = int.from_bytes(frames[pos : pos + 4], "big")
+                if size - pos < 16:  # (no frame is shorter)
+                    break
+                (total,) = _LENGTH(frames, pos)
                 if not 16 <= total <= MAX_FRAME_BYTES or size - pos < total:
                     break
                 frame = read_frame(frames, pos)
@@ -441,8 +447,8 @@ class StreamUsageWatcher:
         raw = outer.get("bytes") if outer is not None else None
         if not isinstance(raw, str):
             return
-        try:
-            chunk = _json_object(base64.b64decode(raw, validate=True))
+        try:  # `base64.b64decode(raw, validate=True)` without its wrapper: a non-ASCII str is a ValueError
+            chunk = _json_object(binascii.a2b_base64(raw, strict_mode=True))
         except (binascii.Error, ValueError):
             return
         if chunk is None:

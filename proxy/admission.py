@@ -171,7 +171,7 @@ class Admission(CurrentChoice):
             return Plan(_rewritten(raw_path, route.model_id, requested), body, model=requested,
                         family_model=self._policies.base_of(requested), admitted_at=admitted_at)
         converse = route.operation not in _INVOKE
-        client_family = "converse" if converse else family_of(self._policies.base_of(requested))
+        client_family = "converse" if converse else _family_of(self._policies.base_of(requested))
         limits = self._policies.model_limits
         try:
             # Before any quota or limit sees it: a value the model cannot honour is refused.
