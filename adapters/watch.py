@@ -349,9 +349,10 @@ class StreamUsageWatcher:
                             read = after - 4
                             if self._hold:
                                 held = (last + 12 + skip[0], after - 4)
+                        # Where the run stopped: the end, a partial frame, or one of another kind,
+                        # which the walk would not pass over either (read below, not walked again).
                         pos = after
-                        continue
-                if size - pos < 16:  # (no frame is shorter)
+                if size - pos < 16:  # (no frame is shorter; nor is anything left at the end)
                     break
                 (total,) = _LENGTH(frames, pos)
                 if not 16 <= total <= MAX_FRAME_BYTES or size - pos < total:
