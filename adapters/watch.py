@@ -57,7 +57,11 @@ from adapters.delta_size import (
 from adapters.estimate import estimate_output_tokens, estimate_usage, response_text_chars
 from adapters.eventstream import MAX_FRAME_BYTES, FrameSplitter
 from adapters.frame_scan import read_frame, skip_frames
-from adapters.headers import usage_from_headers, usage_from_invocation_metrics
+from adapters.headers import (
+    INVOCATION_METRICS_KEY,
+    usage_from_headers,
+    usage_from_invocation_metrics,
+)
 from adapters.usage import Usage
 
 __all__ = ["BodyUsageWatcher", "StreamUsageWatcher", "STREAM_OPERATIONS"]
@@ -457,7 +461,8 @@ class StreamUsageWatcher:
         if count_text:
             self._sized += len(family.output_text(chunk))
         self._native = family.usage_from_chunk(chunk, self._native)
-        metrics = usage_from_invocation_metrics(chunk)
+        # (Only the stream's last chunk has them: a look-up, not a read, for the others.)
+        metrics = usage_from_invocation_metrics(chunk) if INVOCATION_METRICS_KEY in chunk else None
         if metrics is not None:
             self._final = metrics
             self.complete = True
