@@ -9,13 +9,15 @@ are billed, so they travel with them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from typing import Any
+from dataclasses import dataclass
+
+from adapters.slot_init import slot_init
 
 __all__ = ["Usage"]
 
 
-@dataclass(frozen=True, slots=True, init=False)
+@slot_init  # a few per request (issue #20)
+@dataclass(frozen=True, slots=True)
 class Usage:
     input_tokens: int = 0
     output_tokens: int = 0
@@ -31,27 +33,6 @@ class Usage:
     #: latency mode ("" standard, "optimized"), as Bedrock said; None: not said (adapters/tiers.py).
     service_tier: str | None = None
     latency: str | None = None
-
-    def __init__(
-        self, input_tokens: int = 0, output_tokens: int = 0, cache_read_tokens: int = 0,
-        cache_write_tokens: int = 0, speech_input_tokens: int = 0, speech_output_tokens: int = 0,
-        estimated: bool = False, service_tier: str | None = None, latency: str | None = None,
-    ) -> None:
-        """The dataclass's own `__init__`, each field set through its slot's setter bound
-        once (`_SETTERS`) rather than `object.__setattr__` looked up per field: a frozen
-        dataclass's generated one cost twice as much, and a request makes a few (issue #20).
-        tests/adapters/test_properties_usage.py holds it to the fields, in their order."""
-        set_input, set_output, set_cache_read, set_cache_write, set_speech_input, set_speech_output, \
-            set_estimated, set_tier, set_latency = _SETTERS
-        set_input(self, input_tokens)
-        set_output(self, output_tokens)
-        set_cache_read(self, cache_read_tokens)
-        set_cache_write(self, cache_write_tokens)
-        set_speech_input(self, speech_input_tokens)
-        set_speech_output(self, speech_output_tokens)
-        set_estimated(self, estimated)
-        set_tier(self, service_tier)
-        set_latency(self, latency)
 
     @property
     def total_tokens(self) -> int:
@@ -84,7 +65,3 @@ class Usage:
             self.service_tier if service_tier is None else service_tier,
             self.latency if latency is None else latency,
         )
-
-
-#: Each field's slot setter, in the fields' order (what `Usage.__init__` sets them with).
-_SETTERS: tuple[Any, ...] = tuple(Usage.__dict__[field.name].__set__ for field in fields(Usage))

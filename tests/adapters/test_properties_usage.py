@@ -7,11 +7,9 @@ non-negative ints, and text readers return a string. They document no error
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import json
 from typing import Any
 
-import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
@@ -160,29 +158,6 @@ def test_merged_is_replace_of_the_fields_given(usage: Usage, changes: dict[str, 
     assert {f.name for f in dataclasses.fields(Usage)} == {
         "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "speech_input_tokens",
         "speech_output_tokens", "estimated", "service_tier", "latency"}
-
-
-def test_init_takes_the_fields_in_their_order_with_their_defaults() -> None:
-    """`Usage.__init__` is written out (issue #20): its parameters are the fields', in order,
-    with the same defaults, as the generated one's would be."""
-    parameters = list(inspect.signature(Usage.__init__).parameters.values())[1:]
-    assert [(p.name, p.default) for p in parameters] == [(f.name, f.default) for f in dataclasses.fields(Usage)]
-
-
-@PROPERTY
-@given(values=st.tuples(st.integers(0, 10**9), st.integers(0, 10**9), st.integers(0, 10**9), st.integers(0, 10**9),
-                        st.integers(0, 10**9), st.integers(0, 10**9), st.booleans(), _OPTIONAL_TEXT, _OPTIONAL_TEXT),
-       given=st.integers(0, 9), by_name=st.booleans())
-def test_init_sets_each_field_to_its_argument(values: tuple[Any, ...], given: int, by_name: bool) -> None:
-    """Positional or by name, the first `given` fields passed and the rest left to their
-    defaults: each field reads back what it was given, and the instance stays frozen."""
-    names = [f.name for f in dataclasses.fields(Usage)]
-    usage = Usage(**dict(zip(names[:given], values, strict=False))) if by_name else Usage(*values[:given])
-    defaults = [f.default for f in dataclasses.fields(Usage)]
-    assert [getattr(usage, name) for name in names] == [*values[:given], *defaults[given:]]
-    assert usage == dataclasses.replace(Usage(), **dict(zip(names[:given], values, strict=False)))
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        usage.input_tokens = 1  # type: ignore[misc]
 
 
 _COUNT_VALUES = st.none() | st.booleans() | st.integers(-5, 10**6) | st.floats(allow_nan=True) | st.sampled_from(COUNT_STRINGS)
