@@ -7,8 +7,8 @@ frames of one kind carry the same header bytes (`:event-type`, `:content-type`,
 `:message-type`), so the header block is parsed once by botocore's own
 `EventStreamHeaderParser` and the result kept by its bytes: the next frame of the
 kind costs a dictionary look-up. The prelude and the CRCs are checked as botocore
-checks them (same limits, same exceptions), with `binascii.crc32` over the frame in
-place: one CRC over a whole frame, prelude included, stands for both (a flipped byte
+checks them (same limits, same exceptions), with `binascii.crc32` over the frame (in
+place, or for a frame of a few KiB over a copy, cheaper than a memoryview): one CRC over a whole frame, prelude included, stands for both (a flipped byte
 anywhere fails it); the prelude's own is checked only where botocore would stop on it
 first (a limit broken, a partial frame, a frame that fails). The one frame botocore
 refuses and this passes is one written with a wrong prelude CRC and a message CRC
