@@ -176,7 +176,7 @@ class Admission(CurrentChoice):
         try:
             # Before any quota or limit sees it: a value the model cannot honour is refused.
             limit = limits.output_limit(self._policies.base_of(requested))
-            checked_max_output_tokens(client_family, document, limit)
+            asked = checked_max_output_tokens(client_family, document, limit)
         except MaxTokensError as exc:
             raise ValidationException(str(exc)) from None
         policy = self.caller_policy(caller)
@@ -198,7 +198,9 @@ class Admission(CurrentChoice):
         changed = False
         if policy.max_output_tokens is not None:
             changed = clamp_max_output_tokens(client_family, document, policy.max_output_tokens)
-        max_output = max_output_tokens(client_family, document) or self._policies.quotas.default_max_output_tokens
+        if changed:  # (else the document is as checked: its value is `asked`)
+            asked = max_output_tokens(client_family, document)
+        max_output = asked or self._policies.quotas.default_max_output_tokens
         by_member: dict[str, int] = {}
         by_family: dict[str, int] = {}
 
