@@ -7,8 +7,8 @@ frames of one kind carry the same header bytes (`:event-type`, `:content-type`,
 `:message-type`), so the header block is parsed once by botocore's own
 `EventStreamHeaderParser` and the result kept by its bytes: the next frame of the
 kind costs a dictionary look-up. The prelude and the CRCs are checked as botocore
-checks them (same limits, same exceptions), with `binascii.crc32` over the frame in
-place: one CRC over a whole frame, prelude included, stands for both (a flipped byte
+checks them (same limits, same exceptions), with `binascii.crc32` over the frame (in
+place, or for a frame of a few KiB over a copy, cheaper than a memoryview): one CRC over a whole frame, prelude included, stands for both (a flipped byte
 anywhere fails it); the prelude's own is checked only where botocore would stop on it
 first (a limit broken, a partial frame, a frame that fails). The one frame botocore
 refuses and this passes is one written with a wrong prelude CRC and a message CRC
@@ -59,6 +59,8 @@ _MAX_PAYLOAD = 24 * 1024 * 1024
 #: Header blocks kept parsed: Bedrock's streams use a handful; an odd upstream cannot grow it.
 _CACHE_ENTRIES = 64
 _CACHE_KEY_BYTES = 512
+#: Frames up to this size are CRC'd from a copy of their bytes (`read_frame`'s fast path).
+_SMALL_FRAME = 4096
 _parsed: dict[bytes, Mapping[str, Any]] = {}
 
 
@@ -91,12 +93,19 @@ def read_frame(data: bytes, pos: int) -> tuple[Mapping[str, Any], int, int] | No
     if size - pos < 12:
         return None
     total, headers_length, prelude_crc = _PRELUDE.unpack_from(data, pos)
+    end = pos + total - 4
+    if 16 + headers_length <= total <= _SMALL_FRAME and total <= size - pos:  # (headers in the limit too)
+        # The usual frame: whole, in the limits, small enough to CRC a copy of (cheaper than
+        # a memoryview's set-up). A CRC that fails is read again below, to raise as botocore.
+        if crc32(data[pos:end]) == _CRC.unpack_from(data, end)[0]:
+            start = pos + 12 + headers_length
+            raw = data[pos + 12 : start]
+            return _parsed.get(raw) or _headers(raw), start, end
     with memoryview(data) as view:
         if size - pos < total:
             # A partial frame: botocore checks its prelude, then waits for the rest.
             _check_prelude(view, pos, prelude_crc, headers_length, total)
             return None
-        end = pos + total - 4
         if headers_length > _MAX_HEADERS or total - headers_length - 16 < 0 or total - 16 > _MAX_PAYLOAD:
             _check_prelude(view, pos, prelude_crc, headers_length, total)
         (message_crc,) = _CRC.unpack_from(data, end)

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from adapters.slot_init import slot_init
+
 __all__ = ["Usage"]
 
 
+@slot_init  # a few per request (issue #20)
 @dataclass(frozen=True, slots=True)
 class Usage:
     input_tokens: int = 0

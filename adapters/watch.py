@@ -39,11 +39,11 @@ block, and for Claude the same payload start) is walked unread, CRCs unchecked
 
 from __future__ import annotations
 
-import base64
 import binascii
 import functools
 import json
 import logging
+import struct
 from collections.abc import Callable, Mapping
 from types import ModuleType
 from typing import Any
@@ -57,7 +57,11 @@ from adapters.delta_size import (
 from adapters.estimate import estimate_output_tokens, estimate_usage, response_text_chars
 from adapters.eventstream import MAX_FRAME_BYTES, FrameSplitter
 from adapters.frame_scan import read_frame, skip_frames
-from adapters.headers import usage_from_headers, usage_from_invocation_metrics
+from adapters.headers import (
+    INVOCATION_METRICS_KEY,
+    usage_from_headers,
+    usage_from_invocation_metrics,
+)
 from adapters.usage import Usage
 
 __all__ = ["BodyUsageWatcher", "StreamUsageWatcher", "STREAM_OPERATIONS"]
@@ -110,6 +114,10 @@ def _prefer(primary: Usage | None, secondary: Usage | None) -> Usage | None:
         service_tier=primary.service_tier if primary.service_tier is not None else secondary.service_tier,
         latency=primary.latency if primary.latency is not None else secondary.latency,
     )
+
+
+#: A frame's first field, its length.
+_LENGTH = struct.Struct(">I").unpack_from
 
 
 def _whole_frames(data: bytes) -> int:
@@ -345,9 +353,12 @@ class StreamUsageWatcher:
                             read = after - 4
                             if self._hold:
                                 held = (last + 12 + skip[0], after - 4)
+                        # Where the run stopped: the end, a partial frame, or one of another kind,
+                        # which the walk would not pass over either (read below, not walked again).
                         pos = after
-                        continue
-                total = int.from_bytes(frames[pos : pos + 4], "big")
+                if size - pos < 16:  # (no frame is shorter; nor is anything left at the end)
+                    break
+                (total,) = _LENGTH(frames, pos)
                 if not 16 <= total <= MAX_FRAME_BYTES or size - pos < total:
                     break
                 frame = read_frame(frames, pos)
@@ -441,8 +452,8 @@ class StreamUsageWatcher:
         raw = outer.get("bytes") if outer is not None else None
         if not isinstance(raw, str):
             return
-        try:
-            chunk = _json_object(base64.b64decode(raw, validate=True))
+        try:  # `base64.b64decode(raw, validate=True)` without its wrapper: a non-ASCII str is a ValueError
+            chunk = _json_object(binascii.a2b_base64(raw, strict_mode=True))
         except (binascii.Error, ValueError):
             return
         if chunk is None:
@@ -450,7 +461,8 @@ class StreamUsageWatcher:
         if count_text:
             self._sized += len(family.output_text(chunk))
         self._native = family.usage_from_chunk(chunk, self._native)
-        metrics = usage_from_invocation_metrics(chunk)
+        # (Only the stream's last chunk has them: a look-up, not a read, for the others.)
+        metrics = usage_from_invocation_metrics(chunk) if INVOCATION_METRICS_KEY in chunk else None
         if metrics is not None:
             self._final = metrics
             self.complete = True

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from types import EllipsisType
 from typing import Any
 
+from adapters.slot_init import slot_init
 from adapters.usage import Usage
 from metering.money import PICO_PER_MICRO
 from metering.pricing import PriceTable
@@ -47,6 +48,7 @@ def _day_and_minute(minute_index: int) -> tuple[str, str]:
 
 # kw_only: twenty fields, several of the same type; a positional mix-up
 # (input vs output tokens) would be silent, a keyword mix-up cannot happen.
+@slot_init  # one per request (issue #20)
 @dataclass(frozen=True, slots=True, kw_only=True)
 class UsageEvent:
     #: Unique per request; stores count an event once per request id.

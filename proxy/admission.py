@@ -176,12 +176,12 @@ class Admission(CurrentChoice):
             return Plan(_rewritten(raw_path, route.model_id, requested), body, model=requested,
                         family_model=self._policies.base_of(requested), admitted_at=admitted_at)
         converse = route.operation not in _INVOKE
-        client_family = "converse" if converse else family_of(self._policies.base_of(requested))
+        client_family = "converse" if converse else _family_of(self._policies.base_of(requested))
         limits = self._policies.model_limits
         try:
             # Before any quota or limit sees it: a value the model cannot honour is refused.
             limit = limits.output_limit(self._policies.base_of(requested))
-            checked_max_output_tokens(client_family, document, limit)
+            asked = checked_max_output_tokens(client_family, document, limit)
         except MaxTokensError as exc:
             raise ValidationException(str(exc)) from None
         policy = self.caller_policy(caller)
@@ -203,7 +203,9 @@ class Admission(CurrentChoice):
         changed = False
         if policy.max_output_tokens is not None:
             changed = clamp_max_output_tokens(client_family, document, policy.max_output_tokens)
-        max_output = max_output_tokens(client_family, document) or self._policies.quotas.default_max_output_tokens
+        if changed:  # (else the document is as checked: its value is `asked`)
+            asked = max_output_tokens(client_family, document)
+        max_output = asked or self._policies.quotas.default_max_output_tokens
         by_member: dict[str, int] = {}
         by_family: dict[str, int] = {}
 

@@ -20,12 +20,14 @@ import struct
 import uuid
 from binascii import crc32
 from typing import Any
+from unittest.mock import patch
 
 import pytest
 from botocore.eventstream import EventStreamBuffer
 from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
+from adapters import frame_scan
 from adapters.frame_scan import scan_frames
 from adapters.watch import StreamUsageWatcher, _json_object
 from tests.adapters.cassettes import Interaction, interaction
@@ -156,20 +158,31 @@ def _scanned(data: bytes) -> tuple[list[tuple[dict[str, Any], bytes]], str | Non
     return out, None
 
 
+#: `read_frame` CRCs a small frame from a copy of its bytes, a larger one in place: each
+#: property runs with every frame on either path.
+_FRAME_PATHS = pytest.mark.parametrize("small_frame", [0, 1 << 20], ids=["in place", "copied"])
+
+
+@_FRAME_PATHS
 @PROPERTY
 @given(data=_streams)
-def test_generated_streams_decode_as_botocore_decodes_them(data: bytes) -> None:
-    assert _scanned(data) == _botocore(data)
+def test_generated_streams_decode_as_botocore_decodes_them(data: bytes, small_frame: int) -> None:
+    with patch.object(frame_scan, "_SMALL_FRAME", small_frame):
+        assert _scanned(data) == _botocore(data)
 
 
+@_FRAME_PATHS
 @PROPERTY
 @given(data=_streams.filter(bool), where=st.integers(min_value=0), flip=st.integers(min_value=1, max_value=255))
 @example(data=_frame([(":message-type", 7, "event")], b"{}"), where=0, flip=0x80)  # an impossible length
 @example(data=_frame([(":message-type", 7, "event")], b"{}"), where=5, flip=0x01)  # headers past the frame
-def test_a_corrupted_byte_fails_as_botocore_fails(data: bytes, where: int, flip: int) -> None:
+@example(data=_frame([(":message-type", 7, "event")], b"{}"), where=8, flip=0x01)  # the prelude's CRC
+def test_a_corrupted_byte_fails_as_botocore_fails(data: bytes, where: int, flip: int, small_frame: int) -> None:
     corrupt = bytearray(data)
     corrupt[where % len(data)] ^= flip
-    scanned, botocore = _scanned(bytes(corrupt)), _botocore(bytes(corrupt))
+    with patch.object(frame_scan, "_SMALL_FRAME", small_frame):
+        scanned = _scanned(bytes(corrupt))
+    botocore = _botocore(bytes(corrupt))
     assert scanned[0] == botocore[0]
     assert (scanned[1] is None) == (botocore[1] is None), (scanned, botocore)
 

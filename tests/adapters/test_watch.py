@@ -256,6 +256,7 @@ def test_error_frame_with_error_code_header() -> None:
 def test_unknown_stream_events_and_odd_chunks_are_ignored() -> None:
     data = (
         event_message("chunk", {"bytes": "!!not base64!!"})
+        + event_message("chunk", {"bytes": "WzEsMl0\u00e9"})  # not ASCII: base64 refuses it
         + event_message("chunk", {"p": "abc"})
         + event_message("chunk", b"not json")
         + event_message("chunk", {"bytes": "WzEsMl0="})  # [1,2]
