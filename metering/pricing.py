@@ -211,12 +211,20 @@ def _tier(model: str, index: int, raw: object, base: Price) -> PriceTier:
     return PriceTier(above_input_tokens=threshold, **rates)
 
 
+#: `PriceTable._derived` holds at most this many ids (then starts again).
+_DERIVED_KEPT = 4096
+
+
 class PriceTable:
     def __init__(self, prices: Mapping[str, Price], profiles: Mapping[str, str] | None = None) -> None:
         self._prices = dict(prices)
         #: Application-inference-profile ARNs → their base model (configured; the ARN names none).
         self._profiles = dict(profiles or {})
         self._unpriced = _UnpricedWarnings()
+        #: `price_of` of the ids not priced under their own name (a geo profile, an ARN, an
+        #: unpriced id): parsing one costs ≈ 1 µs, and admission and metering ask for the
+        #: same request's several times (issue #20). Client-chosen ids: bounded.
+        self._derived: dict[str, Price | None] = {}
 
     def __contains__(self, model_id: str) -> bool:
         return self.price_of(model_id) is not None
@@ -226,9 +234,17 @@ class PriceTable:
         base model, an inference-profile ARN is priced as its profile id), else the
         base model's. An application profile is priced as the model it is mapped to."""
         price = self._prices.get(model_id)
-        if price is None:
-            model_id = price_id(self._profiles.get(model_id, model_id))
-            price = self._prices.get(model_id) or self._prices.get(base_model_id(model_id))
+        if price is not None:
+            return price
+        try:
+            return self._derived[model_id]
+        except KeyError:
+            pass
+        priced_as = price_id(self._profiles.get(model_id, model_id))
+        price = self._prices.get(priced_as) or self._prices.get(base_model_id(priced_as))
+        if len(self._derived) >= _DERIVED_KEPT:
+            self._derived.clear()
+        self._derived[model_id] = price
         return price
 
     def cost_pico_usd(self, model_id: str, usage: Usage) -> int | None:
