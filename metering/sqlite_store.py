@@ -256,6 +256,8 @@ class SQLiteStore(KeyRows, InvocationRows, OverrideRows):
         self._clock = clock
         self._lock = threading.Lock()
         self.stats = StoreStats()
+        #: Rows the running transaction changed and a savepoint undid (`_insert_fresh`).
+        self._undone = 0
         if key_source is None:
             key_source = (StaticKeys(generate_key(), name="an in-memory store's key") if self.path == _MEMORY
                           else KeyFile(f"{self.path}.key", create=True))
@@ -335,6 +337,7 @@ class SQLiteStore(KeyRows, InvocationRows, OverrideRows):
 
     def _transaction(self, function: Callable[..., Any], *args: Any) -> Any:
         changes = self._conn.total_changes
+        self._undone = 0
         self._conn.execute("BEGIN IMMEDIATE")
         try:
             result = function(*args)
@@ -342,7 +345,7 @@ class SQLiteStore(KeyRows, InvocationRows, OverrideRows):
             self._conn.execute("ROLLBACK")
             raise
         self._conn.execute("COMMIT")
-        self.stats.on_transaction(self._conn.total_changes - changes)
+        self.stats.on_transaction(self._conn.total_changes - changes - self._undone)
         return result
 
     # -- UsageStore --------------------------------------------------------
@@ -391,10 +394,12 @@ class SQLiteStore(KeyRows, InvocationRows, OverrideRows):
         self._conn.execute("SAVEPOINT fresh")
         changes = self._conn.total_changes
         insert_rows(self._conn, rows, _INSERT_EVENT, _EVENT_ROW)
-        if self._conn.total_changes - changes == len(events):
+        inserted = self._conn.total_changes - changes
+        if inserted == len(events):
             self._conn.execute("RELEASE fresh")
             return events
         self._conn.execute("ROLLBACK TO fresh")
+        self._undone += inserted  # not changes of the transaction (`total_changes` still counts them)
         self._conn.execute("RELEASE fresh")
         fresh = self._unseen(events)
         insert_rows(self._conn, [_event_params(event) for event in fresh], _INSERT_EVENT, _EVENT_ROW)

@@ -224,3 +224,30 @@ def test_each_request_counts_once_whatever_the_batches_repeat(batches: list[list
             assert stored is not None and stored.cost_pico_usd == cost
     assert [(row.requests, row.cost_pico_usd) for row in rows] == ([(len(first), sum(first.values()))] if first else [])
     assert spent == sum(first.values())
+
+
+class _Rows:
+    """A store listener that keeps the rows each transaction changed."""
+
+    def __init__(self) -> None:
+        self.changed: list[int] = []
+
+    def on_call(self, operation: str, items: int) -> None:
+        if operation == "Transaction":
+            self.changed.append(items)
+
+    def on_flush(self, seconds: float, events: int) -> None:
+        pass
+
+
+async def test_a_batch_sent_again_without_its_repeats_reports_only_the_rows_it_kept(make_event: MakeEvent) -> None:
+    """The rows a savepoint undid (`_insert_fresh`) are not counted as changed."""
+    changed = []
+    for second in (["a", "b"], ["b"]):
+        with SQLiteStore(":memory:") as store:
+            rows = _Rows()
+            store.stats.listen(rows)
+            await store.write_batch("b1", [make_event("a", quota_scope="acme")])
+            await store.write_batch("b2", [make_event(request_id, quota_scope="acme") for request_id in second])
+            changed.append(rows.changed[1])
+    assert changed[0] == changed[1]
