@@ -47,7 +47,7 @@ from typing import Any
 
 from metering.aggregate import Aggregate, regroup_by_base_model, stored_groups
 from metering.budget import LeaseRecord, ModelBudget, ScopeBudget
-from metering.events import UsageEvent
+from metering.events import UsageEvent, utc_day
 from metering.money import PICO_PER_MICRO
 from metering.secret_box import SecretBox, generate_key
 from metering.secret_keys import KeyFile, KeySource, StaticKeys
@@ -209,8 +209,16 @@ def _create_private(path: str) -> None:
 _event_values = attrgetter(*(f.name for f in _EVENT_FIELDS))
 
 
-def _event_params(event: UsageEvent) -> tuple[object, ...]:
-    return (event.day, *_event_values(event))
+def _event_rows(events: Sequence[UsageEvent]) -> list[tuple[object, ...]]:
+    """Each event's column values (`day` first). The day is worked out once per minute of
+    timestamps, not once per event: a batch's events share a few minutes (issue #20)."""
+    rows = []
+    minute, day = None, ""
+    for event in events:
+        if event.timestamp // 60 != minute:
+            minute, day = event.timestamp // 60, utc_day(event.timestamp)
+        rows.append((day, *_event_values(event)))
+    return rows
 
 
 def _row_to_event(row: Sequence[Any]) -> UsageEvent:
@@ -390,7 +398,7 @@ class SQLiteStore(KeyRows, InvocationRows, OverrideRows):
         in, that was all. Otherwise it is undone (a savepoint) and the stored ids are
         looked up first — a SELECT of every id that cost the usual batch ≈ 2 µs an event
         (issue #20)."""
-        rows = [_event_params(event) for event in events]
+        rows = _event_rows(events)
         self._conn.execute("SAVEPOINT fresh")
         changes = self._conn.total_changes
         insert_rows(self._conn, rows, _INSERT_EVENT, _EVENT_ROW)
@@ -402,7 +410,7 @@ class SQLiteStore(KeyRows, InvocationRows, OverrideRows):
         self._undone += inserted  # not changes of the transaction (`total_changes` still counts them)
         self._conn.execute("RELEASE fresh")
         fresh = self._unseen(events)
-        insert_rows(self._conn, [_event_params(event) for event in fresh], _INSERT_EVENT, _EVENT_ROW)
+        insert_rows(self._conn, _event_rows(fresh), _INSERT_EVENT, _EVENT_ROW)
         return fresh
 
     def _unseen(self, events: list[UsageEvent]) -> list[UsageEvent]:
