@@ -124,7 +124,7 @@ class Price:
     def multiplier(self, service_tier: str | None) -> Fraction | None:
         """The factor on every rate for `service_tier`; None when the price does not list it."""
         if not service_tier or service_tier == "default":
-            return Fraction(1)
+            return _ONE
         return self.service_tiers.get(service_tier)
 
     @classmethod
@@ -151,6 +151,10 @@ class Price:
                        service_tiers=_service_tiers(model, raw.get("service_tiers")),
                        latency_optimized=_latency_optimized(model, raw.get("latency_optimized"), base),
                        **{name: _rate(model, name, raw[name]) for name in _SPEECH_RATES if name in raw})
+
+
+#: The standard tier's factor: one instance, not a Fraction made per request (issue #20).
+_ONE = Fraction(1)
 
 
 def _multiplier(key: str, value: object) -> Fraction:
@@ -271,7 +275,8 @@ class PriceTable:
                 self._unpriced.warn(model_id)
                 return None
             cost += speech
-        return cost if factor is None or factor == 1 else round(factor * cost)
+        # `is _ONE` first: Fraction's `==` is Python code, the standard tier's every request asks (issue #20).
+        return cost if factor is None or factor is _ONE or factor == 1 else round(factor * cost)
 
     def unpriced_tier(self, model_id: str, service_tier: str, latency: str) -> str | None:
         """The `pricing` key a request for this tier needs and `model_id`'s price lacks, or
