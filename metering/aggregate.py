@@ -158,26 +158,25 @@ class Aggregate:
             self.add(event)
 
     def add(self, event: UsageEvent) -> None:
+        # Once per event a flush stores: written out rather than in helpers (issue #20).
         self.events += 1
         day, minute = utc_day_and_minute(event.timestamp)
         if not event.refused:  # a refusal billed nothing: no row or rate for a client-chosen id
-            self._add_usage(event, day, minute)
-        if event.quota_scope:
-            commit_key = (event.quota_scope, day, event.quota_key)
-            delta = event.cost_pico_usd - event.reserved_pico_usd
-            self.committed[commit_key] = self.committed.get(commit_key, 0) + delta
+            if self._rows:
+                self._add_rows(event, day)
+            rate_key = (day, minute, event.model)
+            rate = self.rates.get(rate_key)
+            if rate is None:
+                rate = self.rates[rate_key] = Rate()
+            rate.tokens += event.total_tokens
+            rate.requests += 1
+        scope = event.quota_scope
+        if scope:
+            commit_key = (scope, day, event.quota_key)
+            committed = self.committed
+            committed[commit_key] = committed.get(commit_key, 0) + event.cost_pico_usd - event.reserved_pico_usd
             if event.lease:
                 _settle(self.settled, commit_key, event)
-
-    def _add_usage(self, event: UsageEvent, day: str, minute: str) -> None:
-        if self._rows:
-            self._add_rows(event, day)
-        rate_key = (day, minute, event.model)
-        rate = self.rates.get(rate_key)
-        if rate is None:
-            rate = self.rates[rate_key] = Rate()
-        rate.tokens += event.total_tokens
-        rate.requests += 1
 
     def _add_rows(self, event: UsageEvent, day: str) -> None:
         key = (event.org, event.app, event.model, day)

@@ -48,7 +48,7 @@ def _day_and_minute(minute_index: int) -> tuple[str, str]:
 
 # kw_only: twenty fields, several of the same type; a positional mix-up
 # (input vs output tokens) would be silent, a keyword mix-up cannot happen.
-@slot_init  # one per request (issue #20)
+@slot_init  # one per request: the frozen dataclass's own __init__ cost ≈ 5 µs (issue #20)
 @dataclass(frozen=True, slots=True, kw_only=True)
 class UsageEvent:
     #: Unique per request; stores count an event once per request id.

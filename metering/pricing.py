@@ -124,7 +124,7 @@ class Price:
     def multiplier(self, service_tier: str | None) -> Fraction | None:
         """The factor on every rate for `service_tier`; None when the price does not list it."""
         if not service_tier or service_tier == "default":
-            return Fraction(1)
+            return _ONE
         return self.service_tiers.get(service_tier)
 
     @classmethod
@@ -151,6 +151,10 @@ class Price:
                        service_tiers=_service_tiers(model, raw.get("service_tiers")),
                        latency_optimized=_latency_optimized(model, raw.get("latency_optimized"), base),
                        **{name: _rate(model, name, raw[name]) for name in _SPEECH_RATES if name in raw})
+
+
+#: The standard tier's factor: one instance, not a Fraction made per request (issue #20).
+_ONE = Fraction(1)
 
 
 def _multiplier(key: str, value: object) -> Fraction:
@@ -211,12 +215,20 @@ def _tier(model: str, index: int, raw: object, base: Price) -> PriceTier:
     return PriceTier(above_input_tokens=threshold, **rates)
 
 
+#: `PriceTable._derived` holds at most this many ids (then starts again).
+_DERIVED_KEPT = 4096
+
+
 class PriceTable:
     def __init__(self, prices: Mapping[str, Price], profiles: Mapping[str, str] | None = None) -> None:
         self._prices = dict(prices)
         #: Application-inference-profile ARNs → their base model (configured; the ARN names none).
         self._profiles = dict(profiles or {})
         self._unpriced = _UnpricedWarnings()
+        #: `price_of` of the ids not priced under their own name (a geo profile, an ARN, an
+        #: unpriced id): parsing one costs ≈ 1 µs, and admission and metering ask for the
+        #: same request's several times (issue #20). Client-chosen ids: bounded.
+        self._derived: dict[str, Price | None] = {}
 
     def __contains__(self, model_id: str) -> bool:
         return self.price_of(model_id) is not None
@@ -226,9 +238,17 @@ class PriceTable:
         base model, an inference-profile ARN is priced as its profile id), else the
         base model's. An application profile is priced as the model it is mapped to."""
         price = self._prices.get(model_id)
-        if price is None:
-            model_id = price_id(self._profiles.get(model_id, model_id))
-            price = self._prices.get(model_id) or self._prices.get(base_model_id(model_id))
+        if price is not None:
+            return price
+        try:
+            return self._derived[model_id]
+        except KeyError:
+            pass
+        priced_as = price_id(self._profiles.get(model_id, model_id))
+        price = self._prices.get(priced_as) or self._prices.get(base_model_id(priced_as))
+        if len(self._derived) >= _DERIVED_KEPT:
+            self._derived.clear()
+        self._derived[model_id] = price
         return price
 
     def cost_pico_usd(self, model_id: str, usage: Usage) -> int | None:
@@ -255,7 +275,8 @@ class PriceTable:
                 self._unpriced.warn(model_id)
                 return None
             cost += speech
-        return cost if factor is None or factor == 1 else round(factor * cost)
+        # `is _ONE` first: Fraction's `==` is Python code, the standard tier's every request asks (issue #20).
+        return cost if factor is None or factor is _ONE or factor == 1 else round(factor * cost)
 
     def unpriced_tier(self, model_id: str, service_tier: str, latency: str) -> str | None:
         """The `pricing` key a request for this tier needs and `model_id`'s price lacks, or

@@ -24,6 +24,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 from functools import lru_cache
+from itertools import chain
 from typing import Any
 
 __all__ = ["insert_rows", "statement"]
@@ -52,7 +53,8 @@ def insert_rows(conn: sqlite3.Connection, rows: Sequence[Sequence[Any]], head: s
     for count in _chunk_sizes(len(rows), per):
         chunk = rows[start:start + count]
         start += count
-        conn.execute(statement(head, row, tail, count), [value for values in chunk for value in values])
+        # Flattened in C: a third less than a comprehension (issue #20).
+        conn.execute(statement(head, row, tail, count), list(chain.from_iterable(chunk)))
 
 
 def _chunk_sizes(total: int, per: int) -> list[int]:

@@ -39,29 +39,56 @@ CREATE TABLE IF NOT EXISTS tag_values (
 #: without it). The tag key is the join's one parameter, bound before the WHERE clause's.
 TAG_JOIN = " LEFT JOIN usage_event_tags t ON t.request_id = usage_events.request_id AND t.key = ?"
 TAG_VALUE = "t.value"
+#: Values per lookup of those already kept: far below SQLite's bound-parameter limit (999 before 3.32).
+_VALUES_PER_QUERY = 500
 
 
 def store_tags(conn: sqlite3.Connection, events: Sequence[UsageEvent], max_values: int) -> None:
     """Store the tags of `events` (just inserted, in this transaction), each value kept
-    if its (org, key, day) has a slot for it, else as `other`."""
-    rows = [(event.request_id, key, _kept(conn, event.org, key, event.day, value, max_values))
-            for event in events for key, value in event.tags]
+    if its (org, key, day) has a slot for it, else as `other`, in the events' order.
+
+    Two SELECTs per (org, key, day) of the batch and multi-row INSERTs, not up to three
+    statements per tag: Python's sqlite3 takes the GIL back at every statement, and a
+    flush of tagged events waited for it that many times behind a busy event loop
+    (metering/sqlite_rows.py, issue #20). The batch's transaction holds the write lock,
+    so what the SELECTs read stays true until the INSERTs."""
+    scopes: dict[tuple[str, str, str], dict[str, None]] = {}  # scope → its values in this batch, in order
+    tagged: list[tuple[str, str, tuple[str, str, str], str]] = []
+    for event in events:
+        if event.tags:
+            day = event.day
+            for key, value in event.tags:
+                scope = (event.org, key, day)
+                scopes.setdefault(scope, {})[value] = None
+                tagged.append((event.request_id, key, scope, value))
+    if not tagged:
+        return
+    new_values: list[tuple[str, str, str, str]] = []
+    kept: dict[tuple[str, str, str], tuple[set[str], int]] = {}  # scope → (values kept, how many)
+    for scope, values in scopes.items():
+        asked = [value for value in values if value != OTHER]
+        known: set[str] = set()
+        for start in range(0, len(asked), _VALUES_PER_QUERY):
+            chunk = asked[start:start + _VALUES_PER_QUERY]
+            known.update(row[0] for row in conn.execute(
+                "SELECT value FROM tag_values WHERE org = ? AND key = ? AND day = ? "
+                f"AND value IN ({', '.join('?' * len(chunk))})", (*scope, *chunk)))
+        (count,) = conn.execute("SELECT COUNT(*) FROM tag_values WHERE org = ? AND key = ? AND day = ?",
+                                scope).fetchone()
+        kept[scope] = (known, count)
+    rows = []
+    for request_id, key, scope, value in tagged:
+        known, count = kept[scope]
+        if value != OTHER and value not in known:
+            if count >= max_values:
+                value = OTHER
+            else:
+                known.add(value)
+                kept[scope] = (known, count + 1)
+                new_values.append((*scope, value))
+        rows.append((request_id, key, value))
+    insert_rows(conn, new_values, "INSERT INTO tag_values (org, key, day, value)", "(?, ?, ?, ?)")
     insert_rows(conn, rows, "INSERT OR IGNORE INTO usage_event_tags (request_id, key, value)", "(?, ?, ?)")
-
-
-def _kept(conn: sqlite3.Connection, org: str, key: str, day: str, value: str, max_values: int) -> str:
-    if value == OTHER:
-        return value
-    scope = (org, key, day)
-    if conn.execute("SELECT 1 FROM tag_values WHERE org = ? AND key = ? AND day = ? AND value = ?",
-                    (*scope, value)).fetchone():
-        return value
-    (count,) = conn.execute("SELECT COUNT(*) FROM tag_values WHERE org = ? AND key = ? AND day = ?",
-                            scope).fetchone()
-    if count >= max_values:
-        return OTHER
-    conn.execute("INSERT INTO tag_values (org, key, day, value) VALUES (?, ?, ?, ?)", (*scope, value))
-    return value
 
 
 def event_tags(conn: sqlite3.Connection, request_id: str) -> Tags:

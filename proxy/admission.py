@@ -197,7 +197,7 @@ class Admission(CurrentChoice):
             """The id sent upstream when `member` of the chain serves the request."""
             return requested if member == entry else in_scope(member, requested)
 
-        if tier != STANDARD:
+        if tier is not STANDARD and tier != STANDARD:  # `is` first: a dataclass `!=` builds two tuples
             chain = self._priced_in_tier(chain, sent_id, tier)
 
         changed = False

@@ -25,14 +25,13 @@ import logging
 import sys
 import time
 from collections.abc import Mapping
-from json.encoder import encode_basestring_ascii as _string
 from typing import Any
 
 from metering.compact_json import compact
 from metering.events import UsageEvent
 from metering.journal_line import JSON_BOOLEAN as _BOOLEAN
 from metering.journal_line import json_number as _number
-from metering.journal_line import usual
+from metering.journal_line import shared_parts
 from metering.money import PICO_PER_USD
 
 __all__ = ["EMF_METRICS", "EMF_NAMESPACE", "EMF_PROPERTIES", "access_line", "access_record", "emf_record", "EventLog",
@@ -80,14 +79,16 @@ def access_line(event: UsageEvent, fallback: bool) -> str:
     event (as the journal line is, metering/journal_line.py): the dict and its walk by
     the encoder cost twice as much, on every request (issue #20). The same text to the
     byte (tests/proxy/test_access_line.py); an unusual value takes the dict's path."""
-    if not usual(event) or type(fallback) is not bool:
+    parts = shared_parts(event)  # the journal line's, for the usual event
+    if parts is None or type(fallback) is not bool:
         return _encode(access_record(event, fallback))
     e = event
+    timestamp, request_id, org, app, operation, requested_model, model = parts
     first_byte = "null" if e.first_byte_ms is None else _number(round(e.first_byte_ms, 3))
     return (
-        f'{{"type":"access","time":{_number(e.timestamp)},"request_id":{_string(e.request_id)},'
-        f'"org":{_string(e.org)},"app":{_string(e.app)},"operation":{_string(e.operation)},'
-        f'"model_requested":{_string(e.requested_model)},"model":{_string(e.model)},'
+        f'{{"type":"access","time":{timestamp},"request_id":{request_id},'
+        f'"org":{org},"app":{app},"operation":{operation},'
+        f'"model_requested":{requested_model},"model":{model},'
         f'"fallback":{_BOOLEAN[fallback]},"status":{e.status},"input_tokens":{e.input_tokens},'
         f'"output_tokens":{e.output_tokens},"cache_read_tokens":{e.cache_read_tokens},'
         f'"cache_write_tokens":{e.cache_write_tokens},"cost_usd":{_number(e.cost_pico_usd / PICO_PER_USD)},'

@@ -12,9 +12,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from metering.events import UsageEvent
 from metering.sqlite_store import SQLiteStore
+from tests.metering.conftest import _make_event
 
 pytestmark = pytest.mark.anyio
 
@@ -200,3 +203,51 @@ def test_the_store_is_usable_from_sync_code_through_asyncio_run(tmp_path: Path, 
     with SQLiteStore(tmp_path / "sync.db") as store:
         asyncio.run(store.write_events([make_event("s")]))
         assert asyncio.run(store.get_event("s")) == make_event("s")
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.lists(st.tuples(st.integers(0, 7), st.integers(1, 9)), max_size=12), max_size=5))
+def test_each_request_counts_once_whatever_the_batches_repeat(batches: list[list[tuple[int, int]]]) -> None:
+    """A batch inserted whole when no id repeats, or undone and sent again without the
+    repeats (`_insert_fresh`): either way each request id counts once, at its first cost."""
+    first: dict[str, int] = {}
+    with SQLiteStore(":memory:") as store:
+        for number, batch in enumerate(batches):
+            events = [_make_event(f"r{i}", cost_pico_usd=cost, quota_scope="acme") for i, cost in batch]
+            for event in events:
+                first.setdefault(event.request_id, event.cost_pico_usd)
+            assert asyncio.run(store.write_batch(f"b{number}", events))
+        rows = asyncio.run(store.usage_summary(0, None, []))
+        spent = asyncio.run(store.read_budget("acme", "2025-03-10")).model("amazon.nova-pro-v1:0").spent
+        for request_id, cost in first.items():
+            stored = asyncio.run(store.get_event(request_id))
+            assert stored is not None and stored.cost_pico_usd == cost
+    assert [(row.requests, row.cost_pico_usd) for row in rows] == ([(len(first), sum(first.values()))] if first else [])
+    assert spent == sum(first.values())
+
+
+class _Rows:
+    """A store listener that keeps the rows each transaction changed."""
+
+    def __init__(self) -> None:
+        self.changed: list[int] = []
+
+    def on_call(self, operation: str, items: int) -> None:
+        if operation == "Transaction":
+            self.changed.append(items)
+
+    def on_flush(self, seconds: float, events: int) -> None:
+        pass
+
+
+async def test_a_batch_sent_again_without_its_repeats_reports_only_the_rows_it_kept(make_event: MakeEvent) -> None:
+    """The rows a savepoint undid (`_insert_fresh`) are not counted as changed."""
+    changed = []
+    for second in (["a", "b"], ["b"]):
+        with SQLiteStore(":memory:") as store:
+            rows = _Rows()
+            store.stats.listen(rows)
+            await store.write_batch("b1", [make_event("a", quota_scope="acme")])
+            await store.write_batch("b2", [make_event(request_id, quota_scope="acme") for request_id in second])
+            changed.append(rows.changed[1])
+    assert changed[0] == changed[1]

@@ -4,6 +4,7 @@ and bounded — per (org, key, UTC day) at most `max_tag_values` values, the res
 from __future__ import annotations
 
 import calendar
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,8 +16,10 @@ from metering.dynamodb_store import DynamoDBStore
 from metering.events import UsageEvent
 from metering.journal import encode
 from metering.sqlite_store import SQLiteStore
+from metering.sqlite_tags import TAGS_SCHEMA, store_tags
 from metering.store import Store, normalize_group_by
 from metering.tags import MAX_VALUE_CHARS, OTHER, TagValueCache, clean_value, make_tags
+from tests.metering.conftest import _make_event
 
 pytestmark = pytest.mark.anyio
 
@@ -163,3 +166,51 @@ async def test_sqlite_keeps_each_requests_value_as_counted(sqlite_store: SQLiteS
     first, second = await sqlite_store.get_event("a"), await sqlite_store.get_event("b")
     assert first is not None and first.tags == (("project", "x"),)
     assert second is not None and second.tags == (("project", OTHER),)
+
+
+def _kept_one_by_one(conn: sqlite3.Connection, events: list[UsageEvent], max_values: int) -> None:
+    """What `store_tags` did before issue #20, up to three statements per tag: the reference."""
+    rows = []
+    for event in events:
+        for key, value in event.tags:
+            scope = (event.org, key, event.day)
+            if value != OTHER and not conn.execute(
+                    "SELECT 1 FROM tag_values WHERE org = ? AND key = ? AND day = ? AND value = ?",
+                    (*scope, value)).fetchone():
+                (count,) = conn.execute("SELECT COUNT(*) FROM tag_values WHERE org = ? AND key = ? AND day = ?",
+                                        scope).fetchone()
+                if count >= max_values:
+                    value = OTHER
+                else:
+                    conn.execute("INSERT INTO tag_values (org, key, day, value) VALUES (?, ?, ?, ?)", (*scope, value))
+            rows.append((event.request_id, key, value))
+    conn.executemany("INSERT OR IGNORE INTO usage_event_tags (request_id, key, value) VALUES (?, ?, ?)", rows)
+
+
+_TAG_VALUES = st.sampled_from(["a", "b", "c", "d", "e", OTHER])
+
+
+@settings(max_examples=60, deadline=None)
+@given(batches=st.lists(st.lists(st.tuples(st.sampled_from(["acme", "zeta"]), st.integers(0, 1),
+                                           st.dictionaries(st.sampled_from(["project", "team"]), _TAG_VALUES,
+                                                           max_size=2)),
+                                 max_size=10), max_size=4),
+       max_values=st.integers(min_value=1, max_value=4))
+def test_a_batch_keeps_the_values_one_by_one_would(batches: list[list[tuple[str, int, dict[str, str]]]],
+                                                   max_values: int) -> None:
+    """`store_tags` decides a batch's values at once: the same values kept, the same ones
+    counted as `other`, as deciding tag by tag in the events' order, whatever was kept before."""
+    batched, reference = sqlite3.connect(":memory:"), sqlite3.connect(":memory:")
+    for conn in (batched, reference):
+        conn.executescript(TAGS_SCHEMA)
+    number = 0
+    for batch in batches:
+        events = []
+        for org, day, tags in batch:
+            events.append(_make_event(f"r{number}", org=org, timestamp=T0 + day * 86_400, tags=make_tags(tags)))
+            number += 1
+        store_tags(batched, events, max_values)
+        _kept_one_by_one(reference, events, max_values)
+    for table in ("tag_values", "usage_event_tags"):
+        query = f"SELECT * FROM {table} ORDER BY 1, 2, 3"
+        assert batched.execute(query).fetchall() == reference.execute(query).fetchall()

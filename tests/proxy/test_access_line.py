@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from metering.compact_json import compact
 from metering.events import UsageEvent
+from metering.journal_line import journal_line
 from proxy.eventlog import access_line, access_record
 from tests.metering.test_journal_line import ANY_EVENTS, USUAL_EVENTS
 
@@ -33,3 +34,17 @@ def test_tags_are_an_object_and_every_member_is_there() -> None:
     assert line == compact(access_record(event, True))
     assert json.loads(line)["tags"] == {"team": "é", "env": "prod"}
     assert list(json.loads(line)) == list(access_record(event, True))
+
+
+@given(st.lists(ANY_EVENTS, min_size=1, max_size=4), st.lists(st.integers(0, 3), max_size=12), st.booleans())
+def test_what_the_journal_line_remembers_belongs_to_its_own_event(events: list[UsageEvent], order: list[int],
+                                                                   fallback: bool) -> None:
+    """The journal line remembers the last event's shared parts for its access line
+    (metering/journal_line.py `shared_parts`): whatever the order the two lines of
+    several events are written in, each line is its own event's."""
+    for index in order:
+        event = events[index % len(events)]
+        assert journal_line(event) == (compact(event.to_record()) + "\n").encode()
+        assert access_line(event, fallback) == compact(access_record(event, fallback))
+        other = events[(index + 1) % len(events)]
+        assert access_line(other, fallback) == compact(access_record(other, fallback))
