@@ -1,5 +1,6 @@
-"""`with_slot_init` (metering/slot_init.py) makes the instance the dataclass's own
-`__init__` made: the same values, defaults, errors, equality, hash and frozenness."""
+"""`UsageEvent`'s `__init__` (adapters/slot_init.py) makes the instance the dataclass's
+own `__init__` made, for any event: the same values, defaults, errors, equality, hash
+and frozenness."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from metering.events import UsageEvent
-from metering.slot_init import with_slot_init
 from tests.metering.test_journal_line import ANY_EVENTS
 
 #: The same class with the dataclass's own `__init__`, to compare against.
@@ -52,21 +52,3 @@ def test_wrong_calls_fail_as_the_dataclass_init_does() -> None:
             _Reference(**wrong)
     with pytest.raises(TypeError):
         UsageEvent(*values.values())  # type: ignore[call-arg]
-
-
-def test_only_for_the_classes_it_was_written_for() -> None:
-    @dataclasses.dataclass(slots=True, kw_only=True)
-    class Mutable:
-        a: int
-
-    @dataclasses.dataclass(frozen=True, slots=True)
-    class Positional:
-        a: int
-
-    @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-    class Factory:
-        a: list[int] = dataclasses.field(default_factory=list)
-
-    for cls in (Mutable, Positional, Factory):
-        with pytest.raises(TypeError):
-            with_slot_init(cls)
