@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bench.slope import slope_table
 from bench.timeline import table
 
 if TYPE_CHECKING:
@@ -119,6 +120,7 @@ def write_results(path: Path, args: argparse.Namespace, results: dict[str, Any])
                          "(p50). The whole stream arrives at once, so this measures per-frame work. CPU/stream = "
                          "CPU seconds of the server process during the point ÷ streams.",
                          results["streams"])
+    out += slope_table(results.get("slopes", []), args.slope_concurrency)
     if results["paced"]:
         out += _stream_table(
             f"## Streams, paced ({args.frames} frames, {args.frame_interval * 1000:g} ms apart)",

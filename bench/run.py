@@ -27,6 +27,7 @@ from bench.micro import micro
 from bench.processes import cpu_seconds, start_floor, start_upstream
 from bench.profile import profile_under_load
 from bench.report import fmt, write_results
+from bench.slope import Slope, measure_slopes, slope_rows
 from bench.store import measure_store
 from bench.timeline import measure_timeline
 from tests.processes import REPO, Proxy, start_proxy
@@ -72,7 +73,7 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     proxies: dict[str, Proxy] = {}
     results: dict[str, Any] = {"points": [], "rated": [], "streams": [], "paced": [], "rss": {}, "open": None,
                                "leak": None, "store": None, "profile": None, "micro": steps,
-                               "timeline": None}
+                               "timeline": None, "slopes": []}
     try:
         url = f"http://127.0.0.1:{up_port}"
         targets = [Target("direct", up_port)]
@@ -134,6 +135,8 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                         print(f"{kind:7} {op:15} {target.name:13} c={c:<3} {point.rps:7,.0f}/s  TTFB p50 "
                               f"{fmt(point.pct(0.5, point.ttfb))} ms  TTLB p50 {fmt(point.pct(0.5))} ms  "
                               f"errors {point.errors}", flush=True)
+        if args.slope_frames and args.slope_frames != args.frames:
+            results["slopes"] = await _slopes(args, tmp, targets, children)
         if args.timeline_streams:
             results["timeline"] = await measure_timeline("invoke-stream", args.timeline_streams,
                                                          list(proxies), tmp)
@@ -194,6 +197,21 @@ def _paced_target(target: Target, tmp: Path, upstream_url: str) -> Target:
     return Target(target.name, int(proxy.url.rsplit(":", 1)[1]), key, proxy.popen.pid)
 
 
+async def _slopes(args: argparse.Namespace, tmp: Path, targets: list[Target],
+                  children: list[subprocess.Popen[bytes]]) -> list[Slope]:
+    """CPU per frame as a slope (bench/slope.py): each measured server (floor, proxies) against
+    the fast upstream and, the same set-up, against a second one serving `--slope-frames`."""
+    large, large_port = start_upstream(tmp, args.slope_frames)
+    children.append(large)
+    url = f"http://127.0.0.1:{large_port}"
+    pairs = [(t, _paced_target(t, tmp, url)) for t in targets if t.pid]
+
+    async def run_point(target: Target, op: str) -> Point:
+        return await measure(target, op, args.slope_concurrency, args.duration, args.stream_requests, warmup=1)
+
+    return await measure_slopes(pairs, args.stream_ops, (args.frames, args.slope_frames), run_point)
+
+
 async def _memory_and_profile(args: argparse.Namespace, tmp: Path, trust: Target, hold_port: int | None,
                               results: dict[str, Any]) -> None:
     assert trust.pid is not None
@@ -228,6 +246,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=200)
     parser.add_argument("--frame-interval", type=float, default=0.001,
                         help="seconds between frames of the paced streams (TTFB table); 0 skips them")
+    parser.add_argument("--slope-frames", type=int, default=1_000,
+                        help="frames of the second burst count: CPU per frame as the slope from --frames (0: skip)")
+    parser.add_argument("--slope-concurrency", type=int, default=16)
     parser.add_argument("--stream-ops", default="converse-stream,invoke-stream")
     parser.add_argument("--stream-concurrency", default="1,16")
     parser.add_argument("--stream-requests", type=int, default=2_000)
@@ -282,9 +303,10 @@ def main(argv: list[str] | None = None) -> int:
             "leak": results["leak"],
             "store": None if results["store"] is None else {
                 **{k: v for k, v in vars(results["store"]).items() if k != "flush_buckets"}},
-            "profile": results["profile"], "micro": results["micro"], "timeline": results["timeline"]},
+            "profile": results["profile"], "micro": results["micro"], "timeline": results["timeline"],
+            "slopes": slope_rows(results["slopes"])},
             indent=1, default=str))
-    bad = sum(p.errors for p in all_points)
+    bad = sum(p.errors for p in all_points) + sum(s.small.errors + s.large.errors for s in results["slopes"])
     return 1 if bad else 0
 
 

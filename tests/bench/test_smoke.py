@@ -15,7 +15,7 @@ def test_bench_harness_runs_end_to_end(tmp_path: Path) -> None:
     code = run.main([
         "--concurrency", "1,4", "--duration", "0.2", "--max-requests", "20",
         "--stream-ops", "converse-stream,invoke-stream", "--stream-concurrency", "1",
-        "--stream-requests", "3", "--paced-duration", "0.5", "--cold-rounds", "1", "--timeline-streams", "2", "--frames", "20", "--modes", "trust,sigv4",
+        "--stream-requests", "3", "--paced-duration", "0.5", "--cold-rounds", "1", "--timeline-streams", "2", "--frames", "20", "--slope-frames", "40", "--slope-concurrency", "2", "--modes", "trust,sigv4",
         "--rates", "200", "--rate-concurrency", "4", "--open-streams", "20", "--leak-requests", "200", "--store-requests", "100", "--profile-seconds", "1",
         "--out", str(out), "--reading", str(tmp_path / "none.md"), "--json", str(raw),
     ])
@@ -55,6 +55,17 @@ def test_bench_harness_runs_end_to_end(tmp_path: Path) -> None:
         # A number per mode; its sign is noise's to flip (a stage's median is a difference of
         # two clocks' medians, negative on a busy machine), so only the shape is checked.
         assert len(cells) == 2 and all(math.isfinite(float(cell)) for cell in cells), rows[what]
+    # bench/slope.py: a row per measured server and stream operation, both points served without error.
+    # Its numbers are noise's at these counts (CPU in 10 ms ticks): only the shape is checked.
+    slopes = {(s["target"], s["op"]): s for s in data["slopes"]}
+    assert set(slopes) == {(target, op) for target in ("floor", "proxy-trust", "proxy-sigv4")
+                           for op in ("converse-stream", "invoke-stream")}
+    assert all(s["frames"] == [20, 40] and min(s["streams"]) > 0 and s["errors"] == 0 for s in slopes.values())
+    assert "## CPU per frame, the slope between 20- and 40-frame bursts (c=2)" in text
+    for (target, op) in slopes:
+        row = next(line for line in text.splitlines() if line.startswith(f"| {target} | {op} | ")
+                   and line.count("|") == 8)
+        assert (row.endswith(" |  |") if target == "floor" else row.endswith("× |") or row.endswith("n/a |")), row
     if data["profile"] is not None:  # py-spy may be refused ptrace in some sandboxes
         assert data["profile"]["samples"] > 0 and data["profile"]["rps"] > 0 and "## Where the CPU goes" in text
 
