@@ -207,7 +207,9 @@ async def _slopes(args: argparse.Namespace, tmp: Path, targets: list[Target],
     pairs = [(t, _paced_target(t, tmp, url)) for t in targets if t.pid]
 
     async def run_point(target: Target, op: str) -> Point:
-        return await measure(target, op, args.slope_concurrency, args.duration, args.stream_requests, warmup=1)
+        # 4 streams per connection first: a twin is a fresh process, and its first streams'
+        # one-off costs would land in the 1,000-frame point only, and in the slope.
+        return await measure(target, op, args.slope_concurrency, args.duration, args.stream_requests, warmup=4)
 
     return await measure_slopes(pairs, args.stream_ops, (args.frames, args.slope_frames), run_point)
 
