@@ -209,7 +209,7 @@ async def _slopes(args: argparse.Namespace, tmp: Path, targets: list[Target],
     async def run_point(target: Target, op: str) -> Point:
         # 4 streams per connection first: a twin is a fresh process, and its first streams'
         # one-off costs would land in the 1,000-frame point only, and in the slope.
-        return await measure(target, op, args.slope_concurrency, args.duration, args.stream_requests, warmup=4)
+        return await measure(target, op, args.slope_concurrency, args.duration, args.slope_streams, warmup=4)
 
     return await measure_slopes(pairs, args.stream_ops, (args.frames, args.slope_frames), run_point)
 
@@ -251,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slope-frames", type=int, default=1_000,
                         help="frames of the second burst count: CPU per frame as the slope from --frames (0: skip)")
     parser.add_argument("--slope-concurrency", type=int, default=16)
+    parser.add_argument("--slope-streams", type=int, default=4_000,
+                        help="streams per slope point (upper bound; --duration bounds it too)")
     parser.add_argument("--stream-ops", default="converse-stream,invoke-stream")
     parser.add_argument("--stream-concurrency", default="1,16")
     parser.add_argument("--stream-requests", type=int, default=2_000)
