@@ -219,7 +219,7 @@ def test_a_known_body_hash_signs_as_stock_botocore_and_the_body_is_not_hashed_ag
 
 @pytest.mark.parametrize("value", [" a  b ", "  spaced\tout  " * 40], ids=["kept", "long"])
 def test_header_values_short_and_long_sign_as_stock_botocore(value: str) -> None:
-    """A header's canonical value is kept per value only when short (`_trimmed`): both
+    """A header's canonical line is kept per name and value only when short (`_line`): both
     ways it is botocore's, the second time as the first."""
     credentials = Credentials("AKIDUPSTREAM00000001", "upstream-secret")
     headers = {"host": "bedrock-runtime.us-east-1.amazonaws.com", "x-custom": value}
