@@ -224,9 +224,6 @@ def _normalized(path: str) -> str:
 #: The longest header value whose canonical line `_line` keeps (SDKs' are far shorter; `_KEPT_ENTRIES`
 #: lines of a value this long and a name as long as `SignedHeaders=` allows: a few MiB at most).
 _KEPT_VALUE_LENGTH_MAX = 256
-#: Signed headers whose value is new on every request by design (an SDK's invocation id, a
-#: UUID): their line is never kept, so it would only push the lines that repeat out.
-_NEW_EVERY_TIME = frozenset({"amz-sdk-invocation-id"})
 
 
 @functools.lru_cache(maxsize=_KEPT_ENTRIES)
@@ -234,7 +231,8 @@ def _line(name: str, value: str) -> str:
     """botocore's canonical line of a header of one value (`name:Trimall(value)`): most
     headers a signature covers (a content type, a host, an SDK's `attempt=1`, the second's
     `X-Amz-Date`) repeat from one request to the next, and building the lines was the
-    largest step of a signature (issue #20)."""
+    largest step of a signature (issue #20). One that does not (an SDK's invocation id, a
+    UUID) is still made once for two signatures: verifying the client's, then re-signing."""
     line: str = _BOTOCORE.canonical_headers(SignedHeaders({name: [value]}))
     return line
 
@@ -272,9 +270,9 @@ class KeptKeySigV4Auth(SigV4Auth):
         lines = []
         for name in _in_order(tuple(headers_to_sign)):
             values = headers_to_sign[name]
-            if len(values) == 1 and len(values[0]) <= _KEPT_VALUE_LENGTH_MAX and name not in _NEW_EVERY_TIME:
+            if len(values) == 1 and len(values[0]) <= _KEPT_VALUE_LENGTH_MAX:
                 lines.append(_line(name, values[0]))
-            else:  # kept only short and repeating: a client's long or unique values would fill memory
+            else:  # kept only short: a client's long values would fill memory
                 lines.append(SigV4Auth.canonical_headers(self, SignedHeaders({name: values})))
         return "\n".join(lines)
 
