@@ -75,6 +75,8 @@ _AUTH_RE = re.compile(
 #: The AWS SDK for JavaScript over HTTP/2 signs the host as the `:authority` pseudo-header,
 #: under that name (NodeHttp2Handler; Bedrock accepts it). Its value is the request's host.
 _AUTHORITY = ":authority"
+#: The signed header names whose value is the request's host.
+_HOSTS = frozenset({"host", _AUTHORITY})
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}", re.ASCII)
 _DECLARED_HASH = "The provided 'x-amz-content-sha256' header does not match what was computed."
 _MISMATCH = (
@@ -395,11 +397,10 @@ def _verify(head: SignedHead, secret: str, method: str, host: str, raw_path: str
     payload line as the client declared it (`STREAMING_PAYLOAD`), `body_sha256`: the
     body's hash, computed already; with neither, botocore hashes `body`."""
     parsed = head.parsed
-    to_sign = SignedHeaders()
-    for name in parsed.signed_headers:
-        values = [host] if name in ("host", _AUTHORITY) else head.by_name.get(name)
-        if values:  # a signed header the request lacks is left out: the signatures then differ
-            to_sign[name] = values
+    by_name = head.by_name
+    # A signed header the request lacks is left out: the signatures then differ.
+    to_sign = SignedHeaders({name: values for name in parsed.signed_headers
+                             if (values := [host] if name in _HOSTS else by_name.get(name))})
     # The request carries no headers but a declared payload hash: botocore signs `to_sign`.
     request = PlainRequest(method, f"http://{host}{raw_path}" + (f"?{raw_query}" if raw_query else ""), body,
                            to_sign=to_sign, body_sha256=body_sha256)
