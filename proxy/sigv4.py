@@ -75,6 +75,8 @@ _AUTH_RE = re.compile(
 #: The AWS SDK for JavaScript over HTTP/2 signs the host as the `:authority` pseudo-header,
 #: under that name (NodeHttp2Handler; Bedrock accepts it). Its value is the request's host.
 _AUTHORITY = ":authority"
+#: The signed header names whose value is the request's host.
+_HOSTS = frozenset({"host", _AUTHORITY})
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}", re.ASCII)
 _DECLARED_HASH = "The provided 'x-amz-content-sha256' header does not match what was computed."
 _MISMATCH = (
@@ -221,17 +223,26 @@ def _normalized(path: str) -> str:
     return normalized
 
 
-#: The longest header value `_trimmed` keeps (SDKs' are far shorter; `_KEPT_ENTRIES` of them ≤ 512 KiB).
+#: The longest header value whose canonical line `_line` keeps (SDKs' are far shorter; `_KEPT_ENTRIES`
+#: lines of a value this long and a name as long as `SignedHeaders=` allows: a few MiB at most).
 _KEPT_VALUE_LENGTH_MAX = 256
 
 
 @functools.lru_cache(maxsize=_KEPT_ENTRIES)
-def _trimmed(value: str) -> str:
-    """botocore's canonical form of a header value (`Trimall`: spaces collapsed): most
-    values a signature covers (a content type, a host, an SDK's `attempt=1`, the second's
-    `X-Amz-Date`) repeat from one request to the next."""
-    trimmed: str = _BOTOCORE._header_value(value)
-    return trimmed
+def _line(name: str, value: str) -> str:
+    """botocore's canonical line of a header of one value (`name:Trimall(value)`): most
+    headers a signature covers (a content type, a host, an SDK's `attempt=1`, the second's
+    `X-Amz-Date`) repeat from one request to the next, and building the lines was the
+    largest step of a signature (issue #20). One that does not (an SDK's invocation id, a
+    UUID) is still made once for two signatures: verifying the client's, then re-signing."""
+    line: str = _BOTOCORE.canonical_headers(SignedHeaders({name: [value]}))
+    return line
+
+
+@functools.lru_cache(maxsize=_KEPT_ENTRIES)
+def _in_order(names: tuple[str, ...]) -> tuple[str, ...]:
+    """Header names in the order botocore puts their canonical lines (`sorted(set(names))`)."""
+    return tuple(sorted(set(names)))
 
 
 @functools.lru_cache(maxsize=_KEPT_ENTRIES)
@@ -247,18 +258,25 @@ class KeptKeySigV4Auth(SigV4Auth):
     arguments that repeat kept (issue #20): the signing key it derives (`_sign` with
     `hex=False`: secret → day → Region → service → `aws4_request`) once per day, Region
     and secret, the canonical path per path (its `quote` was an eighth of a signature),
-    a short header value's canonical form per value, the `SignedHeaders` value per set of
-    names; and the payload hash, when the request knows it (`payload`). The headers it
+    a short header's canonical line per name and value, the `SignedHeaders` value per set
+    of names; and the payload hash, when the request knows it (`payload`). The headers it
     signs are the request's `to_sign`. One signer serves every request of its credentials
     and Region (`_verifier`, `proxy.upstream`): nothing of a request is kept on it."""
 
     _normalize_url_path = staticmethod(_normalized)
 
-    def _header_value(self, value: str) -> str:
-        if len(value) > _KEPT_VALUE_LENGTH_MAX:  # kept only short: a client's long values would fill memory
-            trimmed: str = SigV4Auth._header_value(self, value)
-            return trimmed
-        return _trimmed(value)
+    def canonical_headers(self, headers_to_sign: SignedHeaders) -> str:
+        """botocore's canonical headers, line by line: botocore's line of each header
+        (`SigV4Auth.canonical_headers` of that header alone), kept per name and value
+        when it has one short value (`_line`), joined as botocore joins them."""
+        lines = []
+        for name in _in_order(tuple(headers_to_sign)):
+            values = headers_to_sign[name]
+            if len(values) == 1 and len(values[0]) <= _KEPT_VALUE_LENGTH_MAX:
+                lines.append(_line(name, values[0]))
+            else:  # kept only short: a client's long values would fill memory
+                lines.append(SigV4Auth.canonical_headers(self, SignedHeaders({name: values})))
+        return "\n".join(lines)
 
     def _sign(self, key: bytes, msg: str, hex: bool = False) -> Any:
         if hex:
@@ -379,11 +397,10 @@ def _verify(head: SignedHead, secret: str, method: str, host: str, raw_path: str
     payload line as the client declared it (`STREAMING_PAYLOAD`), `body_sha256`: the
     body's hash, computed already; with neither, botocore hashes `body`."""
     parsed = head.parsed
-    to_sign = SignedHeaders()
-    for name in parsed.signed_headers:
-        values = [host] if name in ("host", _AUTHORITY) else head.by_name.get(name)
-        if values:  # a signed header the request lacks is left out: the signatures then differ
-            to_sign[name] = values
+    by_name = head.by_name
+    # A signed header the request lacks is left out: the signatures then differ.
+    to_sign = SignedHeaders({name: values for name in parsed.signed_headers
+                             if (values := [host] if name in _HOSTS else by_name.get(name))})
     # The request carries no headers but a declared payload hash: botocore signs `to_sign`.
     request = PlainRequest(method, f"http://{host}{raw_path}" + (f"?{raw_query}" if raw_query else ""), body,
                            to_sign=to_sign, body_sha256=body_sha256)

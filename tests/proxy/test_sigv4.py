@@ -104,7 +104,7 @@ def test_signed_header_changed_is_refused(monkeypatch: pytest.MonkeyPatch) -> No
 
 @pytest.mark.parametrize("value", [" a  b ", "  spaced\tout  " * 40], ids=["kept", "long"])
 def test_signed_header_values_short_and_long_verify(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A header's canonical value is kept per value only when short (`_trimmed`): both
+    """A header's canonical line is kept per name and value only when short (`_line`): both
     verify, twice, and a changed one does not."""
     request = _sign(PATHS[0], b"{}", {"X-Custom": value}, monkeypatch=monkeypatch)
     for _ in range(2):

@@ -21,7 +21,7 @@ from botocore.credentials import Credentials, ReadOnlyCredentials
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.sigv4 import STREAMING_PAYLOAD
+from proxy.sigv4 import _KEPT_ENTRIES, _KEPT_VALUE_LENGTH_MAX, STREAMING_PAYLOAD, _line
 from proxy.upstream import sign
 
 URL = "https://bedrock-runtime.us-east-1.amazonaws.com/model/anthropic.claude-3-haiku-20240307-v1%3A0/converse"
@@ -219,9 +219,30 @@ def test_a_known_body_hash_signs_as_stock_botocore_and_the_body_is_not_hashed_ag
 
 @pytest.mark.parametrize("value", [" a  b ", "  spaced\tout  " * 40], ids=["kept", "long"])
 def test_header_values_short_and_long_sign_as_stock_botocore(value: str) -> None:
-    """A header's canonical value is kept per value only when short (`_trimmed`): both
+    """A header's canonical line is kept per name and value only when short (`_line`): both
     ways it is botocore's, the second time as the first."""
     credentials = Credentials("AKIDUPSTREAM00000001", "upstream-secret")
     headers = {"host": "bedrock-runtime.us-east-1.amazonaws.com", "x-custom": value}
     for _ in range(2):
         assert _ours(credentials, headers) == _stock(credentials, headers)
+
+
+
+def test_kept_header_lines_are_bounded_and_a_long_value_is_never_kept() -> None:
+    """A client chooses its header values: more distinct ones than `_line` keeps still
+    sign as stock botocore, the oldest make way, and a value longer than
+    `_KEPT_VALUE_LENGTH_MAX` is never kept at all (memory bounded either way)."""
+    credentials = Credentials("AKIDUPSTREAM00000001", "upstream-secret")
+    host = {"host": "bedrock-runtime.us-east-1.amazonaws.com"}
+    _line.cache_clear()
+    for index in range(_KEPT_ENTRIES + 50):
+        headers = {**host, "amz-sdk-invocation-id": f"id-{index}"}
+        signed = _ours(credentials, headers)
+        if index % 200 == 0:
+            assert signed == _stock(credentials, headers)
+    assert _line.cache_info().currsize == _KEPT_ENTRIES
+    _line.cache_clear()
+    headers = {**host, "x-custom": " x " * _KEPT_VALUE_LENGTH_MAX}
+    for _ in range(2):
+        assert _ours(credentials, headers) == _stock(credentials, headers)
+    assert _line.cache_info().currsize == 2  # the host's and `X-Amz-Date`'s lines alone
