@@ -5,38 +5,101 @@ Wraps, never edits: uvicorn's `data_received` (the request's bytes are read),
 the handler, identification, the upstream signature and send, the stream watcher's
 first feed and the client's first body frame. `time.perf_counter` is
 CLOCK_MONOTONIC, so the load client's own stamps line up with these.
+
+Each request's stamps go to its own row (a context variable set when its bytes
+arrive: uvicorn's task for the request copies it), so the background streams of
+`--background` do not mix with the measured one; their requests carry
+`bench.timeline.BACKGROUND` and their rows are not marked `measured`. The handler's
+coroutine is driven through `_Counted`, which counts the times it suspends before
+the first frame is out and the time it stays suspended; `gc.callbacks` add the
+collector's pauses in the measured stream's window.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextvars
+import gc
 import json
 import os
 import time
+from collections.abc import Coroutine, Generator
 from typing import Any
 
 _OUT = os.environ.get("COSTKEEPER_BENCH_TIMELINE")
+
+
+class _Counted:
+    """Awaits a coroutine step by step, counting in `row` the suspensions (and the
+    time suspended) until `row` has its first frame out."""
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], row: dict[str, Any]) -> None:
+        self._coro = coro
+        self._row = row
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coro, row = self._coro, self._row
+        value: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                yielded = coro.throw(error) if error is not None else coro.send(value)
+            except StopIteration as stop:
+                return stop.value
+            counting = "frame_out" not in row
+            suspended = time.perf_counter()
+            try:
+                value, error = (yield yielded), None
+            except BaseException as exc:  # cancellation: passed on to the coroutine
+                value, error = None, exc
+            if counting:
+                row["suspensions"] = row.get("suspensions", 0) + 1
+                row["suspended"] = row.get("suspended", 0.0) + (time.perf_counter() - suspended) * 1e6
 
 
 def _install(out: str) -> None:
     from uvicorn.protocols.http import httptools_impl
 
     import adapters.watch
+    import proxy.http1_client
     import proxy.forward
     import proxy.identity
     import proxy.upstream
 
+    from bench.timeline import BACKGROUND
+
     stamp = time.perf_counter
-    rows: list[dict[str, float]] = []
-    row: dict[str, float] = {}
+    rows: list[dict[str, Any]] = []
+    current: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("timeline_row", default={})
+    measured: list[dict[str, Any]] = [{}]  # the measured stream's row, for the collector's pauses
     atexit.register(lambda: open(out, "w").write(json.dumps(rows)))
 
+    def collected(phase: str, info: dict[str, Any], started: list[float] = [0.0]) -> None:  # noqa: B006
+        if phase == "start":
+            started[0] = stamp()
+        elif "read" in measured[0] and "frame_out" not in measured[0]:
+            measured[0]["gc"] = measured[0].get("gc", 0.0) + (stamp() - started[0]) * 1e6
+
+    gc.callbacks.append(collected)
+
+    class _Row:
+        """What the stamps below write to: the current request's row."""
+
+        def __setitem__(self, name: str, value: float) -> None:
+            current.get()[name] = value
+
+        def setdefault(self, name: str, value: float) -> float:
+            return current.get().setdefault(name, value)
+
+    row = _Row()
     received = httptools_impl.HttpToolsProtocol.data_received
 
     def data_received(self: Any, data: bytes) -> None:
         if data[:5] == b"POST ":
-            row.clear()
-            row["read"] = stamp()
+            new = {"read": stamp(), "measured": BACKGROUND not in data}
+            current.set(new)
+            if new["measured"]:
+                measured[0] = new
         received(self, data)
 
     handle = proxy.forward.ProxyHandler.__call__
@@ -44,18 +107,19 @@ def _install(out: str) -> None:
     async def handler(self: Any, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return await handle(self, scope, receive, send)
+        mine = current.get()
         row["handler"] = stamp()
 
         async def stamped_send(message: Any) -> None:
             if message["type"] == "http.response.start":
                 row["head_out"] = stamp()
-            first = message["type"] == "http.response.body" and message.get("body") and "frame_out" not in row
+            first = message["type"] == "http.response.body" and message.get("body") and "frame_out" not in mine
             await send(message)
             if first:
                 row["frame_out"] = stamp()
 
-        await handle(self, scope, receive, stamped_send)
-        rows.append(dict(row))
+        await _Counted(handle(self, scope, receive, stamped_send), mine)
+        rows.append(dict(mine))
 
     verified = proxy.identity.Identified.verified
 
@@ -85,7 +149,23 @@ def _install(out: str) -> None:
         row.setdefault("frame_in", stamp())
         return feed(self, data)
 
+    connection_received = proxy.http1_client.Connection.data_received
+
+    def upstream_received(self: Any, data: bytes) -> None:
+        waiting = self._head is not None and not self._head.done()
+        connection_received(self, data)
+        if waiting and self._head.done():
+            self.timeline_in = stamp()  # the request's task reads it when it wakes
+
+    connection_request = proxy.http1_client.Connection.request
+
+    async def upstream_request(self: Any, *args: Any) -> None:
+        await connection_request(self, *args)
+        row["upstream_in"] = getattr(self, "timeline_in", stamp())
+
     for owner, name, wrapper in (
+        (proxy.http1_client.Connection, "data_received", upstream_received),
+        (proxy.http1_client.Connection, "request", upstream_request),
         (httptools_impl.HttpToolsProtocol, "data_received", data_received),
         (proxy.forward.ProxyHandler, "__call__", handler),
         (proxy.identity.Identified, "verified", identified),  # the body is in and verified
