@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -31,7 +32,7 @@ import time
 from pathlib import Path
 
 from bench.client import build_request, read_response
-from bench.processes import start_upstream
+from bench.processes import start_floor, start_upstream
 from tests.processes import REPO, start_proxy
 
 __all__ = ["STAGES", "main", "measure_timeline", "table"]
@@ -91,17 +92,18 @@ class _Background:
         self._process: subprocess.Popen[bytes] | None = None
 
     async def __aenter__(self) -> None:
+        if self._args[3]:
+            self._process = self._spawn()
+            await asyncio.sleep(1.0)  # connected, past their first streams
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
         tmp, port, raw, count = self._args
-        if not count:
-            return
         request = tmp / f"background-{port}.raw"
         # Marked for the stamps (which count only the measured stream); never signed by an SDK.
         line, rest = raw.split(b"\r\n", 1)
         request.write_bytes(line + b"\r\n" + BACKGROUND + b"\r\n" + rest)
-        self._process = subprocess.Popen([sys.executable, "-m", "bench.timeline", "--serve-background",
-                                          f"{request}:{port}:{count}"], cwd=REPO,
-                                         env={**os.environ, "PYTHONPATH": str(REPO)})
-        await asyncio.sleep(1.0)  # connected, past their first streams
+        return subprocess.Popen([sys.executable, "-m", "bench.timeline", "--serve-background",
+                                 f"{request}:{port}:{count}"], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
 
     async def __aexit__(self, *exc: object) -> None:
         if self._process is not None:
@@ -123,22 +125,31 @@ async def measure_timeline(op: str, streams: int, modes: list[str], tmp: Path | 
         medians["direct"] = {"client": statistics.median(f - s for s, f in direct) * 1e6}
         for mode in modes:
             out = tmp / f"{mode}.json"
-            proxy = start_proxy(Path(tempfile.mkdtemp(dir=tmp)), f"http://127.0.0.1:{port}",
-                                {"auth": {"mode": mode}, "metering": {}},
-                                upstream_credentials=("AKIDBENCHUPSTREAM001", "bench-secret"),
-                                env={"PYTHONPATH": f"{REPO / 'bench' / 'timeline_hooks'}:{REPO}",
-                                     "COSTKEEPER_BENCH_TIMELINE": str(out)})
-            try:
-                key = None
-                if mode == "sigv4":
-                    issued = proxy.issue_key("bench", "bench")
-                    key = (issued["AWS_ACCESS_KEY_ID"], issued["AWS_SECRET_ACCESS_KEY"])
-                proxy_port = int(proxy.url.rsplit(":", 1)[1])
-                raw = build_request(proxy_port, op, key)
-                async with _Background(tmp, proxy_port, raw, background):
-                    client = await _drive(proxy_port, raw, streams)
-            finally:
-                proxy.stop()
+            hooks = {"PYTHONPATH": f"{REPO / 'bench' / 'timeline_hooks'}:{REPO}", "COSTKEEPER_BENCH_TIMELINE": str(out)}
+            if mode == "floor":  # the same stamps where the floor has the same stages (uvicorn's, the handler's)
+                floor, floor_port = start_floor(tmp, f"http://127.0.0.1:{port}", env=hooks)
+                try:
+                    raw = build_request(floor_port, op, None)
+                    async with _Background(tmp, floor_port, raw, background):
+                        client = await _drive(floor_port, raw, streams)
+                finally:  # uvicorn.run re-raises SIGTERM after its shutdown: at-exit hooks never run
+                    floor.send_signal(signal.SIGINT)
+                    floor.wait(timeout=10)
+            else:
+                proxy = start_proxy(Path(tempfile.mkdtemp(dir=tmp)), f"http://127.0.0.1:{port}",
+                                    {"auth": {"mode": mode}, "metering": {}},
+                                    upstream_credentials=("AKIDBENCHUPSTREAM001", "bench-secret"), env=hooks)
+                try:
+                    key = None
+                    if mode == "sigv4":
+                        issued = proxy.issue_key("bench", "bench")
+                        key = (issued["AWS_ACCESS_KEY_ID"], issued["AWS_SECRET_ACCESS_KEY"])
+                    proxy_port = int(proxy.url.rsplit(":", 1)[1])
+                    raw = build_request(proxy_port, op, key)
+                    async with _Background(tmp, proxy_port, raw, background):
+                        client = await _drive(proxy_port, raw, streams)
+                finally:
+                    proxy.stop()
             # Only the measured connection's streams (the background's are stamped too),
             # and the warm-up streams came first.
             rows = [row for row in json.loads(out.read_text()) if row.get("measured")][-streams:]
@@ -146,7 +157,7 @@ async def measure_timeline(op: str, streams: int, modes: list[str], tmp: Path | 
             for (started, first), row in zip(client, rows, strict=True):
                 previous = started
                 for name, _ in STAGES:
-                    now = first if name == "client" else row[name]
+                    now = first if name == "client" else row.get(name, previous)  # the floor has fewer
                     gaps.setdefault(name, []).append((now - previous) * 1e6)
                     previous = now
                 gaps.setdefault("total", []).append((first - started) * 1e6)
@@ -180,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--op", default="invoke-stream", choices=["converse-stream", "invoke-stream"])
     parser.add_argument("--streams", type=int, default=100)
-    parser.add_argument("--modes", default="trust,sigv4")
+    parser.add_argument("--modes", default="trust,sigv4", help="of trust, sigv4, floor (bench/floor.py)")
     parser.add_argument("--background", type=int, default=0,
                         help="paced streams run through the same target while each stream is measured")
     parser.add_argument("--serve-background", help=argparse.SUPPRESS)  # REQUEST_FILE:PORT:COUNT, the child
