@@ -87,8 +87,6 @@ def _install(out: str) -> None:
         def __setitem__(self, name: str, value: float) -> None:
             current.get({})[name] = value
 
-        def setdefault(self, name: str, value: float) -> float:
-            return current.get({}).setdefault(name, value)
 
     row = _Row()
     received = httptools_impl.HttpToolsProtocol.data_received
@@ -156,15 +154,19 @@ def _install(out: str) -> None:
     feed = adapters.watch.StreamUsageWatcher.feed
 
     def fed(self: Any, data: bytes) -> bytes:
-        row.setdefault("frame_in", stamp())
+        mine = current.get({})
+        if "frame_in" not in mine:
+            mine["frame_in"] = stamp()
         return feed(self, data)
 
     connection_received = proxy.http1_client.Connection.data_received
 
     def upstream_received(self: Any, data: bytes) -> None:
-        waiting = self._head is not None and not self._head.done()
+        head = self._head  # per upstream read: kept cheap, the background streams' frames pass here
+        if head is None or head.done():
+            return connection_received(self, data)
         connection_received(self, data)
-        if waiting and self._head.done():
+        if head.done():
             self.timeline_in = stamp()  # the request's task reads it when it wakes
 
     connection_request = proxy.http1_client.Connection.request
