@@ -152,7 +152,8 @@ async def measure_timeline(op: str, streams: int, modes: list[str], tmp: Path | 
                     proxy.stop()
             # Only the measured connection's streams (the background's are stamped too),
             # and the warm-up streams came first.
-            rows = [row for row in json.loads(out.read_text()) if row.get("measured")][-streams:]
+            written = json.loads(out.read_text())
+            rows = [row for row in written if row.get("measured")][-streams:]
             gaps: dict[str, list[float]] = {}
             for (started, first), row in zip(client, rows, strict=True):
                 previous = started
@@ -163,7 +164,9 @@ async def measure_timeline(op: str, streams: int, modes: list[str], tmp: Path | 
                 gaps.setdefault("total", []).append((first - started) * 1e6)
             for name in ("suspensions", "suspended", "gc"):
                 gaps[name] = [row.get(name, 0.0) for row in rows]
+            gaps["turn"] = written[-1]["turns"][1:] or [0.0]
             medians[mode] = {name: statistics.median(values) for name, values in gaps.items()}
+            medians[mode]["turn_p90"] = statistics.quantiles(gaps["turn"], n=10)[-1] if len(gaps["turn"]) > 1 else 0.0
     finally:
         upstream.terminate()
         upstream.wait(timeout=10)
@@ -182,7 +185,9 @@ def table(medians: dict[str, dict[str, float]], detail: bool = False) -> str:
     if detail:
         for name, what in (("suspensions", "the handler's task suspended, times before the first frame is out"),
                            ("suspended", "… µs in all, waiting (upstream included)"),
-                           ("gc", "garbage collection before the first frame is out, µs")):
+                           ("gc", "garbage collection before the first frame is out, µs"),
+                           ("turn", "a callback made ready waits for its turn (every 5 ms), p50 µs"),
+                           ("turn_p90", "… p90 µs")):
             lines.append(f"| {what} | " + " | ".join(f"{medians[m][name]:.0f}" for m in modes) + " |")
     return "\n".join(lines)
 

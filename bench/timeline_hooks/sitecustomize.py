@@ -17,6 +17,7 @@ collector's pauses in the measured stream's window.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import contextvars
 import gc
@@ -71,7 +72,16 @@ def _install(out: str) -> None:
     rows: list[dict[str, Any]] = []
     current: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("timeline_row")
     measured: list[dict[str, Any]] = [{}]  # the measured stream's row, for the collector's pauses
-    atexit.register(lambda: open(out, "w").write(json.dumps(rows)))
+    turns: list[float] = []
+    atexit.register(lambda: open(out, "w").write(json.dumps([*rows, {"turns": turns}])))
+
+    def probe_turn() -> None:
+        """Every 5 ms: how long a callback just made ready waits for its turn (what a task
+        started or woken waits), the loop's own lag behind the streams' callbacks."""
+        loop = asyncio.get_running_loop()
+        queued = stamp()
+        loop.call_soon(lambda: turns.append((stamp() - queued) * 1e6))
+        loop.call_later(0.005, probe_turn)
 
     def collected(phase: str, info: dict[str, Any], started: list[float] = [0.0]) -> None:  # noqa: B006
         if phase == "start":
@@ -104,6 +114,9 @@ def _install(out: str) -> None:
     async def handler(self: Any, scope: Any, receive: Any, send: Any, handle: Any = proxy_handle) -> None:
         if scope["type"] != "http":
             return await handle(self, scope, receive, send)
+        if not turns:
+            turns.append(0.0)
+            probe_turn()
         mine = current.get({})
         row["handler"] = stamp()
 
