@@ -44,10 +44,10 @@ def start_upstream(tmp: Path, frames: int, interval: float = 0.0) -> tuple[subpr
     return popen, port
 
 
-def start_floor(tmp: Path, upstream_url: str) -> tuple[subprocess.Popen[bytes], int]:
+def start_floor(tmp: Path, upstream_url: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     with (tmp / f"floor-{port}.log").open("wb") as log:
         popen = subprocess.Popen([sys.executable, "-m", "bench.floor", "--upstream", upstream_url, "--port", str(port)],
-                                 env=base_env(), cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+                                 env={**base_env(), **(env or {})}, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
     _wait_for_port(popen, port, "bench floor")
     return popen, port

@@ -3,6 +3,7 @@ produces numbers. No timing targets here: those live in bench/RESULTS.md."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 from pathlib import Path
@@ -69,3 +70,17 @@ def test_bench_harness_runs_end_to_end(tmp_path: Path) -> None:
     if data["profile"] is not None:  # py-spy may be refused ptrace in some sandboxes
         assert data["profile"]["samples"] > 0 and data["profile"]["rps"] > 0 and "## Where the CPU goes" in text
 
+
+
+def test_timeline_with_background_streams_and_the_floor(tmp_path: Path) -> None:
+    """`bench/timeline.py --background N --modes floor,…`: the measured stream's rows only
+    (the background's are marked), the floor stamped where it has the same stages, and the
+    handler's suspensions counted. Shapes only: every figure is a busy machine's to move."""
+    medians = asyncio.run(timeline.measure_timeline("invoke-stream", 3, ["floor", "trust"], tmp_path, background=2))
+    assert set(medians) == {"direct", "floor", "trust"}
+    for mode in ("floor", "trust"):
+        assert medians[mode]["suspensions"] >= 1  # at least the upstream's head is waited for
+        assert all(math.isfinite(medians[mode][name]) for name, _ in timeline.STAGES)
+    assert medians["floor"]["signed"] == 0  # a stage the floor does not have
+    text = timeline.table(medians, detail=True)
+    assert "the handler's task suspended" in text and "garbage collection" in text
