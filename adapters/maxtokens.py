@@ -70,18 +70,23 @@ _REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxstring, _REPR.maxother = 
 def checked_max_output_tokens(family: str, document: Mapping[str, Any], limit: int) -> int | None:
     """The request's own max-output-tokens after checking every field the family
     reads: each must be an integer from 0 to `limit`. An absent or `null` field is
-    left to the model's default. Raises `MaxTokensError` naming the field."""
+    left to the model's default. Raises `MaxTokensError` naming the field.
+
+    One walk of the paths (it runs on every request, issue #20): the answer is what
+    `max_output_tokens` gives, the first positive value, once every field has passed."""
+    asked = None
     for path in _paths(family):
         value = _present(document, path)
         if value is _MISSING or value is None:
             continue
-        field = ".".join(path)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise MaxTokensError(field, f"expected a non-negative integer, got {_shown(value)}")
+        if type(value) is not int and (not isinstance(value, int) or isinstance(value, bool)) or value < 0:
+            raise MaxTokensError(".".join(path), f"expected a non-negative integer, got {_shown(value)}")
         if value > limit:
-            raise MaxTokensError(field, f"{_shown(value)} exceeds the model's limit of {limit} output tokens; "
-                                        f"try again with {limit} or less")
-    return max_output_tokens(family, document)
+            raise MaxTokensError(".".join(path), f"{_shown(value)} exceeds the model's limit of {limit} output "
+                                                 f"tokens; try again with {limit} or less")
+        if asked is None and value > 0:
+            asked = value
+    return asked
 
 
 def _shown(value: Any) -> str:

@@ -19,7 +19,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from adapters import family_of
-from adapters.maxtokens import MaxTokensError, checked_max_output_tokens, max_tokens_fields
+from adapters.maxtokens import (
+    MaxTokensError,
+    checked_max_output_tokens,
+    max_output_tokens,
+    max_tokens_fields,
+)
 from adapters.translate import can_translate
 from metering.pricing import Price, PriceTable
 from metering.quotas import Mode, Selection
@@ -187,6 +192,34 @@ def test_checked_max_output_tokens_admits_absent_null_and_in_range() -> None:
     assert checked_max_output_tokens("nova", {"inferenceConfig": 5}, 10) is None  # Bedrock's to refuse
     assert checked_max_output_tokens("nova", {"inferenceConfig": {"max_new_tokens": 10}}, 10) == 10
     assert checked_max_output_tokens("llama", {"max_gen_len": 0}, 10) is None  # 0: the model's default
+
+
+_FIELD_VALUES = st.one_of(st.none(), st.booleans(), st.integers(-3, 20), st.floats(allow_nan=False),
+                          st.text(max_size=3), st.lists(st.integers(0, 5), max_size=2))
+
+
+@given(family=st.sampled_from(["converse", "anthropic", "nova", "openai", "llama", "unknown"]),
+       values=st.lists(_FIELD_VALUES, min_size=2, max_size=2), present=st.lists(st.booleans(), min_size=2, max_size=2),
+       limit=st.integers(0, 20))
+def test_checked_max_output_tokens_is_max_output_tokens_once_every_field_passes(
+    family: str, values: list[Any], present: list[bool], limit: int,
+) -> None:
+    """Checked in one walk (issue #20): an admitted request's answer is exactly what
+    `max_output_tokens` reads, and a refusal names a field holding a bad value."""
+    document: dict[str, Any] = {}
+    for path, value, there in zip(max_tokens_fields(family), values, present, strict=False):
+        if there:
+            node = document
+            for key in path[:-1]:
+                node = node.setdefault(key, {})
+            node[path[-1]] = value
+    try:
+        asked = checked_max_output_tokens(family, document, limit)
+    except MaxTokensError as refused:
+        assert refused.field in {".".join(path) for path in max_tokens_fields(family)}
+    else:
+        assert asked == max_output_tokens(family, document)
+        assert asked is None or 0 < asked <= limit
 
 
 def test_model_limits_config() -> None:
