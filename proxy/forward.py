@@ -304,7 +304,8 @@ class ProxyHandler:
             # no wait for a client's hang-up to cut short (and no task to start per request).
             hang_up = HangUpWatch(receive) if is_stream or not response.body_in_hand else None
             try:
-                async for chunk in response.chunks():
+                chunks = response.chunks()
+                async for chunk in chunks:
                     if stream_watcher is not None:
                         chunk = stream_watcher.feed(chunk)
                         if stream_translator is not None and chunk:
@@ -328,6 +329,10 @@ class ProxyHandler:
                     ended = done and hang_up is None
                     await send({"type": "http.response.body", "body": chunk, "more_body": not ended})
                     if ended:  # nothing may follow `more_body: False` (the parser stops at the length)
+                        # Closed here: left to the garbage collector, the suspended generator would
+                        # be closed by asyncio's finalizer hook, a task and a self-pipe write per
+                        # request (issue #20).
+                        await chunks.aclose()
                         break
                 if stream_watcher is not None:
                     stream_watcher.end()

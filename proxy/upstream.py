@@ -41,7 +41,7 @@ import errno
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import Any
 
 import botocore.auth
@@ -109,8 +109,9 @@ class UpstreamResponse:
         """The whole body has arrived: reading it waits on nothing."""
         return self._connection is None or self._connection.body_in_hand
 
-    async def chunks(self) -> AsyncIterator[bytes]:
-        """The body, chunk by chunk as the socket delivers it (never buffered whole)."""
+    async def chunks(self) -> AsyncGenerator[bytes, None]:
+        """The body, chunk by chunk as the socket delivers it (never buffered whole). A
+        generator: a caller that stops early closes it (`aclose`), or asyncio must."""
         connection = self._connection
         if connection is None:
             return
