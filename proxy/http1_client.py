@@ -338,6 +338,11 @@ class Connection(asyncio.Protocol):
 
 
 def headers_of(raw: list[tuple[bytes, bytes]]) -> CIMultiDict[str]:
-    """Case-insensitive, decoded as aiohttp decodes them (UTF-8, undecodable bytes kept)."""
-    return CIMultiDict([(name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape"))
-                        for name, value in raw])
+    """Case-insensitive, decoded as aiohttp decodes them (UTF-8, undecodable bytes kept).
+    Strict UTF-8 first: for valid bytes it is the same text, and naming no error handler
+    took a fifth off a response's headers (issue #20)."""
+    try:
+        return CIMultiDict([(name.decode(), value.decode()) for name, value in raw])
+    except UnicodeDecodeError:
+        return CIMultiDict([(name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape"))
+                            for name, value in raw])

@@ -9,8 +9,10 @@ import gzip
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from proxy.http1_client import HIGH_WATER, MAX_HEAD, request_head
+from proxy.http1_client import HIGH_WATER, MAX_HEAD, headers_of, request_head
 from proxy.http1_pool import Pool
 from proxy.upstream import Upstream, UpstreamBroken, UpstreamUnavailable
 from tests.proxy.raw_upstream import OK, Peer, ok, pool_request, raw_upstream, upstream_for
@@ -283,3 +285,11 @@ async def test_a_large_request_body_arrives_whole(tmp_path: Path) -> None:
         await upstream.aclose()
     head, received = served.peers[0].requests[0]
     assert f"Content-Length: {len(body)}\r\n".encode() in head and received == body
+
+
+@given(st.lists(st.tuples(st.binary(max_size=8), st.binary(max_size=8)), max_size=6))
+def test_headers_are_decoded_as_aiohttp_decodes_them_whatever_the_bytes(raw: list[tuple[bytes, bytes]]) -> None:
+    """Strict UTF-8 first, undecodable bytes kept (surrogateescape) when it fails (issue #20)."""
+    expected = [(name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape"))
+                for name, value in raw]
+    assert list(headers_of(raw).items()) == expected
