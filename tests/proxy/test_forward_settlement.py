@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import calendar
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from adapters import family_of
@@ -124,6 +124,14 @@ def _handler(upstream: Upstream, clock: list[float],
 
 
 def _call(handler: ProxyHandler) -> list[dict[str, Any]]:
+    scope, receive, send, sent = _exchange()
+    asyncio.run(handler(scope, receive, send))
+    return sent
+
+
+def _exchange() -> tuple[dict[str, Any], Callable[[], Awaitable[dict[str, Any]]],
+                         Callable[[dict[str, Any]], Awaitable[None]], list[dict[str, Any]]]:
+    """An ASGI Converse request with `BODY`: its scope, receive and send, and what was sent."""
     sent: list[dict[str, Any]] = []
     scope = {"type": "http", "method": "POST", "path": f"/model/{NOVA}/converse",
              "raw_path": f"/model/{NOVA}/converse".encode(), "query_string": b"",
@@ -140,8 +148,7 @@ def _call(handler: ProxyHandler) -> list[dict[str, Any]]:
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    asyncio.run(handler(scope, receive, send))
-    return sent
+    return scope, receive, send, sent
 
 
 def test_a_request_across_midnight_is_settled_on_the_day_it_was_admitted() -> None:

@@ -9,27 +9,16 @@ from __future__ import annotations
 import asyncio
 import gc
 import sys
-from collections.abc import AsyncGenerator, MutableMapping
+from collections.abc import AsyncGenerator
 from typing import Any
 
-from tests.proxy.test_forward_settlement import BEFORE_MIDNIGHT, BODY, NOVA, Upstream, _handler
+from tests.proxy.test_forward_settlement import BEFORE_MIDNIGHT, Upstream, _exchange, _handler
 
 
 def test_a_body_relayed_whole_leaves_no_generator_to_the_finalizer() -> None:
     handler, recorder, _ = _handler(Upstream(), [BEFORE_MIDNIGHT - 3600])
     finalized: list[AsyncGenerator[Any, None]] = []
-    sent: list[MutableMapping[str, Any]] = []
-    scope = {"type": "http", "method": "POST", "path": f"/model/{NOVA}/converse",
-             "raw_path": f"/model/{NOVA}/converse".encode(), "query_string": b"",
-             "headers": [(b"host", b"localhost"), (b"content-type", b"application/json"),
-                         (b"content-length", str(len(BODY)).encode())]}
-    messages = [{"type": "http.request", "body": BODY, "more_body": False}]
-
-    async def receive() -> MutableMapping[str, Any]:
-        return messages.pop(0)
-
-    async def send(message: MutableMapping[str, Any]) -> None:
-        sent.append(message)
+    scope, receive, send, sent = _exchange()
 
     async def main() -> None:
         firstiter, finalizer = sys.get_asyncgen_hooks()
