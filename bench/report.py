@@ -86,6 +86,10 @@ def write_results(path: Path, args: argparse.Namespace, results: dict[str, Any])
            "the client and the upstream compete with the proxy for the same 2 cores.", "",
            f"Per point: at most {args.duration:g} s and {args.max_requests} requests, after a warm-up "
            "of 2 requests per connection (1 for streams). One keep-alive connection per concurrent worker.",
+           f"Each point of the load tables is measured in {getattr(args, 'rounds', 1)} interleaved rounds "
+           "(bench/rounds.py): its duration and request bound split into that many slices, the targets "
+           "taking turns in every round, the order rotating, and a target's slices pooled: the machine's "
+           "drift lands on the floor and the proxies alike.",
            "Targets: `direct` = the bench upstream itself; `floor` = a bare uvicorn + aiohttp pass-through "
            "(bench/floor.py: the least a proxy on this stack can cost); `proxy-trust` / `proxy-sigv4` = "
            "`costkeeper serve` with SigV4 verification off / on. CPU/req = CPU seconds of the server process "

@@ -27,6 +27,7 @@ from bench.micro import micro
 from bench.processes import cpu_seconds, start_floor, start_upstream
 from bench.profile import profile_under_load
 from bench.report import fmt, write_results
+from bench.rounds import interleaved
 from bench.slope import Slope, measure_slopes, slope_rows
 from bench.store import measure_store
 from bench.timeline import measure_timeline
@@ -94,11 +95,15 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                 key = (issued["AWS_ACCESS_KEY_ID"], issued["AWS_SECRET_ACCESS_KEY"])
             targets.append(Target(f"proxy-{mode}", int(proxy.url.rsplit(":", 1)[1]), key, proxy.popen.pid))
         rss_start = {name: rss_kib(p.popen.pid) for name, p in proxies.items()}
+        rounds = args.rounds
         for c in args.concurrency:
-            for target in targets:
-                point = await measure(target, "converse", c, args.duration, args.max_requests)
+            async def converse_slice(target: Target, _: int, c: int = c) -> Point:
+                return await measure(target, "converse", c, args.duration / rounds,
+                                     max(1, args.max_requests // rounds))
+
+            for point in await interleaved(targets, converse_slice, rounds):
                 results["points"].append(point)
-                print(f"converse {target.name:13} c={c:<4} {point.rps:8,.0f} req/s  p50 {fmt(point.pct(0.5))} ms  "
+                print(f"converse {point.target:13} c={c:<4} {point.rps:8,.0f} req/s  p50 {fmt(point.pct(0.5))} ms  "
                       f"p99 {fmt(point.pct(0.99))} ms  cpu/req {fmt(point.cpu_us)} us  errors {point.errors}",
                       flush=True)
             # The same proxies over HTTP/2 (what the AWS SDK for JavaScript speaks), one connection.
@@ -111,28 +116,35 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         if args.rates:
             await asyncio.sleep(3)  # the closed-loop points' metering backlog is flushed first
         for rate in args.rates:
-            for target in targets:
-                point = await measure(target, "converse", args.rate_concurrency, args.duration, args.max_requests,
-                                      rate=rate)
+            async def rated_slice(target: Target, _: int, rate: float = rate) -> Point:
+                return await measure(target, "converse", args.rate_concurrency, args.duration / rounds,
+                                     max(1, args.max_requests // rounds), rate=rate)
+
+            for point in await interleaved(targets, rated_slice, rounds):
                 point.op = f"converse@{rate:g}/s"
                 results["rated"].append(point)
-                print(f"offered  {target.name:13} c={args.rate_concurrency:<4} {point.rps:8,.0f} req/s  "
+                print(f"offered  {point.target:13} c={args.rate_concurrency:<4} {point.rps:8,.0f} req/s  "
                       f"p50 {fmt(point.pct(0.5))} ms  p99 {fmt(point.pct(0.99))} ms  errors {point.errors}",
                       flush=True)
         stream_targets = targets
         for kind, port_of in (("streams", None), ("paced", paced_port)):
             if kind == "paced" and args.frame_interval <= 0:
                 continue
+            # The same set-up, in front of the paced upstream.
+            these = [t if port_of is None else _paced_target(t, tmp, f"http://127.0.0.1:{port_of}")
+                     for t in stream_targets]
+            # A paced stream lasts ~0.2 s: its points run longer, or a p50 rests on ~20 streams.
+            duration = args.paced_duration if kind == "paced" else args.duration
             for op in args.stream_ops:
                 for c in args.stream_concurrency:
-                    for target in stream_targets:
-                        if port_of is not None:  # the same set-up, in front of the paced upstream
-                            target = _paced_target(target, tmp, f"http://127.0.0.1:{port_of}")
-                        # A paced stream lasts ~0.2 s: its points run longer, or a p50 rests on ~20 streams.
-                        duration = args.paced_duration if kind == "paced" else args.duration
-                        point = await measure(target, op, c, duration, args.stream_requests, warmup=1)
+                    async def stream_slice(target: Target, _: int, op: str = op, c: int = c,
+                                           duration: float = duration) -> Point:
+                        return await measure(target, op, c, duration / rounds,
+                                             max(1, args.stream_requests // rounds), warmup=1)
+
+                    for point in await interleaved(these, stream_slice, rounds):
                         results[kind].append(point)
-                        print(f"{kind:7} {op:15} {target.name:13} c={c:<3} {point.rps:7,.0f}/s  TTFB p50 "
+                        print(f"{kind:7} {op:15} {point.target:13} c={c:<3} {point.rps:7,.0f}/s  TTFB p50 "
                               f"{fmt(point.pct(0.5, point.ttfb))} ms  TTLB p50 {fmt(point.pct(0.5))} ms  "
                               f"errors {point.errors}", flush=True)
         if args.slope_frames and args.slope_frames != args.frames:
@@ -242,6 +254,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", default="1,16,64,256")
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per load point (upper bound)")
     parser.add_argument("--max-requests", type=int, default=50_000, help="requests per load point (upper bound)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="each load point is measured in this many slices, the targets taking turns in "
+                             "every round (bench/rounds.py): drift lands on all of them alike")
     parser.add_argument("--rates", default="200,1000",
                         help="offered loads (req/s, total) for the latency-below-saturation table; '' skips it")
     parser.add_argument("--rate-concurrency", type=int, default=16)
