@@ -235,7 +235,7 @@ def test_any_request_stock_botocore_signs_verifies(segments: list[str], query: l
     """Whatever stock `SigV4Auth` signs verifies, and with another secret does not: paths
     with dot segments and escapes, queries, repeated, spaced and differently cased headers,
     a session token, a declared payload hash; each twice, so the kept signer, key, path
-    and `SignedHeaders` forms (proxy/sigv4.py) are read back as well as made."""
+    and `SignedHeaders` forms (proxy/sigv4_signer.py) are read back as well as made."""
     path = "/" + "/".join(segments)
     raw_query = "&".join(f"{key}={value}" for key, value in query)
     request = AWSRequest("POST", f"http://{HOST}{path}" + (f"?{raw_query}" if raw_query else ""), data=body)
