@@ -42,7 +42,6 @@ __all__ = [
     "STREAMING_PAYLOAD",
     "SignedHead",
     "SignedRequest",
-    "check_named_head",
     "check_signed_head",
     "checked_headers",
     "parse_authorization",
@@ -127,7 +126,7 @@ def _read_by_checks(signed_headers: tuple[str, ...]) -> Mapping[bytes, str]:
 
 def checked_headers(parsed: SignedRequest, raw: Iterable[tuple[bytes, bytes]]) -> dict[str, list[str]]:
     """The headers of an ASGI scope that the checks read (those signed, `x-amz-date`,
-    `x-amz-content-sha256`), lower-case name → values, decoded, for `check_named_head`:
+    `x-amz-content-sha256`), lower-case name → values, decoded, for `check_signed_head`:
     the others (the long `Authorization` among them) are never decoded. ASGI's names are
     lower-case already (uvicorn lower-cases them, HTTP/2 allows no other: issue #20, the
     sigv4 path lower-cased them twice more), so they are looked up as they come."""
@@ -156,34 +155,23 @@ class SignedHead(NamedTuple):
     What is left (`verify_payload`) waits for the body. (A tuple, as `SignedRequest`.)"""
 
     parsed: SignedRequest
-    #: The request's headers (or those the checks read: `checked_headers`), lower-case name → values, as received.
+    #: The headers the checks read (`checked_headers`), lower-case name → values, as received.
     by_name: dict[str, list[str]]
     amz_date: str
 
 
 def check_signed_head(
     parsed: SignedRequest,
-    headers: Iterable[tuple[str, str]],
-    *,
-    now: datetime | None = None,
-    max_skew_seconds: int = 300,
-) -> SignedHead:
-    """Raise `InvalidSignatureException` for what the head alone shows is wrong, so the
-    caller is refused before its body is read (a stale date, `UNSIGNED-PAYLOAD`)."""
-    by_name: dict[str, list[str]] = {}
-    for name, value in headers:
-        by_name.setdefault(name.lower(), []).append(value)
-    return check_named_head(parsed, by_name, now=now, max_skew_seconds=max_skew_seconds)
-
-
-def check_named_head(
-    parsed: SignedRequest,
     by_name: dict[str, list[str]],
     *,
     now: datetime | None = None,
     max_skew_seconds: int = 300,
 ) -> SignedHead:
-    """`check_signed_head` over headers already by lower-case name (`checked_headers`)."""
+    """Raise `InvalidSignatureException` for what the head alone shows is wrong, so the
+    caller is refused before its body is read (a stale date, `UNSIGNED-PAYLOAD`).
+    `by_name`: the headers the checks read, as `checked_headers` picks them from an ASGI
+    scope; the proxy and the simulator (served by the same uvicorn and HTTP/2 protocols)
+    both read theirs so."""
     if parsed.service != SIGNING_SERVICE:
         raise refusal(InvalidSignatureException(
             f"Credential should be scoped to correct service: '{SIGNING_SERVICE}'."
@@ -268,13 +256,14 @@ def verify_signature(
     host: str,
     raw_path: str,
     raw_query: str,
-    headers: Iterable[tuple[str, str]],
+    headers: Iterable[tuple[bytes, bytes]],
     body: bytes,
     now: datetime | None = None,
     max_skew_seconds: int = 300,
 ) -> None:
-    """Both checks at once, for a request whose body is at hand (the simulator)."""
-    head = check_signed_head(parsed, headers, now=now, max_skew_seconds=max_skew_seconds)
+    """Both checks at once, for a request whose body is at hand (the simulator); `headers`:
+    an ASGI scope's, lower-case names (`checked_headers`)."""
+    head = check_signed_head(parsed, checked_headers(parsed, headers), now=now, max_skew_seconds=max_skew_seconds)
     verify_payload(head, secret, method=method, host=host, raw_path=raw_path, raw_query=raw_query, body=body)
 
 
