@@ -22,7 +22,7 @@ __all__ = ["COMPONENTS", "profile", "profile_under_load", "summarise"]
 
 #: (component, path fragments of its frames), checked innermost frame first.
 COMPONENTS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("caller identity (SigV4 verification)", ("proxy/identity.py", "proxy/sigv4.py")),
+    ("caller identity (SigV4 verification)", ("proxy/identity.py", "proxy/sigv4.py", "proxy/sigv4_signer.py")),
     ("upstream re-signing (botocore SigV4)", ("botocore/", "aiobotocore/", "proxy/upstream.py")),
     ("HTTP client (proxy/http1_*, aiohttp)", ("proxy/http1_client.py", "proxy/http1_pool.py", "aiohttp/", "yarl/",
                                              "multidict/")),

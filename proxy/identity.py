@@ -9,7 +9,7 @@ Two phases, so nobody without a valid key gets the proxy to read (and hold) a
 body: `identify_head` refuses a missing or malformed credential, an unknown or
 revoked key, a date out of skew or a Region not served from the head alone (and
 checks a bearer token completely, refusing it over plain HTTP unless
-`auth.allow_bearer_over_http`); `Identified.verify(body)` checks the signature.
+`auth.allow_bearer_over_http`); `Identified.verified(body)` checks the signature.
 Every refusal is an `AuthRefused`: the Bedrock error to answer plus what the
 logs may name (an access key id of the issued shape, never a secret).
 
@@ -46,7 +46,7 @@ from proxy.errors import (
 from proxy.event_signing import ChainVerifier
 from proxy.sigv4 import (
     SignedHead,
-    check_named_head,
+    check_signed_head,
     checked_headers,
     parse_authorization,
     verify_payload,
@@ -104,7 +104,7 @@ def _signer_caller(org: str, app: str, access_key_id: str, region: str) -> Calle
 @dataclass(slots=True)
 class Identified:
     """The caller as its request head shows it: a known, active key, a date within the
-    skew, a Region served. `verify(body)` checks the signature once the body is in;
+    skew, a Region served. `verified(body)` checks the signature once the body is in;
     bearer tokens and trust mode are complete already. Nothing changes one once made; it
     is not frozen only because a frozen dataclass's `__init__` cost a microsecond per request."""
 
@@ -130,13 +130,12 @@ class Identified:
         return self.caller, ChainVerifier(parsed.access_key, self._secret, parsed.region, parsed.service,
                                           parsed.signature, max_skew_seconds=self._max_skew)
 
-    def verify(self, body: bytes) -> Caller:
-        """The caller, once the body matches the signature; raises `AuthRefused`."""
-        return self.verified(body)[0]
-
     def verified(self, body: bytes) -> tuple[Caller, str | None]:
-        """`verify`, and the body's SHA-256 (hex) when verifying computed it (a SigV4
-        caller's): re-signing for Bedrock signs it rather than hashing the body again."""
+        """The caller, once the body matches the signature (raises `AuthRefused`), and the
+        body's SHA-256 (hex) when verifying computed it (a SigV4 caller's): re-signing for
+        Bedrock signs it rather than hashing the body again. One method, not a second one
+        for callers that want the caller alone: this is the one the request path calls
+        (and `bench/timeline_hooks` wraps), so a test of it tests that."""
         if self._head is None:
             return self.caller, None
         method, host, raw_path, raw_query = self._target
@@ -195,7 +194,7 @@ class Authenticator:
                 f"Credential should be scoped to a valid region. This proxy serves: {', '.join(sorted(self._regions))}."
             ), "wrong_region"), parsed.access_key)
         try:
-            head = check_named_head(parsed, checked_headers(parsed, headers),
+            head = check_signed_head(parsed, checked_headers(parsed, headers),
                                     max_skew_seconds=self._config.max_skew_seconds)
         except BedrockError as error:
             raise AuthRefused(error, parsed.access_key) from None
@@ -220,7 +219,7 @@ class Authenticator:
         identified = await self.identify_head(method=method, raw_path=raw_path, raw_query=raw_query,
                                               headers=headers, authorization=authorization, host=host,
                                               secure=secure)
-        return identified.verify(body)
+        return identified.verified(body)[0]
 
     async def _bearer(self, token: str, secure: bool) -> Caller:
         parsed = parse_bearer_token(token)

@@ -5,7 +5,8 @@ Two steps, so a proxy can refuse a caller before reading its body
 check the signature once the body is in (`verify_payload`).
 
 The canonical request is rebuilt by botocore's own `SigV4Auth` (never a second
-implementation of SigV4), fed with the request exactly as it arrived: the raw,
+implementation of SigV4; its kept-key subclass is `proxy.sigv4_signer`'s, which
+re-signing for Bedrock uses too), fed with the request exactly as it arrived: the raw,
 still percent-encoded path (botocore then double-encodes it, as every non-S3
 AWS service does) and only the headers the client listed in `SignedHeaders`.
 Recipe and pitfalls: BEDROCK_WIRE.md §5.2.
@@ -20,11 +21,8 @@ import re
 import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from types import MappingProxyType
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 from proxy.errors import (
@@ -32,17 +30,18 @@ from proxy.errors import (
     MissingAuthenticationTokenException,
     refusal,
 )
+from proxy.sigv4_signer import (
+    KEPT_ENTRIES,
+    SIGNING_SERVICE,
+    KeptKeySigV4Auth,
+    PlainRequest,
+    SignedHeaders,
+)
 
 __all__ = [
-    "BytesRequest",
-    "KeptKeySigV4Auth",
-    "PlainRequest",
-    "SIGNING_SERVICE",
     "STREAMING_PAYLOAD",
     "SignedHead",
-    "SignedHeaders",
     "SignedRequest",
-    "check_named_head",
     "check_signed_head",
     "checked_headers",
     "parse_authorization",
@@ -51,15 +50,10 @@ __all__ = [
     "verify_streaming_head",
 ]
 
-#: Bedrock Runtime's signing name is `bedrock`, not `bedrock-runtime` (service-2.json).
-SIGNING_SERVICE = "bedrock"
 #: The payload hash the head of a signed event stream declares and signs
 #: (InvokeModelWithBidirectionalStream; its events are signed one by one: proxy/event_signing.py).
 STREAMING_PAYLOAD = "STREAMING-AWS4-HMAC-SHA256-EVENTS"
 _ALGORITHM = "AWS4-HMAC-SHA256"
-#: Kept results, per secret and day (many secrets, rotated ones, past days), per path (a
-#: client's made-up paths), per set of header names or per client scope: bounded. In memory only.
-_KEPT_ENTRIES = 1024
 _AMZ_DATE = "%Y%m%dT%H%M%SZ"
 #: `_AMZ_DATE`'s shape, ASCII digits only (`_signed_at` reads the numbers).
 _AMZ_DATE_RE = re.compile(r"\d{8}T\d{6}Z\Z", re.ASCII)
@@ -110,7 +104,7 @@ def parse_authorization(value: str) -> SignedRequest:
     return SignedRequest(*scope, signature)
 
 
-@functools.lru_cache(maxsize=_KEPT_ENTRIES)
+@functools.lru_cache(maxsize=KEPT_ENTRIES)
 def _scope(prefix: str) -> tuple[str, str, str, str, tuple[str, ...]] | None:
     """(access key, date, Region, service, signed header names) of an `Authorization` value
     but its signature, None if it is malformed: kept, as a client sends the same all day."""
@@ -123,7 +117,7 @@ def _scope(prefix: str) -> tuple[str, str, str, str, tuple[str, ...]] | None:
     return match["key"], match["date"], match["region"], match["service"], signed
 
 
-@functools.lru_cache(maxsize=_KEPT_ENTRIES)
+@functools.lru_cache(maxsize=KEPT_ENTRIES)
 def _read_by_checks(signed_headers: tuple[str, ...]) -> Mapping[bytes, str]:
     """The header names `check_signed_head` and `verify_payload` read: as an ASGI scope
     spells them → as the checks name them."""
@@ -132,7 +126,7 @@ def _read_by_checks(signed_headers: tuple[str, ...]) -> Mapping[bytes, str]:
 
 def checked_headers(parsed: SignedRequest, raw: Iterable[tuple[bytes, bytes]]) -> dict[str, list[str]]:
     """The headers of an ASGI scope that the checks read (those signed, `x-amz-date`,
-    `x-amz-content-sha256`), lower-case name → values, decoded, for `check_named_head`:
+    `x-amz-content-sha256`), lower-case name → values, decoded, for `check_signed_head`:
     the others (the long `Authorization` among them) are never decoded. ASGI's names are
     lower-case already (uvicorn lower-cases them, HTTP/2 allows no other: issue #20, the
     sigv4 path lower-cased them twice more), so they are looked up as they come."""
@@ -148,161 +142,7 @@ def checked_headers(parsed: SignedRequest, raw: Iterable[tuple[bytes, bytes]]) -
     return by_name
 
 
-_NOTHING: Mapping[str, str] = MappingProxyType({})
-
-
-class SignedHeaders(dict[str, list[str]]):
-    """The headers a signature covers, name → values, shaped as botocore reads `headers_to_sign`
-    (names, `get_all`): cheaper than a second `HTTPHeaders`, an `email.message.Message`."""
-
-    #: `dict.get` itself: botocore asks once per header, and a method of ours was a Python call each time.
-    get_all = dict.get
-
-
-class BytesRequest(AWSRequest):
-    """An `AWSRequest` whose body is the bytes it holds.
-
-    botocore's `AWSRequest.body` prepares the whole request on every read (the URL,
-    a copy of the headers, the body) only to return these bytes; SigV4 reads it once
-    per signature to hash the payload. Both signatures (verifying the client's,
-    re-signing for Bedrock) build their request from bytes, so nothing is lost.
-    """
-
-    @property
-    def body(self) -> bytes:
-        return bytes(self.data)
-
-
-class PlainRequest(BytesRequest):
-    """A request botocore signs, its headers a plain dict, the headers it signs beside it.
-
-    It carries only what botocore sets itself (`X-Amz-Date`, a session token,
-    `Authorization`) and a declared payload hash, always in botocore's own spelling:
-    botocore's `HTTPHeaders` (an `email.message.Message`, case-insensitive) costs more
-    than the whole rest of the request, and nothing else reads these headers. The
-    headers signed are `to_sign` (the client's, when verifying), or are picked by the
-    signer from `given` (re-signing: `proxy.upstream`), never from `headers`.
-    """
-
-    # What botocore's `AWSRequest` sets and `SigV4Auth` never changes: one of each, for every request.
-    params: Mapping[str, str] = _NOTHING
-    auth_path = None
-    stream_output = False
-
-    def __init__(self, method: str, url: str, data: bytes, *, to_sign: SignedHeaders | None = None,  # noqa: PLW0231 (AWSRequest's, minus HTTPHeaders)
-                 given: Mapping[str, str] = _NOTHING, body_sha256: str | None = None) -> None:
-        self.method = method
-        self.url = url
-        self.data = data
-        self.headers: dict[str, str] = {}
-        self.context: dict[str, Any] = {}
-        self.to_sign = to_sign
-        self.given = given
-        #: `data`'s SHA-256 (hex) when it is known already (`KeptKeySigV4Auth.payload`).
-        self.body_sha256 = body_sha256
-
-
-#: A stock botocore signer, for the steps whose result depends on their arguments alone:
-#: each is computed by botocore's own method, once, and kept.
-_BOTOCORE = SigV4Auth(None, SIGNING_SERVICE, "")
-
-
-@functools.lru_cache(maxsize=_KEPT_ENTRIES)
-def _derived(key: bytes, msg: str) -> bytes:
-    """botocore's key derivation step (an HMAC of the secret, day, Region or service): four
-    of a signature's five HMACs give the same result all day."""
-    derived: bytes = _BOTOCORE._sign(key, msg)
-    return derived
-
-
-@functools.lru_cache(maxsize=_KEPT_ENTRIES)
-def _normalized(path: str) -> str:
-    """botocore's canonical form of a path (dot segments, then `quote`): a request's path
-    names its model and operation, the same few all day."""
-    normalized: str = _BOTOCORE._normalize_url_path(path)
-    return normalized
-
-
-#: The longest header value whose canonical line `_line` keeps (SDKs' are far shorter; `_KEPT_ENTRIES`
-#: lines of a value this long and a name as long as `SignedHeaders=` allows: a few MiB at most).
-_KEPT_VALUE_LENGTH_MAX = 256
-
-
-@functools.lru_cache(maxsize=_KEPT_ENTRIES)
-def _line(name: str, value: str) -> str:
-    """botocore's canonical line of a header of one value (`name:Trimall(value)`): most
-    headers a signature covers (a content type, a host, an SDK's `attempt=1`, the second's
-    `X-Amz-Date`) repeat from one request to the next, and building the lines was the
-    largest step of a signature (issue #20). One that does not (an SDK's invocation id, a
-    UUID) is still made once for two signatures: verifying the client's, then re-signing."""
-    line: str = _BOTOCORE.canonical_headers(SignedHeaders({name: [value]}))
-    return line
-
-
-@functools.lru_cache(maxsize=_KEPT_ENTRIES)
-def _in_order(names: tuple[str, ...]) -> tuple[str, ...]:
-    """Header names in the order botocore puts their canonical lines (`sorted(set(names))`)."""
-    return tuple(sorted(set(names)))
-
-
-@functools.lru_cache(maxsize=_KEPT_ENTRIES)
-def _names(names: tuple[str, ...]) -> str:
-    """botocore's `SignedHeaders=` value for these header names (sorted, `;`-joined): a
-    client signs the same few sets all day."""
-    value: str = _BOTOCORE.signed_headers(names)
-    return value
-
-
-class KeptKeySigV4Auth(SigV4Auth):
-    """botocore's `SigV4Auth`, its `signature()` unchanged, with what it computes from
-    arguments that repeat kept (issue #20): the signing key it derives (`_sign` with
-    `hex=False`: secret → day → Region → service → `aws4_request`) once per day, Region
-    and secret, the canonical path per path (its `quote` was an eighth of a signature),
-    a short header's canonical line per name and value, the `SignedHeaders` value per set
-    of names; and the payload hash, when the request knows it (`payload`). The headers it
-    signs are the request's `to_sign`. One signer serves every request of its credentials
-    and Region (`_verifier`, `proxy.upstream`): nothing of a request is kept on it."""
-
-    _normalize_url_path = staticmethod(_normalized)
-
-    def canonical_headers(self, headers_to_sign: SignedHeaders) -> str:
-        """botocore's canonical headers, line by line: botocore's line of each header
-        (`SigV4Auth.canonical_headers` of that header alone), kept per name and value
-        when it has one short value (`_line`), joined as botocore joins them."""
-        lines = []
-        for name in _in_order(tuple(headers_to_sign)):
-            values = headers_to_sign[name]
-            if len(values) == 1 and len(values[0]) <= _KEPT_VALUE_LENGTH_MAX:
-                lines.append(_line(name, values[0]))
-            else:  # kept only short: a client's long values would fill memory
-                lines.append(SigV4Auth.canonical_headers(self, SignedHeaders({name: values})))
-        return "\n".join(lines)
-
-    def _sign(self, key: bytes, msg: str, hex: bool = False) -> Any:
-        if hex:
-            return SigV4Auth._sign(self, key, msg, True)
-        return _derived(key, msg)
-
-    def signed_headers(self, headers_to_sign: SignedHeaders) -> str:
-        return _names(tuple(headers_to_sign))
-
-    def headers_to_sign(self, request: PlainRequest) -> SignedHeaders | None:
-        return request.to_sign
-
-    def payload(self, request: PlainRequest) -> str:
-        """botocore's payload hash, unless the request knows its body's already
-        (`PlainRequest.body_sha256`): a verified request's body is hashed once, for its
-        verification, and that hash serves its re-signing too (issue #20: Claude Code's
-        bodies are 50–200 KB, ~60 µs of SHA-256 per 100 KB). botocore hashes the body in
-        the cases where its answer is no hash of the body (payload signing off; a streaming
-        checksum trailer, which a `PlainRequest`'s context never asks for)."""
-        known = request.body_sha256
-        if known is None or not self._should_sha256_sign_payload(request):
-            return SigV4Auth.payload(self, request)
-        return known
-
-
-@functools.lru_cache(maxsize=_KEPT_ENTRIES)
+@functools.lru_cache(maxsize=KEPT_ENTRIES)
 def _verifier(access_key: str, secret: str, region: str, service: str) -> KeptKeySigV4Auth:
     """The signer that recomputes a client's signatures: per key, secret (a rotated key is
     another) and credential scope."""
@@ -315,34 +155,23 @@ class SignedHead(NamedTuple):
     What is left (`verify_payload`) waits for the body. (A tuple, as `SignedRequest`.)"""
 
     parsed: SignedRequest
-    #: The request's headers (or those the checks read: `checked_headers`), lower-case name → values, as received.
+    #: The headers the checks read (`checked_headers`), lower-case name → values, as received.
     by_name: dict[str, list[str]]
     amz_date: str
 
 
 def check_signed_head(
     parsed: SignedRequest,
-    headers: Iterable[tuple[str, str]],
-    *,
-    now: datetime | None = None,
-    max_skew_seconds: int = 300,
-) -> SignedHead:
-    """Raise `InvalidSignatureException` for what the head alone shows is wrong, so the
-    caller is refused before its body is read (a stale date, `UNSIGNED-PAYLOAD`)."""
-    by_name: dict[str, list[str]] = {}
-    for name, value in headers:
-        by_name.setdefault(name.lower(), []).append(value)
-    return check_named_head(parsed, by_name, now=now, max_skew_seconds=max_skew_seconds)
-
-
-def check_named_head(
-    parsed: SignedRequest,
     by_name: dict[str, list[str]],
     *,
     now: datetime | None = None,
     max_skew_seconds: int = 300,
 ) -> SignedHead:
-    """`check_signed_head` over headers already by lower-case name (`checked_headers`)."""
+    """Raise `InvalidSignatureException` for what the head alone shows is wrong, so the
+    caller is refused before its body is read (a stale date, `UNSIGNED-PAYLOAD`).
+    `by_name`: the headers the checks read, as `checked_headers` picks them from an ASGI
+    scope; the proxy and the simulator (served by the same uvicorn and HTTP/2 protocols)
+    both read theirs so."""
     if parsed.service != SIGNING_SERVICE:
         raise refusal(InvalidSignatureException(
             f"Credential should be scoped to correct service: '{SIGNING_SERVICE}'."
@@ -427,13 +256,14 @@ def verify_signature(
     host: str,
     raw_path: str,
     raw_query: str,
-    headers: Iterable[tuple[str, str]],
+    headers: Iterable[tuple[bytes, bytes]],
     body: bytes,
     now: datetime | None = None,
     max_skew_seconds: int = 300,
 ) -> None:
-    """Both checks at once, for a request whose body is at hand (the simulator)."""
-    head = check_signed_head(parsed, headers, now=now, max_skew_seconds=max_skew_seconds)
+    """Both checks at once, for a request whose body is at hand (the simulator); `headers`:
+    an ASGI scope's, lower-case names (`checked_headers`)."""
+    head = check_signed_head(parsed, checked_headers(parsed, headers), now=now, max_skew_seconds=max_skew_seconds)
     verify_payload(head, secret, method=method, host=host, raw_path=raw_path, raw_query=raw_query, body=body)
 
 

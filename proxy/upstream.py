@@ -64,13 +64,8 @@ from proxy.http1_client import (
 )
 from proxy.http1_pool import Origin, Pool
 from proxy.kept_credentials import KeptFrozenCredentials
-from proxy.sigv4 import (
-    SIGNING_SERVICE,
-    STREAMING_PAYLOAD,
-    KeptKeySigV4Auth,
-    PlainRequest,
-    SignedHeaders,
-)
+from proxy.sigv4 import STREAMING_PAYLOAD
+from proxy.sigv4_signer import SIGNING_SERVICE, KeptKeySigV4Auth, PlainRequest, SignedHeaders
 from proxy.upstream_errors import UpstreamBroken, UpstreamUnavailable
 
 __all__ = ["NoUpstreamCredentials", "Upstream", "UpstreamBroken", "UpstreamResponse", "UpstreamUnavailable", "sign"]

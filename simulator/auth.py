@@ -3,7 +3,9 @@
 The simulator checks signatures like Bedrock does, so a proxy that forgets to
 re-sign, signs for the wrong service, or rewrites a signed header after signing
 fails here exactly as it would against AWS. Verification is `proxy.sigv4`
-(botocore's signer), fed with the raw path and query as received.
+(botocore's signer), fed with the raw path and query as received and the ASGI
+scope's headers, read as the proxy reads its own (`checked_headers`): both are
+served by the same uvicorn and HTTP/2 protocols (`costkeeper simulate`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from proxy.errors import (
 from proxy.event_signing import ChainVerifier
 from proxy.sigv4 import (
     check_signed_head,
+    checked_headers,
     parse_authorization,
     verify_signature,
     verify_streaming_head,
@@ -86,9 +89,8 @@ def authenticate(
         raise InvalidSignatureException(
             f"Credential should be scoped to a valid region, not '{parsed.region}'. "
         )
-    named = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in headers]
     if body is None:
-        head = check_signed_head(parsed, named)
+        head = check_signed_head(parsed, checked_headers(parsed, headers))
         verify_streaming_head(head, config.secret_key, method=method, host=host or "", raw_path=raw_path,
                               raw_query=raw_query)
         return Caller("sigv4", parsed.access_key, parsed.region, ChainVerifier(
@@ -100,7 +102,7 @@ def authenticate(
         host=host or "",
         raw_path=raw_path,
         raw_query=raw_query,
-        headers=named,
+        headers=headers,
         body=body,
     )
     return Caller("sigv4", parsed.access_key, parsed.region)

@@ -94,9 +94,9 @@ async def test_a_signed_request_is_identified_from_its_head_and_verified_with_it
     keys = Keys()
     identified = await head(authenticator(keys), signed())
     assert (identified.caller.org, identified.caller.app, identified.caller.region) == ("acme", "chat", "us-east-1")
-    assert identified.verify(BODY) == identified.caller
+    assert identified.verified(BODY)[0] == identified.caller
     with pytest.raises(AuthRefused) as refused:
-        identified.verify(BODY.replace(b"hi", b"ho"))  # tampered body
+        identified.verified(BODY.replace(b"hi", b"ho"))  # tampered body
     assert isinstance(refused.value.error, InvalidSignatureException)
     assert (refused.value.reason, refused.value.access_key_id) == ("bad_signature", ACTIVE.access_key_id)
     assert refused.value.caller is not None and refused.value.caller.org == "acme"
@@ -180,7 +180,7 @@ async def test_bearer_tokens_are_refused_over_plain_http_unless_allowed() -> Non
     over_tls = await head(authenticator(keys), bearer(ACTIVE), secure=True)
     allowed = await head(authenticator(keys, allow_bearer_over_http=True), bearer(ACTIVE), secure=False)
     assert over_tls.caller == allowed.caller and over_tls.caller.app == "chat"
-    assert over_tls.verify(b"anything") == over_tls.caller  # a bearer token is complete from the head
+    assert over_tls.verified(b"anything")[0] == over_tls.caller  # a bearer token is complete from the head
 
 
 @pytest.mark.parametrize("mode", ["sigv4", "bearer"])
@@ -211,7 +211,7 @@ async def test_trust_mode_checks_nothing() -> None:
     keys = Keys()
     identified = await head(authenticator(keys, mode="trust", trust_org="t", trust_app="a"), [], secure=False)
     assert (identified.caller.org, identified.caller.app) == ("t", "a") and keys.lookups == []
-    assert identified.verify(b"") == identified.caller
+    assert identified.verified(b"")[0] == identified.caller
 
 
 async def test_the_host_is_signed_and_checked() -> None:
@@ -219,13 +219,13 @@ async def test_the_host_is_signed_and_checked() -> None:
     host (a captured request replayed at another endpoint) does not verify."""
     headers = [*signed(), (b"host", HOST.encode())]
     identified = await head(authenticator(Keys()), headers)
-    assert identified.verify(BODY) == identified.caller
+    assert identified.verified(BODY)[0] == identified.caller
     elsewhere = [(name, b"proxy.example:443" if name == b"host" else value) for name, value in headers]
     moved = await authenticator(Keys()).identify_head(
         method="POST", raw_path=PATH, raw_query="", headers=elsewhere, authorization=authorization(headers),
         host="proxy.example:443", secure=False)
     with pytest.raises(AuthRefused) as refused:
-        moved.verify(BODY)
+        moved.verified(BODY)
     assert isinstance(refused.value.error, InvalidSignatureException) and refused.value.reason == "bad_signature"
 
 
@@ -248,10 +248,10 @@ async def test_a_revoked_key_stops_at_the_key_cache_ttl(monkeypatch: pytest.Monk
     monkeypatch.setattr(identity, "TTLCache", lambda maxsize, ttl: TTLCache(maxsize, ttl, timer=lambda: now[0]))
     keys = RevocableKeys()
     auth = Authenticator(AuthConfig(key_cache_ttl=30), keys, frozenset({"us-east-1"}))  # type: ignore[arg-type]
-    assert (await head(auth, signed())).verify(BODY).app == "chat"
+    assert (await head(auth, signed())).verified(BODY)[0].app == "chat"
     keys.records[ACTIVE.access_key_id] = dataclasses.replace(ACTIVE, revoked_at=now[0])
     now[0] += 29.9
-    assert (await head(auth, signed())).verify(BODY).app == "chat"  # cached: the store was asked once
+    assert (await head(auth, signed())).verified(BODY)[0].app == "chat"  # cached: the store was asked once
     assert keys.lookups == [ACTIVE.access_key_id]
     now[0] += 0.1
     with pytest.raises(AuthRefused) as refused:
@@ -274,7 +274,7 @@ async def test_secrets_and_signatures_are_compared_in_constant_time(monkeypatch:
 
     monkeypatch.setattr(hmac, "compare_digest", spy)
     with pytest.raises(AuthRefused):
-        (await head(authenticator(Keys()), signed(secret="D" * 40))).verify(BODY)
+        (await head(authenticator(Keys()), signed(secret="D" * 40))).verified(BODY)
     assert len(compared) == 1 and authorization(signed(secret="D" * 40)).endswith(str(compared[0][1]))
     with pytest.raises(AuthRefused):
         await head(authenticator(Keys()), bearer(ACTIVE, secret="D" * 40), secure=True)

@@ -19,7 +19,6 @@ from proxy.errors import InvalidSignatureException, MissingAuthenticationTokenEx
 from proxy.sigv4 import (
     STREAMING_PAYLOAD,
     _signed_at,
-    check_named_head,
     check_signed_head,
     checked_headers,
     parse_authorization,
@@ -41,9 +40,15 @@ def _sign(path: str, body: bytes, headers: dict[str, str], *, secret: str = "s3c
     return request
 
 
+def _asgi(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    """Headers as an ASGI scope holds them (as the proxy and the simulator read them): names
+    lower-case, bytes as sent (a client sends UTF-8)."""
+    return [(name.lower().encode(), value.encode()) for name, value in headers]
+
+
 def _verify(request: AWSRequest, path: str, body: bytes, *, secret: str = "s3cret", query: str = "",
             now: dt.datetime = NOW, extra: list[tuple[str, str]] | None = None) -> None:
-    headers = [*request.headers.items(), *(extra or [])]
+    headers = _asgi([*request.headers.items(), *(extra or [])])
     verify_signature(
         parse_authorization(request.headers["Authorization"]), secret, method="POST", host=HOST,
         raw_path=path, raw_query=query, headers=headers, body=body, now=now.replace(tzinfo=dt.UTC),
@@ -183,7 +188,8 @@ BIDI = "/model/amazon.nova-sonic-v1%3A0/invoke-with-bidirectional-stream"
 
 
 def _stream_head(request: AWSRequest, secret: str = "s3cret") -> None:
-    head = check_signed_head(parse_authorization(request.headers["Authorization"]), list(request.headers.items()),
+    parsed = parse_authorization(request.headers["Authorization"])
+    head = check_signed_head(parsed, checked_headers(parsed, _asgi(list(request.headers.items()))),
                              now=NOW.replace(tzinfo=dt.UTC))
     verify_streaming_head(head, secret, method="POST", host=HOST, raw_path=BIDI, raw_query="")
 
@@ -235,7 +241,7 @@ def test_any_request_stock_botocore_signs_verifies(segments: list[str], query: l
     """Whatever stock `SigV4Auth` signs verifies, and with another secret does not: paths
     with dot segments and escapes, queries, repeated, spaced and differently cased headers,
     a session token, a declared payload hash; each twice, so the kept signer, key, path
-    and `SignedHeaders` forms (proxy/sigv4.py) are read back as well as made."""
+    and `SignedHeaders` forms (proxy/sigv4_signer.py) are read back as well as made."""
     path = "/" + "/".join(segments)
     raw_query = "&".join(f"{key}={value}" for key, value in query)
     request = AWSRequest("POST", f"http://{HOST}{path}" + (f"?{raw_query}" if raw_query else ""), data=body)
@@ -246,13 +252,13 @@ def test_any_request_stock_botocore_signs_verifies(segments: list[str], query: l
     with mock.patch.object(botocore.auth, "get_current_datetime", lambda: NOW):
         SigV4Auth(Credentials("CKIATEST", secret, token), "bedrock", region).add_auth(request)
     parsed = parse_authorization(request.headers["Authorization"])
-    sent = [*request.headers.items(), ("host", HOST)]
+    sent = _asgi([*request.headers.items(), ("host", HOST)])
     # As the proxy reads them: an ASGI scope's bytes, only those the checks read decoded.
-    in_scope = checked_headers(parsed, [(name.lower().encode(), value.encode()) for name, value in sent])
+    in_scope = checked_headers(parsed, sent)
     for _ in range(2):
         verify_signature(parsed, secret, method="POST", host=HOST, raw_path=path, raw_query=raw_query,
                          headers=sent, body=body, now=NOW.replace(tzinfo=dt.UTC))
-        head = check_named_head(parsed, in_scope, now=NOW.replace(tzinfo=dt.UTC))
+        head = check_signed_head(parsed, in_scope, now=NOW.replace(tzinfo=dt.UTC))
         assert verify_payload(head, secret, method="POST", host=HOST, raw_path=path, raw_query=raw_query,
                               body=body) == hashlib.sha256(body).hexdigest()
         with pytest.raises(InvalidSignatureException, match="does not match"):

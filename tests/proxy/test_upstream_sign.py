@@ -2,8 +2,8 @@
 
 The signer keeps the headers in a plain dict instead of botocore's `HTTPHeaders`
 (a third of a signature's cost); what Bedrock receives must not change. The
-simulator's own check cannot prove it (it verifies with `proxy.sigv4`, the same
-family of shortcut), so the reference here is botocore's `SigV4Auth`, untouched.
+simulator's own check cannot prove it (it verifies with `proxy.sigv4`, through
+the same signer, `proxy.sigv4_signer`), so the reference here is botocore's `SigV4Auth`, untouched.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from botocore.credentials import Credentials, ReadOnlyCredentials
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.sigv4 import _KEPT_ENTRIES, _KEPT_VALUE_LENGTH_MAX, STREAMING_PAYLOAD, _line
+from proxy.sigv4 import STREAMING_PAYLOAD
+from proxy.sigv4_signer import _KEPT_VALUE_LENGTH_MAX, KEPT_ENTRIES, _line
 from proxy.upstream import sign
 
 URL = "https://bedrock-runtime.us-east-1.amazonaws.com/model/anthropic.claude-3-haiku-20240307-v1%3A0/converse"
@@ -235,12 +236,12 @@ def test_kept_header_lines_are_bounded_and_a_long_value_is_never_kept() -> None:
     credentials = Credentials("AKIDUPSTREAM00000001", "upstream-secret")
     host = {"host": "bedrock-runtime.us-east-1.amazonaws.com"}
     _line.cache_clear()
-    for index in range(_KEPT_ENTRIES + 50):
+    for index in range(KEPT_ENTRIES + 50):
         headers = {**host, "amz-sdk-invocation-id": f"id-{index}"}
         signed = _ours(credentials, headers)
         if index % 200 == 0:
             assert signed == _stock(credentials, headers)
-    assert _line.cache_info().currsize == _KEPT_ENTRIES
+    assert _line.cache_info().currsize == KEPT_ENTRIES
     _line.cache_clear()
     headers = {**host, "x-custom": " x " * _KEPT_VALUE_LENGTH_MAX}
     for _ in range(2):
