@@ -45,6 +45,7 @@ from adapters.maxtokens import (
     clamp_max_output_tokens,
     max_output_tokens,
 )
+from adapters.memo import remember
 from adapters.modelid import encode_model_id, in_scope, routing_scope
 from adapters.tiers import STANDARD, Tier
 from adapters.usage import Usage
@@ -486,11 +487,7 @@ def _remembered(table: dict[tuple[int, _Key], tuple[CallerPolicy, _Answer]], pol
     memo = table.get((id(policy), key))
     if memo is not None and memo[0] is policy:
         return memo[1]
-    answer = compute()
-    if len(table) >= _CHAINS_KEPT:
-        table.clear()
-    table[(id(policy), key)] = (policy, answer)
-    return answer
+    return remember(table, (id(policy), key), (policy, compute()), _CHAINS_KEPT)[1]
 
 
 def _rewritten(raw_path: str, requested: str, model: str) -> str:
