@@ -47,6 +47,7 @@ from botocore.eventstream import (
 )
 
 from adapters.compiled import load
+from adapters.memo import remember
 
 __all__ = ["read_frame", "scan_frames", "skip_frames", "skip_frames_interpreted"]
 
@@ -68,8 +69,8 @@ def _headers(raw: bytes) -> Mapping[str, Any]:
     headers = _parsed.get(raw)
     if headers is None:
         headers = EventStreamHeaderParser().parse(raw)
-        if len(raw) <= _CACHE_KEY_BYTES and len(_parsed) < _CACHE_ENTRIES:
-            _parsed[raw] = headers
+        if len(raw) <= _CACHE_KEY_BYTES:
+            remember(_parsed, raw, headers, _CACHE_ENTRIES)
     return headers
 
 

@@ -39,7 +39,7 @@ from botocore.credentials import Credentials
 
 from bench.upstream import serve as serve_upstream
 from proxy.app import CostKeeper
-from proxy.config import load_config
+from proxy.config_load import load_config
 from tests.processes import free_port
 
 __all__ = ["AUTH_MODES", "OPERATIONS", "cpu_per_request", "padded_body"]

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from types import MappingProxyType
 
+from adapters.memo import remember
 from adapters.modelid import base_model_id, price_id
 from adapters.usage import Usage
 from metering.money import pico_per_token
@@ -215,7 +216,7 @@ def _tier(model: str, index: int, raw: object, base: Price) -> PriceTier:
     return PriceTier(above_input_tokens=threshold, **rates)
 
 
-#: `PriceTable._derived` holds at most this many ids (then starts again).
+#: `PriceTable._derived` holds at most this many ids (then starts again, adapters/memo.py).
 _DERIVED_KEPT = 4096
 
 
@@ -245,11 +246,8 @@ class PriceTable:
         except KeyError:
             pass
         priced_as = price_id(self._profiles.get(model_id, model_id))
-        price = self._prices.get(priced_as) or self._prices.get(base_model_id(priced_as))
-        if len(self._derived) >= _DERIVED_KEPT:
-            self._derived.clear()
-        self._derived[model_id] = price
-        return price
+        return remember(self._derived, model_id,
+                        self._prices.get(priced_as) or self._prices.get(base_model_id(priced_as)), _DERIVED_KEPT)
 
     def cost_pico_usd(self, model_id: str, usage: Usage) -> int | None:
         """Exact cost in pico-USD, or None when the model has no price (warned, see `_UnpricedWarnings`)."""

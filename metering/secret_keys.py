@@ -1,6 +1,6 @@
 """Where the key for issued secrets comes from, and the check that it is the right one.
 
-Three sources, one per deployment (`proxy/config.py` refuses two at once):
+Three sources, one per deployment (`proxy/config_load.py` refuses two at once):
 
 * `StaticKeys` — a key given in the environment (`COSTKEEPER_SECRET_KEY`).
 * `KeyFile` — base64 keys in a file, the first one current; the SQLite default
@@ -233,7 +233,7 @@ def key_source(
     region: str,
     create_key_file: bool,
 ) -> KeySource | None:
-    """The configured source (at most one is set, see `proxy/config.py`), or None."""
+    """The configured source (at most one is set, see `proxy/config_load.py`), or None."""
     if secret_key is not None:
         return StaticKeys(secret_key, previous)
     if kms_key_id:

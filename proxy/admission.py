@@ -19,12 +19,9 @@ the same ARN of the fallback's profile, a bare id by the chain's configured id.
 Quotas are kept per chain model (`Plan.quota_model`); metering and
 `x-costkeeper-model-id` name the id actually sent (`Plan.model`).
 
-StartAsyncInvoke names its model in the body: it does not fall back. Its model must be
-allowed, and what is left of its quota must hold the job's cost (its video seconds
-or images, priced before it runs; admitted by exactly that cost against a budget
-lease and settled at it, since one job can be a large share of a quota). A label in
-a StartAsyncInvoke body resolves to its model id (the only rewrite of that body).
-InvokeModelWithBidirectionalStream streams a request that cannot be rewritten: only
+StartAsyncInvoke names its model in the body and does not fall back: its body is
+read and priced by `proxy/job_admission.py`, then its cost is held against its
+model's quota here (`_plan_one`). InvokeModelWithBidirectionalStream streams a request that cannot be rewritten: only
 its path changes. Its model is admitted while its quota is not spent, and a spent one
 falls back along its chain, whose models all speak that protocol (`_plan_stream`).
 """
@@ -48,9 +45,9 @@ from adapters.maxtokens import (
     clamp_max_output_tokens,
     max_output_tokens,
 )
-from adapters.modelid import encode_model_id, in_scope, is_valid_model_id, routing_scope
+from adapters.memo import remember
+from adapters.modelid import encode_model_id, in_scope, routing_scope
 from adapters.tiers import STANDARD, Tier
-from adapters.units import job_units
 from adapters.usage import Usage
 from metering.events import utc_day
 from metering.money import format_usd
@@ -70,6 +67,7 @@ from proxy.errors import (
     ValidationException,
 )
 from proxy.identity import Caller
+from proxy.job_admission import job_request
 from proxy.policies import CallerPolicy, Policies, RateLimit
 from proxy.ratelimit import RateLimiter
 from proxy.routing import METERED, Operation, Route
@@ -79,7 +77,6 @@ __all__ = ["Admission", "Plan"]
 logger = logging.getLogger(__name__)
 
 _NO_ACCESS = "You don't have access to the model with the specified model ID."
-_INVALID_MODEL = "The provided model identifier is invalid."
 #: The worst case of a request whose size cannot even be priced: no quota admits it.
 _UNAFFORDABLE = 2**62
 
@@ -161,7 +158,9 @@ class Admission(CurrentChoice):
     ) -> Plan:
         admitted_at = self._clock()
         if route.operation is Operation.START_ASYNC_INVOKE:
-            return await self._plan_job(caller, raw_path, body, document or {}, admitted_at)
+            body, model, cost = job_request(self._policies, self.caller_policy(caller), self._unit_prices, body,
+                                            document or {})
+            return await self._plan_one(caller, raw_path, body, model, cost, admitted_at)
         if route.model_id is None:
             return Plan(raw_path, body)
         requested = self._policies.resolve_model(route.model_id)
@@ -313,33 +312,6 @@ class Admission(CurrentChoice):
         except (OverflowError, ValueError):
             return _UNAFFORDABLE
         return worst
-
-    async def _plan_job(self, caller: Caller, raw_path: str, body: bytes, document: dict[str, Any],
-                        admitted_at: float) -> Plan:
-        """StartAsyncInvoke: the model from the body, admitted by the job's priced cost."""
-        named = document.get("modelId")
-        if not isinstance(named, str) or not is_valid_model_id(named):
-            raise ValidationException(_INVALID_MODEL)
-        model = self._policies.resolve_model(named)
-        output = document.get("outputDataConfig")
-        s3 = output.get("s3OutputDataConfig") if isinstance(output, dict) else None
-        uri = s3.get("s3Uri") if isinstance(s3, dict) else None
-        if not self.caller_policy(caller).allows_s3_output(uri if isinstance(uri, str) else ""):
-            raise AccessDeniedException(f"This application may not write job output to {str(uri)[:300]!r} "
-                                        "(it is not in its allowed_s3_outputs).")
-        if model != named:
-            body = json.dumps({**document, "modelId": model}, separators=(",", ":")).encode()
-        cost = 0
-        price = self._unit_prices.price_of(model)
-        if price is not None:
-            priced = price.cost_pico_usd(job_units(document.get("modelInput")))
-            if priced is None:
-                # Forwarded, it could not be metered: a job of unknown cost never runs unchecked.
-                raise ValidationException(
-                    f"The cost of this {model} job cannot be read from its modelInput: set "
-                    "videoGenerationConfig.durationSeconds (video) or imageGenerationConfig.numberOfImages (images).")
-            cost = priced
-        return await self._plan_one(caller, raw_path, body, model, cost, admitted_at)
 
     async def _plan_one(self, caller: Caller, raw_path: str, body: bytes, model: str, worst_case: int,
                         admitted_at: float) -> Plan:
@@ -515,11 +487,7 @@ def _remembered(table: dict[tuple[int, _Key], tuple[CallerPolicy, _Answer]], pol
     memo = table.get((id(policy), key))
     if memo is not None and memo[0] is policy:
         return memo[1]
-    answer = compute()
-    if len(table) >= _CHAINS_KEPT:
-        table.clear()
-    table[(id(policy), key)] = (policy, answer)
-    return answer
+    return remember(table, (id(policy), key), (policy, compute()), _CHAINS_KEPT)[1]
 
 
 def _rewritten(raw_path: str, requested: str, model: str) -> str:

@@ -8,7 +8,7 @@
     costkeeper quota      set | list | unset runtime quota overrides (shared by every replica)
     costkeeper reconcile  metered tokens vs Bedrock's CloudWatch metrics, per model and hour
 
-Every flag has an environment twin COSTKEEPER_<FLAG> (see `proxy.config.FLAG_KEYS`).
+Every flag has an environment twin COSTKEEPER_<FLAG> (see `proxy.config_load.FLAG_KEYS`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from typing import Any
 
 import uvicorn
 
-from proxy.config import Config, ConfigError, load_config
+from proxy.config import Config, ConfigError
+from proxy.config_load import load_config
 from proxy.quota_cli import add_quota_commands
 from proxy.serve import configure_logging, loop_factory, serve_async
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 
+from adapters.memo import remember
+
 __all__ = ["HOP_BY_HOP", "CLIENT_AUTH", "request_headers_for_upstream", "response_headers_for_client"]
 
 #: RFC 9110 §7.6.1: connection-specific fields are never forwarded, nor are the
@@ -46,7 +48,7 @@ _OWN_PREFIX = "x-costkeeper-"
 #: it never goes to the client; `keep_length=False` is checked on its own). A plain
 #: dict read first: `functools.lru_cache`'s call cost 0.17 µs a header, some twenty
 #: headers a request (issue #20). Client-chosen names included, so it is bounded: past
-#: `_NAMES_KEPT`, a new name is worked out each time it comes.
+#: `_NAMES_KEPT` names it starts again (adapters/memo.py).
 _NAMES: dict[bytes, tuple[str, bool, bool]] = {}
 _NAMES_KEPT = 1024
 
@@ -58,9 +60,7 @@ def _name(raw: bytes) -> tuple[str, bool, bool]:
     name = raw.decode("latin-1").lower()
     known = (name, name in _DROP_TO_UPSTREAM or name.startswith(_OWN_PREFIX),
              name in HOP_BY_HOP or name in _SERVER_SET)
-    if len(_NAMES) < _NAMES_KEPT:
-        _NAMES[raw] = known
-    return known
+    return remember(_NAMES, raw, known, _NAMES_KEPT)
 
 
 @functools.lru_cache(maxsize=64)

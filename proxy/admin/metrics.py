@@ -24,6 +24,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from adapters.memo import remember
 from metering.events import UsageEvent
 from metering.money import PICO_PER_USD
 from metering.store_stats import FLUSH_BUCKETS, StoreStats
@@ -125,9 +126,7 @@ class ProxyMetrics:
             series = _Series(self, (event.org, event.app, self._model(event.model, not event.refused)),
                              event.operation, event.status)
             if series.labels[2] in self._models:  # its own label, for good: the same series every time
-                if len(self._series) >= _CHILDREN_KEPT:
-                    self._series.clear()
-                self._series[key] = series
+                remember(self._series, key, series, _CHILDREN_KEPT)
         labels = series.labels
         for index, count in enumerate((event.input_tokens, event.output_tokens, event.cache_read_tokens,
                                        event.cache_write_tokens)):

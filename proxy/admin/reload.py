@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from metering.background import BackgroundTask
-from proxy.config import Config, ConfigError, load_config
+from proxy.config import Config, ConfigError
+from proxy.config_load import load_config
 
 __all__ = ["ConfigWatcher", "live_config", "public_config", "file_sha256"]
 

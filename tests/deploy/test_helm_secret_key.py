@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from proxy.config import load_config
+from proxy.config_load import load_config
 
 helm_chart = pytest.importorskip("helm_python.chart")
 kubernetes_validate = pytest.importorskip("kubernetes_validate")

@@ -236,7 +236,7 @@ def test_claude_codes_traffic_answers_before_and_after_a_fallback(
 def test_the_shipped_config_serves_claude_code_ids(tmp_path: Path) -> None:
     """config.yaml names Claude 4.5 by profiles Bedrock has, and prices every Claude 4.5
     model's global profile 10 % below its geographic ones (Opus 4.5 too)."""
-    from proxy.config import load_config
+    from proxy.config_load import load_config
 
     config = load_config(Path(__file__).resolve().parents[2] / "config.yaml", environ={})
     table = PriceTable(config.pricing)

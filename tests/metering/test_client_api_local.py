@@ -15,7 +15,7 @@ from metering.events import UsageEvent
 from metering.leases import BudgetUnavailable
 from proxy.admin.app import create_admin_app
 from proxy.app import CostKeeper
-from proxy.config import load_config
+from proxy.config_load import load_config
 from tests.conftest import TEST_PRICING
 
 pytestmark = pytest.mark.anyio

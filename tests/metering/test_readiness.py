@@ -15,7 +15,7 @@ import yaml
 from metering.events import UsageEvent
 from proxy.admin.app import create_admin_app
 from proxy.app import CostKeeper
-from proxy.config import load_config
+from proxy.config_load import load_config
 
 pytestmark = pytest.mark.anyio
 

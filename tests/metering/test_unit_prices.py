@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from adapters.units import Units
 from metering.unit_prices import UnitPrice, UnitPrices
-from proxy.config import ConfigError, load_config
+from proxy.config import ConfigError
+from proxy.config_load import load_config
 
 REEL = "amazon.nova-reel-v1:1"
 GUARDRAIL = UnitPrice.from_mapping("guardrail", {"per_1k_text_units": {"content": 0.15, "topic": 0.15, "word": 0.0},

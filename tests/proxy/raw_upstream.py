@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from proxy.config import load_config
+from proxy.config_load import load_config
 from proxy.http1_client import Connection, request_head
 from proxy.http1_pool import Origin, Pool
 from proxy.upstream import Upstream

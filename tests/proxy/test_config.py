@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from proxy import config, config_checks
-from proxy.config import ConfigError, load_config
+from proxy.config import ConfigError
+from proxy.config_load import load_config
 
 REPO = Path(__file__).resolve().parents[2]
 

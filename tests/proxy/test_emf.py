@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from metering.events import UsageEvent
 from proxy.app import CostKeeper
-from proxy.config import load_config
 from proxy.config_checks import ConfigError
+from proxy.config_load import load_config
 from proxy.eventlog import EventLog, emf_record
 
 #: The units CloudWatch accepts (PutMetricData's StandardUnit).

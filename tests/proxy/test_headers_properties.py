@@ -55,7 +55,7 @@ def test_response_headers_are_the_upstreams_minus_the_dropped(raw: list[tuple[by
 @settings(max_examples=100)
 def test_the_kept_names_are_bounded_and_change_no_answer(raw: list[tuple[bytes, bytes]]) -> None:
     """Header names are kept decoded in a plain dict (issue #20), client-chosen ones too:
-    once it is full, a new name is worked out each time, with the same answer."""
+    once it is full it starts again (adapters/memo.py), with the same answers."""
     from proxy import headers
 
     fresh_request, fresh_response = request_headers_for_upstream(raw), response_headers_for_client(raw)
@@ -64,7 +64,7 @@ def test_the_kept_names_are_bounded_and_change_no_answer(raw: list[tuple[bytes, 
         headers._NAMES, headers._NAMES_KEPT = {}, 2
         assert request_headers_for_upstream(raw) == fresh_request
         assert response_headers_for_client(raw) == fresh_response
-        assert request_headers_for_upstream(raw) == fresh_request  # some kept, the rest not
+        assert request_headers_for_upstream(raw) == fresh_request  # kept, or worked out again
         assert len(headers._NAMES) <= 2
     finally:
         headers._NAMES, headers._NAMES_KEPT = kept, bound

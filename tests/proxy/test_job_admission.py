@@ -19,6 +19,8 @@ from metering.unit_prices import UnitPrice, UnitPrices
 from proxy.admission import Admission, Plan
 from proxy.errors import AccessDeniedException, ServiceQuotaExceededException, ValidationException
 from proxy.identity import Caller
+from proxy.job_admission import job_request
+from proxy.policies import Policies
 from proxy.policy_build import build_policies
 from proxy.ratelimit import RateLimiter
 from proxy.routing import parse_route
@@ -28,14 +30,20 @@ REEL, SONIC, NOVA = "amazon.nova-reel-v1:1", "amazon.nova-sonic-v1:0", "amazon.n
 OUTPUT = {"s3OutputDataConfig": {"s3Uri": "s3://videos/out"}}
 
 
-def _admission(orgs: dict[str, Any]) -> Admission:
-    prices = PriceTable({NOVA: Price.from_mapping(NOVA, {"input": 0.06, "output": 0.24})})
-    policies = build_policies(
+PRICES = PriceTable({NOVA: Price.from_mapping(NOVA, {"input": 0.06, "output": 0.24})})
+UNIT_PRICES = UnitPrices({REEL: UnitPrice.from_mapping(REEL, {"per_second": 0.08})})
+
+
+def _policies(orgs: dict[str, Any]) -> Policies:
+    return build_policies(
         models={"video": REEL, "voice": SONIC, "cheap": NOVA}, fallback=["cheap"], orgs=orgs, quotas=None,
-        priced=lambda m: prices.price_of(m) is not None, family_of=family_of, can_translate=can_translate,
+        priced=lambda m: PRICES.price_of(m) is not None, family_of=family_of, can_translate=can_translate,
     )
-    return Admission(policies, QuotaSelector(BudgetLeases(MemoryBudgetStore())), prices, RateLimiter(),
-                     unit_prices=UnitPrices({REEL: UnitPrice.from_mapping(REEL, {"per_second": 0.08})}))
+
+
+def _admission(orgs: dict[str, Any]) -> Admission:
+    return Admission(_policies(orgs), QuotaSelector(BudgetLeases(MemoryBudgetStore())), PRICES, RateLimiter(),
+                     unit_prices=UNIT_PRICES)
 
 
 def _job(admission: Admission, document: dict[str, Any], raw: bytes | None = None) -> Plan:
@@ -126,3 +134,18 @@ def test_output_outside_the_allowed_s3_locations_is_refused() -> None:
     document["outputDataConfig"] = {}
     with pytest.raises(AccessDeniedException, match="allowed_s3_outputs"):
         _job(admission, document)
+
+
+def test_a_job_is_read_and_priced_before_any_quota_is_held() -> None:
+    """proxy/job_admission.py alone, no store: the bytes sent (the client's own unless a
+    label resolved), the model and the job's cost (6 s at $0.08 a second)."""
+    policies = _policies({})
+    raw = json.dumps(_video(REEL)).encode()
+    assert job_request(policies, policies.for_caller("acme", "studio"), UNIT_PRICES, raw, _video(REEL)) == \
+        (raw, REEL, 480_000_000_000)
+    body, model, cost = job_request(policies, policies.for_caller("acme", "studio"), UNIT_PRICES, b"{}",
+                                    _video("video", 15))
+    assert (json.loads(body), model, cost) == (_video(REEL, 15), REEL, 1_200_000_000_000)
+    unpriced = "amazon.nova-reel-v1:0"
+    assert job_request(policies, policies.for_caller("acme", "studio"), UNIT_PRICES, raw, _video(unpriced))[1:] == \
+        (unpriced, 0)

@@ -9,7 +9,8 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from proxy.config import ConfigError, LimitsConfig, load_config
+from proxy.config import ConfigError, LimitsConfig
+from proxy.config_load import load_config
 from proxy.errors import ValidationException
 from proxy.limits import check_request_head
 

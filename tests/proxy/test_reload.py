@@ -9,7 +9,8 @@ from pathlib import Path
 import yaml
 
 from proxy.admin.reload import ConfigWatcher, live_config, public_config
-from proxy.config import Config, load_config
+from proxy.config import Config
+from proxy.config_load import load_config
 
 
 def _load(tmp_path: Path, document: dict[str, object], environ: dict[str, str] | None = None) -> Config:

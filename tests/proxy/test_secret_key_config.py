@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from metering.secret_box import encode_key, generate_key
-from proxy.config import ConfigError, load_config
+from proxy.config import ConfigError
+from proxy.config_load import load_config
 
 KEY, OLD1, OLD2 = generate_key(), generate_key(), generate_key()
 

@@ -6,7 +6,8 @@ import pytest
 
 from metering.dynamodb_store import DynamoDBStore
 from proxy.app import create_store
-from proxy.config import ConfigError, load_config
+from proxy.config import ConfigError
+from proxy.config_load import load_config
 
 
 def test_store_defaults_and_journal_location(tmp_path: Path) -> None:

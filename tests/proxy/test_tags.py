@@ -10,7 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from metering.tags import MAX_VALUE_CHARS
-from proxy.config import Config, ConfigError, load_config
+from proxy.config import Config, ConfigError
+from proxy.config_load import load_config
 from proxy.headers import request_headers_for_upstream
 from proxy.tags import TagReader
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from proxy.config import load_config
+from proxy.config_load import load_config
 from proxy.upstream import Upstream
 
 pytestmark = pytest.mark.anyio
