@@ -26,7 +26,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from types import EllipsisType
 from typing import Any
 
@@ -280,6 +280,7 @@ class ProxyHandler:
                                                           plan.cache_ttl, plan.model))
 
         hang_up: HangUpWatch | None = None
+        chunks: AsyncGenerator[bytes, None] | None = None
         shutting_down = False
 
         def cut() -> None:
@@ -329,11 +330,7 @@ class ProxyHandler:
                     ended = done and hang_up is None
                     await send({"type": "http.response.body", "body": chunk, "more_body": not ended})
                     if ended:  # nothing may follow `more_body: False` (the parser stops at the length)
-                        # Closed here: left to the garbage collector, the suspended generator would
-                        # be closed by asyncio's finalizer hook, a task and a self-pipe write per
-                        # request (issue #20).
-                        await chunks.aclose()
-                        break
+                        break  # the finally closes the generator
                 if stream_watcher is not None:
                     stream_watcher.end()
                 cache_body()
@@ -391,6 +388,12 @@ class ProxyHandler:
                 if finished and stream_watcher is not None:
                     stream_watcher.end()
         finally:
+            if chunks is not None and chunks.ag_frame is not None:
+                # Stopped before its end (a whole body's last bytes, a hang-up or a send cut
+                # short, a translation error): closed here. Left to the garbage collector, the
+                # suspended generator would be closed by asyncio's finalizer hook, a task and
+                # a self-pipe write each time (issue #20).
+                await chunks.aclose()
             if is_stream:
                 self._drain.closed(cut)
             if hang_up is not None:

@@ -25,7 +25,15 @@ from proxy.hangup import read_tail
 from proxy.jobs import Jobs
 from proxy.upstream import UpstreamResponse
 from proxy.whole_body import WholeBodyOperations
-from tests.proxy.test_forward_settlement import BEFORE_MIDNIGHT, BODY, NOVA, Response, Upstream, _exchange, _handler
+from tests.proxy.test_forward_settlement import (
+    BEFORE_MIDNIGHT,
+    BODY,
+    NOVA,
+    Response,
+    Upstream,
+    _exchange,
+    _handler,
+)
 
 T = TypeVar("T")
 
