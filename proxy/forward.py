@@ -27,8 +27,8 @@ import json
 import logging
 import time
 from collections.abc import AsyncGenerator, Callable
-from types import EllipsisType
-from typing import Any
+from types import AsyncGeneratorType, EllipsisType
+from typing import Any, cast
 
 from starlette.types import Receive, Scope, Send
 
@@ -388,7 +388,7 @@ class ProxyHandler:
                 if finished and stream_watcher is not None:
                     stream_watcher.end()
         finally:
-            if chunks is not None and chunks.ag_frame is not None:
+            if chunks is not None and cast(AsyncGeneratorType, chunks).ag_frame is not None:  # suspended, not ended
                 # Stopped before its end (a whole body's last bytes, a hang-up or a send cut
                 # short, a translation error): closed here. Left to the garbage collector, the
                 # suspended generator would be closed by asyncio's finalizer hook, a task and
