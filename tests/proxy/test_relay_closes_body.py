@@ -16,6 +16,8 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar, cast
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from adapters.eventstream import event_message
 from metering.unit_prices import UnitPrices
@@ -98,6 +100,29 @@ def test_a_tail_that_stops_early_closes_the_body(limits: dict[str, Any], done_af
 
     ended, finalized = _finalized(lambda: read_tail(cast(UpstreamResponse, upstream), feed, LimitsConfig(**limits)))
     assert (ended, fed) == (False, [b"usage"])
+    assert finalized == []
+
+
+@settings(max_examples=30)  # each runs a loop and a full collection
+@given(chunks=st.lists(st.binary(min_size=1, max_size=8), max_size=6), done_after=st.none() | st.integers(1, 6),
+       tail_bytes=st.integers(1, 60))
+def test_wherever_a_tail_stops_it_leaves_no_generator_to_the_finalizer(
+    chunks: list[bytes], done_after: int | None, tail_bytes: int,
+) -> None:
+    """At its end, once the usage is known, or at the byte bound (the first chunk that
+    reaches either stops it): nothing is left open."""
+    upstream = _Chunks(list(chunks))
+    fed: list[bytes] = []
+
+    def feed(chunk: bytes) -> bool:
+        fed.append(chunk)
+        return done_after is not None and len(fed) >= done_after
+
+    ended, finalized = _finalized(lambda: read_tail(cast(UpstreamResponse, upstream), feed,
+                                                    LimitsConfig(hangup_tail_bytes=tail_bytes)))
+    stop = next((i + 1 for i in range(len(chunks)) if (done_after is not None and i + 1 >= done_after)
+                 or sum(map(len, chunks[:i + 1])) >= tail_bytes), None)
+    assert (ended, fed) == ((False, chunks[:stop]) if stop is not None else (True, chunks))
     assert finalized == []
 
 
