@@ -33,8 +33,8 @@ COMPONENTS: tuple[tuple[str, tuple[str, ...]], ...] = (
                                              "prometheus_client/")),
     ("admission (policies, quotas, limits)", ("proxy/admission.py", "proxy/policies.py", "proxy/policy_build.py", "proxy/ratelimit.py",
                                               "proxy/limits.py", "proxy/routing.py", "proxy/response_cache.py")),
-    ("proxy request path (forward, headers)", ("proxy/forward.py", "proxy/relay.py", "proxy/request.py",
-                                               "proxy/headers.py", "proxy/data_app.py", "proxy/errors.py")),
+    ("proxy request path (forward, headers)", ("proxy/forward.py", "proxy/request.py", "proxy/headers.py",
+                                               "proxy/data_app.py", "proxy/errors.py", "proxy/relay.py")),
     ("event loop (asyncio, uvloop)", ("asyncio/", "uvloop/", "selectors.py", "runners.py")),
 )
 
