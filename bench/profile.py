@@ -35,7 +35,7 @@ COMPONENTS: tuple[tuple[str, tuple[str, ...]], ...] = (
                                               "proxy/policy_build.py", "proxy/ratelimit.py", "proxy/limits.py",
                                               "proxy/routing.py", "proxy/response_cache.py")),
     ("proxy request path (forward, headers)", ("proxy/forward.py", "proxy/request.py", "proxy/headers.py",
-                                               "proxy/data_app.py", "proxy/errors.py")),
+                                               "proxy/data_app.py", "proxy/errors.py", "proxy/relay.py")),
     ("event loop (asyncio, uvloop)", ("asyncio/", "uvloop/", "selectors.py", "runners.py")),
 )
 

@@ -26,6 +26,8 @@ import json
 import uuid
 from typing import Any, ClassVar, TypeVar
 
+from starlette.types import Send
+
 from adapters.eventstream import exception_message
 
 __all__ = [
@@ -45,6 +47,7 @@ __all__ = [
     "ServiceUnavailableException",
     "error_parts",
     "refusal",
+    "send_error",
 ]
 
 _ERROR_TYPE_SUFFIX = ":http://internal.amazon.com/coral/com.amazon.bedrock/"
@@ -149,3 +152,15 @@ def error_parts(error: BedrockError, request_id: str) -> tuple[int, list[tuple[b
 def stream_error_frame(error: BedrockError) -> bytes:
     """The same error as a final event-stream frame, for use after the 200 head went out."""
     return exception_message(error.stream_member, error.message, **error.extra)
+
+
+async def send_error(send: Send, error: BedrockError, request_id: str | None = None, *,
+                     close: bool = False) -> None:
+    """Answer with `error` as Bedrock would. `close`: the body was not read (a refusal
+    before it, a stalled or oversized one): the connection cannot carry another request,
+    and a refused body is never read."""
+    status, headers, payload = error_parts(error, request_id or new_request_id())
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": payload, "more_body": False})

@@ -23,8 +23,8 @@ head timeout, workers, graceful shutdown and lifespan are built and tested on uv
 here — a larger change than this, left for when HTTP/2 traffic dominates.
 
 Each stream is one ASGI `http` call into the same app as HTTP/1.1, so identity,
-metering, errors and streaming are the handler's (proxy/forward.py). What this
-module owes the handler, as uvicorn does:
+metering, errors and streaming are the handler's (proxy/forward.py, proxy/relay.py).
+What this module owes the handler, as uvicorn does:
 
 * **A hang-up is `http.disconnect`.** A stream the client resets (RST_STREAM, what a
   cancelled SDK call sends) or a connection that goes away ends the stream's

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from contextlib import aclosing
 
 from starlette.types import Receive
 
@@ -66,8 +67,9 @@ async def read_tail(response: UpstreamResponse, feed: Callable[[bytes], bool], l
     if budget <= 0 or limits.hangup_tail_seconds <= 0:
         return False
     try:
-        async with asyncio.timeout(limits.hangup_tail_seconds):
-            async for chunk in response.chunks():
+        # Closed where it stops, not left to asyncio's finalizer (a task per occurrence, issue #20).
+        async with asyncio.timeout(limits.hangup_tail_seconds), aclosing(response.chunks()) as chunks:
+            async for chunk in chunks:
                 budget -= len(chunk)
                 if feed(chunk) or budget <= 0:
                     return False

@@ -1,8 +1,9 @@
 """The request as the handler first reads it: a header, the body within its limit,
 the body as the JSON object Bedrock expects.
 
-Kept apart from proxy/forward.py, which relays the response: these run before
-anything is sent upstream and answer a bad request with a `ValidationException`.
+Kept apart from proxy/forward.py, which sends the request on, and proxy/relay.py,
+which relays the response: these run before anything is sent upstream and answer a
+bad request with a `ValidationException`.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from contextlib import aclosing
 from typing import Any
 from urllib.parse import unquote
 
@@ -133,11 +134,13 @@ class WholeBodyOperations:
         chunks: list[bytes] = []
         size = 0
         try:
-            async for chunk in response.chunks():
-                size += len(chunk)
-                if size > self._max_body_bytes:
-                    raise ServiceUnavailableException("The upstream answer was larger than this proxy accepts.")
-                chunks.append(chunk)
+            # A refused answer's generator is closed here, not by asyncio's finalizer (issue #20).
+            async with aclosing(response.chunks()) as body:
+                async for chunk in body:
+                    size += len(chunk)
+                    if size > self._max_body_bytes:
+                        raise ServiceUnavailableException("The upstream answer was larger than this proxy accepts.")
+                    chunks.append(chunk)
         except UpstreamBroken:
             response.close()
             raise ServiceUnavailableException("The upstream response ended before it was complete.") from None

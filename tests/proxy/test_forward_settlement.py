@@ -99,8 +99,8 @@ class CountingPrices(PriceTable):
         return super().cost_pico_usd(model_id, usage)
 
 
-def _handler(upstream: Upstream, clock: list[float],
-             prices: PriceTable | None = None) -> tuple[ProxyHandler, Recorder, BudgetLeases]:
+def _handler(upstream: Upstream, clock: list[float], prices: PriceTable | None = None,
+             limits: LimitsConfig | None = None) -> tuple[ProxyHandler, Recorder, BudgetLeases]:
     policies = build_policies(
         models={"premium": NOVA}, fallback=["premium"], quotas=None,
         orgs={"acme": {"daily_quota_usd": {"premium": 1}}},
@@ -113,7 +113,7 @@ def _handler(upstream: Upstream, clock: list[float],
     handler = ProxyHandler(
         authenticator=Authenticator(AuthConfig(mode="trust", trust_org="acme", trust_app="app"), None),  # type: ignore[arg-type]
         admission=admission, upstream=upstream, recorder=recorder, prices=prices,  # type: ignore[arg-type]
-        limits=LimitsConfig(),
+        limits=limits or LimitsConfig(),
         whole_body=WholeBodyOperations(
             upstream=upstream, jobs=Jobs(None, UnitPrices({})), admission=admission,  # type: ignore[arg-type]
             recorder=recorder, unit_prices=UnitPrices({}), max_body_bytes=1 << 20,
@@ -244,8 +244,7 @@ def test_a_body_still_coming_is_cut_short_when_the_client_hangs_up() -> None:
     """Not in hand, the body is still watched: the client's hang-up ends the wait on Bedrock,
     and the request is estimated and flagged as hung up."""
     clock = [BEFORE_MIDNIGHT - 3600]
-    handler, recorder, _ = _handler(_StalledUpstream(), clock)
-    handler._limits = LimitsConfig(hangup_tail_seconds=0.05)
+    handler, recorder, _ = _handler(_StalledUpstream(), clock, limits=LimitsConfig(hangup_tail_seconds=0.05))
     sent = _call_and_hang_up(handler)
     assert sent[0]["status"] == 200
     [event] = recorder.events

@@ -179,7 +179,7 @@ async def test_an_idle_connection_is_closed_after_the_keepalive_timeout() -> Non
                          ids=["before-its-answer", "mid-body"])
 async def test_a_cancelled_exchange_closes_its_connection(first_answer: bytes | None) -> None:
     """How a client's hang-up reaches Bedrock: cancelled before the answer, or while its
-    body is read (then closed, as proxy/forward.py ends a response it did not finish),
+    body is read (then closed, as proxy/relay.py ends a response it did not finish),
     the connection is closed and its place in the pool is free again."""
     reached = asyncio.Event()
 
