@@ -4,6 +4,7 @@ staged exactly (tests/e2e/test_client_api.py covers it end to end on both stores
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,8 @@ import httpx
 import pytest
 import yaml
 
-from metering.events import UsageEvent
+from metering.events import UsageEvent, utc_day
+from metering.sqlite_store import SQLiteStore
 from metering.leases import BudgetUnavailable
 from proxy.admin.app import create_admin_app
 from proxy.app import CostKeeper
@@ -23,13 +25,16 @@ pytestmark = pytest.mark.anyio
 MICRO, LITE = "amazon.nova-micro-v1:0", "amazon.nova-lite-v1:0"
 
 
-async def _started(tmp_path: Path, settings: dict[str, Any]) -> tuple[CostKeeper, httpx.AsyncClient]:
+async def _started(tmp_path: Path, settings: dict[str, Any], journal: str = "") -> tuple[CostKeeper, httpx.AsyncClient]:
     """A started CostKeeper on SQLite with the test prices and bearer keys over HTTP,
-    plus `settings`, and a client of its admin app."""
-    path = tmp_path / "config.yaml"
+    plus `settings`, and a client of its admin app. `journal`: its own journal
+    directory, for a second process on the same file."""
+    path = tmp_path / f"config{journal}.yaml"
+    store = {"backend": "sqlite", "path": str(tmp_path / "store.db")}
+    if journal:
+        store["journal_dir"] = str(tmp_path / journal)
     path.write_text(yaml.safe_dump({
-        "pricing": TEST_PRICING, "store": {"backend": "sqlite", "path": str(tmp_path / "store.db")},
-        "auth": {"allow_bearer_over_http": True}, **settings,
+        "pricing": TEST_PRICING, "store": store, "auth": {"allow_bearer_over_http": True}, **settings,
     }))
     keeper = CostKeeper(load_config(path, environ={}))
     await keeper.startup()
@@ -89,6 +94,41 @@ async def test_the_same_report_sent_twice_at_once_is_recorded_once(tmp_path: Pat
         release.set()
         await admin.aclose()
         await keeper.shutdown()
+
+
+async def test_the_same_report_sent_to_two_processes_on_one_file_is_recorded_once(
+    tmp_path: Path, aws_env: None,
+) -> None:
+    """Two proxies on one SQLite file (each its own journal, as `--workers` gives each
+    worker): the same report sent to each, before either has flushed it, is recorded by
+    one and a duplicate for the other — and the quota counts its cost once: the second
+    must not settle it against its budget lease (a settlement the store drops with the
+    duplicate row, so the lease would keep it as spend until it expired)."""
+    settings = {"models": {"small": MICRO}, "fallback": ["small"],
+                "orgs": {"acme": {"daily_quota_usd": {"small": 100.0}}},
+                "metering": {"flush_interval": 600}}  # nothing reaches the store before shutdown
+    first, first_admin = await _started(tmp_path, settings, journal="journal-0")
+    second, second_admin = await _started(tmp_path, settings, journal="journal-1")
+    try:
+        key = await first.store.create_key("acme", "batch")
+        document = {"model": MICRO, "input_tokens": 100_000, "output_tokens": 10, "request_id": "job-1"}
+        statuses = []
+        for admin in (first_admin, second_admin):
+            response = await admin.post("/v1/usage-reports", json=document,
+                                        headers={"Authorization": f"Bearer {key.bearer_token}"})
+            assert response.status_code == 200, response.text
+            statuses.append(response.json()["records"][0]["status"])
+        assert statuses == ["recorded", "duplicate"]
+    finally:
+        for admin, keeper in ((first_admin, first), (second_admin, second)):
+            await admin.aclose()
+            await keeper.shutdown()
+    with SQLiteStore(tmp_path / "store.db") as store:
+        [row] = await store.usage_summary(0, None, [])
+        budget = await store.read_budget("acme", utc_day(time.time()))
+    assert row.requests == 1
+    assert sum(model.committed for model in budget.models.values()) == row.cost_pico_usd > 0
+    assert sum(model.leased for model in budget.models.values()) == 0
 
 
 @pytest.mark.parametrize(("fail_closed", "status", "error"), [
