@@ -54,6 +54,7 @@ from metering.secret_keys import KeyFile, KeySource, StaticKeys
 from metering.sqlite_invocations import INVOCATIONS_SCHEMA, InvocationRows
 from metering.sqlite_keys import KeyRows
 from metering.sqlite_overrides import OVERRIDES_SCHEMA, OverrideRows
+from metering.sqlite_reports import REPORTS_SCHEMA, ReportClaims
 from metering.sqlite_rows import insert_rows, statement
 from metering.sqlite_tags import TAG_JOIN, TAG_VALUE, TAGS_SCHEMA, event_tags, store_tags
 from metering.sqlite_units import convert_to_pico_usd
@@ -248,7 +249,7 @@ def _slot(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d#%H:%M")
 
 
-class SQLiteStore(KeyRows, InvocationRows, OverrideRows):
+class SQLiteStore(KeyRows, InvocationRows, OverrideRows, ReportClaims):
     """`UsageStore`, `LeaseStore`, `KeyStore` and `InvocationStore` in one SQLite file (or `":memory:"`).
 
     `key_source` gives the key for issued secrets; None → the key file
@@ -291,6 +292,7 @@ class SQLiteStore(KeyRows, InvocationRows, OverrideRows):
             self._conn.executescript(INVOCATIONS_SCHEMA)
             self._conn.executescript(OVERRIDES_SCHEMA)
             self._conn.executescript(TAGS_SCHEMA)
+            self._conn.executescript(REPORTS_SCHEMA)
             self._add_missing_columns()
         except BaseException:
             self._conn.close()

@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from metering.events import UsageEvent, utc_day
-from metering.sqlite_store import SQLiteStore
 from metering.leases import BudgetUnavailable
+from metering.sqlite_store import SQLiteStore
 from proxy.admin.app import create_admin_app
 from proxy.app import CostKeeper
 from proxy.config import load_config
@@ -44,8 +44,8 @@ async def _started(tmp_path: Path, settings: dict[str, Any], journal: str = "") 
 
 async def test_the_same_report_sent_twice_at_once_is_recorded_once(tmp_path: Path, aws_env: None) -> None:
     """A client that times out and resends while its first report is still being checked
-    sends the same id twice at once. On the SQLite store the claim is a look-up of the
-    stored event, which takes a thread hop: both requests must not pass it."""
+    sends the same id twice at once. On the SQLite store the claim is a transaction on
+    the store's thread: both requests must not pass it."""
     keeper, admin = await _started(tmp_path, {})
     recorded: list[UsageEvent] = []
     record = keeper.recorder.record
@@ -56,22 +56,22 @@ async def test_the_same_report_sent_twice_at_once_is_recorded_once(tmp_path: Pat
 
     keeper.recorder.record = recording  # type: ignore[method-assign]
 
-    # The first report's look-up waits until the second report is answered (or, when
-    # the second looks its id up too, until both are looking): their checks overlap.
+    # The first report's claim waits until the second report is answered (or, when
+    # the second claims its id too, until both are claiming): their claims overlap.
     looking, release = asyncio.Event(), asyncio.Event()
     lookups = 0
-    get_event = keeper.store.get_event
+    claim_report = keeper.store.claim_report
 
-    async def overlapping_get_event(request_id: str) -> UsageEvent | None:
+    async def overlapping_claim(report_id: str) -> bool:
         nonlocal lookups
         lookups += 1
         looking.set()
         if lookups >= 2:
             release.set()
         await release.wait()
-        return await get_event(request_id)
+        return await claim_report(report_id)
 
-    keeper.store.get_event = overlapping_get_event  # type: ignore[method-assign]
+    keeper.store.claim_report = overlapping_claim  # type: ignore[method-assign]
     try:
         key = await keeper.store.create_key("acme", "batch")
         document = {"model": MICRO, "input_tokens": 100, "output_tokens": 0, "request_id": "job-1"}
@@ -215,15 +215,15 @@ async def test_a_claimed_report_is_journaled_before_anything_else_runs(tmp_path:
         record(event)
 
     keeper.recorder.record = recording  # type: ignore[method-assign]
-    get_event = keeper.store.get_event
+    claim_report = keeper.store.claim_report
 
-    async def claiming_get_event(request_id: str) -> UsageEvent | None:
-        found = await get_event(request_id)
-        if found is None:
-            claimed.add(request_id)
-        return found
+    async def watched_claim(report_id: str) -> bool:
+        new = await claim_report(report_id)
+        if new:
+            claimed.add(report_id)
+        return new
 
-    keeper.store.get_event = claiming_get_event  # type: ignore[method-assign]
+    keeper.store.claim_report = watched_claim  # type: ignore[method-assign]
     unrecorded_at_reserve: list[set[str]] = []
     reserve = keeper.selector.reserve
 
