@@ -289,7 +289,7 @@ def client_routes(keeper: CostKeeper) -> list[HttpRoute]:
     async def record(caller: Caller, item: _Record, report_id: str) -> dict[str, Any]:
         """Hold the budget, claim the id, record: in that order, so that nothing awaits
         between the claim and the journal. A claimed id answers "duplicate" from then on
-        (on DynamoDB, across restarts), so a crash in between would lose the report."""
+        (across restarts, on either store), so a crash in between would lose the report."""
         policy = keeper.admission.caller_policy(caller)
         entry = policy.quota_entry(item.model)
         quota_model = entry[0] if entry is not None else policy.quota_key(item.model)

@@ -196,7 +196,7 @@ async def test_select_says_tight_once_little_of_the_quota_is_left(tmp_path: Path
 
 
 async def test_a_claimed_report_is_journaled_before_anything_else_runs(tmp_path: Path, aws_env: None) -> None:
-    """A claimed id answers "duplicate" from then on (on DynamoDB, even after a restart),
+    """A claimed id answers "duplicate" from then on (even after a restart),
     so a crash between the claim and the journal would lose the report for good. The
     claim and the record must have no await between them: whenever anything else runs
     (here, the quota reservation of any record of the batch), every claimed id of the
