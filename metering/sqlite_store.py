@@ -11,8 +11,9 @@ journal still holds whatever such a transaction carried.
 
 Unlike DynamoDB, SQLite keeps one row per request (`usage_events`), which
 makes reports exact to the second and lets `get_event` answer; per-minute model
-rates, committed quota spend and budget leases live in their own tables, written
-in the same transaction as the events and the batch marker. A batch applies once
+rates, committed quota spend and budget leases (`metering/sqlite_leases.py`) live in
+their own tables, written in the same transaction as the events and the batch marker.
+The ids of reported usage are claimed in `metering/sqlite_reports.py`. A batch applies once
 per id and an event once per request id (first write wins). Money is integer pico-USD;
 a file written in micro-USD is converted once on open (`metering/sqlite_units.py`).
 A sum of costs is taken in two parts (whole micro-USD and the rest) so that no
@@ -38,7 +39,7 @@ import sqlite3
 import stat
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import MISSING, fields, replace
 from datetime import UTC, datetime
 from operator import attrgetter
@@ -46,15 +47,22 @@ from types import TracebackType
 from typing import Any
 
 from metering.aggregate import Aggregate, regroup_by_base_model, stored_groups
-from metering.budget import LeaseRecord, ModelBudget, ScopeBudget
 from metering.events import UsageEvent, utc_day
 from metering.money import PICO_PER_MICRO
 from metering.secret_box import SecretBox, generate_key
 from metering.secret_keys import KeyFile, KeySource, StaticKeys
 from metering.sqlite_invocations import INVOCATIONS_SCHEMA, InvocationRows
 from metering.sqlite_keys import KeyRows
+from metering.sqlite_leases import (
+    ADD_COMMITTED,
+    LEASES_SCHEMA,
+    SETTLE,
+    LeaseRows,
+    add_missing_lease_columns,
+)
 from metering.sqlite_overrides import OVERRIDES_SCHEMA, OverrideRows
-from metering.sqlite_rows import insert_rows, statement
+from metering.sqlite_reports import REPORTS_SCHEMA, ReportClaims
+from metering.sqlite_rows import insert_rows
 from metering.sqlite_tags import TAG_JOIN, TAG_VALUE, TAGS_SCHEMA, event_tags, store_tags
 from metering.sqlite_units import convert_to_pico_usd
 from metering.store import (
@@ -123,33 +131,6 @@ CREATE TABLE IF NOT EXISTS model_rates (
     rpm   INTEGER NOT NULL,
     PRIMARY KEY (model, slot)
 );
--- Spent + outstanding budget leases per quota scope, UTC day and model (metering/budget.py).
-CREATE TABLE IF NOT EXISTS quota_committed (
-    scope     TEXT NOT NULL,
-    day       TEXT NOT NULL,
-    model     TEXT NOT NULL,
-    committed_pico_usd INTEGER NOT NULL,
-    PRIMARY KEY (scope, day, model)
-);
--- Budget leases: what each holder (a proxy process) holds of a quota; expires_at NULL: an orphan.
-CREATE TABLE IF NOT EXISTS quota_leases (
-    scope      TEXT NOT NULL,
-    day        TEXT NOT NULL,
-    model      TEXT NOT NULL,
-    holder     TEXT NOT NULL,
-    amount     INTEGER NOT NULL,
-    expires_at REAL,
-    PRIMARY KEY (scope, day, model, holder)
-);
--- Sticky fallback state: models exhausted for a scope until the day ends, and
--- since when (NULL in rows written before the time was kept).
-CREATE TABLE IF NOT EXISTS quota_exhausted (
-    scope TEXT NOT NULL,
-    day   TEXT NOT NULL,
-    model TEXT NOT NULL,
-    marked_at REAL,
-    PRIMARY KEY (scope, day, model)
-);
 -- `secret`: `v1:<key id>:<base64>` (AES-256-GCM), or the bare secret in rows
 -- written before encryption existed (`costkeeper keys encrypt` converts them).
 CREATE TABLE IF NOT EXISTS api_keys (
@@ -174,11 +155,6 @@ _IDS_PER_QUERY = 500
 #: (head, one row's placeholders, tail): `metering/sqlite_rows.py` makes the statements.
 _ADD_RATE = ("INSERT INTO model_rates (model, slot, tpm, rpm)", "(?, ?, ?, ?)",
              "ON CONFLICT (model, slot) DO UPDATE SET tpm = tpm + excluded.tpm, rpm = rpm + excluded.rpm")
-_ADD_COMMITTED = ("INSERT INTO quota_committed (scope, day, model, committed_pico_usd)", "(?, ?, ?, ?)",
-                  "ON CONFLICT (scope, day, model) DO UPDATE "
-                  "SET committed_pico_usd = committed_pico_usd + excluded.committed_pico_usd")
-_SETTLE = ("INSERT INTO quota_leases (scope, day, model, holder, amount, expires_at)", "(?, ?, ?, ?, ?, NULL)",
-           "ON CONFLICT (scope, day, model, holder) DO UPDATE SET amount = amount + excluded.amount")
 # SUM of a 64-bit column raises on overflow: the cost is summed as whole micro-USD
 # and the rest (integer division and remainder), exact far beyond 2^63 pico-USD.
 _SUMS = f"""
@@ -248,7 +224,7 @@ def _slot(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d#%H:%M")
 
 
-class SQLiteStore(KeyRows, InvocationRows, OverrideRows):
+class SQLiteStore(KeyRows, InvocationRows, OverrideRows, ReportClaims, LeaseRows):
     """`UsageStore`, `LeaseStore`, `KeyStore` and `InvocationStore` in one SQLite file (or `":memory:"`).
 
     `key_source` gives the key for issued secrets; None → the key file
@@ -284,6 +260,7 @@ class SQLiteStore(KeyRows, InvocationRows, OverrideRows):
             # Freed content is zeroed: no secret survives its re-encryption in a free page.
             self._conn.execute("PRAGMA secure_delete=ON")
             self._conn.executescript(_SCHEMA)
+            self._conn.executescript(LEASES_SCHEMA)
             #: What opening converted from micro-USD, if anything (`store init` reports it).
             #: Before any table is created: a creation waits only the usual 5 s for a
             #: file another process is converting, the conversion itself waits longer.
@@ -291,6 +268,7 @@ class SQLiteStore(KeyRows, InvocationRows, OverrideRows):
             self._conn.executescript(INVOCATIONS_SCHEMA)
             self._conn.executescript(OVERRIDES_SCHEMA)
             self._conn.executescript(TAGS_SCHEMA)
+            self._conn.executescript(REPORTS_SCHEMA)
             self._add_missing_columns()
         except BaseException:
             self._conn.close()
@@ -303,8 +281,7 @@ class SQLiteStore(KeyRows, InvocationRows, OverrideRows):
             name = "ts" if f.name == "timestamp" else f.name
             if name not in present:
                 self._conn.execute(f"ALTER TABLE usage_events ADD COLUMN {_column(f)}")
-        if "marked_at" not in {row[1] for row in self._conn.execute("PRAGMA table_info(quota_exhausted)")}:
-            self._conn.execute("ALTER TABLE quota_exhausted ADD COLUMN marked_at REAL")
+        add_missing_lease_columns(self._conn)
 
     async def open(self) -> None:
         """Nothing to do: the file is opened by the constructor."""
@@ -380,11 +357,11 @@ class SQLiteStore(KeyRows, InvocationRows, OverrideRows):
         ], *_ADD_RATE)
         insert_rows(self._conn, [
             (scope, day, model, delta) for (scope, day, model), delta in sorted(counted.committed.items())
-        ], *_ADD_COMMITTED)
+        ], *ADD_COMMITTED)
         insert_rows(self._conn, [
             (scope, day, model, holder, -reserved)
             for (scope, day, model, holder), reserved in sorted(counted.settled.items()) if reserved
-        ], *_SETTLE)
+        ], *SETTLE)
         return True
 
     def _insert_fresh(self, events: list[UsageEvent]) -> list[UsageEvent]:
@@ -489,110 +466,3 @@ class SQLiteStore(KeyRows, InvocationRows, OverrideRows):
         sql = f"SELECT model, {_SUMS} FROM usage_events WHERE {where} GROUP BY model ORDER BY model"
         rows = await self._run(lambda: self._conn.execute(sql, params).fetchall())
         return {row[0]: _usage_row({"model": row[0], "day": day}, row[1:]) for row in rows}
-
-    # -- LeaseStore (metering/budget.py) ------------------------------------
-
-    def _budget(self, scope: str, day: str) -> ScopeBudget:
-        committed = dict(self._conn.execute(
-            "SELECT model, committed_pico_usd FROM quota_committed WHERE scope = ? AND day = ?", (scope, day)).fetchall())
-        leases: dict[str, dict[str, LeaseRecord]] = {}
-        for model, holder, amount, expires_at in self._conn.execute(
-                "SELECT model, holder, amount, expires_at FROM quota_leases WHERE scope = ? AND day = ?",
-                (scope, day)):
-            leases.setdefault(model, {})[holder] = LeaseRecord(amount, expires_at)
-        exhausted = frozenset(model for (model,) in self._conn.execute(
-            "SELECT model FROM quota_exhausted WHERE scope = ? AND day = ?", (scope, day)))
-        return ScopeBudget(
-            models={model: ModelBudget(committed.get(model, 0), leases.get(model, {}))
-                    for model in committed.keys() | leases.keys()},
-            exhausted=exhausted,
-        )
-
-    async def read_budget(self, scope: str, day: str) -> ScopeBudget:
-        budget: ScopeBudget = await self._run(self._budget, scope, day)
-        return budget
-
-    async def claim_lease(self, scope: str, day: str, model: str, holder: str, amount: int, quota: int,
-                          expires_at: float) -> tuple[bool, ScopeBudget]:
-        def claim() -> tuple[bool, ScopeBudget]:
-            row = self._conn.execute(
-                "SELECT committed_pico_usd FROM quota_committed WHERE scope = ? AND day = ? AND model = ?",
-                (scope, day, model),
-            ).fetchone()
-            if (row[0] if row else 0) + amount > quota:
-                return False, self._budget(scope, day)
-            self._conn.execute(statement(*_ADD_COMMITTED), (scope, day, model, amount))
-            self._conn.execute(
-                "INSERT INTO quota_leases (scope, day, model, holder, amount, expires_at) VALUES (?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (scope, day, model, holder) DO UPDATE SET amount = amount + excluded.amount, "
-                "expires_at = excluded.expires_at", (scope, day, model, holder, amount, expires_at))
-            return True, self._budget(scope, day)
-
-        result: tuple[bool, ScopeBudget] = await self._run(self._transaction, claim)
-        return result
-
-    async def renew_lease(self, scope: str, day: str, model: str, holder: str, give_back: int,
-                          expires_at: float | None, *, drop: bool = False) -> bool:
-        def renew() -> bool:
-            key = (scope, day, model, holder)
-            row = self._conn.execute(
-                "SELECT amount FROM quota_leases WHERE scope = ? AND day = ? AND model = ? AND holder = ?",
-                key).fetchone()
-            if row is None:
-                return False
-            if give_back:
-                self._conn.execute(statement(*_ADD_COMMITTED), (scope, day, model, -give_back))
-            if drop and row[0] == give_back:
-                self._conn.execute(
-                    "DELETE FROM quota_leases WHERE scope = ? AND day = ? AND model = ? AND holder = ?", key)
-                return True
-            self._conn.execute(
-                "UPDATE quota_leases SET amount = amount - ?, expires_at = COALESCE(?, expires_at) "
-                "WHERE scope = ? AND day = ? AND model = ? AND holder = ?", (give_back, expires_at, *key))
-            return True
-
-        return bool(await self._run(self._transaction, renew))
-
-    async def reclaim_leases(self, scope: str, day: str, model: str, expired: Mapping[str, LeaseRecord]) -> bool:
-        def reclaim() -> bool:
-            total = 0
-            for holder, lease in expired.items():
-                key = (scope, day, model, holder)
-                row = self._conn.execute(
-                    "SELECT amount, expires_at FROM quota_leases "
-                    "WHERE scope = ? AND day = ? AND model = ? AND holder = ?", key).fetchone()
-                if row is None or LeaseRecord(*row) != lease:
-                    raise _Changed
-                self._conn.execute(
-                    "DELETE FROM quota_leases WHERE scope = ? AND day = ? AND model = ? AND holder = ?", key)
-                total += lease.amount
-            if total:
-                self._conn.execute(statement(*_ADD_COMMITTED), (scope, day, model, -total))
-            return True
-
-        try:
-            return bool(await self._run(self._transaction, reclaim))
-        except _Changed:
-            return False
-
-    async def exhausted_models(self, scope: str, day: str) -> frozenset[str]:
-        rows = await self._run(lambda: self._conn.execute(
-            "SELECT model FROM quota_exhausted WHERE scope = ? AND day = ?", (scope, day)
-        ).fetchall())
-        return frozenset(model for (model,) in rows)
-
-    async def mark_exhausted(self, scope: str, day: str, model: str) -> None:
-        now = time.time()
-        await self._run(lambda: self._conn.execute(
-            "INSERT OR IGNORE INTO quota_exhausted (scope, day, model, marked_at) VALUES (?, ?, ?, ?)",
-            (scope, day, model, now),
-        ))
-
-    async def exhaustion_times(self, scope: str, day: str) -> dict[str, float | None]:
-        rows = await self._run(lambda: self._conn.execute(
-            "SELECT model, marked_at FROM quota_exhausted WHERE scope = ? AND day = ?", (scope, day)
-        ).fetchall())
-        return dict(rows)
-
-class _Changed(Exception):
-    """A lease to reclaim changed since it was read: the transaction is rolled back."""

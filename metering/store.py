@@ -249,6 +249,13 @@ class UsageStore(Protocol):
         """`write_batch` under an id derived from the events' request ids."""
         ...
 
+    async def claim_report(self, report_id: str) -> bool:
+        """Claim the id of a client-reported usage (`POST /v1/usage-reports`) for this
+        caller: True once per id, across every process and replica on the store;
+        False for an id claimed (or, on SQLite, stored) before (`metering/sqlite_reports.py`,
+        `metering/dynamodb_reports.py`)."""
+        ...
+
     async def get_event(self, request_id: str) -> UsageEvent | None:
         """The stored event of a request, where the backend keeps per-request
         records (SQLite); DynamoDB keeps only counters and raises UnsupportedQuery."""

@@ -21,9 +21,11 @@ Bedrock-shaped (`x-amzn-ErrorType`, `{"message": …}`); a bad field is a 400 na
 the record and the field, and nothing of that request is recorded.
 
 Reports are idempotent by `request_id` within the caller's org and app: the event's
-id is `report:<org>/<app>:<request_id>`, claimed once in the DynamoDB store (a
-conditional put, `metering/dynamodb_reports.py`); the SQLite store keeps one row per
-request id and counts an id once. A duplicate is answered `"status": "duplicate"`.
+id is `report:<org>/<app>:<request_id>`, claimed once in the store before it is
+recorded — a conditional put on DynamoDB (`metering/dynamodb_reports.py`), a row
+inserted once in SQLite (`metering/sqlite_reports.py`) — so of the same report sent
+to several processes or replicas at once, one records it. A duplicate is answered
+`"status": "duplicate"`.
 """
 
 from __future__ import annotations
@@ -34,7 +36,6 @@ import json
 import math
 import re
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -44,7 +45,6 @@ from starlette.responses import Response
 from starlette.routing import Route as HttpRoute
 
 from adapters.usage import Usage
-from metering.dynamodb_store import DynamoDBStore
 from metering.events import UsageEvent
 from metering.money import usd_fields
 from proxy.errors import (
@@ -82,9 +82,6 @@ _REQUIRED = ("model", "input_tokens", "output_tokens", "request_id")
 _MAX_TOKENS = 10**10
 _REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
 _CLAIMS_AT_ONCE = 32
-#: Report ids this process recorded (or is checking) lately: the SQLite store sees an id
-#: only once its batch is flushed, so a retry within the flush interval is caught here.
-_RECENT_IDS = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,24 +93,6 @@ class _Record:
     timestamp: float
     #: Its `request_metadata` (cost attribution tags, as Converse's `requestMetadata`).
     metadata: dict[str, str]
-
-
-class _Reported:
-    """Report ids recently recorded, or being checked, by this process (bounded, oldest dropped)."""
-
-    def __init__(self) -> None:
-        self._ids: OrderedDict[str, None] = OrderedDict()
-
-    def __contains__(self, report_id: str) -> bool:
-        return report_id in self._ids
-
-    def add(self, report_id: str) -> None:
-        self._ids[report_id] = None
-        if len(self._ids) > _RECENT_IDS:
-            self._ids.popitem(last=False)
-
-    def discard(self, report_id: str) -> None:
-        self._ids.pop(report_id, None)
 
 
 def _error(error: BedrockError) -> Response:
@@ -211,7 +190,6 @@ def _metadata(raw: Any, where: str) -> dict[str, str]:
 
 
 def client_routes(keeper: CostKeeper) -> list[HttpRoute]:
-    reported = _Reported()
     store = keeper.store
 
     async def identify(request: Request, body: bytes) -> Caller:
@@ -290,20 +268,6 @@ def client_routes(keeper: CostKeeper) -> list[HttpRoute]:
             raise ValidationException("records: a request_id appears twice in this batch")
         return records
 
-    async def claim(report_id: str) -> bool:
-        if report_id in reported:
-            return False
-        if isinstance(store, DynamoDBStore):
-            return await store.claim_report(report_id)
-        # Held before the look-up: a resend of it in flight meanwhile is a duplicate, not a
-        # second recording (the look-up is a thread hop); released if the look-up fails.
-        reported.add(report_id)
-        try:
-            return await store.get_event(report_id) is None
-        except BaseException:
-            reported.discard(report_id)
-            raise
-
     async def hold(scope: str, quota_model: str, quota: int, event: UsageEvent) -> Selection | None:
         """Charge `event` to this process's budget lease like a proxied request, so a
         replica's slice shrinks by it at once. What no lease can hold (the quota is spent,
@@ -325,7 +289,7 @@ def client_routes(keeper: CostKeeper) -> list[HttpRoute]:
     async def record(caller: Caller, item: _Record, report_id: str) -> dict[str, Any]:
         """Hold the budget, claim the id, record: in that order, so that nothing awaits
         between the claim and the journal. A claimed id answers "duplicate" from then on
-        (on DynamoDB, across restarts), so a crash in between would lose the report."""
+        (across restarts, on either store), so a crash in between would lose the report."""
         policy = keeper.admission.caller_policy(caller)
         entry = policy.quota_entry(item.model)
         quota_model = entry[0] if entry is not None else policy.quota_key(item.model)
@@ -339,7 +303,7 @@ def client_routes(keeper: CostKeeper) -> list[HttpRoute]:
         )
         held = await hold(scope, quota_model, entry[1], event) if entry is not None and event.cost_pico_usd else None
         try:
-            new = await claim(report_id)
+            new = await store.claim_report(report_id)
         except BaseException:
             if held is not None:
                 keeper.selector.release(held)
@@ -353,7 +317,6 @@ def client_routes(keeper: CostKeeper) -> list[HttpRoute]:
             reserved, lease = keeper.selector.settle(held, event.cost_pico_usd)
             event = dataclasses.replace(event, reserved_pico_usd=reserved, lease=lease)
         keeper.recorder.record(event)
-        reported.add(report_id)
         keeper._observe(event, False)
         return {"request_id": item.request_id, "status": "recorded", "model": item.model,
                 **usd_fields("cost", event.cost_pico_usd), "quota_scope": scope or None}

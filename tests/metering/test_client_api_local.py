@@ -4,6 +4,7 @@ staged exactly (tests/e2e/test_client_api.py covers it end to end on both stores
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +12,9 @@ import httpx
 import pytest
 import yaml
 
-from metering.events import UsageEvent
+from metering.events import UsageEvent, utc_day
 from metering.leases import BudgetUnavailable
+from metering.sqlite_store import SQLiteStore
 from proxy.admin.app import create_admin_app
 from proxy.app import CostKeeper
 from proxy.config_load import load_config
@@ -23,13 +25,16 @@ pytestmark = pytest.mark.anyio
 MICRO, LITE = "amazon.nova-micro-v1:0", "amazon.nova-lite-v1:0"
 
 
-async def _started(tmp_path: Path, settings: dict[str, Any]) -> tuple[CostKeeper, httpx.AsyncClient]:
+async def _started(tmp_path: Path, settings: dict[str, Any], journal: str = "") -> tuple[CostKeeper, httpx.AsyncClient]:
     """A started CostKeeper on SQLite with the test prices and bearer keys over HTTP,
-    plus `settings`, and a client of its admin app."""
-    path = tmp_path / "config.yaml"
+    plus `settings`, and a client of its admin app. `journal`: its own journal
+    directory, for a second process on the same file."""
+    path = tmp_path / f"config{journal}.yaml"
+    store = {"backend": "sqlite", "path": str(tmp_path / "store.db")}
+    if journal:
+        store["journal_dir"] = str(tmp_path / journal)
     path.write_text(yaml.safe_dump({
-        "pricing": TEST_PRICING, "store": {"backend": "sqlite", "path": str(tmp_path / "store.db")},
-        "auth": {"allow_bearer_over_http": True}, **settings,
+        "pricing": TEST_PRICING, "store": store, "auth": {"allow_bearer_over_http": True}, **settings,
     }))
     keeper = CostKeeper(load_config(path, environ={}))
     await keeper.startup()
@@ -39,8 +44,8 @@ async def _started(tmp_path: Path, settings: dict[str, Any]) -> tuple[CostKeeper
 
 async def test_the_same_report_sent_twice_at_once_is_recorded_once(tmp_path: Path, aws_env: None) -> None:
     """A client that times out and resends while its first report is still being checked
-    sends the same id twice at once. On the SQLite store the claim is a look-up of the
-    stored event, which takes a thread hop: both requests must not pass it."""
+    sends the same id twice at once. On the SQLite store the claim is a transaction on
+    the store's thread: both requests must not pass it."""
     keeper, admin = await _started(tmp_path, {})
     recorded: list[UsageEvent] = []
     record = keeper.recorder.record
@@ -51,22 +56,22 @@ async def test_the_same_report_sent_twice_at_once_is_recorded_once(tmp_path: Pat
 
     keeper.recorder.record = recording  # type: ignore[method-assign]
 
-    # The first report's look-up waits until the second report is answered (or, when
-    # the second looks its id up too, until both are looking): their checks overlap.
+    # The first report's claim waits until the second report is answered (or, when
+    # the second claims its id too, until both are claiming): their claims overlap.
     looking, release = asyncio.Event(), asyncio.Event()
     lookups = 0
-    get_event = keeper.store.get_event
+    claim_report = keeper.store.claim_report
 
-    async def overlapping_get_event(request_id: str) -> UsageEvent | None:
+    async def overlapping_claim(report_id: str) -> bool:
         nonlocal lookups
         lookups += 1
         looking.set()
         if lookups >= 2:
             release.set()
         await release.wait()
-        return await get_event(request_id)
+        return await claim_report(report_id)
 
-    keeper.store.get_event = overlapping_get_event  # type: ignore[method-assign]
+    keeper.store.claim_report = overlapping_claim  # type: ignore[method-assign]
     try:
         key = await keeper.store.create_key("acme", "batch")
         document = {"model": MICRO, "input_tokens": 100, "output_tokens": 0, "request_id": "job-1"}
@@ -89,6 +94,41 @@ async def test_the_same_report_sent_twice_at_once_is_recorded_once(tmp_path: Pat
         release.set()
         await admin.aclose()
         await keeper.shutdown()
+
+
+async def test_the_same_report_sent_to_two_processes_on_one_file_is_recorded_once(
+    tmp_path: Path, aws_env: None,
+) -> None:
+    """Two proxies on one SQLite file (each its own journal, as `--workers` gives each
+    worker): the same report sent to each, before either has flushed it, is recorded by
+    one and a duplicate for the other — and the quota counts its cost once: the second
+    must not settle it against its budget lease (a settlement the store drops with the
+    duplicate row, so the lease would keep it as spend until it expired)."""
+    settings = {"models": {"small": MICRO}, "fallback": ["small"],
+                "orgs": {"acme": {"daily_quota_usd": {"small": 100.0}}},
+                "metering": {"flush_interval": 600}}  # nothing reaches the store before shutdown
+    first, first_admin = await _started(tmp_path, settings, journal="journal-0")
+    second, second_admin = await _started(tmp_path, settings, journal="journal-1")
+    try:
+        key = await first.store.create_key("acme", "batch")
+        document = {"model": MICRO, "input_tokens": 100_000, "output_tokens": 10, "request_id": "job-1"}
+        statuses = []
+        for admin in (first_admin, second_admin):
+            response = await admin.post("/v1/usage-reports", json=document,
+                                        headers={"Authorization": f"Bearer {key.bearer_token}"})
+            assert response.status_code == 200, response.text
+            statuses.append(response.json()["records"][0]["status"])
+        assert statuses == ["recorded", "duplicate"]
+    finally:
+        for admin, keeper in ((first_admin, first), (second_admin, second)):
+            await admin.aclose()
+            await keeper.shutdown()
+    with SQLiteStore(tmp_path / "store.db") as store:
+        [row] = await store.usage_summary(0, None, [])
+        budget = await store.read_budget("acme", utc_day(time.time()))
+    assert row.requests == 1
+    assert sum(model.committed for model in budget.models.values()) == row.cost_pico_usd > 0
+    assert sum(model.leased for model in budget.models.values()) == 0
 
 
 @pytest.mark.parametrize(("fail_closed", "status", "error"), [
@@ -156,7 +196,7 @@ async def test_select_says_tight_once_little_of_the_quota_is_left(tmp_path: Path
 
 
 async def test_a_claimed_report_is_journaled_before_anything_else_runs(tmp_path: Path, aws_env: None) -> None:
-    """A claimed id answers "duplicate" from then on (on DynamoDB, even after a restart),
+    """A claimed id answers "duplicate" from then on (even after a restart),
     so a crash between the claim and the journal would lose the report for good. The
     claim and the record must have no await between them: whenever anything else runs
     (here, the quota reservation of any record of the batch), every claimed id of the
@@ -175,15 +215,15 @@ async def test_a_claimed_report_is_journaled_before_anything_else_runs(tmp_path:
         record(event)
 
     keeper.recorder.record = recording  # type: ignore[method-assign]
-    get_event = keeper.store.get_event
+    claim_report = keeper.store.claim_report
 
-    async def claiming_get_event(request_id: str) -> UsageEvent | None:
-        found = await get_event(request_id)
-        if found is None:
-            claimed.add(request_id)
-        return found
+    async def watched_claim(report_id: str) -> bool:
+        new = await claim_report(report_id)
+        if new:
+            claimed.add(report_id)
+        return new
 
-    keeper.store.get_event = claiming_get_event  # type: ignore[method-assign]
+    keeper.store.claim_report = watched_claim  # type: ignore[method-assign]
     unrecorded_at_reserve: list[set[str]] = []
     reserve = keeper.selector.reserve
 

@@ -22,6 +22,7 @@ import pytest
 from metering.dynamodb_store import DynamoDBStore
 from metering.events import UsageEvent
 from metering.recorder import UsageRecorder
+from metering.sqlite_leases import LEASES_SCHEMA
 from metering.sqlite_store import _SCHEMA, SQLiteStore
 from metering.store import Store, StoreError
 from tests.metering.budget_memory import committed_spend, reserve
@@ -58,7 +59,7 @@ def _old_sqlite(path: Path, extra: str = "") -> None:
     with contextlib.closing(sqlite3.connect(path)) as old:
         old.execute("PRAGMA journal_mode=WAL")  # as the previous version left its files
         old.executescript(_OLD_SQLITE + extra)
-        old.executescript(_SCHEMA)  # the tables that did not change (the two above exist)
+        old.executescript(_SCHEMA + LEASES_SCHEMA)  # the tables that did not change (the two above exist)
 
 
 async def test_an_sqlite_file_in_micro_usd_is_converted_once(tmp_path: Path, make_event: MakeEvent) -> None:

@@ -50,6 +50,14 @@ async def test_write_events_is_idempotent_for_the_same_events(store: Store, make
     assert await total_requests(store) == 2
 
 
+async def test_a_report_id_is_claimed_once(store: Store) -> None:
+    """`POST /v1/usage-reports` records a report only when it claims its id."""
+    claims = await asyncio.gather(*(store.claim_report("report:acme/batch:job-1") for _ in range(4)))
+    assert sorted(claims) == [False, False, False, True]
+    assert await store.claim_report("report:acme/batch:job-1") is False
+    assert await store.claim_report("report:acme/batch:job-2") is True
+
+
 @pytest.mark.parametrize(
     ("by", "expected"),
     [
