@@ -25,18 +25,8 @@ from proxy.protocol_sniff import PREFACE
 App = Callable[[dict[str, Any], Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]]
 
 
-def run(test: Callable[[], Awaitable[None]]) -> Callable[[], None]:
+def run(test: Callable[..., Awaitable[None]]) -> Callable[..., None]:
     """A sync test running `test` in its own event loop (bounded, so a hang fails)."""
-
-    @functools.wraps(test)
-    def wrapper() -> None:
-        asyncio.run(asyncio.wait_for(test(), 60))
-
-    return wrapper
-
-
-def run_with(test: Callable[..., Awaitable[None]]) -> Callable[..., None]:
-    """`run` for a test with arguments (parametrized)."""
 
     @functools.wraps(test)
     def wrapper(*args: Any, **kwargs: Any) -> None:
@@ -450,7 +440,7 @@ async def test_a_header_block_continued_and_trickled_is_served() -> None:
 
 
 @pytest.mark.parametrize("payload", [0, 100], ids=["empty-frames", "small-frames"])
-@run_with
+@run
 async def test_a_continuation_flood_is_refused(payload: int) -> None:
     """A header block that never ends, in more frames than h2 keeps (64): a protocol error
     (GOAWAY), the connection closed, no stream started."""

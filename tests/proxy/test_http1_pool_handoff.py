@@ -17,9 +17,8 @@ from hypothesis import strategies as st
 from proxy.http1_client import ClientError, ConnectError, Connection
 from proxy.http1_pool import Pool
 from tests.proxy.raw_upstream import OK, Peer, Served, ok, pool_request, raw_upstream
+from tests.proxy.test_http1_pool import _BOUND, _pool
 
-#: An upper bound for what should happen at once: only a hang reaches it.
-_BOUND = 10.0
 #: A request whose body is this is answered with `Connection: close`, then its connection closed.
 _CLOSE = b"close"
 #: A request whose body is this is answered (keep-alive), then its connection closed.
@@ -28,11 +27,6 @@ _DROP = b"drop"
 
 def run(test: Callable[[], Awaitable[None]]) -> None:
     asyncio.run(asyncio.wait_for(test(), 60))
-
-
-def _pool(max_connections: int) -> Pool:
-    return Pool(max_connections=max_connections, pool_timeout=30.0, connect_timeout=5.0, read_timeout=30.0,
-                keepalive_timeout=30.0)
 
 
 async def _answer(peer: Peer) -> None:
@@ -249,6 +243,8 @@ def test_any_interleaving_keeps_the_limit_leaks_nothing_and_serves_every_waiter(
 
             for op, arg in ops:
                 if op == "request":
+                    if arg >= 3:
+                        await asyncio.sleep(0)  # the requests made so far take a slot or queue
                     free = pool._in_use < limit and not pool._waiters
                     tasks.append(asyncio.create_task(_held(pool, served.url, _BODIES[arg % 3])))
                     if arg >= 3 and free:
