@@ -37,7 +37,8 @@ What this module owes the handler, as uvicorn does:
   (`limits.max_concurrent_streams`), SETTINGS_MAX_HEADER_LIST_SIZE sized so the
   handler's own head check (proxy/limits.py, `max_header_bytes`/`max_header_count`)
   is the one that answers with a Bedrock-shaped error; a header block above it is
-  refused by the HPACK decoder (connection error). Body size is the handler's check.
+  refused as its frames arrive, before it is all held (connection error, `_FrameBuffer`),
+  as is a frame over SETTINGS_MAX_FRAME_SIZE, at its header. Body size is the handler's check.
 * **Graceful shutdown.** `shutdown()` (uvicorn calls it on SIGTERM) sends GOAWAY:
   open streams finish, new ones are refused; the connection closes when the last ends.
   A bidirectional stream is cut `server.stream_drain_timeout` after the signal
@@ -57,6 +58,7 @@ import h2.connection
 import h2.errors
 import h2.events
 import h2.exceptions
+import h2.frame_buffer
 import h2.settings
 import hyperframe.frame
 
@@ -76,6 +78,35 @@ _CONNECTION_HEADERS = frozenset({b"connection", b"keep-alive", b"proxy-connectio
 #: (1.3 MB/s at 50 ms); what is held is still bounded (and counted by proxy/inflight.py).
 _STREAM_WINDOW = 1024 * 1024
 _CONNECTION_WINDOW = 4 * 1024 * 1024
+
+
+class _FrameBuffer(h2.frame_buffer.FrameBuffer):
+    """h2's frame buffer, refusing what it would hold before refusing it:
+
+    * a frame longer than SETTINGS_MAX_FRAME_SIZE, as soon as its 9-byte header is in
+      (FRAME_SIZE_ERROR); h2 checks the length once the whole frame has arrived, so a
+      header declaring 16 MiB had the connection hold up to 16 MiB first;
+    * a header block (HEADERS and its CONTINUATION frames) longer than `max_header_block`
+      before it ends (ENHANCE_YOUR_CALM, as the HPACK decoder refuses one too large); h2
+      decodes, and so checks, a block only once it ends, and holds up to 64 frames of it
+      (1 MiB at 16 KiB a frame) until then. The encoded block is no longer than the header
+      list it encodes as SETTINGS_MAX_HEADER_LIST_SIZE counts it (32 bytes a field on top).
+    """
+
+    def __init__(self, max_header_block: int) -> None:
+        super().__init__(server=True)
+        self.max_header_block = max_header_block
+
+    def __next__(self) -> hyperframe.frame.Frame:
+        if len(self._data) >= 9:
+            self._validate_frame_length(int.from_bytes(self._data[:3], "big"))
+        return super().__next__()
+
+    def _update_header_buffer(self, f: hyperframe.frame.Frame | None) -> hyperframe.frame.Frame | None:
+        f = super()._update_header_buffer(f)
+        if sum(len(frame.data) for frame in self._headers_buffer) > self.max_header_block:
+            raise h2.exceptions.DenialOfServiceError(f"a header block over {self.max_header_block} bytes")
+        return f
 
 
 class _Connection(h2.connection.H2Connection):
@@ -104,8 +135,8 @@ class H2Settings:
         # RFC 9113 counts 32 bytes per field on top of name and value; HTTP/1.1's count
         # (proxy/limits.py) adds 4 (": " and CRLF). Four times the HTTP/1.1 limit (64 KiB at
         # least), so a head a little over that limit reaches the handler's check and gets its
-        # Bedrock-shaped 400, as on HTTP/1.1; a block beyond is refused by the HPACK decoder
-        # (connection error ENHANCE_YOUR_CALM) before it takes memory.
+        # Bedrock-shaped 400, as on HTTP/1.1; a block beyond is refused as it arrives
+        # (`_FrameBuffer`) or by the HPACK decoder (connection error ENHANCE_YOUR_CALM).
         self.max_header_list_size = max(4 * max_header_bytes, 64 * 1024) + 32 * (max_header_count + 1)
         self.idle_timeout = idle_timeout
         #: From the connection's opening to its first complete request head (HTTP/1.1's
@@ -148,6 +179,7 @@ class H2Protocol(asyncio.Protocol):
         self.loop = loop
         config = h2.config.H2Configuration(client_side=False, header_encoding=None)
         self.conn = _Connection(config=config)
+        self.conn.incoming_buffer = _FrameBuffer(settings.max_header_list_size)
         self.conn.local_settings = h2.settings.Settings(client=False, initial_values={
             h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: _STREAM_WINDOW,
             h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: settings.max_concurrent_streams,

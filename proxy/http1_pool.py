@@ -157,7 +157,10 @@ class Pool:
                 self._free_slot()  # handed the slot as it gave up: pass it on
             else:
                 waiter.cancel()
-                self._waiters.remove(waiter)
+                try:
+                    self._waiters.remove(waiter)
+                except ValueError:
+                    pass  # cancelled, then skipped (and dropped) by a `_free_slot` before this ran
             if isinstance(exc, TimeoutError):
                 raise ConnectTimeoutError(
                     f"no free upstream connection within {self._pool_timeout + self._connect_timeout:g} s") from exc

@@ -9,7 +9,6 @@ rather than signed with the proxy's credentials and sent on.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from enum import StrEnum
 from urllib.parse import unquote
@@ -83,17 +82,28 @@ class Route:
     model_id: str | None = None
 
 
+#: Model routes already parsed, by raw path (a Route is immutable): a client names the
+#: same few models request after request, and splitting the path, percent-decoding and
+#: checking the id cost 5 µs each time (issue #20). Read before the path is split: only
+#: `POST /model/{id}/{action}` paths that parsed are kept, so a path found here is that
+#: route for a POST and for no other method. A plain dict, not `functools.lru_cache`: the
+#: cache must be asked before the shape is known. Client-chosen paths, so bounded: full, it
+#: starts again empty (a flood of distinct ids cannot keep the models in use out of it for good).
+_MODEL_ROUTES: dict[str, Route] = {}
+_MODEL_ROUTES_KEPT = 512
 #: Longer paths are parsed every time (the kept routes stay a few hundred KiB at most).
 _MODEL_ROUTE_PATH_MAX = 512
 
 
 def parse_route(method: str, raw_path: str) -> Route:
     """Map `POST /model/{id}/converse` etc. to a Route; raise a Bedrock-shaped error otherwise."""
+    if method == "POST" and (route := _MODEL_ROUTES.get(raw_path)) is not None:
+        return route
     parts = raw_path.split("/")
     # parts[0] is "" for an absolute path.
     if len(parts) == 4 and parts[1] == "model" and method == "POST":
         if parts[3] in _MODEL_ACTIONS:
-            return (_model_route if len(raw_path) <= _MODEL_ROUTE_PATH_MAX else _new_model_route)(raw_path)
+            return _model_route(raw_path, parts[2], parts[3])
     elif parts[1:2] == ["guardrail"]:
         if len(parts) == 6 and parts[3] == "version" and parts[5] == "apply" and method == "POST":
             if parts[2] and parts[4]:
@@ -110,16 +120,15 @@ def parse_route(method: str, raw_path: str) -> Route:
     raise UnknownOperationException(f"Unknown operation {method} {raw_path[:200]}")
 
 
-def _new_model_route(raw_path: str) -> Route:
-    """`/model/{id}/{action}` (the caller checked the shape) as a Route."""
-    _, _, model, action = raw_path.split("/")
-    return Route(_MODEL_ACTIONS[action], _model_id(model))
-
-
-#: Model routes already parsed, by raw path (a Route is immutable): a client names the
-#: same few models request after request, and percent-decoding and checking the id
-#: cost 5 µs each time (issue #20). A refusal raises, so only good routes are kept.
-_model_route = functools.lru_cache(maxsize=512)(_new_model_route)
+def _model_route(raw_path: str, model: str, action: str) -> Route:
+    """`POST /model/{model}/{action}` (the caller checked the shape) as a Route, kept when it
+    parsed (a refusal raises, so only good routes are kept)."""
+    route = Route(_MODEL_ACTIONS[action], _model_id(model))
+    if len(raw_path) <= _MODEL_ROUTE_PATH_MAX:
+        if len(_MODEL_ROUTES) >= _MODEL_ROUTES_KEPT:
+            _MODEL_ROUTES.clear()
+        _MODEL_ROUTES[raw_path] = route
+    return route
 
 
 def _model_id(segment: str) -> str:

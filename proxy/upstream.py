@@ -42,6 +42,7 @@ import functools
 import logging
 import time
 from collections.abc import AsyncGenerator, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import botocore.auth
@@ -142,6 +143,24 @@ class UpstreamResponse:
             self.close()
 
 
+@dataclass(frozen=True, slots=True)
+class _Endpoint:
+    """One Region's endpoint, everything a request to it needs, worked out once."""
+
+    #: The base URL, as signed (a request's path and query follow it).
+    url: str
+    #: The `Host` header: the URL's authority as written (a default port left out).
+    host: str
+    #: The Region its requests are signed for.
+    region: str
+    #: Where the pool sends them.
+    origin: Origin
+
+    @classmethod
+    def of(cls, url: str, region: str) -> _Endpoint:
+        return cls(url, URL(url).raw_authority, region, Origin.of(url))
+
+
 def _stale(exc: ClientError) -> bool:
     """Did this failure happen on a connection the upstream had closed, before any byte
     of an answer? (Only asked about reused connections.)"""
@@ -238,15 +257,10 @@ class Upstream:
     def __init__(self, config: Config, on_retry: Callable[[], None] | None = None) -> None:
         #: Called for each request sent again on a fresh connection (a metric).
         self._on_retry = on_retry or (lambda: None)
-        self._base_url = config.upstream_url
-        self._host = URL(self._base_url).raw_authority
-        self._region = config.region
-        #: Region → (base URL, Host) for each allowed Region (empty: everything goes home).
-        self._regional = {region: (url, URL(url).raw_authority)
-                          for region in config.upstream.regions
-                          for url in (config.upstream_url_for(region),)}
-        #: Base URL → where its requests go.
-        self._origins = {url: Origin.of(url) for url in (self._base_url, *(url for url, _ in self._regional.values()))}
+        self._home = _Endpoint.of(config.upstream_url, config.region)
+        #: Each allowed Region's endpoint (empty: everything goes home).
+        self._regional = {region: _Endpoint.of(config.upstream_url_for(region), region)
+                          for region in config.upstream.regions}
         up = config.upstream
         self._connect_timeout = up.pool_timeout + up.connect_timeout
         #: A bidirectional stream's upstream silence, as for any response (`upstream.read_timeout`).
@@ -272,7 +286,7 @@ class Upstream:
         self._pool = Pool(max_connections=up.max_connections, pool_timeout=up.pool_timeout,
                           connect_timeout=up.connect_timeout, read_timeout=up.read_timeout,
                           keepalive_timeout=up.keepalive_timeout)
-        logger.info("upstream %s, region %s, credentials via %s", self._base_url, self._region,
+        logger.info("upstream %s, region %s, credentials via %s", self._home.url, self._home.region,
                     self._credentials.method)
 
     async def aclose(self) -> None:
@@ -281,14 +295,12 @@ class Upstream:
             self._pool = None
 
     def _target(self, raw_path: str, raw_query: str, headers: dict[str, str],
-                region: str | None) -> tuple[str, str, str]:
-        """(base URL, path and query, signing Region) for the home Region, or the client's
-        when it is an allowed one; `headers` gets that endpoint's `host`."""
-        base_url, host, signing_region = self._base_url, self._host, self._region
-        if region is not None and region in self._regional:
-            (base_url, host), signing_region = self._regional[region], region
-        headers["host"] = host
-        return base_url, raw_path + (f"?{raw_query}" if raw_query else ""), signing_region
+                region: str | None) -> tuple[_Endpoint, str]:
+        """(endpoint, path and query): the home Region's, or the client's when it is an
+        allowed one; `headers` gets that endpoint's `host`."""
+        endpoint = self._regional.get(region, self._home) if region is not None else self._home
+        headers["host"] = endpoint.host
+        return endpoint, raw_path + (f"?{raw_query}" if raw_query else "")
 
     async def open_stream(
         self, raw_path: str, raw_query: str, headers: dict[str, str], region: str | None = None,
@@ -297,8 +309,8 @@ class Upstream:
         its head sent and signed for `STREAMING_PAYLOAD`, and the signer of its events,
         chained on that head's signature (proxy/event_signing.py)."""
         assert self._credentials is not None, "Upstream.start() was not awaited"
-        base_url, path, signing_region = self._target(raw_path, raw_query, headers, region)
-        url = base_url + path
+        endpoint, path = self._target(raw_path, raw_query, headers, region)
+        url, signing_region = endpoint.url + path, endpoint.region
         headers["content-type"] = "application/vnd.amazon.eventstream"
         frozen = await self._credentials.get_frozen_credentials()
         signed = sign(frozen, signing_region, "POST", url, headers, b"", payload_hash=STREAMING_PAYLOAD)
@@ -316,11 +328,10 @@ class Upstream:
         `body_sha256`: `body`'s SHA-256 (hex), if its verification computed it."""
         pool = self._pool
         assert pool is not None, "Upstream.start() was not awaited"
-        base_url, path, signing_region = self._target(raw_path, raw_query, headers, region)
-        host = headers["host"]
+        endpoint, path = self._target(raw_path, raw_query, headers, region)
+        host, origin = endpoint.host, endpoint.origin
         frozen = await self._credentials.get_frozen_credentials()
-        signed = sign(frozen, signing_region, method, base_url + path, headers, body, body_sha256=body_sha256)
-        origin = self._origins[base_url]
+        signed = sign(frozen, endpoint.region, method, endpoint.url + path, headers, body, body_sha256=body_sha256)
         head = request_head(method, origin.prefix + path, signed, len(body))
         head_only = method == "HEAD"
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -13,7 +14,9 @@ import h2.config
 import h2.connection
 import h2.errors
 import h2.events
+import h2.frame_buffer
 import h2.settings
+import hyperframe.frame
 import pytest
 
 from proxy.h2_server import H2Protocol, H2Settings
@@ -22,12 +25,12 @@ from proxy.protocol_sniff import PREFACE
 App = Callable[[dict[str, Any], Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]]
 
 
-def run(test: Callable[[], Awaitable[None]]) -> Callable[[], None]:
+def run(test: Callable[..., Awaitable[None]]) -> Callable[..., None]:
     """A sync test running `test` in its own event loop (bounded, so a hang fails)."""
 
     @functools.wraps(test)
-    def wrapper() -> None:
-        asyncio.run(asyncio.wait_for(test(), 60))
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        asyncio.run(asyncio.wait_for(test(*args, **kwargs), 60))
 
     return wrapper
 
@@ -354,3 +357,156 @@ def test_preface_constant() -> None:
     client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
     client.initiate_connection()
     assert client.data_to_send().startswith(PREFACE)
+
+
+# --- header blocks in CONTINUATION frames -------------------------------------------------
+
+#: Timers that never fire in a test: a refusal must come from the frames, not a timeout.
+PATIENT = H2Settings(max_concurrent_streams=4, max_header_bytes=16384, max_header_count=100, idle_timeout=3600,
+                     first_request_timeout=3600)
+
+
+def _frames(data: bytes) -> list[bytes]:
+    """`data` (whole frames) cut into its frames."""
+    frames = []
+    while data:
+        end = 9 + int.from_bytes(data[:3], "big")
+        frames.append(data[:end])
+        data = data[end:]
+    return frames
+
+
+async def _trickle(client: Client, frames: list[bytes]) -> None:
+    """Each frame in two writes (its 9-byte header, then its payload), a pause after each:
+    the server reads partial frames and a header block over many reads."""
+    for frame in frames:
+        for piece in (frame[:9], frame[9:]):
+            if piece:
+                client.writer.write(piece)
+                await client.writer.drain()
+                await asyncio.sleep(0.002)
+
+
+async def _until_closed(client: Client) -> list[h2.events.Event]:
+    """The server's events until it closes the connection. Nothing is written meanwhile: a
+    write into a closed connection draws a reset, which can drop the GOAWAY before it is read."""
+    seen: list[h2.events.Event] = []
+    while data := await client.reader.read(65536):
+        seen += client.conn.receive_data(data)
+    return seen
+
+
+async def _ready(port: int) -> Client:
+    """A client past the SETTINGS exchange (its acknowledgement written: nothing later is)."""
+    client = await Client.connect(port)
+    await client.until(lambda e: isinstance(e, h2.events.RemoteSettingsChanged))
+    return client
+
+
+def _goaway(events: list[h2.events.Event]) -> h2.errors.ErrorCodes | int | None:
+    return next((e.error_code for e in events if isinstance(e, h2.events.ConnectionTerminated)), None)
+
+
+async def headers_app(scope: dict[str, Any], receive: Callable[[], Awaitable[Any]],
+                      send: Callable[[Any], Awaitable[None]]) -> None:
+    """Answers with the request's headers, one `name: value` line each."""
+    while (await receive()).get("more_body"):
+        pass
+    body = b"\n".join(name + b": " + value for name, value in scope["headers"])
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": body})
+
+
+@run
+async def test_a_header_block_continued_and_trickled_is_served() -> None:
+    """A request head in HEADERS + CONTINUATION frames (how a client sends a large head, the
+    AWS SDK for JavaScript over HTTP/2 among them), each frame trickled in pieces: served whole."""
+    sent = [(f"x-large-{i}".encode(), os.urandom(500).hex().encode()) for i in range(40)]
+    async with serve(headers_app, PATIENT) as (port, _, _):
+        client = await Client.connect(port)
+        client.conn.max_outbound_frame_size = 1024  # h2 cuts the block into frames this long
+        stream_id = client.conn.get_next_available_stream_id()
+        client.conn.send_headers(stream_id, [(b":method", b"POST"), (b":path", b"/model/x/converse"),
+                                             (b":scheme", b"http"), (b":authority", b"127.0.0.1"), *sent],
+                                 end_stream=True)
+        frames = _frames(client.conn.data_to_send())
+        kinds = [type(hyperframe.frame.Frame.parse_frame_header(memoryview(f[:9]))[0]).__name__ for f in frames]
+        assert kinds[:2] == ["HeadersFrame", "ContinuationFrame"] and set(kinds[1:]) == {"ContinuationFrame"}
+        assert len(frames) >= 20  # a long block, within h2's 64-frame allowance
+        await _trickle(client, frames)
+        headers, body = await client.response(stream_id)
+        assert headers[b":status"] == b"200"
+        assert body.split(b"\n") == [b"host: 127.0.0.1", *(name + b": " + value for name, value in sent)]
+
+
+@pytest.mark.parametrize("payload", [0, 100], ids=["empty-frames", "small-frames"])
+@run
+async def test_a_continuation_flood_is_refused(payload: int) -> None:
+    """A header block that never ends, in more frames than h2 keeps (64): a protocol error
+    (GOAWAY), the connection closed, no stream started."""
+    async with serve(headers_app, PATIENT) as (port, connections, tasks):
+        client = await _ready(port)
+        frames = [_headers_frame(client, end_headers=False)]
+        for _ in range(h2.frame_buffer.CONTINUATION_BACKLOG):  # one frame over, then nothing
+            continuation = hyperframe.frame.ContinuationFrame(1)
+            continuation.data = b"\x00" * payload
+            frames.append(continuation.serialize())
+        await _trickle(client, frames)
+        events = await _until_closed(client)
+        assert _goaway(events) == h2.errors.ErrorCodes.PROTOCOL_ERROR
+        assert not tasks and not connections
+
+
+@run
+async def test_a_header_block_over_the_limit_is_refused_before_it_is_all_held() -> None:
+    """A header block that goes on in full-size CONTINUATION frames past the advertised header
+    list size, never ending: refused (ENHANCE_YOUR_CALM) once it is over, not held until h2's
+    64 frames (1 MiB at 16 KiB a frame) are in."""
+    async with serve(headers_app, PATIENT) as (port, connections, tasks):
+        client = await _ready(port)
+        frames = [_headers_frame(client, end_headers=False)]
+        for _ in range(PATIENT.max_header_list_size // 16384 + 1):  # just over the limit, then nothing
+            continuation = hyperframe.frame.ContinuationFrame(1)
+            continuation.data = b"\x00" * 16384
+            frames.append(continuation.serialize())
+        await _trickle(client, frames)  # and no END_HEADERS: a server waiting for it hangs here
+        events = await _until_closed(client)
+        assert _goaway(events) == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
+        assert not tasks and not connections
+
+
+@run
+async def test_a_frame_longer_than_the_max_frame_size_is_refused_at_its_header() -> None:
+    """A frame header declaring 16 MiB (over SETTINGS_MAX_FRAME_SIZE, 16 KiB): FRAME_SIZE_ERROR
+    as soon as its 9 bytes are in. h2 alone checks the length once the whole frame is held."""
+    async with serve(headers_app, PATIENT) as (port, connections, tasks):
+        client = await _ready(port)
+        frame = bytearray(_headers_frame(client, end_headers=True)[:9])
+        frame[:3] = (2 ** 24 - 1).to_bytes(3, "big")
+        client.writer.write(bytes(frame))  # and nothing more: a server waiting for the payload hangs here
+        events = await _until_closed(client)
+        assert _goaway(events) == h2.errors.ErrorCodes.FRAME_SIZE_ERROR
+        assert not tasks and not connections
+
+
+@run
+async def test_a_header_block_that_never_ends_is_closed_after_the_head_timeout() -> None:
+    """HEADERS without END_HEADERS, then nothing: closed after the first-request timeout."""
+    settings = H2Settings(max_concurrent_streams=4, max_header_bytes=16384, max_header_count=100,
+                          idle_timeout=3600, first_request_timeout=0.2)
+    async with serve(headers_app, settings) as (port, connections, tasks):
+        client = await _ready(port)
+        client.writer.write(_headers_frame(client, end_headers=False))
+        await _until_closed(client)
+        assert not tasks and not connections
+
+
+def _headers_frame(client: Client, *, end_headers: bool) -> bytes:
+    """A request's HEADERS frame on stream 1, its block encoded by the client's HPACK encoder."""
+    frame = hyperframe.frame.HeadersFrame(1)
+    frame.data = client.conn.encoder.encode([(b":method", b"POST"), (b":path", b"/model/x/converse"),
+                                             (b":scheme", b"http"), (b":authority", b"127.0.0.1")])
+    frame.flags.add("END_STREAM")
+    if end_headers:
+        frame.flags.add("END_HEADERS")
+    return frame.serialize()

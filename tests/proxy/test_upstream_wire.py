@@ -5,6 +5,7 @@ its own (`User-Agent`, `Accept`, `Accept-Encoding`, `Content-Type`)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 from pathlib import Path
 
 import pytest
@@ -73,3 +74,44 @@ async def test_bedrock_receives_the_given_headers_and_no_others(
                                  "authorization"}
         assert received["host"] == f"127.0.0.1:{port}" and received["content-length"] == "7"
         assert {name: received[name] for name in given} == given
+
+
+@pytest.mark.parametrize(("region", "where", "signed_for"), [
+    (None, "home", "us-east-1"),
+    ("us-east-1", "home", "us-east-1"),
+    ("eu-west-1", "eu", "eu-west-1"),
+    ("us-west-2", "home", "us-east-1"),  # not an allowed Region: home, signed for home
+], ids=["unnamed", "home", "allowed", "not-allowed"])
+async def test_each_request_goes_to_its_regions_endpoint_signed_for_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, region: str | None, where: str, signed_for: str) -> None:
+    """With `upstream.regions`, the endpoint (its host, port and path prefix) and the signing
+    Region follow the Region the client signed for, when it is an allowed one."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDUPSTREAM00000001")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "upstream-secret")
+    heads: dict[str, list[bytes]] = {"home": [], "eu": []}
+    servers = {name: await asyncio.start_server(functools.partial(_capture, got), "127.0.0.1", 0)
+               for name, got in heads.items()}
+    ports = {name: server.sockets[0].getsockname()[1] for name, server in servers.items()}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({"region": "us-east-1", "upstream": {
+        "endpoint_url": f"http://127.0.0.1:{ports['home']}", "regions": ["eu-west-1"],
+        "endpoint_urls": {"eu-west-1": f"http://127.0.0.1:{ports['eu']}/eu/"}}}))
+    upstream = Upstream(load_config(path, environ={}))
+    await upstream.start()
+    try:
+        for _ in range(2):  # a fresh connection, then a pooled one
+            response = await upstream.send("POST", "/model/m/converse", "", {}, b"{}", region=region)
+            assert await response.read() == b"{}"
+            response.release()
+    finally:
+        await upstream.aclose()
+        for server in servers.values():
+            server.close()
+            await server.wait_closed()
+    assert {name: len(got) for name, got in heads.items()} == {name: 2 if name == where else 0 for name in heads}
+    for head in heads[where]:
+        request_line, *lines = head.decode("latin-1").split("\r\n")
+        assert request_line == f"POST {'/eu' if where == 'eu' else ''}/model/m/converse HTTP/1.1"
+        received = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines if line)}
+        assert received["host"] == f"127.0.0.1:{ports[where]}"
+        assert f"/{signed_for}/bedrock/aws4_request," in received["authorization"]
