@@ -3,7 +3,7 @@
 Several answers are the same for every request that asks them again — a header name's
 lower-case form and fate (proxy/headers.py), an event-stream header block
 (adapters/frame_scan.py), a model id's price (metering/pricing.py), a caller's chain
-(proxy/admission.py) — but their keys are partly chosen by clients, so the table
+(proxy/admission.py), a model path's route (proxy/routing.py) — but their keys are partly chosen by clients, so the table
 that remembers them must stay bounded. Each site reads its own dict directly (a hit
 is one dict look-up, no call: `functools.lru_cache` costs about 0.17 µs a call, a
 request asks some of these twenty times, issue #20) and calls `remember` with the

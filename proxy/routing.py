@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from urllib.parse import unquote
 
+from adapters.memo import remember
 from adapters.modelid import MAX_MODEL_ID_LENGTH, is_valid_model_id
 from proxy.errors import UnknownOperationException, ValidationException
 
@@ -125,9 +126,7 @@ def _model_route(raw_path: str, model: str, action: str) -> Route:
     parsed (a refusal raises, so only good routes are kept)."""
     route = Route(_MODEL_ACTIONS[action], _model_id(model))
     if len(raw_path) <= _MODEL_ROUTE_PATH_MAX:
-        if len(_MODEL_ROUTES) >= _MODEL_ROUTES_KEPT:
-            _MODEL_ROUTES.clear()
-        _MODEL_ROUTES[raw_path] = route
+        remember(_MODEL_ROUTES, raw_path, route, _MODEL_ROUTES_KEPT)
     return route
 
 
