@@ -31,7 +31,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -164,6 +166,18 @@ def install() -> None:
     (VENV / f".installed-{LITELLM_VERSION}").touch()
 
 
+def litellm_stack() -> dict[str, str | None]:
+    """Versions in LiteLLM's venv of what serves a request (None: not installed)."""
+    names = ("litellm", "uvicorn", "uvloop", "httptools", "fastapi", "starlette", "httpx", "aiohttp")
+    code = ("import importlib.metadata as m, json, sys\n"
+            "def v(n):\n    try: return m.version(n)\n    except m.PackageNotFoundError: return None\n"
+            "print(json.dumps({n: v(n) for n in sys.argv[1:]}))")
+    out = subprocess.run([str(VENV / "bin" / "python"), "-c", code, *names], check=True, capture_output=True,
+                         text=True).stdout
+    stack: dict[str, str | None] = json.loads(out)
+    return stack
+
+
 def litellm_env(upstream_url: str) -> dict[str, str]:
     env = {k: v for k, v in base_env().items() if k not in ("PYTHONPATH", "LITELLM_MASTER_KEY", "DATABASE_URL")}
     env.update({"AWS_ACCESS_KEY_ID": UPSTREAM_KEY[0], "AWS_SECRET_ACCESS_KEY": UPSTREAM_KEY[1],
@@ -240,7 +254,13 @@ async def check_once(target: Target) -> None:
         raise RuntimeError(f"{target.name} answered {status} {bytes(body[:600])!r}, not the upstream's Converse body")
 
 
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
 async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    stack = litellm_stack()
+    print("LiteLLM's venv: " + ", ".join(f"{k} {v or 'not installed'}" for k, v in stack.items()), flush=True)
     upstream, up_port = start_upstream(tmp, 200)
     children: list[subprocess.Popen[bytes]] = [upstream]
     stops: list[Any] = []
@@ -288,12 +308,12 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         for row in ratios:
             print(f"{row['proxy']} vs {row['vs']}: req/s ×{row['rps_ratio']:.1f}, "
                   f"CPU per request ×{row['cpu_ratio']:.1f} less", flush=True)
-        return {"litellm_version": LITELLM_VERSION, "concurrency": c, "rounds": args.rounds,
-                "duration": args.duration,
+        return {"litellm": stack, "concurrency": c, "rounds": args.rounds, "duration": args.duration,
                 "points": [{"target": p.target, "requests": p.requests, "errors": p.errors, "rps": p.rps,
-                            "p50_ms": p.pct(0.5), "p99_ms": p.pct(0.99), "cpu_us": p.cpu_us}
+                            "p50_ms": p.pct(0.5), "p99_ms": p.pct(0.99), "cpu_us": _finite(p.cpu_us)}
                            for p in points.values()],
-                "ratios": ratios}
+                "ratios": [{k: _finite(v) if isinstance(v, float) else v for k, v in row.items()}
+                           for row in ratios]}
     finally:
         for stop in stops:
             stop()
@@ -335,6 +355,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="costkeeper-litellm-") as tmp:
         results = asyncio.run(run(args, Path(tmp)))
     results["machine"] = {"cpus": os.cpu_count(), "load_avg": os.getloadavg()}
+    results["command"] = "make bench-litellm LITELLM_ARGS=" + shlex.quote(
+        shlex.join(sys.argv[1:] if argv is None else argv))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return 0 if all(p["errors"] == 0 for p in results["points"]) else 1
