@@ -56,9 +56,10 @@ from tests.processes import REPO, base_env, free_port, start_proxy
 
 __all__ = ["LITELLM_VERSION", "descendants", "litellm_config", "litellm_request", "main", "ratio_rows"]
 
-#: Exact pin: a later LiteLLM's `proxy` extra needs packages (`litellm-proxy`, newer
-#: `litellm-proxy-extras`) this machine's registry does not have, and two LiteLLM releases
-#: have been pulled as compromised (1.82.7/1.82.8 and 1.107.0): the version is never floating.
+#: Exact pin: the newer releases tried (1.108.14, 1.110.2) pin `litellm-proxy-extras`,
+#: `litellm-enterprise` or `litellm-proxy` releases this machine's registry does not have, and
+#: LiteLLM releases have been reported compromised (1.82.7/1.82.8, 1.107.0): never floating.
+#: Its dependencies resolve as pip resolves them; `litellm_stack` prints what served.
 LITELLM_VERSION = "1.106.12"
 VENV = REPO / ".bench-venv" / "litellm"
 #: LiteLLM refuses to start without a master key; the client sends it as a Bearer token.
