@@ -22,6 +22,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from adapters.slot_init import slot_init
 from metering.leases import BudgetLeases, BudgetUnavailable, Grant, Mode, Refusal
 from metering.money import format_usd
 
@@ -30,6 +31,7 @@ __all__ = ["Mode", "QuotaExhausted", "QuotaSelector", "QuotaUnavailable", "Selec
 logger = logging.getLogger(__name__)
 
 
+@slot_init  # one per metered request (issue #20)
 @dataclass(frozen=True, slots=True)
 class Selection:
     #: The chain member chosen.

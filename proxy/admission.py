@@ -138,6 +138,9 @@ class Admission(CurrentChoice):
         #: the same for every request of a caller and model (issue #20).
         self._chains: dict[tuple[int, str], tuple[CallerPolicy, tuple[str, tuple[str, ...]]]] = {}
         self._quoted: dict[tuple[int, tuple[str, ...]], tuple[CallerPolicy, bool]] = {}
+        #: (model, UTC day) → the selection of a chain without a quota: immutable and holding
+        #: no grant, the same for every such request of the day (issue #20).
+        self._unquoted: dict[tuple[str, str], Selection] = {}
 
     def caller_policy(self, caller: Caller) -> CallerPolicy:
         key = (caller.org, caller.app)
@@ -227,7 +230,8 @@ class Admission(CurrentChoice):
             output = min(max_output, limits.output_limit(self._policies.base_of(sent)))
             return self._worst_cost(sent, input_bound(member), output, tier)
 
-        selection = await self._select(policy, chain, worst_case, utc_day(admitted_at))
+        day = utc_day(admitted_at)
+        selection = self._free(policy, chain, day) or await self._select(policy, chain, worst_case, day)
         try:
             # Rate limits count an estimate of the tokens (≈ 4 bytes a token), as before
             # leases: a throttle, corrected to the usage when the request ends.
@@ -402,10 +406,22 @@ class Admission(CurrentChoice):
         return (chain[0], *(model for model in chain[1:]
                             if self._prices.unpriced_tier(sent_id(model), tier.service_tier, tier.latency) is None))
 
+    def _free(self, policy: CallerPolicy, chain: tuple[str, ...], day: str) -> Selection | None:
+        """The selection of a chain no quota counts (its first model), or None: without an
+        await, since most chains have no quota and a coroutine costs more than this."""
+        if self._any_quota(policy, chain):
+            return None
+        selection = self._unquoted.get((chain[0], day))
+        if selection is None:
+            selection = remember(self._unquoted, (chain[0], day), Selection(chain[0], False, Mode.NORMAL, day=day),
+                                 _CHAINS_KEPT)
+        return selection
+
     async def _select(self, policy: CallerPolicy, chain: tuple[str, ...], worst_case: Callable[[str], int],
                       day: str) -> Selection:
-        if not self._any_quota(policy, chain):
-            return Selection(chain[0], False, Mode.NORMAL, day=day)
+        selection = self._free(policy, chain, day)
+        if selection is not None:
+            return selection
         try:
             return await self._selector.select(policy.scope_key, day, chain, policy.quota_entry, worst_case,
                                                fail_closed=policy.fail_closed)

@@ -34,7 +34,7 @@ from proxy.config import LimitsConfig
 from proxy.errors import BedrockError, new_request_id, refusal, send_error
 from proxy.headers import request_headers_for_upstream
 from proxy.identity import Authenticator, AuthRefused, Caller
-from proxy.inflight import BodyBudget, Reservation
+from proxy.inflight import BodyBudget
 from proxy.limits import check_request_head
 from proxy.relay import Relay, costkeeper_headers
 from proxy.request import ClientGone, header, json_body, read_body
@@ -108,92 +108,96 @@ class ProxyHandler:
         return self._bodies.held
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """One request, from its head to its last byte, in one coroutine: every suspension
+        (the upstream's answer, a body's chunks) resumes through each coroutine it is
+        nested in, and a request made one more (`_serve`) per call (issue #20)."""
         if scope["type"] != "http":
             return
         reservation = self._bodies.reservation()
         try:
-            await self._serve(scope, receive, send, reservation)
+            started = time.perf_counter()
+            raw_path, _, raw_query = scope.get("raw_path", scope["path"].encode()).decode("latin-1").partition("?")
+            raw_query = raw_query or scope.get("query_string", b"").decode("latin-1")
+            method = scope["method"]
+            scope_headers = scope["headers"]
+            body: bytes | None = None  # until it is read, a refusal closes the connection
+            caller: Caller | None = None
+            try:
+                check_request_head(scope_headers, raw_path, raw_query, self._limits)
+                route = parse_route(method, raw_path)
+                # Who is calling, from the head alone: nobody without a valid key gets a body read.
+                identified = await self._auth.identify_head(
+                    method=method,
+                    raw_path=raw_path,
+                    raw_query=raw_query,
+                    headers=scope_headers,
+                    authorization=header(scope, b"authorization"),
+                    host=header(scope, b"host") or "",
+                    secure=scope.get("scheme") == "https",
+                )
+                if route.operation is Operation.INVOKE_MODEL_BIDI:  # its body is a stream, never read whole
+                    await self._bidi.serve(scope, receive, send, route, identified, raw_path, raw_query, started,
+                                           tags=self._tags.read(scope_headers))
+                    return
+                body = await read_body(receive, scope_headers, self._limits.max_body_bytes,
+                                       chunk_timeout=self._limits.body_timeout, reservation=reservation)
+                caller, body_sha256 = identified.verified(body)
+                self._admission.check_operation(route.operation, caller)
+                document = json_body(route, body)
+                tags = self._tags.read(scope_headers, document if route.operation in _CONVERSE else None)
+                cache_key = None
+                if document is not None and route.operation in _CACHEABLE:
+                    if self._admission.caller_policy(caller).response_cache_ttl:
+                        cache_key = ResponseCache.key(caller.org, caller.app, route.operation,
+                                                      route.model_id or "", document)
+                        hit = self._cache.get(cache_key)
+                        if hit is not None:
+                            # Served only from the model a fresh request would get now, and
+                            # with its fallback and mode (README "Response cache").
+                            tier = requested_tier(route.operation in _CONVERSE, scope_headers, document)
+                            choice = await self._admission.current_choice(route, caller, document, tier)
+                            if choice is not None and choice[0] == hit.model:
+                                await self._send_cached(send, route, caller, hit, started, *choice[1:], tags=tags)
+                                return
+                tier = (requested_tier(route.operation in _CONVERSE, scope_headers, document) if document
+                        else STANDARD)
+                headers = request_headers_for_upstream(scope_headers)
+                plan = await self._admission.plan(route, caller, raw_path, body, document, tier)
+                plan.tags = tags
+                if route.operation in WHOLE_BODY:
+                    await self._whole_body.serve(send, method=method, route=route, caller=caller, plan=plan,
+                                                 raw_query=raw_query, headers=headers, document=document,
+                                                 started=started)
+                    return
+                try:
+                    response = await self._upstream.send(method, plan.raw_path, raw_query, headers, plan.body,
+                                                         caller.region,
+                                                         body_sha256 if plan.body is body else None)
+                except BaseException as exc:
+                    # Never sent: recorded, and what admission held for it goes back (issue #18).
+                    status, raised = unsent(exc)
+                    self._meter(route, caller, plan, status, None, Usage(), started, None)
+                    if raised is exc:
+                        raise
+                    raise raised from None
+            except AuthRefused as refused:
+                request_id = new_request_id()
+                self._on_refused(refused, scope, request_id)
+                await send_error(send, refused.error, request_id, close=body is None)
+                return
+            except BedrockError as error:
+                request_id = new_request_id()
+                if error.status == 403 and caller is not None:  # a policy's refusal of a known caller
+                    self._on_refused(AuthRefused(refusal(error, error.reason or "not_allowed"),
+                                                 caller.access_key_id, caller), scope, request_id)
+                await send_error(send, error, request_id, close=body is None)
+                return
+            except ClientGone:
+                return
+            await self._relay(receive, send, route, caller, plan, response, started, cache_key)
         finally:
             reservation.release()
 
-    async def _serve(self, scope: Scope, receive: Receive, send: Send, reservation: Reservation) -> None:
-        started = time.perf_counter()
-        raw_path, _, raw_query = scope.get("raw_path", scope["path"].encode()).decode("latin-1").partition("?")
-        raw_query = raw_query or scope.get("query_string", b"").decode("latin-1")
-        method = scope["method"]
-        body: bytes | None = None  # until it is read, a refusal closes the connection
-        caller: Caller | None = None
-        try:
-            check_request_head(scope["headers"], raw_path, raw_query, self._limits)
-            route = parse_route(method, raw_path)
-            # Who is calling, from the head alone: nobody without a valid key gets a body read.
-            identified = await self._auth.identify_head(
-                method=method,
-                raw_path=raw_path,
-                raw_query=raw_query,
-                headers=scope["headers"],
-                authorization=header(scope, b"authorization"),
-                host=header(scope, b"host") or "",
-                secure=scope.get("scheme") == "https",
-            )
-            if route.operation is Operation.INVOKE_MODEL_BIDI:  # its body is a stream, never read whole
-                await self._bidi.serve(scope, receive, send, route, identified, raw_path, raw_query, started,
-                                       tags=self._tags.read(scope["headers"]))
-                return
-            body = await read_body(receive, scope["headers"], self._limits.max_body_bytes,
-                                   chunk_timeout=self._limits.body_timeout, reservation=reservation)
-            caller, body_sha256 = identified.verified(body)
-            self._admission.check_operation(route.operation, caller)
-            document = json_body(route, body)
-            tags = self._tags.read(scope["headers"], document if route.operation in _CONVERSE else None)
-            cache_key = None
-            if document is not None and route.operation in _CACHEABLE:
-                if self._admission.caller_policy(caller).response_cache_ttl:
-                    cache_key = ResponseCache.key(caller.org, caller.app, route.operation,
-                                                  route.model_id or "", document)
-                    hit = self._cache.get(cache_key)
-                    if hit is not None:
-                        # Served only from the model a fresh request would get now, and
-                        # with its fallback and mode (README "Response cache").
-                        tier = requested_tier(route.operation in _CONVERSE, scope["headers"], document)
-                        choice = await self._admission.current_choice(route, caller, document, tier)
-                        if choice is not None and choice[0] == hit.model:
-                            await self._send_cached(send, route, caller, hit, started, *choice[1:], tags=tags)
-                            return
-            tier = requested_tier(route.operation in _CONVERSE, scope["headers"], document) if document else STANDARD
-            headers = request_headers_for_upstream(scope["headers"])
-            plan = await self._admission.plan(route, caller, raw_path, body, document, tier)
-            plan.tags = tags
-            if route.operation in WHOLE_BODY:
-                await self._whole_body.serve(send, method=method, route=route, caller=caller, plan=plan,
-                                             raw_query=raw_query, headers=headers, document=document, started=started)
-                return
-            try:
-                response = await self._upstream.send(method, plan.raw_path, raw_query, headers, plan.body,
-                                                     caller.region,
-                                                     body_sha256 if plan.body is body else None)
-            except BaseException as exc:
-                # Never sent: recorded, and what admission held for it goes back (issue #18).
-                status, raised = unsent(exc)
-                self._meter(route, caller, plan, status, None, Usage(), started, None)
-                if raised is exc:
-                    raise
-                raise raised from None
-        except AuthRefused as refused:
-            request_id = new_request_id()
-            self._on_refused(refused, scope, request_id)
-            await send_error(send, refused.error, request_id, close=body is None)
-            return
-        except BedrockError as error:
-            request_id = new_request_id()
-            if error.status == 403 and caller is not None:  # a policy's refusal of a known caller
-                self._on_refused(AuthRefused(refusal(error, error.reason or "not_allowed"), caller.access_key_id,
-                                             caller), scope, request_id)
-            await send_error(send, error, request_id, close=body is None)
-            return
-        except ClientGone:
-            return
-        await self._relay(receive, send, route, caller, plan, response, started, cache_key)
     async def _send_cached(
         self, send: Send, route: Route, caller: Caller, hit: CachedResponse, started: float,
         fallback: bool, mode: str, *, tags: Tags = (),

@@ -178,7 +178,14 @@ class Connection(asyncio.Protocol):
                 await self._waiter
             finally:
                 self._waiter = None
+        return self.take()
+
+    def take(self) -> bytes:
+        """The body bytes that arrived since the last call, without waiting (b"" if none):
+        a body already in hand whole is read without a coroutine (issue #20)."""
         body = self._body
+        if not body:
+            return b""
         chunk = body[0] if len(body) == 1 else b"".join(body)
         self._body, self._buffered = [], 0
         if self._paused:

@@ -22,7 +22,7 @@ import asyncio
 import ssl
 from collections import deque
 from collections.abc import Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from yarl import URL
 
@@ -46,6 +46,15 @@ class Origin:
     tls: bool
     #: The base URL's path, before each request's (as signed: the whole URL is).
     prefix: str = ""
+    #: The hash of the fields, computed once: the pool looks an origin up twice a request,
+    #: and a dataclass's `__hash__` builds and hashes a tuple each time (issue #20).
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash((self.host, self.port, self.tls, self.prefix)))
+
+    def __hash__(self) -> int:
+        return self._hash
 
     @classmethod
     def of(cls, base_url: str) -> Origin:

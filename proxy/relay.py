@@ -177,32 +177,44 @@ class Relay:
             # no wait for a client's hang-up to cut short (and no task to start per request).
             hang_up = HangUpWatch(receive) if is_stream or not response.body_in_hand else None
             try:
-                chunks = response.chunks()
-                async for chunk in chunks:
-                    if stream_watcher is not None:
-                        chunk = stream_watcher.feed(chunk)
-                        if stream_translator is not None and chunk:
-                            chunk = stream_translator.feed(chunk)
-                        done = stream_watcher.complete
-                    else:
+                if hang_up is None:
+                    # A whole body in hand: taken at once (no generator to drive, then close) and
+                    # ended with its last bytes, one ASGI message fewer (with no hang-up watch,
+                    # nothing is to be stopped before the end).
+                    chunk = response.in_hand()
+                    if chunk:
                         body_watcher.feed(chunk)  # type: ignore[union-attr]
-                        received += len(chunk)
+                        received = len(chunk)
                         if kept is not None:
                             kept.append(chunk)
-                        done = expected is not None and received >= expected
-                    if not chunk:
-                        continue
-                    if first_byte is None:
                         first_byte = time.perf_counter()
-                    if done:
-                        cache_body()
-                        meter_once()
-                    # A whole body in hand ends with its last bytes: one ASGI message fewer
-                    # (with no hang-up watch, nothing is to be stopped before the end).
-                    ended = done and hang_up is None
-                    await send({"type": "http.response.body", "body": chunk, "more_body": not ended})
-                    if ended:  # nothing may follow `more_body: False` (the parser stops at the length)
-                        break  # the finally closes the generator
+                        ended = expected is not None and received >= expected
+                        if ended:
+                            cache_body()
+                            meter_once()
+                        await send({"type": "http.response.body", "body": chunk, "more_body": not ended})
+                else:
+                    chunks = response.chunks()
+                    async for chunk in chunks:
+                        if stream_watcher is not None:
+                            chunk = stream_watcher.feed(chunk)
+                            if stream_translator is not None and chunk:
+                                chunk = stream_translator.feed(chunk)
+                            done = stream_watcher.complete
+                        else:
+                            body_watcher.feed(chunk)  # type: ignore[union-attr]
+                            received += len(chunk)
+                            if kept is not None:
+                                kept.append(chunk)
+                            done = expected is not None and received >= expected
+                        if not chunk:
+                            continue
+                        if first_byte is None:
+                            first_byte = time.perf_counter()
+                        if done:
+                            cache_body()
+                            meter_once()
+                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 if stream_watcher is not None:
                     stream_watcher.end()
                 cache_body()
@@ -261,8 +273,8 @@ class Relay:
                     stream_watcher.end()
         finally:
             if chunks is not None and cast(AsyncGeneratorType, chunks).ag_frame is not None:  # suspended, not ended
-                # Stopped before its end (a whole body's last bytes, a hang-up or a send cut
-                # short, a translation error): closed here. Left to the garbage collector, the
+                # Stopped before its end (a hang-up or a send cut short, a translation error):
+                # closed here. Left to the garbage collector, the
                 # suspended generator would be closed by asyncio's finalizer hook, a task and
                 # a self-pipe write each time (issue #20).
                 await chunks.aclose()

@@ -62,9 +62,28 @@ async def read_body(
                 raise ValidationException(f"The request body of {declared} bytes exceeds the limit of {limit} bytes.")
     if reservation is not None and declared is not None:
         reservation.hold(declared)
+    # The reservation of a body of undeclared length, held as chunks arrive.
+    growing = None if declared is not None else reservation
     watch = StallWatch(chunk_timeout) if chunk_timeout is not None else None
+    chunks: list[bytes] = []
+    size = 0
     try:
-        return await _read_chunks(receive, limit, None if declared is not None else reservation, watch)
+        # Read here, not in a coroutine of its own: one per request less to make and resume through (issue #20).
+        while True:
+            message = await receive()
+            if watch is not None:
+                watch.fed()
+            if message["type"] == "http.disconnect":
+                raise ClientGone()
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise ValidationException(f"The request body exceeds the limit of {limit} bytes.")
+            if growing is not None:
+                growing.hold(size)
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
     except asyncio.CancelledError:
         if watch is None or not watch.fired:
             raise
@@ -75,27 +94,6 @@ async def read_body(
     finally:
         if watch is not None:
             watch.stop()
-
-
-async def _read_chunks(receive: Receive, limit: int, growing: Reservation | None, watch: StallWatch | None) -> bytes:
-    """`growing`: the reservation of a body of undeclared length, held as chunks arrive."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if watch is not None:
-            watch.fed()
-        if message["type"] == "http.disconnect":
-            raise ClientGone()
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise ValidationException(f"The request body exceeds the limit of {limit} bytes.")
-        if growing is not None:
-            growing.hold(size)
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
 
 
 def json_body(route: Route, body: bytes) -> dict[str, Any] | None:

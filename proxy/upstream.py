@@ -117,6 +117,12 @@ class UpstreamResponse:
         except ClientError as exc:
             raise self._broken(exc) from exc
 
+    def in_hand(self) -> bytes:
+        """The whole body, when it is in hand (`body_in_hand`): no generator to drive or close."""
+        assert self.body_in_hand
+        connection = self._connection
+        return b"" if connection is None else connection.take()
+
     async def read(self) -> bytes:
         """The whole body (only for JSON bodies that must be translated whole)."""
         return b"".join([chunk async for chunk in self.chunks()])

@@ -19,7 +19,10 @@ prometheus-client's multiprocess files and the scrape sums them
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+import math
+from bisect import bisect_left
+from collections.abc import Callable
+from typing import Any, cast
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -130,14 +133,16 @@ class ProxyMetrics:
         labels = series.labels
         for index, count in enumerate((event.input_tokens, event.output_tokens, event.cache_read_tokens,
                                        event.cache_write_tokens)):
-            if count:
-                series.tokens(index).inc(count)
-        series.requests.inc()
+            if count > 0:
+                series.add_tokens(index)(count)
+            elif count:
+                series.tokens(index).inc(count)  # refused (ValueError), as a counter refuses it
+        series.add_request(1)
         if event.cost_pico_usd:
-            series.cost().inc(event.cost_pico_usd / PICO_PER_USD)
-        series.latency.observe(event.latency_ms / 1000)
+            series.add_cost()(event.cost_pico_usd / PICO_PER_USD)
+        series.observe_latency(event.latency_ms / 1000)
         if event.first_byte_ms is not None:
-            series.first_byte().observe(event.first_byte_ms / 1000)
+            series.observe_first_byte()(event.first_byte_ms / 1000)
         if fallback:
             self.fallbacks.labels(event.org, event.app, self._model(event.requested_model, not event.refused),
                                   labels[2]).inc()
@@ -193,19 +198,25 @@ class _Series:
     """The series one (org, app, model, operation, status) moves, found once: `labels()`
     validates and takes a lock on every call, and `observe` moves five to eight series
     per request (issue #20). A series is made when first moved, as `labels()` on demand
-    would (a made series is exported, at 0)."""
+    would (a made series is exported, at 0).
 
-    __slots__ = ("labels", "requests", "latency", "_metrics", "_operation", "_tokens", "_cost", "_first_byte")
+    Each is moved through its value's own `inc` (`_adder`, `_observer`), bound once: the
+    public `inc` and `observe` check, on every call, what holds for every call here (a
+    labelled child is observable, the amounts are not negative), and cost twice as much."""
+
+    __slots__ = ("labels", "add_request", "observe_latency", "_metrics", "_operation", "_tokens", "_adds",
+                 "_add_cost", "_observe_first_byte")
 
     def __init__(self, metrics: ProxyMetrics, labels: tuple[str, str, str], operation: str, status: int) -> None:
         self.labels = labels
         self._metrics, self._operation = metrics, operation
         self._tokens: list[Any] = [None] * len(_DIRECTIONS)
-        self._cost: Any = None
-        self._first_byte: Any = None
+        self._adds: list[Callable[[float], None] | None] = [None] * len(_DIRECTIONS)
+        self._add_cost: Callable[[float], None] | None = None
+        self._observe_first_byte: Callable[[float], None] | None = None
         # Moved by every request.
-        self.requests = metrics.requests.labels(*labels, operation, str(status))
-        self.latency = metrics.latency.labels(*labels, operation)
+        self.add_request = _adder(metrics.requests.labels(*labels, operation, str(status)))
+        self.observe_latency = _observer(metrics.latency.labels(*labels, operation))
 
     def tokens(self, index: int) -> Any:
         child = self._tokens[index]
@@ -213,15 +224,54 @@ class _Series:
             child = self._tokens[index] = self._metrics.tokens.labels(*self.labels, _DIRECTIONS[index])
         return child
 
-    def cost(self) -> Any:
-        if self._cost is None:
-            self._cost = self._metrics.cost.labels(*self.labels)
-        return self._cost
+    def add_tokens(self, index: int) -> Callable[[float], None]:
+        """Adds a positive count of the direction's tokens."""
+        add = self._adds[index]
+        if add is None:
+            add = self._adds[index] = _adder(self.tokens(index))
+        return add
 
-    def first_byte(self) -> Any:
-        if self._first_byte is None:
-            self._first_byte = self._metrics.first_byte.labels(*self.labels, self._operation)
-        return self._first_byte
+    def add_cost(self) -> Callable[[float], None]:
+        """Adds a positive cost in USD."""
+        if self._add_cost is None:
+            self._add_cost = _adder(self._metrics.cost.labels(*self.labels))
+        return self._add_cost
+
+    def observe_first_byte(self) -> Callable[[float], None]:
+        if self._observe_first_byte is None:
+            self._observe_first_byte = _observer(self._metrics.first_byte.labels(*self.labels, self._operation))
+        return self._observe_first_byte
+
+
+def _adder(child: Any) -> Callable[[float], None]:
+    """`child.inc` for a positive amount: its value's own `inc` (which takes the value's
+    lock, or writes the multiprocess file), else, should a prometheus-client version
+    keep it elsewhere, the public `inc`."""
+    inc = getattr(getattr(child, "_value", None), "inc", None)
+    return inc if callable(inc) else cast(Callable[[float], None], child.inc)
+
+
+def _observer(child: Any) -> Callable[[float], None]:
+    """`child.observe` of a histogram: its sum and its first bucket whose bound is at least
+    the amount (a NaN: none), each value moved by its own `inc`, as `Histogram.observe`
+    moves them; else, should a prometheus-client version keep them elsewhere, the public
+    `observe` (tests/proxy/test_observe.py holds the two to the same exposition)."""
+    values, bounds = getattr(child, "_buckets", None), getattr(child, "_upper_bounds", None)
+    add_sum = getattr(getattr(child, "_sum", None), "inc", None)
+    if not (callable(add_sum) and isinstance(values, list) and isinstance(bounds, list | tuple)
+            and len(values) == len(bounds) and bounds and bounds[-1] == math.inf):
+        return cast(Callable[[float], None], child.observe)
+    sum_inc = add_sum
+    bucket_incs = tuple(value.inc for value in values)
+    upper = tuple(bounds)
+
+    def observe(amount: float) -> None:
+        sum_inc(amount)
+        index = bisect_left(upper, amount)  # bounds are sorted, the last is +Inf: in range unless NaN (0)
+        if amount <= upper[index]:
+            bucket_incs[index](1)
+
+    return observe
 
 
 def _label_value(model: str) -> str:

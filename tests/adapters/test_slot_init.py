@@ -16,9 +16,10 @@ from hypothesis import strategies as st
 from adapters.slot_init import slot_init
 from adapters.usage import Usage
 from metering.events import UsageEvent
+from metering.quotas import Selection
 from tests.adapters.strategies import fuzz
 
-_DECORATED = [Usage, UsageEvent]
+_DECORATED = [Usage, UsageEvent, Selection]
 _VALUES = st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=False),
                     st.text(max_size=8), st.tuples(st.text(max_size=4), st.text(max_size=4)).map(lambda t: (t,)))
 

@@ -7,13 +7,15 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from adapters import family_of
 from adapters.tiers import STANDARD, Tier
 from adapters.translate import can_translate
-from metering.leases import BudgetLeases
+from metering.leases import BudgetLeases, Mode
 from metering.pricing import Price, PriceTable
-from metering.quotas import QuotaSelector
+from metering.quotas import QuotaSelector, Selection
 from proxy.admission import Admission, Plan
 from proxy.errors import (
     AccessDeniedException,
@@ -26,6 +28,7 @@ from proxy.policies import PolicyError
 from proxy.policy_build import build_policies
 from proxy.ratelimit import RateLimiter
 from proxy.routing import parse_route
+from tests.adapters.strategies import fuzz
 from tests.metering.test_quotas import CountingStore
 
 CLAUDE, NOVA = "anthropic.claude-haiku-4-5-20251001-v1:0", "amazon.nova-lite-v1:0"
@@ -237,3 +240,20 @@ def test_an_absurd_max_tokens_is_refused_before_the_quota_without_raising(max_to
     admission = _admission({"acme": {"daily_quota_usd": {"smart": 10, "cheap": 10}}})
     with pytest.raises(ValidationException, match="exceeds the model's limit"):
         _plan(admission, f"/model/{CLAUDE}/invoke", {**CLAUDE_BODY, "max_tokens": max_tokens})
+
+
+@fuzz(60)
+@given(asks=st.lists(st.tuples(st.sampled_from([CLAUDE, NOVA, PROFILE]), st.sampled_from(["2026-01-01", "2026-01-02"]),
+                               st.booleans()), max_size=30))
+def test_a_chain_without_a_quota_is_selected_as_if_anew_every_time(asks: list[tuple[str, str, bool]]) -> None:
+    """The remembered selection of an unquoted chain (issue #20) is the one a fresh request
+    would make, whatever came before: its model, its day, no grant; a quoted chain has none."""
+    admission = _admission({"acme": {}, "capped": {"daily_quota_usd": {"smart": 10}}})
+    free, capped = admission.caller_policy(Caller("acme", "app")), admission.caller_policy(Caller("capped", "app"))
+    for model, day, quoted in asks:
+        chain = (CLAUDE, NOVA) if quoted else (model,)
+        selection = admission._free(capped if quoted else free, chain, day)
+        if quoted:
+            assert selection is None
+        else:
+            assert selection == Selection(model, False, Mode.NORMAL, day=day) and selection.grant is None

@@ -55,6 +55,9 @@ class _Response:
     async def chunks(self) -> AsyncIterator[bytes]:
         yield self.body
 
+    def in_hand(self) -> bytes:
+        return self.body
+
     def release(self) -> None:
         pass
 

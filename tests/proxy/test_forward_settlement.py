@@ -63,6 +63,9 @@ class Response:
     async def chunks(self) -> AsyncIterator[bytes]:
         yield self.body
 
+    def in_hand(self) -> bytes:
+        return self.body
+
     async def read(self) -> bytes:
         return self.body
 

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxy.http1_client import HIGH_WATER, MAX_HEAD, headers_of, request_head
+from proxy.http1_client import HIGH_WATER, MAX_HEAD, Connection, headers_of, request_head
 from proxy.http1_pool import Pool
 from proxy.upstream import Upstream, UpstreamBroken, UpstreamUnavailable
 from tests.proxy.raw_upstream import OK, Peer, ok, pool_request, raw_upstream, upstream_for
@@ -293,3 +293,49 @@ def test_headers_are_decoded_as_aiohttp_decodes_them_whatever_the_bytes(raw: lis
     expected = [(name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape"))
                 for name, value in raw]
     assert list(headers_of(raw).items()) == expected
+
+
+class _Transport:
+    """Enough of a transport for one exchange driven by hand: what is written, and reading paused."""
+
+    def __init__(self) -> None:
+        self.written, self.paused = b"", False
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def pause_reading(self) -> None:
+        self.paused = True
+
+    def resume_reading(self) -> None:
+        self.paused = False
+
+    def is_closing(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("pieces", [1, 3, 64])
+async def test_a_body_in_hand_is_taken_at_once_as_the_chunks_would_give_it(pieces: int) -> None:
+    """`take` (the relay's read of a whole body in hand, issue #20) gives what `next_chunk`
+    would have, resumes a reading paused at the high-water mark, and leaves the connection
+    reusable; a second take is empty."""
+    body = bytes(range(256)) * (HIGH_WATER // 256 + 1)
+    answer = b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(body) + body
+    ended: list[bool] = []
+    connection = Connection(asyncio.get_running_loop(), _BOUND, lambda c, reusable: ended.append(reusable))
+    transport = _Transport()
+    connection.connection_made(transport)
+    asked = asyncio.ensure_future(connection.request(b"GET / HTTP/1.1\r\n\r\n", b""))
+    await asyncio.sleep(0)
+    step = -(-len(answer) // pieces)
+    for start in range(0, len(answer), step):
+        connection.data_received(answer[start:start + step])
+    await asked
+    assert connection.body_in_hand and transport.paused
+    assert connection.take() == body and not transport.paused
+    assert connection.take() == b""
+    connection.release()
+    assert ended == [True]

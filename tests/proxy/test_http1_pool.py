@@ -5,14 +5,17 @@ connection back, cancellation, and TLS with the system trust store and SNI."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from proxy.http1_client import ConnectError, ConnectTimeoutError
-from proxy.http1_pool import Pool
+from proxy.http1_pool import Origin, Pool
 from proxy.upstream import UpstreamUnavailable
 from tests.proxy.raw_upstream import OK, Peer, ok, pool_request, raw_upstream, upstream_for
 from tests.tls import self_signed
@@ -306,3 +309,21 @@ async def test_a_connection_not_opened_within_the_connect_timeout_is_a_timeout(
         assert ("timed out before answering (ConnectTimeoutError: no connection to "
                 f"127.0.0.1:{port} within 0.05 s)") in caplog.text
     await upstream.aclose()
+
+
+_ORIGINS = st.builds(Origin, st.sampled_from(["a.example", "b.example"]), st.sampled_from([443, 8443]), st.booleans(),
+                     st.sampled_from(["", "/prefix"]))
+
+
+@given(a=_ORIGINS, b=_ORIGINS)
+def test_an_origin_s_remembered_hash_keys_the_pool_as_its_fields_do(a: Origin, b: Origin) -> None:
+    """Equal origins (made apart, or by `replace`) hash alike and find each other's idle
+    connections; different ones do not (the hash is computed once, issue #20)."""
+    assert (a == b) == ((a.host, a.port, a.tls, a.prefix) == (b.host, b.port, b.tls, b.prefix))
+    if a == b:
+        assert hash(a) == hash(b) and {a: 1}.get(b) == 1
+    else:
+        assert {a: 1}.get(b) is None
+    moved = dataclasses.replace(a, port=b.port)
+    assert hash(moved) == hash(Origin(a.host, b.port, a.tls, a.prefix)) and moved == Origin(a.host, b.port, a.tls,
+                                                                                              a.prefix)

@@ -6,11 +6,14 @@ import asyncio
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from metering.events import UsageEvent
 from proxy.admin.metrics import MAX_LABEL_CHARS, ProxyMetrics
 from proxy.eventlog import EventLog, access_record, emf_record
+from tests.adapters.strategies import fuzz
 
 
 def _event(**changes: object) -> UsageEvent:
@@ -163,3 +166,46 @@ def test_event_log_writes_whole_lines_of_at_most_pipe_buf_bytes(monkeypatch: pyt
     assert all(len(text.encode()) <= 4096 and text.endswith("\n") for text in writes)
     lines = "".join(writes).splitlines()
     assert len(lines) == 120 and all(json.loads(line) for line in lines)
+
+
+_AMOUNTS = st.one_of(st.integers(0, 10**12), st.floats(0, 10**6), st.just(float("inf")), st.just(float("nan")),
+                     st.sampled_from([0.005, 0.01, 900.0, 900.0000001]))
+
+
+@fuzz(60)
+@given(events=st.lists(st.builds(
+    _event, input_tokens=st.integers(0, 10**9), output_tokens=st.integers(0, 10**9),
+    cache_read_tokens=st.integers(0, 9), cache_write_tokens=st.integers(0, 9),
+    cost_pico_usd=st.integers(0, 10**15), latency_ms=_AMOUNTS, first_byte_ms=st.none() | _AMOUNTS,
+    status=st.sampled_from([200, 400, 429]), operation=st.sampled_from(["Converse", "ConverseStream"]),
+), max_size=12))
+def test_observe_moves_the_series_as_the_public_api_does(events: list[UsageEvent]) -> None:
+    """`observe` moves the children's values without their checks (issue #20): the exposition
+    is the one `Counter.inc` and `Histogram.observe` give, whatever the amounts (a NaN
+    latency lands in no bucket, 900 s in the last finite one, beyond it in +Inf)."""
+    fast, public = ProxyMetrics(), ProxyMetrics()
+    for event in events:
+        fast.observe(event)
+        labels = (event.org, event.app, public._model(event.model, not event.refused))
+        for direction, count in zip(("input", "output", "cache_read", "cache_write"),
+                                    (event.input_tokens, event.output_tokens, event.cache_read_tokens,
+                                     event.cache_write_tokens), strict=True):
+            if count:
+                public.tokens.labels(*labels, direction).inc(count)
+        public.requests.labels(*labels, event.operation, str(event.status)).inc()
+        if event.cost_pico_usd:
+            public.cost.labels(*labels).inc(event.cost_pico_usd / 10**12)
+        public.latency.labels(*labels, event.operation).observe(event.latency_ms / 1000)
+        if event.first_byte_ms is not None:
+            public.first_byte.labels(*labels, event.operation).observe(event.first_byte_ms / 1000)
+    assert _without_created(fast) == _without_created(public)
+
+
+def _without_created(metrics: ProxyMetrics) -> list[bytes]:
+    """The exposition's lines but the `_created` ones (when each series was made)."""
+    return [line for line in metrics.exposition(0).splitlines() if b"_created" not in line]
+
+
+def test_a_negative_count_is_refused_as_the_public_api_refuses_it() -> None:
+    with pytest.raises(ValueError, match="non-negative"):
+        ProxyMetrics().observe(_event(input_tokens=-1))
