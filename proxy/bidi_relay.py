@@ -288,16 +288,19 @@ class _Stream:
         await self._send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def _output(self, framed: bool) -> bool:
-        async for chunk in self._exchange.chunks():
-            seen = self._watcher.events
-            data = self._watcher.feed(chunk) if framed else chunk
-            if self._watcher.events != seen:
-                self.checkpoints.seen()  # before the client sees it: what it saw is written down
-            if not data:
-                continue
-            if self.first_byte is None:
-                self.first_byte = time.perf_counter()
-            await self._send({"type": "http.response.body", "body": data, "more_body": True})
+        # Closed here wherever reading stops (cancelled in `send` by a hang-up, the watcher
+        # raising), not left suspended for asyncio's finalizer to close at a moment nobody chose.
+        async with contextlib.aclosing(self._exchange.chunks()) as chunks:
+            async for chunk in chunks:
+                seen = self._watcher.events
+                data = self._watcher.feed(chunk) if framed else chunk
+                if self._watcher.events != seen:
+                    self.checkpoints.seen()  # before the client sees it: what it saw is written down
+                if not data:
+                    continue
+                if self.first_byte is None:
+                    self.first_byte = time.perf_counter()
+                await self._send({"type": "http.response.body", "body": data, "more_body": True})
         self._complete = True
         return True
 

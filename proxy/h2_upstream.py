@@ -29,7 +29,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 import h2.config
@@ -170,7 +170,7 @@ class H2Exchange:
             self._flush()
             await self._drain()
 
-    async def chunks(self) -> AsyncIterator[bytes]:
+    async def chunks(self) -> AsyncGenerator[bytes, None]:
         """The response body as it arrives; acknowledged (flow control) as it is taken."""
         while True:
             try:
