@@ -35,6 +35,7 @@ from proxy.errors import BedrockError, ServiceUnavailableException, error_parts,
 from proxy.headers import response_headers_for_client
 from proxy.identity import Caller
 from proxy.jobs import Jobs
+from proxy.relay import costkeeper_headers
 from proxy.routing import Operation, Route
 from proxy.upstream import Upstream, UpstreamBroken, UpstreamResponse, UpstreamUnavailable
 
@@ -123,9 +124,7 @@ class WholeBodyOperations:
         else:
             out_headers = response_headers_for_client(response.raw_headers, keep_length=False)
             out_headers.append((b"content-length", str(len(body)).encode()))
-            if plan.model:
-                out_headers += [(b"x-costkeeper-model-id", plan.model.encode()), (b"x-costkeeper-fallback", b"false"),
-                                (b"x-costkeeper-mode", plan.mode.encode())]
+            out_headers += costkeeper_headers(plan.model, False, plan.mode)  # none for an operation naming no model
         await send({"type": "http.response.start", "status": status, "headers": out_headers})
         await send({"type": "http.response.body", "body": body, "more_body": False})
         self._observe(event, False)

@@ -214,6 +214,8 @@ def test_a_label_in_the_body_resolves_and_the_job_is_metered_per_second(
     assert (event.org, event.app, event.status) == ("acme", "studio", 200)
     assert event.input_tokens == event.output_tokens == 0
     assert event.priced and event.cost_pico_usd == 480_000_000_000  # 6 s × $0.08
+    headers = started["ResponseMetadata"]["HTTPHeaders"]  # the job's model, as a relayed answer says it
+    assert (headers["x-costkeeper-model-id"], headers["x-costkeeper-fallback"], headers["x-costkeeper-mode"]) == (REEL, "false", "NORMAL")
     assert studio.get_async_invoke(invocationArn=arn)["invocationArn"] == arn
 
 
