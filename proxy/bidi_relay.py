@@ -58,8 +58,8 @@ from proxy.errors import (
     InvalidSignatureException,
     ServiceUnavailableException,
     ValidationException,
-    error_parts,
     new_request_id,
+    send_error,
     stream_error_frame,
 )
 from proxy.event_signing import ChainSigner, ChainVerifier, EventChainError, envelopes
@@ -265,9 +265,7 @@ class _Stream:
     async def _refuse(self, error: BedrockError) -> None:
         """Answer with `error` before any response head."""
         self.status = error.status
-        status, headers, payload = error_parts(error, new_request_id())
-        await self._send({"type": "http.response.start", "status": status, "headers": headers})
-        await self._send({"type": "http.response.body", "body": payload, "more_body": False})
+        await send_error(self._send, error)
 
     async def _relay_body(self, *, framed: bool) -> None:
         output = asyncio.create_task(self._output(framed))
