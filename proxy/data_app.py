@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 
 from starlette.types import Receive, Scope, Send
 
-from proxy.errors import InternalServerException, error_parts, new_request_id
+from proxy.errors import InternalServerException, send_error
 from proxy.upstream import UpstreamBroken
 
 __all__ = ["DataApp"]
@@ -78,10 +78,9 @@ class DataApp:
 
 
 async def _send_internal_error(send: Send) -> None:
-    """A Bedrock-shaped 500 if the response has not started; else the server drops the connection."""
-    status, headers, payload = error_parts(InternalServerException("Internal server error."), new_request_id())
-    try:
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-    except RuntimeError:  # the response had already started: nothing well-formed can follow
-        return
-    await send({"type": "http.response.body", "body": payload, "more_body": False})
+    """A Bedrock-shaped 500 if the response has not started; else the server drops the connection.
+
+    The server refuses a second head with a RuntimeError (uvicorn, proxy/h2_server.py); the
+    body right after a head it took is never refused, so the RuntimeError caught here is the head's."""
+    with contextlib.suppress(RuntimeError):  # the response had already started: nothing well-formed can follow
+        await send_error(send, InternalServerException("Internal server error."))
