@@ -371,7 +371,8 @@ class Admission(CurrentChoice):
         if len(chain) == 1 and chain[0] == entry:
             return await self._plan_one(caller, _rewritten(raw_path, asked, requested), b"", requested, 0,
                                         admitted_at)
-        selection = await self._select(policy, chain, lambda member: 1, utc_day(admitted_at))
+        day = utc_day(admitted_at)
+        selection = self._free(policy, chain, day) or await self._select(policy, chain, lambda member: 1, day)
         try:
             member = selection.model
             model = requested if member == entry else in_scope(member, requested)
@@ -419,9 +420,7 @@ class Admission(CurrentChoice):
 
     async def _select(self, policy: CallerPolicy, chain: tuple[str, ...], worst_case: Callable[[str], int],
                       day: str) -> Selection:
-        selection = self._free(policy, chain, day)
-        if selection is not None:
-            return selection
+        """A chain some quota counts (`_free` answered None): its budget leases choose."""
         try:
             return await self._selector.select(policy.scope_key, day, chain, policy.quota_entry, worst_case,
                                                fail_closed=policy.fail_closed)

@@ -37,7 +37,7 @@ What this module owes the handler, as uvicorn does:
   (`limits.max_concurrent_streams`), SETTINGS_MAX_HEADER_LIST_SIZE sized so the
   handler's own head check (proxy/limits.py, `max_header_bytes`/`max_header_count`)
   is the one that answers with a Bedrock-shaped error; a header block above it is
-  refused as its frames arrive, before it is all held (connection error, `_FrameBuffer`),
+  refused as its frames arrive, before it is all held (connection error, `proxy.h2_frames.ServerFrameBuffer`),
   as is a frame over SETTINGS_MAX_FRAME_SIZE, at its header. Body size is the handler's check.
 * **Graceful shutdown.** `shutdown()` (uvicorn calls it on SIGTERM) sends GOAWAY:
   open streams finish, new ones are refused; the connection closes when the last ends.
@@ -54,13 +54,13 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, cast
 
 import h2.config
-import h2.connection
 import h2.errors
 import h2.events
 import h2.exceptions
-import h2.frame_buffer
 import h2.settings
 import hyperframe.frame
+
+from proxy.h2_frames import ServerConnection, ServerFrameBuffer
 
 __all__ = ["H2Protocol", "H2Settings"]
 
@@ -80,50 +80,6 @@ _STREAM_WINDOW = 1024 * 1024
 _CONNECTION_WINDOW = 4 * 1024 * 1024
 
 
-class _FrameBuffer(h2.frame_buffer.FrameBuffer):
-    """h2's frame buffer, refusing what it would hold before refusing it:
-
-    * a frame longer than SETTINGS_MAX_FRAME_SIZE, as soon as its 9-byte header is in
-      (FRAME_SIZE_ERROR); h2 checks the length once the whole frame has arrived, so a
-      header declaring 16 MiB had the connection hold up to 16 MiB first;
-    * a header block (HEADERS and its CONTINUATION frames) longer than `max_header_block`
-      before it ends (ENHANCE_YOUR_CALM, as the HPACK decoder refuses one too large); h2
-      decodes, and so checks, a block only once it ends, and holds up to 64 frames of it
-      (1 MiB at 16 KiB a frame) until then. The encoded block is no longer than the header
-      list it encodes as SETTINGS_MAX_HEADER_LIST_SIZE counts it (32 bytes a field on top).
-    """
-
-    def __init__(self, max_header_block: int) -> None:
-        super().__init__(server=True)
-        self.max_header_block = max_header_block
-
-    def __next__(self) -> hyperframe.frame.Frame:
-        if len(self._data) >= 9:
-            self._validate_frame_length(int.from_bytes(self._data[:3], "big"))
-        return super().__next__()
-
-    def _update_header_buffer(self, f: hyperframe.frame.Frame | None) -> hyperframe.frame.Frame | None:
-        f = super()._update_header_buffer(f)
-        if sum(len(frame.data) for frame in self._headers_buffer) > self.max_header_block:
-            raise h2.exceptions.DenialOfServiceError(f"a header block over {self.max_header_block} bytes")
-        return f
-
-
-class _Connection(h2.connection.H2Connection):
-    """h2's connection, but a client's GOAWAY (NO_ERROR) keeps the streams it opened open
-    (RFC 9113 §6.8). h2 moves the whole connection to CLOSED on it; the AWS SDK for
-    JavaScript sends GOAWAY right after an event stream's response head, and on
-    InvokeModelWithBidirectionalStream it keeps sending request DATA on that stream. Undone
-    here, while the frame is processed: a DATA frame in the same read as the GOAWAY is
-    handled before `H2Protocol` sees the ConnectionTerminated event."""
-
-    def _receive_goaway_frame(self, frame: hyperframe.frame.GoAwayFrame) -> Any:
-        result = super()._receive_goaway_frame(frame)
-        if frame.error_code == h2.errors.ErrorCodes.NO_ERROR:
-            self.state_machine.state = h2.connection.ConnectionState.SERVER_OPEN
-        return result
-
-
 class H2Settings:
     """What the data port's HTTP/2 needs from the configuration (proxy/config.py `limits`)."""
 
@@ -136,7 +92,7 @@ class H2Settings:
         # (proxy/limits.py) adds 4 (": " and CRLF). Four times the HTTP/1.1 limit (64 KiB at
         # least), so a head a little over that limit reaches the handler's check and gets its
         # Bedrock-shaped 400, as on HTTP/1.1; a block beyond is refused as it arrives
-        # (`_FrameBuffer`) or by the HPACK decoder (connection error ENHANCE_YOUR_CALM).
+        # (`proxy.h2_frames.ServerFrameBuffer`) or by the HPACK decoder (connection error ENHANCE_YOUR_CALM).
         self.max_header_list_size = max(4 * max_header_bytes, 64 * 1024) + 32 * (max_header_count + 1)
         self.idle_timeout = idle_timeout
         #: From the connection's opening to its first complete request head (HTTP/1.1's
@@ -178,8 +134,8 @@ class H2Protocol(asyncio.Protocol):
         self.tasks = tasks
         self.loop = loop
         config = h2.config.H2Configuration(client_side=False, header_encoding=None)
-        self.conn = _Connection(config=config)
-        self.conn.incoming_buffer = _FrameBuffer(settings.max_header_list_size)
+        self.conn = ServerConnection(config=config)
+        self.conn.incoming_buffer = ServerFrameBuffer(settings.max_header_list_size)
         self.conn.local_settings = h2.settings.Settings(client=False, initial_values={
             h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: _STREAM_WINDOW,
             h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: settings.max_concurrent_streams,
@@ -285,7 +241,7 @@ class H2Protocol(asyncio.Protocol):
         elif isinstance(event, h2.events.ConnectionTerminated):
             # The client's GOAWAY: it opens no new stream, but those open still finish
             # (RFC 9113 §6.8; the AWS SDK for JavaScript sends it right after the response
-            # head of an event stream, then reads the body). `_Connection` kept h2's state open.
+            # head of an event stream, then reads the body). `ServerConnection` kept h2's state open.
             self._closing = True
             if not self.streams or event.error_code != h2.errors.ErrorCodes.NO_ERROR:
                 self._close()
