@@ -43,7 +43,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar, cast
+from typing import Any, TypeVar, cast
 
 from botocore.eventstream import EventStreamBuffer, EventStreamMessage
 from starlette.types import Receive, Scope, Send
@@ -71,7 +71,7 @@ from proxy.stream_drain import StreamDrain
 from proxy.upstream import Upstream
 from proxy.upstream_errors import UpstreamBroken, UpstreamUnavailable, unsent
 
-__all__ = ["BidiRelay", "Checkpoint", "Meter"]
+__all__ = ["BidiRelay", "Checkpoint", "Meter", "first_or_none"]
 
 logger = logging.getLogger(__name__)
 
@@ -216,7 +216,7 @@ class _Stream:
         pump = asyncio.create_task(self._pump())
         try:
             try:
-                head = await self._first(self._exchange.response())
+                head = await first_or_none(self._exchange.response(), self._stopped)
             except UpstreamUnavailable as exc:  # reset, or silent past `upstream.read_timeout`
                 logger.warning("upstream bidirectional stream gave no response head: %s", exc.__cause__ or exc)
                 await self._refuse(cast(BedrockError, unsent(exc)[1]))  # a 503 ServiceUnavailableException
@@ -240,20 +240,6 @@ class _Stream:
             with contextlib.suppress(asyncio.CancelledError):
                 await pump
 
-    async def _first(self, awaitable: Awaitable[_T]) -> _T | None:
-        """`awaitable`'s result, or None if the input pump stopped first (the client left,
-        or sent an event that does not verify)."""
-        task = asyncio.ensure_future(awaitable)
-        stop = asyncio.create_task(self._stopped.wait())
-        try:
-            await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stop.cancel()
-        if task.done():
-            return task.result()
-        task.cancel()
-        return None
-
     async def _stopped_before_head(self) -> None:
         if self._outcome.refused is not None:
             await self._refuse(InvalidSignatureException(str(self._outcome.refused)))
@@ -270,7 +256,7 @@ class _Stream:
     async def _relay_body(self, *, framed: bool) -> None:
         output = asyncio.create_task(self._output(framed))
         try:
-            finished = await self._first(output)
+            finished = await first_or_none(output, self._stopped)
         except UpstreamBroken as exc:
             logger.warning("upstream bidirectional stream ended early: %s", exc)
             await self._end_with(ServiceUnavailableException("The upstream stream ended before it was complete."))
@@ -348,3 +334,30 @@ class _Stream:
             return encode_message(envelope.headers, envelope.payload)
         except (TypeError, AttributeError):
             raise EventChainError("An unsigned event must carry string headers only.") from None
+
+
+async def first_or_none(awaitable: Awaitable[_T], stopped: asyncio.Event) -> _T | None:
+    """`awaitable`'s result, or None if `stopped` is set first (the input pump stopped:
+    the client left, or sent an event that does not verify).
+
+    Whatever loses the race is cancelled and awaited before this returns, and both are
+    if the caller is cancelled while it waits: a task left behind would keep reading
+    the upstream, or waiting on the event, after the stream is gone. A read that fails
+    while it is cancelled is not this stream's answer, and is not left to the loop's
+    "exception was never retrieved" report either."""
+    task = asyncio.ensure_future(awaitable)
+    stop = asyncio.ensure_future(stopped.wait())
+    losers: list[asyncio.Future[Any]] = []
+    try:
+        await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        losers = [waiter for waiter in (task, stop) if not waiter.done()]
+        for waiter in losers:
+            waiter.cancel()
+        if losers:
+            await asyncio.wait(losers)
+    if task in losers:
+        if not task.cancelled():
+            task.exception()  # retrieved: see above
+        return None
+    return task.result()
