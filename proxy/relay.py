@@ -146,10 +146,13 @@ class Relay:
                 self._observe(event, plan.fallback)
 
         def cache_body() -> None:
+            """Store a complete 200 once, before the last byte goes out: the client's next
+            request may be the repeat."""
+            nonlocal kept
             if kept is not None and cache_key and plan.cache_ttl:
-                # Stored before the last byte goes out: the client's next request may be the repeat.
                 self._cache.put(cache_key, CachedResponse(200, tuple(upstream_headers), b"".join(kept),
                                                           plan.cache_ttl, plan.model))
+            kept = None
 
         hang_up: HangUpWatch | None = None
         chunks: AsyncGenerator[bytes, None] | None = None

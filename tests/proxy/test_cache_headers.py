@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import pytest
 
 from adapters import family_of
 from adapters.translate import can_translate
@@ -29,6 +30,7 @@ from proxy.identity import Authenticator
 from proxy.jobs import Jobs
 from proxy.policy_build import build_policies
 from proxy.ratelimit import RateLimiter
+from proxy.response_cache import CachedResponse
 from proxy.whole_body import WholeBodyOperations
 from tests.metering.budget_memory import MemoryBudgetStore
 from tests.metering.test_quotas import Clock
@@ -42,12 +44,14 @@ QUESTION = {"messages": [{"role": "user", "content": [{"text": "What is 6 times 
 
 
 class _Response:
+    #: Whole when it arrives (as a short Converse answer is), or read chunk by chunk.
+    body_in_hand = True
+
     def __init__(self, model: str) -> None:
         self.body = json.dumps({"output": {"message": {"role": "assistant", "content": [{"text": f"42 ({model})"}]}},
                                 "stopReason": "end_turn",
                                 "usage": {"inputTokens": 9, "outputTokens": 3, "totalTokens": 12}}).encode()
         self.status = 200
-        self.body_in_hand = True
         self.raw_headers = ((b"content-type", b"application/json"),
                             (b"content-length", str(len(self.body)).encode()), (b"x-amzn-requestid", b"up-1"))
         self.headers = {k.decode(): v.decode() for k, v in self.raw_headers}
@@ -193,3 +197,23 @@ def test_a_profile_request_is_served_and_falls_back_in_its_scope() -> None:
     assert _says(scene.ask(path)) == (f"us.{LITE}", "true", "NORMAL", False)
     assert _says(scene.ask(path)) == (f"us.{LITE}", "true", "NORMAL", True)
     assert scene.upstream.models == [f"us.{PRO}", f"us.{LITE}"]
+
+
+@pytest.mark.parametrize("in_hand", [True, False])
+def test_a_cacheable_answer_is_stored_once(in_hand: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stored before its last byte goes out, and not a second time once it is out
+    (a body in hand, and one read chunk by chunk)."""
+    scene = Scene()
+    monkeypatch.setattr(_Response, "body_in_hand", in_hand)
+    stored: list[str] = []
+    put = scene.handler._cache.put  # noqa: SLF001
+
+    def counted(key: str, response: CachedResponse) -> None:
+        stored.append(key)
+        put(key, response)
+
+    monkeypatch.setattr(scene.handler._cache, "put", counted)  # noqa: SLF001
+    assert _says(scene.ask()) == (PRO, "false", "NORMAL", False)
+    assert len(stored) == 1
+    assert _says(scene.ask()) == (PRO, "false", "NORMAL", True)
+    assert len(stored) == 1
