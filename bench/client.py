@@ -119,12 +119,17 @@ class Point:
 
 async def load(port: int, raw: bytes, point: Point, duration: float, max_requests: int,
                warmup: int = 2, rate: float = 0.0, stop: asyncio.Event | None = None,
-               expect: bytes | None = None) -> Point:
+               expect: bytes | None = None, stagger: float = 0.0) -> Point:
     """Closed loop (each connection sends its next request as soon as the last one is
     answered), or with `rate` > 0 an offered load of `rate` requests/s spread evenly over
     the connections — below saturation, latency is then the servers' own, not queueing.
     Ends after `duration`, `max_requests` or once `stop` is set. With `expect`, a response
-    whose body is not exactly those bytes is an error too, as a status other than 200 is."""
+    whose body is not exactly those bytes is an error too, as a status other than 200 is.
+
+    `stagger` (closed loop): the connections' first requests are spread evenly over that
+    many seconds. Paced streams all last as long: started together, the connections
+    would start every later stream together too, and each stream's first byte would
+    wait behind the others' requests (a burst of `concurrency` at once, all the time)."""
     deadline_box = [0.0]
     left = [max_requests]
     interval = point.concurrency / rate if rate > 0 else 0.0
@@ -141,6 +146,8 @@ async def load(port: int, raw: bytes, point: Point, duration: float, max_request
                 all_warm.set()
         try:
             await ready.wait()
+            if stagger and not interval:
+                await asyncio.sleep(stagger * index / point.concurrency)
             next_at = time.perf_counter() + interval * index / point.concurrency
             while left[0] > 0 and time.perf_counter() < deadline_box[0] and not (stop and stop.is_set()):
                 if interval:

@@ -129,7 +129,16 @@ def write_results(path: Path, args: argparse.Namespace, results: dict[str, Any])
         out += _stream_table(
             f"## Streams, paced ({args.frames} frames, {args.frame_interval * 1000:g} ms apart)",
             "Frames written one by one, like a model generating tokens: added TTFB is the proxy's "
-            f"latency on the first frame. {args.paced_duration:g} s per point.", results["paced"])
+            f"latency on the first frame. {args.paced_duration:g} s per point. The connections start "
+            "their first streams spread over one stream's length, as independent clients do.",
+            results["paced"])
+    if results.get("paced_together"):
+        out += _stream_table(
+            "## Streams, paced, started together",
+            "The same streams, every connection starting at once. Streams that all last as long then stay "
+            "in step: each stream's first byte waits behind the other connections' requests, so the added "
+            "TTFB here is a burst's queueing (about half the connections' request paths), not the latency "
+            "of one first frame.", results["paced_together"])
     if results.get("timeline"):
         out += ["", f"## A paced stream's first byte, stage by stage (bench/timeline.py: invoke-stream, c=1, "
                 f"{args.timeline_streams} streams per mode)", "",

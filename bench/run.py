@@ -56,10 +56,11 @@ async def measure_h2(target: Target, concurrency: int, duration: float, max_requ
 
 
 async def measure(target: Target, op: str, concurrency: int, duration: float, max_requests: int,
-                  warmup: int = 2, rate: float = 0.0, stop: asyncio.Event | None = None) -> Point:
+                  warmup: int = 2, rate: float = 0.0, stop: asyncio.Event | None = None,
+                  stagger: float = 0.0) -> Point:
     before = cpu_seconds(target.pid) if target.pid else 0.0
     point = await load(target.port, build_request(target.port, op, target.key), Point(target.name, op, concurrency),
-                       duration, max_requests, warmup, rate, stop)
+                       duration, max_requests, warmup, rate, stop, stagger=stagger)
     if target.pid:
         point.cpu = cpu_seconds(target.pid) - before
     return point
@@ -72,7 +73,7 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     paced, paced_port = start_upstream(tmp, args.frames, args.frame_interval)
     children: list[subprocess.Popen[bytes]] = [upstream, paced]
     proxies: dict[str, Proxy] = {}
-    results: dict[str, Any] = {"points": [], "rated": [], "streams": [], "paced": [], "rss": {}, "open": None,
+    results: dict[str, Any] = {"points": [], "rated": [], "streams": [], "paced": [], "paced_together": [], "rss": {}, "open": None,
                                "leak": None, "store": None, "profile": None, "micro": steps,
                                "timeline": None, "slopes": []}
     try:
@@ -127,20 +128,29 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                       f"p50 {fmt(point.pct(0.5))} ms  p99 {fmt(point.pct(0.99))} ms  errors {point.errors}",
                       flush=True)
         stream_targets = targets
-        for kind, port_of in (("streams", None), ("paced", paced_port)):
-            if kind == "paced" and args.frame_interval <= 0:
+        # Paced streams start spread over one stream's length, as independent clients'
+        # do (`load`'s `stagger`). Started together, streams that all last as long stay in
+        # step: every first byte then waits behind the other connections' requests, which
+        # the "together" points show apart, at the highest concurrency.
+        stream_length = args.frames * args.frame_interval
+        together = [c for c in args.stream_concurrency if c > 1][-1:] if args.paced_together else []
+        kinds = (("streams", None, args.stream_concurrency, 0.0),
+                 ("paced", paced_port, args.stream_concurrency, stream_length),
+                 ("paced_together", paced_port, together, 0.0))
+        for kind, port_of, concurrencies, stagger in kinds:
+            if kind != "streams" and args.frame_interval <= 0:
                 continue
             # The same set-up, in front of the paced upstream.
             these = [t if port_of is None else _paced_target(t, tmp, f"http://127.0.0.1:{port_of}")
                      for t in stream_targets]
             # A paced stream lasts ~0.2 s: its points run longer, or a p50 rests on ~20 streams.
-            duration = args.paced_duration if kind == "paced" else args.duration
+            duration = args.paced_duration if port_of is not None else args.duration
             for op in args.stream_ops:
-                for c in args.stream_concurrency:
+                for c in concurrencies:
                     async def stream_slice(target: Target, _: int, op: str = op, c: int = c,
-                                           duration: float = duration) -> Point:
+                                           duration: float = duration, stagger: float = stagger) -> Point:
                         return await measure(target, op, c, duration / rounds,
-                                             max(1, args.stream_requests // rounds), warmup=1)
+                                             max(1, args.stream_requests // rounds), warmup=1, stagger=stagger)
 
                     for point in await interleaved(these, stream_slice, rounds):
                         results[kind].append(point)
@@ -271,6 +281,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stream-ops", default="converse-stream,invoke-stream")
     parser.add_argument("--stream-concurrency", default="1,16")
     parser.add_argument("--stream-requests", type=int, default=2_000)
+    parser.add_argument("--no-paced-together", dest="paced_together", action="store_false",
+                        help="skip the paced streams started together (at the highest --stream-concurrency: "
+                             "they stay in step, every stream start a burst of c requests)")
     parser.add_argument("--paced-duration", type=float, default=12.0,
                         help="seconds per paced-stream point (≈ 4 streams/s each at c=1)")
     parser.add_argument("--timeline-streams", type=int, default=60,
@@ -309,13 +322,15 @@ def main(argv: list[str] | None = None) -> int:
     results["command"] = "make bench   # = tools/isolated " + shlex.join(
         [os.path.relpath(sys.executable, REPO), "-m", "bench.run", *(sys.argv[1:] if argv is None else argv)])
     print(write_results(Path(args.out), args, results))
-    all_points = results["points"] + results["rated"] + results["streams"] + results["paced"]
+    all_points = (results["points"] + results["rated"] + results["streams"] + results["paced"]
+                  + results["paced_together"])
     if args.json:
         Path(args.json).write_text(json.dumps({
             "points": [{"target": p.target, "op": p.op, "c": p.concurrency, "rps": p.rps,
                         "p50_ms": p.pct(0.5), "p99_ms": p.pct(0.99), "errors": p.errors,
                         "ttfb_p50_ms": p.pct(0.5, p.ttfb), "requests": p.requests, "cpu_us": p.cpu_us,
-                        "paced": p in results["paced"], "offered": p in results["rated"]}
+                        "paced": p in results["paced"], "together": p in results["paced_together"],
+                        "offered": p in results["rated"]}
                        for p in all_points],
             "rss_kib": results["rss"],
             "open": vars(results["open"]) if results["open"] else None,

@@ -15,7 +15,7 @@ def test_bench_harness_runs_end_to_end(tmp_path: Path) -> None:
     out, raw = tmp_path / "RESULTS.md", tmp_path / "raw.json"
     code = run.main([
         "--concurrency", "1,4", "--duration", "0.2", "--max-requests", "20",
-        "--stream-ops", "converse-stream,invoke-stream", "--stream-concurrency", "1",
+        "--stream-ops", "converse-stream,invoke-stream", "--stream-concurrency", "1,2",
         "--stream-requests", "3", "--paced-duration", "0.5", "--cold-rounds", "1", "--timeline-streams", "2", "--frames", "20", "--slope-frames", "40", "--slope-concurrency", "2", "--slope-streams", "3", "--modes", "trust,sigv4",
         "--rates", "200", "--rate-concurrency", "4", "--open-streams", "20", "--leak-requests", "200", "--store-requests", "100", "--profile-seconds", "1",
         "--out", str(out), "--reading", str(tmp_path / "none.md"), "--json", str(raw),
@@ -36,7 +36,12 @@ def test_bench_harness_runs_end_to_end(tmp_path: Path) -> None:
     # CPU is read in clock ticks (10 ms): a 20-request smoke point may not reach one.
     assert any(p["target"] == "floor" and p["requests"] > 0 for p in data["points"])
     assert any(p["paced"] and p["ttfb_p50_ms"] > 0 for p in data["points"])
-    assert "0.5 s per point" in text
+    assert "0.5 s per point" in text and "spread over one stream's length" in text
+    # Started together: the highest stream concurrency only, every target, both operations.
+    together = {(p["target"], p["op"], p["c"]) for p in data["points"] if p["together"]}
+    assert together == {(target, op, 2) for target in ("direct", "floor", "proxy-trust", "proxy-sigv4")
+                        for op in ("converse-stream", "invoke-stream")}
+    assert "## Streams, paced, started together" in text
     offered = [p for p in data["points"] if p["offered"]]
     assert {p["target"] for p in offered} == {"direct", "floor", "proxy-trust", "proxy-sigv4"}
     assert "below saturation" in text
