@@ -45,6 +45,11 @@ def test_bench_harness_runs_end_to_end(tmp_path: Path) -> None:
     offered = [p for p in data["points"] if p["offered"]]
     assert {p["target"] for p in offered} == {"direct", "floor", "proxy-trust", "proxy-sigv4"}
     assert "below saturation" in text
+    # Its spread: p25, p50, p75 and the mean, in every row (their values are noise's at these counts).
+    section = text.split("below saturation", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and "---" not in line]
+    assert rows[0].startswith("| target | offered | req/s | p25 ms | p50 ms | p75 ms | mean ms | p99 ms |")
+    assert len(rows) == 1 + 4 and all(row.count("|") == rows[0].count("|") for row in rows)
     assert data["open"]["opened"] == 20, data["open"]["errors"]
     assert data["leak"]["requests"] > 0 and data["leak"]["rss_end"] > 0
     store = data["store"]
