@@ -40,7 +40,11 @@ What this module owes the handler, as uvicorn does:
   refused as its frames arrive, before it is all held (connection error, `proxy.h2_frames.ServerFrameBuffer`),
   as is a frame over SETTINGS_MAX_FRAME_SIZE, at its header. Body size is the handler's check.
 * **Graceful shutdown.** `shutdown()` (uvicorn calls it on SIGTERM) sends GOAWAY:
-  open streams finish, new ones are refused; the connection closes when the last ends.
+  open streams finish, new ones are refused; the connection closes when the last ends,
+  as after a client's GOAWAY: half-closed first (a FIN after the last byte), then read
+  and dropped until the client closes or `_LINGER_SECONDS` pass. Closed at once, a
+  client's late WINDOW_UPDATE made the kernel reset it and drop the end of the last
+  response (`_close`).
   A bidirectional stream is cut `server.stream_drain_timeout` after the signal
   (proxy/stream_drain.py): a conversation would hold the shutdown for up to 8 minutes.
   An idle connection closes after `server.keepalive_timeout`.
@@ -77,6 +81,9 @@ _CONNECTION_HEADERS = frozenset({b"connection", b"keep-alive", b"proxy-connectio
 #: connection. HTTP/2's default of 64 KiB would cap an upload at 64 KiB per round trip
 #: (1.3 MB/s at 50 ms); what is held is still bounded (and counted by proxy/inflight.py).
 _STREAM_WINDOW = 1024 * 1024
+#: How long a closing connection reads and drops what the client still sends, after its
+#: FIN, before it closes anyway (`H2Protocol._close`).
+_LINGER_SECONDS = 2.0
 _CONNECTION_WINDOW = 4 * 1024 * 1024
 
 
@@ -150,7 +157,10 @@ class H2Protocol(asyncio.Protocol):
         self._write_open = asyncio.Event()
         self._write_open.set()
         self._closing = False
+        #: Half-closed (`_close`): nothing more is written, what arrives is dropped.
+        self._lingering = False
         self._idle_timer: asyncio.TimerHandle | None = None
+        self._linger_timer: asyncio.TimerHandle | None = None
 
     # asyncio.Protocol ----------------------------------------------------------------
 
@@ -169,6 +179,8 @@ class H2Protocol(asyncio.Protocol):
         self._arm_idle_timer(self.settings.first_request_timeout)
 
     def data_received(self, data: bytes) -> None:
+        if self._lingering:
+            return  # the client's late WINDOW_UPDATEs and PINGs: read, so the close is not a reset
         try:
             events = self.conn.receive_data(data)
         except h2.exceptions.ProtocolError as exc:
@@ -183,6 +195,8 @@ class H2Protocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.connections.discard(self)
         self._cancel_idle_timer()
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
         for stream in self.streams.values():
             self._close_stream(stream)
         self.streams.clear()
@@ -198,12 +212,12 @@ class H2Protocol(asyncio.Protocol):
 
     def shutdown(self) -> None:
         """GOAWAY: open streams finish, the client opens new ones elsewhere."""
-        if self._closing or self.transport is None or self.transport.is_closing():
+        if self._closing or not self._writable():
             return
         self._closing = True
         self._goaway()
         if not self.streams:
-            self._close()
+            self._close(linger=True)
 
     # HTTP/2 events -------------------------------------------------------------------
 
@@ -243,8 +257,10 @@ class H2Protocol(asyncio.Protocol):
             # (RFC 9113 §6.8; the AWS SDK for JavaScript sends it right after the response
             # head of an event stream, then reads the body). `ServerConnection` kept h2's state open.
             self._closing = True
-            if not self.streams or event.error_code != h2.errors.ErrorCodes.NO_ERROR:
+            if event.error_code != h2.errors.ErrorCodes.NO_ERROR:
                 self._close()
+            elif not self.streams:
+                self._close(linger=True)
 
     def _request(self, event: h2.events.RequestReceived) -> None:
         stream_id = event.stream_id or 0
@@ -341,7 +357,7 @@ class H2Protocol(asyncio.Protocol):
             await stream.has_data.wait()
 
     async def _send(self, stream: _Stream, message: Any) -> None:
-        if stream.closed or self.transport is None or self.transport.is_closing():
+        if stream.closed or not self._writable():
             return
         kind = message["type"]
         if kind == "http.response.start":
@@ -407,19 +423,37 @@ class H2Protocol(asyncio.Protocol):
         if self.streams:
             return
         if self._closing:
-            self._close()
+            self._close(linger=True)
         else:
             self._arm_idle_timer()
 
+    def _writable(self) -> bool:
+        return self.transport is not None and not self.transport.is_closing() and not self._lingering
+
     def _flush(self) -> None:
         data = self.conn.data_to_send()
-        if data and self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
+        if data and self._writable():
+            self.transport.write(data)  # type: ignore[union-attr]
 
-    def _close(self) -> None:
+    def _close(self, *, linger: bool = False) -> None:
+        """Close the connection. `linger`, once responses were sent (a graceful end): close
+        once all that was written is sent, without a reset — a FIN after the last byte
+        (`write_eof`), then what the client still sends is read and dropped until it
+        closes too, or `_LINGER_SECONDS` after. Closed at once, a socket with a client
+        byte unread (a WINDOW_UPDATE for the last DATA, a PING: a client reading a
+        response sends them all along) is reset by the kernel, and a reset drops what the
+        kernel had not sent yet: the end of the last response, on any network slower than
+        the client's window. A protocol error or a timeout closes at once."""
         self._cancel_idle_timer()
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.close()
+        transport = self.transport
+        if transport is None or transport.is_closing() or self._lingering:
+            return
+        if not linger or not transport.can_write_eof():  # TLS: its close_notify exchange reads on
+            transport.close()
+            return
+        self._lingering = True
+        transport.write_eof()
+        self._linger_timer = self.loop.call_later(_LINGER_SECONDS, transport.close)
 
     def _arm_idle_timer(self, seconds: float | None = None) -> None:
         self._cancel_idle_timer()
@@ -433,7 +467,7 @@ class H2Protocol(asyncio.Protocol):
 
     def _idle(self) -> None:
         self._idle_timer = None
-        if not self.streams and self.transport is not None and not self.transport.is_closing():
+        if not self.streams and self._writable():
             self._goaway()
             self._close()
 
@@ -444,8 +478,8 @@ class H2Protocol(asyncio.Protocol):
         frame.last_stream_id = self.conn.highest_inbound_stream_id
         frame.error_code = h2.errors.ErrorCodes.NO_ERROR
         self._flush()
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(frame.serialize())
+        if self._writable():
+            self.transport.write(frame.serialize())  # type: ignore[union-attr]
 
 
 def _address(value: Any) -> tuple[str, int] | None:
