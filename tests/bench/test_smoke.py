@@ -15,7 +15,7 @@ def test_bench_harness_runs_end_to_end(tmp_path: Path) -> None:
     out, raw = tmp_path / "RESULTS.md", tmp_path / "raw.json"
     code = run.main([
         "--concurrency", "1,4", "--duration", "0.2", "--max-requests", "20",
-        "--stream-ops", "converse-stream,invoke-stream", "--stream-concurrency", "1,2",
+        "--stream-ops", "converse-stream,invoke-stream", "--stream-concurrency", "2",
         "--stream-requests", "3", "--paced-duration", "0.5", "--cold-rounds", "1", "--timeline-streams", "2", "--frames", "20", "--slope-frames", "40", "--slope-concurrency", "2", "--slope-streams", "3", "--modes", "trust,sigv4",
         "--rates", "200", "--rate-concurrency", "4", "--open-streams", "20", "--leak-requests", "200", "--store-requests", "100", "--profile-seconds", "1",
         "--out", str(out), "--reading", str(tmp_path / "none.md"), "--json", str(raw),
