@@ -73,8 +73,8 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     paced, paced_port = start_upstream(tmp, args.frames, args.frame_interval)
     children: list[subprocess.Popen[bytes]] = [upstream, paced]
     proxies: dict[str, Proxy] = {}
-    results: dict[str, Any] = {"points": [], "rated": [], "streams": [], "paced": [], "paced_together": [], "rss": {}, "open": None,
-                               "leak": None, "store": None, "profile": None, "micro": steps,
+    results: dict[str, Any] = {"points": [], "rated": [], "streams": [], "paced": [], "paced_together": [],
+                               "rss": {}, "open": None, "leak": None, "store": None, "profile": None, "micro": steps,
                                "timeline": None, "slopes": []}
     try:
         url = f"http://127.0.0.1:{up_port}"
