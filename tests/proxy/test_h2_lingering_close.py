@@ -44,6 +44,16 @@ async def big(scope: dict[str, Any], receive: Callable[[], Awaitable[Any]],
     await send({"type": "http.response.body", "body": chunk})
 
 
+class _ReadsOnAfterGoaway(h2.connection.H2Connection):
+    """h2's client connection, reading on after the proxy's GOAWAY as Node.js does (RFC 9113
+    §6.8): h2 alone closes its state on it and refuses the DATA that follows in the same read."""
+
+    def _receive_goaway_frame(self, frame: Any) -> Any:
+        result = super()._receive_goaway_frame(frame)
+        self.state_machine.state = h2.connection.ConnectionState.CLIENT_OPEN
+        return result
+
+
 def _slow_client(port: int, *, close_after: bool, goaway: bool = True) -> tuple[int, bool, str]:
     """Request, say GOAWAY (as the AWS SDK for JavaScript does), then read the response
     through a small receive buffer, acknowledging DATA as any client does (a
@@ -54,7 +64,7 @@ def _slow_client(port: int, *, close_after: bool, goaway: bool = True) -> tuple[
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
     sock.connect(("127.0.0.1", port))
     sock.settimeout(30)
-    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
+    conn = _ReadsOnAfterGoaway(h2.config.H2Configuration(client_side=True, header_encoding=None))
     conn.local_settings = h2.settings.Settings(client=True, initial_values={
         h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: _WINDOW})
     conn.initiate_connection()
@@ -71,7 +81,7 @@ def _slow_client(port: int, *, close_after: bool, goaway: bool = True) -> tuple[
             data = sock.recv(65536)
             if not data:
                 break
-            conn.state_machine.state = h2.connection.ConnectionState.CLIENT_OPEN  # read on after GOAWAY
+            conn.state_machine.state = h2.connection.ConnectionState.CLIENT_OPEN  # read on after its own GOAWAY
             for event in conn.receive_data(data):
                 if isinstance(event, h2.events.DataReceived):
                     received += len(event.data or b"")
@@ -86,8 +96,8 @@ def _slow_client(port: int, *, close_after: bool, goaway: bool = True) -> tuple[
     finally:
         if close_after:
             sock.close()
-    if not close_after:
-        _LEFT_OPEN.append(sock)
+        else:
+            _LEFT_OPEN.append(sock)
     return received, ended, how
 
 
