@@ -347,11 +347,10 @@ async def first_or_none(awaitable: Awaitable[_T], stopped: asyncio.Event) -> _T 
     "exception was never retrieved" report either."""
     task = asyncio.ensure_future(awaitable)
     stop = asyncio.ensure_future(stopped.wait())
-    losers: list[asyncio.Future[Any]] = []
     try:
         await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        losers = [waiter for waiter in (task, stop) if not waiter.done()]
+        losers: list[asyncio.Future[Any]] = [waiter for waiter in (task, stop) if not waiter.done()]
         for waiter in losers:
             waiter.cancel()
         if losers:

@@ -445,9 +445,9 @@ class H2Protocol(asyncio.Protocol):
         kernel had not sent yet: the end of the last response, on any network slower than
         the client's window. A protocol error or a timeout closes at once."""
         self._cancel_idle_timer()
-        transport = self.transport
-        if transport is None or transport.is_closing() or self._lingering:
+        if not self._writable():  # closed, closing, or half-closed already
             return
+        transport = cast(asyncio.Transport, self.transport)
         if not linger or not transport.can_write_eof():  # TLS: its close_notify exchange reads on
             transport.close()
             return

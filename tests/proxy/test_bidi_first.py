@@ -6,6 +6,7 @@ one would keep an upstream read or an event waiter running after the stream is g
 from __future__ import annotations
 
 import asyncio
+import gc
 
 import pytest
 
@@ -82,7 +83,6 @@ def test_a_read_that_fails_while_cancelled_is_not_reported_to_the_loop() -> None
 
         asyncio.get_running_loop().call_soon(stopped.set)
         assert await first_or_none(head(), stopped) is None
-        import gc
         gc.collect()
         await asyncio.sleep(0)
         assert reported == []
