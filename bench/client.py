@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import selectors
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-__all__ = ["MODEL", "PATHS", "Point", "build_request", "load", "read_response"]
+__all__ = ["MODEL", "PATHS", "Point", "build_request", "load", "on_precise_loop", "precise_loop", "read_response"]
+
+T = TypeVar("T")
 
 #: An inference profile: Claude Haiku 4.5 has no on-demand route (BEDROCK_WIRE.md §1.2).
 MODEL = "us.anthropic.claude-haiku-4-5-20251001-v1:0"
@@ -101,6 +106,8 @@ class Point:
     ttfb: list[float] = field(default_factory=list)
     #: CPU seconds the server process (proxy or floor) used during the point.
     cpu: float = 0.0
+    #: An offered load's sends: seconds each went out after its scheduled time.
+    late: list[float] = field(default_factory=list)
 
     @property
     def cpu_us(self) -> float:
@@ -150,13 +157,18 @@ async def load(port: int, raw: bytes, point: Point, duration: float, max_request
                 await asyncio.sleep(stagger * index / point.concurrency)
             next_at = time.perf_counter() + interval * index / point.concurrency
             while left[0] > 0 and time.perf_counter() < deadline_box[0] and not (stop and stop.is_set()):
+                due = next_at
                 if interval:
                     delay = next_at - time.perf_counter()
                     if delay > 0:
                         await asyncio.sleep(delay)
+                        if left[0] <= 0:  # another connection sent the last one meanwhile
+                            break
                     next_at += interval
                 left[0] -= 1
                 start = time.perf_counter()
+                if interval:
+                    point.late.append(start - due)
                 writer.write(raw)
                 body = None if expect is None else bytearray()
                 status, first, _ = await read_response(reader, body)
@@ -178,3 +190,29 @@ async def load(port: int, raw: bytes, point: Point, duration: float, max_request
     await asyncio.wait_for(asyncio.gather(*tasks), timeout=duration + 60)
     point.elapsed = time.perf_counter() - started
     return point
+
+
+def precise_loop() -> asyncio.AbstractEventLoop:
+    """An event loop whose timers keep sub-millisecond time, for an offered load (`load`'s
+    `rate`): asyncio on `select(2)`, which waits in microseconds.
+
+    uvloop's timers (libuv's) and asyncio's epoll selector count in whole milliseconds. A
+    send due 0.3 ms from now then waits for the next millisecond, or for whatever wakes
+    the loop first: most often the answer to the request before it. At 1,000 req/s over
+    16 connections that sent half the requests in pairs, the second one as the first's
+    answer arrived (gaps of 20 µs and 1.7 ms instead of 1 ms), so it waited behind the
+    server's work on the first: a second mode of latencies that grows with the server's
+    CPU per request, which is no property of independent clients (issue #20).
+    `select(2)` is limited to descriptors below 1,024: one connection per worker is far
+    below it."""
+    return asyncio.SelectorEventLoop(selectors.SelectSelector())
+
+
+async def on_precise_loop(job: Coroutine[Any, Any, T]) -> T:
+    """Run `job` to its end on a `precise_loop` of its own, in a thread; the caller's loop
+    waits without running (nothing else of the bench's runs meanwhile)."""
+    def run() -> T:
+        with asyncio.Runner(loop_factory=precise_loop) as runner:
+            return runner.run(job)
+
+    return await asyncio.to_thread(run)

@@ -109,13 +109,14 @@ def write_results(path: Path, args: argparse.Namespace, results: dict[str, Any])
                 "offered load)", "",
                 "The table above is closed-loop: each connection sends as soon as it is answered, so past "
                 "the proxy's throughput the latency is queueing (c ÷ req/s), whatever the proxy does per "
-                "request. Here the load is offered at a fixed rate spread over the connections, as real "
-                "clients send: the latency is what each server adds to a request. p25, p75 and the mean "
-                "show the spread: a request served alone and one that waits for a core (client, upstream "
-                "and server share 2) make two modes, and a p50 between them moves with their mix.", "",
+                "request. Here the load is offered at a fixed rate spread evenly over the connections, "
+                "each request sent at its scheduled time (the client waits on sub-millisecond timers: "
+                "bench/client.py's `precise_loop`), whatever the answers before it: the latency is what "
+                "each server adds to a request. Sends late: how far after its scheduled time each request "
+                "went out (p50 / p99), which shows the schedule held.", "",
                 "| target | offered | req/s | p25 ms | p50 ms | p75 ms | mean ms | p99 ms | added p50 ms "
-                "| added p99 ms | CPU/req µs | errors |",
-                "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                "| added p99 ms | CPU/req µs | sends late µs | errors |",
+                "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for p in rated:
             direct = by_rated.get(("direct", p.op))
             cpu = "" if p.target == "direct" else fmt(p.cpu_us)
@@ -123,7 +124,8 @@ def write_results(path: Path, args: argparse.Namespace, results: dict[str, Any])
             mean = fmt(sum(p.latencies) / len(p.latencies) * 1000) if p.latencies else "n/a"
             out.append(f"| {p.target} | {offered} | {p.rps:,.0f} | {fmt(p.pct(0.25))} | {fmt(p.pct(0.5))} "
                        f"| {fmt(p.pct(0.75))} | {mean} | {fmt(p.pct(0.99))} "
-                       f"| {_added(p, direct, 0.5)} | {_added(p, direct, 0.99)} | {cpu} | {p.errors} |")
+                       f"| {_added(p, direct, 0.5)} | {_added(p, direct, 0.99)} | {cpu} "
+                       f"| {p.pct(0.5, p.late) * 1000:.0f} / {p.pct(0.99, p.late) * 1000:.0f} | {p.errors} |")
     out += _stream_table(f"## Streams, burst ({args.frames} frames in one upstream write)",
                          "TTFB = request written → first body byte; TTLB = → last byte. Added = proxy − direct "
                          "(p50). The whole stream arrives at once, so this measures per-frame work. CPU/stream = "

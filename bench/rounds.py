@@ -33,6 +33,7 @@ def pooled(slices: Sequence[Point]) -> Point:
         point.elapsed += part.elapsed
         point.latencies.extend(part.latencies)
         point.ttfb.extend(part.ttfb)
+        point.late.extend(part.late)
         point.cpu += part.cpu
     return point
 

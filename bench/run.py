@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.client import Point, build_request, load
+from bench.client import Point, build_request, load, on_precise_loop
 from bench.h2load import load_h2
 from bench.memory import open_streams, rss_kib
 from bench.micro import micro
@@ -59,8 +59,12 @@ async def measure(target: Target, op: str, concurrency: int, duration: float, ma
                   warmup: int = 2, rate: float = 0.0, stop: asyncio.Event | None = None,
                   stagger: float = 0.0) -> Point:
     before = cpu_seconds(target.pid) if target.pid else 0.0
-    point = await load(target.port, build_request(target.port, op, target.key), Point(target.name, op, concurrency),
-                       duration, max_requests, warmup, rate, stop, stagger=stagger)
+    job = load(target.port, build_request(target.port, op, target.key), Point(target.name, op, concurrency),
+               duration, max_requests, warmup, rate, stop, stagger=stagger)
+    # An offered load keeps its schedule only on sub-millisecond timers (`precise_loop`),
+    # on a loop of its own: `stop`, an event of this loop, cannot end it.
+    assert not (rate and stop), "an offered load ends by its duration or request count"
+    point = await (on_precise_loop(job) if rate else job)
     if target.pid:
         point.cpu = cpu_seconds(target.pid) - before
     return point
@@ -125,8 +129,8 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                 point.op = f"converse@{rate:g}/s"
                 results["rated"].append(point)
                 print(f"offered  {point.target:13} c={args.rate_concurrency:<4} {point.rps:8,.0f} req/s  "
-                      f"p50 {fmt(point.pct(0.5))} ms  p99 {fmt(point.pct(0.99))} ms  errors {point.errors}",
-                      flush=True)
+                      f"p50 {fmt(point.pct(0.5))} ms  p99 {fmt(point.pct(0.99))} ms  "
+                      f"sends late p50 {point.pct(0.5, point.late) * 1000:.0f} us  errors {point.errors}", flush=True)
         stream_targets = targets
         # Paced streams start spread over one stream's length, as independent clients'
         # do (`load`'s `stagger`). Started together, streams that all last as long stay in
@@ -330,7 +334,8 @@ def main(argv: list[str] | None = None) -> int:
                         "p50_ms": p.pct(0.5), "p99_ms": p.pct(0.99), "errors": p.errors,
                         "ttfb_p50_ms": p.pct(0.5, p.ttfb), "requests": p.requests, "cpu_us": p.cpu_us,
                         "paced": p in results["paced"], "together": p in results["paced_together"],
-                        "offered": p in results["rated"]}
+                        "offered": p in results["rated"],
+                        "late_p50_us": p.pct(0.5, p.late) * 1000, "late_p99_us": p.pct(0.99, p.late) * 1000}
                        for p in all_points],
             "rss_kib": results["rss"],
             "open": vars(results["open"]) if results["open"] else None,

@@ -50,6 +50,9 @@ def test_bench_harness_runs_end_to_end(tmp_path: Path) -> None:
     rows = [line for line in section.splitlines() if line.startswith("| ") and "---" not in line]
     assert rows[0].startswith("| target | offered | req/s | p25 ms | p50 ms | p75 ms | mean ms | p99 ms |")
     assert len(rows) == 1 + 4 and all(row.count("|") == rows[0].count("|") for row in rows)
+    # How late the sends went out against their schedule (precise_loop): every offered row says.
+    assert "| sends late µs |" in rows[0]
+    assert all(p["late_p50_us"] == p["late_p50_us"] and p["late_p99_us"] >= p["late_p50_us"] for p in offered)
     assert data["open"]["opened"] == 20, data["open"]["errors"]
     assert data["leak"]["requests"] > 0 and data["leak"]["rss_end"] > 0
     store = data["store"]
