@@ -232,12 +232,15 @@ async def _slopes(args: argparse.Namespace, tmp: Path, targets: list[Target],
     url = f"http://127.0.0.1:{large_port}"
     pairs = [(t, _paced_target(t, tmp, url)) for t in targets if t.pid]
 
+    rounds = max(1, args.rounds)
+
     async def run_point(target: Target, op: str) -> Point:
         # 4 streams per connection first: a twin is a fresh process, and its first streams'
         # one-off costs would land in the 1,000-frame point only, and in the slope.
-        return await measure(target, op, args.slope_concurrency, args.duration, args.slope_streams, warmup=4)
+        return await measure(target, op, args.slope_concurrency, args.duration / rounds,
+                             max(1, args.slope_streams // rounds), warmup=4)
 
-    return await measure_slopes(pairs, args.stream_ops, (args.frames, args.slope_frames), run_point)
+    return await measure_slopes(pairs, args.stream_ops, (args.frames, args.slope_frames), run_point, rounds)
 
 
 async def _memory_and_profile(args: argparse.Namespace, tmp: Path, trust: Target, hold_port: int | None,

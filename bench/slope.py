@@ -1,4 +1,4 @@
-"""CPU per streamed frame as a slope: burst streams of two frame counts, one after the other.
+"""CPU per streamed frame as a slope: burst streams of two frame counts, measured in turns.
 
 The burst table's "per frame" figure, (CPU per stream − CPU per Converse request) ÷ frames,
 counts each stream's fixed costs (the watcher's set-up, the usage chunks decoded once per
@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from bench.client import Point
+from bench.rounds import pooled
 
 __all__ = ["Slope", "measure_slopes", "slope_rows", "slope_table"]
 
@@ -43,18 +44,35 @@ class Slope:
 
 
 async def measure_slopes(pairs: Sequence[tuple[T, T]], ops: Sequence[str], frames: tuple[int, int],
-                         run_point: Callable[[T, str], Awaitable[Point]]) -> list[Slope]:
+                         run_point: Callable[[T, str], Awaitable[Point]], rounds: int = 1) -> list[Slope]:
     """For each operation and each (target in front of the small-count upstream, the same kind
-    of target in front of the large-count one): the two points back to back, so the machine's
-    load drifts as little as can be between the two numbers a slope subtracts."""
+    of target in front of the large-count one): the two points in `rounds` slices each
+    (`run_point` sizes a slice as its share of the point), every round measuring each pair's
+    two back to back, the small one first in even rounds and last in odd ones, the pairs'
+    order rotating. A slope subtracts two numbers: the machine's drift over the minute a row
+    takes then lands on both alike (bench/rounds.py: one point measured at 2 ms per frame
+    and the next at 0.2 could make any ratio)."""
+    rounds = max(1, rounds)
     slopes = []
     for op in ops:
-        for small_target, large_target in pairs:
-            small = await run_point(small_target, op)
-            large = await run_point(large_target, op)
-            slopes.append(Slope(small.target, op, frames[0], frames[1], small, large))
-            print(f"slope   {op:15} {small.target:13} cpu/stream {small.cpu_us:8,.1f} → {large.cpu_us:8,.1f} us  "
-                  f"{slopes[-1].per_frame_us:.3f} us/frame  fixed {slopes[-1].fixed_us:,.1f} us", flush=True)
+        parts: list[tuple[list[Point], list[Point]]] = [([], []) for _ in pairs]
+        for round_index in range(rounds):
+            for offset in range(len(pairs)):
+                index = (round_index + offset) % len(pairs)
+                small_target, large_target = pairs[index]
+                small, large = parts[index]
+                if round_index % 2 == 0:
+                    small.append(await run_point(small_target, op))
+                    large.append(await run_point(large_target, op))
+                else:
+                    large.append(await run_point(large_target, op))
+                    small.append(await run_point(small_target, op))
+        for small_parts, large_parts in parts:
+            slope = Slope(small_parts[0].target, op, frames[0], frames[1], pooled(small_parts), pooled(large_parts))
+            slopes.append(slope)
+            print(f"slope   {op:15} {slope.target:13} cpu/stream {slope.small.cpu_us:8,.1f} → "
+                  f"{slope.large.cpu_us:8,.1f} us  {slope.per_frame_us:.3f} us/frame  fixed {slope.fixed_us:,.1f} us",
+                  flush=True)
     return slopes
 
 
@@ -87,7 +105,8 @@ def slope_table(slopes: list[Slope], concurrency: int) -> list[str]:
     floors = {s.op: s for s in slopes if s.target == "floor"}
     out = ["", f"## CPU per frame, the slope between {small:,}- and {large:,}-frame bursts (c={concurrency})", "",
            f"Burst streams of {small:,} and of {large:,} frames (one upstream write each), the two points of a "
-           f"row back to back. µs per frame = (CPU/stream at {large:,} − at {small:,}) ÷ {large - small:,}; "
+           f"row measured in turns, a slice of each per round (their order alternating), the slices pooled. "
+           f"µs per frame = (CPU/stream at {large:,} − at {small:,}) ÷ {large - small:,}; "
            f"fixed µs per stream = CPU/stream at {small:,} − {small:,} × that (the request, the watcher's "
            "set-up, the usage read once per stream, the streamed response). Unlike the burst table's "
            "(CPU/stream − CPU/request) ÷ frames, no per-stream cost is counted as frames' cost. Ratio = "

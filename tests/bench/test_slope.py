@@ -1,9 +1,11 @@
-"""bench/slope.py's arithmetic and table, on made-up points (no server, no timing)."""
+"""bench/slope.py's arithmetic, table and order of measurement, on made-up points (no server, no timing)."""
 
 from __future__ import annotations
 
+import asyncio
+
 from bench.client import Point
-from bench.slope import Slope, slope_rows, slope_table
+from bench.slope import Slope, measure_slopes, slope_rows, slope_table
 
 
 def _slope(target: str, op: str, small_us: float, large_us: float) -> Slope:
@@ -35,3 +37,27 @@ def test_table_has_a_row_per_slope_and_ratios_to_the_floor_of_the_same_operation
 
 def test_no_slopes_no_section() -> None:
     assert slope_table([], 16) == []
+
+
+def test_the_two_points_of_a_slope_are_measured_in_turns_and_pooled() -> None:
+    """Each round measures every pair's two points back to back, the small one first in
+    even rounds and last in odd ones, the pairs' order rotating; a row pools its slices."""
+    calls: list[tuple[str, str]] = []
+
+    async def run_point(target: str, op: str) -> Point:
+        calls.append((target, op))
+        point = Point(target.removesuffix("-twin"), op, 16, requests=10)
+        point.cpu = (0.002 if target.endswith("-twin") else 0.001) * (1 + len(calls) / 100)  # drifting
+        return point
+
+    pairs = [("floor", "floor-twin"), ("proxy-trust", "proxy-trust-twin")]
+    slopes = asyncio.run(measure_slopes(pairs, ["converse-stream"], (200, 1_000), run_point, rounds=3))
+    assert calls == [(t, "converse-stream") for t in (
+        "floor", "floor-twin", "proxy-trust", "proxy-trust-twin",  # round 0: small first
+        "proxy-trust-twin", "proxy-trust", "floor-twin", "floor",  # round 1: rotated, large first
+        "floor", "floor-twin", "proxy-trust", "proxy-trust-twin")]  # round 2
+    assert [(s.target, s.small.requests, s.large.requests) for s in slopes] == [
+        ("floor", 30, 30), ("proxy-trust", 30, 30)]
+    floor = slopes[0]
+    assert abs(floor.small.cpu - 0.001 * (3 + (1 + 8 + 9) / 100)) < 1e-12
+    assert abs(floor.large.cpu - 0.002 * (3 + (2 + 7 + 10) / 100)) < 1e-12
