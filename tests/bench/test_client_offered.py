@@ -18,6 +18,7 @@ from typing import Any
 import bench.run
 from bench.client import Point, load, on_precise_loop, precise_loop
 from bench.run import Target, measure
+from tests.bench.answering import answering_server
 
 #: asyncio may run a timer up to its clock's resolution early (and perf_counter and
 #: the loop's monotonic clock round differently).
@@ -67,21 +68,6 @@ def test_epoll_rounds_a_sub_millisecond_wait_up() -> None:
     assert asked == [0.001]
 
 
-async def _server() -> tuple[asyncio.Server, int]:
-    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                await reader.readuntil(b"\r\n\r\n")
-                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-
-    server = await asyncio.start_server(answer, "127.0.0.1", 0)
-    return server, server.sockets[0].getsockname()[1]
-
-
 def test_an_offered_load_runs_on_the_precise_loop_and_no_send_is_early(monkeypatch: Any) -> None:
     """`measure(rate=…)` runs `load` on a `precise_loop`; a closed loop stays on the caller's."""
     selectors_seen: list[tuple[float, type]] = []
@@ -93,7 +79,7 @@ def test_an_offered_load_runs_on_the_precise_loop_and_no_send_is_early(monkeypat
     monkeypatch.setattr(bench.run, "load", recording_load)
 
     async def main() -> tuple[Point, Point]:
-        server, port = await _server()
+        server, port = await answering_server()
         async with server:
             offered = await measure(Target("t", port), "converse", 4, 10.0, 40, rate=400.0)
             closed = await measure(Target("t", port), "converse", 4, 10.0, 40)
@@ -132,7 +118,7 @@ def test_sends_follow_their_schedule_not_the_answers() -> None:
     starts `interval × i / c` after the others, then every `interval`. A lower bound
     only: the k-th send of a connection goes out no earlier than its time."""
     async def main() -> tuple[float, Point, list[float]]:
-        server, port = await _server()
+        server, port = await answering_server()
         async with server:
             before = time.perf_counter()
             point = await on_precise_loop(load(port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", Point("t", "op", 2),

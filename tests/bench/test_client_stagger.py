@@ -12,6 +12,7 @@ import time
 import pytest
 
 from bench.client import Point, load
+from tests.bench.answering import answering_server
 
 #: asyncio may run a timer up to its clock's resolution early.
 _EARLY = 0.002
@@ -22,21 +23,11 @@ async def _arrivals(stagger: float, concurrency: int) -> tuple[float, dict[int, 
     before any was sent."""
     arrivals: dict[int, list[float]] = {}
 
-    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        times = arrivals.setdefault(len(arrivals), [])
-        try:
-            while True:
-                await reader.readuntil(b"\r\n\r\n")
-                times.append(time.perf_counter())
-                await asyncio.sleep(0.005)  # a few requests per connection, not max_requests at once
-                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
+    async def record(connection: int) -> None:
+        arrivals.setdefault(connection, []).append(time.perf_counter())
+        await asyncio.sleep(0.005)  # a few requests per connection, not max_requests at once
 
-    server = await asyncio.start_server(answer, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
+    server, port = await answering_server(record)
     before = time.perf_counter()
     async with server:
         point = await load(port, b"GET / HTTP/1.1\r\nhost: bench\r\n\r\n", Point("t", "op", concurrency),
