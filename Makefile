@@ -29,13 +29,14 @@ $(NODE_SDK_STAMP): $(NODE_SDK)/package.json $(NODE_SDK)/package-lock.json
 	npm ci --prefix $(NODE_SDK) --no-audit --no-fund --loglevel=error
 	touch $(NODE_SDK_STAMP)
 
-# adapters/frame_walk.py compiled by mypyc, in place (issue #20; adapters/compiled.py loads it).
-# Optional: where it does not build (no C compiler) `make` goes on and the interpreter's loop runs.
-# The stamp is touched either way: a machine that cannot build it does not try again on every `make`.
+# adapters/frame_walk.py compiled by mypyc and adapters/delta_scan.pyx by Cython, in place
+# (issue #20; adapters/compiled.py loads them). Optional: where they do not build (no C
+# compiler) `make` goes on and the interpreter's code runs. The stamp is touched either way:
+# a machine that cannot build them does not try again on every `make`.
 COMPILED := $(VENV)/.compiled
 
-$(COMPILED): adapters/frame_walk.py tools/build_compiled.py $(STAMP)
-	$(BIN)/python tools/build_compiled.py || echo "make: the compiled frame walk did not build; the pure-Python one runs" >&2
+$(COMPILED): adapters/frame_walk.py adapters/delta_scan.pyx tools/build_compiled.py $(STAMP)
+	$(BIN)/python tools/build_compiled.py || echo "make: a compiled module did not build; its pure-Python fallback runs" >&2
 	touch $(COMPILED)
 
 install: $(STAMP) $(DDB_STAMP) $(NODE_SDK_STAMP) $(COMPILED)

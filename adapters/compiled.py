@@ -1,7 +1,8 @@
-"""Modules written to be compiled by mypyc, and whether their build runs (issue #20).
+"""Modules written to be compiled (by mypyc, or by Cython), and whether their build runs
+(issue #20).
 
-`make install` compiles each module of `COMPILED` beside its source
-(tools/build_compiled.py). The build is optional: a machine without a C compiler (the
+`make install` compiles each module of `COMPILED` (a `.py` for mypyc) and of `CYTHON`
+(a `.pyx`) beside its source (tools/build_compiled.py). The build is optional: a machine without a C compiler (the
 container image has none) has no build, and the caller keeps its own interpreter-tuned
 code. `load` gives the compiled module only if it is there, imports, and is no older
 than its source: a source changed since the last `make install` (an edit, a checkout)
@@ -17,12 +18,14 @@ from importlib.machinery import ExtensionFileLoader
 from pathlib import Path
 from types import ModuleType
 
-__all__ = ["COMPILED", "load"]
+__all__ = ["COMPILED", "CYTHON", "load"]
 
 logger = logging.getLogger(__name__)
 
-#: Modules `make install` compiles.
+#: Modules `make install` compiles with mypyc (their source a `.py`, which also runs uncompiled).
 COMPILED = ("adapters.frame_walk",)
+#: Modules `make install` compiles with Cython (their source a `.pyx`, C that only runs built).
+CYTHON = ("adapters.delta_scan",)
 
 
 def load(module: str) -> ModuleType | None:
@@ -31,7 +34,8 @@ def load(module: str) -> ModuleType | None:
     if spec is None or not isinstance(spec.loader, ExtensionFileLoader) or spec.origin is None:
         return None  # not built: the usual case without a C compiler
     built = Path(spec.origin)
-    source = built.with_name(module.rpartition(".")[2] + ".py")
+    name = module.rpartition(".")[2]
+    source = built.with_name(name + ".pyx") if module in CYTHON else built.with_name(name + ".py")
     try:
         stale = source.stat().st_mtime > built.stat().st_mtime
     except OSError:

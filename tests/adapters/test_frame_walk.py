@@ -25,6 +25,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 import adapters
+import adapters.compiled
 import adapters.frame_scan
 import adapters.watch
 from adapters.compiled import load
@@ -142,3 +143,20 @@ def test_a_build_older_than_its_source_is_not_used(package: Path, caplog: pytest
     with caplog.at_level(logging.WARNING, "adapters.compiled"):
         assert load("walkpkg.walk") is None
     assert "older than walk.py" in caplog.text and "walkpkg.walk" not in sys.modules
+
+
+def test_a_cython_build_older_than_its_pyx_is_not_used(package: Path, caplog: pytest.LogCaptureFixture,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Cython module's source is its `.pyx` (adapters/delta_scan.pyx): an edit to it
+    since the last `make install` leaves the old build out, as for a mypyc module's `.py`."""
+    monkeypatch.setattr(adapters.compiled, "CYTHON", ("walkpkg.walk",))
+    build = package / f"walk{_SUFFIX}"
+    build.write_bytes(b"an old build")
+    (package / "walk.py").unlink()
+    source = package / "walk.pyx"
+    source.write_text("def walk(): pass\n")
+    os.utime(build, (1_000_000, 1_000_000))
+    os.utime(source, (2_000_000, 2_000_000))
+    with caplog.at_level(logging.WARNING, "adapters.compiled"):
+        assert load("walkpkg.walk") is None
+    assert "older than walk.pyx" in caplog.text
