@@ -69,6 +69,15 @@ def _frame_walk() -> str:
     return "compiled by mypyc (adapters/frame_walk.py)"
 
 
+def _text_sizing() -> str:
+    """How the watcher sizes the deltas' text for a cut stream's estimate: the C module
+    `make bench` builds first, or the regular expressions where no compiler is."""
+    from adapters import delta_size
+    if delta_size.converse_delta_text_bytes is delta_size.converse_delta_text_bytes_interpreted:
+        return "the regular expressions (adapters/delta_scan.pyx not built here)"
+    return "compiled by Cython (adapters/delta_scan.pyx)"
+
+
 def write_results(path: Path, args: argparse.Namespace, results: dict[str, Any]) -> str:
     points: list[Point] = results["points"]
     by = {(p.target, p.op, p.concurrency): p for p in points}
@@ -80,7 +89,8 @@ def write_results(path: Path, args: argparse.Namespace, results: dict[str, Any])
            f"- CPU: {results['cpu']}",
            f"- Python: {platform.python_version()} ({platform.python_implementation()})",
            f"- kernel: {platform.release()}",
-           f"- the usage watcher's delta walk: {_frame_walk()}", "",
+           f"- the usage watcher's delta walk: {_frame_walk()}",
+           f"- the usage watcher's sizing of delta text: {_text_sizing()}", "",
            "```", sh("free -h"), "```", "",
            "Everything (load client, upstream, proxy) runs on this one machine over 127.0.0.1, so",
            "the client and the upstream compete with the proxy for the same 2 cores.", "",
