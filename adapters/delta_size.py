@@ -72,9 +72,12 @@ _decode = partial(a2b_base64, strict_mode=True)
 #: bytes (through `"text"`), and only the rest, `:"` + the text + `"}}`, is decoded:
 #: the chunk's base64 in 52 characters after the head's, then the tail.
 _TEXT_DELTA_TAIL = 5
-_TEXT_DELTA_MIDDLES = frozenset(
+#: Those 52 characters for blocks 0 to 9, block 0 first (adapters/delta_scan.pyx compares
+#: them in turn; the expressions' path asks the set).
+TEXT_DELTA_MIDDLES_IN_ORDER = tuple(
     b64encode(_CLAUDE_DELTA_HEAD + str(index).encode() + b',"delta":{"type":"text_delta","text"')[48:100]
     for index in range(10))
+_TEXT_DELTA_MIDDLES = frozenset(TEXT_DELTA_MIDDLES_IN_ORDER)
 _CLAUDE_TEXT_CHUNK = re.compile(
     rb'\{"bytes":"' + re.escape(CLAUDE_DELTA_BASE64[10:]) + rb'(.{52})([^"]*)"', re.DOTALL)
 
@@ -119,13 +122,8 @@ def _decoded(encoded: bytes) -> bytes:
         return b""
 
 
-#: What `_CLAUDE_TEXT_CHUNK` matches before the 52 characters it checks, and the text
-#: deltas' 52 characters, block 0 first (adapters/delta_scan.pyx compares them in turn).
+#: What `_CLAUDE_TEXT_CHUNK` matches before the 52 characters it checks.
 CLAUDE_TEXT_HEAD = b'{"bytes":"' + CLAUDE_DELTA_BASE64[10:]
-TEXT_DELTA_MIDDLES_IN_ORDER = tuple(
-    b64encode(_CLAUDE_DELTA_HEAD + str(index).encode() + b',"delta":{"type":"text_delta","text"')[48:100]
-    for index in range(10))
-assert frozenset(TEXT_DELTA_MIDDLES_IN_ORDER) == _TEXT_DELTA_MIDDLES
 _scan = load("adapters.delta_scan")
 
 

@@ -58,12 +58,12 @@ async def measure_h2(target: Target, concurrency: int, duration: float, max_requ
 async def measure(target: Target, op: str, concurrency: int, duration: float, max_requests: int,
                   warmup: int = 2, rate: float = 0.0, stop: asyncio.Event | None = None,
                   stagger: float = 0.0) -> Point:
-    before = cpu_seconds(target.pid) if target.pid else 0.0
-    job = load(target.port, build_request(target.port, op, target.key), Point(target.name, op, concurrency),
-               duration, max_requests, warmup, rate, stop, stagger=stagger)
     # An offered load keeps its schedule only on sub-millisecond timers (`precise_loop`),
     # on a loop of its own: `stop`, an event of this loop, cannot end it.
     assert not (rate and stop), "an offered load ends by its duration or request count"
+    before = cpu_seconds(target.pid) if target.pid else 0.0
+    job = load(target.port, build_request(target.port, op, target.key), Point(target.name, op, concurrency),
+               duration, max_requests, warmup, rate, stop, stagger=stagger)
     point = await (on_precise_loop(job) if rate else job)
     if target.pid:
         point.cpu = cpu_seconds(target.pid) - before

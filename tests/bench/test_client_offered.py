@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import selectors
-import time
 from typing import Any
 
 import bench.run
@@ -113,20 +112,19 @@ def test_on_precise_loop_returns_the_jobs_result_and_raises_its_error() -> None:
     assert asyncio.run(main()) == "SelectSelector"
 
 
-def test_sends_follow_their_schedule_not_the_answers() -> None:
+def test_no_send_goes_out_before_its_scheduled_time() -> None:
     """Each send's lateness is measured from its own scheduled time: connection i of c
-    starts `interval × i / c` after the others, then every `interval`. A lower bound
-    only: the k-th send of a connection goes out no earlier than its time."""
-    async def main() -> tuple[float, Point, list[float]]:
+    starts `interval × i / c` after the others, then every `interval`. Lower bounds
+    only (a busy machine can only make a send later): no send early, and the schedule
+    as long as it is."""
+    async def main() -> Point:
         server, port = await answering_server()
         async with server:
-            before = time.perf_counter()
-            point = await on_precise_loop(load(port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", Point("t", "op", 2),
-                                               10.0, 20, rate=200.0))
-        return before, point, point.late
+            return await on_precise_loop(load(port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", Point("t", "op", 2),
+                                              10.0, 20, rate=200.0))
 
-    before, point, late = asyncio.run(main())
-    assert point.requests == 20 and len(late) == 20
-    assert all(x >= -_EARLY for x in late)
+    point = asyncio.run(main())
+    assert point.requests == 20 and len(point.late) == 20
+    assert all(x >= -_EARLY for x in point.late)
     # The whole schedule spans (20 / 2 - 1) intervals of 10 ms per connection at least.
     assert point.elapsed >= 9 * 0.010 - _EARLY
